@@ -1,0 +1,338 @@
+"""The public client: ``Memory.open(url)`` and the scoped handles it hands out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.exc import DBAPIError
+
+from memory._db import Database
+from memory._engine import create_engine
+from memory._errors import DatabaseUnavailableError, InvalidInputError, SchemaError
+from memory._graph import EntityGraph
+from memory._migrate import (
+    PHASE_2_REVISION,
+    database_revision,
+    head_revision,
+    known_revision,
+    revision_at_least,
+    upgrade,
+)
+from memory._schemas import (
+    CodePatternQuery,
+    MemoryChanges,
+    MemoryQuery,
+    NewCodePattern,
+    NewMemory,
+    NewPreference,
+    NewSessionState,
+    ScopeInput,
+    as_list,
+    validate,
+    validate_many,
+)
+from memory._store import Owner, Store
+from memory._types import (
+    CodePattern,
+    MemoryRecord,
+    Preference,
+    SessionCheckpoint,
+    Tier,
+    Visibility,
+)
+
+
+class Memory:
+    """A memory store in one database.
+
+    >>> with Memory.open("sqlite:///agent.db") as memory:  # doctest: +SKIP
+    ...     scope = memory.scope(user="ada", agent="planner", session="s1")
+    ...     scope.add("Ada prefers short answers", tier="semantic")
+
+    ``open`` creates the schema in an empty database. A database behind the newest
+    revision is opened as it is (an operator may have rolled it back): the Phase 1 entity
+    graph keeps working, and Phase 2 calls raise ``SchemaError`` until ``memctl migrate``.
+    """
+
+    def __init__(self, engine: Engine, revision: str | None) -> None:
+        self.engine = engine
+        self.revision = revision
+        self._db = Database(engine)
+        self._store = Store(self._db)
+
+    @classmethod
+    def open(cls, url: str | URL | None = None, **engine_options: Any) -> Memory:
+        """Open the store at ``url`` (default: ``$MEMORY_DATABASE_URL``, else ``memory.db``)."""
+        engine = create_engine(url, **engine_options)
+        try:
+            revision = database_revision(engine)
+            if revision is None:
+                upgrade(engine)
+                revision = head_revision()
+        except DBAPIError as error:
+            engine.dispose()
+            raise DatabaseUnavailableError(
+                f"cannot open the database {engine.url.render_as_string(hide_password=True)}: "
+                f"{error.orig}"
+            ) from error
+        except BaseException:
+            engine.dispose()
+            raise
+        if not known_revision(revision):
+            engine.dispose()
+            raise SchemaError(
+                f"the database is at revision {revision!r}, which this code does not know "
+                f"(newest known: {head_revision()}); upgrade the library"
+            )
+        return cls(engine, revision)
+
+    @property
+    def backend(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self._db.dialect
+
+    def scope(self, user: str, agent: str, session: str | None = None) -> Scope:
+        """A handle that reads and writes as ``agent`` for ``user`` in ``session``."""
+        if not revision_at_least(self.revision, PHASE_2_REVISION):
+            raise SchemaError(
+                f"memories need schema revision {PHASE_2_REVISION}; the database is at "
+                f"{self.revision}: run `memctl migrate`"
+            )
+        checked = validate(ScopeInput, {"user": user, "agent": agent, "session": session})
+        return Scope(self._store, Owner(checked.user, checked.agent, checked.session))
+
+    def graph(self, user: str) -> EntityGraph:
+        """The Phase 1 entity knowledge graph of ``user``."""
+        checked = validate(ScopeInput, {"user": user, "agent": "graph"})
+        return EntityGraph(self._db, checked.user)
+
+    def close(self) -> None:
+        """Release every pooled connection."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Memory:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class Scope:
+    """Memories, preferences, code patterns and session state, as seen by one agent
+    working for one user, optionally within one session.
+
+    Reads see the memories this agent stored for this user (in every session unless a
+    ``session`` filter is given); preferences and code patterns belong to the user and are
+    shared by all of the user's agents.
+    """
+
+    def __init__(self, store: Store, owner: Owner) -> None:
+        self._store = store
+        self._owner = owner
+
+    @property
+    def user(self) -> str:
+        return self._owner.user
+
+    @property
+    def agent(self) -> str:
+        return self._owner.agent
+
+    @property
+    def session(self) -> str | None:
+        return self._owner.session
+
+    # -- memories -----------------------------------------------------------------------------
+
+    def add(
+        self,
+        content: str | bytes,
+        *,
+        tier: Tier = "working",
+        importance: float = 0.5,
+        visibility: Visibility = "private",
+        metadata: Mapping[str, Any] | None = None,
+        ttl: timedelta | None = None,
+    ) -> MemoryRecord:
+        """Store a memory; if this scope already holds the same content, return that one."""
+        item = validate(
+            NewMemory,
+            {
+                "content": content,
+                "tier": tier,
+                "importance": importance,
+                "visibility": visibility,
+                "metadata": dict(metadata or {}),
+                "ttl": ttl,
+            },
+        )
+        return self._store.add_memories(self._owner, [item])[0]
+
+    def add_many(self, items: Iterable[str | Mapping[str, Any]]) -> list[MemoryRecord]:
+        """Store many memories in one transaction: each item is the content, or a mapping
+        with the keyword arguments of ``add``. All are stored, or none."""
+        as_mappings = [{"content": item} if isinstance(item, str | bytes) else item
+                       for item in as_list(items, "items")]
+        validated = validate_many(NewMemory, as_mappings, "items")
+        return self._store.add_memories(self._owner, validated) if validated else []
+
+    def get(self, memory_id: int) -> MemoryRecord:
+        """The memory ``memory_id``; counts as an access. Raises ``NotFoundError``."""
+        return self._store.get_memory(self._owner, _memory_id(memory_id))
+
+    def update(
+        self,
+        memory_id: int,
+        *,
+        version: int,
+        content: str | bytes | None = None,
+        tier: Tier | None = None,
+        importance: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> MemoryRecord:
+        """Change a memory read at ``version``; raises ``StaleVersionError`` if it has
+        changed since. ``metadata`` replaces the whole mapping."""
+        changes = validate(
+            MemoryChanges,
+            {
+                "version": version,
+                "content": content,
+                "tier": tier,
+                "importance": importance,
+                "metadata": dict(metadata) if metadata is not None else None,
+            },
+        )
+        return self._store.update_memory(self._owner, _memory_id(memory_id), changes)
+
+    def list(
+        self,
+        *,
+        tier: Tier | None = None,
+        session: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> list[MemoryRecord]:
+        """Live memories, newest first, matching every filter given. Page with
+        ``before_id`` (the smallest id of the previous page)."""
+        query = validate(
+            MemoryQuery,
+            {
+                "tier": tier,
+                "session": session,
+                "metadata": dict(metadata or {}),
+                "created_after": created_after,
+                "created_before": created_before,
+                "before_id": before_id,
+                "limit": limit,
+            },
+        )
+        return self._store.list_memories(self._owner, query)
+
+    def delete(self, memory_id: int) -> None:
+        """Delete a memory and its metadata. Raises ``NotFoundError``."""
+        self._store.delete_memory(self._owner, _memory_id(memory_id))
+
+    # -- preferences --------------------------------------------------------------------------
+
+    def set_preference(self, key: str, value: Any, *, confidence: float = 1.0) -> Preference:
+        """Set the user's current value for ``key`` (JSON-serialisable), as this agent."""
+        item = validate(NewPreference, {"key": key, "value": value, "confidence": confidence})
+        return self._store.set_preference(self._owner, item)
+
+    def get_preference(self, key: str) -> Preference | None:
+        """The user's current value for ``key``, or None."""
+        checked = validate(NewPreference, {"key": key, "value": None})
+        return self._store.get_preference(self._owner, checked.key)
+
+    def list_preferences(self) -> list[Preference]:
+        """All of the user's preferences, by key."""
+        return self._store.list_preferences(self._owner)
+
+    def delete_preference(self, key: str) -> None:
+        """Remove the user's preference ``key``. Raises ``NotFoundError``."""
+        checked = validate(NewPreference, {"key": key, "value": None})
+        self._store.delete_preference(self._owner, checked.key)
+
+    # -- code patterns ------------------------------------------------------------------------
+
+    def record_pattern(
+        self,
+        language: str,
+        name: str,
+        snippet: str,
+        *,
+        description: str = "",
+        tags: Iterable[str] = (),
+    ) -> CodePattern:
+        """Store a code pattern for the user; recording the same language and name again
+        replaces its snippet, description and tags and keeps its usage count."""
+        item = validate(
+            NewCodePattern,
+            {
+                "language": language,
+                "name": name,
+                "snippet": snippet,
+                "description": description,
+                "tags": as_list(tags, "tags"),
+            },
+        )
+        return self._store.record_pattern(self._owner, item)
+
+    def use_pattern(self, pattern_id: int) -> CodePattern:
+        """Count a use of a pattern (raises ``NotFoundError``)."""
+        return self._store.use_pattern(self._owner, _memory_id(pattern_id, "pattern_id"))
+
+    def find_patterns(
+        self,
+        *,
+        language: str | None = None,
+        tag: str | None = None,
+        text: str | None = None,
+        limit: int = 20,
+    ) -> list[CodePattern]:
+        """The user's patterns, most used first, filtered by language, tag and a text that
+        the name, description or snippet contains (ignoring case)."""
+        query = validate(
+            CodePatternQuery, {"language": language, "tag": tag, "text": text, "limit": limit}
+        )
+        return self._store.find_patterns(self._owner, query)
+
+    # -- session state ------------------------------------------------------------------------
+
+    def _require_session(self) -> str:
+        if self._owner.session is None:
+            raise InvalidInputError("session: session state needs a scope opened with a session")
+        return self._owner.session
+
+    def save_state(
+        self, state: Mapping[str, Any], *, ttl: timedelta | None = None
+    ) -> SessionCheckpoint:
+        """Save the next checkpoint of this session's resumable state."""
+        session = self._require_session()
+        item = validate(
+            NewSessionState,
+            {"state": dict(state) if isinstance(state, Mapping) else state, "ttl": ttl},
+        )
+        return self._store.save_state(self._owner, session, item)
+
+    def load_state(self) -> SessionCheckpoint | None:
+        """The latest live checkpoint of this session, or None."""
+        return self._store.load_state(self._owner, self._require_session())
+
+
+def _memory_id(value: Any, what: str = "memory_id") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2**63:
+        raise InvalidInputError(f"{what}: must be a positive integer, not {value!r}")
+    return value

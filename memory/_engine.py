@@ -1,0 +1,122 @@
+"""Turn a database URL into a configured SQLAlchemy engine.
+
+SQLite is the embedded default (one file in the working directory); PostgreSQL serves many
+agent hosts sharing one store. Everything dialect-specific about connections lives here.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.pool import StaticPool
+
+from memory._errors import InvalidInputError
+
+DATABASE_URL_ENV = "MEMORY_DATABASE_URL"
+DEFAULT_DATABASE_URL = "sqlite:///memory.db"
+
+BUSY_TIMEOUT_SECONDS = 5.0
+POSTGRES_POOL_SIZE = 10
+POSTGRES_TIMEOUT_SECONDS = 5
+
+
+def resolve_database_url(url: str | URL | None = None) -> URL:
+    """Return the URL to use: the caller's, else ``$MEMORY_DATABASE_URL``, else ``memory.db``.
+
+    ``postgresql://`` URLs are pinned to the psycopg 3 driver.
+
+    >>> str(resolve_database_url("postgresql://localhost/test"))
+    'postgresql+psycopg://localhost/test'
+    """
+    raw = url if url is not None else os.environ.get(DATABASE_URL_ENV) or DEFAULT_DATABASE_URL
+    try:
+        parsed = make_url(raw)
+    except ArgumentError as exc:
+        raise InvalidInputError(f"database URL {str(raw)!r} is not a valid URL: {exc}") from exc
+    if parsed.get_backend_name() == "postgresql":
+        return parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() == "sqlite":
+        return parsed.set(drivername="sqlite+pysqlite")
+    raise InvalidInputError(
+        f"database URL {parsed.render_as_string(hide_password=True)!r}: "
+        "only sqlite:// and postgresql:// are supported"
+    )
+
+
+def is_memory_sqlite(url: URL) -> bool:
+    """True for an in-process SQLite database that lives only as long as its connection."""
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+def create_engine(url: str | URL | None = None, **overrides: Any) -> Engine:
+    """Create an engine configured for safe concurrent use of the memory store.
+
+    SQLite: WAL journal, ``busy_timeout`` of 5 s, foreign keys on, and write transactions
+    opened with ``BEGIN IMMEDIATE`` (see ``write_options``) so that concurrent writers queue
+    on the busy handler instead of failing on a lock upgrade. ``:memory:`` databases share a
+    single connection so that every thread sees the same data.
+
+    PostgreSQL (psycopg 3): a pool of 10, 5 s connect and pool timeouts, pre-ping.
+    """
+    resolved = resolve_database_url(url)
+    if resolved.get_backend_name() == "sqlite":
+        return _create_sqlite_engine(resolved, **overrides)
+    options: dict[str, Any] = {
+        "pool_size": POSTGRES_POOL_SIZE,
+        "max_overflow": POSTGRES_POOL_SIZE,
+        "pool_timeout": POSTGRES_TIMEOUT_SECONDS,
+        "pool_pre_ping": True,
+        "connect_args": {"connect_timeout": POSTGRES_TIMEOUT_SECONDS},
+    }
+    options.update(overrides)
+    return sa.create_engine(resolved, **options)
+
+
+def _create_sqlite_engine(url: URL, **overrides: Any) -> Engine:
+    in_memory = is_memory_sqlite(url)
+    options: dict[str, Any] = {
+        "connect_args": {"timeout": BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
+    }
+    if in_memory:
+        options["poolclass"] = StaticPool
+    options.update(overrides)
+    engine = sa.create_engine(url, **options)
+
+    @event.listens_for(engine, "connect")
+    def _configure_connection(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from the sqlite3 module (which would open deferred
+        # transactions lazily) so that the "begin" hook below decides how each one starts.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            if not in_memory:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                # In WAL mode NORMAL is durable across application crashes; only an OS
+                # crash can lose the last transactions, never corrupt the file.
+                cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
+            cursor.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: sa.Connection) -> None:
+        mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+    return engine
+
+
+def write_options() -> dict[str, Any]:
+    """Execution options for a connection that will write.
+
+    On SQLite a write transaction takes the write lock at BEGIN; a deferred transaction that
+    upgrades later fails at once with "database is locked" when another writer got there
+    first, because SQLite cannot wait for a snapshot that is already stale.
+    """
+    return {"sqlite_begin": "IMMEDIATE"}

@@ -1,0 +1,57 @@
+"""Exceptions raised by the memory layer.
+
+Every error the library raises on purpose derives from ``MemoryStoreError``, so an agent
+runtime can catch one type::
+
+    MemoryStoreError
+    ├── InvalidInputError (ValueError)     a public input broke a rule; names field and limit
+    ├── NotFoundError (LookupError)        no such memory, entity or session in this scope
+    ├── ConflictError                      the write collides with what is stored
+    │   └── StaleVersionError              optimistic locking: the row changed since it was read
+    ├── SchemaError                        the database schema does not fit this code
+    ├── ArchiveError                       a migration archive is missing, corrupt or unusable
+    └── DatabaseUnavailableError           the database could not be reached or stayed locked
+"""
+
+from __future__ import annotations
+
+
+class MemoryStoreError(Exception):
+    """Base class of every error raised by the memory layer."""
+
+
+class InvalidInputError(MemoryStoreError, ValueError):
+    """A public input failed validation; the message names the field and the limit."""
+
+
+class NotFoundError(MemoryStoreError, LookupError):
+    """The requested object does not exist in the caller's scope."""
+
+
+class ConflictError(MemoryStoreError):
+    """The write collides with the stored data (same content, concurrent checkpoint)."""
+
+
+class StaleVersionError(ConflictError):
+    """An update named a version that is no longer current (optimistic locking)."""
+
+    def __init__(self, memory_id: int, expected: int, current: int) -> None:
+        super().__init__(
+            f"memory {memory_id} is at version {current}, not {expected}: "
+            "it changed since you read it; read it again and retry"
+        )
+        self.memory_id = memory_id
+        self.expected = expected
+        self.current = current
+
+
+class SchemaError(MemoryStoreError):
+    """The database schema is missing, too old for the call, or newer than this code."""
+
+
+class ArchiveError(MemoryStoreError):
+    """A migration archive could not be written, verified or restored."""
+
+
+class DatabaseUnavailableError(MemoryStoreError):
+    """The database could not be reached, or stayed locked past the retry budget."""

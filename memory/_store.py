@@ -1,0 +1,550 @@
+"""Repositories for Phase 2 data: the only module that writes SQL for memories,
+preferences, code patterns and session state.
+
+Inputs arrive validated (``memory._schemas``); each public method is one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy.exc import IntegrityError
+
+from memory._db import Database
+from memory._errors import ConflictError, NotFoundError, StaleVersionError
+from memory._models import (
+    NO_SESSION,
+    CodePatternRow,
+    MemoryMetadata,
+    MemoryRow,
+    SessionStateRow,
+    UserPreference,
+    utcnow,
+)
+from memory._schemas import (
+    CodePatternQuery,
+    MemoryChanges,
+    MemoryQuery,
+    NewCodePattern,
+    NewMemory,
+    NewPreference,
+    NewSessionState,
+    canonical_json,
+    content_hash,
+)
+from memory._types import CodePattern, MemoryRecord, Preference, SessionCheckpoint
+
+memories = MemoryRow.__table__
+metadata_table = MemoryMetadata.__table__
+preferences = UserPreference.__table__
+patterns = CodePatternRow.__table__
+session_state = SessionStateRow.__table__
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """Who a write belongs to and whose rows a read may see."""
+
+    user: str
+    agent: str
+    session: str | None
+
+    @property
+    def session_key(self) -> str:
+        return self.session if self.session is not None else NO_SESSION
+
+
+def _owned(owner: Owner) -> list[sa.ColumnElement[bool]]:
+    return [memories.c.user_id == owner.user, memories.c.agent_id == owner.agent]
+
+
+def _live(now: datetime) -> sa.ColumnElement[bool]:
+    return sa.or_(memories.c.expires_at.is_(None), memories.c.expires_at > now)
+
+
+def _record(row: RowMapping, metadata: dict[str, Any]) -> MemoryRecord:
+    return MemoryRecord(
+        id=row["id"],
+        user_id=row["user_id"],
+        agent_id=row["agent_id"],
+        session_id=row["session_id"] or None,
+        tier=row["tier"],
+        content=row["content"],
+        content_hash=row["content_hash"],
+        importance=row["importance"],
+        visibility=row["visibility"],
+        metadata=metadata,
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        last_accessed_at=row["last_accessed_at"],
+        access_count=row["access_count"],
+        expires_at=row["expires_at"],
+        version=row["version"],
+    )
+
+
+class Store:
+    """Phase 2 repositories over one database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- memories -----------------------------------------------------------------------------
+
+    def add_memories(self, owner: Owner, items: Sequence[NewMemory]) -> list[MemoryRecord]:
+        """Insert memories, or return the existing one where the scope already holds the
+        same content. The unique key makes concurrent adds of one content yield one row."""
+
+        def operation(connection: Connection) -> list[MemoryRecord]:
+            now = utcnow()
+            by_hash: dict[str, NewMemory] = {}
+            for item in items:
+                by_hash.setdefault(content_hash(item.content), item)
+            rows = [
+                {
+                    "user_id": owner.user,
+                    "agent_id": owner.agent,
+                    "session_id": owner.session_key,
+                    "tier": item.tier,
+                    "content": item.content,
+                    "content_hash": digest,
+                    "importance": item.importance,
+                    "visibility": item.visibility,
+                    "created_at": now,
+                    "updated_at": now,
+                    "last_accessed_at": None,
+                    "access_count": 0,
+                    "expires_at": now + item.ttl if item.ttl is not None else None,
+                    "version": 1,
+                }
+                for digest, item in by_hash.items()
+            ]
+            statement = (
+                self.db.insert(memories)
+                .on_conflict_do_nothing(
+                    index_elements=["user_id", "agent_id", "session_id", "content_hash"]
+                )
+                .returning(memories.c.id, memories.c.content_hash)
+            )
+            inserted = {
+                row.content_hash: row.id for row in connection.execute(statement, rows)
+            }
+            metadata_rows = [
+                {"memory_id": memory_id, "key": key, "value_json": canonical_json(value)}
+                for digest, memory_id in inserted.items()
+                for key, value in by_hash[digest].metadata.items()
+            ]
+            if metadata_rows:
+                connection.execute(metadata_table.insert(), metadata_rows)
+            found = self._select(
+                connection,
+                sa.and_(
+                    *_owned(owner),
+                    memories.c.session_id == owner.session_key,
+                    memories.c.content_hash.in_(list(by_hash)),
+                ),
+            )
+            by_digest = {record.content_hash: record for record in found}
+            return [by_digest[content_hash(item.content)] for item in items]
+
+        return self.db.write(operation)
+
+    def _select(
+        self,
+        connection: Connection,
+        condition: sa.ColumnElement[bool],
+        order: Sequence[sa.ColumnElement[Any]] = (),
+        limit: int | None = None,
+    ) -> list[MemoryRecord]:
+        statement = sa.select(memories).where(condition).order_by(*order)
+        if limit is not None:
+            statement = statement.limit(limit)
+        rows = connection.execute(statement).mappings().all()
+        return self._with_metadata(connection, rows)
+
+    def _with_metadata(
+        self, connection: Connection, rows: Sequence[RowMapping]
+    ) -> list[MemoryRecord]:
+        metadata: dict[int, dict[str, Any]] = {row["id"]: {} for row in rows}
+        if metadata:
+            found = connection.execute(
+                sa.select(metadata_table).where(metadata_table.c.memory_id.in_(list(metadata)))
+            )
+            for item in found:
+                metadata[item.memory_id][item.key] = json.loads(item.value_json)
+        return [_record(row, metadata[row["id"]]) for row in rows]
+
+    def get_memory(self, owner: Owner, memory_id: int) -> MemoryRecord:
+        """Read one memory of this user and agent and record the access."""
+
+        def operation(connection: Connection) -> MemoryRecord:
+            now = utcnow()
+            statement = (
+                sa.update(memories)
+                .where(memories.c.id == memory_id, *_owned(owner), _live(now))
+                .values(last_accessed_at=now, access_count=memories.c.access_count + 1)
+                .returning(*memories.c)
+            )
+            row = connection.execute(statement).mappings().first()
+            if row is None:
+                raise NotFoundError(f"memory {memory_id} does not exist in this scope")
+            return self._with_metadata(connection, [row])[0]
+
+        return self.db.write(operation)
+
+    def update_memory(self, owner: Owner, memory_id: int, changes: MemoryChanges) -> MemoryRecord:
+        """Apply ``changes`` if ``changes.version`` is still current (optimistic locking)."""
+
+        def operation(connection: Connection) -> MemoryRecord:
+            now = utcnow()
+            values: dict[str, Any] = {"updated_at": now, "version": memories.c.version + 1}
+            if changes.content is not None:
+                values["content"] = changes.content
+                values["content_hash"] = content_hash(changes.content)
+            if changes.tier is not None:
+                values["tier"] = changes.tier
+            if changes.importance is not None:
+                values["importance"] = changes.importance
+            statement = (
+                sa.update(memories)
+                .where(
+                    memories.c.id == memory_id,
+                    *_owned(owner),
+                    _live(now),
+                    memories.c.version == changes.version,
+                )
+                .values(**values)
+                .returning(*memories.c)
+            )
+            try:
+                row = connection.execute(statement).mappings().first()
+            except IntegrityError as error:
+                raise ConflictError(
+                    f"memory {memory_id}: another memory in this scope already has that content"
+                ) from error
+            if row is None:
+                current = connection.execute(
+                    sa.select(memories.c.version).where(
+                        memories.c.id == memory_id, *_owned(owner), _live(now)
+                    )
+                ).scalar()
+                if current is None:
+                    raise NotFoundError(f"memory {memory_id} does not exist in this scope")
+                raise StaleVersionError(memory_id, changes.version, current)
+            if changes.metadata is not None:
+                connection.execute(
+                    sa.delete(metadata_table).where(metadata_table.c.memory_id == memory_id)
+                )
+                if changes.metadata:
+                    connection.execute(
+                        metadata_table.insert(),
+                        [
+                            {"memory_id": memory_id, "key": key, "value_json": canonical_json(v)}
+                            for key, v in changes.metadata.items()
+                        ],
+                    )
+            return self._with_metadata(connection, [row])[0]
+
+        return self.db.write(operation)
+
+    def list_memories(self, owner: Owner, query: MemoryQuery) -> list[MemoryRecord]:
+        """This user's and agent's live memories matching ``query``, newest first."""
+
+        def operation(connection: Connection) -> list[MemoryRecord]:
+            conditions = [*_owned(owner), _live(utcnow())]
+            if query.tier is not None:
+                conditions.append(memories.c.tier == query.tier)
+            if query.session is not None:
+                conditions.append(memories.c.session_id == query.session)
+            if query.created_after is not None:
+                conditions.append(memories.c.created_at >= query.created_after)
+            if query.created_before is not None:
+                conditions.append(memories.c.created_at < query.created_before)
+            if query.before_id is not None:
+                conditions.append(memories.c.id < query.before_id)
+            for key, value in query.metadata.items():
+                conditions.append(
+                    memories.c.id.in_(
+                        sa.select(metadata_table.c.memory_id).where(
+                            metadata_table.c.key == key,
+                            metadata_table.c.value_json == canonical_json(value),
+                        )
+                    )
+                )
+            return self._select(
+                connection, sa.and_(*conditions), [memories.c.id.desc()], query.limit
+            )
+
+        return self.db.read(operation)
+
+    def delete_memory(self, owner: Owner, memory_id: int) -> None:
+        """Delete one memory (its metadata goes with it, by cascade)."""
+
+        def operation(connection: Connection) -> None:
+            result = connection.execute(
+                sa.delete(memories).where(memories.c.id == memory_id, *_owned(owner))
+            )
+            if result.rowcount == 0:
+                raise NotFoundError(f"memory {memory_id} does not exist in this scope")
+
+        self.db.write(operation)
+
+    # -- preferences --------------------------------------------------------------------------
+
+    @staticmethod
+    def _preference(row: RowMapping) -> Preference:
+        return Preference(
+            user_id=row["user_id"],
+            key=row["key"],
+            value=json.loads(row["value_json"]),
+            source_agent=row["source_agent"],
+            confidence=row["confidence"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )
+
+    def set_preference(self, owner: Owner, item: NewPreference) -> Preference:
+        """Make ``item`` the user's one current value for its key."""
+
+        def operation(connection: Connection) -> Preference:
+            now = utcnow()
+            statement = self.db.insert(preferences).values(
+                user_id=owner.user,
+                key=item.key,
+                value_json=canonical_json(item.value),
+                source_agent=owner.agent,
+                confidence=item.confidence,
+                created_at=now,
+                updated_at=now,
+            )
+            statement = statement.on_conflict_do_update(
+                index_elements=["user_id", "key"],
+                set_={
+                    "value_json": statement.excluded.value_json,
+                    "source_agent": statement.excluded.source_agent,
+                    "confidence": statement.excluded.confidence,
+                    "updated_at": statement.excluded.updated_at,
+                },
+            ).returning(*preferences.c)
+            return self._preference(connection.execute(statement).mappings().one())
+
+        return self.db.write(operation)
+
+    def get_preference(self, owner: Owner, key: str) -> Preference | None:
+        """The user's current value for ``key``, or None."""
+
+        def operation(connection: Connection) -> Preference | None:
+            row = connection.execute(
+                sa.select(preferences).where(
+                    preferences.c.user_id == owner.user, preferences.c.key == key
+                )
+            ).mappings().first()
+            return self._preference(row) if row is not None else None
+
+        return self.db.read(operation)
+
+    def list_preferences(self, owner: Owner) -> list[Preference]:
+        """Every preference of the user, by key."""
+
+        def operation(connection: Connection) -> list[Preference]:
+            rows = connection.execute(
+                sa.select(preferences)
+                .where(preferences.c.user_id == owner.user)
+                .order_by(preferences.c.key)
+            ).mappings()
+            return [self._preference(row) for row in rows]
+
+        return self.db.read(operation)
+
+    def delete_preference(self, owner: Owner, key: str) -> None:
+        """Remove the user's preference ``key``."""
+
+        def operation(connection: Connection) -> None:
+            result = connection.execute(
+                sa.delete(preferences).where(
+                    preferences.c.user_id == owner.user, preferences.c.key == key
+                )
+            )
+            if result.rowcount == 0:
+                raise NotFoundError(f"preference {key!r} does not exist for this user")
+
+        self.db.write(operation)
+
+    # -- code patterns ------------------------------------------------------------------------
+
+    @staticmethod
+    def _pattern(row: RowMapping) -> CodePattern:
+        return CodePattern(
+            id=row["id"],
+            user_id=row["user_id"],
+            agent_id=row["agent_id"],
+            language=row["language"],
+            name=row["name"],
+            description=row["description"],
+            snippet=row["snippet"],
+            tags=tuple(json.loads(row["tags_json"])),
+            usage_count=row["usage_count"],
+            last_used_at=row["last_used_at"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )
+
+    def record_pattern(self, owner: Owner, item: NewCodePattern) -> CodePattern:
+        """Store a code pattern, or refresh the one with the same language and name."""
+
+        def operation(connection: Connection) -> CodePattern:
+            now = utcnow()
+            statement = self.db.insert(patterns).values(
+                user_id=owner.user,
+                agent_id=owner.agent,
+                language=item.language,
+                name=item.name,
+                description=item.description,
+                snippet=item.snippet,
+                tags_json=canonical_json(sorted(set(item.tags))),
+                usage_count=0,
+                last_used_at=None,
+                created_at=now,
+                updated_at=now,
+            )
+            statement = statement.on_conflict_do_update(
+                index_elements=["user_id", "language", "name"],
+                set_={
+                    "agent_id": statement.excluded.agent_id,
+                    "description": statement.excluded.description,
+                    "snippet": statement.excluded.snippet,
+                    "tags_json": statement.excluded.tags_json,
+                    "updated_at": statement.excluded.updated_at,
+                },
+            ).returning(*patterns.c)
+            return self._pattern(connection.execute(statement).mappings().one())
+
+        return self.db.write(operation)
+
+    def use_pattern(self, owner: Owner, pattern_id: int) -> CodePattern:
+        """Count one use of a pattern; returns it as updated."""
+
+        def operation(connection: Connection) -> CodePattern:
+            row = connection.execute(
+                sa.update(patterns)
+                .where(patterns.c.id == pattern_id, patterns.c.user_id == owner.user)
+                .values(usage_count=patterns.c.usage_count + 1, last_used_at=utcnow())
+                .returning(*patterns.c)
+            ).mappings().first()
+            if row is None:
+                raise NotFoundError(f"code pattern {pattern_id} does not exist for this user")
+            return self._pattern(row)
+
+        return self.db.write(operation)
+
+    def find_patterns(self, owner: Owner, query: CodePatternQuery) -> list[CodePattern]:
+        """The user's patterns matching ``query``, most used first."""
+
+        def operation(connection: Connection) -> list[CodePattern]:
+            conditions = [patterns.c.user_id == owner.user]
+            if query.language is not None:
+                conditions.append(patterns.c.language == query.language)
+            rows = connection.execute(
+                sa.select(patterns)
+                .where(*conditions)
+                .order_by(patterns.c.usage_count.desc(), patterns.c.id)
+            ).mappings()
+            found = []
+            # Tag and text matching happen here, not in SQL, so that case folding is the
+            # same on every backend; the user index bounds how many rows are read.
+            for row in rows:
+                pattern = self._pattern(row)
+                if query.tag is not None and query.tag not in pattern.tags:
+                    continue
+                if query.text is not None and not _mentions(pattern, query.text):
+                    continue
+                found.append(pattern)
+                if len(found) == query.limit:
+                    break
+            return found
+
+        return self.db.read(operation)
+
+    # -- session state ------------------------------------------------------------------------
+
+    @staticmethod
+    def _checkpoint(row: RowMapping) -> SessionCheckpoint:
+        return SessionCheckpoint(
+            user_id=row["user_id"],
+            session_id=row["session_id"],
+            agent_id=row["agent_id"],
+            checkpoint_seq=row["checkpoint_seq"],
+            state=json.loads(row["state_json"]),
+            created_at=row["created_at"],
+            expires_at=row["expires_at"],
+        )
+
+    def save_state(self, owner: Owner, session: str, item: NewSessionState) -> SessionCheckpoint:
+        """Append the next checkpoint of ``session``."""
+
+        def operation(connection: Connection) -> SessionCheckpoint:
+            now = utcnow()
+            latest = connection.execute(
+                sa.select(sa.func.max(session_state.c.checkpoint_seq)).where(
+                    session_state.c.user_id == owner.user,
+                    session_state.c.session_id == session,
+                )
+            ).scalar()
+            # Two agents saving at once compute the same next number; the unique key
+            # refuses the second, and the retry below reads the new maximum.
+            row = connection.execute(
+                self.db.insert(session_state)
+                .values(
+                    user_id=owner.user,
+                    session_id=session,
+                    checkpoint_seq=(latest or 0) + 1,
+                    agent_id=owner.agent,
+                    state_json=canonical_json(item.state),
+                    created_at=now,
+                    expires_at=now + item.ttl if item.ttl is not None else None,
+                )
+                .returning(*session_state.c)
+            ).mappings().one()
+            return self._checkpoint(row)
+
+        for _ in range(10):
+            try:
+                return self.db.write(operation)
+            except IntegrityError:
+                continue
+        raise ConflictError(f"session {session!r}: too many concurrent checkpoints; try again")
+
+    def load_state(self, owner: Owner, session: str) -> SessionCheckpoint | None:
+        """The latest live checkpoint of ``session``, or None."""
+
+        def operation(connection: Connection) -> SessionCheckpoint | None:
+            row = connection.execute(
+                sa.select(session_state)
+                .where(
+                    session_state.c.user_id == owner.user,
+                    session_state.c.session_id == session,
+                )
+                .order_by(session_state.c.checkpoint_seq.desc())
+                .limit(1)
+            ).mappings().first()
+            if row is None:
+                return None
+            checkpoint = self._checkpoint(row)
+            if checkpoint.expires_at is not None and checkpoint.expires_at <= utcnow():
+                return None
+            return checkpoint
+
+        return self.db.read(operation)
+
+
+def _mentions(pattern: CodePattern, text: str) -> bool:
+    needle = text.casefold()
+    return any(
+        needle in field.casefold() for field in (pattern.name, pattern.description, pattern.snippet)
+    )

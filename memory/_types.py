@@ -1,0 +1,128 @@
+"""The immutable values that the public API returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+Tier = Literal["working", "episodic", "semantic"]
+Visibility = Literal["private", "shared"]
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryRecord:
+    """One stored memory, as of the moment it was read."""
+
+    id: int
+    user_id: str
+    agent_id: str
+    session_id: str | None
+    tier: Tier
+    content: str
+    content_hash: str
+    importance: float
+    visibility: Visibility
+    metadata: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    last_accessed_at: datetime | None
+    access_count: int
+    expires_at: datetime | None
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Preference:
+    """The current value of one user preference and who set it."""
+
+    user_id: str
+    key: str
+    value: Any
+    source_agent: str
+    confidence: float
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CodePattern:
+    """A reusable piece of code a user's agents have recorded."""
+
+    id: int
+    user_id: str
+    agent_id: str
+    language: str
+    name: str
+    description: str
+    snippet: str
+    tags: tuple[str, ...]
+    usage_count: int
+    last_used_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SessionCheckpoint:
+    """One saved state of a session; ``checkpoint_seq`` counts up from 1."""
+
+    user_id: str
+    session_id: str
+    agent_id: str
+    checkpoint_seq: int
+    state: dict[str, Any]
+    created_at: datetime
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Entity:
+    """A node of the Phase 1 knowledge graph (MCP memory server semantics)."""
+
+    name: str
+    entity_type: str
+    observations: tuple[str, ...] = ()
+
+    def to_mcp(self) -> dict[str, Any]:
+        """The MCP memory server's JSON shape of this entity."""
+        return {
+            "type": "entity",
+            "name": self.name,
+            "entityType": self.entity_type,
+            "observations": list(self.observations),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Relation:
+    """A directed, typed edge of the knowledge graph, in active voice (from → to)."""
+
+    from_entity: str
+    to_entity: str
+    relation_type: str
+
+    def to_mcp(self) -> dict[str, Any]:
+        """The MCP memory server's JSON shape of this relation."""
+        return {
+            "type": "relation",
+            "from": self.from_entity,
+            "to": self.to_entity,
+            "relationType": self.relation_type,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class KnowledgeGraph:
+    """Entities and the relations among them."""
+
+    entities: tuple[Entity, ...] = ()
+    relations: tuple[Relation, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class AddedObservations:
+    """The observations that ``add_observations`` actually added to one entity."""
+
+    entity_name: str
+    added_observations: tuple[str, ...]

@@ -1,0 +1,53 @@
+"""Alembic environment for the memory schema.
+
+The caller hands over an open connection in ``config.attributes["connection"]`` (this is
+how ``memctl`` and pytest-alembic run migrations); a bare ``sqlalchemy.url`` works too.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import context
+
+from memory._engine import create_engine, write_options
+from memory._models import Base
+
+config = context.config
+target_metadata = Base.metadata
+
+# Any fixed number: every process that migrates the same PostgreSQL database takes this
+# lock, so two agent hosts upgrading at once run one after the other.
+_MIGRATION_LOCK_ID = 0x6D656D6F7279
+
+
+def _run(connection: sa.Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        # SQLite cannot ALTER most things; Alembic rebuilds the table instead.
+        render_as_batch=connection.dialect.name == "sqlite",
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            connection.execute(sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID})
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        _run(connection)
+        return
+    engine = create_engine(config.get_main_option("sqlalchemy.url"))
+    try:
+        with engine.connect() as connection:
+            connection.execution_options(**write_options())
+            _run(connection)
+    finally:
+        engine.dispose()
+
+
+if context.is_offline_mode():
+    raise SystemExit("offline (--sql) migrations are not supported; run against a database")
+run_migrations_online()
