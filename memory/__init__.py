@@ -34,11 +34,11 @@ from memory._types import (
 )
 
 __all__ = [
-    "DATABASE_URL_ENV",
     "AddedObservations",
     "ArchiveError",
     "CodePattern",
     "ConflictError",
+    "DATABASE_URL_ENV",
     "DatabaseUnavailableError",
     "Entity",
     "EntityGraph",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -180,8 +181,10 @@ class Scope:
     def add_many(self, items: Iterable[str | Mapping[str, Any]]) -> list[MemoryRecord]:
         """Store many memories in one transaction: each item is the content, or a mapping
         with the keyword arguments of ``add``. All are stored, or none."""
-        as_mappings = [{"content": item} if isinstance(item, str | bytes) else item
-                       for item in as_list(items, "items")]
+        as_mappings = [
+            {"content": item} if isinstance(item, str | bytes) else item
+            for item in as_list(items, "items")
+        ]
         validated = validate_many(NewMemory, as_mappings, "items")
         return self._store.add_memories(self._owner, validated) if validated else []
 
@@ -223,7 +226,7 @@ class Scope:
         created_before: datetime | None = None,
         before_id: int | None = None,
         limit: int = 100,
-    ) -> list[MemoryRecord]:
+    ) -> builtins.list[MemoryRecord]:
         """Live memories, newest first, matching every filter given. Page with
         ``before_id`` (the smallest id of the previous page)."""
         query = validate(
@@ -256,7 +259,7 @@ class Scope:
         checked = validate(NewPreference, {"key": key, "value": None})
         return self._store.get_preference(self._owner, checked.key)
 
-    def list_preferences(self) -> list[Preference]:
+    def list_preferences(self) -> builtins.list[Preference]:
         """All of the user's preferences, by key."""
         return self._store.list_preferences(self._owner)
 
@@ -301,7 +304,7 @@ class Scope:
         tag: str | None = None,
         text: str | None = None,
         limit: int = 20,
-    ) -> list[CodePattern]:
+    ) -> builtins.list[CodePattern]:
         """The user's patterns, most used first, filtered by language, tag and a text that
         the name, description or snippet contains (ignoring case)."""
         query = validate(

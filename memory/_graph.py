@@ -18,10 +18,7 @@ from sqlalchemy.engine import Connection
 
 from memory._db import Database
 from memory._errors import InvalidInputError, NotFoundError
-from memory._models import Entity as EntityRow
-from memory._models import Observation as ObservationRow
-from memory._models import Relation as RelationRow
-from memory._models import utcnow
+from memory._models import Base, utcnow
 from memory._schemas import (
     EntityInput,
     EntityName,
@@ -35,9 +32,9 @@ from memory._schemas import (
 )
 from memory._types import AddedObservations, Entity, KnowledgeGraph, Relation
 
-entities = EntityRow.__table__
-observations = ObservationRow.__table__
-relations = RelationRow.__table__
+entities = Base.metadata.tables["entities"]
+observations = Base.metadata.tables["observations"]
+relations = Base.metadata.tables["relations"]
 
 _from = entities.alias("source")
 _to = entities.alias("target")
@@ -75,7 +72,7 @@ class EntityGraph:
         self, connection: Connection, entity_id: int, contents: Iterable[str]
     ) -> tuple[str, ...]:
         now = utcnow()
-        rows = {
+        rows: dict[str, dict[str, Any]] = {
             content_hash(text): {
                 "entity_id": entity_id,
                 "content": text,
@@ -98,9 +95,7 @@ class EntityGraph:
             )
         return tuple(row["content"] for digest, row in rows.items() if digest in added)
 
-    def _create_entities(
-        self, connection: Connection, items: list[EntityInput]
-    ) -> list[Entity]:
+    def _create_entities(self, connection: Connection, items: list[EntityInput]) -> list[Entity]:
         now = utcnow()
         first = {item.name: item for item in reversed(items)}  # the first of a name wins
         existing = self._entity_ids(connection, first)
@@ -251,8 +246,9 @@ class EntityGraph:
         for item in found:
             texts[item.entity_id].append(item.content)
         edges = connection.execute(
-            sa.select(_from.c.name.label("source"), _to.c.name.label("target"),
-                      relations.c.relation_type)
+            sa.select(
+                _from.c.name.label("source"), _to.c.name.label("target"), relations.c.relation_type
+            )
             .join(_from, _from.c.id == relations.c.from_entity_id)
             .join(_to, _to.c.id == relations.c.to_entity_id)
             .where(relations.c.user_id == self.user)
@@ -274,9 +270,11 @@ class EntityGraph:
         # must be the same on every backend (and as the reference server's toLowerCase).
         return _subgraph(
             graph,
-            lambda e: needle in e.name.casefold()
-            or needle in e.entity_type.casefold()
-            or any(needle in text.casefold() for text in e.observations),
+            lambda e: (
+                needle in e.name.casefold()
+                or needle in e.entity_type.casefold()
+                or any(needle in text.casefold() for text in e.observations)
+            ),
         )
 
     def open_nodes(self, names: Iterable[str]) -> KnowledgeGraph:
@@ -289,8 +287,10 @@ class EntityGraph:
     def export_jsonl(self) -> Iterator[str]:
         """The graph as the MCP memory server's ``memory.jsonl`` lines (no newlines)."""
         graph = self.read_graph()
-        for item in (*graph.entities, *graph.relations):
-            yield json.dumps(item.to_mcp(), ensure_ascii=False)
+        for entity in graph.entities:
+            yield json.dumps(entity.to_mcp(), ensure_ascii=False)
+        for relation in graph.relations:
+            yield json.dumps(relation.to_mcp(), ensure_ascii=False)
 
     def import_jsonl(self, lines: Iterable[str]) -> tuple[int, int]:
         """Load ``memory.jsonl`` lines in one transaction; merge observations into entities

@@ -98,9 +98,7 @@ class Observation(Base):
     __tablename__ = "observations"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    entity_id: Mapped[int] = mapped_column(
-        BigId, sa.ForeignKey("entities.id", ondelete="CASCADE")
-    )
+    entity_id: Mapped[int] = mapped_column(BigId, sa.ForeignKey("entities.id", ondelete="CASCADE"))
     content: Mapped[str] = mapped_column(sa.Text())
     # Unique per entity through the hash: a b-tree cannot index arbitrarily long text.
     content_hash: Mapped[str] = mapped_column(sa.String(HASH_LENGTH))
@@ -234,4 +232,10 @@ class SessionStateRow(Base):
 
 
 PHASE_1_TABLES = ("entities", "observations", "relations")
-PHASE_2_TABLES = ("memories", "memory_metadata", "user_preferences", "code_patterns", "session_state")
+PHASE_2_TABLES = (
+    "memories",
+    "memory_metadata",
+    "user_preferences",
+    "code_patterns",
+    "session_state",
+)

@@ -101,8 +101,9 @@ def canonical_json(value: Any) -> str:
     '{"a":[true,null],"b":1}'
     """
     try:
-        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                          allow_nan=False)
+        text = json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
     except (TypeError, ValueError) as exc:
         raise ValueError(f"is not JSON-serialisable: {exc}") from None
     _decode_text(text)  # lone surrogates pass json.dumps but cannot be stored
@@ -296,9 +297,9 @@ def validate_many(model: type[M], items: Any, what: str) -> list[M]:
 def _describe(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors(include_url=False):
-        location = ".".join(
-            _short(part) for part in error["loc"] if not _is_type_tag(part)
-        ) or "value"
+        location = (
+            ".".join(_short(part) for part in error["loc"] if not _is_type_tag(part)) or "value"
+        )
         context = error.get("ctx", {})
         unit = "characters" if isinstance(error.get("input"), str) else "items"
         if error["type"] in {"string_too_long", "too_long"}:

@@ -18,15 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from memory._db import Database
 from memory._errors import ConflictError, NotFoundError, StaleVersionError
-from memory._models import (
-    NO_SESSION,
-    CodePatternRow,
-    MemoryMetadata,
-    MemoryRow,
-    SessionStateRow,
-    UserPreference,
-    utcnow,
-)
+from memory._models import NO_SESSION, Base, utcnow
 from memory._schemas import (
     CodePatternQuery,
     MemoryChanges,
@@ -40,11 +32,11 @@ from memory._schemas import (
 )
 from memory._types import CodePattern, MemoryRecord, Preference, SessionCheckpoint
 
-memories = MemoryRow.__table__
-metadata_table = MemoryMetadata.__table__
-preferences = UserPreference.__table__
-patterns = CodePatternRow.__table__
-session_state = SessionStateRow.__table__
+memories = Base.metadata.tables["memories"]
+metadata_table = Base.metadata.tables["memory_metadata"]
+preferences = Base.metadata.tables["user_preferences"]
+patterns = Base.metadata.tables["code_patterns"]
+session_state = Base.metadata.tables["session_state"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,9 +124,7 @@ class Store:
                 )
                 .returning(memories.c.id, memories.c.content_hash)
             )
-            inserted = {
-                row.content_hash: row.id for row in connection.execute(statement, rows)
-            }
+            inserted = {row.content_hash: row.id for row in connection.execute(statement, rows)}
             metadata_rows = [
                 {"memory_id": memory_id, "key": key, "value_json": canonical_json(value)}
                 for digest, memory_id in inserted.items()
@@ -340,11 +330,15 @@ class Store:
         """The user's current value for ``key``, or None."""
 
         def operation(connection: Connection) -> Preference | None:
-            row = connection.execute(
-                sa.select(preferences).where(
-                    preferences.c.user_id == owner.user, preferences.c.key == key
+            row = (
+                connection.execute(
+                    sa.select(preferences).where(
+                        preferences.c.user_id == owner.user, preferences.c.key == key
+                    )
                 )
-            ).mappings().first()
+                .mappings()
+                .first()
+            )
             return self._preference(row) if row is not None else None
 
         return self.db.read(operation)
@@ -431,12 +425,16 @@ class Store:
         """Count one use of a pattern; returns it as updated."""
 
         def operation(connection: Connection) -> CodePattern:
-            row = connection.execute(
-                sa.update(patterns)
-                .where(patterns.c.id == pattern_id, patterns.c.user_id == owner.user)
-                .values(usage_count=patterns.c.usage_count + 1, last_used_at=utcnow())
-                .returning(*patterns.c)
-            ).mappings().first()
+            row = (
+                connection.execute(
+                    sa.update(patterns)
+                    .where(patterns.c.id == pattern_id, patterns.c.user_id == owner.user)
+                    .values(usage_count=patterns.c.usage_count + 1, last_used_at=utcnow())
+                    .returning(*patterns.c)
+                )
+                .mappings()
+                .first()
+            )
             if row is None:
                 raise NotFoundError(f"code pattern {pattern_id} does not exist for this user")
             return self._pattern(row)
@@ -498,19 +496,23 @@ class Store:
             ).scalar()
             # Two agents saving at once compute the same next number; the unique key
             # refuses the second, and the retry below reads the new maximum.
-            row = connection.execute(
-                self.db.insert(session_state)
-                .values(
-                    user_id=owner.user,
-                    session_id=session,
-                    checkpoint_seq=(latest or 0) + 1,
-                    agent_id=owner.agent,
-                    state_json=canonical_json(item.state),
-                    created_at=now,
-                    expires_at=now + item.ttl if item.ttl is not None else None,
+            row = (
+                connection.execute(
+                    self.db.insert(session_state)
+                    .values(
+                        user_id=owner.user,
+                        session_id=session,
+                        checkpoint_seq=(latest or 0) + 1,
+                        agent_id=owner.agent,
+                        state_json=canonical_json(item.state),
+                        created_at=now,
+                        expires_at=now + item.ttl if item.ttl is not None else None,
+                    )
+                    .returning(*session_state.c)
                 )
-                .returning(*session_state.c)
-            ).mappings().one()
+                .mappings()
+                .one()
+            )
             return self._checkpoint(row)
 
         for _ in range(10):
@@ -524,15 +526,19 @@ class Store:
         """The latest live checkpoint of ``session``, or None."""
 
         def operation(connection: Connection) -> SessionCheckpoint | None:
-            row = connection.execute(
-                sa.select(session_state)
-                .where(
-                    session_state.c.user_id == owner.user,
-                    session_state.c.session_id == session,
+            row = (
+                connection.execute(
+                    sa.select(session_state)
+                    .where(
+                        session_state.c.user_id == owner.user,
+                        session_state.c.session_id == session,
+                    )
+                    .order_by(session_state.c.checkpoint_seq.desc())
+                    .limit(1)
                 )
-                .order_by(session_state.c.checkpoint_seq.desc())
-                .limit(1)
-            ).mappings().first()
+                .mappings()
+                .first()
+            )
             if row is None:
                 return None
             checkpoint = self._checkpoint(row)

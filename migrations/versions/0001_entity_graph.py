@@ -41,7 +41,9 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_observations"),
         sa.ForeignKeyConstraint(
-            ["entity_id"], ["entities.id"], ondelete="CASCADE",
+            ["entity_id"],
+            ["entities.id"],
+            ondelete="CASCADE",
             name="fk_observations_entity_id_entities",
         ),
         sa.UniqueConstraint(

@@ -31,15 +31,21 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_relations"),
         sa.ForeignKeyConstraint(
-            ["from_entity_id"], ["entities.id"], ondelete="CASCADE",
+            ["from_entity_id"],
+            ["entities.id"],
+            ondelete="CASCADE",
             name="fk_relations_from_entity_id_entities",
         ),
         sa.ForeignKeyConstraint(
-            ["to_entity_id"], ["entities.id"], ondelete="CASCADE",
+            ["to_entity_id"],
+            ["entities.id"],
+            ondelete="CASCADE",
             name="fk_relations_to_entity_id_entities",
         ),
         sa.UniqueConstraint(
-            "from_entity_id", "to_entity_id", "relation_type",
+            "from_entity_id",
+            "to_entity_id",
+            "relation_type",
             name="uq_relations_from_entity_id_to_entity_id_relation_type",
         ),
     )

@@ -40,12 +40,13 @@ def upgrade() -> None:
         sa.Column("version", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_memories"),
         sa.UniqueConstraint(
-            "user_id", "agent_id", "session_id", "content_hash",
+            "user_id",
+            "agent_id",
+            "session_id",
+            "content_hash",
             name="uq_memories_user_id_agent_id_session_id_content_hash",
         ),
-        sa.CheckConstraint(
-            "tier IN ('working', 'episodic', 'semantic')", name="ck_memories_tier"
-        ),
+        sa.CheckConstraint("tier IN ('working', 'episodic', 'semantic')", name="ck_memories_tier"),
         sa.CheckConstraint("visibility IN ('private', 'shared')", name="ck_memories_visibility"),
         sa.CheckConstraint("importance >= 0 AND importance <= 1", name="ck_memories_importance"),
     )
@@ -62,7 +63,9 @@ def upgrade() -> None:
         sa.Column("value_json", sa.String(1024), nullable=False),
         sa.PrimaryKeyConstraint("memory_id", "key", name="pk_memory_metadata"),
         sa.ForeignKeyConstraint(
-            ["memory_id"], ["memories.id"], ondelete="CASCADE",
+            ["memory_id"],
+            ["memories.id"],
+            ondelete="CASCADE",
             name="fk_memory_metadata_memory_id_memories",
         ),
     )
@@ -122,7 +125,9 @@ def upgrade() -> None:
         sa.Column("expires_at", sa.DateTime(), nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_session_state"),
         sa.UniqueConstraint(
-            "user_id", "session_id", "checkpoint_seq",
+            "user_id",
+            "session_id",
+            "checkpoint_seq",
             name="uq_session_state_user_id_session_id_checkpoint_seq",
         ),
     )

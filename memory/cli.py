@@ -1,0 +1,212 @@
+"""``memctl``: the operator's command line for the memory store.
+
+Every command reads the database URL from ``--database-url`` or ``$MEMORY_DATABASE_URL``
+(default: ``memory.db`` in the working directory). Errors print one line naming the problem
+and exit 1; ``memctl check`` exits 1 when the schema is not at head.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
+
+from memory import _migrate
+from memory._api import Memory
+from memory._archive import restore_archive
+from memory._engine import DATABASE_URL_ENV, create_engine
+from memory._errors import MemoryStoreError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _reports_errors(command: F) -> F:
+    @wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except MemoryStoreError as error:
+            raise click.ClickException(str(error)) from error
+        except DBAPIError as error:
+            raise click.ClickException(f"database error: {error.orig}") from error
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def _engine(context: click.Context) -> Iterator[Engine]:
+    engine = create_engine(context.obj["database_url"])
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def _memory(context: click.Context) -> Iterator[Memory]:
+    with Memory.open(context.obj["database_url"]) as memory:
+        yield memory
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--database-url",
+    envvar=DATABASE_URL_ENV,
+    default=None,
+    metavar="URL",
+    help=f"sqlite:///path or postgresql://… (default: ${DATABASE_URL_ENV}, else memory.db).",
+)
+@click.pass_context
+def main(context: click.Context, database_url: str | None) -> None:
+    """Operate a tiered-memory store: migrate, roll back, inspect, import and export."""
+    context.obj = {"database_url": database_url}
+
+
+@main.command()
+@click.option("--to", "revision", default="head", show_default=True, help="Target revision.")
+@click.pass_context
+@_reports_errors
+def migrate(context: click.Context, revision: str) -> None:
+    """Upgrade the schema (one transaction; concurrent runs wait for each other)."""
+    with _engine(context) as engine:
+        before = _migrate.database_revision(engine)
+        _migrate.upgrade(engine, revision)
+        after = _migrate.database_revision(engine)
+    click.echo(f"migrated: {before or 'empty'} -> {after}")
+
+
+@main.command()
+@click.option(
+    "--to",
+    "revision",
+    default="-1",
+    show_default=True,
+    help="Target revision (default: one revision back; 'base' removes everything).",
+)
+@click.option(
+    "--archive",
+    "archive_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where dropped tables' rows are archived "
+    "(default: ./memory-archive-<revision>-<UTC time>).",
+)
+@click.pass_context
+@_reports_errors
+def rollback(context: click.Context, revision: str, archive_dir: Path | None) -> None:
+    """Downgrade the schema; rows of dropped tables are archived first, never lost."""
+    with _engine(context) as engine:
+        before = _migrate.database_revision(engine)
+        if before is None:
+            raise click.ClickException("the database has no schema; nothing to roll back")
+        if archive_dir is None:
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+            archive_dir = Path(f"memory-archive-{before}-{stamp}")
+        _migrate.downgrade(engine, revision, archive_dir)
+        after = _migrate.database_revision(engine)
+    click.echo(f"rolled back: {before} -> {after or 'empty'}")
+    if (archive_dir / "manifest.json").exists():
+        click.echo(f"archive: {archive_dir} (restore with: memctl restore-archive {archive_dir})")
+
+
+@main.command()
+@click.pass_context
+@_reports_errors
+def current(context: click.Context) -> None:
+    """Print the database's schema revision."""
+    with _engine(context) as engine:
+        revision = _migrate.database_revision(engine)
+    head = _migrate.head_revision()
+    suffix = " (head)" if revision == head else f" (head is {head})"
+    click.echo(f"{revision or 'empty'}{suffix}")
+
+
+@main.command()
+@click.pass_context
+@_reports_errors
+def history(context: click.Context) -> None:
+    """List every revision, oldest first; marks the database's current one."""
+    with _engine(context) as engine:
+        revision = _migrate.database_revision(engine)
+    for item in _migrate.history():
+        marker = "*" if item.revision == revision else " "
+        click.echo(f"{marker} {item.revision}  {item.description.splitlines()[0]}")
+
+
+@main.command()
+@click.pass_context
+@_reports_errors
+def check(context: click.Context) -> None:
+    """Exit 0 when the schema is at head, 1 otherwise."""
+    with _engine(context) as engine:
+        revision = _migrate.database_revision(engine)
+    head = _migrate.head_revision()
+    if revision != head:
+        click.echo(f"NOT AT HEAD: database at {revision or 'empty'}, head is {head}", err=True)
+        sys.exit(1)
+    click.echo(f"ok: at head {head}")
+
+
+@main.command("restore-archive")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.pass_context
+@_reports_errors
+def restore_archive_command(context: click.Context, directory: Path) -> None:
+    """Verify an archive written by `rollback` and restore its rows (all or nothing)."""
+    with _engine(context) as engine:
+        restored = restore_archive(engine, directory)
+    for table, rows in restored.items():
+        click.echo(f"restored {rows} rows into {table}")
+
+
+@main.command("import-mcp")
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+@click.option("--user", required=True, help="The user whose graph receives the entities.")
+@click.pass_context
+@_reports_errors
+def import_mcp(context: click.Context, file: Any, user: str) -> None:
+    """Import an MCP memory server memory.jsonl file ('-' reads standard input)."""
+    with _memory(context) as memory:
+        entities, relations = memory.graph(user).import_jsonl(file)
+    click.echo(f"imported {entities} entities and {relations} relations for {user}")
+
+
+@main.command("export-mcp")
+@click.option("--user", required=True, help="The user whose graph is exported.")
+@click.option(
+    "--output",
+    type=click.File("w", encoding="utf-8"),
+    default="-",
+    help="File to write (default: standard output).",
+)
+@click.pass_context
+@_reports_errors
+def export_mcp(context: click.Context, user: str, output: Any) -> None:
+    """Export a user's entity graph as MCP memory server memory.jsonl lines."""
+    with _memory(context) as memory:
+        for line in memory.graph(user).export_jsonl():
+            output.write(line + "\n")
+
+
+@main.command()
+@click.option(
+    "--database",
+    "path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="SQLite file to create (default: a new temporary file).",
+)
+@_reports_errors
+def demo(path: Path | None) -> None:
+    """Walk through the store on a fresh SQLite file and print what it stored."""
+    from memory._demo import run_demo
+
+    run_demo(path, click.echo)

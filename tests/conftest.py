@@ -1,0 +1,93 @@
+"""Shared fixtures: every store test runs against SQLite (file and :memory:) and the real
+PostgreSQL server.
+
+PostgreSQL comes from ``$MEMORY_TEST_POSTGRES_URL`` (default: the local server, database
+``test``). If it cannot be reached the tests that need it FAIL: a green run must mean that
+PostgreSQL was tested.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from memory import Memory
+
+POSTGRES_URL = os.environ.get(
+    "MEMORY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+BACKENDS = ["sqlite-file", "sqlite-memory", "postgresql"]
+PERSISTENT_BACKENDS = ["sqlite-file", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def postgres_admin() -> Iterator[sa.Engine]:
+    """An AUTOCOMMIT engine on the server's admin database, for CREATE/DROP DATABASE."""
+    engine = sa.create_engine(
+        POSTGRES_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5}
+    )
+    try:
+        with engine.connect() as connection:
+            connection.execute(sa.text("SELECT 1"))
+    except sa.exc.OperationalError as error:
+        pytest.fail(
+            f"PostgreSQL is unreachable at {POSTGRES_URL} ({error.orig}); start it with "
+            "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`",
+            pytrace=False,
+        )
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def make_postgres_database(postgres_admin: sa.Engine) -> Iterator[Callable[[], str]]:
+    """A factory of throwaway PostgreSQL databases, all dropped at the end of the run."""
+    created: list[str] = []
+
+    def make() -> str:
+        name = f"memtest_{uuid.uuid4().hex[:12]}"
+        with postgres_admin.connect() as connection:
+            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        created.append(name)
+        return make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+
+    yield make
+    with postgres_admin.connect() as connection:
+        for name in created:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="module")
+def postgres_url(make_postgres_database: Callable[[], str]) -> str:
+    """One throwaway PostgreSQL database per test module."""
+    return make_postgres_database()
+
+
+def backend_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """The database URL of ``backend``: a new SQLite file or memory database per test, or
+    the module's PostgreSQL database (tests keep apart through unique user ids)."""
+    if backend == "sqlite-file":
+        return f"sqlite:///{tmp_path / 'memory.db'}"
+    if backend == "sqlite-memory":
+        return "sqlite://"
+    assert backend == "postgresql", backend
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture(params=BACKENDS)
+def memory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Memory]:
+    """A store at head on each backend."""
+    with Memory.open(backend_url(request.param, tmp_path, request)) as store:
+        yield store
+
+
+@pytest.fixture
+def user() -> str:
+    """A user id no other test uses, so tests sharing a database cannot see each other."""
+    return f"user-{uuid.uuid4().hex[:10]}"
