@@ -8,6 +8,7 @@ from pathlib import Path
 
 from memory._api import Memory
 from memory._engine import create_engine
+from memory._errors import InvalidInputError
 from memory._migrate import database_revision, upgrade
 
 
@@ -16,7 +17,7 @@ def run_demo(path: Path | None, say: Callable[[str], None]) -> None:
     if path is None:
         path = Path(tempfile.mkdtemp(prefix="memctl-demo-")) / "memory.db"
     if path.exists():
-        raise FileExistsError(f"{path} exists; the demo starts from a fresh file")
+        raise InvalidInputError(f"{path} exists; the demo starts from a fresh file")
     url = f"sqlite:///{path}"
 
     say(f"== 1. Migrate a fresh SQLite file: {path}")
