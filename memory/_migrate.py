@@ -113,7 +113,16 @@ def _run(engine: Engine, action: Callable[[Config], None], config: Config) -> No
             connection.execution_options(**write_options())
             with connection.begin():
                 config.attributes["connection"] = connection
-                action(config)
+                try:
+                    action(config)
+                except CommandError as error:
+                    current = current_revision(connection)
+                    if not known_revision(current):
+                        raise SchemaError(
+                            f"the database is at revision {current!r}, which this code does "
+                            f"not know (newest known: {head_revision()}); upgrade the library"
+                        ) from error
+                    raise InvalidInputError(f"cannot migrate: {error}") from error
                 if sqlite:
                     broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
                     if broken:

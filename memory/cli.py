@@ -78,9 +78,22 @@ def migrate(context: click.Context, revision: str) -> None:
     """Upgrade the schema (one transaction; concurrent runs wait for each other)."""
     with _engine(context) as engine:
         before = _migrate.database_revision(engine)
+        if (
+            before is not None
+            and _migrate.known_revision(revision)
+            and revision != before
+            and _migrate.revision_at_least(before, revision)
+        ):
+            raise click.ClickException(
+                f"the database is at {before}, already past {revision}; "
+                f"to go back, use: memctl rollback --to {revision}"
+            )
         _migrate.upgrade(engine, revision)
         after = _migrate.database_revision(engine)
-    click.echo(f"migrated: {before or 'empty'} -> {after}")
+    if before == after:
+        click.echo(f"already at {after}; nothing to do")
+    else:
+        click.echo(f"migrated: {before or 'empty'} -> {after}")
 
 
 @main.command()

@@ -37,17 +37,19 @@ def _run(connection: sa.Connection) -> None:
 
 
 def run_migrations_online() -> None:
-    connection = config.attributes.get("connection")
-    if connection is not None:
-        _run(connection)
+    given = config.attributes.get("connection")
+    if isinstance(given, sa.Connection):
+        _run(given)
         return
-    engine = create_engine(config.get_main_option("sqlalchemy.url"))
+    # An Engine is accepted too: pytest-alembic passes whatever its alembic_engine gives.
+    engine = given if given is not None else create_engine(config.get_main_option("sqlalchemy.url"))
     try:
         with engine.connect() as connection:
             connection.execution_options(**write_options())
             _run(connection)
     finally:
-        engine.dispose()
+        if given is None:
+            engine.dispose()
 
 
 if context.is_offline_mode():
