@@ -9,12 +9,15 @@ PostgreSQL was tested.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from hypothesis.configuration import set_hypothesis_home_dir
 from sqlalchemy.engine import make_url
 
 from memory import Memory
@@ -22,6 +25,22 @@ from memory import Memory
 POSTGRES_URL = os.environ.get(
     "MEMORY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
+# Even with ``database=None`` Hypothesis writes caches (constants of local modules, Unicode
+# tables) to ``./.hypothesis``, and its pytest plugin does so while collecting, before any
+# fixture runs. Tests must leave no files behind, so unless the run already chose a storage
+# directory, point Hypothesis at a temporary one now and remove it when pytest ends.
+_SCRATCH: str | None = None
+if not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
+    _SCRATCH = tempfile.mkdtemp(prefix="tiered-memory-hypothesis-")
+    set_hypothesis_home_dir(_SCRATCH)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _SCRATCH is not None:
+        set_hypothesis_home_dir(None)
+        shutil.rmtree(_SCRATCH, ignore_errors=True)
+
+
 BACKENDS = ["sqlite-file", "sqlite-memory", "postgresql"]
 PERSISTENT_BACKENDS = ["sqlite-file", "postgresql"]
 

@@ -1,0 +1,244 @@
+"""Benchmark: cost of one flag evaluation with cached provider state, against UnleashClient.
+
+Run from the repository root::
+
+    python benchmarks/flag_evaluation.py            # table + one JSON line
+    python benchmarks/flag_evaluation.py --check    # exit 1 if the targets are missed
+
+Each measurement times batches of ``--batch-size`` calls (default 1000) with
+``time.perf_counter_ns`` and reports the median and 95th percentile of the per-call time over
+``--batches`` batches, with the garbage collector paused while a batch runs. The batches of
+the three contenders are interleaved so that machine noise hits them alike.
+
+- ``flags (warm ids)``: ``FlagEvaluator.is_enabled`` on a provider snapshot already cached,
+  for 1000 session ids asked about before, the steady state of agents that ask about the
+  same sessions over and over (their buckets are memoized).
+- ``flags (cold ids)``: the same, but every call uses a session id never seen before, so
+  every call runs the pure-Python MurmurHash3.
+- ``UnleashClient``: ``UnleashClient.is_enabled`` of the ``UnleashClient`` package (its Rust
+  engine, yggdrasil) for an equivalent ``flexibleRollout`` toggle (same rollout, stickiness
+  and group), bootstrapped from an in-memory cache; the client is never initialized, so it
+  neither fetches, registers nor sends metrics: nothing touches the network or the disk.
+
+Targets: median at most 5 µs per evaluation, and faster than UnleashClient.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import platform
+import random
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+# Runnable as a plain script from a checkout: make the repository root importable.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from flags import (  # noqa: E402
+    EvaluationContext,
+    FlagDefinition,
+    FlagEvaluator,
+    InMemoryFlagProvider,
+)
+
+FLAG = "BENCH_ROLLOUT"
+ROLLOUT = 25
+TARGET_MEDIAN_US = 5.0
+
+
+def _percentile(values: Sequence[float], fraction: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def _time_batch(call: Callable[[Any], object], arguments: Sequence[Any]) -> float:
+    """Return the mean time of one call, in microseconds, over one batch."""
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        start = time.perf_counter_ns()
+        for argument in arguments:
+            call(argument)
+        elapsed = time.perf_counter_ns() - start
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return elapsed / len(arguments) / 1000
+
+
+def _session_ids(rng: random.Random, count: int) -> list[str]:
+    return [str(uuid.UUID(int=rng.getrandbits(128), version=4)) for _ in range(count)]
+
+
+def _unleash_client() -> Any:
+    try:
+        from UnleashClient import UnleashClient
+        from UnleashClient.cache import BaseCache
+        from UnleashClient.utils import InstanceAllowType
+    except ImportError:
+        sys.exit("this benchmark needs the Unleash client: pip install 'UnleashClient>=6,<7'")
+    from UnleashClient.constants import FEATURES_URL
+
+    class MemoryCache(BaseCache):  # type: ignore[misc]
+        """An Unleash cache in memory: bootstrapped, never written to disk."""
+
+        def __init__(self, features: Mapping[str, Any]) -> None:
+            self._data: dict[str, Any] = {FEATURES_URL: json.dumps(features)}
+            self.bootstrapped = True
+
+        def set(self, key: str, value: Any) -> None:
+            self._data[key] = value
+
+        def mset(self, data: dict[str, Any]) -> None:
+            self._data.update(data)
+
+        def get(self, key: str, default: Any | None = None) -> Any:
+            return self._data.get(key, default)
+
+        def exists(self, key: str) -> bool:
+            return key in self._data
+
+        def destroy(self) -> None:
+            self._data.clear()
+
+    features = {
+        "version": 1,
+        "features": [
+            {
+                "name": FLAG,
+                "enabled": True,
+                "strategies": [
+                    {
+                        "name": "flexibleRollout",
+                        "parameters": {
+                            "rollout": str(ROLLOUT),
+                            "stickiness": "sessionId",
+                            "groupId": FLAG,
+                        },
+                    }
+                ],
+            }
+        ],
+    }
+    return UnleashClient(
+        url="http://127.0.0.1:9/never-contacted",
+        app_name="flag-evaluation-benchmark",
+        disable_metrics=True,
+        disable_registration=True,
+        cache=MemoryCache(features),
+        multiple_instance_mode=InstanceAllowType.SILENTLY_ALLOW,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=200, help="batches per contender")
+    parser.add_argument("--batch-size", type=int, default=1000, help="calls per batch")
+    parser.add_argument("--seed", type=int, default=20250101)
+    parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
+    args = parser.parse_args(argv)
+    logging.getLogger("UnleashClient").setLevel(logging.ERROR)
+    rng = random.Random(args.seed)
+
+    provider = InMemoryFlagProvider([FlagDefinition(FLAG, rollout=ROLLOUT, stickiness="sessionId")])
+    # The default 10 s refresh interval: the snapshot stays cached for the whole run.
+    evaluator = FlagEvaluator(provider, environ={})
+    client = _unleash_client()
+
+    warm_ids = _session_ids(rng, args.batch_size)
+    warm_contexts = [EvaluationContext(session_id=s) for s in warm_ids]
+    unleash_contexts = [{"sessionId": s} for s in warm_ids]
+
+    def ours(context: EvaluationContext) -> bool:
+        return evaluator.is_enabled(FLAG, context)
+
+    def theirs(context: dict[str, str]) -> bool:
+        return bool(client.is_enabled(FLAG, context))
+
+    # Same inputs, same answers, or the comparison would be meaningless.
+    agreement = sum(
+        ours(a) == theirs(b) for a, b in zip(warm_contexts, unleash_contexts, strict=True)
+    )
+    share_on = sum(ours(c) for c in warm_contexts) / len(warm_contexts)
+    for _ in range(3):  # warm-up: memoized buckets, caches, branch predictors
+        _time_batch(ours, warm_contexts)
+        _time_batch(theirs, unleash_contexts)
+
+    samples: dict[str, list[float]] = {"flags_warm": [], "flags_cold": [], "unleash": []}
+    for _ in range(args.batches):
+        cold_contexts = [
+            EvaluationContext(session_id=s) for s in _session_ids(rng, args.batch_size)
+        ]
+        samples["flags_warm"].append(_time_batch(ours, warm_contexts))
+        samples["flags_cold"].append(_time_batch(ours, cold_contexts))
+        samples["unleash"].append(_time_batch(theirs, unleash_contexts))
+
+    summary = {
+        name: {
+            "median_us": round(statistics.median(values), 3),
+            "p95_us": round(_percentile(values, 0.95), 3),
+        }
+        for name, values in samples.items()
+    }
+    unleash_median = summary["unleash"]["median_us"]
+    meets_target = summary["flags_cold"]["median_us"] <= TARGET_MEDIAN_US
+    faster = max(summary["flags_warm"]["median_us"], summary["flags_cold"]["median_us"]) < (
+        unleash_median
+    )
+
+    labels = {
+        "flags_warm": "flags (warm ids)",
+        "flags_cold": "flags (cold ids)",
+        "unleash": "UnleashClient.is_enabled",
+    }
+    print(
+        f"flag evaluation, {args.batches} batches x {args.batch_size} calls, "
+        f"rollout {ROLLOUT}% by sessionId, cached provider state"
+    )
+    print(f"{'contender':<26} {'median µs':>10} {'p95 µs':>10} {'vs Unleash':>11}")
+    for name, label in labels.items():
+        median = summary[name]["median_us"]
+        print(
+            f"{label:<26} {median:>10.3f} {summary[name]['p95_us']:>10.3f} "
+            f"{unleash_median / median:>10.1f}x"
+        )
+    print(
+        f"agreement with Unleash on {len(warm_contexts)} ids: {agreement}/{len(warm_contexts)}; "
+        f"share on {share_on:.1%}; target median <= {TARGET_MEDIAN_US} µs (cold ids): "
+        f"{'met' if meets_target else 'MISSED'}; faster than UnleashClient: "
+        f"{'yes' if faster else 'NO'}"
+    )
+    print(
+        json.dumps(
+            {
+                "benchmark": "flag_evaluation",
+                "batches": args.batches,
+                "batch_size": args.batch_size,
+                "rollout": ROLLOUT,
+                "results_us_per_call": summary,
+                "target_median_us": TARGET_MEDIAN_US,
+                "meets_target": meets_target,
+                "faster_than_unleash": faster,
+                "agreement": agreement / len(warm_contexts),
+                "python": platform.python_version(),
+                "unleash_client": metadata.version("UnleashClient"),
+            },
+            sort_keys=True,
+        )
+    )
+    ok = meets_target and faster and agreement == len(warm_contexts)
+    return 1 if args.check and not ok else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

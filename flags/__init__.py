@@ -1,0 +1,68 @@
+"""Percentage-rollout feature flags with Unleash-compatible consistent hashing.
+
+The pure core of the flag system: definitions, the evaluation rules, the environment layer,
+providers and the evaluator that caches their state. It never imports ``memory``; the
+memory layer asks an evaluator "is this flag on for this context?".
+
+>>> from flags import FlagEvaluator, EvaluationContext, USE_ENHANCED_INJECTION
+>>> evaluator = FlagEvaluator(environ={})
+>>> evaluator.is_enabled(USE_ENHANCED_INJECTION, EvaluationContext(user_id="u-1"))
+False
+"""
+
+from flags._context import EvaluationContext
+from flags._definitions import FlagDefinition, SessionOverride, Stickiness, check_dependencies
+from flags._environment import (
+    EnvironmentOverride,
+    parse_environment_override,
+    read_environment,
+)
+from flags._evaluation import Decision, FlagSet, Rule
+from flags._evaluator import FlagEvaluator, FlagState, export_flag_states
+from flags._exceptions import (
+    EnvironmentOverrideError,
+    FlagDefinitionError,
+    FlagDependencyError,
+    FlagError,
+    FlagProviderError,
+    FlagValueError,
+)
+from flags._hashing import murmur3_32, normalized_hash
+from flags._providers import FlagProvider, InMemoryFlagProvider
+from flags._registry import (
+    BUILTIN_FLAGS,
+    USE_CROSS_AGENT_SHARING,
+    USE_ENHANCED_INJECTION,
+    USE_HIERARCHICAL_TIERS,
+)
+
+__all__ = [
+    "BUILTIN_FLAGS",
+    "Decision",
+    "EnvironmentOverride",
+    "EnvironmentOverrideError",
+    "EvaluationContext",
+    "FlagDefinition",
+    "FlagDefinitionError",
+    "FlagDependencyError",
+    "FlagError",
+    "FlagEvaluator",
+    "FlagProvider",
+    "FlagProviderError",
+    "FlagSet",
+    "FlagState",
+    "FlagValueError",
+    "InMemoryFlagProvider",
+    "Rule",
+    "SessionOverride",
+    "Stickiness",
+    "USE_CROSS_AGENT_SHARING",
+    "USE_ENHANCED_INJECTION",
+    "USE_HIERARCHICAL_TIERS",
+    "check_dependencies",
+    "export_flag_states",
+    "murmur3_32",
+    "normalized_hash",
+    "parse_environment_override",
+    "read_environment",
+]
