@@ -9,11 +9,14 @@
 
 from memory._api import Memory, Scope
 from memory._archive import TableChecksum, restore_archive, table_checksums, verify_archive
+from memory._backup import BackupInfo, RestoreResult, backup, restore_backup, verify_backup
+from memory._embeddings import Embedder, HashingEmbedder, MiniLMEmbedder, TokenCounter
 from memory._engine import DATABASE_URL_ENV, create_engine, resolve_database_url
 from memory._errors import (
     ArchiveError,
     ConflictError,
     DatabaseUnavailableError,
+    EmbedderUnavailableError,
     InvalidInputError,
     MemoryStoreError,
     NotFoundError,
@@ -30,39 +33,51 @@ from memory._types import (
     MemoryRecord,
     Preference,
     Relation,
+    SearchHit,
     SessionCheckpoint,
 )
 
 __all__ = [
     "AddedObservations",
     "ArchiveError",
+    "BackupInfo",
     "CodePattern",
     "ConflictError",
     "DATABASE_URL_ENV",
     "DatabaseUnavailableError",
+    "Embedder",
+    "EmbedderUnavailableError",
     "Entity",
     "EntityGraph",
+    "HashingEmbedder",
     "InvalidInputError",
     "KnowledgeGraph",
     "Memory",
     "MemoryRecord",
     "MemoryStoreError",
+    "MiniLMEmbedder",
     "NotFoundError",
     "Preference",
     "Relation",
+    "RestoreResult",
     "RevisionInfo",
     "SchemaError",
     "Scope",
+    "SearchHit",
     "SessionCheckpoint",
     "StaleVersionError",
     "TableChecksum",
+    "TokenCounter",
+    "backup",
     "create_engine",
     "downgrade",
     "head_revision",
     "history",
     "resolve_database_url",
     "restore_archive",
+    "restore_backup",
     "table_checksums",
     "upgrade",
     "verify_archive",
+    "verify_backup",
 ]

@@ -3,26 +3,29 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import DBAPIError
 
+from memory import _reembed as reembedding
 from memory._db import Database
+from memory._embeddings import Embedder, default_embedder
 from memory._engine import create_engine
 from memory._errors import DatabaseUnavailableError, InvalidInputError, SchemaError
 from memory._graph import EntityGraph
 from memory._migrate import (
-    PHASE_2_REVISION,
+    MEMORIES_REVISION,
     database_revision,
     head_revision,
     known_revision,
     revision_at_least,
     upgrade,
 )
+from memory._retrieval import RetrievalStats, Retriever
 from memory._schemas import (
     CodePatternQuery,
     MemoryChanges,
@@ -32,15 +35,17 @@ from memory._schemas import (
     NewPreference,
     NewSessionState,
     ScopeInput,
+    SearchQuery,
     as_list,
     validate,
     validate_many,
 )
-from memory._store import Owner, Store
+from memory._store import Embedded, Owner, Store
 from memory._types import (
     CodePattern,
     MemoryRecord,
     Preference,
+    SearchHit,
     SessionCheckpoint,
     Tier,
     Visibility,
@@ -59,15 +64,30 @@ class Memory:
     graph keeps working, and Phase 2 calls raise ``SchemaError`` until ``memctl migrate``.
     """
 
-    def __init__(self, engine: Engine, revision: str | None) -> None:
+    def __init__(
+        self, engine: Engine, revision: str | None, embedder: Embedder | None = None
+    ) -> None:
         self.engine = engine
         self.revision = revision
         self._db = Database(engine)
         self._store = Store(self._db)
+        self._retriever = Retriever(self._db, self._store, embedder)
 
     @classmethod
-    def open(cls, url: str | URL | None = None, **engine_options: Any) -> Memory:
-        """Open the store at ``url`` (default: ``$MEMORY_DATABASE_URL``, else ``memory.db``)."""
+    def open(
+        cls,
+        url: str | URL | None = None,
+        *,
+        embedder: Embedder | None | Literal["default"] = "default",
+        **engine_options: Any,
+    ) -> Memory:
+        """Open the store at ``url`` (default: ``$MEMORY_DATABASE_URL``, else ``memory.db``).
+
+        ``embedder`` defaults to all-MiniLM-L6-v2 when the ``embeddings`` extra is installed;
+        with ``None`` (or without the extra) search answers from keywords alone.
+        """
+        if embedder == "default":
+            embedder = default_embedder()
         engine = create_engine(url, **engine_options)
         try:
             revision = database_revision(engine)
@@ -89,7 +109,30 @@ class Memory:
                 f"the database is at revision {revision!r}, which this code does not know "
                 f"(newest known: {head_revision()}); upgrade the library"
             )
-        return cls(engine, revision)
+        return cls(engine, revision, embedder)
+
+    @property
+    def embedder(self) -> Embedder | None:
+        """The embedder writes and searches use (None: keyword search only)."""
+        return self._retriever.embedder
+
+    @property
+    def stats(self) -> RetrievalStats:
+        """Counters of searches, degraded searches and cache hits and misses."""
+        return self._retriever.stats
+
+    def embeddings_needing_refresh(self) -> int:
+        """How many memories lack an embedding from the current model (see ``reembed``)."""
+        return reembedding.stale_count(self._db, self.embedder)
+
+    def reembed(self, batch_size: int = 256, progress: Callable[[int], None] | None = None) -> int:
+        """Embed every memory that has no vector from the current model, in batches.
+
+        Run it after changing the model (``memctl reembed``); returns how many were embedded.
+        """
+        if self.embedder is None:
+            raise InvalidInputError("embedder: reembed needs an embedder")
+        return reembedding.reembed(self._db, self.embedder, batch_size, progress)
 
     @property
     def backend(self) -> str:
@@ -98,13 +141,15 @@ class Memory:
 
     def scope(self, user: str, agent: str, session: str | None = None) -> Scope:
         """A handle that reads and writes as ``agent`` for ``user`` in ``session``."""
-        if not revision_at_least(self.revision, PHASE_2_REVISION):
+        if not revision_at_least(self.revision, MEMORIES_REVISION):
             raise SchemaError(
-                f"memories need schema revision {PHASE_2_REVISION}; the database is at "
+                f"memories need schema revision {MEMORIES_REVISION}; the database is at "
                 f"{self.revision}: run `memctl migrate`"
             )
         checked = validate(ScopeInput, {"user": user, "agent": agent, "session": session})
-        return Scope(self._store, Owner(checked.user, checked.agent, checked.session))
+        return Scope(
+            self._store, self._retriever, Owner(checked.user, checked.agent, checked.session)
+        )
 
     def graph(self, user: str) -> EntityGraph:
         """The Phase 1 entity knowledge graph of ``user``."""
@@ -136,9 +181,14 @@ class Scope:
     shared by all of the user's agents.
     """
 
-    def __init__(self, store: Store, owner: Owner) -> None:
+    def __init__(self, store: Store, retriever: Retriever, owner: Owner) -> None:
         self._store = store
+        self._retriever = retriever
         self._owner = owner
+
+    def _embedded(self, contents: Iterable[str]) -> Embedded | None:
+        found = self._retriever.embed_contents(list(contents))
+        return Embedded(*found) if found is not None else None
 
     @property
     def user(self) -> str:
@@ -176,7 +226,7 @@ class Scope:
                 "ttl": ttl,
             },
         )
-        return self._store.add_memories(self._owner, [item])[0]
+        return self._store.add_memories(self._owner, [item], self._embedded([item.content]))[0]
 
     def add_many(self, items: Iterable[str | Mapping[str, Any]]) -> list[MemoryRecord]:
         """Store many memories in one transaction: each item is the content, or a mapping
@@ -186,7 +236,10 @@ class Scope:
             for item in as_list(items, "items")
         ]
         validated = validate_many(NewMemory, as_mappings, "items")
-        return self._store.add_memories(self._owner, validated) if validated else []
+        if not validated:
+            return []
+        vectors = self._embedded(item.content for item in validated)
+        return self._store.add_memories(self._owner, validated, vectors)
 
     def get(self, memory_id: int) -> MemoryRecord:
         """The memory ``memory_id``; counts as an access. Raises ``NotFoundError``."""
@@ -214,7 +267,8 @@ class Scope:
                 "metadata": dict(metadata) if metadata is not None else None,
             },
         )
-        return self._store.update_memory(self._owner, _memory_id(memory_id), changes)
+        vectors = self._embedded([changes.content]) if changes.content is not None else None
+        return self._store.update_memory(self._owner, _memory_id(memory_id), changes, vectors)
 
     def list(
         self,
@@ -246,6 +300,35 @@ class Scope:
     def delete(self, memory_id: int) -> None:
         """Delete a memory and its metadata. Raises ``NotFoundError``."""
         self._store.delete_memory(self._owner, _memory_id(memory_id))
+
+    # -- retrieval ----------------------------------------------------------------------------
+
+    def search(
+        self,
+        query: str,
+        *,
+        limit: int = 10,
+        tiers: Iterable[Tier] = (),
+        session: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+    ) -> builtins.list[SearchHit]:
+        """The memories most relevant to ``query`` (hybrid keyword and vector search), best
+        first, with every filter applied. Never fails because of the embedder."""
+        checked = validate(
+            SearchQuery,
+            {
+                "text": query,
+                "limit": limit,
+                "tiers": as_list(tiers, "tiers"),
+                "session": session,
+                "metadata": dict(metadata or {}),
+                "created_after": created_after,
+                "created_before": created_before,
+            },
+        )
+        return self._retriever.search(self._owner, checked)
 
     # -- preferences --------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ compared exactly.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -49,6 +50,9 @@ def _reflect(connection: Connection, table_name: str) -> sa.Table:
 def _encode(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
+    if isinstance(value, bytes | memoryview):
+        # Binary columns (embedding vectors) as base64 text; _decode_row reverses it by type.
+        return base64.b64encode(value).decode("ascii")
     return value
 
 
@@ -192,6 +196,8 @@ def _decode_row(table: sa.Table, record: dict[str, Any]) -> dict[str, Any]:
             raise ArchiveError(f"archived column {table.name}.{key} no longer exists")
         if value is not None and isinstance(table.columns[key].type, sa.DateTime):
             value = datetime.fromisoformat(value)
+        elif value is not None and isinstance(table.columns[key].type, sa.LargeBinary):
+            value = base64.b64decode(value)
         row[key] = value
     return row
 
@@ -254,10 +260,17 @@ def _insert_file(connection: Connection, table: sa.Table, path: Path) -> None:
 def _advance_sequence(connection: Connection, table: sa.Table) -> None:
     # Rows came back with their own ids; PostgreSQL's sequence must move past them or the
     # next insert would collide. SQLite derives the next rowid from the maximum by itself.
-    if connection.dialect.name != "postgresql" or "id" not in table.columns:
+    # Any single integer key may own the sequence (memory_changes.seq, not only id); a key
+    # without one makes pg_get_serial_sequence NULL, and setval(NULL, ...) does nothing.
+    key = list(table.primary_key.columns)
+    if (
+        connection.dialect.name != "postgresql"
+        or len(key) != 1
+        or not isinstance(key[0].type, sa.Integer)
+    ):
         return
-    largest = connection.execute(sa.select(sa.func.max(table.c.id))).scalar_one()
+    largest = connection.execute(sa.select(sa.func.max(key[0]))).scalar_one()
     connection.execute(
-        sa.text("SELECT setval(pg_get_serial_sequence(:table, 'id'), :next, false)"),
-        {"table": table.name, "next": (largest or 0) + 1},
+        sa.text("SELECT setval(pg_get_serial_sequence(:table, :column), :next, false)"),
+        {"table": table.name, "column": key[0].name, "next": (largest or 0) + 1},
     )

@@ -10,7 +10,8 @@ runtime can catch one type::
     │   └── StaleVersionError              optimistic locking: the row changed since it was read
     ├── SchemaError                        the database schema does not fit this code
     ├── ArchiveError                       a migration archive is missing, corrupt or unusable
-    └── DatabaseUnavailableError           the database could not be reached or stayed locked
+    ├── DatabaseUnavailableError           the database could not be reached or stayed locked
+    └── EmbedderUnavailableError           the embedding model cannot be loaded
 """
 
 from __future__ import annotations
@@ -55,3 +56,7 @@ class ArchiveError(MemoryStoreError):
 
 class DatabaseUnavailableError(MemoryStoreError):
     """The database could not be reached, or stayed locked past the retry budget."""
+
+
+class EmbedderUnavailableError(MemoryStoreError):
+    """The embedding model cannot be loaded (for example, the extra is not installed)."""

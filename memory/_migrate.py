@@ -25,7 +25,8 @@ from sqlalchemy.engine import Engine
 from memory._engine import write_options
 from memory._errors import InvalidInputError, SchemaError
 
-PHASE_2_REVISION = "0004"
+# Phase 2 memories need their tables (0004) and the retrieval index over them (0005).
+MEMORIES_REVISION = "0005"
 
 
 def _script_location() -> str:

@@ -239,3 +239,100 @@ PHASE_2_TABLES = (
     "code_patterns",
     "session_state",
 )
+
+
+# -- Retrieval: embeddings, keyword terms and the change log the in-process index follows ----
+
+
+class MemoryEmbedding(Base):
+    """One vector per memory, with the model that made it (a different model means re-embed)."""
+
+    __tablename__ = "memory_embeddings"
+
+    memory_id: Mapped[int] = mapped_column(
+        BigId, sa.ForeignKey("memories.id", ondelete="CASCADE"), primary_key=True
+    )
+    model: Mapped[str] = mapped_column(sa.String(ID_LENGTH), index=True)
+    dimension: Mapped[int] = mapped_column(sa.Integer())
+    vector: Mapped[bytes] = mapped_column(sa.LargeBinary())
+
+
+class MemoryTerms(Base):
+    """The normalised keyword terms of a memory (``memory._text.terms``), space-separated.
+
+    The database's full-text index is built over this column: FTS5 on SQLite (the
+    ``memory_fts`` table, kept in sync by triggers) and a GIN index on PostgreSQL.
+    """
+
+    __tablename__ = "memory_terms"
+
+    memory_id: Mapped[int] = mapped_column(
+        BigId, sa.ForeignKey("memories.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(sa.String(ID_LENGTH))
+    terms: Mapped[str] = mapped_column(sa.Text())
+    term_count: Mapped[int] = mapped_column(sa.Integer())
+
+    __table_args__ = (sa.Index("ix_memory_terms_user_id_term_count", "user_id", "term_count"),)
+
+
+class MemoryChange(Base):
+    """An append-only log of which memories changed, so every process's vector index can
+    catch up with writes from other processes by reading only what is new."""
+
+    __tablename__ = "memory_changes"
+
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(sa.String(ID_LENGTH))
+    memory_id: Mapped[int] = mapped_column(BigId)
+
+    __table_args__ = (sa.Index("ix_memory_changes_user_id_seq", "user_id", "seq"),)
+
+
+RETRIEVAL_TABLES = ("memory_embeddings", "memory_terms", "memory_changes")
+# Structures that only one backend has, so they live in the migration and not in the models.
+SQLITE_FTS_TABLE = "memory_fts"
+POSTGRES_TERMS_INDEX = "ix_memory_terms_tsvector"
+
+
+# -- Retention: the maintenance run log and the indexes cleanup selects by ---------------------
+
+RUN_STATUSES = ("running", "ok", "failed", "interrupted")
+
+
+class MaintenanceRunRow(Base):
+    """One run of a maintenance job (``retention`` for now): when, how it ended, what it did.
+
+    A run is inserted as ``running`` and updated when it ends, so a run that died with its
+    process stays visible as ``running`` with no ``finished_at``.
+    """
+
+    __tablename__ = "maintenance_runs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job: Mapped[str] = mapped_column(sa.String(64))
+    status: Mapped[str] = mapped_column(sa.String(16))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Rows changed per cleanup step, as canonical JSON ({"step": count, ...}).
+    counts_json: Mapped[str] = mapped_column(sa.Text())
+    error: Mapped[str | None] = mapped_column(sa.Text(), nullable=True)
+
+    __table_args__ = (
+        # The last run of a job: the newest id.
+        sa.Index("ix_maintenance_runs_job_id", "job", "id"),
+        sa.CheckConstraint(f"status IN {RUN_STATUSES!r}", name="status"),
+    )
+
+
+# Cleanup pages through old rows by age. The indexes are declared here, not in the classes
+# above, so that those stay exactly as the revision that created their tables made them.
+sa.Index(
+    "ix_memories_tier_updated_at_id",
+    Base.metadata.tables["memories"].c.tier,
+    Base.metadata.tables["memories"].c.updated_at,
+    Base.metadata.tables["memories"].c.id,
+)
+sa.Index("ix_session_state_created_at", Base.metadata.tables["session_state"].c.created_at)
+
+MAINTENANCE_TABLES = ("maintenance_runs",)

@@ -35,6 +35,7 @@ MAX_DESCRIPTION_CHARS = 4_096
 MAX_TAGS = 32
 MAX_TAG_CHARS = 64
 MAX_BATCH = 10_000
+MAX_QUERY_CHARS = 4_096
 MAX_TTL = timedelta(days=3650)
 
 Tier = Literal["working", "episodic", "semantic"]
@@ -192,6 +193,16 @@ class MemoryQuery(_Input):
     created_before: AwareDatetime = None
     before_id: Annotated[int, Field(ge=1)] | None = None
     limit: Annotated[int, Field(ge=1, le=1000)] = 100
+
+
+class SearchQuery(_Input):
+    text: Annotated[Text, Field(min_length=1, max_length=MAX_QUERY_CHARS)]
+    tiers: list[Tier] = Field(default_factory=list)
+    session: Identifier | None = None
+    metadata: Metadata = Field(default_factory=dict)
+    created_after: AwareDatetime = None
+    created_before: AwareDatetime = None
+    limit: Annotated[int, Field(ge=1, le=100)] = 10
 
 
 class NewPreference(_Input):

@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import IntegrityError
 
 from memory._db import Database
 from memory._errors import ConflictError, NotFoundError, StaleVersionError
+from memory._indexing import IndexEntry, log_changes, replace_index, write_index
 from memory._models import NO_SESSION, Base, utcnow
 from memory._schemas import (
     CodePatternQuery,
@@ -37,6 +39,14 @@ metadata_table = Base.metadata.tables["memory_metadata"]
 preferences = Base.metadata.tables["user_preferences"]
 patterns = Base.metadata.tables["code_patterns"]
 session_state = Base.metadata.tables["session_state"]
+
+
+@dataclass(frozen=True, slots=True)
+class Embedded:
+    """Embeddings computed before a write: content -> unit vector, and the model's name."""
+
+    model: str
+    vectors: dict[str, np.ndarray]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +99,12 @@ class Store:
 
     # -- memories -----------------------------------------------------------------------------
 
-    def add_memories(self, owner: Owner, items: Sequence[NewMemory]) -> list[MemoryRecord]:
+    def add_memories(
+        self, owner: Owner, items: Sequence[NewMemory], vectors: Embedded | None = None
+    ) -> list[MemoryRecord]:
         """Insert memories, or return the existing one where the scope already holds the
-        same content. The unique key makes concurrent adds of one content yield one row."""
+        same content. The unique key makes concurrent adds of one content yield one row.
+        ``vectors`` maps content to its embedding (absent when the embedder failed)."""
 
         def operation(connection: Connection) -> list[MemoryRecord]:
             now = utcnow()
@@ -132,7 +145,20 @@ class Store:
             ]
             if metadata_rows:
                 connection.execute(metadata_table.insert(), metadata_rows)
-            found = self._select(
+            write_index(
+                connection,
+                [
+                    IndexEntry(
+                        memory_id,
+                        owner.user,
+                        by_hash[digest].content,
+                        vectors.vectors.get(by_hash[digest].content) if vectors else None,
+                    )
+                    for digest, memory_id in inserted.items()
+                ],
+                vectors.model if vectors else None,
+            )
+            found = self.select_memories(
                 connection,
                 sa.and_(
                     *_owned(owner),
@@ -145,13 +171,14 @@ class Store:
 
         return self.db.write(operation)
 
-    def _select(
+    def select_memories(
         self,
         connection: Connection,
         condition: sa.ColumnElement[bool],
         order: Sequence[sa.ColumnElement[Any]] = (),
         limit: int | None = None,
     ) -> list[MemoryRecord]:
+        """Memories matching ``condition``, with their metadata, inside a transaction."""
         statement = sa.select(memories).where(condition).order_by(*order)
         if limit is not None:
             statement = statement.limit(limit)
@@ -188,7 +215,13 @@ class Store:
 
         return self.db.write(operation)
 
-    def update_memory(self, owner: Owner, memory_id: int, changes: MemoryChanges) -> MemoryRecord:
+    def update_memory(
+        self,
+        owner: Owner,
+        memory_id: int,
+        changes: MemoryChanges,
+        vectors: Embedded | None = None,
+    ) -> MemoryRecord:
         """Apply ``changes`` if ``changes.version`` is still current (optimistic locking)."""
 
         def operation(connection: Connection) -> MemoryRecord:
@@ -227,6 +260,12 @@ class Store:
                 if current is None:
                     raise NotFoundError(f"memory {memory_id} does not exist in this scope")
                 raise StaleVersionError(memory_id, changes.version, current)
+            if changes.content is not None:
+                vector = vectors.vectors.get(changes.content) if vectors else None
+                entry = IndexEntry(memory_id, owner.user, changes.content, vector)
+                replace_index(connection, entry, vectors.model if vectors else None)
+            else:
+                log_changes(connection, [(owner.user, memory_id)])
             if changes.metadata is not None:
                 connection.execute(
                     sa.delete(metadata_table).where(metadata_table.c.memory_id == memory_id)
@@ -267,7 +306,7 @@ class Store:
                         )
                     )
                 )
-            return self._select(
+            return self.select_memories(
                 connection, sa.and_(*conditions), [memories.c.id.desc()], query.limit
             )
 
@@ -282,6 +321,7 @@ class Store:
             )
             if result.rowcount == 0:
                 raise NotFoundError(f"memory {memory_id} does not exist in this scope")
+            log_changes(connection, [(owner.user, memory_id)])
 
         self.db.write(operation)
 
@@ -488,14 +528,19 @@ class Store:
 
         def operation(connection: Connection) -> SessionCheckpoint:
             now = utcnow()
+            if self.db.dialect == "postgresql":
+                # Agents checkpointing one session at once take turns, so each reads the
+                # maximum the previous one wrote. (SQLite writers already take turns.)
+                connection.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+                    {"key": f"session_state:{owner.user}:{session}"},
+                )
             latest = connection.execute(
                 sa.select(sa.func.max(session_state.c.checkpoint_seq)).where(
                     session_state.c.user_id == owner.user,
                     session_state.c.session_id == session,
                 )
             ).scalar()
-            # Two agents saving at once compute the same next number; the unique key
-            # refuses the second, and the retry below reads the new maximum.
             row = (
                 connection.execute(
                     self.db.insert(session_state)
@@ -515,12 +560,7 @@ class Store:
             )
             return self._checkpoint(row)
 
-        for _ in range(10):
-            try:
-                return self.db.write(operation)
-            except IntegrityError:
-                continue
-        raise ConflictError(f"session {session!r}: too many concurrent checkpoints; try again")
+        return self.db.write(operation)
 
     def load_state(self, owner: Owner, session: str) -> SessionCheckpoint | None:
         """The latest live checkpoint of ``session``, or None."""

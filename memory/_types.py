@@ -126,3 +126,13 @@ class AddedObservations:
 
     entity_name: str
     added_observations: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """A memory found by search, with its fused score and the evidence behind it."""
+
+    memory: MemoryRecord
+    score: float
+    keyword_score: float
+    vector_score: float

@@ -19,7 +19,7 @@ import click
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 
-from memory import _migrate
+from memory import _backup, _migrate
 from memory._api import Memory
 from memory._archive import restore_archive
 from memory._engine import DATABASE_URL_ENV, create_engine
@@ -178,6 +178,61 @@ def restore_archive_command(context: click.Context, directory: Path) -> None:
         restored = restore_archive(engine, directory)
     for table, rows in restored.items():
         click.echo(f"restored {rows} rows into {table}")
+
+
+def _echo_backup(info: _backup.BackupInfo) -> None:
+    click.echo(
+        f"  backend {info.backend}, method {info.method}, revision {info.revision}, "
+        f"taken {info.created_at:%Y-%m-%d %H:%M:%S} UTC, {info.size_bytes / 1e6:.1f} MB"
+    )
+    width = max((len(name) for name in info.tables), default=0)
+    for name, checksum in sorted(info.tables.items()):
+        click.echo(f"  {name:<{width}}  {checksum.rows:>10} rows  sha256 {checksum.sha256[:16]}")
+
+
+@main.command("backup")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--verify",
+    "verify_only",
+    is_flag=True,
+    help="Check the backup in DIRECTORY (files, checksums, readability) instead of taking one.",
+)
+@click.option(
+    "--method",
+    type=click.Choice(_backup.BACKUP_METHODS),
+    default="auto",
+    show_default=True,
+    help="auto: the SQLite backup API, or pg_dump when it is at least the server's version, "
+    "else logical (JSON Lines per table, restorable into either backend).",
+)
+@click.pass_context
+@_reports_errors
+def backup_command(context: click.Context, directory: Path, verify_only: bool, method: str) -> None:
+    """Back up the database into DIRECTORY (new or empty) while agents keep writing."""
+    if verify_only:
+        info = _backup.verify_backup(directory)
+        click.echo(f"backup ok: {directory} matches its manifest")
+    else:
+        with _engine(context) as engine:
+            info = _backup.backup(engine, directory, method=method)  # type: ignore[arg-type]
+        click.echo(f"backup written: {directory}")
+    _echo_backup(info)
+
+
+@main.command("restore")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.pass_context
+@_reports_errors
+def restore_command(context: click.Context, directory: Path) -> None:
+    """Restore a backup into the (empty) database and verify it against the manifest."""
+    with _engine(context) as engine:
+        result = _backup.restore_backup(engine, directory)
+    click.echo(
+        f"restored {directory} into {result.backend}: {result.rows} rows in "
+        f"{len(result.tables)} tables, revision {result.backup.revision}"
+    )
+    click.echo("verified: every table's row count and checksum and the revision match the manifest")
 
 
 @main.command("import-mcp")

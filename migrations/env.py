@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import context
 
 from memory._engine import create_engine, write_options
-from memory._models import Base
+from memory._models import POSTGRES_TERMS_INDEX, SQLITE_FTS_TABLE, Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -20,10 +20,22 @@ target_metadata = Base.metadata
 _MIGRATION_LOCK_ID = 0x6D656D6F7279
 
 
+def _include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    # Backend-only structures of the keyword index live in the migration, not the models
+    # (SQLite's FTS5 table and its shadow tables; PostgreSQL's GIN expression index), so
+    # comparing models with the database must not see them.
+    if type_ == "table" and name is not None:
+        return not name.startswith(SQLITE_FTS_TABLE)
+    if type_ == "index":
+        return name != POSTGRES_TERMS_INDEX
+    return True
+
+
 def _run(connection: sa.Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
+        include_name=_include_name,
         # SQLite cannot ALTER most things; Alembic rebuilds the table instead.
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from hypothesis.configuration import set_hypothesis_home_dir
 from sqlalchemy.engine import make_url
 
-from memory import Memory
+from memory import HashingEmbedder, Memory
 
 POSTGRES_URL = os.environ.get(
     "MEMORY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -101,8 +101,10 @@ def backend_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) ->
 
 @pytest.fixture(params=BACKENDS)
 def memory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Memory]:
-    """A store at head on each backend."""
-    with Memory.open(backend_url(request.param, tmp_path, request)) as store:
+    """A store at head on each backend, with the fast hashing embedder (search quality is
+    tested with the real model in the search tests)."""
+    url = backend_url(request.param, tmp_path, request)
+    with Memory.open(url, embedder=HashingEmbedder()) as store:
         yield store
 
 

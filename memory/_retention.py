@@ -1,0 +1,925 @@
+"""Retention: how long memories and session state are kept, and the cleanup that enforces it.
+
+``cleanup(memory, policy)`` runs a list of named steps, in this order (``STEPS``):
+
+``expired_memories``
+    Memories of any tier whose ``expires_at`` has passed. Removed without a summary: a TTL
+    is the writer saying the memory should be gone.
+``working_memories``
+    Working memories older than the working window (24 h by default). Per (user, agent,
+    session) they are consolidated into one episodic memory, written by the summarizer
+    (``extractive_summary`` by default), whose metadata ``consolidated_from`` lists the ids it
+    replaces; the summary is written in the same transaction that deletes them, so no id
+    disappears without a trace. With ``summarize=False`` they are only removed. The count
+    of summaries written is reported as ``summaries``.
+``episodic_memories``, ``semantic_memories``
+    Kept forever by default; with a window, removed once older than it.
+``expired_session_state``, ``session_state``
+    Checkpoints past their ``expires_at``, and checkpoints older than the session-state
+    window (24 h by default). Only the latest checkpoint of a session is ever loaded, so
+    removing a checkpoint also removes the earlier ones of its session: a session never
+    falls back to an older state than the one it had (an expired latest checkpoint keeps
+    ``load_state`` answering None), and the latest checkpoint stays while it is within the
+    window.
+
+Sharing grants and flag overrides with an expiry do not exist yet; when they do, each
+becomes one more ``CleanupStep`` in ``STEPS``, and its counts appear in every report and run.
+
+Age. A memory's age counts from ``updated_at``: its creation, or its last change (content,
+tier, importance or metadata). Reading a memory does not make it younger, so working memory
+that is only read still turns into episodic memory after the window. Checkpoints are never
+changed; their age counts from ``created_at``. Both are indexed (revision 0006), and each
+batch is one indexed range query: memories page by ``(tier, updated_at, id)``.
+
+Batches and concurrency. Every batch (``batch_size`` rows, 500 by default) is one short
+write transaction, so agents keep writing while a cleanup runs. Candidates are read first
+and summarised outside any transaction (an LLM summarizer must not hold SQLite's write
+lock); the DELETE then names each row with the ``version`` it had when read, so a memory
+changed in between is skipped, and the summary covers exactly the rows that were deleted.
+An update that races the delete either commits first (the memory stays) or finds the memory
+gone (``NotFoundError``, as with any concurrent delete). Rows changed during a run are left
+for the next run. Two cleanups at once (two hosts) cannot consolidate a row twice: the
+second one's DELETE does not find it.
+
+Idempotence. A second run with the same clock finds nothing: summaries are episodic (kept
+forever by default), and everything else it would touch is gone.
+
+Every run that is not a dry run is recorded in ``maintenance_runs``: inserted as
+``running`` and finished as ``ok``, ``failed`` (with the error) or ``interrupted`` (a
+worker stopped it between batches), with the rows changed per step so far.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from types import MappingProxyType, TracebackType
+from typing import TYPE_CHECKING, Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Row
+
+from memory._db import Database
+from memory._errors import ConflictError, InvalidInputError, SchemaError
+from memory._indexing import IndexEntry, log_changes, write_index
+from memory._migrate import MEMORIES_REVISION, revision_at_least
+from memory._models import TIERS, Base, utcnow
+from memory._schemas import (
+    MAX_CONTENT_CHARS,
+    MAX_METADATA_VALUE_BYTES,
+    NewMemory,
+    canonical_json,
+    content_hash,
+    validate,
+)
+from memory._store import memories, metadata_table, session_state
+from memory._summary import extractive_summary
+
+if TYPE_CHECKING:
+    from memory._api import Memory
+
+logger = logging.getLogger("memory.retention")
+
+MAINTENANCE_REVISION = "0006"
+RETENTION_JOB = "retention"
+DEFAULT_WORKING_WINDOW = timedelta(hours=24)
+DEFAULT_SESSION_STATE_WINDOW = timedelta(hours=24)
+DEFAULT_BATCH_SIZE = 500
+MAX_BATCH_SIZE = 10_000
+DEFAULT_INTERVAL = timedelta(hours=1)
+MAX_ERROR_CHARS = 4_000
+CONSOLIDATED_FROM = "consolidated_from"
+CONSOLIDATED_BY = "consolidated_by"
+
+Summarizer = Callable[[Sequence[str]], str]
+"""Turns the contents of some memories (oldest first) into the text of one memory."""
+
+RunStatus = Literal["running", "ok", "failed", "interrupted"]
+
+runs = Base.metadata.tables["maintenance_runs"]
+
+_DEFAULT_TIER_WINDOWS: dict[str, timedelta | None] = {
+    "working": DEFAULT_WORKING_WINDOW,
+    "episodic": None,
+    "semantic": None,
+}
+
+
+def _window(name: str, value: object) -> timedelta | None:
+    if value is None:
+        return None
+    if not isinstance(value, timedelta) or value < timedelta(0):
+        raise InvalidInputError(
+            f"{name}: must be a non-negative timedelta, or None to keep forever (got {value!r})"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    """How long each kind of row is kept; a window of ``None`` keeps it forever.
+
+    ``tiers`` sets the window of the tiers it names; the others keep their defaults
+    (working: 24 h; episodic and semantic: forever). ``session_state`` is the window of
+    session checkpoints (24 h). With ``summarize`` off, old working memories are removed
+    without an episodic summary.
+
+    >>> RetentionPolicy(tiers={"working": timedelta(hours=6)}).window("working")
+    datetime.timedelta(seconds=21600)
+    >>> RetentionPolicy().window("semantic") is None
+    True
+    """
+
+    tiers: Mapping[str, timedelta | None] = field(default_factory=dict, hash=False)
+    session_state: timedelta | None = DEFAULT_SESSION_STATE_WINDOW
+    summarize: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.tiers, Mapping):
+            raise InvalidInputError("tiers: must be a mapping of tier to timedelta or None")
+        windows = dict(_DEFAULT_TIER_WINDOWS)
+        for tier, window in self.tiers.items():
+            if tier not in TIERS:
+                raise InvalidInputError(
+                    f"tiers: unknown tier {tier!r}; expected one of {', '.join(TIERS)}"
+                )
+            windows[tier] = _window(f"tiers[{tier!r}]", window)
+        object.__setattr__(self, "tiers", MappingProxyType(windows))
+        _window("session_state", self.session_state)
+        if not isinstance(self.summarize, bool):
+            raise InvalidInputError(f"summarize: must be True or False, not {self.summarize!r}")
+
+    def window(self, tier: str) -> timedelta | None:
+        """The retention window of ``tier`` (None: kept forever)."""
+        return self.tiers[tier]
+
+
+@dataclass(frozen=True, slots=True)
+class CleanupReport:
+    """What one cleanup run did (or, for a dry run, would do): rows per step.
+
+    ``counts`` holds every step's count, zeros included, in step order; ``summaries`` is
+    the number of episodic memories written by consolidation.
+    """
+
+    run_id: int | None
+    status: Literal["ok", "interrupted"]
+    dry_run: bool
+    started_at: datetime
+    finished_at: datetime
+    counts: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        """Every row removed or written, all steps together."""
+        return sum(self.counts.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready values (timestamps in ISO 8601)."""
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "dry_run": self.dry_run,
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat(),
+            "counts": dict(self.counts),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceRun:
+    """One recorded run of a maintenance job, as ``maintenance_runs`` holds it."""
+
+    id: int
+    job: str
+    status: RunStatus
+    started_at: datetime
+    finished_at: datetime | None
+    counts: dict[str, int]
+    error: str | None
+
+
+# -- one run ------------------------------------------------------------------------------------
+
+Embed = Callable[[Sequence[str]], "tuple[str, dict[str, Any]] | None"]
+
+
+@dataclass(slots=True)
+class _Run:
+    db: Database
+    policy: RetentionPolicy
+    now: datetime
+    batch_size: int
+    dry_run: bool
+    summarizer: Summarizer | None
+    embed: Embed
+    should_stop: Callable[[], bool]
+    counts: dict[str, int]
+    interrupted: bool = False
+
+    def stopped(self) -> bool:
+        if not self.interrupted and self.should_stop():
+            self.interrupted = True
+        return self.interrupted
+
+    def add(self, name: str, amount: int) -> None:
+        self.counts[name] += amount
+
+
+@dataclass(frozen=True, slots=True)
+class CleanupStep:
+    """One named part of a cleanup: ``run`` does its work (or, in a dry run, counts it) in
+    batches, adding to the run's counts under the names in ``counts``."""
+
+    name: str
+    run: Callable[[_Run], None]
+    counts: tuple[str, ...]
+
+
+def _live(now: datetime) -> sa.ColumnElement[bool]:
+    return sa.or_(memories.c.expires_at.is_(None), memories.c.expires_at > now)
+
+
+def _count(connection: Connection, table: sa.Table, condition: sa.ColumnElement[bool]) -> int:
+    statement = sa.select(sa.func.count()).select_from(table).where(condition)
+    return int(connection.execute(statement).scalar_one())
+
+
+# -- expired memories -----------------------------------------------------------------------
+
+
+def _remove_expired_batch(connection: Connection, now: datetime, limit: int) -> int | None:
+    expired = memories.c.expires_at <= now
+    ids = (
+        connection.execute(
+            sa.select(memories.c.id)
+            .where(expired)
+            .order_by(memories.c.expires_at, memories.c.id)
+            .limit(limit)
+        )
+        .scalars()
+        .all()
+    )
+    if not ids:
+        return None
+    removed = connection.execute(
+        sa.delete(memories)
+        .where(memories.c.id.in_(ids), expired)
+        .returning(memories.c.id, memories.c.user_id)
+    ).all()
+    log_changes(connection, [(row.user_id, row.id) for row in removed])
+    return len(removed)
+
+
+def _expired_memories(run: _Run) -> None:
+    if run.dry_run:
+        condition = memories.c.expires_at <= run.now
+        run.add("expired_memories", run.db.read(lambda c: _count(c, memories, condition)))
+        return
+    operation = functools.partial(_remove_expired_batch, now=run.now, limit=run.batch_size)
+    while not run.stopped():
+        removed = run.db.write(operation)
+        if removed is None:
+            return
+        run.add("expired_memories", removed)
+
+
+# -- memories older than their tier's window ------------------------------------------------
+
+Group = tuple[str, str, str]  # user, agent, session
+_CANDIDATE_COLUMNS = (
+    memories.c.id,
+    memories.c.user_id,
+    memories.c.agent_id,
+    memories.c.session_id,
+    memories.c.content,
+    memories.c.importance,
+    memories.c.visibility,
+    memories.c.created_at,
+    memories.c.updated_at,
+    memories.c.expires_at,
+    memories.c.version,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Summary:
+    content: str
+    model: str | None = None
+    vector: Any = None
+
+
+def _candidates(
+    connection: Connection,
+    old: sa.ColumnElement[bool],
+    after: tuple[datetime, int] | None,
+    limit: int,
+) -> Sequence[Row[Any]]:
+    statement = sa.select(*_CANDIDATE_COLUMNS).where(old)
+    if after is not None:
+        # Keyset paging: the first bound keeps it an index range scan.
+        at, last_id = after
+        statement = statement.where(
+            memories.c.updated_at >= at,
+            sa.or_(memories.c.updated_at > at, memories.c.id > last_id),
+        )
+    statement = statement.order_by(memories.c.updated_at, memories.c.id).limit(limit)
+    return connection.execute(statement).all()
+
+
+def _groups(rows: Sequence[Row[Any]]) -> dict[Group, list[Row[Any]]]:
+    """Rows by (user, agent, session), oldest first within each group."""
+    groups: dict[Group, list[Row[Any]]] = {}
+    for row in rows:
+        groups.setdefault((row.user_id, row.agent_id, row.session_id), []).append(row)
+    return {key: sorted(found, key=lambda r: (r.created_at, r.id)) for key, found in groups.items()}
+
+
+def _chunks(rows: Sequence[Row[Any]]) -> list[list[Row[Any]]]:
+    """Split a group so that each summary's ``consolidated_from`` fits in one metadata value
+    (1 KiB of JSON: about a hundred ids), which also keeps each summary about a span of
+    memories it can do justice to."""
+    chunks: list[list[Row[Any]]] = []
+    current: list[Row[Any]] = []
+    size = 2  # the brackets
+    for row in rows:
+        extra = len(str(row.id)) + (1 if current else 0)
+        if current and size + extra > MAX_METADATA_VALUE_BYTES:
+            chunks.append(current)
+            current, size, extra = [], 2, len(str(row.id))
+        current.append(row)
+        size += extra
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def _summarize(summarizer: Summarizer, rows: Sequence[Row[Any]]) -> str:
+    text = summarizer([row.content for row in rows])
+    try:
+        checked = validate(NewMemory, {"content": text, "tier": "episodic"})
+    except InvalidInputError as error:
+        raise InvalidInputError(f"the summarizer returned unusable text: {error}") from None
+    return checked.content
+
+
+def _plan_summaries(run: _Run, batch: Sequence[Row[Any]]) -> dict[tuple[int, ...], _Summary]:
+    """Summaries (and their embeddings) of every chunk, computed outside any transaction on
+    the assumption that the whole batch will be deleted."""
+    assert run.summarizer is not None
+    texts = {
+        tuple(row.id for row in chunk): _summarize(run.summarizer, chunk)
+        for rows in _groups(batch).values()
+        for chunk in _chunks(rows)
+    }
+    embedded = run.embed(list(texts.values()))
+    if embedded is None:
+        return {ids: _Summary(text) for ids, text in texts.items()}
+    model, vectors = embedded
+    return {ids: _Summary(text, model, vectors.get(text)) for ids, text in texts.items()}
+
+
+def _disambiguated(content: str, first_id: int) -> str:
+    suffix = f"\n(consolidated from memory {first_id})"
+    return content[: MAX_CONTENT_CHARS - len(suffix)] + suffix
+
+
+def _insert_summary(
+    connection: Connection, run: _Run, group: Group, chunk: Sequence[Row[Any]], summary: _Summary
+) -> None:
+    user, agent, session = group
+    ids = sorted(row.id for row in chunk)
+    expiries = [row.expires_at for row in chunk]
+    values: dict[str, Any] = {
+        "user_id": user,
+        "agent_id": agent,
+        "session_id": session,
+        "tier": "episodic",
+        "importance": max(row.importance for row in chunk),
+        # Shared only if everything it summarises was shared.
+        "visibility": "shared" if all(r.visibility == "shared" for r in chunk) else "private",
+        "created_at": run.now,
+        "updated_at": run.now,
+        "last_accessed_at": None,
+        "access_count": 0,
+        # It does not outlive what it summarises, if all of that was going to expire.
+        "expires_at": None if None in expiries else max(expiries),
+        "version": 1,
+    }
+    memory_id: int | None = None
+    content = summary.content
+    # The scope may already hold this exact text (the unique key covers every tier); the
+    # second form names a replaced id, which no other text in the scope can.
+    for content in (summary.content, _disambiguated(summary.content, ids[0])):
+        statement = (
+            run.db.insert(memories)
+            .values(**values, content=content, content_hash=content_hash(content))
+            .on_conflict_do_nothing(
+                index_elements=["user_id", "agent_id", "session_id", "content_hash"]
+            )
+            .returning(memories.c.id)
+        )
+        memory_id = connection.execute(statement).scalar()
+        if memory_id is not None:
+            break
+    if memory_id is None:
+        raise ConflictError(f"cannot store the summary of memories {ids}: its text is taken")
+    connection.execute(
+        metadata_table.insert(),
+        [
+            {"memory_id": memory_id, "key": CONSOLIDATED_FROM, "value_json": canonical_json(ids)},
+            {"memory_id": memory_id, "key": CONSOLIDATED_BY, "value_json": '"retention"'},
+        ],
+    )
+    vector = summary.vector if content == summary.content else None
+    write_index(
+        connection,
+        [IndexEntry(memory_id, user, content, vector)],
+        summary.model if vector is not None else None,
+    )
+
+
+def _remove_batch(
+    connection: Connection,
+    run: _Run,
+    tier: str,
+    batch: Sequence[Row[Any]],
+    planned: dict[tuple[int, ...], _Summary] | None,
+) -> tuple[int, int]:
+    """Delete the rows of ``batch`` that are unchanged since they were read, and (when
+    ``planned`` is given) write the summaries of exactly those rows."""
+    by_version: dict[int, list[int]] = {}
+    for row in batch:
+        by_version.setdefault(row.version, []).append(row.id)
+    unchanged = sa.or_(
+        *(
+            sa.and_(memories.c.version == version, memories.c.id.in_(ids))
+            for version, ids in by_version.items()
+        )
+    )
+    deleted = set(
+        connection.execute(
+            sa.delete(memories)
+            .where(memories.c.id.in_([row.id for row in batch]), memories.c.tier == tier)
+            .where(unchanged)
+            .returning(memories.c.id)
+        ).scalars()
+    )
+    removed = [row for row in batch if row.id in deleted]
+    log_changes(connection, [(row.user_id, row.id) for row in removed])
+    written = 0
+    if planned is not None:
+        assert run.summarizer is not None
+        for group, rows in _groups(removed).items():
+            for chunk in _chunks(rows):
+                summary = planned.get(tuple(row.id for row in chunk))
+                if summary is None:
+                    # Some rows changed since they were read: summarise what was deleted.
+                    summary = _Summary(_summarize(run.summarizer, chunk))
+                _insert_summary(connection, run, group, chunk, summary)
+                written += 1
+    return len(removed), written
+
+
+def _aged_memories(tier: str) -> Callable[[_Run], None]:
+    name = f"{tier}_memories"
+
+    def step(run: _Run) -> None:
+        window = run.policy.window(tier)
+        if window is None:
+            return
+        old = sa.and_(
+            memories.c.tier == tier, memories.c.updated_at < run.now - window, _live(run.now)
+        )
+        consolidate = tier == "working" and run.summarizer is not None
+        after: tuple[datetime, int] | None = None
+        while not run.stopped():
+            batch = run.db.read(
+                functools.partial(_candidates, old=old, after=after, limit=run.batch_size)
+            )
+            if not batch:
+                return
+            after = (batch[-1].updated_at, batch[-1].id)
+            if run.dry_run:
+                run.add(name, len(batch))
+                if consolidate:
+                    chunks = sum(len(_chunks(rows)) for rows in _groups(batch).values())
+                    run.add("summaries", chunks)
+                continue
+            planned = _plan_summaries(run, batch) if consolidate else None
+            removed, written = run.db.write(
+                functools.partial(_remove_batch, run=run, tier=tier, batch=batch, planned=planned)
+            )
+            run.add(name, removed)
+            run.add("summaries", written)
+
+    return step
+
+
+# -- session state ----------------------------------------------------------------------------
+
+Stale = Callable[[sa.FromClause], sa.ColumnElement[bool]]
+
+
+def _expired_checkpoint(now: datetime) -> Stale:
+    return lambda table: table.c.expires_at <= now
+
+
+def _old_checkpoint(cutoff: datetime) -> Stale:
+    return lambda table: table.c.created_at < cutoff
+
+
+def _covered(stale: Stale) -> sa.ColumnElement[bool]:
+    """True for checkpoints that removing the ``stale`` ones removes: a stale checkpoint and
+    every earlier one of its session."""
+    later = session_state.alias()
+    return (
+        sa.select(later.c.id)
+        .where(
+            later.c.user_id == session_state.c.user_id,
+            later.c.session_id == session_state.c.session_id,
+            later.c.checkpoint_seq >= session_state.c.checkpoint_seq,
+            stale(later),
+        )
+        .exists()
+    )
+
+
+def _remove_checkpoint_batch(
+    connection: Connection, stale: Stale, order: sa.ColumnElement[Any], limit: int
+) -> int | None:
+    rows = connection.execute(
+        sa.select(
+            session_state.c.user_id, session_state.c.session_id, session_state.c.checkpoint_seq
+        )
+        .where(stale(session_state))
+        .order_by(order)
+        .limit(limit)
+    ).all()
+    if not rows:
+        return None
+    latest: dict[tuple[str, str], int] = {}
+    for row in rows:
+        key = (row.user_id, row.session_id)
+        latest[key] = max(latest.get(key, 0), row.checkpoint_seq)
+    removed = 0
+    for (user, session), seq in latest.items():
+        result = connection.execute(
+            sa.delete(session_state).where(
+                session_state.c.user_id == user,
+                session_state.c.session_id == session,
+                session_state.c.checkpoint_seq <= seq,
+            )
+        )
+        removed += result.rowcount
+    return removed
+
+
+def _remove_checkpoints(
+    run: _Run, name: str, stale: Stale, order: sa.ColumnElement[Any], earlier: Sequence[Stale]
+) -> None:
+    if run.dry_run:
+        # What the earlier steps remove is not counted again here.
+        condition = sa.and_(_covered(stale), *(~_covered(other) for other in earlier))
+        run.add(name, run.db.read(lambda c: _count(c, session_state, condition)))
+        return
+    operation = functools.partial(
+        _remove_checkpoint_batch, stale=stale, order=order, limit=run.batch_size
+    )
+    while not run.stopped():
+        removed = run.db.write(operation)
+        if removed is None:
+            return
+        run.add(name, removed)
+
+
+def _expired_session_state(run: _Run) -> None:
+    stale = _expired_checkpoint(run.now)
+    _remove_checkpoints(run, "expired_session_state", stale, session_state.c.expires_at, [])
+
+
+def _old_session_state(run: _Run) -> None:
+    window = run.policy.session_state
+    if window is None:
+        return
+    stale = _old_checkpoint(run.now - window)
+    earlier = [_expired_checkpoint(run.now)]
+    _remove_checkpoints(run, "session_state", stale, session_state.c.created_at, earlier)
+
+
+STEPS: tuple[CleanupStep, ...] = (
+    CleanupStep("expired_memories", _expired_memories, ("expired_memories",)),
+    CleanupStep("working_memories", _aged_memories("working"), ("working_memories", "summaries")),
+    CleanupStep("episodic_memories", _aged_memories("episodic"), ("episodic_memories",)),
+    CleanupStep("semantic_memories", _aged_memories("semantic"), ("semantic_memories",)),
+    CleanupStep("expired_session_state", _expired_session_state, ("expired_session_state",)),
+    CleanupStep("session_state", _old_session_state, ("session_state",)),
+)
+"""The steps of a cleanup, in the order they run. Future steps (expired flag overrides,
+sharing grants) are added here."""
+
+
+# -- the run log ------------------------------------------------------------------------------
+
+
+def _start_run(db: Database, started: datetime) -> int:
+    def operation(connection: Connection) -> int:
+        statement = (
+            runs.insert()
+            .values(
+                job=RETENTION_JOB,
+                status="running",
+                started_at=started,
+                finished_at=None,
+                counts_json="{}",
+                error=None,
+            )
+            .returning(runs.c.id)
+        )
+        return int(connection.execute(statement).scalar_one())
+
+    return db.write(operation)
+
+
+def _finish_run(
+    db: Database, run_id: int, status: RunStatus, counts: dict[str, int], error: str | None
+) -> datetime:
+    finished = utcnow()
+    statement = (
+        sa.update(runs)
+        .where(runs.c.id == run_id)
+        .values(
+            status=status, finished_at=finished, counts_json=canonical_json(counts), error=error
+        )
+    )
+    db.write(lambda connection: connection.execute(statement))
+    return finished
+
+
+def _describe(error: BaseException) -> str:
+    text = f"{type(error).__name__}: {error}"
+    return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…"
+
+
+def _maintenance_run(row: sa.RowMapping) -> MaintenanceRun:
+    return MaintenanceRun(
+        id=row["id"],
+        job=row["job"],
+        status=row["status"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        counts=json.loads(row["counts_json"]),
+        error=row["error"],
+    )
+
+
+# -- public entry points --------------------------------------------------------------------
+
+
+def _require_schema(memory: Memory) -> None:
+    for wanted in (MEMORIES_REVISION, MAINTENANCE_REVISION):
+        if not revision_at_least(memory.revision, wanted):
+            raise SchemaError(
+                f"retention needs schema revision {wanted}; the database is at "
+                f"{memory.revision}: run `memctl migrate`"
+            )
+
+
+def _checked_batch_size(batch_size: object) -> int:
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, int)
+        or not 1 <= batch_size <= MAX_BATCH_SIZE
+    ):
+        raise InvalidInputError(
+            f"batch_size: must be an integer from 1 to {MAX_BATCH_SIZE}, not {batch_size!r}"
+        )
+    return batch_size
+
+
+def _checked_policy(
+    policy: RetentionPolicy | None, summarizer: Summarizer | None
+) -> RetentionPolicy:
+    policy = policy if policy is not None else RetentionPolicy()
+    if not isinstance(policy, RetentionPolicy):
+        raise InvalidInputError(f"policy: must be a RetentionPolicy, not {policy!r}")
+    if summarizer is not None and not policy.summarize:
+        raise InvalidInputError("summarizer: given, but the policy does not summarize")
+    if summarizer is not None and not callable(summarizer):
+        raise InvalidInputError(f"summarizer: must be callable, not {summarizer!r}")
+    return policy
+
+
+def _never() -> bool:
+    return False
+
+
+def _cleanup(
+    memory: Memory,
+    policy: RetentionPolicy | None,
+    *,
+    now: datetime | None,
+    summarizer: Summarizer | None,
+    batch_size: int,
+    dry_run: bool,
+    should_stop: Callable[[], bool],
+) -> CleanupReport:
+    _require_schema(memory)
+    policy = _checked_policy(policy, summarizer)
+    batch_size = _checked_batch_size(batch_size)
+    if now is not None and (not isinstance(now, datetime) or now.tzinfo is None):
+        raise InvalidInputError(f"now: must be a timezone-aware datetime, not {now!r}")
+    run = _Run(
+        db=memory._db,
+        policy=policy,
+        now=now if now is not None else utcnow(),
+        batch_size=batch_size,
+        dry_run=dry_run,
+        summarizer=(summarizer or extractive_summary) if policy.summarize else None,
+        embed=memory._retriever.embed_contents,
+        should_stop=should_stop,
+        counts={name: 0 for step in STEPS for name in step.counts},
+    )
+    started = utcnow()
+    run_id = None if dry_run else _start_run(run.db, started)
+    try:
+        for step in STEPS:
+            if run.stopped():
+                break
+            step.run(run)
+    except BaseException as error:
+        if run_id is not None:
+            try:
+                _finish_run(run.db, run_id, "failed", run.counts, _describe(error))
+            except Exception:
+                logger.exception("could not record that cleanup run %s failed", run_id)
+        raise
+    status: Literal["ok", "interrupted"] = "interrupted" if run.interrupted else "ok"
+    if run_id is None:
+        finished = utcnow()
+    else:
+        finished = _finish_run(run.db, run_id, status, run.counts, None)
+    return CleanupReport(run_id, status, dry_run, started, finished, dict(run.counts))
+
+
+def cleanup(
+    memory: Memory,
+    policy: RetentionPolicy | None = None,
+    *,
+    now: datetime | None = None,
+    summarizer: Summarizer | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    dry_run: bool = False,
+) -> CleanupReport:
+    """Enforce ``policy`` (default: ``RetentionPolicy()``) once, in batches of
+    ``batch_size`` rows per transaction, and record the run in ``maintenance_runs``.
+
+    ``now`` replaces the clock (retention decisions and the summaries' timestamps);
+    ``summarizer`` replaces ``extractive_summary``. A dry run counts what a run would
+    change, changes nothing and records nothing. A failing run is recorded as ``failed``
+    and its error raised; the batches committed before the failure stay done.
+
+    >>> policy = RetentionPolicy(tiers={"working": timedelta(hours=6)})
+    >>> cleanup(memory, policy).counts["working_memories"]  # doctest: +SKIP
+    42
+    """
+    return _cleanup(
+        memory,
+        policy,
+        now=now,
+        summarizer=summarizer,
+        batch_size=batch_size,
+        dry_run=dry_run,
+        should_stop=_never,
+    )
+
+
+def last_cleanup_run(memory: Memory, *, status: RunStatus | None = None) -> MaintenanceRun | None:
+    """The newest recorded cleanup run (with ``status``, the newest with that status), or
+    None if there has been none."""
+    _require_schema(memory)
+    condition = runs.c.job == RETENTION_JOB
+    if status is not None:
+        condition = sa.and_(condition, runs.c.status == status)
+    statement = sa.select(runs).where(condition).order_by(runs.c.id.desc()).limit(1)
+    row = memory._db.read(lambda connection: connection.execute(statement).mappings().first())
+    return _maintenance_run(row) if row is not None else None
+
+
+def _interval_seconds(interval: object) -> float:
+    seconds = interval.total_seconds() if isinstance(interval, timedelta) else interval
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
+        raise InvalidInputError(
+            f"interval: must be a positive timedelta or number of seconds, not {interval!r}"
+        )
+    return float(seconds)
+
+
+class RetentionWorker:
+    """Runs ``cleanup`` in a daemon thread: at once, then every ``interval``.
+
+    >>> worker = RetentionWorker(memory, interval=timedelta(minutes=30))  # doctest: +SKIP
+    >>> worker.start()  # doctest: +SKIP
+    >>> worker.stop()  # doctest: +SKIP
+
+    A failing run is recorded as failed, logged (logger ``memory.retention``) and kept in
+    ``last_error``; the worker carries on at the next interval. ``stop`` asks a run in
+    progress to end after its current batch (recorded as ``interrupted``) and waits for
+    the thread. The worker can be used as a context manager.
+    """
+
+    def __init__(
+        self,
+        memory: Memory,
+        policy: RetentionPolicy | None = None,
+        *,
+        interval: timedelta | float = DEFAULT_INTERVAL,
+        summarizer: Summarizer | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> None:
+        self._memory = memory
+        self._policy = _checked_policy(policy, summarizer)
+        self._summarizer = summarizer
+        self._batch_size = _checked_batch_size(batch_size)
+        self._interval = _interval_seconds(interval)
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.runs = 0
+        """Runs finished so far, failed ones included."""
+        self.failures = 0
+        """Runs that raised."""
+        self.last_report: CleanupReport | None = None
+        """The report of the last run that finished without an error."""
+        self.last_error: Exception | None = None
+        """The error of the last run, or None if it succeeded."""
+
+    @property
+    def running(self) -> bool:
+        """True while the worker's thread is alive."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    def start(self) -> None:
+        """Start the thread; the first cleanup runs at once."""
+        with self._lock:
+            if self.running:
+                raise RuntimeError("the retention worker is already running")
+            self._stopping = threading.Event()
+            self._thread = threading.Thread(
+                target=self._loop, args=(self._stopping,), name="memory-retention", daemon=True
+            )
+            self._thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop after the current batch, and wait (up to ``timeout`` seconds) for the thread."""
+        with self._lock:
+            thread, stopping = self._thread, self._stopping
+        stopping.set()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def _loop(self, stopping: threading.Event) -> None:
+        while not stopping.is_set():
+            self._run_once(stopping)
+            stopping.wait(self._interval)
+
+    def _run_once(self, stopping: threading.Event) -> None:
+        try:
+            report = _cleanup(
+                self._memory,
+                self._policy,
+                now=None,
+                summarizer=self._summarizer,
+                batch_size=self._batch_size,
+                dry_run=False,
+                should_stop=stopping.is_set,
+            )
+        except Exception as error:
+            logger.exception("retention cleanup failed; next attempt in %.0f s", self._interval)
+            with self._lock:
+                self.runs += 1
+                self.failures += 1
+                self.last_error = error
+        else:
+            with self._lock:
+                self.runs += 1
+                self.last_report = report
+                self.last_error = None
+
+    def __enter__(self) -> RetentionWorker:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()

@@ -1,0 +1,457 @@
+"""Hybrid retrieval: keyword (the database's full-text index) plus vectors (in process).
+
+How a search runs, for one user:
+
+1. Keyword candidates come from the database: FTS5 on SQLite, a GIN-indexed ``tsvector`` on
+   PostgreSQL, both over the terms ``memory._text`` produced, so they match the same rows.
+   Their BM25 score is computed here from the stored terms and per-user statistics, so it
+   is the same number on every backend.
+2. Vector candidates come from an exact NumPy index of the user's embeddings, loaded on
+   first use and kept current by reading ``memory_changes`` past the last sequence seen
+   (one indexed query when nothing changed, which is how other processes' writes show up).
+3. Both lists are fused (weighted, normalised scores plus small priors), then the final
+   rows are read with every filter applied in SQL, so nothing outside the caller's scope
+   or already expired is ever returned.
+
+If the embedder fails, step 2 is skipped, the search is answered from keywords, and the
+degradation is counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from memory._db import Database
+from memory._embeddings import Embedder, Matrix
+from memory._models import Base, utcnow
+from memory._schemas import SearchQuery, canonical_json
+from memory._store import Owner, Store, metadata_table
+from memory._text import terms
+from memory._types import MemoryRecord, SearchHit
+
+logger = logging.getLogger(__name__)
+
+memories = Base.metadata.tables["memories"]
+memory_terms = Base.metadata.tables["memory_terms"]
+memory_embeddings = Base.metadata.tables["memory_embeddings"]
+memory_changes = Base.metadata.tables["memory_changes"]
+
+KEYWORD_CANDIDATES = 100
+VECTOR_CANDIDATES = 100
+BM25_K1 = 1.2
+BM25_B = 0.75
+
+
+@dataclass(frozen=True, slots=True)
+class FusionWeights:
+    """How the evidence is combined; tuned on the LoCoMo development subset."""
+
+    vector: float = 0.55
+    keyword: float = 0.45
+    importance: float = 0.02
+    tier: dict[str, float] = field(
+        default_factory=lambda: {"working": 0.0, "episodic": 0.0, "semantic": 0.01}
+    )
+
+
+@dataclass
+class RetrievalStats:
+    """Counters the metrics layer publishes; every increment happens under one lock."""
+
+    searches: int = 0
+    degraded_searches: int = 0
+    query_cache_hits: int = 0
+    query_cache_misses: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, name: str, amount: int = 1) -> None:
+        with self.lock:
+            setattr(self, name, getattr(self, name) + amount)
+
+
+class _UserVectors:
+    """One user's embeddings as a growable matrix, with the fields filters need."""
+
+    def __init__(self, dimension: int) -> None:
+        self.matrix = np.zeros((0, dimension), dtype=np.float32)
+        self.ids = np.zeros(0, dtype=np.int64)
+        self.live = np.zeros(0, dtype=bool)
+        self.agents: list[str] = []
+        self.sessions: list[str] = []
+        self.slot: dict[int, int] = {}
+        self.size = 0
+        self.last_seq = 0
+        self.lock = threading.Lock()
+
+    def _grow(self, needed: int) -> None:
+        capacity = self.matrix.shape[0]
+        if self.size + needed <= capacity:
+            return
+        new_capacity = max(16, capacity * 2, self.size + needed)
+        matrix = np.zeros((new_capacity, self.matrix.shape[1]), dtype=np.float32)
+        matrix[: self.size] = self.matrix[: self.size]
+        ids = np.zeros(new_capacity, dtype=np.int64)
+        ids[: self.size] = self.ids[: self.size]
+        live = np.zeros(new_capacity, dtype=bool)
+        live[: self.size] = self.live[: self.size]
+        self.matrix, self.ids, self.live = matrix, ids, live
+
+    def upsert(self, memory_id: int, agent: str, session: str, vector: np.ndarray) -> None:
+        position = self.slot.get(memory_id)
+        if position is None:
+            self._grow(1)
+            position = self.size
+            self.size += 1
+            self.slot[memory_id] = position
+            self.agents.append(agent)
+            self.sessions.append(session)
+        else:
+            self.agents[position] = agent
+            self.sessions[position] = session
+        self.matrix[position] = vector
+        self.ids[position] = memory_id
+        self.live[position] = True
+
+    def remove(self, memory_id: int) -> None:
+        position = self.slot.pop(memory_id, None)
+        if position is not None:
+            self.live[position] = False
+
+    def top(self, query: np.ndarray, agent: str, count: int) -> list[tuple[int, float]]:
+        if self.size == 0:
+            return []
+        scores = self.matrix[: self.size] @ query
+        mask = self.live[: self.size] & (np.asarray(self.agents) == agent)
+        scores = np.where(mask, scores, -np.inf)
+        count = min(count, int(mask.sum()))
+        if count == 0:
+            return []
+        best = np.argpartition(-scores, count - 1)[:count]
+        return [(int(self.ids[i]), float(scores[i])) for i in best]
+
+    def score(self, memory_id: int, query: np.ndarray) -> float | None:
+        position = self.slot.get(memory_id)
+        if position is None or not self.live[position]:
+            return None
+        return float(self.matrix[position] @ query)
+
+    def nbytes(self) -> int:
+        return int(self.matrix.nbytes + self.ids.nbytes + self.live.nbytes)
+
+
+class Retriever:
+    """Hybrid search over one database, for every user this process asks about."""
+
+    def __init__(
+        self,
+        db: Database,
+        store: Store,
+        embedder: Embedder | None,
+        weights: FusionWeights | None = None,
+        query_cache_size: int = 1024,
+    ) -> None:
+        self._db = db
+        self._store = store
+        self.embedder = embedder
+        self.weights = weights or FusionWeights()
+        self.stats = RetrievalStats()
+        self._users: dict[str, _UserVectors] = {}
+        self._users_lock = threading.Lock()
+        self._query_vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._query_cache_size = query_cache_size
+        self._cache_lock = threading.Lock()
+        self._warned = False
+
+    # -- embeddings ---------------------------------------------------------------------------
+
+    def embed_contents(self, contents: Sequence[str]) -> tuple[str, dict[str, np.ndarray]] | None:
+        """Embed texts for a write; None (and a logged warning) when the embedder fails."""
+        if self.embedder is None or not contents:
+            return None
+        unique = list(dict.fromkeys(contents))
+        try:
+            matrix = self.embedder.embed(unique)
+        except Exception:  # the write must not fail because of the model
+            self._degraded("embedding for a write")
+            return None
+        return self.embedder.model_name, dict(zip(unique, matrix, strict=True))
+
+    def _query_vector(self, query: str) -> np.ndarray | None:
+        if self.embedder is None:
+            self._degraded("search (no embedder configured)")
+            return None
+        with self._cache_lock:
+            cached = self._query_vectors.get(query)
+            if cached is not None:
+                self._query_vectors.move_to_end(query)
+        if cached is not None:
+            self.stats.add("query_cache_hits")
+            return cached
+        self.stats.add("query_cache_misses")
+        try:
+            vector: Matrix = self.embedder.embed([query])
+        except Exception:
+            self._degraded("search")
+            return None
+        row: np.ndarray = vector[0]
+        with self._cache_lock:
+            self._query_vectors[query] = row
+            while len(self._query_vectors) > self._query_cache_size:
+                self._query_vectors.popitem(last=False)
+        return row
+
+    def _degraded(self, what: str) -> None:
+        self.stats.add("degraded_searches")
+        if not self._warned:
+            self._warned = True
+            logger.warning(
+                "embedder unavailable during %s; answering from keywords", what, exc_info=True
+            )
+
+    # -- the vector index ---------------------------------------------------------------------
+
+    def _vectors(self, connection: Connection, user: str) -> _UserVectors | None:
+        if self.embedder is None:
+            return None
+        with self._users_lock:
+            index = self._users.get(user)
+            if index is None:
+                index = self._users[user] = _UserVectors(self.embedder.dimension)
+        with index.lock:
+            self._catch_up(connection, user, index)
+        return index
+
+    def _catch_up(self, connection: Connection, user: str, index: _UserVectors) -> None:
+        assert self.embedder is not None
+        changed = connection.execute(
+            sa.select(memory_changes.c.seq, memory_changes.c.memory_id)
+            .where(memory_changes.c.user_id == user, memory_changes.c.seq > index.last_seq)
+            .order_by(memory_changes.c.seq)
+        ).all()
+        if not changed:
+            return
+        ids = list({row.memory_id for row in changed})
+        found: dict[int, Any] = {}
+        for start in range(0, len(ids), 5000):
+            rows = connection.execute(
+                sa.select(
+                    memories.c.id,
+                    memories.c.agent_id,
+                    memories.c.session_id,
+                    memory_embeddings.c.vector,
+                )
+                .join(memory_embeddings, memory_embeddings.c.memory_id == memories.c.id)
+                .where(
+                    memories.c.id.in_(ids[start : start + 5000]),
+                    memory_embeddings.c.model == self.embedder.model_name,
+                )
+            )
+            found.update({row.id: row for row in rows})
+        for memory_id in ids:
+            row = found.get(memory_id)
+            if row is None:
+                index.remove(memory_id)
+            else:
+                vector = np.frombuffer(row.vector, dtype=np.float32)
+                index.upsert(memory_id, row.agent_id, row.session_id, vector)
+        index.last_seq = changed[-1].seq
+
+    def data_version(self, connection: Connection, user: str) -> int:
+        """The user's latest change sequence number: any write to their memories bumps it."""
+        value = connection.execute(
+            sa.select(sa.func.max(memory_changes.c.seq)).where(memory_changes.c.user_id == user)
+        ).scalar()
+        return int(value or 0)
+
+    def index_bytes(self) -> int:
+        """Memory held by the vector index (all users loaded so far)."""
+        return sum(index.nbytes() for index in self._users.values())
+
+    # -- keyword search -----------------------------------------------------------------------
+
+    def _keyword_candidates(
+        self, connection: Connection, user: str, wanted: list[str]
+    ) -> list[int]:
+        if not wanted:
+            return []
+        if self._db.dialect == "sqlite":
+            owner = "u" + user.encode("utf-8").hex().upper()
+            expression = f"owner:{owner} AND ({' OR '.join(_quote(t) for t in wanted)})"
+            rows = connection.exec_driver_sql(
+                "SELECT rowid FROM memory_fts WHERE memory_fts MATCH ? "
+                "ORDER BY bm25(memory_fts) LIMIT ?",
+                (expression, KEYWORD_CANDIDATES),
+            )
+        else:
+            rows = connection.execute(
+                sa.text(
+                    "SELECT memory_id FROM memory_terms WHERE user_id = :user "
+                    "AND to_tsvector('simple', terms) @@ to_tsquery('simple', :query) "
+                    "ORDER BY ts_rank(to_tsvector('simple', terms), "
+                    "to_tsquery('simple', :query)) DESC, memory_id LIMIT :limit"
+                ),
+                {
+                    "user": user,
+                    "query": " | ".join(_quote(t, "'") for t in wanted),
+                    "limit": KEYWORD_CANDIDATES,
+                },
+            )
+        return [int(row[0]) for row in rows]
+
+    def _document_frequencies(
+        self, connection: Connection, user: str, wanted: list[str]
+    ) -> tuple[int, float, dict[str, int]]:
+        totals = connection.execute(
+            sa.select(sa.func.count(), sa.func.avg(memory_terms.c.term_count)).where(
+                memory_terms.c.user_id == user
+            )
+        ).one()
+        documents, average = int(totals[0]), float(totals[1] or 0.0)
+        frequencies = {}
+        for term in wanted:
+            if self._db.dialect == "sqlite":
+                owner = "u" + user.encode("utf-8").hex().upper()
+                count = connection.exec_driver_sql(
+                    "SELECT COUNT(*) FROM memory_fts WHERE memory_fts MATCH ?",
+                    (f"owner:{owner} AND {_quote(term)}",),
+                ).scalar()
+            else:
+                count = connection.execute(
+                    sa.text(
+                        "SELECT COUNT(*) FROM memory_terms WHERE user_id = :user AND "
+                        "to_tsvector('simple', terms) @@ to_tsquery('simple', :term)"
+                    ),
+                    {"user": user, "term": _quote(term, "'")},
+                ).scalar()
+            frequencies[term] = int(count or 0)
+        return documents, average, frequencies
+
+    # -- search -------------------------------------------------------------------------------
+
+    def search(self, owner: Owner, query: SearchQuery) -> list[SearchHit]:
+        """The ``query.limit`` best memories of this user and agent for ``query.text``."""
+        self.stats.add("searches")
+        wanted = list(dict.fromkeys(terms(query.text)))
+        vector = self._query_vector(query.text)
+        return self._db.read(
+            lambda connection: self._search(connection, owner, wanted, vector, query)
+        )
+
+    def _search(
+        self,
+        connection: Connection,
+        owner: Owner,
+        wanted: list[str],
+        vector: np.ndarray | None,
+        query: SearchQuery,
+    ) -> list[SearchHit]:
+        index = self._vectors(connection, owner.user) if vector is not None else None
+        vector_scores: dict[int, float] = {}
+        if index is not None and vector is not None:
+            with index.lock:
+                vector_scores = dict(index.top(vector, owner.agent, VECTOR_CANDIDATES))
+        keyword_ids = self._keyword_candidates(connection, owner.user, wanted)
+        candidates = list(dict.fromkeys([*keyword_ids, *vector_scores]))
+        if not candidates:
+            return []
+        if index is not None and vector is not None:
+            with index.lock:
+                for memory_id in keyword_ids:
+                    if memory_id not in vector_scores:
+                        score = index.score(memory_id, vector)
+                        if score is not None:
+                            vector_scores[memory_id] = score
+        keyword_scores = self._bm25(connection, owner.user, wanted, candidates)
+        records = {
+            record.id: record for record in self._filtered(connection, owner, candidates, query)
+        }
+        best_keyword = max(keyword_scores.values(), default=0.0) or 1.0
+        hits = []
+        for memory_id, record in records.items():
+            keyword = keyword_scores.get(memory_id, 0.0) / best_keyword
+            similarity = max(vector_scores.get(memory_id, 0.0), 0.0)
+            score = (
+                self.weights.vector * similarity
+                + self.weights.keyword * keyword
+                + self.weights.importance * record.importance
+                + self.weights.tier.get(record.tier, 0.0)
+            )
+            hits.append(SearchHit(record, round(score, 6), round(keyword, 6), round(similarity, 6)))
+        hits.sort(key=lambda hit: (-hit.score, -hit.memory.id))
+        return hits[: query.limit]
+
+    def _bm25(
+        self, connection: Connection, user: str, wanted: list[str], candidates: list[int]
+    ) -> dict[int, float]:
+        if not wanted:
+            return {}
+        documents, average, frequencies = self._document_frequencies(connection, user, wanted)
+        rows = connection.execute(
+            sa.select(memory_terms.c.memory_id, memory_terms.c.terms).where(
+                memory_terms.c.memory_id.in_(candidates)
+            )
+        )
+        idf = {
+            term: math.log(1 + (documents - df + 0.5) / (df + 0.5))
+            for term, df in frequencies.items()
+        }
+        scores = {}
+        for row in rows:
+            document = row.terms.split()
+            length = len(document) or 1
+            counts: dict[str, int] = {}
+            for term in document:
+                counts[term] = counts.get(term, 0) + 1
+            total = 0.0
+            for term in wanted:
+                frequency = counts.get(term, 0)
+                if frequency:
+                    normaliser = BM25_K1 * (1 - BM25_B + BM25_B * length / (average or 1.0))
+                    total += idf[term] * frequency * (BM25_K1 + 1) / (frequency + normaliser)
+            scores[int(row.memory_id)] = total
+        return scores
+
+    def _filtered(
+        self, connection: Connection, owner: Owner, candidates: list[int], query: SearchQuery
+    ) -> list[MemoryRecord]:
+        now = utcnow()
+        conditions = [
+            memories.c.id.in_(candidates),
+            memories.c.user_id == owner.user,
+            memories.c.agent_id == owner.agent,
+            sa.or_(memories.c.expires_at.is_(None), memories.c.expires_at > now),
+        ]
+        if query.tiers:
+            conditions.append(memories.c.tier.in_(query.tiers))
+        if query.session is not None:
+            conditions.append(memories.c.session_id == query.session)
+        if query.created_after is not None:
+            conditions.append(memories.c.created_at >= query.created_after)
+        if query.created_before is not None:
+            conditions.append(memories.c.created_at < query.created_before)
+        for key, value in query.metadata.items():
+            conditions.append(
+                memories.c.id.in_(
+                    sa.select(metadata_table.c.memory_id).where(
+                        metadata_table.c.key == key,
+                        metadata_table.c.value_json == canonical_json(value),
+                    )
+                )
+            )
+        return self._store.select_memories(connection, sa.and_(*conditions))
+
+
+def _quote(term: str, quote: str = '"') -> str:
+    # Terms are \w+ runs, so they hold no quotes; quoting keeps FTS5 and tsquery from
+    # reading a term such as "near" or "and" as an operator.
+    return f"{quote}{term}{quote}"
