@@ -13,10 +13,17 @@ from sqlalchemy.exc import DBAPIError
 
 from memory import _reembed as reembedding
 from memory._db import Database
-from memory._embeddings import Embedder, default_embedder
+from memory._embeddings import Embedder, LazyTokenCounter, TokenCounter, default_embedder
 from memory._engine import create_engine
 from memory._errors import DatabaseUnavailableError, InvalidInputError, SchemaError
 from memory._graph import EntityGraph
+from memory._injection import (
+    InjectedContext,
+    InjectionStats,
+    Injector,
+    ResumedSession,
+    Summarizer,
+)
 from memory._migrate import (
     MEMORIES_REVISION,
     database_revision,
@@ -28,6 +35,7 @@ from memory._migrate import (
 from memory._retrieval import RetrievalStats, Retriever
 from memory._schemas import (
     CodePatternQuery,
+    InjectRequest,
     MemoryChanges,
     MemoryQuery,
     NewCodePattern,
@@ -65,13 +73,21 @@ class Memory:
     """
 
     def __init__(
-        self, engine: Engine, revision: str | None, embedder: Embedder | None = None
+        self,
+        engine: Engine,
+        revision: str | None,
+        embedder: Embedder | None = None,
+        token_counter: TokenCounter | None = None,
+        summarizer: Summarizer | None = None,
     ) -> None:
         self.engine = engine
         self.revision = revision
         self._db = Database(engine)
         self._store = Store(self._db)
         self._retriever = Retriever(self._db, self._store, embedder)
+        self._injector = Injector(
+            self._store, self._retriever, token_counter or LazyTokenCounter(), summarizer
+        )
 
     @classmethod
     def open(
@@ -79,12 +95,17 @@ class Memory:
         url: str | URL | None = None,
         *,
         embedder: Embedder | None | Literal["default"] = "default",
+        token_counter: TokenCounter | None = None,
+        summarizer: Summarizer | None = None,
         **engine_options: Any,
     ) -> Memory:
         """Open the store at ``url`` (default: ``$MEMORY_DATABASE_URL``, else ``memory.db``).
 
         ``embedder`` defaults to all-MiniLM-L6-v2 when the ``embeddings`` extra is installed;
         with ``None`` (or without the extra) search answers from keywords alone.
+        ``token_counter`` measures injected context (default: the model's WordPiece
+        tokenizer); ``summarizer`` consolidates working memory during compaction (default:
+        a deterministic extractive summary).
         """
         if embedder == "default":
             embedder = default_embedder()
@@ -109,7 +130,7 @@ class Memory:
                 f"the database is at revision {revision!r}, which this code does not know "
                 f"(newest known: {head_revision()}); upgrade the library"
             )
-        return cls(engine, revision, embedder)
+        return cls(engine, revision, embedder, token_counter, summarizer)
 
     @property
     def embedder(self) -> Embedder | None:
@@ -117,9 +138,14 @@ class Memory:
         return self._retriever.embedder
 
     @property
-    def stats(self) -> RetrievalStats:
-        """Counters of searches, degraded searches and cache hits and misses."""
+    def retrieval_stats(self) -> RetrievalStats:
+        """Counters of searches, degraded searches and query-embedding cache use."""
         return self._retriever.stats
+
+    @property
+    def injection_stats(self) -> InjectionStats:
+        """Counters of injections, cache use, overflows, compactions and resumptions."""
+        return self._injector.stats
 
     def embeddings_needing_refresh(self) -> int:
         """How many memories lack an embedding from the current model (see ``reembed``)."""
@@ -148,7 +174,10 @@ class Memory:
             )
         checked = validate(ScopeInput, {"user": user, "agent": agent, "session": session})
         return Scope(
-            self._store, self._retriever, Owner(checked.user, checked.agent, checked.session)
+            self._store,
+            self._retriever,
+            self._injector,
+            Owner(checked.user, checked.agent, checked.session),
         )
 
     def graph(self, user: str) -> EntityGraph:
@@ -181,9 +210,12 @@ class Scope:
     shared by all of the user's agents.
     """
 
-    def __init__(self, store: Store, retriever: Retriever, owner: Owner) -> None:
+    def __init__(
+        self, store: Store, retriever: Retriever, injector: Injector, owner: Owner
+    ) -> None:
         self._store = store
         self._retriever = retriever
+        self._injector = injector
         self._owner = owner
 
     def _embedded(self, contents: Iterable[str]) -> Embedded | None:
@@ -329,6 +361,23 @@ class Scope:
             },
         )
         return self._retriever.search(self._owner, checked)
+
+    def inject(self, query: str, budget_tokens: int = 512) -> InjectedContext:
+        """The context block for ``query``: session state, preferences, recent working
+        memory, relevant memories and code patterns, never over ``budget_tokens``.
+        Overflow triggers tiered compaction (see ``memory._injection``)."""
+        checked = validate(InjectRequest, {"text": query, "budget_tokens": budget_tokens})
+        return self._injector.inject(self._owner, checked.text, checked.budget_tokens)
+
+    def resume(self, session: str | None = None) -> ResumedSession:
+        """Restore a session: its latest checkpoint and its working memory. Raises
+        ``NotFoundError`` (no state for this user) or ``SessionExpiredError``."""
+        checked = validate(
+            ScopeInput, {"user": self.user, "agent": self.agent, "session": session or self.session}
+        )
+        if checked.session is None:
+            raise InvalidInputError("session: resume needs a session id")
+        return self._injector.resume(self._owner, checked.session)
 
     # -- preferences --------------------------------------------------------------------------
 

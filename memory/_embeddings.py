@@ -89,6 +89,9 @@ class MiniLMEmbedder:
                         "sentence-transformers is not installed: "
                         "pip install 'tiered-memory[embeddings]'"
                     ) from error
+                from transformers.utils import logging as transformers_logging
+
+                transformers_logging.disable_progress_bar()
                 self._model = SentenceTransformer(path, device="cpu")
             return self._model
 
@@ -136,7 +139,10 @@ def word_piece_counter() -> TokenCounter:
 
         path = os.path.join(MiniLMEmbedder.model_path(), "tokenizer.json")
         tokenizer = Tokenizer.from_file(path)
+        # The model's tokenizer.json pads and truncates to 128 for batching; counting wants
+        # the true length of any text.
         tokenizer.no_truncation()
+        tokenizer.no_padding()
     except (EmbedderUnavailableError, ImportError, OSError):
         return approximate_token_count
 
@@ -165,3 +171,18 @@ def default_embedder() -> Embedder | None:
         )
         return None
     return MiniLMEmbedder()
+
+
+class LazyTokenCounter:
+    """``word_piece_counter`` loaded on first use, so opening a store stays fast."""
+
+    def __init__(self) -> None:
+        self._count: TokenCounter | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, text: str) -> int:
+        if self._count is None:
+            with self._lock:
+                if self._count is None:
+                    self._count = word_piece_counter()
+        return self._count(text)

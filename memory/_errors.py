@@ -6,6 +6,7 @@ runtime can catch one type::
     MemoryStoreError
     ├── InvalidInputError (ValueError)     a public input broke a rule; names field and limit
     ├── NotFoundError (LookupError)        no such memory, entity or session in this scope
+    │   └── SessionExpiredError            the session's saved state has expired
     ├── ConflictError                      the write collides with what is stored
     │   └── StaleVersionError              optimistic locking: the row changed since it was read
     ├── SchemaError                        the database schema does not fit this code
@@ -27,6 +28,10 @@ class InvalidInputError(MemoryStoreError, ValueError):
 
 class NotFoundError(MemoryStoreError, LookupError):
     """The requested object does not exist in the caller's scope."""
+
+
+class SessionExpiredError(NotFoundError):
+    """The session exists but its saved state is past its expiry."""
 
 
 class ConflictError(MemoryStoreError):

@@ -205,6 +205,11 @@ class SearchQuery(_Input):
     limit: Annotated[int, Field(ge=1, le=100)] = 10
 
 
+class InjectRequest(_Input):
+    text: Annotated[Text, Field(min_length=1, max_length=MAX_QUERY_CHARS)]
+    budget_tokens: Annotated[int, Field(ge=16, le=131_072)]
+
+
 class NewPreference(_Input):
     key: Identifier
     value: Annotated[Any, _json_within(MAX_PREFERENCE_VALUE_BYTES)]

@@ -41,6 +41,10 @@ patterns = Base.metadata.tables["code_patterns"]
 session_state = Base.metadata.tables["session_state"]
 
 
+class _NothingToConsolidate(Exception):
+    """Raised inside a consolidation to roll it back: too few rows were still unchanged."""
+
+
 @dataclass(frozen=True, slots=True)
 class Embedded:
     """Embeddings computed before a write: content -> unit vector, and the model's name."""
@@ -106,70 +110,76 @@ class Store:
         same content. The unique key makes concurrent adds of one content yield one row.
         ``vectors`` maps content to its embedding (absent when the embedder failed)."""
 
-        def operation(connection: Connection) -> list[MemoryRecord]:
-            now = utcnow()
-            by_hash: dict[str, NewMemory] = {}
-            for item in items:
-                by_hash.setdefault(content_hash(item.content), item)
-            rows = [
-                {
-                    "user_id": owner.user,
-                    "agent_id": owner.agent,
-                    "session_id": owner.session_key,
-                    "tier": item.tier,
-                    "content": item.content,
-                    "content_hash": digest,
-                    "importance": item.importance,
-                    "visibility": item.visibility,
-                    "created_at": now,
-                    "updated_at": now,
-                    "last_accessed_at": None,
-                    "access_count": 0,
-                    "expires_at": now + item.ttl if item.ttl is not None else None,
-                    "version": 1,
-                }
-                for digest, item in by_hash.items()
-            ]
-            statement = (
-                self.db.insert(memories)
-                .on_conflict_do_nothing(
-                    index_elements=["user_id", "agent_id", "session_id", "content_hash"]
-                )
-                .returning(memories.c.id, memories.c.content_hash)
-            )
-            inserted = {row.content_hash: row.id for row in connection.execute(statement, rows)}
-            metadata_rows = [
-                {"memory_id": memory_id, "key": key, "value_json": canonical_json(value)}
-                for digest, memory_id in inserted.items()
-                for key, value in by_hash[digest].metadata.items()
-            ]
-            if metadata_rows:
-                connection.execute(metadata_table.insert(), metadata_rows)
-            write_index(
-                connection,
-                [
-                    IndexEntry(
-                        memory_id,
-                        owner.user,
-                        by_hash[digest].content,
-                        vectors.vectors.get(by_hash[digest].content) if vectors else None,
-                    )
-                    for digest, memory_id in inserted.items()
-                ],
-                vectors.model if vectors else None,
-            )
-            found = self.select_memories(
-                connection,
-                sa.and_(
-                    *_owned(owner),
-                    memories.c.session_id == owner.session_key,
-                    memories.c.content_hash.in_(list(by_hash)),
-                ),
-            )
-            by_digest = {record.content_hash: record for record in found}
-            return [by_digest[content_hash(item.content)] for item in items]
+        return self.db.write(lambda connection: self._insert(connection, owner, items, vectors))
 
-        return self.db.write(operation)
+    def _insert(
+        self,
+        connection: Connection,
+        owner: Owner,
+        items: Sequence[NewMemory],
+        vectors: Embedded | None,
+    ) -> list[MemoryRecord]:
+        now = utcnow()
+        by_hash: dict[str, NewMemory] = {}
+        for item in items:
+            by_hash.setdefault(content_hash(item.content), item)
+        rows = [
+            {
+                "user_id": owner.user,
+                "agent_id": owner.agent,
+                "session_id": owner.session_key,
+                "tier": item.tier,
+                "content": item.content,
+                "content_hash": digest,
+                "importance": item.importance,
+                "visibility": item.visibility,
+                "created_at": now,
+                "updated_at": now,
+                "last_accessed_at": None,
+                "access_count": 0,
+                "expires_at": now + item.ttl if item.ttl is not None else None,
+                "version": 1,
+            }
+            for digest, item in by_hash.items()
+        ]
+        statement = (
+            self.db.insert(memories)
+            .on_conflict_do_nothing(
+                index_elements=["user_id", "agent_id", "session_id", "content_hash"]
+            )
+            .returning(memories.c.id, memories.c.content_hash)
+        )
+        inserted = {row.content_hash: row.id for row in connection.execute(statement, rows)}
+        metadata_rows = [
+            {"memory_id": memory_id, "key": key, "value_json": canonical_json(value)}
+            for digest, memory_id in inserted.items()
+            for key, value in by_hash[digest].metadata.items()
+        ]
+        if metadata_rows:
+            connection.execute(metadata_table.insert(), metadata_rows)
+        write_index(
+            connection,
+            [
+                IndexEntry(
+                    memory_id,
+                    owner.user,
+                    by_hash[digest].content,
+                    vectors.vectors.get(by_hash[digest].content) if vectors else None,
+                )
+                for digest, memory_id in inserted.items()
+            ],
+            vectors.model if vectors else None,
+        )
+        found = self.select_memories(
+            connection,
+            sa.and_(
+                *_owned(owner),
+                memories.c.session_id == owner.session_key,
+                memories.c.content_hash.in_(list(by_hash)),
+            ),
+        )
+        by_digest = {record.content_hash: record for record in found}
+        return [by_digest[content_hash(item.content)] for item in items]
 
     def select_memories(
         self,
@@ -322,6 +332,76 @@ class Store:
             if result.rowcount == 0:
                 raise NotFoundError(f"memory {memory_id} does not exist in this scope")
             log_changes(connection, [(owner.user, memory_id)])
+
+        self.db.write(operation)
+
+    def consolidate(
+        self,
+        owner: Owner,
+        replaced: Sequence[MemoryRecord],
+        summary: NewMemory,
+        vectors: tuple[str, dict[str, np.ndarray]] | None,
+    ) -> tuple[int, ...]:
+        """Replace ``replaced`` by one ``summary`` memory in one transaction.
+
+        A memory changed since it was read (its version moved on) is left alone and not
+        counted as replaced, so compaction never discards an update it has not seen.
+        """
+
+        def operation(connection: Connection) -> tuple[int, ...]:
+            gone = []
+            for record in replaced:
+                result = connection.execute(
+                    sa.delete(memories).where(
+                        memories.c.id == record.id, memories.c.version == record.version
+                    )
+                )
+                if result.rowcount:
+                    gone.append(record.id)
+            if len(gone) < 2:
+                raise _NothingToConsolidate
+            log_changes(connection, [(owner.user, memory_id) for memory_id in gone])
+            item = summary.model_copy(update={"metadata": {"consolidated_from": gone}})
+            self._insert(connection, owner, [item], Embedded(*vectors) if vectors else None)
+            return tuple(gone)
+
+        try:
+            return self.db.write(operation)
+        except _NothingToConsolidate:
+            return ()
+
+    def promote_used(self, owner: Owner, uses: int) -> tuple[int, ...]:
+        """Promote this agent's episodic memories used at least ``uses`` times to semantic."""
+
+        def operation(connection: Connection) -> tuple[int, ...]:
+            rows = (
+                connection.execute(
+                    sa.update(memories)
+                    .where(
+                        *_owned(owner),
+                        memories.c.tier == "episodic",
+                        memories.c.access_count >= uses,
+                    )
+                    .values(tier="semantic", updated_at=utcnow(), version=memories.c.version + 1)
+                    .returning(memories.c.id)
+                )
+                .scalars()
+                .all()
+            )
+            log_changes(connection, [(owner.user, memory_id) for memory_id in rows])
+            return tuple(sorted(rows))
+
+        return self.db.write(operation)
+
+    def record_use(self, memory_ids: Sequence[int]) -> None:
+        """Count one use (an access) of each memory, as injection does for what it shows."""
+
+        def operation(connection: Connection) -> None:
+            connection.execute(
+                sa.update(memories)
+                .where(memories.c.id.in_(list(memory_ids)))
+                .values(access_count=memories.c.access_count + 1, last_accessed_at=utcnow())
+            )
 
         self.db.write(operation)
 
@@ -561,6 +641,27 @@ class Store:
             return self._checkpoint(row)
 
         return self.db.write(operation)
+
+    def latest_checkpoint(self, owner: Owner, session: str) -> SessionCheckpoint | None:
+        """The latest checkpoint of ``session``, expired or not."""
+
+        def operation(connection: Connection) -> SessionCheckpoint | None:
+            row = (
+                connection.execute(
+                    sa.select(session_state)
+                    .where(
+                        session_state.c.user_id == owner.user,
+                        session_state.c.session_id == session,
+                    )
+                    .order_by(session_state.c.checkpoint_seq.desc())
+                    .limit(1)
+                )
+                .mappings()
+                .first()
+            )
+            return self._checkpoint(row) if row is not None else None
+
+        return self.db.read(operation)
 
     def load_state(self, owner: Owner, session: str) -> SessionCheckpoint | None:
         """The latest live checkpoint of ``session``, or None."""

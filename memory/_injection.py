@@ -1,0 +1,338 @@
+"""Context injection: the block of memory an agent's next prompt gets, within a token budget.
+
+Sections, in priority order: session state, preferences, recent working memory, relevant
+memories (hybrid search over every tier), code patterns. Items are taken in that order
+and, within a section, by relevance; an item that does not fit is skipped, never cut, and
+the rendered text is counted once more as a whole, so it never exceeds the budget.
+
+When candidates had to be left out, that is an overflow: it is counted and answered by
+tiered compaction. The session's older working memories are consolidated into one
+episodic summary (whose metadata lists every id it replaced, so no memory disappears
+without trace), and episodic memories that keep being injected are promoted to semantic.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from memory._embeddings import TokenCounter
+from memory._errors import NotFoundError, SessionExpiredError
+from memory._models import utcnow
+from memory._retrieval import Retriever
+from memory._schemas import CodePatternQuery, MemoryQuery, NewMemory, SearchQuery
+from memory._store import Owner, Store
+from memory._summary import extractive_summary
+from memory._text import terms
+from memory._types import MemoryRecord, SessionCheckpoint
+
+Summarizer = Callable[[Sequence[str]], str]
+
+SECTIONS = (
+    ("state", "Session state"),
+    ("preferences", "User preferences"),
+    ("working", "Recent working memory"),
+    ("relevant", "Relevant memories"),
+    ("patterns", "Code patterns"),
+)
+RECENT_WORKING = 20
+RELEVANT = 20
+PATTERNS = 3
+KEEP_WORKING_AFTER_COMPACTION = 5
+PROMOTE_AFTER_USES = 5
+SUMMARY_CHARS = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class ContextItem:
+    """One line of injected context and where it came from."""
+
+    section: str
+    text: str
+    source: str
+    score: float
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class InjectedContext:
+    """The structured context and its rendered text (``tokens`` ≤ ``budget``)."""
+
+    items: tuple[ContextItem, ...]
+    text: str
+    tokens: int
+    budget: int
+    overflow: bool
+    left_out: int
+    compacted: tuple[int, ...] = ()
+    promoted: tuple[int, ...] = ()
+
+    def section(self, name: str) -> tuple[ContextItem, ...]:
+        """The items of one section (``state``, ``preferences``, ``working``, …)."""
+        return tuple(item for item in self.items if item.section == name)
+
+
+@dataclass(frozen=True, slots=True)
+class ResumedSession:
+    """What ``resume`` brings back: the latest checkpoint and the working memory."""
+
+    checkpoint: SessionCheckpoint
+    working_memory: tuple[MemoryRecord, ...]
+
+
+@dataclass
+class InjectionStats:
+    """Counters the metrics layer publishes."""
+
+    injections: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    overflows: int = 0
+    compactions: int = 0
+    promotions: int = 0
+    resumption_attempts: int = 0
+    resumption_successes: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, name: str, amount: int = 1) -> None:
+        with self.lock:
+            setattr(self, name, getattr(self, name) + amount)
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    section: str
+    text: str
+    source: str
+    score: float
+    memory_id: int | None = None
+
+
+class Injector:
+    """Builds injected contexts for every scope of one store, with a result cache."""
+
+    def __init__(
+        self,
+        store: Store,
+        retriever: Retriever,
+        count_tokens: TokenCounter,
+        summarizer: Summarizer | None = None,
+        cache_size: int = 512,
+    ) -> None:
+        self._store = store
+        self._retriever = retriever
+        self.count_tokens = count_tokens
+        self.summarizer: Summarizer = summarizer or (
+            lambda texts: extractive_summary(texts, max_chars=SUMMARY_CHARS)
+        )
+        self.stats = InjectionStats()
+        self._cache: OrderedDict[tuple[object, ...], InjectedContext] = OrderedDict()
+        self._cache_size = cache_size
+        self._cache_lock = threading.Lock()
+
+    # -- the public operations ----------------------------------------------------------------
+
+    def inject(self, owner: Owner, query: str, budget: int) -> InjectedContext:
+        """The context for ``query`` within ``budget`` tokens (see the module docstring)."""
+        self.stats.add("injections")
+        version = self._store.db.read(
+            lambda connection: self._retriever.data_version(connection, owner.user)
+        )
+        key = (owner, query, budget, version)
+        with self._cache_lock:
+            cached = self._cache.get(key)
+            if cached is not None:
+                self._cache.move_to_end(key)
+        if cached is not None:
+            self.stats.add("cache_hits")
+            return cached
+        self.stats.add("cache_misses")
+        context = self._build(owner, query, budget)
+        if context.overflow:
+            self.stats.add("overflows")
+            compacted, promoted = self._compact(owner, context)
+            if compacted or promoted:
+                rebuilt = self._build(owner, query, budget)
+                context = InjectedContext(
+                    rebuilt.items,
+                    rebuilt.text,
+                    rebuilt.tokens,
+                    budget,
+                    rebuilt.overflow,
+                    rebuilt.left_out,
+                    compacted,
+                    promoted,
+                )
+        self._record_use(context)
+        with self._cache_lock:
+            self._cache[key] = context
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return context
+
+    def resume(self, owner: Owner, session: str) -> ResumedSession:
+        """The latest checkpoint of ``session`` and its working memory, or a clear error."""
+        self.stats.add("resumption_attempts")
+        checkpoint = self._store.latest_checkpoint(owner, session)
+        if checkpoint is None:
+            raise NotFoundError(f"session {session!r} has no saved state for this user")
+        if checkpoint.expires_at is not None and checkpoint.expires_at <= utcnow():
+            raise SessionExpiredError(
+                f"session {session!r} expired at {checkpoint.expires_at.isoformat()}"
+            )
+        working = self._store.list_memories(
+            owner, MemoryQuery(tier="working", session=session, limit=RECENT_WORKING)
+        )
+        self.stats.add("resumption_successes")
+        return ResumedSession(checkpoint, tuple(working))
+
+    # -- building -----------------------------------------------------------------------------
+
+    def _candidates(self, owner: Owner, query: str) -> list[_Candidate]:
+        found: list[_Candidate] = []
+        if owner.session is not None:
+            checkpoint = self._store.load_state(owner, owner.session)
+            if checkpoint is not None:
+                found.append(
+                    _Candidate(
+                        "state",
+                        json.dumps(checkpoint.state, ensure_ascii=False, sort_keys=True),
+                        f"state:{owner.session}#{checkpoint.checkpoint_seq}",
+                        1.0,
+                    )
+                )
+        for preference in self._store.list_preferences(owner):
+            found.append(
+                _Candidate(
+                    "preferences",
+                    f"{preference.key}: {json.dumps(preference.value, ensure_ascii=False)}",
+                    f"preference:{preference.key}",
+                    preference.confidence,
+                )
+            )
+        working_ids: set[int] = set()
+        if owner.session is not None:
+            working = self._store.list_memories(
+                owner, MemoryQuery(tier="working", session=owner.session, limit=RECENT_WORKING)
+            )
+            for position, record in enumerate(working):
+                working_ids.add(record.id)
+                found.append(
+                    _Candidate(
+                        "working",
+                        record.content,
+                        f"memory:{record.id}",
+                        1.0 - position / (len(working) + 1),
+                        record.id,
+                    )
+                )
+        for hit in self._retriever.search(owner, SearchQuery(text=query, limit=RELEVANT)):
+            if hit.memory.id not in working_ids:
+                found.append(
+                    _Candidate(
+                        "relevant",
+                        hit.memory.content,
+                        f"memory:{hit.memory.id} ({hit.memory.tier})",
+                        hit.score,
+                        hit.memory.id,
+                    )
+                )
+        wanted = set(terms(query))
+        scored = []
+        for pattern in self._store.find_patterns(owner, CodePatternQuery(limit=100)):
+            overlap = len(
+                wanted
+                & set(terms(f"{pattern.name} {pattern.description} {' '.join(pattern.tags)}"))
+            )
+            if overlap:
+                scored.append((overlap, pattern))
+        scored.sort(key=lambda item: (-item[0], -item[1].usage_count, item[1].id))
+        for overlap, pattern in scored[:PATTERNS]:
+            text = f"{pattern.language}/{pattern.name}: {pattern.description}\n{pattern.snippet}"
+            found.append(
+                _Candidate("patterns", text, f"pattern:{pattern.id}", overlap / max(len(wanted), 1))
+            )
+        return found
+
+    def _render(self, chosen: Sequence[_Candidate]) -> str:
+        lines = []
+        for section, title in SECTIONS:
+            items = [item for item in chosen if item.section == section]
+            if items:
+                lines.append(f"## {title}")
+                lines.extend(f"- {item.text}" for item in items)
+        return "\n".join(lines)
+
+    def _build(self, owner: Owner, query: str, budget: int) -> InjectedContext:
+        candidates = self._candidates(owner, query)
+        chosen: list[_Candidate] = []
+        costs: dict[int, int] = {}
+        used = 0
+        headers: set[str] = set()
+        for candidate in candidates:
+            header = (
+                0
+                if candidate.section in headers
+                else self.count_tokens(f"## {dict(SECTIONS)[candidate.section]}")
+            )
+            cost = self.count_tokens(f"- {candidate.text}") + header
+            if used + cost > budget:
+                continue
+            chosen.append(candidate)
+            costs[id(candidate)] = cost
+            headers.add(candidate.section)
+            used += cost
+        text = self._render(chosen)
+        # Tokenizers can count a joined text differently from its parts: check the whole,
+        # and drop the least important items until it fits.
+        while chosen and self.count_tokens(text) > budget:
+            chosen.pop()
+            text = self._render(chosen)
+        items = tuple(
+            ContextItem(c.section, c.text, c.source, round(c.score, 6), costs[id(c)])
+            for c in chosen
+        )
+        left_out = len(candidates) - len(chosen)
+        return InjectedContext(
+            items, text, self.count_tokens(text) if text else 0, budget, left_out > 0, left_out
+        )
+
+    # -- compaction ---------------------------------------------------------------------------
+
+    def _compact(
+        self, owner: Owner, context: InjectedContext
+    ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        compacted: tuple[int, ...] = ()
+        if owner.session is not None:
+            working = self._store.list_memories(
+                owner, MemoryQuery(tier="working", session=owner.session, limit=1000)
+            )
+            old = list(reversed(working[KEEP_WORKING_AFTER_COMPACTION:]))
+            if len(old) >= 2:
+                summary = self.summarizer([record.content for record in old])
+                compacted = self._store.consolidate(
+                    owner,
+                    old,
+                    NewMemory(
+                        content=summary,
+                        tier="episodic",
+                        metadata={"consolidated_from": [r.id for r in old]},
+                    ),
+                    self._retriever.embed_contents([summary]),
+                )
+                self.stats.add("compactions")
+        promoted = self._store.promote_used(owner, PROMOTE_AFTER_USES)
+        self.stats.add("promotions", len(promoted))
+        return compacted, promoted
+
+    def _record_use(self, context: InjectedContext) -> None:
+        ids = [
+            int(item.source.split(":")[1].split()[0])
+            for item in context.items
+            if item.source.startswith("memory:")
+        ]
+        if ids:
+            self._store.record_use(ids)
