@@ -91,7 +91,7 @@ class MiniLMEmbedder:
                     ) from error
                 from transformers.utils import logging as transformers_logging
 
-                transformers_logging.disable_progress_bar()
+                transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
                 self._model = SentenceTransformer(path, device="cpu")
             return self._model
 
