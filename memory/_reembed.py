@@ -59,11 +59,12 @@ def _store_batch(db: Database, embedder: Embedder, rows: list[Any], vectors: np.
     def operation(connection: Connection) -> None:
         ids = [row.id for row in rows]
         # A memory deleted or rewritten since the batch was read keeps what it has now.
-        current = dict(
-            connection.execute(
+        current = {
+            row.id: row.content
+            for row in connection.execute(
                 sa.select(memories.c.id, memories.c.content).where(memories.c.id.in_(ids))
-            ).tuples()
-        )
+            )
+        }
         fresh = [
             (row, vector)
             for row, vector in zip(rows, vectors, strict=True)

@@ -380,6 +380,8 @@ class Retriever:
         for memory_id, record in records.items():
             keyword = keyword_scores.get(memory_id, 0.0) / best_keyword
             similarity = max(vector_scores.get(memory_id, 0.0), 0.0)
+            if keyword == 0.0 and similarity == 0.0:
+                continue  # no evidence at all: a vector candidate only by elimination
             score = (
                 self.weights.vector * similarity
                 + self.weights.keyword * keyword

@@ -195,8 +195,16 @@ class MemoryQuery(_Input):
     limit: Annotated[int, Field(ge=1, le=1000)] = 100
 
 
+QueryText = Annotated[
+    str,
+    BeforeValidator(_decode_text),
+    Field(min_length=1, max_length=MAX_QUERY_CHARS),
+    AfterValidator(_not_blank),
+]
+
+
 class SearchQuery(_Input):
-    text: Annotated[Text, Field(min_length=1, max_length=MAX_QUERY_CHARS)]
+    text: QueryText
     tiers: list[Tier] = Field(default_factory=list)
     session: Identifier | None = None
     metadata: Metadata = Field(default_factory=dict)
@@ -206,7 +214,7 @@ class SearchQuery(_Input):
 
 
 class InjectRequest(_Input):
-    text: Annotated[Text, Field(min_length=1, max_length=MAX_QUERY_CHARS)]
+    text: QueryText
     budget_tokens: Annotated[int, Field(ge=16, le=131_072)]
 
 
