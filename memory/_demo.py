@@ -130,4 +130,21 @@ def run_demo(path: Path | None, say: Callable[[str], None]) -> None:
             f"saved by {checkpoint.agent_id}: {checkpoint.state}"
         )
 
+        say("\n== 8. Hybrid search (keywords + all-MiniLM-L6-v2 vectors, offline)")
+        for hit in planner.search("why did exporting big customers fail?", limit=3):
+            say(f"   {hit.score:.3f} (keyword {hit.keyword_score:.2f}, vector "
+                f"{hit.vector_score:.2f})  {hit.memory.content}")
+
+        say("\n== 9. Context injection within a 96-token budget")
+        context = planner.inject("plan the invoice export change", budget_tokens=96)
+        for line in context.text.splitlines():
+            say(f"   {line}")
+        say(f"   -- {context.tokens}/{context.budget} tokens; sources: "
+            + ", ".join(item.source for item in context.items))
+
+        say("\n== 10. Resuming the session in a new process would restore")
+        resumed = coder.resume()
+        say(f"   checkpoint {resumed.checkpoint.checkpoint_seq}: {resumed.checkpoint.state}; "
+            f"{len(resumed.working_memory)} working memories of the coder")
+
     say(f"\nDone. Inspect it with: memctl --database-url sqlite:///{path} history")

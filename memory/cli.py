@@ -7,13 +7,15 @@ and exit 1; ``memctl check`` exits 1 when the schema is not at head.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import click
 from sqlalchemy.engine import Engine
@@ -24,6 +26,7 @@ from memory._api import Memory
 from memory._archive import restore_archive
 from memory._engine import DATABASE_URL_ENV, create_engine
 from memory._errors import MemoryStoreError
+from memory._types import MemoryRecord, Tier
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -278,3 +281,246 @@ def demo(path: Path | None) -> None:
     from memory._demo import run_demo
 
     run_demo(path, click.echo)
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="Count what would change; change nothing.")
+@click.option(
+    "--working-hours",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="N",
+    help="Keep working memories for N hours (default: 24).",
+)
+@click.option(
+    "--session-state-hours",
+    type=click.FloatRange(min=0),
+    default=None,
+    metavar="N",
+    help="Keep session checkpoints for N hours (default: 24).",
+)
+@click.option(
+    "--summarize/--no-summarize",
+    default=True,
+    show_default=True,
+    help="Consolidate old working memories into episodic summaries before removing them.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@click.pass_context
+@_reports_errors
+def cleanup(
+    context: click.Context,
+    dry_run: bool,
+    working_hours: float | None,
+    session_state_hours: float | None,
+    summarize: bool,
+    as_json: bool,
+) -> None:
+    """Enforce retention once: remove expired memories, consolidate working memories older
+    than the window into episodic summaries, remove old session state. Prints the rows
+    changed per step; the run is recorded for `memctl health`."""
+    import json
+    from datetime import timedelta
+
+    from memory import _retention
+
+    policy = _retention.RetentionPolicy(
+        tiers={} if working_hours is None else {"working": timedelta(hours=working_hours)},
+        session_state=_retention.DEFAULT_SESSION_STATE_WINDOW
+        if session_state_hours is None
+        else timedelta(hours=session_state_hours),
+        summarize=summarize,
+    )
+    with _memory(context) as memory:
+        report = _retention.cleanup(memory, policy, dry_run=dry_run)
+    if as_json:
+        click.echo(json.dumps(report.as_dict()))
+        return
+    if dry_run:
+        click.echo("dry run, nothing changed; a cleanup would change:")
+    else:
+        click.echo(f"cleanup {report.status} (run {report.run_id}):")
+    width = max(len(name) for name in report.counts)
+    for name, count in report.counts.items():
+        click.echo(f"  {name:<{width}}  {count}")
+
+
+# -- memories from the shell: add, search, inject, reembed -----------------------------------
+
+
+def _scope_options(command: F) -> F:
+    command = click.option("--session", default=None, help="Session id (optional).")(command)
+    command = click.option(
+        "--agent",
+        default="memctl",
+        show_default=True,
+        help="The agent acting (memories are private to their agent).",
+    )(command)
+    command = click.option("--user", required=True, help="The user the memories belong to.")(
+        command
+    )
+    return command
+
+
+def _record_json(record: MemoryRecord) -> dict[str, Any]:
+    data = dataclasses.asdict(record)
+    for key in ("created_at", "updated_at", "last_accessed_at", "expires_at"):
+        data[key] = data[key].isoformat() if data[key] is not None else None
+    return data
+
+
+@main.command()
+@click.argument("text")
+@_scope_options
+@click.option(
+    "--tier",
+    type=click.Choice(["working", "episodic", "semantic"]),
+    default="working",
+    show_default=True,
+)
+@click.option("--importance", type=float, default=0.5, show_default=True)
+@click.option("--metadata", default=None, metavar="JSON", help="A JSON object of metadata.")
+@click.option("--json", "as_json", is_flag=True, help="Print the stored memory as JSON.")
+@click.pass_context
+@_reports_errors
+def add(
+    context: click.Context,
+    text: str,
+    user: str,
+    agent: str,
+    session: str | None,
+    tier: str,
+    importance: float,
+    metadata: str | None,
+    as_json: bool,
+) -> None:
+    """Store TEXT as a memory (the same content in the same scope is stored once)."""
+    try:
+        extra = json.loads(metadata) if metadata is not None else {}
+    except ValueError as error:
+        raise click.BadParameter(f"not JSON: {error}", param_hint="--metadata") from error
+    if not isinstance(extra, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="--metadata")
+    with _memory(context) as memory:
+        record = memory.scope(user, agent, session).add(
+            text,
+            tier=cast(Tier, tier),
+            importance=importance,
+            metadata=extra,
+        )
+    if as_json:
+        click.echo(json.dumps(_record_json(record), ensure_ascii=False))
+    else:
+        click.echo(f"memory {record.id} ({record.tier}, version {record.version})")
+
+
+@main.command()
+@click.argument("query")
+@_scope_options
+@click.option(
+    "--tier",
+    "tiers",
+    multiple=True,
+    type=click.Choice(["working", "episodic", "semantic"]),
+    help="Repeatable.",
+)
+@click.option("--limit", type=int, default=10, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per hit.")
+@click.pass_context
+@_reports_errors
+def search(
+    context: click.Context,
+    query: str,
+    user: str,
+    agent: str,
+    session: str | None,
+    tiers: tuple[str, ...],
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Find the memories most relevant to QUERY (hybrid keyword and vector search)."""
+    with _memory(context) as memory:
+        hits = memory.scope(user, agent).search(
+            query,
+            limit=limit,
+            tiers=cast(tuple[Tier, ...], tiers),
+            session=session,
+        )
+    for hit in hits:
+        if as_json:
+            click.echo(
+                json.dumps(
+                    {
+                        "score": hit.score,
+                        "keyword_score": hit.keyword_score,
+                        "vector_score": hit.vector_score,
+                        "memory": _record_json(hit.memory),
+                    },
+                    ensure_ascii=False,
+                )
+            )
+        else:
+            click.echo(
+                f"{hit.score:.3f}  #{hit.memory.id} {hit.memory.tier:8} {hit.memory.content}"
+            )
+
+
+@main.command()
+@click.argument("query")
+@_scope_options
+@click.option("--budget", type=int, default=512, show_default=True, help="Token budget.")
+@click.option("--json", "as_json", is_flag=True, help="The structured context as JSON.")
+@click.pass_context
+@_reports_errors
+def inject(
+    context: click.Context,
+    query: str,
+    user: str,
+    agent: str,
+    session: str | None,
+    budget: int,
+    as_json: bool,
+) -> None:
+    """Show the context block an agent would get for QUERY, and where each line came from."""
+    with _memory(context) as memory:
+        result = memory.scope(user, agent, session).inject(query, budget_tokens=budget)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "text": result.text,
+                    "tokens": result.tokens,
+                    "budget": result.budget,
+                    "overflow": result.overflow,
+                    "left_out": result.left_out,
+                    "compacted": list(result.compacted),
+                    "promoted": list(result.promoted),
+                    "items": [dataclasses.asdict(item) for item in result.items],
+                },
+                ensure_ascii=False,
+            )
+        )
+        return
+    click.echo(result.text)
+    click.echo(
+        f"\n-- {result.tokens}/{result.budget} tokens"
+        + (f", {result.left_out} left out (overflow)" if result.overflow else "")
+    )
+    for item in result.items:
+        click.echo(f"   [{item.section}] {item.source}  score={item.score}  tokens={item.tokens}")
+
+
+@main.command()
+@click.option("--batch-size", type=click.IntRange(1, 10_000), default=256, show_default=True)
+@click.pass_context
+@_reports_errors
+def reembed(context: click.Context, batch_size: int) -> None:
+    """Give every memory a vector from the current embedding model, in batches."""
+    with _memory(context) as memory:
+        stale = memory.embeddings_needing_refresh()
+        if stale == 0:
+            click.echo("every memory has a vector from the current model")
+            return
+        with click.progressbar(length=stale, label="re-embedding", file=sys.stderr) as bar:
+            done = memory.reembed(batch_size=batch_size, progress=bar.update)
+    click.echo(f"re-embedded {done} memories")

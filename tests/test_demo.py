@@ -17,7 +17,8 @@ def test_demo_stores_and_prints_everything_for_two_agents(tmp_path: Path) -> Non
 
     assert result.exit_code == 0, result.output
     for heading in ("Migrate", "entity graph", "Memories in each tier", "Optimistic locking",
-                    "Preferences", "Code patterns", "Session state"):
+                    "Preferences", "Code patterns", "Session state", "Hybrid search",
+                    "Context injection", "Resuming the session"):
         assert heading in result.output
     assert "a stale update is refused" in result.output
     engine = create_engine(f"sqlite:///{database}")
