@@ -34,8 +34,8 @@ from sqlalchemy.engine import Connection
 from memory._db import Database
 from memory._embeddings import Embedder, Matrix
 from memory._models import Base, utcnow
-from memory._schemas import SearchQuery, canonical_json
-from memory._store import Owner, Store, metadata_table
+from memory._schemas import SearchQuery
+from memory._store import Owner, Store, has_metadata
 from memory._text import terms
 from memory._types import MemoryRecord, SearchHit
 
@@ -441,15 +441,7 @@ class Retriever:
             conditions.append(memories.c.created_at >= query.created_after)
         if query.created_before is not None:
             conditions.append(memories.c.created_at < query.created_before)
-        for key, value in query.metadata.items():
-            conditions.append(
-                memories.c.id.in_(
-                    sa.select(metadata_table.c.memory_id).where(
-                        metadata_table.c.key == key,
-                        metadata_table.c.value_json == canonical_json(value),
-                    )
-                )
-            )
+        conditions.extend(has_metadata(key, value) for key, value in query.metadata.items())
         return self._store.select_memories(connection, sa.and_(*conditions))
 
 

@@ -70,6 +70,24 @@ def _owned(owner: Owner) -> list[sa.ColumnElement[bool]]:
     return [memories.c.user_id == owner.user, memories.c.agent_id == owner.agent]
 
 
+def has_metadata(key: str, value: Any) -> sa.ColumnElement[bool]:
+    """The memory has metadata ``key`` equal to ``value``.
+
+    Correlated EXISTS rather than ``id IN (…)``: the planner walks the owner's memories
+    newest first and probes the metadata primary key, so the cost is bounded by the
+    owner's rows and stops at the limit, instead of growing with every user's matches.
+    """
+    return (
+        sa.select(metadata_table.c.memory_id)
+        .where(
+            metadata_table.c.memory_id == memories.c.id,
+            metadata_table.c.key == key,
+            metadata_table.c.value_json == canonical_json(value),
+        )
+        .exists()
+    )
+
+
 def _live(now: datetime) -> sa.ColumnElement[bool]:
     return sa.or_(memories.c.expires_at.is_(None), memories.c.expires_at > now)
 
@@ -307,15 +325,9 @@ class Store:
                 conditions.append(memories.c.created_at < query.created_before)
             if query.before_id is not None:
                 conditions.append(memories.c.id < query.before_id)
-            for key, value in query.metadata.items():
-                conditions.append(
-                    memories.c.id.in_(
-                        sa.select(metadata_table.c.memory_id).where(
-                            metadata_table.c.key == key,
-                            metadata_table.c.value_json == canonical_json(value),
-                        )
-                    )
-                )
+            conditions.extend(
+                has_metadata(key, value) for key, value in query.metadata.items()
+            )
             return self.select_memories(
                 connection, sa.and_(*conditions), [memories.c.id.desc()], query.limit
             )
