@@ -677,29 +677,12 @@ class Store:
 
     def load_state(self, owner: Owner, session: str) -> SessionCheckpoint | None:
         """The latest live checkpoint of ``session``, or None."""
-
-        def operation(connection: Connection) -> SessionCheckpoint | None:
-            row = (
-                connection.execute(
-                    sa.select(session_state)
-                    .where(
-                        session_state.c.user_id == owner.user,
-                        session_state.c.session_id == session,
-                    )
-                    .order_by(session_state.c.checkpoint_seq.desc())
-                    .limit(1)
-                )
-                .mappings()
-                .first()
-            )
-            if row is None:
-                return None
-            checkpoint = self._checkpoint(row)
-            if checkpoint.expires_at is not None and checkpoint.expires_at <= utcnow():
-                return None
-            return checkpoint
-
-        return self.db.read(operation)
+        checkpoint = self.latest_checkpoint(owner, session)
+        if checkpoint is None or (
+            checkpoint.expires_at is not None and checkpoint.expires_at <= utcnow()
+        ):
+            return None
+        return checkpoint
 
 
 def _mentions(pattern: CodePattern, text: str) -> bool:
