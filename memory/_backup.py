@@ -506,10 +506,9 @@ def restore_backup(engine_or_url: EngineOrUrl, directory: str | os.PathLike[str]
 def _require_empty(engine: Engine) -> str | None:
     """Refuse a target where any table holds a row; return its revision."""
     with engine.connect() as connection:
-        names = set(sa.inspect(connection).get_table_names()) - {_ALEMBIC_TABLE}
         occupied = [
             name
-            for name in sorted(names)
+            for name in _data_tables(connection)
             if connection.execute(sa.select(sa.exists().select_from(sa.table(name)))).scalar()
         ]
         revision = current_revision(connection)
