@@ -27,6 +27,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from memory._engine import write_options
 from memory._errors import ArchiveError, SchemaError
+from memory._indexing import rebuild_missing_terms
 
 MANIFEST = "manifest.json"
 ARCHIVE_FORMAT = 1
@@ -235,6 +236,9 @@ def restore_archive(engine: Engine, directory: str | os.PathLike[str]) -> dict[s
                     raise ArchiveError(
                         f"restored table {name!r} does not match the archive: nothing restored"
                     )
+            if "memories" in tables and sa.inspect(connection).has_table("memory_terms"):
+                # Keyword terms are derived, never archived: index what came back.
+                rebuild_missing_terms(connection)
     return {name: checksum.rows for name, checksum in verified.items()}
 
 

@@ -83,20 +83,28 @@ def log_changes(connection: Connection, changes: Iterable[tuple[str, int]]) -> N
         connection.execute(memory_changes.insert(), rows)
 
 
-def backfill_terms(connection: Connection) -> None:
-    """Build the keyword terms of every memory that has none (used by migration 0006)."""
+def rebuild_missing_terms(connection: Connection) -> int:
+    """Derive keyword terms (and log a change) for every memory that has none.
+
+    Terms and the change log are derived data: a downgrade drops them without archiving,
+    and this rebuilds them, when migration 0005 runs on existing memories and after
+    ``restore_archive`` has put memories back. Returns how many memories it indexed.
+    """
+    done = 0
     last = 0
+    missing = ~sa.exists().where(memory_terms.c.memory_id == memories.c.id)
     while True:
         rows = connection.execute(
             sa.select(memories.c.id, memories.c.user_id, memories.c.content)
-            .where(memories.c.id > last)
+            .where(memories.c.id > last, missing)
             .order_by(memories.c.id)
             .limit(_BACKFILL_BATCH)
         ).all()
         if not rows:
-            return
+            return done
         connection.execute(
             memory_terms.insert(), [terms_row(row.id, row.user_id, row.content) for row in rows]
         )
         log_changes(connection, [(row.user_id, row.id) for row in rows])
+        done += len(rows)
         last = rows[-1].id

@@ -290,6 +290,8 @@ class MemoryChange(Base):
 
 
 RETRIEVAL_TABLES = ("memory_embeddings", "memory_terms", "memory_changes")
+# Rebuilt from memories rather than archived (memory._indexing.rebuild_missing_terms).
+DERIVED_TABLES = ("memory_terms", "memory_changes")
 # Structures that only one backend has, so they live in the migration and not in the models.
 SQLITE_FTS_TABLE = "memory_fts"
 POSTGRES_TERMS_INDEX = "ix_memory_terms_tsvector"

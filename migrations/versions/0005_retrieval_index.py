@@ -87,14 +87,15 @@ def upgrade() -> None:
         )
     # Memories written before this revision have no terms or embeddings yet; terms are
     # derived from content, so build them here. Embeddings need the model: `memctl reembed`.
-    from memory._indexing import backfill_terms
+    from memory._indexing import rebuild_missing_terms
 
-    backfill_terms(op.get_bind())
+    rebuild_missing_terms(op.get_bind())
 
 
 def downgrade() -> None:
-    # Terms and the change log are derived data; embeddings are costly to recompute, so they
-    # are archived like any other rows.
+    # Terms and the change log are derived data (memory._models.DERIVED_TABLES): they are
+    # rebuilt by the next upgrade and by restore_archive. Embeddings are costly to
+    # recompute, so they are archived like any other rows.
     archive_before_drop(["memory_embeddings"], revision)
     if op.get_bind().dialect.name == "sqlite":
         op.execute("DROP TABLE memory_fts")
