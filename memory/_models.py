@@ -158,6 +158,8 @@ class MemoryRow(Base):
         sa.CheckConstraint(f"tier IN {TIERS!r}", name="tier"),
         sa.CheckConstraint(f"visibility IN {VISIBILITIES!r}", name="visibility"),
         sa.CheckConstraint("importance >= 0 AND importance <= 1", name="importance"),
+        # Ids are handed to callers: SQLite must never reuse the id of a deleted memory.
+        {"sqlite_autoincrement": True},
     )
 
 
@@ -213,6 +215,7 @@ class CodePatternRow(Base):
     __table_args__ = (
         sa.UniqueConstraint("user_id", "language", "name"),
         sa.Index("ix_code_patterns_user_id_usage_count", "user_id", "usage_count"),
+        {"sqlite_autoincrement": True},
     )
 
 

@@ -10,8 +10,12 @@
     session) they are consolidated into one episodic memory, written by the summarizer
     (``extractive_summary`` by default), whose metadata ``consolidated_from`` lists the ids it
     replaces; the summary is written in the same transaction that deletes them, so no id
-    disappears without a trace. With ``summarize=False`` they are only removed. The count
-    of summaries written is reported as ``summaries``.
+    disappears without a trace. A summary covers its group's rows within one batch, and at
+    most as many ids as fit in one metadata value (1 KiB of JSON, about a hundred ids), so a
+    large group gets several summaries, each naming its own ids. Its id is above every id
+    it names, also on SQLite (which would otherwise reuse the largest ids just deleted).
+    With ``summarize=False`` they are only removed. The count of summaries written is
+    reported as ``summaries``.
 ``episodic_memories``, ``semantic_memories``
     Kept forever by default; with a window, removed once older than it.
 ``expired_session_state``, ``session_state``
@@ -62,9 +66,10 @@ from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Row
+from sqlalchemy.engine import Connection
 
 from memory._db import Database
+from memory._engine import is_memory_sqlite
 from memory._errors import ConflictError, InvalidInputError, SchemaError
 from memory._indexing import IndexEntry, log_changes, write_index
 from memory._migrate import MEMORIES_REVISION, revision_at_least
@@ -206,7 +211,7 @@ class MaintenanceRun:
 
 # -- one run ------------------------------------------------------------------------------------
 
-Embed = Callable[[Sequence[str]], "tuple[str, dict[str, Any]] | None"]
+Embed = Callable[[Sequence[str]], tuple[str, dict[str, Any]] | None]
 
 
 @dataclass(slots=True)
@@ -308,6 +313,23 @@ _CANDIDATE_COLUMNS = (
 
 
 @dataclass(frozen=True, slots=True)
+class _Candidate:
+    """An old memory as it was read, before the decision to remove it."""
+
+    id: int
+    user_id: str
+    agent_id: str
+    session_id: str
+    content: str
+    importance: float
+    visibility: str
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime | None
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
 class _Summary:
     content: str
     model: str | None = None
@@ -319,7 +341,7 @@ def _candidates(
     old: sa.ColumnElement[bool],
     after: tuple[datetime, int] | None,
     limit: int,
-) -> Sequence[Row[Any]]:
+) -> list[_Candidate]:
     statement = sa.select(*_CANDIDATE_COLUMNS).where(old)
     if after is not None:
         # Keyset paging: the first bound keeps it an index range scan.
@@ -329,23 +351,23 @@ def _candidates(
             sa.or_(memories.c.updated_at > at, memories.c.id > last_id),
         )
     statement = statement.order_by(memories.c.updated_at, memories.c.id).limit(limit)
-    return connection.execute(statement).all()
+    return [_Candidate(**row) for row in connection.execute(statement).mappings()]
 
 
-def _groups(rows: Sequence[Row[Any]]) -> dict[Group, list[Row[Any]]]:
+def _groups(rows: Sequence[_Candidate]) -> dict[Group, list[_Candidate]]:
     """Rows by (user, agent, session), oldest first within each group."""
-    groups: dict[Group, list[Row[Any]]] = {}
+    groups: dict[Group, list[_Candidate]] = {}
     for row in rows:
         groups.setdefault((row.user_id, row.agent_id, row.session_id), []).append(row)
     return {key: sorted(found, key=lambda r: (r.created_at, r.id)) for key, found in groups.items()}
 
 
-def _chunks(rows: Sequence[Row[Any]]) -> list[list[Row[Any]]]:
+def _chunks(rows: Sequence[_Candidate]) -> list[list[_Candidate]]:
     """Split a group so that each summary's ``consolidated_from`` fits in one metadata value
     (1 KiB of JSON: about a hundred ids), which also keeps each summary about a span of
     memories it can do justice to."""
-    chunks: list[list[Row[Any]]] = []
-    current: list[Row[Any]] = []
+    chunks: list[list[_Candidate]] = []
+    current: list[_Candidate] = []
     size = 2  # the brackets
     for row in rows:
         extra = len(str(row.id)) + (1 if current else 0)
@@ -359,7 +381,7 @@ def _chunks(rows: Sequence[Row[Any]]) -> list[list[Row[Any]]]:
     return chunks
 
 
-def _summarize(summarizer: Summarizer, rows: Sequence[Row[Any]]) -> str:
+def _summarize(summarizer: Summarizer, rows: Sequence[_Candidate]) -> str:
     text = summarizer([row.content for row in rows])
     try:
         checked = validate(NewMemory, {"content": text, "tier": "episodic"})
@@ -368,7 +390,7 @@ def _summarize(summarizer: Summarizer, rows: Sequence[Row[Any]]) -> str:
     return checked.content
 
 
-def _plan_summaries(run: _Run, batch: Sequence[Row[Any]]) -> dict[tuple[int, ...], _Summary]:
+def _plan_summaries(run: _Run, batch: Sequence[_Candidate]) -> dict[tuple[int, ...], _Summary]:
     """Summaries (and their embeddings) of every chunk, computed outside any transaction on
     the assumption that the whole batch will be deleted."""
     assert run.summarizer is not None
@@ -390,11 +412,17 @@ def _disambiguated(content: str, first_id: int) -> str:
 
 
 def _insert_summary(
-    connection: Connection, run: _Run, group: Group, chunk: Sequence[Row[Any]], summary: _Summary
-) -> None:
+    connection: Connection,
+    run: _Run,
+    group: Group,
+    chunk: Sequence[_Candidate],
+    summary: _Summary,
+    memory_id: int | None,
+) -> int:
+    """Store the summary of ``chunk`` (as ``memory_id`` when given); returns its id."""
     user, agent, session = group
     ids = sorted(row.id for row in chunk)
-    expiries = [row.expires_at for row in chunk]
+    expiries = [row.expires_at for row in chunk if row.expires_at is not None]
     values: dict[str, Any] = {
         "user_id": user,
         "agent_id": agent,
@@ -408,10 +436,12 @@ def _insert_summary(
         "last_accessed_at": None,
         "access_count": 0,
         # It does not outlive what it summarises, if all of that was going to expire.
-        "expires_at": None if None in expiries else max(expiries),
+        "expires_at": max(expiries) if len(expiries) == len(chunk) else None,
         "version": 1,
     }
-    memory_id: int | None = None
+    if memory_id is not None:
+        values["id"] = memory_id
+    stored: int | None = None
     content = summary.content
     # The scope may already hold this exact text (the unique key covers every tier); the
     # second form names a replaced id, which no other text in the scope can.
@@ -424,11 +454,12 @@ def _insert_summary(
             )
             .returning(memories.c.id)
         )
-        memory_id = connection.execute(statement).scalar()
-        if memory_id is not None:
+        stored = connection.execute(statement).scalar()
+        if stored is not None:
             break
-    if memory_id is None:
+    if stored is None:
         raise ConflictError(f"cannot store the summary of memories {ids}: its text is taken")
+    memory_id = stored
     connection.execute(
         metadata_table.insert(),
         [
@@ -442,13 +473,14 @@ def _insert_summary(
         [IndexEntry(memory_id, user, content, vector)],
         summary.model if vector is not None else None,
     )
+    return memory_id
 
 
 def _remove_batch(
     connection: Connection,
     run: _Run,
     tier: str,
-    batch: Sequence[Row[Any]],
+    batch: Sequence[_Candidate],
     planned: dict[tuple[int, ...], _Summary] | None,
 ) -> tuple[int, int]:
     """Delete the rows of ``batch`` that are unchanged since they were read, and (when
@@ -473,17 +505,30 @@ def _remove_batch(
     removed = [row for row in batch if row.id in deleted]
     log_changes(connection, [(row.user_id, row.id) for row in removed])
     written = 0
-    if planned is not None:
+    if planned is not None and removed:
         assert run.summarizer is not None
+        next_id = _next_id_above(connection, max(deleted))
         for group, rows in _groups(removed).items():
             for chunk in _chunks(rows):
                 summary = planned.get(tuple(row.id for row in chunk))
                 if summary is None:
                     # Some rows changed since they were read: summarise what was deleted.
                     summary = _Summary(_summarize(run.summarizer, chunk))
-                _insert_summary(connection, run, group, chunk, summary)
+                stored = _insert_summary(connection, run, group, chunk, summary, next_id)
+                next_id = stored + 1 if next_id is not None else None
                 written += 1
     return len(removed), written
+
+
+def _next_id_above(connection: Connection, largest_removed: int) -> int | None:
+    """The id for a summary on SQLite, where a new row takes the largest id + 1 and so can
+    take the id of a row just deleted (the table has no AUTOINCREMENT): a summary must never
+    carry an id it names as replaced. The write transaction holds SQLite's lock, so the
+    id stays free until commit. PostgreSQL's sequences never hand out an id twice."""
+    if connection.dialect.name != "sqlite":
+        return None
+    largest = connection.execute(sa.select(sa.func.max(memories.c.id))).scalar()
+    return max(largest or 0, largest_removed) + 1
 
 
 def _aged_memories(tier: str) -> Callable[[_Run], None]:
@@ -667,13 +712,18 @@ def _describe(error: BaseException) -> str:
 
 
 def _maintenance_run(row: sa.RowMapping) -> MaintenanceRun:
+    stored: dict[str, int] = json.loads(row["counts_json"])
+    # Stored as canonical JSON (sorted keys); handed back in step order, like the report.
+    order = [name for step in STEPS for name in step.counts]
+    counts = {name: stored[name] for name in order if name in stored}
+    counts.update((name, value) for name, value in stored.items() if name not in counts)
     return MaintenanceRun(
         id=row["id"],
         job=row["job"],
         status=row["status"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
-        counts=json.loads(row["counts_json"]),
+        counts=counts,
         error=row["error"],
     )
 
@@ -831,6 +881,10 @@ class RetentionWorker:
     ``last_error``; the worker carries on at the next interval. ``stop`` asks a run in
     progress to end after its current batch (recorded as ``interrupted``) and waits for
     the thread. The worker can be used as a context manager.
+
+    The worker shares ``memory`` with the application, so the database must take more than
+    one connection at a time: a SQLite file or PostgreSQL. A SQLite ``:memory:`` store is
+    refused (its one shared connection cannot hold two transactions at once).
     """
 
     def __init__(
@@ -842,6 +896,12 @@ class RetentionWorker:
         summarizer: Summarizer | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
+        if is_memory_sqlite(memory.engine.url):
+            raise InvalidInputError(
+                "memory: a SQLite :memory: database has one connection for every thread, so "
+                "a background worker would collide with the application; call cleanup() "
+                "from the application's own thread instead"
+            )
         self._memory = memory
         self._policy = _checked_policy(policy, summarizer)
         self._summarizer = summarizer

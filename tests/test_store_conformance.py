@@ -294,3 +294,10 @@ def test_expired_session_state_is_not_loaded(memory: Memory, user: str) -> None:
 def test_session_state_needs_a_session(memory: Memory, user: str) -> None:
     with pytest.raises(InvalidInputError, match="session"):
         memory.scope(user, "planner").save_state({"step": 1})
+
+
+def test_ids_of_deleted_memories_are_never_reused(memory: Memory, user: str) -> None:
+    scope = memory.scope(user, "planner", "s1")
+    newest = scope.add("the newest memory")
+    scope.delete(newest.id)
+    assert scope.add("added after the delete").id > newest.id

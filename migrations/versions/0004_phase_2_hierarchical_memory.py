@@ -49,6 +49,8 @@ def upgrade() -> None:
         sa.CheckConstraint("tier IN ('working', 'episodic', 'semantic')", name="ck_memories_tier"),
         sa.CheckConstraint("visibility IN ('private', 'shared')", name="ck_memories_visibility"),
         sa.CheckConstraint("importance >= 0 AND importance <= 1", name="ck_memories_importance"),
+        # Ids are handed to callers: SQLite must never reuse the id of a deleted memory.
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_memories_user_id_agent_id_id", "memories", ["user_id", "agent_id", "id"])
     op.create_index(
@@ -108,6 +110,7 @@ def upgrade() -> None:
         sa.UniqueConstraint(
             "user_id", "language", "name", name="uq_code_patterns_user_id_language_name"
         ),
+        sqlite_autoincrement=True,
     )
     op.create_index(
         "ix_code_patterns_user_id_usage_count", "code_patterns", ["user_id", "usage_count"]

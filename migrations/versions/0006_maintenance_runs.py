@@ -3,9 +3,6 @@
 Revision ID: 0006
 Revises: 0005
 Create Date: 2026-11-23
-
-(Planned as revision 0005 on top of 0004; revision 0005 went to the retrieval index first,
-so this one follows it. The file name keeps the planned number.)
 """
 
 from __future__ import annotations
