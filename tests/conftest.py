@@ -99,6 +99,19 @@ def backend_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) ->
     return str(request.getfixturevalue("postgres_url"))
 
 
+@pytest.fixture
+def url_for(tmp_path: Path, request: pytest.FixtureRequest) -> Callable[[str], str]:
+    """``backend_url`` for tests that open several backends themselves (test modules cannot
+    import this conftest: pytest loads more than one module named ``conftest``)."""
+    return lambda backend: backend_url(backend, tmp_path, request)
+
+
+@pytest.fixture
+def all_backends() -> list[str]:
+    """Every backend the conformance suite runs on."""
+    return list(BACKENDS)
+
+
 @pytest.fixture(params=BACKENDS)
 def memory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Memory]:
     """A store at head on each backend, with the fast hashing embedder (search quality is

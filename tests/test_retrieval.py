@@ -8,11 +8,9 @@ import sys
 import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
-from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import BACKENDS, backend_url
 
 from memory import HashingEmbedder, InvalidInputError, Memory, MiniLMEmbedder
 
@@ -153,9 +151,9 @@ WRITER = textwrap.dedent(
 
 @pytest.mark.parametrize("backend", ["sqlite-file", "postgresql"])
 def test_a_memory_written_by_another_process_is_found_next(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest, user: str
+    backend: str, url_for: Callable[[str], str], user: str
 ) -> None:
-    url = backend_url(backend, tmp_path, request)
+    url = url_for(backend)
     with Memory.open(url, embedder=HashingEmbedder()) as store:
         scope = store.scope(user, "planner", "s1")
         scope.add_many(NOTES)
@@ -182,12 +180,12 @@ def minilm() -> MiniLMEmbedder:
 
 @pytest.fixture
 def stores(
-    tmp_path: Path, request: pytest.FixtureRequest, minilm: MiniLMEmbedder
+    url_for: Callable[[str], str], minilm: MiniLMEmbedder
 ) -> Iterator[Callable[[str], Memory]]:
     opened: list[Memory] = []
 
     def open_backend(backend: str) -> Memory:
-        store = Memory.open(backend_url(backend, tmp_path, request), embedder=minilm)
+        store = Memory.open(url_for(backend), embedder=minilm)
         opened.append(store)
         return store
 
@@ -196,7 +194,9 @@ def stores(
         store.close()
 
 
-def test_every_backend_returns_the_same_results(stores: Callable[[str], Memory], user: str) -> None:
+def test_every_backend_returns_the_same_results(
+    stores: Callable[[str], Memory], all_backends: list[str], user: str
+) -> None:
     queries = [
         "which hot beverage is preferred later in the day?",
         "when do we deploy?",
@@ -205,7 +205,7 @@ def test_every_backend_returns_the_same_results(stores: Callable[[str], Memory],
         "food allergy",
     ]
     results = {}
-    for backend in BACKENDS:
+    for backend in all_backends:
         scope = stores(backend).scope(user, "planner", "s1")
         scope.add_many(NOTES)
         results[backend] = [
