@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from memory._engine import write_options
 from memory._errors import DatabaseUnavailableError
@@ -69,6 +70,10 @@ class Database:
                     connection.execution_options(**options)
                     with connection.begin():
                         return operation(connection)
+            except PoolTimeoutError as error:
+                raise DatabaseUnavailableError(
+                    f"no database connection came free within the pool timeout: {error}"
+                ) from error
             except DBAPIError as error:
                 if not is_transient(error):
                     raise

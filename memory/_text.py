@@ -9,13 +9,15 @@ them verbatim (FTS5 ``unicode61`` / PostgreSQL's ``simple`` configuration).
 from __future__ import annotations
 
 import re
+import threading
 import unicodedata
 from functools import lru_cache
+from typing import Any
 
 import snowballstemmer
 
 _WORD = re.compile(r"\w+")
-_STEMMER = snowballstemmer.stemmer("english")
+_LOCAL = threading.local()
 
 STOPWORDS = frozenset(
     """a about above after again against all am an and any are as at be because been before
@@ -29,9 +31,18 @@ STOPWORDS = frozenset(
 )
 
 
-@lru_cache(maxsize=65536)
+def _stemmer() -> Any:
+    # A Snowball stemmer keeps the word it is working on in its own attributes, so threads
+    # sharing one corrupt each other's stems: one stemmer per thread.
+    stemmer = getattr(_LOCAL, "stemmer", None)
+    if stemmer is None:
+        stemmer = _LOCAL.stemmer = snowballstemmer.stemmer("english")
+    return stemmer
+
+
+@lru_cache(maxsize=8192)
 def _stem(word: str) -> str:
-    return str(_STEMMER.stemWord(word))
+    return str(_stemmer().stemWord(word))
 
 
 def terms(text: str) -> list[str]:

@@ -355,3 +355,26 @@ def test_concurrent_preferences_keep_one_row_per_key(
         # earlier was overwritten by that thread's own later write.
         last_turn = max(t for t, key in enumerate(orders[thread]) if key == preference.key)
         assert turn == last_turn, (preference.key, thread, turn, last_turn)
+
+
+def test_keyword_terms_are_the_same_from_many_threads() -> None:
+    import threading
+
+    from memory._text import _stem, terms
+
+    words = [f"running{i} jumping{i} happily{i} connections{i}" for i in range(3000)]
+    expected = [terms(text) for text in words]
+    _stem.cache_clear()  # make every thread stem for real, at the same time
+    found: dict[int, list[list[str]]] = {}
+    start = threading.Barrier(8)
+
+    def work(worker: int) -> None:
+        start.wait()
+        found[worker] = [terms(text) for text in words]
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(result == expected for result in found.values())
