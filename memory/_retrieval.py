@@ -9,9 +9,12 @@ How a search runs, for one user:
 2. Vector candidates come from an exact NumPy index of the user's embeddings, loaded on
    first use and kept current by reading ``memory_changes`` past the last sequence seen
    (one indexed query when nothing changed, which is how other processes' writes show up).
-3. Both lists are fused (weighted, normalised scores plus small priors), then the final
-   rows are read with every filter applied in SQL, so nothing outside the caller's scope
-   or already expired is ever returned.
+3. The memories stored just before and after the best candidates in their sessions join
+   the pool (from the in-process index: no extra query), and everything is scored in
+   ``memory._ranking``: weighted, normalised keyword and vector scores, plus a share of the
+   session neighbours' scores, names and metadata the query mentions, and small priors.
+   The final rows are read with every filter applied in SQL, so nothing outside the
+   caller's scope or already expired is ever returned.
 
 If the embedder fails, step 2 is skipped, the search is answered from keywords, and the
 degradation is counted.
@@ -33,7 +36,8 @@ from sqlalchemy.engine import Connection
 
 from memory._db import Database
 from memory._embeddings import Embedder, Matrix
-from memory._models import Base, utcnow
+from memory._models import NO_SESSION, Base, utcnow
+from memory._ranking import FusionWeights, Neighbours, SessionOrder, rank, relevance
 from memory._schemas import SearchQuery
 from memory._store import Owner, Store, has_metadata
 from memory._text import terms
@@ -46,22 +50,17 @@ memory_terms = Base.metadata.tables["memory_terms"]
 memory_embeddings = Base.metadata.tables["memory_embeddings"]
 memory_changes = Base.metadata.tables["memory_changes"]
 
-KEYWORD_CANDIDATES = 100
+# The database's full-text ranking differs between backends (FTS5 bm25, ts_rank), so it only
+# fetches a wide set of matches; the KEYWORD_KEPT best of them by the BM25 computed here
+# become candidates. Both backends then agree whenever a query matches fewer than
+# KEYWORD_CANDIDATES memories, and nearly always beyond.
+KEYWORD_CANDIDATES = 400
+KEYWORD_KEPT = 100
 VECTOR_CANDIDATES = 100
-BM25_K1 = 1.2
-BM25_B = 0.75
-
-
-@dataclass(frozen=True, slots=True)
-class FusionWeights:
-    """How the evidence is combined; tuned on the LoCoMo development subset."""
-
-    vector: float = 0.55
-    keyword: float = 0.45
-    importance: float = 0.02
-    tier: dict[str, float] = field(
-        default_factory=lambda: {"working": 0.0, "episodic": 0.0, "semantic": 0.01}
-    )
+# The best candidates (by keyword and vector evidence; at least the limit asked for) whose
+# session neighbours join the pool: context can lift a neighbour of a strong match that
+# neither list found.
+NEIGHBOUR_SOURCES = 20
 
 
 @dataclass
@@ -89,6 +88,7 @@ class _UserVectors:
         self.agents: list[str] = []
         self.sessions: list[str] = []
         self.slot: dict[int, int] = {}
+        self.order = SessionOrder()
         self.size = 0
         self.last_seq = 0
         self.lock = threading.Lock()
@@ -116,8 +116,11 @@ class _UserVectors:
             self.agents.append(agent)
             self.sessions.append(session)
         else:
+            self._unorder(memory_id, position)
             self.agents[position] = agent
             self.sessions[position] = session
+        if session != NO_SESSION:
+            self.order.add(memory_id, (agent, session))
         self.matrix[position] = vector
         self.ids[position] = memory_id
         self.live[position] = True
@@ -126,6 +129,17 @@ class _UserVectors:
         position = self.slot.pop(memory_id, None)
         if position is not None:
             self.live[position] = False
+            self._unorder(memory_id, position)
+
+    def _unorder(self, memory_id: int, position: int) -> None:
+        self.order.discard(memory_id, (self.agents[position], self.sessions[position]))
+
+    def neighbours(self, memory_id: int) -> Neighbours:
+        """The live memories stored just before and just after this one in its session."""
+        position = self.slot.get(memory_id)
+        if position is None:
+            return None, None
+        return self.order.neighbours(memory_id, (self.agents[position], self.sessions[position]))
 
     def top(self, query: np.ndarray, agent: str, count: int) -> list[tuple[int, float]]:
         if self.size == 0:
@@ -360,10 +374,18 @@ class Retriever:
         if index is not None and vector is not None:
             with index.lock:
                 vector_scores = dict(index.top(vector, owner.agent, VECTOR_CANDIDATES))
-        keyword_ids = self._keyword_candidates(connection, owner.user, wanted)
-        candidates = list(dict.fromkeys([*keyword_ids, *vector_scores]))
-        if not candidates:
+        matches = self._keyword_candidates(connection, owner.user, wanted)
+        if not matches and not vector_scores:
             return []
+        statistics = self._document_frequencies(connection, owner.user, wanted) if wanted else None
+        keyword_scores = self._bm25(
+            connection, wanted, statistics, list(dict.fromkeys([*matches, *vector_scores]))
+        )
+        keyword_ids = sorted(matches, key=lambda i: (-keyword_scores.get(i, 0.0), -i))
+        keyword_ids = keyword_ids[:KEYWORD_KEPT]
+        candidates = list(dict.fromkeys([*keyword_ids, *vector_scores]))
+        adjacent: dict[int, Neighbours] = {}
+        pool = candidates
         if index is not None and vector is not None:
             with index.lock:
                 for memory_id in keyword_ids:
@@ -371,33 +393,47 @@ class Retriever:
                         score = index.score(memory_id, vector)
                         if score is not None:
                             vector_scores[memory_id] = score
-        keyword_scores = self._bm25(connection, owner.user, wanted, candidates)
-        records = {
-            record.id: record for record in self._filtered(connection, owner, candidates, query)
-        }
-        best_keyword = max(keyword_scores.values(), default=0.0) or 1.0
-        hits = []
-        for memory_id, record in records.items():
-            keyword = keyword_scores.get(memory_id, 0.0) / best_keyword
-            similarity = max(vector_scores.get(memory_id, 0.0), 0.0)
-            if keyword == 0.0 and similarity == 0.0:
-                continue  # no evidence at all: a vector candidate only by elimination
-            score = (
-                self.weights.vector * similarity
-                + self.weights.keyword * keyword
-                + self.weights.importance * record.importance
-                + self.weights.tier.get(record.tier, 0.0)
-            )
-            hits.append(SearchHit(record, round(score, 6), round(keyword, 6), round(similarity, 6)))
-        hits.sort(key=lambda hit: (-hit.score, -hit.memory.id))
+                evidence = relevance(
+                    candidates,
+                    keyword_scores,
+                    vector_scores,
+                    max(keyword_scores.values(), default=0.0),
+                    self.weights,
+                )
+                sources = sorted(candidates, key=lambda i: (-evidence[i], -i))
+                sources = sources[: max(NEIGHBOUR_SOURCES, query.limit)]
+                known = set(candidates)
+                added: list[int] = []
+                for memory_id in sources:
+                    for neighbour in index.neighbours(memory_id):
+                        if neighbour is not None and neighbour not in known:
+                            known.add(neighbour)
+                            added.append(neighbour)
+                            score = index.score(neighbour, vector)
+                            if score is not None:
+                                vector_scores[neighbour] = score
+                pool = [*candidates, *added]
+                adjacent = {memory_id: index.neighbours(memory_id) for memory_id in pool}
+            if added:
+                keyword_scores.update(self._bm25(connection, wanted, statistics, added))
+        records = {record.id: record for record in self._filtered(connection, owner, pool, query)}
+        hits = rank(
+            records, keyword_scores, vector_scores, adjacent, query.text, wanted, self.weights
+        )
         return hits[: query.limit]
 
     def _bm25(
-        self, connection: Connection, user: str, wanted: list[str], candidates: list[int]
+        self,
+        connection: Connection,
+        wanted: list[str],
+        statistics: tuple[int, float, dict[str, int]] | None,
+        candidates: list[int],
     ) -> dict[int, float]:
-        if not wanted:
+        """Okapi BM25 of each candidate from its stored terms and the user's statistics."""
+        if not wanted or statistics is None:
             return {}
-        documents, average, frequencies = self._document_frequencies(connection, user, wanted)
+        documents, average, frequencies = statistics
+        k1, b = self.weights.bm25_k1, self.weights.bm25_b
         rows = connection.execute(
             sa.select(memory_terms.c.memory_id, memory_terms.c.terms).where(
                 memory_terms.c.memory_id.in_(candidates)
@@ -408,19 +444,17 @@ class Retriever:
             for term, df in frequencies.items()
         }
         scores = {}
-        for row in rows:
-            document = row.terms.split()
-            length = len(document) or 1
-            counts: dict[str, int] = {}
-            for term in document:
-                counts[term] = counts.get(term, 0) + 1
+        for memory_id, stored in rows:
+            document = stored.split()
             total = 0.0
+            normaliser = 0.0
             for term in wanted:
-                frequency = counts.get(term, 0)
+                frequency = document.count(term)
                 if frequency:
-                    normaliser = BM25_K1 * (1 - BM25_B + BM25_B * length / (average or 1.0))
-                    total += idf[term] * frequency * (BM25_K1 + 1) / (frequency + normaliser)
-            scores[int(row.memory_id)] = total
+                    if not normaliser:
+                        normaliser = k1 * (1 - b + b * (len(document) or 1) / (average or 1.0))
+                    total += idf[term] * frequency * (k1 + 1) / (frequency + normaliser)
+            scores[int(memory_id)] = total
         return scores
 
     def _filtered(

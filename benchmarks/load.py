@@ -1,0 +1,799 @@
+"""Load driver: many concurrent agent sessions on one store, with a realistic mix of calls.
+
+For each backend (SQLite file, PostgreSQL) and each pre-loaded size (10,000 and 100,000
+memories by default), the driver
+
+1. loads the store with sentence-like synthetic memories (seeded), ``add_many`` in batches
+   of 1,000, one batch per (user, agent, session) scope;
+2. runs the mix with ONE session for ``--duration`` seconds: the baseline;
+3. runs the same mix with ``--sessions`` sessions (100) for ``--duration`` seconds, as
+   threads sharing one ``Memory`` in this process (``threads``: how an agent host embeds
+   the library), and/or as ``--processes`` processes x sessions/processes threads, each
+   process with its own ``Memory`` (``processes``: several agent hosts on one store).
+
+Sessions run closed-loop (the next call starts when the previous one returns, after
+``--think-ms`` of think time, default 0): the load is the most the machine can serve, and
+latency at N sessions is mostly queueing (Little's law: latency ~ sessions / throughput).
+
+Every exception a call raises is counted by operation and type and printed; a healthy run
+reports ``errors: 0`` (exit status 1 otherwise). Latencies are those of the calls that
+returned; failed calls are only counted. Results: a table per (backend, size) with
+throughput, p50 / p95 / p99 per operation and the change against the single session, then
+one JSON line per (backend, size, mode) (``grep '^{'``; ``--json PATH`` also writes them).
+CPU use is reported per run (this benchmark's processes, and the whole machine from
+/proc/stat, so that other jobs on a shared machine show up).
+
+The mix is a table (``MIX``): operation name, default weight, a function of the session, and
+the ``Scope`` method it needs (rows whose method does not exist are skipped). ``search`` and
+``inject`` are in the table with weight 0: enable them with ``--mix search=10,inject=5``
+(with ``--embedder none`` they answer from keywords alone).
+
+The default run (2 backends x 2 sizes x 3 runs of 15 s, plus loading 110,000 memories per
+backend) takes 6-10 minutes on 2 cores, depending on what else the machine runs.
+
+Run (from the repository root)::
+
+    .venv/bin/python benchmarks/load.py                     # both backends, 10k and 100k
+    .venv/bin/python benchmarks/load.py --backends sqlite --sizes 10000 --mode threads \
+        --duration 10 --mix get=50,list=50
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import multiprocessing
+import os
+import platform
+import random
+import sqlite3
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+# Runnable as a plain script from a checkout: make the repository root importable.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import sqlalchemy as sa  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from memory import Memory, NotFoundError, Scope  # noqa: E402
+
+DEFAULT_POSTGRES_URL = os.environ.get(
+    "MEMORY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+PRELOAD_BATCH = 1000
+AGENTS = ("planner", "coder", "reviewer", "researcher")
+TIERS = ("working", "episodic", "semantic")
+TIER_WEIGHTS = (0.5, 0.3, 0.2)
+TOPICS = (
+    "billing", "auth", "search", "onboarding", "infra", "payments", "mobile", "data",
+    "security", "release", "support", "pricing",
+)  # fmt: skip
+PROJECTS = ("atlas", "borealis", "cobalt", "dynamo", "equinox", "fathom")
+PREFERENCE_KEYS = (
+    "answer_style", "code_style", "language", "timezone", "review_depth", "test_framework",
+    "summary_length", "units",
+)  # fmt: skip
+WORKING_TTL = timedelta(hours=24)
+MAX_REMEMBERED = 500
+
+# -- sentence-like synthetic content -------------------------------------------------------------
+
+PEOPLE = (
+    "Ada", "Grace", "Linus", "Margaret", "Priya", "Tomas", "Chen", "Fatima", "Kwame", "Ingrid",
+    "Diego", "Yuki", "Olu", "Sofia", "Rahul", "Hannah",
+)  # fmt: skip
+SYSTEMS = (
+    "billing export", "invoice renderer", "token refresh", "nightly ETL job", "search index",
+    "rate limiter", "onboarding emails", "CSV importer", "flag rollout", "latency dashboard",
+    "payment webhook", "settings page", "audit log", "Kafka consumer", "retry policy",
+    "session cache", "GraphQL schema", "Terraform module", "CI pipeline", "pricing engine",
+)  # fmt: skip
+ACTIONS = (
+    "refactored", "migrated", "fixed", "reviewed", "documented", "benchmarked", "split",
+    "deployed", "rewrote", "tested", "profiled", "simplified", "hardened", "rolled back",
+)  # fmt: skip
+REASONS = (
+    "after the p95 latency doubled", "because the customer demo is on Friday",
+    "to unblock the schema migration", "since the on-call pager fired twice",
+    "before the code freeze", "to cut the cloud bill", "after a GDPR review",
+    "because the tests were flaky", "to support the new region", "after the last incident",
+)  # fmt: skip
+FOLLOW_UPS = (
+    "wants smaller pull requests", "asked for a rollback plan", "prefers short summaries",
+    "will review it tomorrow", "asked to keep the old endpoint for a month",
+    "wants more test coverage first", "signed off on the change", "flagged a security concern",
+)  # fmt: skip
+
+
+def sentence(rng: random.Random, number: int) -> str:
+    """One memory's text, 80-160 characters; ``number`` makes it unique."""
+    person, other = rng.sample(PEOPLE, 2)
+    return (
+        f"{person} {rng.choice(ACTIONS)} the {rng.choice(SYSTEMS)} {rng.choice(REASONS)}; "
+        f"{other} {rng.choice(FOLLOW_UPS)} (ticket {rng.choice(PROJECTS).upper()}-{number})"
+    )
+
+
+def query_text(rng: random.Random) -> str:
+    return f"{rng.choice(SYSTEMS)} {rng.choice(REASONS).split()[-1]}"
+
+
+# -- the data set ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One pre-load batch: 1,000 memories of one (user, agent, session) scope."""
+
+    user: str
+    agent: str
+    session: str
+
+
+def chunks(size: int) -> list[Chunk]:
+    """Users get the four agents in turn; every 1,000 memories is a past session."""
+    return [
+        Chunk(f"user-{number // len(AGENTS):03d}", AGENTS[number % len(AGENTS)], f"past-{number}")
+        for number in range(max(1, size // PRELOAD_BATCH))
+    ]
+
+
+def memory_item(rng: random.Random, number: int) -> dict[str, Any]:
+    tier = rng.choices(TIERS, TIER_WEIGHTS)[0]
+    item: dict[str, Any] = {
+        "content": sentence(rng, number),
+        "tier": tier,
+        "importance": round(rng.random(), 2),
+    }
+    if tier == "working":
+        item["ttl"] = WORKING_TTL
+    if rng.random() < 0.8:
+        item["metadata"] = {"topic": rng.choice(TOPICS), "project": rng.choice(PROJECTS)}
+    return item
+
+
+def preload(memory: Memory, size: int, seed: int) -> float:
+    """Load ``size`` memories (and analyze them on PostgreSQL); returns the load rate in
+    memories per second."""
+    rng = random.Random(seed)
+    started = time.perf_counter()
+    number = 0
+    for chunk in chunks(size):
+        scope = memory.scope(chunk.user, chunk.agent, chunk.session)
+        items = []
+        for _ in range(PRELOAD_BATCH):
+            items.append(memory_item(rng, number))
+            number += 1
+        scope.add_many(items)
+    rate = size / (time.perf_counter() - started)
+    if memory.backend == "postgresql":
+        # This server runs with autovacuum off: without statistics the planner would pick
+        # plans for empty tables. In production autovacuum analyzes after a bulk load.
+        with memory.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as db:
+            db.exec_driver_sql("VACUUM (ANALYZE)")
+    return rate
+
+
+def catalog(memory: Memory) -> dict[tuple[str, str], list[int]]:
+    """The ids of the memories each (user, agent) holds: what ``get`` asks for."""
+    found: dict[tuple[str, str], list[int]] = defaultdict(list)
+    with memory.engine.connect() as connection:
+        for memory_id, user, agent in connection.execute(
+            sa.text("SELECT id, user_id, agent_id FROM memories")
+        ):
+            found[(user, agent)].append(memory_id)
+    return dict(found)
+
+
+# -- sessions and the mix ----------------------------------------------------------------------
+
+
+class Session:
+    """One agent session: a scope on a pre-loaded (user, agent), with its own session id."""
+
+    def __init__(
+        self,
+        memory: Memory,
+        number: int,
+        size: int,
+        ids: dict[tuple[str, str], list[int]],
+        run: str,
+        seed: int,
+    ) -> None:
+        all_chunks = chunks(size)
+        chunk = all_chunks[number % len(all_chunks)]
+        self.memory = memory
+        self.user, self.agent, self.past_session = chunk.user, chunk.agent, chunk.session
+        self.session = f"{run}-{number}"
+        self.scope = memory.scope(self.user, self.agent, self.session)
+        self.known = ids[(self.user, self.agent)]
+        self.mine: list[int] = []
+        self.rng = random.Random(seed)
+        self.number = number
+        self.writes = 0
+        self.step = 0
+        self.since = datetime.now(UTC) - timedelta(days=1)
+        self.compaction = False  # set when the mix compacts memories away (inject)
+
+    def remember(self, ids: Sequence[int]) -> None:
+        """Keep up to ``MAX_REMEMBERED`` ids of this session's own memories for ``get``
+        (bounded, so that a long soak does not grow the driver's own memory)."""
+        for memory_id in ids:
+            if len(self.mine) < MAX_REMEMBERED:
+                self.mine.append(memory_id)
+            else:
+                self.mine[self.rng.randrange(MAX_REMEMBERED)] = memory_id
+
+    def next_number(self) -> int:
+        # Unique across sessions and runs: content must not collide with what exists.
+        self.writes += 1
+        return (self.number + 1) * 10_000_000 + self.writes
+
+
+def op_get(session: Session) -> None:
+    pool = session.mine if session.mine and session.rng.random() < 0.3 else session.known
+    memory_id = session.rng.choice(pool)
+    try:
+        session.scope.get(memory_id)
+    except NotFoundError:
+        if not session.compaction:  # nothing in the mix deletes memories: a real error
+            raise
+        # Injection compacts old working memories into an episodic summary: this one is
+        # gone by design. (The lists are shared by sessions; another may have removed it.)
+        with contextlib.suppress(ValueError):
+            pool.remove(memory_id)
+
+
+def op_list(session: Session) -> None:
+    rng = session.rng
+    variant = rng.randrange(4)
+    if variant == 0:
+        session.scope.list(tier=rng.choice(TIERS), limit=20)
+    elif variant == 1:
+        session.scope.list(metadata={"topic": rng.choice(TOPICS)}, limit=20)
+    elif variant == 2:
+        session.scope.list(session=session.past_session, tier="episodic", limit=20)
+    else:
+        session.scope.list(session=session.session, created_after=session.since, limit=20)
+
+
+def op_add(session: Session) -> None:
+    record = session.scope.add(**memory_item(session.rng, session.next_number()))
+    session.remember([record.id])
+
+
+def op_add_many(session: Session) -> None:
+    items = [memory_item(session.rng, session.next_number()) for _ in range(10)]
+    session.remember([record.id for record in session.scope.add_many(items)])
+
+
+def op_set_preference(session: Session) -> None:
+    rng = session.rng
+    session.scope.set_preference(
+        rng.choice(PREFERENCE_KEYS),
+        {"value": rng.choice(FOLLOW_UPS), "set_by_session": session.session},
+        confidence=round(rng.uniform(0.5, 1.0), 2),
+    )
+
+
+def op_save_state(session: Session) -> None:
+    session.step += 1
+    session.scope.save_state(
+        {
+            "step": session.step,
+            "goal": f"finish the {session.rng.choice(SYSTEMS)} work",
+            "plan": ["gather context", "edit", "run tests", "summarise"],
+            "cursor": {"file": "src/app.py", "line": session.rng.randrange(1, 2000)},
+            "known_ids": session.mine[:10],
+        }
+    )
+
+
+def op_load_state(session: Session) -> None:
+    # A resume: a fresh handle on the same session (an agent restarted) reads its checkpoint.
+    session.memory.scope(session.user, session.agent, session.session).load_state()
+
+
+def op_search(session: Session) -> None:
+    session.scope.search(query_text(session.rng), limit=10)
+
+
+def op_inject(session: Session) -> None:
+    session.scope.inject(query_text(session.rng), budget_tokens=512)
+
+
+@dataclass(frozen=True)
+class Operation:
+    name: str
+    weight: float
+    run: Callable[[Session], None]
+    needs: str  # the Scope method it calls: rows whose method does not exist are skipped
+
+
+MIX: tuple[Operation, ...] = (
+    Operation("get", 25, op_get, "get"),
+    Operation("list", 25, op_list, "list"),
+    Operation("add", 20, op_add, "add"),
+    Operation("add_many", 5, op_add_many, "add_many"),
+    Operation("set_preference", 5, op_set_preference, "set_preference"),
+    Operation("save_state", 12, op_save_state, "save_state"),
+    Operation("load_state", 8, op_load_state, "load_state"),
+    # Retrieval came after the mix was fixed: present, off by default (--mix search=10).
+    Operation("search", 0, op_search, "search"),
+    Operation("inject", 0, op_inject, "inject"),
+)
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    weights = {operation.name: operation.weight for operation in MIX}
+    for part in filter(None, text.split(",")):
+        name, _, value = part.partition("=")
+        if name not in weights:
+            raise SystemExit(f"--mix: unknown operation {name!r}; known: {sorted(weights)}")
+        weights[name] = float(value)
+    return weights
+
+
+def active_mix(weights: dict[str, float]) -> list[Operation]:
+    return [
+        Operation(operation.name, weights[operation.name], operation.run, operation.needs)
+        for operation in MIX
+        if weights[operation.name] > 0 and hasattr(Scope, operation.needs)
+    ]
+
+
+# -- running sessions --------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """Latencies (seconds) per operation, errors by (operation, type), CPU used."""
+
+    latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    errors: Counter[tuple[str, str]] = field(default_factory=Counter)
+    examples: dict[str, str] = field(default_factory=dict)  # error type -> one traceback
+    wall: float = 0.0
+    cpu: float = 0.0  # CPU seconds of the processes that ran the sessions
+    cpu_wait: float = 0.0  # seconds the session threads were runnable but had no CPU
+
+    def merge(self, other: Outcome) -> None:
+        for name, values in other.latencies.items():
+            self.latencies[name].extend(values)
+        self.errors.update(other.errors)
+        for kind, text in other.examples.items():
+            self.examples.setdefault(kind, text)
+        self.wall = max(self.wall, other.wall)
+        self.cpu += other.cpu
+        self.cpu_wait += other.cpu_wait
+
+
+def run_sessions(
+    memory: Memory,
+    numbers: Sequence[int],
+    size: int,
+    ids: dict[tuple[str, str], list[int]],
+    mix: list[Operation],
+    duration: float,
+    think: float,
+    run: str,
+    seed: int,
+    start: Callable[[], None] = lambda: None,
+    live: list[Outcome] | None = None,
+) -> Outcome:
+    """Run one thread per session number until ``duration`` has passed; ``start`` is called
+    once every session is ready, just before the clock starts. ``live``, if given, receives
+    the sessions' own outcomes while they run (a soak drains their latencies as it goes)."""
+    sessions = [Session(memory, n, size, ids, run, seed * 1_000_003 + n) for n in numbers]
+    for session in sessions:
+        session.compaction = any(operation.name == "inject" for operation in mix)
+    outcomes = [Outcome() for _ in sessions]
+    if live is not None:
+        live.extend(outcomes)
+    names = [operation.name for operation in mix]
+    weights = [operation.weight for operation in mix]
+    runners = {operation.name: operation.run for operation in mix}
+    gate = threading.Barrier(len(sessions) + 1)
+    deadline = [0.0]
+
+    def body(session: Session, outcome: Outcome) -> None:
+        gate.wait()
+        waited = run_queue_wait()
+        rng = session.rng
+        while time.perf_counter() < deadline[0]:
+            name = rng.choices(names, weights)[0]
+            began = time.perf_counter()
+            try:
+                runners[name](session)
+            except Exception as error:  # every error is a finding: count it, keep going
+                kind = f"{type(error).__module__}.{type(error).__qualname__}"
+                outcome.errors[(name, kind)] += 1
+                outcome.examples.setdefault(kind, traceback.format_exc())
+            else:
+                outcome.latencies[name].append(time.perf_counter() - began)
+            if think:
+                time.sleep(rng.expovariate(1 / think))
+        outcome.cpu_wait = run_queue_wait() - waited
+
+    threads = [
+        threading.Thread(target=body, args=(session, outcome), daemon=True)
+        for session, outcome in zip(sessions, outcomes, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    start()
+    cpu_before = time.process_time()
+    began = time.perf_counter()
+    deadline[0] = began + duration
+    gate.wait()
+    for thread in threads:
+        thread.join()
+    total = Outcome(cpu=time.process_time() - cpu_before)
+    for outcome in outcomes:
+        total.merge(outcome)
+    total.wall = time.perf_counter() - began
+    return total
+
+
+def process_main(
+    url: str,
+    numbers: list[int],
+    size: int,
+    ids: dict[tuple[str, str], list[int]],
+    weights: dict[str, float],
+    duration: float,
+    think: float,
+    run: str,
+    seed: int,
+    embedder: str,
+    barrier: Any,
+    results: Any,
+) -> None:
+    """One agent host: its own ``Memory``, ``len(numbers)`` session threads."""
+    try:
+        with open_memory(url, embedder) as memory:
+            outcome = run_sessions(
+                memory,
+                numbers,
+                size,
+                ids,
+                active_mix(weights),
+                duration,
+                think,
+                run,
+                seed,
+                start=lambda: barrier.wait(),
+            )
+        results.put(("ok", outcome))
+    except BaseException:
+        results.put(("crashed", traceback.format_exc()))
+        raise
+
+
+def run_processes(
+    url: str,
+    sessions: int,
+    processes: int,
+    size: int,
+    ids: dict[tuple[str, str], list[int]],
+    weights: dict[str, float],
+    duration: float,
+    think: float,
+    run: str,
+    seed: int,
+    embedder: str,
+) -> Outcome:
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(processes + 1)
+    results = context.Queue()
+    groups = [list(range(sessions))[index::processes] for index in range(processes)]
+    workers = [
+        context.Process(
+            target=process_main,
+            args=(url, group, size, ids, weights, duration, think, run, seed, embedder)
+            + (barrier, results),
+            daemon=True,
+        )
+        for group in groups
+    ]
+    for worker in workers:
+        worker.start()
+    total = Outcome()
+    try:
+        barrier.wait(timeout=120)  # every process imported, opened and built its sessions
+        for _ in workers:
+            status, payload = results.get(timeout=duration + 120)
+            if status != "ok":
+                raise RuntimeError(f"a load process crashed:\n{payload}")
+            total.merge(payload)
+    finally:
+        for worker in workers:
+            worker.join(timeout=30)
+            if worker.is_alive():
+                worker.kill()
+                worker.join()
+    return total
+
+
+# -- measuring the machine --------------------------------------------------------------------
+
+
+def run_queue_wait() -> float:
+    """Seconds the calling thread has spent runnable but waiting for a CPU (Linux)."""
+    try:
+        return int(Path("/proc/thread-self/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU jiffies of the whole machine so far, from /proc/stat."""
+    fields = [float(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+@contextmanager
+def machine_usage() -> Iterator[dict[str, float]]:
+    """Yields a dict filled on exit with the machine's busy cores during the block."""
+    usage: dict[str, float] = {}
+    busy0, total0 = machine_busy()
+    began = time.perf_counter()
+    yield usage
+    busy1, total1 = machine_busy()
+    cores = os.cpu_count() or 1
+    usage["machine_busy_cores"] = cores * (busy1 - busy0) / max(total1 - total0, 1.0)
+    usage["wall"] = time.perf_counter() - began
+
+
+# -- reporting ------------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))]
+
+
+def summarise(outcome: Outcome, duration: float) -> dict[str, Any]:
+    ops = {}
+    for name, values in sorted(outcome.latencies.items()):
+        ops[name] = {
+            "count": len(values),
+            "ops_per_s": round(len(values) / duration, 1),
+            "p50_ms": round(1000 * percentile(values, 0.50), 3),
+            "p95_ms": round(1000 * percentile(values, 0.95), 3),
+            "p99_ms": round(1000 * percentile(values, 0.99), 3),
+        }
+    calls = sum(len(values) for values in outcome.latencies.values())
+    return {
+        "calls": calls,
+        "ops_per_s": round(calls / duration, 1),
+        "errors": sum(outcome.errors.values()),
+        "errors_by_operation_and_type": {
+            f"{name}: {kind}": count for (name, kind), count in sorted(outcome.errors.items())
+        },
+        "benchmark_cpu_cores": round(outcome.cpu / duration, 2),
+        # Session threads runnable but without a CPU, on average: > 0 means the CPUs (not
+        # the GIL, whose waiters sleep) were the limit.
+        "threads_waiting_for_cpu": round(outcome.cpu_wait / duration, 2),
+        "ops": ops,
+    }
+
+
+def change(value: float, base: float) -> str:
+    if not base:
+        return "n/a"
+    return f"{100 * (value / base - 1):+.0f}%"
+
+
+def print_table(
+    backend: str, size: int, single: dict[str, Any], runs: dict[str, dict[str, Any]]
+) -> None:
+    print(f"\n== {backend}, {size:,} memories: ops/s and latency (ms); change vs 1 session ==")
+    header = f"{'operation':<15} {'run':<22} {'ops/s':>8} {'p50':>8} {'p95':>8} {'p99':>8}"
+    print(header + f" {'p50 chg':>8} {'p95 chg':>8}")
+    names = sorted(single["ops"])
+    for name in names:
+        base = single["ops"][name]
+        print(
+            f"{name:<15} {'1 session':<22} {base['ops_per_s']:>8.1f} {base['p50_ms']:>8.2f} "
+            f"{base['p95_ms']:>8.2f} {base['p99_ms']:>8.2f}"
+        )
+        for label, result in runs.items():
+            row = result["ops"].get(name)
+            if row is None:
+                continue
+            print(
+                f"{'':<15} {label:<22} {row['ops_per_s']:>8.1f} {row['p50_ms']:>8.2f} "
+                f"{row['p95_ms']:>8.2f} {row['p99_ms']:>8.2f} "
+                f"{change(row['p50_ms'], base['p50_ms']):>8} "
+                f"{change(row['p95_ms'], base['p95_ms']):>8}"
+            )
+    print(
+        f"{'ALL':<15} {'1 session':<22} {single['ops_per_s']:>8.1f}"
+        f"   (benchmark CPU {single['benchmark_cpu_cores']:.2f} cores, "
+        f"{single['threads_waiting_for_cpu']:.2f} threads waiting for a CPU, machine busy "
+        f"{single['machine_busy_cores']:.2f} of {os.cpu_count()}), errors: {single['errors']}"
+    )
+    for label, result in runs.items():
+        print(
+            f"{'':<15} {label:<22} {result['ops_per_s']:>8.1f} "
+            f"({change(result['ops_per_s'], single['ops_per_s'])} throughput; benchmark CPU "
+            f"{result['benchmark_cpu_cores']:.2f} cores, "
+            f"{result['threads_waiting_for_cpu']:.2f} threads waiting for a CPU, machine busy "
+            f"{result['machine_busy_cores']:.2f} of {os.cpu_count()}), "
+            f"errors: {result['errors']}"
+        )
+        for key, count in result["errors_by_operation_and_type"].items():
+            print(f"{'':<15}   ERROR {count} x {key}")
+
+
+# -- databases ----------------------------------------------------------------------------------
+
+
+def open_memory(url: str, embedder: str) -> Memory:
+    return Memory.open(url) if embedder == "default" else Memory.open(url, embedder=None)
+
+
+@contextmanager
+def database(backend: str, postgres_url: str) -> Iterator[str]:
+    """A new, empty database; removed afterwards."""
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="memload-") as directory:
+            yield f"sqlite:///{directory}/load.db"
+        return
+    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    name = f"memload_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+
+def measure(label: str, work: Callable[[], Outcome]) -> tuple[dict[str, Any], Outcome]:
+    """Run ``work`` and summarise it, with the machine's CPU use meanwhile."""
+    with machine_usage() as usage:
+        outcome = work()
+    result = summarise(outcome, outcome.wall)
+    result["machine_busy_cores"] = round(usage["machine_busy_cores"], 2)
+    result["label"] = label
+    return result, outcome
+
+
+def run_configuration(args: argparse.Namespace, backend: str, size: int) -> tuple[list[str], int]:
+    """Pre-load one database, run the single session and every mode on it; returns the JSON
+    lines and the number of errors."""
+    weights = parse_mix(args.mix)
+    mix = active_mix(weights)
+    think = args.think_ms / 1000
+    modes = ["threads", "processes"] if args.mode == "both" else [args.mode]
+    lines = []
+    outcomes: dict[str, Outcome] = {}
+    runs: dict[str, dict[str, Any]] = {}
+    with database(backend, args.postgres_url) as url, open_memory(url, args.embedder) as memory:
+        rate = preload(memory, size, args.seed)
+        ids = catalog(memory)
+        print(f"\n{backend} {size:,}: pre-loaded at {rate:,.0f} memories/s", flush=True)
+        common = (size, ids, mix, args.duration, think)
+        single, outcomes["1 session"] = measure(
+            "1 session", partial(run_sessions, memory, [0], *common, "single", args.seed)
+        )
+        for mode in modes:
+            run = f"{mode}-{uuid.uuid4().hex[:6]}"
+            if mode == "threads":
+                label = f"{args.sessions} threads"
+                sessions = range(1, args.sessions + 1)
+                work = partial(run_sessions, memory, sessions, *common, run, args.seed)
+            else:
+                label = f"{args.processes} proc x {args.sessions // args.processes} threads"
+                work = partial(
+                    run_processes,
+                    url,
+                    args.sessions,
+                    args.processes,
+                    size,
+                    ids,
+                    weights,
+                    args.duration,
+                    think,
+                    run,
+                    args.seed,
+                    args.embedder,
+                )
+            runs[label], outcomes[label] = measure(label, work)
+            result = runs[label]
+            line = {
+                "benchmark": "load",
+                "backend": backend,
+                "size": size,
+                "mode": mode,
+                "sessions": args.sessions,
+                "processes": args.processes if mode == "processes" else 1,
+                "duration_s": args.duration,
+                "think_ms": args.think_ms,
+                "embedder": args.embedder,
+                "preload_per_s": round(rate),
+                "throughput_change_vs_single": round(
+                    result["ops_per_s"] / single["ops_per_s"] - 1, 3
+                ),
+                "result": result,
+                "single_session": single,
+            }
+            lines.append(json.dumps(line, sort_keys=True))
+    print_table(backend, size, single, runs)
+    errors = 0
+    for label, outcome in outcomes.items():
+        for kind, text in outcome.examples.items():
+            print(f"\nfirst {kind} ({label}):\n{text}")
+        errors += sum(outcome.errors.values())
+    return lines, errors
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--mode", choices=("threads", "processes", "both"), default="both")
+    parser.add_argument("--sessions", type=int, default=100)
+    parser.add_argument("--processes", type=int, default=4, help="for --mode processes")
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds per run")
+    parser.add_argument("--think-ms", type=float, default=0.0, help="mean pause between calls")
+    parser.add_argument("--mix", default="", help="weights, e.g. search=10,add_many=0")
+    parser.add_argument("--embedder", choices=("none", "default"), default="none")
+    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
+    parser.add_argument("--seed", type=int, default=20240611)
+    parser.add_argument("--json", type=Path, help="also write the JSON lines here")
+    args = parser.parse_args(argv)
+
+    weights = parse_mix(args.mix)
+    skipped = [op.name for op in MIX if weights[op.name] > 0 and not hasattr(Scope, op.needs)]
+    print(
+        f"load: {args.sessions} sessions, mode {args.mode} (processes: {args.processes} x "
+        f"{args.sessions // args.processes} threads), {args.duration:g} s per run, think "
+        f"{args.think_ms:g} ms, embedder {args.embedder}; Python {platform.python_version()}, "
+        f"SQLite {sqlite3.sqlite_version}, {os.cpu_count()} CPUs, load average "
+        f"{os.getloadavg()[0]:.1f} at start"
+    )
+    print("mix: " + ", ".join(f"{op.name} {op.weight:g}" for op in active_mix(weights)))
+    if skipped:
+        print(f"skipped (no such Scope method): {skipped}")
+
+    lines: list[str] = []
+    errors = 0
+    for backend in args.backends.split(","):
+        for size in [int(value) for value in args.sizes.split(",")]:
+            found, failed = run_configuration(args, backend, size)
+            lines += found
+            errors += failed
+    print(f"\nerrors: {errors}   (load average {os.getloadavg()[0]:.1f} at the end)\n")
+    for line in lines:
+        print(line)
+    if args.json:
+        args.json.write_text("".join(line + "\n" for line in lines))
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
