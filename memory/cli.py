@@ -10,53 +10,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
-from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, cast
 
 import click
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError
 
 from memory import _backup, _migrate
-from memory._api import Memory
 from memory._archive import restore_archive
-from memory._engine import DATABASE_URL_ENV, create_engine
-from memory._errors import MemoryStoreError
+from memory._cli_common import engine_handle, memory_handle, reports_errors, scope_options
+from memory._engine import DATABASE_URL_ENV
 from memory._types import MemoryRecord, Tier
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _reports_errors(command: F) -> F:
-    @wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except MemoryStoreError as error:
-            raise click.ClickException(str(error)) from error
-        except DBAPIError as error:
-            raise click.ClickException(f"database error: {error.orig}") from error
-
-    return wrapper  # type: ignore[return-value]
-
-
-@contextmanager
-def _engine(context: click.Context) -> Iterator[Engine]:
-    engine = create_engine(context.obj["database_url"])
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-
-
-@contextmanager
-def _memory(context: click.Context) -> Iterator[Memory]:
-    with Memory.open(context.obj["database_url"]) as memory:
-        yield memory
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -76,10 +40,10 @@ def main(context: click.Context, database_url: str | None) -> None:
 @main.command()
 @click.option("--to", "revision", default="head", show_default=True, help="Target revision.")
 @click.pass_context
-@_reports_errors
+@reports_errors
 def migrate(context: click.Context, revision: str) -> None:
     """Upgrade the schema (one transaction; concurrent runs wait for each other)."""
-    with _engine(context) as engine:
+    with engine_handle(context) as engine:
         before = _migrate.database_revision(engine)
         if (
             before is not None
@@ -116,10 +80,10 @@ def migrate(context: click.Context, revision: str) -> None:
     "(default: ./memory-archive-<revision>-<UTC time>).",
 )
 @click.pass_context
-@_reports_errors
+@reports_errors
 def rollback(context: click.Context, revision: str, archive_dir: Path | None) -> None:
     """Downgrade the schema; rows of dropped tables are archived first, never lost."""
-    with _engine(context) as engine:
+    with engine_handle(context) as engine:
         before = _migrate.database_revision(engine)
         if before is None:
             raise click.ClickException("the database has no schema; nothing to roll back")
@@ -135,10 +99,10 @@ def rollback(context: click.Context, revision: str, archive_dir: Path | None) ->
 
 @main.command()
 @click.pass_context
-@_reports_errors
+@reports_errors
 def current(context: click.Context) -> None:
     """Print the database's schema revision."""
-    with _engine(context) as engine:
+    with engine_handle(context) as engine:
         revision = _migrate.database_revision(engine)
     head = _migrate.head_revision()
     suffix = " (head)" if revision == head else f" (head is {head})"
@@ -147,10 +111,10 @@ def current(context: click.Context) -> None:
 
 @main.command()
 @click.pass_context
-@_reports_errors
+@reports_errors
 def history(context: click.Context) -> None:
     """List every revision, oldest first; marks the database's current one."""
-    with _engine(context) as engine:
+    with engine_handle(context) as engine:
         revision = _migrate.database_revision(engine)
     for item in _migrate.history():
         marker = "*" if item.revision == revision else " "
@@ -159,10 +123,10 @@ def history(context: click.Context) -> None:
 
 @main.command()
 @click.pass_context
-@_reports_errors
+@reports_errors
 def check(context: click.Context) -> None:
     """Exit 0 when the schema is at head, 1 otherwise."""
-    with _engine(context) as engine:
+    with engine_handle(context) as engine:
         revision = _migrate.database_revision(engine)
     head = _migrate.head_revision()
     if revision != head:
@@ -174,10 +138,10 @@ def check(context: click.Context) -> None:
 @main.command("restore-archive")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.pass_context
-@_reports_errors
+@reports_errors
 def restore_archive_command(context: click.Context, directory: Path) -> None:
     """Verify an archive written by `rollback` and restore its rows (all or nothing)."""
-    with _engine(context) as engine:
+    with engine_handle(context) as engine:
         restored = restore_archive(engine, directory)
     for table, rows in restored.items():
         click.echo(f"restored {rows} rows into {table}")
@@ -210,14 +174,14 @@ def _echo_backup(info: _backup.BackupInfo) -> None:
     "else logical (JSON Lines per table, restorable into either backend).",
 )
 @click.pass_context
-@_reports_errors
+@reports_errors
 def backup_command(context: click.Context, directory: Path, verify_only: bool, method: str) -> None:
     """Back up the database into DIRECTORY (new or empty) while agents keep writing."""
     if verify_only:
         info = _backup.verify_backup(directory)
         click.echo(f"backup ok: {directory} matches its manifest")
     else:
-        with _engine(context) as engine:
+        with engine_handle(context) as engine:
             info = _backup.backup(engine, directory, method=method)  # type: ignore[arg-type]
         click.echo(f"backup written: {directory}")
     _echo_backup(info)
@@ -226,10 +190,10 @@ def backup_command(context: click.Context, directory: Path, verify_only: bool, m
 @main.command("restore")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.pass_context
-@_reports_errors
+@reports_errors
 def restore_command(context: click.Context, directory: Path) -> None:
     """Restore a backup into the (empty) database and verify it against the manifest."""
-    with _engine(context) as engine:
+    with engine_handle(context) as engine:
         result = _backup.restore_backup(engine, directory)
     click.echo(
         f"restored {directory} into {result.backend}: {result.rows} rows in "
@@ -242,10 +206,10 @@ def restore_command(context: click.Context, directory: Path) -> None:
 @click.argument("file", type=click.File("r", encoding="utf-8"))
 @click.option("--user", required=True, help="The user whose graph receives the entities.")
 @click.pass_context
-@_reports_errors
+@reports_errors
 def import_mcp(context: click.Context, file: Any, user: str) -> None:
     """Import an MCP memory server memory.jsonl file ('-' reads standard input)."""
-    with _memory(context) as memory:
+    with memory_handle(context) as memory:
         entities, relations = memory.graph(user).import_jsonl(file)
     click.echo(f"imported {entities} entities and {relations} relations for {user}")
 
@@ -259,10 +223,10 @@ def import_mcp(context: click.Context, file: Any, user: str) -> None:
     help="File to write (default: standard output).",
 )
 @click.pass_context
-@_reports_errors
+@reports_errors
 def export_mcp(context: click.Context, user: str, output: Any) -> None:
     """Export a user's entity graph as MCP memory server memory.jsonl lines."""
-    with _memory(context) as memory:
+    with memory_handle(context) as memory:
         for line in memory.graph(user).export_jsonl():
             output.write(line + "\n")
 
@@ -275,7 +239,7 @@ def export_mcp(context: click.Context, user: str, output: Any) -> None:
     default=None,
     help="SQLite file to create (default: a new temporary file).",
 )
-@_reports_errors
+@reports_errors
 def demo(path: Path | None) -> None:
     """Walk through the store on a fresh SQLite file and print what it stored."""
     from memory._demo import run_demo
@@ -307,7 +271,7 @@ def demo(path: Path | None) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @click.pass_context
-@_reports_errors
+@reports_errors
 def cleanup(
     context: click.Context,
     dry_run: bool,
@@ -331,7 +295,7 @@ def cleanup(
         else timedelta(hours=session_state_hours),
         summarize=summarize,
     )
-    with _memory(context) as memory:
+    with memory_handle(context) as memory:
         report = _retention.cleanup(memory, policy, dry_run=dry_run)
     if as_json:
         click.echo(json.dumps(report.as_dict()))
@@ -348,20 +312,6 @@ def cleanup(
 # -- memories from the shell: add, search, inject, reembed -----------------------------------
 
 
-def _scope_options(command: F) -> F:
-    command = click.option("--session", default=None, help="Session id (optional).")(command)
-    command = click.option(
-        "--agent",
-        default="memctl",
-        show_default=True,
-        help="The agent acting (memories are private to their agent).",
-    )(command)
-    command = click.option("--user", required=True, help="The user the memories belong to.")(
-        command
-    )
-    return command
-
-
 def _record_json(record: MemoryRecord) -> dict[str, Any]:
     data = dataclasses.asdict(record)
     for key in ("created_at", "updated_at", "last_accessed_at", "expires_at"):
@@ -371,7 +321,7 @@ def _record_json(record: MemoryRecord) -> dict[str, Any]:
 
 @main.command()
 @click.argument("text")
-@_scope_options
+@scope_options
 @click.option(
     "--tier",
     type=click.Choice(["working", "episodic", "semantic"]),
@@ -382,7 +332,7 @@ def _record_json(record: MemoryRecord) -> dict[str, Any]:
 @click.option("--metadata", default=None, metavar="JSON", help="A JSON object of metadata.")
 @click.option("--json", "as_json", is_flag=True, help="Print the stored memory as JSON.")
 @click.pass_context
-@_reports_errors
+@reports_errors
 def add(
     context: click.Context,
     text: str,
@@ -401,7 +351,7 @@ def add(
         raise click.BadParameter(f"not JSON: {error}", param_hint="--metadata") from error
     if not isinstance(extra, dict):
         raise click.BadParameter("must be a JSON object", param_hint="--metadata")
-    with _memory(context) as memory:
+    with memory_handle(context) as memory:
         record = memory.scope(user, agent, session).add(
             text,
             tier=cast(Tier, tier),
@@ -416,7 +366,7 @@ def add(
 
 @main.command()
 @click.argument("query")
-@_scope_options
+@scope_options
 @click.option(
     "--tier",
     "tiers",
@@ -427,7 +377,7 @@ def add(
 @click.option("--limit", type=int, default=10, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per hit.")
 @click.pass_context
-@_reports_errors
+@reports_errors
 def search(
     context: click.Context,
     query: str,
@@ -439,7 +389,7 @@ def search(
     as_json: bool,
 ) -> None:
     """Find the memories most relevant to QUERY (hybrid keyword and vector search)."""
-    with _memory(context) as memory:
+    with memory_handle(context) as memory:
         hits = memory.scope(user, agent).search(
             query,
             limit=limit,
@@ -467,11 +417,11 @@ def search(
 
 @main.command()
 @click.argument("query")
-@_scope_options
+@scope_options
 @click.option("--budget", type=int, default=512, show_default=True, help="Token budget.")
 @click.option("--json", "as_json", is_flag=True, help="The structured context as JSON.")
 @click.pass_context
-@_reports_errors
+@reports_errors
 def inject(
     context: click.Context,
     query: str,
@@ -482,7 +432,7 @@ def inject(
     as_json: bool,
 ) -> None:
     """Show the context block an agent would get for QUERY, and where each line came from."""
-    with _memory(context) as memory:
+    with memory_handle(context) as memory:
         result = memory.scope(user, agent, session).inject(query, budget_tokens=budget)
     if as_json:
         click.echo(
@@ -513,10 +463,10 @@ def inject(
 @main.command()
 @click.option("--batch-size", type=click.IntRange(1, 10_000), default=256, show_default=True)
 @click.pass_context
-@_reports_errors
+@reports_errors
 def reembed(context: click.Context, batch_size: int) -> None:
     """Give every memory a vector from the current embedding model, in batches."""
-    with _memory(context) as memory:
+    with memory_handle(context) as memory:
         stale = memory.embeddings_needing_refresh()
         if stale == 0:
             click.echo("every memory has a vector from the current model")
@@ -524,3 +474,6 @@ def reembed(context: click.Context, batch_size: int) -> None:
         with click.progressbar(length=stale, label="re-embedding", file=sys.stderr) as bar:
             done = memory.reembed(batch_size=batch_size, progress=bar.update)
     click.echo(f"re-embedded {done} memories")
+
+
+# -- command groups defined in their own memory/_cli_*.py modules ------------------------------
