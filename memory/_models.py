@@ -341,3 +341,112 @@ sa.Index(
 sa.Index("ix_session_state_created_at", Base.metadata.tables["session_state"].c.created_at)
 
 MAINTENANCE_TABLES = ("maintenance_runs",)
+
+
+# -- Feature flags (0007): what operators set, per-session overrides, the audit trail --------
+
+
+class FlagStateRow(Base):
+    """One flag as an operator set it; a flag without a row is decided by its built-in default.
+
+    ``enabled`` false is the kill switch: off for everyone, allow list and session overrides
+    included. ``enabled`` true applies the rules: allow list, overrides, then ``rollout``.
+    """
+
+    __tablename__ = "flag_state"
+
+    name: Mapped[str] = mapped_column(sa.String(ID_LENGTH), primary_key=True)
+    description: Mapped[str] = mapped_column(sa.Text())
+    default_enabled: Mapped[bool] = mapped_column(sa.Boolean())
+    enabled: Mapped[bool] = mapped_column(sa.Boolean())
+    rollout: Mapped[int] = mapped_column(sa.Integer())
+    stickiness: Mapped[str] = mapped_column(sa.String(ID_LENGTH))
+    group_id: Mapped[str] = mapped_column(sa.String(ID_LENGTH * 2))
+    parent: Mapped[str | None] = mapped_column(sa.String(ID_LENGTH), nullable=True)
+    # Sorted JSON lists of agent ids: a handful per flag, always read with the flag.
+    allowed_agents_json: Mapped[str] = mapped_column(sa.Text())
+    denied_agents_json: Mapped[str] = mapped_column(sa.Text())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_by: Mapped[str] = mapped_column(sa.String(ID_LENGTH))
+
+    __table_args__ = (sa.CheckConstraint("rollout >= 0 AND rollout <= 100", name="rollout"),)
+
+
+class FlagSessionOverrideRow(Base):
+    """A flag forced on or off for one session, until ``expires_at`` (None: no expiry)."""
+
+    __tablename__ = "flag_session_overrides"
+
+    flag_name: Mapped[str] = mapped_column(
+        sa.String(ID_LENGTH), sa.ForeignKey("flag_state.name", ondelete="CASCADE"), primary_key=True
+    )
+    session_id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(sa.Boolean())
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str] = mapped_column(sa.String(ID_LENGTH))
+
+
+class FlagAuditRow(Base):
+    """One change to a flag: who, when, what it was, what it became, and why. Append-only."""
+
+    __tablename__ = "flag_audit"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actor: Mapped[str] = mapped_column(sa.String(ID_LENGTH))
+    flag_name: Mapped[str] = mapped_column(sa.String(ID_LENGTH))
+    action: Mapped[str] = mapped_column(sa.String(32))
+    # The flag's state before and after, as canonical JSON; None where there was none.
+    old_value_json: Mapped[str | None] = mapped_column(sa.Text(), nullable=True)
+    new_value_json: Mapped[str | None] = mapped_column(sa.Text(), nullable=True)
+    reason: Mapped[str | None] = mapped_column(sa.Text(), nullable=True)
+
+    __table_args__ = (
+        # The history of one flag in order (memctl flags audit NAME).
+        sa.Index("ix_flag_audit_flag_name_id", "flag_name", "id"),
+        # Audit ids are an order of events: SQLite must never reuse a deleted one.
+        {"sqlite_autoincrement": True},
+    )
+
+
+FLAG_TABLES = ("flag_state", "flag_session_overrides", "flag_audit")
+
+
+# -- The event log (0008): every write, hash-chained so that tampering shows -----------------
+
+
+class MemoryEventRow(Base):
+    """One event of the append-only log (``memory._events`` explains the chain).
+
+    ``hash`` covers the sequence number, time, agent, operation, target, the previous hash
+    and ``payload_digest``, a digest of the user id and payload. Redaction (forgetting a
+    user) blanks ``user_id`` and ``payload_json`` but keeps the digest, so the chain still
+    verifies without the personal data.
+    """
+
+    __tablename__ = "memory_events"
+
+    # Numbered by the writer (head + 1, under the chain lock), not by a sequence: a
+    # rolled-back transaction leaves no gap, so a missing number means a deleted event.
+    seq: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    user_id: Mapped[str] = mapped_column(sa.String(ID_LENGTH))
+    agent_id: Mapped[str] = mapped_column(sa.String(ID_LENGTH))
+    operation: Mapped[str] = mapped_column(sa.String(64))
+    target: Mapped[str] = mapped_column(sa.String(256))
+    payload_json: Mapped[str | None] = mapped_column(sa.Text(), nullable=True)
+    payload_digest: Mapped[str] = mapped_column(sa.String(HASH_LENGTH))
+    redacted: Mapped[bool] = mapped_column(sa.Boolean())
+    prev_hash: Mapped[str] = mapped_column(sa.String(HASH_LENGTH))
+    hash: Mapped[str] = mapped_column(sa.String(HASH_LENGTH))
+
+    __table_args__ = (
+        # A user's events (cache versions, redaction) and one target's history (merging a
+        # shared session context), both in log order.
+        sa.Index("ix_memory_events_user_id_seq", "user_id", "seq"),
+        sa.Index("ix_memory_events_target_seq", "target", "seq"),
+    )
+
+
+EVENT_TABLES = ("memory_events",)
