@@ -450,3 +450,92 @@ class MemoryEventRow(Base):
 
 
 EVENT_TABLES = ("memory_events",)
+
+
+# -- Sharing (0009): grants of a memory, a tag or a tier, and the teams grants can name -------
+
+GRANT_TARGETS = ("memory", "tag", "tier")
+GRANTEE_TYPES = ("agent", "team")
+GRANT_ACCESS = ("read", "write")
+
+
+class SharingTeamRow(Base):
+    """One agent's membership of one of a user's named teams (a team is its members)."""
+
+    __tablename__ = "sharing_teams"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(sa.String(ID_LENGTH))
+    team: Mapped[str] = mapped_column(sa.String(ID_LENGTH))
+    agent_id: Mapped[str] = mapped_column(sa.String(ID_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        sa.UniqueConstraint("user_id", "team", "agent_id"),
+        # The teams of the agent reading, inside every visibility predicate.
+        sa.Index("ix_sharing_teams_user_id_agent_id_team", "user_id", "agent_id", "team"),
+        {"sqlite_autoincrement": True},
+    )
+
+
+class SharingGrantRow(Base):
+    """``owner_agent`` lets ``grantee`` (an agent, or a team of the same user) read or also
+    update its memories: one memory, those with a metadata tag, or a whole tier.
+
+    Grants never cross users: the visibility predicate matches ``user_id`` on both sides.
+    ``target_key`` is a digest of the target, so that sharing the same thing with the same
+    grantee again updates the grant instead of adding a second one.
+    """
+
+    __tablename__ = "sharing_grants"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(sa.String(ID_LENGTH))
+    owner_agent: Mapped[str] = mapped_column(sa.String(ID_LENGTH))
+    target: Mapped[str] = mapped_column(sa.String(16))
+    target_key: Mapped[str] = mapped_column(sa.String(HASH_LENGTH))
+    # A grant of one memory goes with it (CASCADE): it means nothing without the memory.
+    memory_id: Mapped[int | None] = mapped_column(
+        BigId, sa.ForeignKey("memories.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    tier: Mapped[str | None] = mapped_column(sa.String(16), nullable=True)
+    tag_key: Mapped[str | None] = mapped_column(sa.String(ID_LENGTH), nullable=True)
+    tag_value_json: Mapped[str | None] = mapped_column(sa.String(1024), nullable=True)
+    grantee_type: Mapped[str] = mapped_column(sa.String(16))
+    grantee: Mapped[str] = mapped_column(sa.String(ID_LENGTH))
+    access: Mapped[str] = mapped_column(sa.String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
+
+    __table_args__ = (
+        sa.UniqueConstraint(
+            "user_id",
+            "owner_agent",
+            "grantee_type",
+            "grantee",
+            "target_key",
+            name="uq_sharing_grants_grant",
+        ),
+        # Tier and tag grants of one owner, probed per candidate memory.
+        sa.Index(
+            "ix_sharing_grants_user_id_owner_agent_target", "user_id", "owner_agent", "target"
+        ),
+        # The grants a reader holds (vector candidates, `memctl grants`).
+        sa.Index(
+            "ix_sharing_grants_user_id_grantee_type_grantee", "user_id", "grantee_type", "grantee"
+        ),
+        sa.CheckConstraint(f"target IN {GRANT_TARGETS!r}", name="target"),
+        sa.CheckConstraint(f"grantee_type IN {GRANTEE_TYPES!r}", name="grantee_type"),
+        sa.CheckConstraint(f"access IN {GRANT_ACCESS!r}", name="access"),
+        sa.CheckConstraint(
+            "(target = 'memory' AND memory_id IS NOT NULL AND tier IS NULL AND tag_key IS NULL)"
+            " OR (target = 'tier' AND tier IS NOT NULL AND memory_id IS NULL AND tag_key IS NULL)"
+            " OR (target = 'tag' AND tag_key IS NOT NULL AND tag_value_json IS NOT NULL"
+            " AND memory_id IS NULL AND tier IS NULL)",
+            name="target_fields",
+        ),
+        {"sqlite_autoincrement": True},
+    )
+
+
+SHARING_TABLES = ("sharing_teams", "sharing_grants")
