@@ -7,6 +7,7 @@ agent hosts sharing one store. Everything dialect-specific about connections liv
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,6 +16,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import StaticPool
 
+from memory import _telemetry as telemetry
 from memory._errors import InvalidInputError
 
 DATABASE_URL_ENV = "MEMORY_DATABASE_URL"
@@ -65,16 +67,46 @@ def create_engine(url: str | URL | None = None, **overrides: Any) -> Engine:
     """
     resolved = resolve_database_url(url)
     if resolved.get_backend_name() == "sqlite":
-        return _create_sqlite_engine(resolved, **overrides)
-    options: dict[str, Any] = {
-        "pool_size": POSTGRES_POOL_SIZE,
-        "max_overflow": POSTGRES_POOL_SIZE,
-        "pool_timeout": POSTGRES_TIMEOUT_SECONDS,
-        "pool_pre_ping": True,
-        "connect_args": {"connect_timeout": POSTGRES_TIMEOUT_SECONDS},
+        engine = _create_sqlite_engine(resolved, **overrides)
+    else:
+        options: dict[str, Any] = {
+            "pool_size": POSTGRES_POOL_SIZE,
+            "max_overflow": POSTGRES_POOL_SIZE,
+            "pool_timeout": POSTGRES_TIMEOUT_SECONDS,
+            "pool_pre_ping": True,
+            "connect_args": {"connect_timeout": POSTGRES_TIMEOUT_SECONDS},
+        }
+        options.update(overrides)
+        engine = sa.create_engine(resolved, **options)
+    _measure_statements(engine)
+    return engine
+
+
+def _measure_statements(engine: Engine) -> None:
+    """Record ``memory.db.query_duration`` for every statement the engine executes."""
+    backend = engine.dialect.name
+    # One attribute dict per verb, built once: the hot path only looks it up.
+    attributes = {
+        verb: {"backend": backend, "operation": verb}
+        for verb in ("select", "insert", "update", "delete", "other")
     }
-    options.update(overrides)
-    return sa.create_engine(resolved, **options)
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _started(
+        _connection: Any, _cursor: Any, _statement: str, _parameters: Any, context: Any, _many: bool
+    ) -> None:
+        if context is not None:
+            context.memory_started = time.perf_counter()
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _finished(
+        _connection: Any, _cursor: Any, statement: str, _parameters: Any, context: Any, _many: bool
+    ) -> None:
+        started = getattr(context, "memory_started", None)
+        if started is not None:
+            telemetry.instruments().db_query_duration.record(
+                telemetry.elapsed_ms(started), attributes[telemetry.statement_operation(statement)]
+            )
 
 
 def _create_sqlite_engine(url: URL, **overrides: Any) -> Engine:

@@ -12,7 +12,8 @@ runtime can catch one type::
     ├── SchemaError                        the database schema does not fit this code
     ├── ArchiveError                       a migration archive is missing, corrupt or unusable
     ├── DatabaseUnavailableError           the database could not be reached or stayed locked
-    └── EmbedderUnavailableError           the embedding model cannot be loaded
+    ├── EmbedderUnavailableError           the embedding model cannot be loaded
+    └── ExporterUnavailableError           a metrics exporter's extra is not installed
 """
 
 from __future__ import annotations
@@ -65,3 +66,7 @@ class DatabaseUnavailableError(MemoryStoreError):
 
 class EmbedderUnavailableError(MemoryStoreError):
     """The embedding model cannot be loaded (for example, the extra is not installed)."""
+
+
+class ExporterUnavailableError(MemoryStoreError):
+    """A metrics exporter was asked for but its optional extra is not installed."""
