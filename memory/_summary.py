@@ -9,7 +9,7 @@ How the sentences are chosen:
    space, after ``。！？``, and at line breaks); white space is collapsed and repeated
    sentences (ignoring case) are kept once.
 2. A sentence's terms are its case-folded words of three or more characters (or digits)
-   that are not common English stop words. A term weighs as much as the number of
+   that are not stop words (the keyword index's list). A term weighs as much as the number of
    sentences it appears in: what a session keeps coming back to is what it was about.
 3. Sentences are picked greedily by the weight of the terms they add that the summary does
    not cover yet, divided by the square root of their length (so a long sentence must add
@@ -30,6 +30,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from memory._text import STOPWORDS
+
 DEFAULT_SUMMARY_CHARS = 1000
 SEPARATOR = "\n"
 ELLIPSIS = "…"
@@ -37,15 +39,6 @@ ELLIPSIS = "…"
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?…])\s+|(?<=[。！？])|\n+")
 _WORD = re.compile(r"\w+")
 _MIN_TERM_CHARS = 3
-_STOPWORDS = frozenset(
-    """about above after again against all and any are because been before being below
-    between both but can could did does doing down during each few for from further had has
-    have having her here hers herself him himself his how into its itself just more most
-    myself nor not now off once only other our ours ourselves out over own same she should
-    some such than that the their theirs them themselves then there these they this those
-    through too under until very was were what when where which while who whom why will
-    with would you your yours yourself yourselves""".split()
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +52,7 @@ def _terms(sentence: str) -> frozenset[str]:
     return frozenset(
         word
         for word in _WORD.findall(sentence.casefold())
-        if (len(word) >= _MIN_TERM_CHARS or word.isdigit()) and word not in _STOPWORDS
+        if (len(word) >= _MIN_TERM_CHARS or word.isdigit()) and word not in STOPWORDS
     )
 
 
