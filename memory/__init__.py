@@ -24,6 +24,7 @@ from memory._errors import (
     SessionExpiredError,
     StaleVersionError,
 )
+from memory._flag_store import DatabaseFlagProvider, FlagAuditEntry, StoredFlag
 from memory._graph import EntityGraph
 from memory._injection import ContextItem, InjectedContext, ResumedSession
 from memory._migrate import RevisionInfo, downgrade, head_revision, history, upgrade
@@ -57,11 +58,13 @@ __all__ = [
     "ConflictError",
     "ContextItem",
     "DATABASE_URL_ENV",
+    "DatabaseFlagProvider",
     "DatabaseUnavailableError",
     "Embedder",
     "EmbedderUnavailableError",
     "Entity",
     "EntityGraph",
+    "FlagAuditEntry",
     "HashingEmbedder",
     "InjectedContext",
     "InvalidInputError",
@@ -85,6 +88,7 @@ __all__ = [
     "SessionCheckpoint",
     "SessionExpiredError",
     "StaleVersionError",
+    "StoredFlag",
     "TableChecksum",
     "TokenCounter",
     "backup",
