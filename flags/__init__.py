@@ -8,7 +8,15 @@ memory layer asks an evaluator "is this flag on for this context?".
 >>> evaluator = FlagEvaluator(environ={})
 >>> evaluator.is_enabled(USE_ENHANCED_INJECTION, EvaluationContext(user_id="u-1"))
 False
+
+The Unleash and OpenFeature providers (:class:`UnleashFlagProvider`,
+:class:`OpenFeatureFlagProvider`) need optional packages and are imported on first use, so
+``import flags`` stays light; without their extra, using one raises
+:class:`MissingPackageError` with the ``pip install`` line to run.
 """
+
+import importlib
+from typing import TYPE_CHECKING
 
 from flags._context import EvaluationContext
 from flags._definitions import FlagDefinition, SessionOverride, Stickiness, check_dependencies
@@ -26,6 +34,7 @@ from flags._exceptions import (
     FlagError,
     FlagProviderError,
     FlagValueError,
+    MissingPackageError,
 )
 from flags._hashing import murmur3_32, normalized_hash
 from flags._providers import FlagProvider, InMemoryFlagProvider
@@ -35,6 +44,26 @@ from flags._registry import (
     USE_ENHANCED_INJECTION,
     USE_HIERARCHICAL_TIERS,
 )
+
+if TYPE_CHECKING:
+    from flags._openfeature import OpenFeatureFlagProvider
+    from flags._unleash import UnleashFlagProvider
+
+# Public name -> the private module that defines it, imported by __getattr__ on first use.
+_OPTIONAL = {
+    "OpenFeatureFlagProvider": "flags._openfeature",
+    "UnleashFlagProvider": "flags._unleash",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _OPTIONAL.get(name)
+    if module is None:
+        raise AttributeError(f"module 'flags' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "BUILTIN_FLAGS",
@@ -53,12 +82,15 @@ __all__ = [
     "FlagState",
     "FlagValueError",
     "InMemoryFlagProvider",
+    "MissingPackageError",
+    "OpenFeatureFlagProvider",
     "Rule",
     "SessionOverride",
     "Stickiness",
     "USE_CROSS_AGENT_SHARING",
     "USE_ENHANCED_INJECTION",
     "USE_HIERARCHICAL_TIERS",
+    "UnleashFlagProvider",
     "check_dependencies",
     "export_flag_states",
     "murmur3_32",

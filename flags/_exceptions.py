@@ -8,7 +8,8 @@ defined, when the environment is read at start-up, and by providers::
     │   ├── FlagDefinitionError             a FlagDefinition or SessionOverride field
     │   │   └── FlagDependencyError         an unknown parent flag or a dependency cycle
     │   └── EnvironmentOverrideError        an environment variable holds no valid setting
-    └── FlagProviderError                   a provider could not produce a snapshot
+    ├── FlagProviderError                   a provider could not produce a snapshot
+    └── MissingPackageError (ImportError)   an optional provider's package is not installed
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ __all__ = [
     "FlagError",
     "FlagProviderError",
     "FlagValueError",
+    "MissingPackageError",
 ]
 
 
@@ -60,3 +62,17 @@ class EnvironmentOverrideError(FlagValueError):
 
 class FlagProviderError(FlagError):
     """A provider could not produce a snapshot of flag definitions."""
+
+
+class MissingPackageError(FlagError, ImportError):
+    """An optional provider needs a package that is not installed; the message says how to
+    install it (``pip install 'tiered-memory[EXTRA]'``)."""
+
+    def __init__(self, feature: str, package: str, extra: str) -> None:
+        super().__init__(
+            f"{feature} needs the {package} package, which is not installed: "
+            f"pip install 'tiered-memory[{extra}]'",
+            name=package,
+        )
+        self.package = package
+        self.extra = extra
