@@ -25,15 +25,17 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from memory import _telemetry as telemetry
 from memory._db import Database
 from memory._embeddings import Embedder, Matrix
 from memory._models import NO_SESSION, Base, utcnow
@@ -62,20 +64,31 @@ VECTOR_CANDIDATES = 100
 # neither list found.
 NEIGHBOUR_SOURCES = 20
 
+_QUERY_EMBEDDING_CACHE = {"cache": "query_embedding"}
+_DEGRADED = {"search": {"operation": "search"}, "write": {"operation": "write"}}
 
-@dataclass
+
+@dataclass(frozen=True, slots=True)
 class RetrievalStats:
-    """Counters the metrics layer publishes; every increment happens under one lock."""
+    """Retrieval counts of this process, read from the metrics (``memory._telemetry``),
+    which are the one place they are counted. Zero while metrics are disabled."""
 
-    searches: int = 0
-    degraded_searches: int = 0
-    query_cache_hits: int = 0
-    query_cache_misses: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    searches: int
+    degraded_searches: int
+    query_cache_hits: int
+    query_cache_misses: int
 
-    def add(self, name: str, amount: int = 1) -> None:
-        with self.lock:
-            setattr(self, name, getattr(self, name) + amount)
+    @classmethod
+    def read(cls) -> RetrievalStats:
+        """The counts so far."""
+        now = telemetry.totals()
+        durations = now.histogram(telemetry.RAG_SEARCH_DURATION)
+        return cls(
+            searches=durations.count if durations is not None else 0,
+            degraded_searches=int(now.counter(telemetry.DEGRADED_SEARCHES)),
+            query_cache_hits=int(now.counter(telemetry.CACHE_HITS, cache="query_embedding")),
+            query_cache_misses=int(now.counter(telemetry.CACHE_MISSES, cache="query_embedding")),
+        )
 
 
 class _UserVectors:
@@ -178,7 +191,8 @@ class Retriever:
         self._store = store
         self.embedder = embedder
         self.weights = weights or FusionWeights()
-        self.stats = RetrievalStats()
+        self._hybrid = {"backend": db.dialect, "mode": "hybrid"}
+        self._keyword = {"backend": db.dialect, "mode": "keyword"}
         self._users: dict[str, _UserVectors] = {}
         self._users_lock = threading.Lock()
         self._query_vectors: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -196,26 +210,26 @@ class Retriever:
         try:
             matrix = self.embedder.embed(unique)
         except Exception:  # the write must not fail because of the model
-            self._degraded("embedding for a write")
+            self._degraded("write", "embedding for a write")
             return None
         return self.embedder.model_name, dict(zip(unique, matrix, strict=True))
 
     def _query_vector(self, query: str) -> np.ndarray | None:
         if self.embedder is None:
-            self._degraded("search (no embedder configured)")
+            self._degraded("search", "search (no embedder configured)")
             return None
         with self._cache_lock:
             cached = self._query_vectors.get(query)
             if cached is not None:
                 self._query_vectors.move_to_end(query)
         if cached is not None:
-            self.stats.add("query_cache_hits")
+            telemetry.instruments().cache_hits.add(1, _QUERY_EMBEDDING_CACHE)
             return cached
-        self.stats.add("query_cache_misses")
+        telemetry.instruments().cache_misses.add(1, _QUERY_EMBEDDING_CACHE)
         try:
             vector: Matrix = self.embedder.embed([query])
         except Exception:
-            self._degraded("search")
+            self._degraded("search", "search")
             return None
         row: np.ndarray = vector[0]
         with self._cache_lock:
@@ -224,8 +238,8 @@ class Retriever:
                 self._query_vectors.popitem(last=False)
         return row
 
-    def _degraded(self, what: str) -> None:
-        self.stats.add("degraded_searches")
+    def _degraded(self, operation: Literal["search", "write"], what: str) -> None:
+        telemetry.instruments().degraded_searches.add(1, _DEGRADED[operation])
         if not self._warned:
             self._warned = True
             logger.warning(
@@ -354,12 +368,16 @@ class Retriever:
 
     def search(self, owner: Owner, query: SearchQuery) -> list[SearchHit]:
         """The ``query.limit`` best memories of this user and agent for ``query.text``."""
-        self.stats.add("searches")
+        started = time.perf_counter()
         wanted = list(dict.fromkeys(terms(query.text)))
         vector = self._query_vector(query.text)
-        return self._db.read(
+        hits = self._db.read(
             lambda connection: self._search(connection, owner, wanted, vector, query)
         )
+        telemetry.instruments().rag_search_duration.record(
+            telemetry.elapsed_ms(started), self._keyword if vector is None else self._hybrid
+        )
+        return hits
 
     def _search(
         self,

@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 
 from memory import HashingEmbedder, InvalidInputError, Memory, MiniLMEmbedder
 
@@ -22,6 +23,12 @@ NOTES = [
     "Ada is allergic to peanuts",
     "The staging database was migrated to PostgreSQL 15 last week",
 ]
+
+
+@pytest.fixture
+def memory(search_memory: Memory) -> Memory:
+    """Every test here runs on each search backend, PostgreSQL with pgvector included."""
+    return search_memory
 
 
 def test_search_finds_by_keyword_and_ranks_best_first(memory: Memory, user: str) -> None:
@@ -102,13 +109,15 @@ class FailingEmbedder:
 
 def test_a_failing_embedder_degrades_to_keywords(memory: Memory, user: str) -> None:
     store = Memory(memory.engine, memory.revision, FailingEmbedder())
+    counted = store.retrieval_stats  # the process' metrics: compare deltas
     scope = store.scope(user, "planner", "s1")
     scope.add_many(NOTES)  # writes succeed without vectors
     hits = scope.search("peanuts allergy")
 
     assert [hit.memory.content for hit in hits] == ["Ada is allergic to peanuts"]
     assert hits[0].vector_score == 0.0
-    assert store.retrieval_stats.degraded_searches >= 2  # the write and the search
+    # The write and the search.
+    assert store.retrieval_stats.degraded_searches - counted.degraded_searches >= 2
 
 
 def test_no_embedder_at_all_still_searches(memory: Memory, user: str) -> None:
@@ -149,7 +158,7 @@ WRITER = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("backend", ["sqlite-file", "postgresql"])
+@pytest.mark.parametrize("backend", ["sqlite-file", "postgresql", "postgresql-pgvector"])
 def test_a_memory_written_by_another_process_is_found_next(
     backend: str, url_for: Callable[[str], str], user: str
 ) -> None:
@@ -167,7 +176,7 @@ def test_a_memory_written_by_another_process_is_found_next(
         )
         hits = scope.search("zeppelin hangar")
     assert hits[0].memory.content == novel
-    assert hits[0].vector_score > 0  # found by the in-process vector index, not only keywords
+    assert hits[0].vector_score > 0  # found by the vector index, not only by keywords
 
 
 # -- the same results on every backend, with the real model ----------------------------------------
@@ -214,6 +223,63 @@ def test_every_backend_returns_the_same_results(
         ]
     assert results["sqlite-memory"] == results["sqlite-file"]
     assert results["postgresql"] == results["sqlite-file"]
+    assert results["postgresql-pgvector"] == results["sqlite-file"]
     # The real model finds paraphrases.
     assert results["sqlite-file"][0][0][0] == NOTES[0]
     assert results["sqlite-file"][4][0][0] == NOTES[4]
+
+
+# -- pgvector: the HNSW index in the database, and the fallback without it -----------------------
+
+
+@pytest.mark.parametrize(
+    ("backend", "in_database"),
+    [("postgresql-pgvector", True), ("postgresql", False), ("sqlite-file", False)],
+)
+def test_vector_search_runs_in_the_database_only_where_pgvector_is(
+    backend: str, in_database: bool, url_for: Callable[[str], str], user: str
+) -> None:
+    with Memory.open(url_for(backend), embedder=HashingEmbedder()) as store:
+        scope = store.scope(user, "planner", "s1")
+        scope.add_many(NOTES)
+        assert scope.search("peanuts allergy")[0].memory.content == NOTES[4]
+        assert store._retriever._in_database is in_database
+        # The in-process index holds vectors only where the database does not.
+        assert (store._retriever.index_bytes() == 0) is in_database
+
+
+def test_pgvector_column_is_filled_exactly_by_every_writer(
+    url_for: Callable[[str], str], user: str
+) -> None:
+    with Memory.open(url_for("postgresql-pgvector"), embedder=HashingEmbedder()) as store:
+        scope = store.scope(user, "planner", "s1")
+        first = scope.add("written before the index existed")  # back-filled by prepare
+        scope.search("index")
+        second = scope.add("written after the trigger existed")
+        scope.update(second.id, version=1, content="rewritten content, new vector")
+        with store.engine.connect() as connection:
+            rows = connection.execute(
+                sa.text(
+                    "SELECT memory_id, vector, embedding::text FROM memory_embeddings "
+                    "WHERE memory_id IN (:a, :b) ORDER BY memory_id"
+                ),
+                {"a": first.id, "b": second.id},
+            ).all()
+            # A handful of rows is cheaper to sort than to look up: ask for the index.
+            connection.execute(sa.text("SET enable_seqscan = off"))
+            plan = "\n".join(
+                row[0]
+                for row in connection.execute(
+                    sa.text(
+                        "EXPLAIN SELECT memory_id FROM memory_embeddings "
+                        "WHERE model = 'hashing-64' ORDER BY embedding::vector(64) "
+                        "<=> CAST(:q AS vector(64)) LIMIT 5"
+                    ),
+                    {"q": "[" + ",".join(["0.125"] * 64) + "]"},
+                )
+            )
+    assert [row.memory_id for row in rows] == [first.id, second.id]
+    for row in rows:
+        decoded = np.array(row.embedding.strip("[]").split(","), dtype=np.float32)
+        assert np.array_equal(decoded, np.frombuffer(row.vector, dtype=np.float32))
+    assert "ix_memory_embeddings_hnsw_" in plan  # the HNSW index answers ORDER BY ... LIMIT
