@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import os
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -12,11 +13,12 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import DBAPIError
 
 from memory import _reembed as reembedding
-from memory import _telemetry as telemetry
+from memory._context import MergedContext
 from memory._db import Database
 from memory._embeddings import Embedder, LazyTokenCounter, TokenCounter, default_embedder
 from memory._engine import create_engine
 from memory._errors import DatabaseUnavailableError, InvalidInputError, SchemaError
+from memory._events import ChainReport, MemoryEvent, verify_chain
 from memory._graph import EntityGraph
 from memory._injection import (
     InjectedContext,
@@ -33,9 +35,11 @@ from memory._migrate import (
     revision_at_least,
     upgrade,
 )
+from memory._models import utcnow
 from memory._retrieval import RetrievalStats, Retriever
 from memory._schemas import (
     CodePatternQuery,
+    ContextPatch,
     InjectRequest,
     MemoryChanges,
     MemoryQuery,
@@ -43,6 +47,7 @@ from memory._schemas import (
     NewMemory,
     NewPreference,
     NewSessionState,
+    RecordedEvent,
     ScopeInput,
     SearchQuery,
     as_list,
@@ -59,6 +64,7 @@ from memory._types import (
     Tier,
     Visibility,
 )
+from memory._updates import UPDATES_URL_ENV, Subscription, Updates, UpdatesStatus
 
 
 class Memory:
@@ -80,6 +86,7 @@ class Memory:
         embedder: Embedder | None = None,
         token_counter: TokenCounter | None = None,
         summarizer: Summarizer | None = None,
+        updates: str | None = None,
     ) -> None:
         self.engine = engine
         self.revision = revision
@@ -89,6 +96,21 @@ class Memory:
         self._injector = Injector(
             self._store, self._retriever, token_counter or LazyTokenCounter(), summarizer
         )
+        self._updates = Updates(self._db, updates or os.environ.get(UPDATES_URL_ENV) or "inprocess")
+        self._db.after_commit = self._updates.publish
+        # Cached injections of a user go stale with any of the user's events (a preference or
+        # session state changes them as much as a memory does): local writes right away,
+        # other processes' through the bus, when there is one.
+        self._updates.observe(
+            lambda events: self._injector.invalidate({event.user_id for event in events})
+        )
+        self._cache_subscription: Subscription | None = None
+        if self._updates.backend != "inprocess" and revision_at_least(
+            revision, MEMORIES_REVISION
+        ):
+            self._cache_subscription = self._updates.subscribe(
+                lambda event: self._injector.invalidate({event.user_id})
+            )
 
     @classmethod
     def open(
@@ -98,6 +120,7 @@ class Memory:
         embedder: Embedder | None | Literal["default"] = "default",
         token_counter: TokenCounter | None = None,
         summarizer: Summarizer | None = None,
+        updates: str | None = None,
         **engine_options: Any,
     ) -> Memory:
         """Open the store at ``url`` (default: ``$MEMORY_DATABASE_URL``, else ``memory.db``).
@@ -106,7 +129,9 @@ class Memory:
         with ``None`` (or without the extra) search answers from keywords alone.
         ``token_counter`` measures injected context (default: the model's WordPiece
         tokenizer); ``summarizer`` consolidates working memory during compaction (default:
-        a deterministic extractive summary).
+        a deterministic extractive summary). ``updates`` chooses the backend of the
+        ``memory:updates`` channel: ``inprocess`` (the default), ``postgresql`` (LISTEN/NOTIFY
+        on this database) or a ``redis://`` URL; default ``$MEMORY_UPDATES_URL``.
         """
         if embedder == "default":
             embedder = default_embedder()
@@ -131,7 +156,11 @@ class Memory:
                 f"the database is at revision {revision!r}, which this code does not know "
                 f"(newest known: {head_revision()}); upgrade the library"
             )
-        return cls(engine, revision, embedder, token_counter, summarizer)
+        try:
+            return cls(engine, revision, embedder, token_counter, summarizer, updates)
+        except BaseException:
+            engine.dispose()
+            raise
 
     @property
     def embedder(self) -> Embedder | None:
@@ -140,15 +169,13 @@ class Memory:
 
     @property
     def retrieval_stats(self) -> RetrievalStats:
-        """Counts of searches, degraded searches and query-embedding cache use, read from
-        the process' metrics (every ``Memory`` in the process contributes)."""
-        return RetrievalStats.read()
+        """Counters of searches, degraded searches and query-embedding cache use."""
+        return self._retriever.stats
 
     @property
     def injection_stats(self) -> InjectionStats:
-        """Counts of injections, cache use, overflows, compactions and resumptions, read
-        from the process' metrics (every ``Memory`` in the process contributes)."""
-        return InjectionStats.read()
+        """Counters of injections, cache use, overflows, compactions and resumptions."""
+        return self._injector.stats
 
     def embeddings_needing_refresh(self) -> int:
         """How many memories lack an embedding from the current model (see ``reembed``)."""
@@ -188,8 +215,41 @@ class Memory:
         checked = validate(ScopeInput, {"user": user, "agent": "graph"})
         return EntityGraph(self._db, checked.user)
 
+    # -- the event log and memory:updates ------------------------------------------------------
+
+    def subscribe(
+        self,
+        callback: Callable[[MemoryEvent], None],
+        *,
+        after_seq: int | None = None,
+        user: str | None = None,
+    ) -> Subscription:
+        """Call ``callback`` with every event committed after ``after_seq`` (default: from
+        now on), of ``user`` only if given, in order and once each, on a thread of its own;
+        ``close()`` the subscription to stop. Survives the bus going down (see
+        ``memory._updates``)."""
+        self._require_events()
+        return self._updates.subscribe(callback, after_seq=after_seq, user=user)
+
+    def updates_status(self) -> UpdatesStatus:
+        """The ``memory:updates`` backend and whether it is degraded (for health checks)."""
+        return self._updates.status()
+
+    def verify_events(self) -> ChainReport:
+        """Walk the hash chain of the event log; the report names the first bad event."""
+        self._require_events()
+        return self._db.read(verify_chain)
+
+    def _require_events(self) -> None:
+        if not revision_at_least(self.revision, MEMORIES_REVISION):
+            raise SchemaError(
+                f"the event log needs schema revision {MEMORIES_REVISION}; the database is at "
+                f"{self.revision}: run `memctl migrate`"
+            )
+
     def close(self) -> None:
-        """Release every pooled connection."""
+        """Stop subscriptions and release every pooled connection."""
+        self._updates.close()
         self.engine.dispose()
 
     def __enter__(self) -> Memory:
@@ -239,7 +299,6 @@ class Scope:
 
     # -- memories -----------------------------------------------------------------------------
 
-    @telemetry.counted("add")
     def add(
         self,
         content: str | bytes,
@@ -264,7 +323,6 @@ class Scope:
         )
         return self._store.add_memories(self._owner, [item], self._embedded([item.content]))[0]
 
-    @telemetry.counted("add_many")
     def add_many(self, items: Iterable[str | Mapping[str, Any]]) -> list[MemoryRecord]:
         """Store many memories in one transaction: each item is the content, or a mapping
         with the keyword arguments of ``add``. All are stored, or none."""
@@ -278,12 +336,10 @@ class Scope:
         vectors = self._embedded(item.content for item in validated)
         return self._store.add_memories(self._owner, validated, vectors)
 
-    @telemetry.counted("get")
     def get(self, memory_id: int) -> MemoryRecord:
         """The memory ``memory_id``; counts as an access. Raises ``NotFoundError``."""
         return self._store.get_memory(self._owner, _memory_id(memory_id))
 
-    @telemetry.counted("update")
     def update(
         self,
         memory_id: int,
@@ -309,7 +365,6 @@ class Scope:
         vectors = self._embedded([changes.content]) if changes.content is not None else None
         return self._store.update_memory(self._owner, _memory_id(memory_id), changes, vectors)
 
-    @telemetry.counted("list")
     def list(
         self,
         *,
@@ -337,14 +392,12 @@ class Scope:
         )
         return self._store.list_memories(self._owner, query)
 
-    @telemetry.counted("delete")
     def delete(self, memory_id: int) -> None:
         """Delete a memory and its metadata. Raises ``NotFoundError``."""
         self._store.delete_memory(self._owner, _memory_id(memory_id))
 
     # -- retrieval ----------------------------------------------------------------------------
 
-    @telemetry.counted("search")
     def search(
         self,
         query: str,
@@ -372,7 +425,6 @@ class Scope:
         )
         return self._retriever.search(self._owner, checked)
 
-    @telemetry.counted("inject")
     def inject(self, query: str, budget_tokens: int = 512) -> InjectedContext:
         """The context block for ``query``: session state, preferences, recent working
         memory, relevant memories and code patterns, never over ``budget_tokens``.
@@ -380,7 +432,6 @@ class Scope:
         checked = validate(InjectRequest, {"text": query, "budget_tokens": budget_tokens})
         return self._injector.inject(self._owner, checked.text, checked.budget_tokens)
 
-    @telemetry.counted("resume")
     def resume(self, session: str | None = None) -> ResumedSession:
         """Restore a session: its latest checkpoint and its working memory. Raises
         ``NotFoundError`` (no state for this user) or ``SessionExpiredError``."""
@@ -393,24 +444,20 @@ class Scope:
 
     # -- preferences --------------------------------------------------------------------------
 
-    @telemetry.counted("set_preference")
     def set_preference(self, key: str, value: Any, *, confidence: float = 1.0) -> Preference:
         """Set the user's current value for ``key`` (JSON-serialisable), as this agent."""
         item = validate(NewPreference, {"key": key, "value": value, "confidence": confidence})
         return self._store.set_preference(self._owner, item)
 
-    @telemetry.counted("get_preference")
     def get_preference(self, key: str) -> Preference | None:
         """The user's current value for ``key``, or None."""
         checked = validate(NewPreference, {"key": key, "value": None})
         return self._store.get_preference(self._owner, checked.key)
 
-    @telemetry.counted("list_preferences")
     def list_preferences(self) -> builtins.list[Preference]:
         """All of the user's preferences, by key."""
         return self._store.list_preferences(self._owner)
 
-    @telemetry.counted("delete_preference")
     def delete_preference(self, key: str) -> None:
         """Remove the user's preference ``key``. Raises ``NotFoundError``."""
         checked = validate(NewPreference, {"key": key, "value": None})
@@ -418,7 +465,6 @@ class Scope:
 
     # -- code patterns ------------------------------------------------------------------------
 
-    @telemetry.counted("record_pattern")
     def record_pattern(
         self,
         language: str,
@@ -442,12 +488,10 @@ class Scope:
         )
         return self._store.record_pattern(self._owner, item)
 
-    @telemetry.counted("use_pattern")
     def use_pattern(self, pattern_id: int) -> CodePattern:
         """Count a use of a pattern (raises ``NotFoundError``)."""
         return self._store.use_pattern(self._owner, _memory_id(pattern_id, "pattern_id"))
 
-    @telemetry.counted("find_patterns")
     def find_patterns(
         self,
         *,
@@ -470,7 +514,6 @@ class Scope:
             raise InvalidInputError("session: session state needs a scope opened with a session")
         return self._owner.session
 
-    @telemetry.counted("save_state")
     def save_state(
         self, state: Mapping[str, Any], *, ttl: timedelta | None = None
     ) -> SessionCheckpoint:
@@ -482,10 +525,54 @@ class Scope:
         )
         return self._store.save_state(self._owner, session, item)
 
-    @telemetry.counted("load_state")
     def load_state(self) -> SessionCheckpoint | None:
         """The latest live checkpoint of this session, or None."""
         return self._store.load_state(self._owner, self._require_session())
+
+    def merge_context(
+        self,
+        patch: Mapping[str, Any],
+        *,
+        seen: int | None = None,
+        timestamp: datetime | None = None,
+        ttl: timedelta | None = None,
+    ) -> MergedContext:
+        """Update this session's context shared by several agents with ``patch``.
+
+        Concurrent patches merge by ``(timestamp, agent, log order)``, the same wherever it
+        is computed; a key that loses, or overrides another agent's value written after the
+        event ``seen`` (the ``event_seq`` of what this agent last read), is logged as a
+        ``context.conflict`` event and returned in ``conflicts`` (see ``memory._context``).
+        """
+        session = self._require_session()
+        item = validate(
+            ContextPatch,
+            {"patch": dict(patch) if isinstance(patch, Mapping) else patch, "seen": seen,
+             "timestamp": timestamp, "ttl": ttl},
+        )
+        return self._store.merge_context(
+            self._owner, session, item.patch, item.timestamp or utcnow(), item.seen, item.ttl
+        )
+
+    def record_event(
+        self,
+        event: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        memory: Mapping[str, Any] | None = None,
+    ) -> tuple[MemoryEvent, MemoryRecord | None]:
+        """Append an event of type ``event`` with ``data`` (a JSON object) to the log, and
+        store ``memory`` (the keyword arguments of ``add``, with ``content``) with it, in one
+        transaction. For external dispatchers and consumers (``memctl record``)."""
+        checked = validate(
+            RecordedEvent, {"event": event, "data": dict(data or {}), "memory": memory}
+        )
+        vectors = (
+            self._embedded([checked.memory.content]) if checked.memory is not None else None
+        )
+        return self._store.record_event(
+            self._owner, checked.event, checked.data, checked.memory, vectors
+        )
 
 
 def _memory_id(value: Any, what: str = "memory_id") -> int:

@@ -25,8 +25,9 @@ from sqlalchemy.engine import Engine
 from memory._engine import write_options
 from memory._errors import InvalidInputError, SchemaError
 
-# Phase 2 memories need their tables (0004) and the retrieval index over them (0005).
-MEMORIES_REVISION = "0005"
+# Phase 2 memories need their tables (0004), the retrieval index over them (0005) and the
+# event log every write appends to (0008).
+MEMORIES_REVISION = "0008"
 
 
 def _script_location() -> str:

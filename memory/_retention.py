@@ -71,6 +71,7 @@ from sqlalchemy.engine import Connection
 from memory._db import Database
 from memory._engine import is_memory_sqlite
 from memory._errors import ConflictError, InvalidInputError, SchemaError
+from memory._events import append_event, record_removals
 from memory._indexing import IndexEntry, log_changes, write_index
 from memory._migrate import MEMORIES_REVISION, revision_at_least
 from memory._models import TIERS, Base, utcnow
@@ -92,6 +93,8 @@ logger = logging.getLogger("memory.retention")
 
 MAINTENANCE_REVISION = "0006"
 RETENTION_JOB = "retention"
+# The agent id retention acts as in the event log.
+RETENTION_AGENT = "retention"
 DEFAULT_WORKING_WINDOW = timedelta(hours=24)
 DEFAULT_SESSION_STATE_WINDOW = timedelta(hours=24)
 DEFAULT_BATCH_SIZE = 500
@@ -278,6 +281,9 @@ def _remove_expired_batch(connection: Connection, now: datetime, limit: int) -> 
         .returning(memories.c.id, memories.c.user_id)
     ).all()
     log_changes(connection, [(row.user_id, row.id) for row in removed])
+    record_removals(
+        connection, RETENTION_AGENT, "retention.expire", [(row.user_id, row.id) for row in removed]
+    )
     return len(removed)
 
 
@@ -467,6 +473,10 @@ def _insert_summary(
             {"memory_id": memory_id, "key": CONSOLIDATED_BY, "value_json": '"retention"'},
         ],
     )
+    append_event(
+        connection, user, RETENTION_AGENT, "memory.consolidate", f"memory:{memory_id}",
+        {"memory_id": memory_id, "consolidated_from": ids},
+    )
     vector = summary.vector if content == summary.content else None
     write_index(
         connection,
@@ -504,6 +514,9 @@ def _remove_batch(
     )
     removed = [row for row in batch if row.id in deleted]
     log_changes(connection, [(row.user_id, row.id) for row in removed])
+    record_removals(
+        connection, RETENTION_AGENT, "retention.remove", [(row.user_id, row.id) for row in removed]
+    )
     written = 0
     if planned is not None and removed:
         assert run.summarizer is not None
@@ -622,6 +635,10 @@ def _remove_checkpoint_batch(
             )
         )
         removed += result.rowcount
+        append_event(
+            connection, user, RETENTION_AGENT, "retention.remove_state", f"session:{session}",
+            {"session": session, "through_checkpoint": seq},
+        )
     return removed
 
 

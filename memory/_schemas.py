@@ -37,6 +37,7 @@ MAX_TAG_CHARS = 64
 MAX_BATCH = 10_000
 MAX_QUERY_CHARS = 4_096
 MAX_TTL = timedelta(days=3650)
+MAX_EVENT_DATA_BYTES = 65_536
 
 Tier = Literal["working", "episodic", "semantic"]
 Visibility = Literal["private", "shared"]
@@ -245,6 +246,42 @@ class CodePatternQuery(_Input):
 class NewSessionState(_Input):
     state: Annotated[dict[str, Any], _json_within(MAX_STATE_BYTES)]
     ttl: Ttl = None
+
+
+def _non_empty(value: dict[str, Any]) -> dict[str, Any]:
+    if not value:
+        raise ValueError("must change at least one key")
+    return value
+
+
+class ContextPatch(_Input):
+    patch: Annotated[
+        dict[Identifier, Any], _json_within(MAX_STATE_BYTES), AfterValidator(_non_empty)
+    ]
+    seen: Annotated[int, Field(ge=0)] | None = None
+    timestamp: AwareDatetime = None
+    ttl: Ttl = None
+
+
+# Event types the library writes itself: an external event may not pose as one of them.
+RESERVED_EVENT_PREFIXES = (
+    "context.", "events.", "grant.", "memory.", "pattern.", "preference.", "retention.",
+    "share.", "sharing.", "state.", "user.",
+)
+
+
+def _not_reserved(value: str) -> str:
+    if value.startswith(RESERVED_EVENT_PREFIXES):
+        raise ValueError(f"{value!r} is reserved for the library's own events")
+    return value
+
+
+class RecordedEvent(_Input):
+    event: Annotated[
+        str, Field(pattern=r"^[a-z][a-z0-9_.:-]{0,63}$"), AfterValidator(_not_reserved)
+    ]
+    data: Annotated[dict[str, Any], _json_within(MAX_EVENT_DATA_BYTES)]
+    memory: NewMemory | None = None
 
 
 # -- Phase 1: MCP memory server shapes (camelCase names as in its tools) ----------------------

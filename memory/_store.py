@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -17,8 +17,23 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import IntegrityError
 
+from memory._context import (
+    CONFLICT_OPERATION,
+    PATCH_OPERATION,
+    MergedContext,
+    conflicts_of,
+    merge_patches,
+)
 from memory._db import Database
 from memory._errors import ConflictError, NotFoundError, StaleVersionError
+from memory._events import (
+    MemoryEvent,
+    NewEvent,
+    append_event,
+    append_events,
+    events_of,
+    memory_target,
+)
 from memory._indexing import IndexEntry, log_changes, replace_index, write_index
 from memory._models import NO_SESSION, Base, utcnow
 from memory._schemas import (
@@ -168,6 +183,24 @@ class Store:
             .returning(memories.c.id, memories.c.content_hash)
         )
         inserted = {row.content_hash: row.id for row in connection.execute(statement, rows)}
+        append_events(
+            connection,
+            [
+                NewEvent(
+                    owner.user,
+                    owner.agent,
+                    "memory.add",
+                    memory_target(memory_id),
+                    {
+                        "memory_id": memory_id,
+                        "session": owner.session,
+                        "tier": by_hash[digest].tier,
+                        "content_hash": digest,
+                    },
+                )
+                for digest, memory_id in inserted.items()
+            ],
+        )
         metadata_rows = [
             {"memory_id": memory_id, "key": key, "value_json": canonical_json(value)}
             for digest, memory_id in inserted.items()
@@ -288,6 +321,14 @@ class Store:
                 if current is None:
                     raise NotFoundError(f"memory {memory_id} does not exist in this scope")
                 raise StaleVersionError(memory_id, changes.version, current)
+            changed = sorted(
+                name for name in ("content", "tier", "importance", "metadata")
+                if getattr(changes, name) is not None
+            )
+            append_event(
+                connection, owner.user, owner.agent, "memory.update", memory_target(memory_id),
+                {"memory_id": memory_id, "version": row["version"], "changed": changed},
+            )
             if changes.content is not None:
                 vector = vectors.vectors.get(changes.content) if vectors else None
                 entry = IndexEntry(memory_id, owner.user, changes.content, vector)
@@ -344,6 +385,10 @@ class Store:
             if result.rowcount == 0:
                 raise NotFoundError(f"memory {memory_id} does not exist in this scope")
             log_changes(connection, [(owner.user, memory_id)])
+            append_event(
+                connection, owner.user, owner.agent, "memory.delete", memory_target(memory_id),
+                {"memory_id": memory_id},
+            )
 
         self.db.write(operation)
 
@@ -374,7 +419,13 @@ class Store:
                 raise _NothingToConsolidate
             log_changes(connection, [(owner.user, memory_id) for memory_id in gone])
             item = summary.model_copy(update={"metadata": {"consolidated_from": gone}})
-            self._insert(connection, owner, [item], Embedded(*vectors) if vectors else None)
+            (stored,) = self._insert(
+                connection, owner, [item], Embedded(*vectors) if vectors else None
+            )
+            append_event(
+                connection, owner.user, owner.agent, "memory.consolidate",
+                memory_target(stored.id), {"memory_id": stored.id, "consolidated_from": gone},
+            )
             return tuple(gone)
 
         try:
@@ -401,6 +452,14 @@ class Store:
                 .all()
             )
             log_changes(connection, [(owner.user, memory_id) for memory_id in rows])
+            append_events(
+                connection,
+                [
+                    NewEvent(owner.user, owner.agent, "memory.promote", memory_target(memory_id),
+                             {"memory_id": memory_id, "tier": "semantic"})
+                    for memory_id in sorted(rows)
+                ],
+            )
             return tuple(sorted(rows))
 
         return self.db.write(operation)
@@ -454,7 +513,12 @@ class Store:
                     "updated_at": statement.excluded.updated_at,
                 },
             ).returning(*preferences.c)
-            return self._preference(connection.execute(statement).mappings().one())
+            stored = self._preference(connection.execute(statement).mappings().one())
+            append_event(
+                connection, owner.user, owner.agent, "preference.set", f"preference:{item.key}",
+                {"key": item.key, "confidence": item.confidence},
+            )
+            return stored
 
         return self.db.write(operation)
 
@@ -499,6 +563,10 @@ class Store:
             )
             if result.rowcount == 0:
                 raise NotFoundError(f"preference {key!r} does not exist for this user")
+            append_event(
+                connection, owner.user, owner.agent, "preference.delete", f"preference:{key}",
+                {"key": key},
+            )
 
         self.db.write(operation)
 
@@ -549,7 +617,12 @@ class Store:
                     "updated_at": statement.excluded.updated_at,
                 },
             ).returning(*patterns.c)
-            return self._pattern(connection.execute(statement).mappings().one())
+            stored = self._pattern(connection.execute(statement).mappings().one())
+            append_event(
+                connection, owner.user, owner.agent, "pattern.record", f"pattern:{stored.id}",
+                {"pattern_id": stored.id, "language": stored.language, "name": stored.name},
+            )
+            return stored
 
         return self.db.write(operation)
 
@@ -615,42 +688,129 @@ class Store:
             expires_at=row["expires_at"],
         )
 
+    def _insert_checkpoint(
+        self,
+        connection: Connection,
+        owner: Owner,
+        session: str,
+        state: dict[str, Any],
+        ttl: timedelta | None,
+    ) -> SessionCheckpoint:
+        now = utcnow()
+        if self.db.dialect == "postgresql":
+            # Agents checkpointing one session at once take turns, so each reads the
+            # maximum the previous one wrote. (SQLite writers already take turns.)
+            connection.execute(
+                sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+                {"key": f"session_state:{owner.user}:{session}"},
+            )
+        latest = connection.execute(
+            sa.select(sa.func.max(session_state.c.checkpoint_seq)).where(
+                session_state.c.user_id == owner.user,
+                session_state.c.session_id == session,
+            )
+        ).scalar()
+        row = (
+            connection.execute(
+                self.db.insert(session_state)
+                .values(
+                    user_id=owner.user,
+                    session_id=session,
+                    checkpoint_seq=(latest or 0) + 1,
+                    agent_id=owner.agent,
+                    state_json=canonical_json(state),
+                    created_at=now,
+                    expires_at=now + ttl if ttl is not None else None,
+                )
+                .returning(*session_state.c)
+            )
+            .mappings()
+            .one()
+        )
+        return self._checkpoint(row)
+
     def save_state(self, owner: Owner, session: str, item: NewSessionState) -> SessionCheckpoint:
         """Append the next checkpoint of ``session``."""
 
         def operation(connection: Connection) -> SessionCheckpoint:
-            now = utcnow()
-            if self.db.dialect == "postgresql":
-                # Agents checkpointing one session at once take turns, so each reads the
-                # maximum the previous one wrote. (SQLite writers already take turns.)
-                connection.execute(
-                    sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
-                    {"key": f"session_state:{owner.user}:{session}"},
-                )
-            latest = connection.execute(
-                sa.select(sa.func.max(session_state.c.checkpoint_seq)).where(
-                    session_state.c.user_id == owner.user,
-                    session_state.c.session_id == session,
-                )
-            ).scalar()
-            row = (
-                connection.execute(
-                    self.db.insert(session_state)
-                    .values(
-                        user_id=owner.user,
-                        session_id=session,
-                        checkpoint_seq=(latest or 0) + 1,
-                        agent_id=owner.agent,
-                        state_json=canonical_json(item.state),
-                        created_at=now,
-                        expires_at=now + item.ttl if item.ttl is not None else None,
-                    )
-                    .returning(*session_state.c)
-                )
-                .mappings()
-                .one()
+            checkpoint = self._insert_checkpoint(connection, owner, session, item.state, item.ttl)
+            append_event(
+                connection, owner.user, owner.agent, "state.save", session_target(session),
+                {"session": session, "checkpoint_seq": checkpoint.checkpoint_seq},
             )
-            return self._checkpoint(row)
+            return checkpoint
+
+        return self.db.write(operation)
+
+    def merge_context(
+        self,
+        owner: Owner,
+        session: str,
+        patch: dict[str, Any],
+        timestamp: datetime,
+        seen: int | None,
+        ttl: timedelta | None,
+    ) -> MergedContext:
+        """Apply one agent's ``patch`` to the session's shared context (``memory._context``):
+        log it, log each conflict it makes, and checkpoint the merged state, in one
+        transaction."""
+
+        def operation(connection: Connection) -> MergedContext:
+            target = session_target(session)
+            # The checkpoint lock (PostgreSQL) or the write lock (SQLite) is taken first, so
+            # patches of one session are read and merged one after the other.
+            previous = [
+                event for event in events_of(connection, target) if event.user_id == owner.user
+            ]
+            appended = append_event(
+                connection, owner.user, owner.agent, PATCH_OPERATION, target,
+                {"session": session, "timestamp": timestamp.isoformat(), "patch": patch,
+                 "seen": seen},
+            )
+            history: list[MemoryEvent] = [*previous, appended]
+            conflicts = conflicts_of(history, appended, seen)
+            append_events(
+                connection,
+                [
+                    NewEvent(
+                        owner.user, owner.agent, CONFLICT_OPERATION, target,
+                        {"session": session, "key": conflict.key,
+                         "kept": conflict.kept.as_dict(),
+                         "overridden": conflict.overridden.as_dict()},
+                    )
+                    for conflict in conflicts
+                ],
+            )
+            checkpoint = self._insert_checkpoint(
+                connection, owner, session, merge_patches(history), ttl
+            )
+            return MergedContext(
+                checkpoint.state, checkpoint.checkpoint_seq, appended.seq, tuple(conflicts)
+            )
+
+        return self.db.write(operation)
+
+    def record_event(
+        self,
+        owner: Owner,
+        event: str,
+        data: dict[str, Any],
+        item: NewMemory | None,
+        vectors: Embedded | None,
+    ) -> tuple[MemoryEvent, MemoryRecord | None]:
+        """Append an event reported from outside (``memctl record``), and the memory it
+        carries, if any, in one transaction; the event names the memory's id."""
+
+        def operation(connection: Connection) -> tuple[MemoryEvent, MemoryRecord | None]:
+            stored = self._insert(connection, owner, [item], vectors)[0] if item else None
+            payload = dict(data)
+            target = "external"
+            if stored is not None:
+                payload["memory_id"] = stored.id
+                target = memory_target(stored.id)
+            return append_event(
+                connection, owner.user, owner.agent, event, target, payload
+            ), stored
 
         return self.db.write(operation)
 
@@ -683,6 +843,11 @@ class Store:
         ):
             return None
         return checkpoint
+
+
+def session_target(session: str) -> str:
+    """The target of events about one session's state and shared context."""
+    return f"session:{session}"
 
 
 def _mentions(pattern: CodePattern, text: str) -> bool:

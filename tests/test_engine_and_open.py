@@ -103,7 +103,7 @@ def test_open_at_phase_1_keeps_the_graph_and_refuses_phase_2(tmp_path: Path) -> 
     with Memory.open(url) as store:
         assert store.revision == "0003"
         store.graph("u").create_entities([{"name": "Ada", "entityType": "person"}])
-        with pytest.raises(SchemaError, match="need schema revision 0005.*memctl migrate"):
+        with pytest.raises(SchemaError, match="need schema revision 0008.*memctl migrate"):
             store.scope("u", "a")
 
 

@@ -710,7 +710,7 @@ def test_cleanup_needs_the_retention_revision(tmp_path: Path) -> None:
     finally:
         engine.dispose()
     with Memory.open(url, embedder=None) as store:
-        with pytest.raises(SchemaError, match="revision 0006.*memctl migrate"):
+        with pytest.raises(SchemaError, match="revision 0008.*memctl migrate"):
             cleanup(store)
         with pytest.raises(SchemaError, match="memctl migrate"):
             last_cleanup_run(store)
@@ -789,7 +789,7 @@ def test_memctl_cleanup_reports_an_old_schema_in_one_line(tmp_path: Path) -> Non
         engine.dispose()
     result = _memctl(url)
     assert result.exit_code == 1
-    assert result.stderr.startswith("Error: retention needs schema revision 0006")
+    assert result.stderr.startswith("Error: retention needs schema revision 0008")
     assert "Traceback" not in result.output
 
 
