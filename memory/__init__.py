@@ -27,6 +27,15 @@ from memory._errors import (
 )
 from memory._flag_store import DatabaseFlagProvider, FlagAuditEntry, StoredFlag
 from memory._graph import EntityGraph
+from memory._health import (
+    HealthCheckResult,
+    HealthContext,
+    HealthReport,
+    health_checks,
+    register_health_check,
+    run_health_checks,
+    unregister_health_check,
+)
 from memory._injection import ContextItem, InjectedContext, ResumedSession
 from memory._migrate import RevisionInfo, downgrade, head_revision, history, upgrade
 from memory._retention import (
@@ -79,6 +88,9 @@ __all__ = [
     "ExporterUnavailableError",
     "FlagAuditEntry",
     "HashingEmbedder",
+    "HealthCheckResult",
+    "HealthContext",
+    "HealthReport",
     "InjectedContext",
     "InvalidInputError",
     "KnowledgeGraph",
@@ -114,16 +126,20 @@ __all__ = [
     "downgrade",
     "extractive_summary",
     "head_revision",
+    "health_checks",
     "history",
     "last_cleanup_run",
     "observe_flags",
     "read_snapshot",
+    "register_health_check",
     "resolve_database_url",
     "restore_archive",
     "restore_backup",
+    "run_health_checks",
     "start_otlp_exporter",
     "start_prometheus_endpoint",
     "table_checksums",
+    "unregister_health_check",
     "upgrade",
     "verify_archive",
     "verify_backup",
