@@ -13,6 +13,7 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import DBAPIError
 
 from memory import _reembed as reembedding
+from memory import _telemetry as telemetry
 from memory._context import MergedContext
 from memory._db import Database
 from memory._embeddings import Embedder, LazyTokenCounter, TokenCounter, default_embedder
@@ -169,13 +170,15 @@ class Memory:
 
     @property
     def retrieval_stats(self) -> RetrievalStats:
-        """Counters of searches, degraded searches and query-embedding cache use."""
-        return self._retriever.stats
+        """Counts of searches, degraded searches and query-embedding cache use, read from
+        the process' metrics (every ``Memory`` in the process contributes)."""
+        return RetrievalStats.read()
 
     @property
     def injection_stats(self) -> InjectionStats:
-        """Counters of injections, cache use, overflows, compactions and resumptions."""
-        return self._injector.stats
+        """Counts of injections, cache use, overflows, compactions and resumptions, read
+        from the process' metrics (every ``Memory`` in the process contributes)."""
+        return InjectionStats.read()
 
     def embeddings_needing_refresh(self) -> int:
         """How many memories lack an embedding from the current model (see ``reembed``)."""
@@ -299,6 +302,7 @@ class Scope:
 
     # -- memories -----------------------------------------------------------------------------
 
+    @telemetry.counted("add")
     def add(
         self,
         content: str | bytes,
@@ -323,6 +327,7 @@ class Scope:
         )
         return self._store.add_memories(self._owner, [item], self._embedded([item.content]))[0]
 
+    @telemetry.counted("add_many")
     def add_many(self, items: Iterable[str | Mapping[str, Any]]) -> list[MemoryRecord]:
         """Store many memories in one transaction: each item is the content, or a mapping
         with the keyword arguments of ``add``. All are stored, or none."""
@@ -336,10 +341,12 @@ class Scope:
         vectors = self._embedded(item.content for item in validated)
         return self._store.add_memories(self._owner, validated, vectors)
 
+    @telemetry.counted("get")
     def get(self, memory_id: int) -> MemoryRecord:
         """The memory ``memory_id``; counts as an access. Raises ``NotFoundError``."""
         return self._store.get_memory(self._owner, _memory_id(memory_id))
 
+    @telemetry.counted("update")
     def update(
         self,
         memory_id: int,
@@ -365,6 +372,7 @@ class Scope:
         vectors = self._embedded([changes.content]) if changes.content is not None else None
         return self._store.update_memory(self._owner, _memory_id(memory_id), changes, vectors)
 
+    @telemetry.counted("list")
     def list(
         self,
         *,
@@ -392,12 +400,14 @@ class Scope:
         )
         return self._store.list_memories(self._owner, query)
 
+    @telemetry.counted("delete")
     def delete(self, memory_id: int) -> None:
         """Delete a memory and its metadata. Raises ``NotFoundError``."""
         self._store.delete_memory(self._owner, _memory_id(memory_id))
 
     # -- retrieval ----------------------------------------------------------------------------
 
+    @telemetry.counted("search")
     def search(
         self,
         query: str,
@@ -425,6 +435,7 @@ class Scope:
         )
         return self._retriever.search(self._owner, checked)
 
+    @telemetry.counted("inject")
     def inject(self, query: str, budget_tokens: int = 512) -> InjectedContext:
         """The context block for ``query``: session state, preferences, recent working
         memory, relevant memories and code patterns, never over ``budget_tokens``.
@@ -432,6 +443,7 @@ class Scope:
         checked = validate(InjectRequest, {"text": query, "budget_tokens": budget_tokens})
         return self._injector.inject(self._owner, checked.text, checked.budget_tokens)
 
+    @telemetry.counted("resume")
     def resume(self, session: str | None = None) -> ResumedSession:
         """Restore a session: its latest checkpoint and its working memory. Raises
         ``NotFoundError`` (no state for this user) or ``SessionExpiredError``."""
@@ -444,20 +456,24 @@ class Scope:
 
     # -- preferences --------------------------------------------------------------------------
 
+    @telemetry.counted("set_preference")
     def set_preference(self, key: str, value: Any, *, confidence: float = 1.0) -> Preference:
         """Set the user's current value for ``key`` (JSON-serialisable), as this agent."""
         item = validate(NewPreference, {"key": key, "value": value, "confidence": confidence})
         return self._store.set_preference(self._owner, item)
 
+    @telemetry.counted("get_preference")
     def get_preference(self, key: str) -> Preference | None:
         """The user's current value for ``key``, or None."""
         checked = validate(NewPreference, {"key": key, "value": None})
         return self._store.get_preference(self._owner, checked.key)
 
+    @telemetry.counted("list_preferences")
     def list_preferences(self) -> builtins.list[Preference]:
         """All of the user's preferences, by key."""
         return self._store.list_preferences(self._owner)
 
+    @telemetry.counted("delete_preference")
     def delete_preference(self, key: str) -> None:
         """Remove the user's preference ``key``. Raises ``NotFoundError``."""
         checked = validate(NewPreference, {"key": key, "value": None})
@@ -465,6 +481,7 @@ class Scope:
 
     # -- code patterns ------------------------------------------------------------------------
 
+    @telemetry.counted("record_pattern")
     def record_pattern(
         self,
         language: str,
@@ -488,10 +505,12 @@ class Scope:
         )
         return self._store.record_pattern(self._owner, item)
 
+    @telemetry.counted("use_pattern")
     def use_pattern(self, pattern_id: int) -> CodePattern:
         """Count a use of a pattern (raises ``NotFoundError``)."""
         return self._store.use_pattern(self._owner, _memory_id(pattern_id, "pattern_id"))
 
+    @telemetry.counted("find_patterns")
     def find_patterns(
         self,
         *,
@@ -514,6 +533,7 @@ class Scope:
             raise InvalidInputError("session: session state needs a scope opened with a session")
         return self._owner.session
 
+    @telemetry.counted("save_state")
     def save_state(
         self, state: Mapping[str, Any], *, ttl: timedelta | None = None
     ) -> SessionCheckpoint:
@@ -525,6 +545,7 @@ class Scope:
         )
         return self._store.save_state(self._owner, session, item)
 
+    @telemetry.counted("load_state")
     def load_state(self) -> SessionCheckpoint | None:
         """The latest live checkpoint of this session, or None."""
         return self._store.load_state(self._owner, self._require_session())

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import cast
 
+from memory import _telemetry as telemetry
 from memory._embeddings import TokenCounter
 from memory._errors import NotFoundError, SessionExpiredError
 from memory._models import utcnow
@@ -39,6 +41,7 @@ SECTIONS = (
     ("relevant", "Relevant memories"),
     ("patterns", "Code patterns"),
 )
+_INJECTION_CACHE = {"cache": "injection"}
 RECENT_WORKING = 20
 RELEVANT = 20
 PATTERNS = 3
@@ -84,23 +87,39 @@ class ResumedSession:
     working_memory: tuple[MemoryRecord, ...]
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class InjectionStats:
-    """Counters the metrics layer publishes."""
+    """Injection counts of this process, read from the metrics (``memory._telemetry``), which
+    are the one place they are counted. Zero while metrics are disabled."""
 
-    injections: int = 0
-    cache_hits: int = 0
-    cache_misses: int = 0
-    overflows: int = 0
-    compactions: int = 0
-    promotions: int = 0
-    resumption_attempts: int = 0
-    resumption_successes: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    injections: int
+    cache_hits: int
+    cache_misses: int
+    overflows: int
+    compactions: int
+    promotions: int
+    resumption_attempts: int
+    resumption_successes: int
 
-    def add(self, name: str, amount: int = 1) -> None:
-        with self.lock:
-            setattr(self, name, getattr(self, name) + amount)
+    @classmethod
+    def read(cls) -> InjectionStats:
+        """The counts so far."""
+        now = telemetry.totals()
+        latency = now.histogram(telemetry.INJECTION_LATENCY)
+
+        def count(name: str, **match: str) -> int:
+            return int(now.counter(name, **match))
+
+        return cls(
+            injections=latency.count if latency is not None else 0,
+            cache_hits=count(telemetry.CACHE_HITS, cache="injection"),
+            cache_misses=count(telemetry.CACHE_MISSES, cache="injection"),
+            overflows=count(telemetry.OVERFLOW_EVENTS),
+            compactions=count(telemetry.COMPACTION_EVENTS, tier="episodic"),
+            promotions=count(telemetry.COMPACTION_EVENTS, tier="semantic"),
+            resumption_attempts=count(telemetry.RESUMPTION_ATTEMPTS),
+            resumption_successes=count(telemetry.RESUMPTION_SUCCESSES),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +148,12 @@ class Injector:
         self.summarizer: Summarizer = summarizer or (
             lambda texts: extractive_summary(texts, max_chars=SUMMARY_CHARS)
         )
-        self.stats = InjectionStats()
+        backend = store.db.dialect
+        self._backend = {"backend": backend}
+        self._hit = {"backend": backend, "cache": "hit"}
+        self._miss = {"backend": backend, "cache": "miss"}
+        self._consolidated = {"backend": backend, "tier": "episodic"}
+        self._promoted = {"backend": backend, "tier": "semantic"}
         self._cache: OrderedDict[tuple[object, ...], InjectedContext] = OrderedDict()
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
@@ -138,7 +162,8 @@ class Injector:
 
     def inject(self, owner: Owner, query: str, budget: int) -> InjectedContext:
         """The context for ``query`` within ``budget`` tokens (see the module docstring)."""
-        self.stats.add("injections")
+        started = time.perf_counter()
+        recording = telemetry.instruments()
         version = self._store.db.read(
             lambda connection: self._retriever.data_version(connection, owner.user)
         )
@@ -148,12 +173,13 @@ class Injector:
             if cached is not None:
                 self._cache.move_to_end(key)
         if cached is not None:
-            self.stats.add("cache_hits")
+            recording.cache_hits.add(1, _INJECTION_CACHE)
+            recording.injection_latency.record(telemetry.elapsed_ms(started), self._hit)
             return cached
-        self.stats.add("cache_misses")
+        recording.cache_misses.add(1, _INJECTION_CACHE)
         context = self._build(owner, query, budget)
         if context.overflow:
-            self.stats.add("overflows")
+            recording.overflow_events.add(1, self._backend)
             compacted, promoted = self._compact(owner, context)
             if compacted or promoted:
                 rebuilt = self._build(owner, query, budget)
@@ -172,6 +198,7 @@ class Injector:
             self._cache[key] = context
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
+        recording.injection_latency.record(telemetry.elapsed_ms(started), self._miss)
         return context
 
     def invalidate(self, users: set[str]) -> None:
@@ -182,7 +209,8 @@ class Injector:
 
     def resume(self, owner: Owner, session: str) -> ResumedSession:
         """The latest checkpoint of ``session`` and its working memory, or a clear error."""
-        self.stats.add("resumption_attempts")
+        recording = telemetry.instruments()
+        recording.resumption_attempts.add(1, self._backend)
         checkpoint = self._store.latest_checkpoint(owner, session)
         if checkpoint is None:
             raise NotFoundError(f"session {session!r} has no saved state for this user")
@@ -193,7 +221,7 @@ class Injector:
         working = self._store.list_memories(
             owner, MemoryQuery(tier="working", session=session, limit=RECENT_WORKING)
         )
-        self.stats.add("resumption_successes")
+        recording.resumption_successes.add(1, self._backend)
         return ResumedSession(checkpoint, tuple(working))
 
     # -- building -----------------------------------------------------------------------------
@@ -330,9 +358,10 @@ class Injector:
                     ),
                     self._retriever.embed_contents([summary]),
                 )
-                self.stats.add("compactions")
+                telemetry.instruments().compaction_events.add(1, self._consolidated)
         promoted = self._store.promote_used(owner, PROMOTE_AFTER_USES)
-        self.stats.add("promotions", len(promoted))
+        if promoted:
+            telemetry.instruments().compaction_events.add(len(promoted), self._promoted)
         return compacted, promoted
 
     def _record_use(self, context: InjectedContext) -> None:
