@@ -177,9 +177,11 @@ def _parent(feature: Mapping[str, Any]) -> str | None:
     dependencies = feature.get("dependencies") or []
     if not dependencies:
         return None
-    if len(dependencies) > 1:
-        raise _Unsupported(f"it depends on {len(dependencies)} toggles; one parent is supported")
-    dependency = dependencies[0]
+    # Unleash can list the same dependency more than once (it was added twice).
+    unique = {json.dumps(d, sort_keys=True): d for d in dependencies}
+    if len(unique) > 1:
+        raise _Unsupported(f"it depends on {len(unique)} toggles; one parent is supported")
+    (dependency,) = unique.values()
     parent = _get(dependency, "feature")
     if not isinstance(parent, str):
         raise _Unsupported(f"its dependency {dependency!r} names no parent toggle")

@@ -106,6 +106,11 @@ SUPPORTED = [
     toggle("DISABLED", [rollout(100)], enabled=False),
     toggle("CHILD", [rollout(60, "sessionId", "CHILD", [DENY])], parent="ROLL_50_SESSION"),
     toggle("CHILD_OF_DISABLED", [rollout(100)], parent="DISABLED"),
+    toggle(
+        "CHILD_LISTED_TWICE",
+        [rollout(100)],
+        dependencies=[{"feature": "ROLL_10", "enabled": True}] * 2,
+    ),
     toggle("ORPHAN", [rollout(100)], parent="NOT_IN_THE_DOCUMENT"),
     toggle(
         "ALLOW_DENY",
@@ -261,6 +266,7 @@ def test_translation_of_each_shape() -> None:
     assert definitions["DISABLED"].rollout == 0
     assert definitions["CHILD"].parent == "ROLL_50_SESSION"
     assert definitions["CHILD"].denied_agents == frozenset({"intruder"})
+    assert definitions["CHILD_LISTED_TWICE"].parent == "ROLL_10"
     assert definitions["ORPHAN"].rollout == 0 and definitions["ORPHAN"].parent is None
     allow_deny = definitions["ALLOW_DENY"]
     assert (allow_deny.rollout, allow_deny.stickiness) == (20, "sessionId")
