@@ -314,9 +314,11 @@ class DatabaseFlagProvider:
             else ({"enabled": True, "rollout": 100} if on else {"enabled": False, "rollout": 0})
         )
 
-        def write(connection: Connection) -> dict[str, Any]:
+        def write(connection: Connection) -> dict[str, Any] | None:
             now = utcnow()
-            old = _switch(self._locked(connection, name, who, now))
+            row, created = self._locked(connection, name, who, now)
+            # None: the flag had no stored state, its built-in default decided it.
+            old = None if created else _switch(row)
             connection.execute(
                 sa.update(flag_state)
                 .where(flag_state.c.name == name)
@@ -425,7 +427,7 @@ class DatabaseFlagProvider:
 
         def write(connection: Connection) -> tuple[tuple[str, ...], tuple[str, ...]]:
             now = utcnow()
-            row = self._locked(connection, name, who, now)
+            row, _ = self._locked(connection, name, who, now)
             before = _agents(row[column.name])
             after = tuple(sorted({*before, agent} if present else set(before) - {agent}))
             if after == before:
@@ -493,17 +495,22 @@ class DatabaseFlagProvider:
     def _flag(self, name: str) -> StoredFlag:
         return next(flag for flag in self.flags() if flag.name == name)
 
-    def _locked(self, connection: Connection, name: str, actor: str, now: datetime) -> RowMapping:
-        """The flag's row, created from the registry if it has none, locked until commit."""
+    def _locked(
+        self, connection: Connection, name: str, actor: str, now: datetime
+    ) -> tuple[RowMapping, bool]:
+        """The flag's row, locked until commit, and whether it was just created from the
+        registry (the flag had no stored state)."""
         definition = self._registry[name]
-        connection.execute(
+        created = connection.execute(
             self._db.insert(flag_state)
             .values(
                 name=name,
                 description=definition.description,
                 default_enabled=definition.default,
-                # A new row keeps the flag exactly as its default decided it.
-                enabled=definition.default,
+                # A new row decides everyone not listed exactly as the default did, as a
+                # rollout of 0 or 100 %, so that an allow list or an override on a flag
+                # that was never switched takes effect (a disabled row ignores them).
+                enabled=True,
                 rollout=100 if definition.default else 0,
                 stickiness=definition.stickiness,
                 group_id=definition.group_id,
@@ -514,9 +521,10 @@ class DatabaseFlagProvider:
                 updated_by=actor,
             )
             .on_conflict_do_nothing(index_elements=["name"])
-        )
+            .returning(flag_state.c.name)
+        ).scalar()
         statement = sa.select(flag_state).where(flag_state.c.name == name).with_for_update()
-        return connection.execute(statement).mappings().one()
+        return connection.execute(statement).mappings().one(), created is not None
 
     @staticmethod
     def _append(
