@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from hypothesis.configuration import set_hypothesis_home_dir
 from sqlalchemy.engine import make_url
 
+from flags import BUILTIN_FLAGS
 from memory import HashingEmbedder, Memory
 
 POSTGRES_URL = os.environ.get(
@@ -125,3 +126,25 @@ def memory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Memory]:
 def user() -> str:
     """A user id no other test uses, so tests sharing a database cannot see each other."""
     return f"user-{uuid.uuid4().hex[:10]}"
+
+
+# The rollout flags are off by default. The suites written for the behaviour they gate run
+# with every flag switched on through the environment layer, as an operator's host would
+# (USE_ENHANCED_INJECTION=on, ...); the flag tests (tests/flags/) and modules marked
+# ``flags_as_configured`` see the flags exactly as configured. Module scope, so that
+# Hypothesis tests do not share a function-scoped fixture between examples.
+ROLLOUT_FLAGS_ON = {name: "on" for name in BUILTIN_FLAGS}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _rollout_flags_on(request: pytest.FixtureRequest) -> Iterator[None]:
+    if (
+        request.node.path.parent != Path(__file__).parent
+        or request.node.get_closest_marker("flags_as_configured") is not None
+    ):
+        yield
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in ROLLOUT_FLAGS_ON.items():
+            patch.setenv(name, value)
+        yield
