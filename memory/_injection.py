@@ -154,6 +154,16 @@ class Injector:
         self._miss = {"backend": backend, "cache": "miss"}
         self._consolidated = {"backend": backend, "tier": "episodic"}
         self._promoted = {"backend": backend, "tier": "semantic"}
+        for counter, attributes in (
+            ("overflow_events", self._backend),
+            ("compaction_events", self._consolidated),
+            ("compaction_events", self._promoted),
+            ("resumption_attempts", self._backend),
+            ("resumption_successes", self._backend),
+            ("cache_hits", _INJECTION_CACHE),
+            ("cache_misses", _INJECTION_CACHE),
+        ):
+            telemetry.declare_series(counter, attributes)
         self._cache: OrderedDict[tuple[object, ...], InjectedContext] = OrderedDict()
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()

@@ -193,6 +193,13 @@ class Retriever:
         self.weights = weights or FusionWeights()
         self._hybrid = {"backend": db.dialect, "mode": "hybrid"}
         self._keyword = {"backend": db.dialect, "mode": "keyword"}
+        for counter, attributes in (
+            ("degraded_searches", _DEGRADED["search"]),
+            ("degraded_searches", _DEGRADED["write"]),
+            ("cache_hits", _QUERY_EMBEDDING_CACHE),
+            ("cache_misses", _QUERY_EMBEDDING_CACHE),
+        ):
+            telemetry.declare_series(counter, attributes)
         self._users: dict[str, _UserVectors] = {}
         self._users_lock = threading.Lock()
         self._query_vectors: OrderedDict[str, np.ndarray] = OrderedDict()

@@ -65,8 +65,7 @@ import resource
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import wraps
@@ -286,6 +285,35 @@ _no_op = Instruments(NoOpMeter(METER_NAME), observe=False)
 _enabled = os.environ.get(METRICS_ENV, "on").strip().lower() not in ("off", "0", "false", "no")
 
 
+# Counters whose series should exist at 0 before the first event: a series that does not
+# exist makes PromQL ratios and alerts return "no data" instead of 0. Each is replayed as an
+# add(0) whenever an exporter is attached, since a reader sees only what comes after it.
+_declared: dict[tuple[str, frozenset[tuple[str, str]]], Mapping[str, str]] = {}
+_declared_lock = threading.Lock()
+
+
+def declare_series(counter: str, attributes: Mapping[str, str]) -> None:
+    """Make counter ``counter`` (an :class:`Instruments` attribute) export a 0 series with
+    ``attributes`` now and on every exporter attached later."""
+    key = (counter, frozenset(attributes.items()))
+    with _declared_lock:
+        if key in _declared:
+            return
+        _declared[key] = dict(attributes)
+    getattr(_recording, counter).add(0, attributes)
+
+
+def _replay_declared() -> None:
+    with _declared_lock:
+        declared = list(_declared.items())
+    for (counter, _), attributes in declared:
+        getattr(_recording, counter).add(0, attributes)
+
+
+# The sharing code names its operations; until one fails, one series without attributes.
+declare_series("cross_agent_failures", {})
+
+
 def instruments() -> Instruments:
     """The instruments to record into (no-ops while metrics are disabled)."""
     return _recording if _enabled else _no_op
@@ -352,6 +380,7 @@ def start_prometheus_endpoint(port: int = 9464, addr: str = "127.0.0.1") -> Prom
             f"metrics port: cannot serve /metrics on {addr}:{port}: {error}"
         ) from error
     _provider.add_metric_reader(reader)
+    _replay_declared()
     return PrometheusEndpoint(addr, int(server.server_address[1]), server, reader)
 
 
@@ -379,6 +408,7 @@ def start_otlp_exporter(
         export_interval_millis=interval_seconds * 1000,
     )
     _provider.add_metric_reader(reader)
+    _replay_declared()
     return reader
 
 
@@ -390,29 +420,25 @@ def stop_exporter(reader: MetricReader) -> None:
 # -- recording helpers used by the instrumented modules -----------------------------------------
 
 
-@contextmanager
-def operation(name: str) -> Iterator[None]:
-    """Count one public operation, and count it as an error if it fails by a system fault."""
-    recording = instruments()
-    attributes = {"operation": name}
-    recording.operations.add(1, attributes)
-    try:
-        yield
-    except _CALLER_ERRORS:
-        raise
-    except Exception:
-        recording.errors.add(1, attributes)
-        raise
-
-
 def counted(name: str) -> Callable[[F], F]:
-    """Decorator form of :func:`operation`."""
+    """Count each call as one ``memory.operations{operation=name}``, and as one
+    ``memory.errors`` too when it fails by a system fault (not a caller's mistake)."""
+    attributes = {"operation": name}
+    declare_series("operations", attributes)
+    declare_series("errors", attributes)
 
     def decorate(function: F) -> F:
         @wraps(function)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with operation(name):
+            recording = instruments()
+            recording.operations.add(1, attributes)
+            try:
                 return function(*args, **kwargs)
+            except _CALLER_ERRORS:
+                raise
+            except Exception:
+                recording.errors.add(1, attributes)
+                raise
 
         return wrapper  # type: ignore[return-value]
 
