@@ -19,6 +19,14 @@ the three contenders are interleaved so that machine noise hits them alike.
   engine, yggdrasil) for an equivalent ``flexibleRollout`` toggle (same rollout, stickiness
   and group), bootstrapped from an in-memory cache; the client is never initialized, so it
   neither fetches, registers nor sends metrics: nothing touches the network or the disk.
+- ``OpenFeature client``: ``get_boolean_value`` of an openfeature-sdk client whose provider
+  is ``flags.OpenFeatureFlagProvider`` over the same evaluator (warm ids): what an
+  application that reads our flags through OpenFeature pays. Reported, not judged: the
+  SDK's hooks and context merging come on top of our evaluation.
+
+Where the snapshot comes from (memory database, Unleash server, in memory) does not change
+these figures: every provider is read on refresh only, and every evaluation runs on the
+same cached flag set.
 
 Targets: median at most 5 µs per evaluation, and faster than UnleashClient.
 """
@@ -140,6 +148,17 @@ def _unleash_client() -> Any:
     )
 
 
+def _openfeature_client(evaluator: FlagEvaluator) -> Any:
+    try:
+        from openfeature import api
+    except ImportError:
+        sys.exit("this benchmark needs openfeature-sdk: pip install 'tiered-memory[openfeature]'")
+    from flags import OpenFeatureFlagProvider
+
+    api.set_provider(OpenFeatureFlagProvider(evaluator), domain="flag-evaluation-benchmark")
+    return api.get_client("flag-evaluation-benchmark")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=200, help="batches per contender")
@@ -154,10 +173,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The default 10 s refresh interval: the snapshot stays cached for the whole run.
     evaluator = FlagEvaluator(provider, environ={})
     client = _unleash_client()
+    openfeature = _openfeature_client(evaluator)
+    from openfeature.evaluation_context import EvaluationContext as OpenFeatureContext
 
     warm_ids = _session_ids(rng, args.batch_size)
     warm_contexts = [EvaluationContext(session_id=s) for s in warm_ids]
     unleash_contexts = [{"sessionId": s} for s in warm_ids]
+    openfeature_contexts = [OpenFeatureContext(attributes={"session_id": s}) for s in warm_ids]
 
     def ours(context: EvaluationContext) -> bool:
         return evaluator.is_enabled(FLAG, context)
@@ -165,16 +187,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     def theirs(context: dict[str, str]) -> bool:
         return bool(client.is_enabled(FLAG, context))
 
+    def through_openfeature(context: Any) -> bool:
+        return bool(openfeature.get_boolean_value(FLAG, False, context))
+
     # Same inputs, same answers, or the comparison would be meaningless.
     agreement = sum(
         ours(a) == theirs(b) for a, b in zip(warm_contexts, unleash_contexts, strict=True)
+    )
+    agreement_openfeature = sum(
+        ours(a) == through_openfeature(b)
+        for a, b in zip(warm_contexts, openfeature_contexts, strict=True)
     )
     share_on = sum(ours(c) for c in warm_contexts) / len(warm_contexts)
     for _ in range(3):  # warm-up: memoized buckets, caches, branch predictors
         _time_batch(ours, warm_contexts)
         _time_batch(theirs, unleash_contexts)
+        _time_batch(through_openfeature, openfeature_contexts)
 
-    samples: dict[str, list[float]] = {"flags_warm": [], "flags_cold": [], "unleash": []}
+    samples: dict[str, list[float]] = {
+        "flags_warm": [],
+        "flags_cold": [],
+        "unleash": [],
+        "openfeature": [],
+    }
     for _ in range(args.batches):
         cold_contexts = [
             EvaluationContext(session_id=s) for s in _session_ids(rng, args.batch_size)
@@ -182,6 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         samples["flags_warm"].append(_time_batch(ours, warm_contexts))
         samples["flags_cold"].append(_time_batch(ours, cold_contexts))
         samples["unleash"].append(_time_batch(theirs, unleash_contexts))
+        samples["openfeature"].append(_time_batch(through_openfeature, openfeature_contexts))
 
     summary = {
         name: {
@@ -200,6 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "flags_warm": "flags (warm ids)",
         "flags_cold": "flags (cold ids)",
         "unleash": "UnleashClient.is_enabled",
+        "openfeature": "OpenFeature client (flags)",
     }
     print(
         f"flag evaluation, {args.batches} batches x {args.batch_size} calls, "
@@ -213,7 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{unleash_median / median:>10.1f}x"
         )
     print(
-        f"agreement with Unleash on {len(warm_contexts)} ids: {agreement}/{len(warm_contexts)}; "
+        f"agreement with Unleash on {len(warm_contexts)} ids: {agreement}/{len(warm_contexts)}, "
+        f"with OpenFeature: {agreement_openfeature}/{len(warm_contexts)}; "
         f"share on {share_on:.1%}; target median <= {TARGET_MEDIAN_US} µs (cold ids): "
         f"{'met' if meets_target else 'MISSED'}; faster than UnleashClient: "
         f"{'yes' if faster else 'NO'}"
@@ -230,13 +268,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "meets_target": meets_target,
                 "faster_than_unleash": faster,
                 "agreement": agreement / len(warm_contexts),
+                "agreement_openfeature": agreement_openfeature / len(warm_contexts),
                 "python": platform.python_version(),
                 "unleash_client": metadata.version("UnleashClient"),
+                "openfeature_sdk": metadata.version("openfeature-sdk"),
             },
             sort_keys=True,
         )
     )
-    ok = meets_target and faster and agreement == len(warm_contexts)
+    ok = (
+        meets_target
+        and faster
+        and agreement == len(warm_contexts)
+        and agreement_openfeature == len(warm_contexts)
+    )
     return 1 if args.check and not ok else 0
 
 

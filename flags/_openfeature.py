@@ -118,6 +118,9 @@ class OpenFeatureFlagProvider(AbstractProvider):
         super().__init__()
         self._evaluator = evaluator
         self._metadata = Metadata(name=name)
+        # Effective rollouts by flag, for the flag set they were read from: rebuilt only
+        # when a refresh replaces the set, not on every resolution.
+        self._rollouts: tuple[object, dict[str, int]] = (None, {})
 
     @property
     def evaluator(self) -> FlagEvaluator:
@@ -166,11 +169,13 @@ class OpenFeatureFlagProvider(AbstractProvider):
             return True  # an environment switch that decides "off" is the kill switch
         if rule is not Rule.ROLLOUT:
             return False
-        # The effective rollout (an environment percentage included) is in the export.
-        for state in self._evaluator.export_state():
-            if state["name"] == flag_key:
-                return state["rollout"] == 0
-        return False
+        flags = self._evaluator.flags
+        source, rollouts = self._rollouts
+        if source is not flags:
+            # The effective rollout (an environment percentage included) is in the export.
+            rollouts = {s["name"]: s["rollout"] for s in self._evaluator.export_state()}
+            self._rollouts = (flags, rollouts)
+        return rollouts.get(flag_key) == 0
 
     def resolve_string_details(
         self,

@@ -228,3 +228,22 @@ def test_provider_metadata_and_construction(evaluator: FlagEvaluator) -> None:
     assert provider.evaluator is evaluator
     with pytest.raises(FlagValueError, match="evaluator must be a flags.FlagEvaluator"):
         OpenFeatureFlagProvider(InMemoryFlagProvider())  # type: ignore[arg-type]
+
+
+def test_reasons_follow_a_rollout_change() -> None:
+    source = InMemoryFlagProvider([FlagDefinition("USE_ENHANCED_INJECTION", rollout=0)])
+    resolver = OpenFeatureFlagProvider(FlagEvaluator(source, refresh_interval=0, environ={}))
+
+    def reasons() -> set[object]:
+        return {
+            resolver.resolve_boolean_details(
+                "USE_ENHANCED_INJECTION", False, context(f"u-{i}")
+            ).reason
+            for i in range(40)
+        }
+
+    assert reasons() == {Reason.DISABLED}
+    source.set(FlagDefinition("USE_ENHANCED_INJECTION", rollout=30))
+    assert reasons() == {Reason.TARGETING_MATCH}
+    source.set(FlagDefinition("USE_ENHANCED_INJECTION", rollout=0))
+    assert reasons() == {Reason.DISABLED}
