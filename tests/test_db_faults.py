@@ -16,7 +16,11 @@ call's outcome; a call is "acknowledged" when ``add`` returned its record. Two f
   the bound (never a raw driver error, never a hang); once the server is back, the same
   ``Memory`` serves the writers again without being reopened.
 
-Either way, every acknowledged memory is present with the id ``add`` returned.
+Either way, every acknowledged memory is present with the id ``add`` returned, and the
+error metric (``memory.errors{operation="add"}``) counts exactly the calls that failed: none
+across the restart, every one in the outage. During the outage ``memctl health`` reports
+the database check failed (exit status 1) within the 5 s bound; once the server is back it
+reports healthy again.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -36,9 +41,12 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
 
 from memory import DatabaseUnavailableError, HashingEmbedder, Memory
+from memory import _telemetry as telemetry
 from memory._engine import POSTGRES_TIMEOUT_SECONDS
+from memory.cli import main as memctl
 
 pytestmark = pytest.mark.slow
 
@@ -242,6 +250,17 @@ def check_acknowledged_writes_survived(url: str, label: str, calls: list[Call]) 
     assert not missing, f"{len(missing)} acknowledged writes missing or changed: {missing}"
 
 
+def add_errors_counted() -> float:
+    return telemetry.totals().counter("memory.errors", operation="add")
+
+
+def memctl_health(url: str) -> tuple[int, str, float]:
+    """``memctl health`` on ``url`` (no embedder): exit status, output, seconds taken."""
+    started = time.monotonic()
+    result = CliRunner().invoke(memctl, ["--database-url", url, "health", "--embedder", "none"])
+    return result.exit_code, result.output, time.monotonic() - started
+
+
 def check_no_call_hung(calls: list[Call]) -> None:
     slowest = max(calls, key=lambda call: call.seconds)
     assert slowest.seconds <= CALL_BOUND_SECONDS, (
@@ -253,6 +272,7 @@ def check_no_call_hung(calls: list[Call]) -> None:
 
 
 def test_writers_ride_through_a_restart(cluster: Cluster) -> None:
+    errors_before = add_errors_counted()
     with Memory.open(cluster.url, embedder=HashingEmbedder()) as memory:
         load = Load(memory, "restart")
         load.start()
@@ -275,9 +295,11 @@ def test_writers_ride_through_a_restart(cluster: Cluster) -> None:
     # The server was down for ``back - began`` seconds, inside the 5 s retry budget.
     assert back - began < POSTGRES_TIMEOUT_SECONDS - 1, f"restart took {back - began:.1f} s"
     assert not failed, f"{len(failed)} calls failed across a restart: {failed[:3]}"
+    assert add_errors_counted() == errors_before
 
 
 def test_an_outage_fails_calls_within_the_bound_and_writers_recover(cluster: Cluster) -> None:
+    errors_before = add_errors_counted()
     with Memory.open(cluster.url, embedder=HashingEmbedder()) as memory:
         load = Load(memory, "outage")
         load.start()
@@ -285,7 +307,12 @@ def test_an_outage_fails_calls_within_the_bound_and_writers_recover(cluster: Clu
             load.wait_for_acks(0.0, "before the outage")
             down = time.monotonic()
             cluster.stop("immediate")
-            time.sleep(OUTAGE_SECONDS)
+            status, report, seconds = memctl_health(cluster.url)
+            assert status == 1, report
+            assert re.search(r"^database\s+FAIL\s.*cannot reach", report, re.MULTILINE), report
+            assert "UNHEALTHY" in report
+            assert seconds < CALL_BOUND_SECONDS, f"memctl health took {seconds:.1f} s"
+            time.sleep(max(0.0, down + OUTAGE_SECONDS - time.monotonic()))
             cluster.start()
             back = time.monotonic()
             load.wait_for_acks(back, "after the outage")
@@ -302,3 +329,7 @@ def test_an_outage_fails_calls_within_the_bound_and_writers_recover(cluster: Clu
     # Failures belong to the outage: each call overlapped the time the server was down.
     stray = [call for call in failed if call.ended < down or call.started > back]
     assert not stray, f"calls failed outside the outage: {stray[:3]}"
+    assert add_errors_counted() - errors_before == len(failed)
+    status, report, _ = memctl_health(cluster.url)
+    assert status == 0, report
+    assert re.search(r"^database\s+OK\s", report, re.MULTILINE), report
