@@ -28,6 +28,13 @@ alert rules and ``memctl gates`` are written against these names):
   ``memory_flag_state``
 - ``memory.flag.rollout_percentage`` observable gauge, 0-100; flag →
   ``memory_flag_rollout_percentage``
+- ``memory.db.connection_failures`` counter; backend →
+  ``memory_db_connection_failures_total``
+- ``memory.migration.failures`` counter → ``memory_migration_failures_total``
+- ``memory.integrity.failures`` counter, checksum or hash mismatches found; check →
+  ``memory_integrity_failures_total``
+- ``memory.cleanup.runs`` counter of retention cleanup runs; status=ok|failed|interrupted →
+  ``memory_cleanup_runs_total``
 
 Series carry no instrumentation-scope labels; the endpoint adds ``target_info``. Histograms
 share the bucket boundaries ``LATENCY_BUCKETS_MS``. An endpoint reports what is recorded
@@ -121,6 +128,11 @@ OPERATIONS = "memory.operations"
 ERRORS = "memory.errors"
 FLAG_STATE = "memory.flag.state"
 FLAG_ROLLOUT = "memory.flag.rollout_percentage"
+# The failures the critical alerts watch (dashboards/alerts.yml).
+DB_CONNECTION_FAILURES = "memory.db.connection_failures"
+MIGRATION_FAILURES = "memory.migration.failures"
+INTEGRITY_FAILURES = "memory.integrity.failures"
+CLEANUP_RUNS = "memory.cleanup.runs"
 
 #: Every instrument's Prometheus series (histograms: the ``_bucket`` series; ``_sum`` and
 #: ``_count`` come with it). Tests scrape ``/metrics`` for each of these.
@@ -141,6 +153,10 @@ PROMETHEUS_SERIES: Mapping[str, str] = {
     ERRORS: "memory_errors_total",
     FLAG_STATE: "memory_flag_state",
     FLAG_ROLLOUT: "memory_flag_rollout_percentage",
+    DB_CONNECTION_FAILURES: "memory_db_connection_failures_total",
+    MIGRATION_FAILURES: "memory_migration_failures_total",
+    INTEGRITY_FAILURES: "memory_integrity_failures_total",
+    CLEANUP_RUNS: "memory_cleanup_runs_total",
 }
 
 # A caller's mistake is an answer, not a fault of the system: not counted in memory.errors.
@@ -198,6 +214,16 @@ class Instruments:
         )
         self.operations = counter(OPERATIONS, description="Public memory operations run.")
         self.errors = counter(ERRORS, description="Operations that failed by a system fault.")
+        self.db_connection_failures = counter(
+            DB_CONNECTION_FAILURES, description="Attempts to connect to the database that failed."
+        )
+        self.migration_failures = counter(
+            MIGRATION_FAILURES, description="Schema migrations that failed."
+        )
+        self.integrity_failures = counter(
+            INTEGRITY_FAILURES, description="Checksum or hash mismatches found in stored data."
+        )
+        self.cleanup_runs = counter(CLEANUP_RUNS, description="Retention cleanup runs, by status.")
         if observe:
             meter.create_observable_gauge(
                 HEAP_USED_MB,
@@ -312,6 +338,11 @@ def _replay_declared() -> None:
 
 # The sharing code names its operations; until one fails, one series without attributes.
 declare_series("cross_agent_failures", {})
+# The alerts on these fire on any increase, which needs the series to exist before it.
+for _counter in ("db_connection_failures", "migration_failures", "integrity_failures"):
+    declare_series(_counter, {})
+for _status in ("ok", "failed", "interrupted"):
+    declare_series("cleanup_runs", {"status": _status})
 
 
 def instruments() -> Instruments:
