@@ -25,12 +25,15 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from memory import _telemetry as telemetry
 from memory._engine import write_options
 from memory._errors import ArchiveError, SchemaError
 from memory._indexing import rebuild_missing_terms
 
 MANIFEST = "manifest.json"
 ARCHIVE_FORMAT = 1
+# memory.integrity.failures{check="archive"}: the MemoryDataCorruptionDetected alert.
+_ARCHIVE_CHECK = {"check": "archive"}
 _INSERT_CHUNK = 1000
 
 
@@ -181,6 +184,7 @@ def verify_archive(directory: str | os.PathLike[str]) -> dict[str, TableChecksum
         except OSError as exc:
             raise ArchiveError(f"{path}: cannot read the archive of {name!r}: {exc}") from exc
         if count != entry["rows"] or digest.hexdigest() != entry["sha256"]:
+            telemetry.instruments().integrity_failures.add(1, _ARCHIVE_CHECK)
             raise ArchiveError(
                 f"{path}: does not match the manifest ({count} rows, sha256 "
                 f"{digest.hexdigest()[:12]}…; expected {entry['rows']} rows, "
@@ -233,6 +237,7 @@ def restore_archive(engine: Engine, directory: str | os.PathLike[str]) -> dict[s
             restored = table_checksums(connection, order)
             for name in order:
                 if restored[name] != verified[name]:
+                    telemetry.instruments().integrity_failures.add(1, _ARCHIVE_CHECK)
                     raise ArchiveError(
                         f"restored table {name!r} does not match the archive: nothing restored"
                     )

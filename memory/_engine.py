@@ -79,6 +79,7 @@ def create_engine(url: str | URL | None = None, **overrides: Any) -> Engine:
         options.update(overrides)
         engine = sa.create_engine(resolved, **options)
     _measure_statements(engine)
+    _count_connection_failures(engine)
     return engine
 
 
@@ -107,6 +108,17 @@ def _measure_statements(engine: Engine) -> None:
             telemetry.instruments().db_query_duration.record(
                 telemetry.elapsed_ms(started), attributes[telemetry.statement_operation(statement)]
             )
+
+
+def _count_connection_failures(engine: Engine) -> None:
+    """Count ``memory.db.connection_failures``: connecting failed (no connection yet), or
+    the database dropped a connection in use (a disconnect)."""
+    attributes = {"backend": engine.dialect.name}
+
+    @event.listens_for(engine, "handle_error")
+    def _failed(context: Any) -> None:
+        if context.connection is None or context.is_disconnect:
+            telemetry.instruments().db_connection_failures.add(1, attributes)
 
 
 def _create_sqlite_engine(url: URL, **overrides: Any) -> Engine:

@@ -22,6 +22,7 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy.engine import Engine
 
+from memory import _telemetry as telemetry
 from memory._engine import write_options
 from memory._errors import InvalidInputError, SchemaError
 
@@ -104,6 +105,15 @@ def revision_at_least(revision: str | None, wanted: str) -> bool:
 
 
 def _run(engine: Engine, action: Callable[[Config], None], config: Config) -> None:
+    try:
+        _run_in_transaction(engine, action, config)
+    except Exception:
+        # The MemoryMigrationFailed alert watches this; the transaction has rolled back.
+        telemetry.instruments().migration_failures.add(1)
+        raise
+
+
+def _run_in_transaction(engine: Engine, action: Callable[[Config], None], config: Config) -> None:
     sqlite = engine.dialect.name == "sqlite"
     with engine.connect() as connection:
         if sqlite:

@@ -1,0 +1,76 @@
+"""The failures the critical alerts watch are counted where they happen: a connection that
+cannot be made, a migration that fails, an archive whose checksum does not match."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from memory import _migrate
+from memory import _telemetry as telemetry
+from memory._archive import verify_archive
+from memory._engine import create_engine
+from memory._errors import ArchiveError, SchemaError
+
+
+def counted(name: str, **match: str) -> float:
+    return telemetry.totals().counter(name, **match)
+
+
+def test_a_connection_that_cannot_be_made_is_counted() -> None:
+    # Port 1 on the loopback refuses at once: a real connection attempt that fails.
+    engine = create_engine("postgresql+psycopg://postgres@127.0.0.1:1/test")
+    before = counted(telemetry.DB_CONNECTION_FAILURES, backend="postgresql")
+    try:
+        with pytest.raises(sa.exc.OperationalError), engine.connect():
+            pass
+    finally:
+        engine.dispose()
+    assert counted(telemetry.DB_CONNECTION_FAILURES, backend="postgresql") == before + 1
+
+
+def test_statements_that_fail_are_not_connection_failures(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    before = counted(telemetry.DB_CONNECTION_FAILURES)
+    try:
+        with pytest.raises(sa.exc.OperationalError), engine.connect() as connection:
+            connection.exec_driver_sql("SELECT * FROM no_such_table")
+    finally:
+        engine.dispose()
+    assert counted(telemetry.DB_CONNECTION_FAILURES) == before
+
+
+def test_a_failed_migration_is_counted(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'x.db'}")
+    try:
+        _migrate.upgrade(engine)
+        with engine.begin() as connection:
+            connection.exec_driver_sql("UPDATE alembic_version SET version_num = 'zzzz'")
+        before = counted(telemetry.MIGRATION_FAILURES)
+        with pytest.raises(SchemaError, match="zzzz"):
+            _migrate.upgrade(engine)
+        assert counted(telemetry.MIGRATION_FAILURES) == before + 1
+        with engine.begin() as connection:
+            connection.exec_driver_sql(
+                f"UPDATE alembic_version SET version_num = '{_migrate.head_revision()}'"
+            )
+        _migrate.upgrade(engine)  # nothing to do, nothing failed
+        assert counted(telemetry.MIGRATION_FAILURES) == before + 1
+    finally:
+        engine.dispose()
+
+
+def test_an_archive_that_does_not_match_its_manifest_is_counted(tmp_path: Path) -> None:
+    (tmp_path / "memories.jsonl").write_text('{"id": 1}\n', "utf-8")
+    manifest = {
+        "format": 1,
+        "tables": {"memories": {"file": "memories.jsonl", "rows": 1, "sha256": "0" * 64}},
+    }
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest), "utf-8")
+    before = counted(telemetry.INTEGRITY_FAILURES, check="archive")
+    with pytest.raises(ArchiveError, match="corrupt"):
+        verify_archive(tmp_path)
+    assert counted(telemetry.INTEGRITY_FAILURES, check="archive") == before + 1
