@@ -20,6 +20,7 @@ from memory import _backup, _migrate
 from memory._archive import restore_archive
 from memory._cli_common import engine_handle, memory_handle, reports_errors, scope_options
 from memory._cli_flags import flags_group
+from memory._cli_gates import gates_command
 from memory._cli_health import health
 from memory._cli_workload import workload
 from memory._engine import DATABASE_URL_ENV
@@ -484,3 +485,4 @@ def reembed(context: click.Context, batch_size: int) -> None:
 main.add_command(flags_group)
 main.add_command(workload)
 main.add_command(health)
+main.add_command(gates_command)
