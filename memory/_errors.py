@@ -7,6 +7,7 @@ runtime can catch one type::
     ├── InvalidInputError (ValueError)     a public input broke a rule; names field and limit
     ├── NotFoundError (LookupError)        no such memory, entity or session in this scope
     │   └── SessionExpiredError            the session's saved state has expired
+    ├── PermissionDeniedError (PermissionError)  the call needs the admin role
     ├── ConflictError                      the write collides with what is stored
     │   └── StaleVersionError              optimistic locking: the row changed since it was read
     ├── SchemaError                        the database schema does not fit this code
@@ -70,3 +71,7 @@ class EmbedderUnavailableError(MemoryStoreError):
 
 class ExporterUnavailableError(MemoryStoreError):
     """A metrics exporter was asked for but its optional extra is not installed."""
+
+
+class PermissionDeniedError(MemoryStoreError, PermissionError):
+    """The call needs a role the caller does not have (``Memory.open(..., role="admin")``)."""

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import IntegrityError
 
+from memory import _sharing as sharing
 from memory._context import (
     CONFLICT_OPERATION,
     PATCH_OPERATION,
@@ -33,6 +34,7 @@ from memory._events import (
     append_events,
     events_of,
     memory_target,
+    record_reads,
 )
 from memory._indexing import IndexEntry, log_changes, replace_index, write_index
 from memory._models import NO_SESSION, Base, utcnow
@@ -47,6 +49,7 @@ from memory._schemas import (
     canonical_json,
     content_hash,
 )
+from memory._sharing import Grant, NewGrant, visible
 from memory._types import CodePattern, MemoryRecord, Preference, SessionCheckpoint
 
 memories = Base.metadata.tables["memories"]
@@ -75,6 +78,9 @@ class Owner:
     user: str
     agent: str
     session: str | None
+    # Whether reads also see what other agents of the user shared with this one: the
+    # USE_CROSS_AGENT_SHARING flag, decided per call (memory._sharing.visible).
+    shared: bool = False
 
     @property
     def session_key(self) -> str:
@@ -265,14 +271,16 @@ class Store:
             now = utcnow()
             statement = (
                 sa.update(memories)
-                .where(memories.c.id == memory_id, *_owned(owner), _live(now))
+                .where(memories.c.id == memory_id, visible(connection, owner), _live(now))
                 .values(last_accessed_at=now, access_count=memories.c.access_count + 1)
                 .returning(*memories.c)
             )
             row = connection.execute(statement).mappings().first()
             if row is None:
                 raise NotFoundError(f"memory {memory_id} does not exist in this scope")
-            return self._with_metadata(connection, [row])[0]
+            record = self._with_metadata(connection, [row])[0]
+            record_reads(connection, owner.user, owner.agent, [record])
+            return record
 
         return self.db.write(operation)
 
@@ -287,6 +295,8 @@ class Store:
 
         def operation(connection: Connection) -> MemoryRecord:
             now = utcnow()
+            # The owner, or a holder of a live read-write grant, may update.
+            writable = visible(connection, owner, "write")
             values: dict[str, Any] = {"updated_at": now, "version": memories.c.version + 1}
             if changes.content is not None:
                 values["content"] = changes.content
@@ -299,7 +309,7 @@ class Store:
                 sa.update(memories)
                 .where(
                     memories.c.id == memory_id,
-                    *_owned(owner),
+                    writable,
                     _live(now),
                     memories.c.version == changes.version,
                 )
@@ -315,7 +325,7 @@ class Store:
             if row is None:
                 current = connection.execute(
                     sa.select(memories.c.version).where(
-                        memories.c.id == memory_id, *_owned(owner), _live(now)
+                        memories.c.id == memory_id, writable, _live(now)
                     )
                 ).scalar()
                 if current is None:
@@ -352,10 +362,11 @@ class Store:
         return self.db.write(operation)
 
     def list_memories(self, owner: Owner, query: MemoryQuery) -> list[MemoryRecord]:
-        """This user's and agent's live memories matching ``query``, newest first."""
+        """The live memories ``owner`` may see (its own, and those shared with it when
+        ``owner.shared``) matching ``query``, newest first."""
 
         def operation(connection: Connection) -> list[MemoryRecord]:
-            conditions = [*_owned(owner), _live(utcnow())]
+            conditions = [visible(connection, owner), _live(utcnow())]
             if query.tier is not None:
                 conditions.append(memories.c.tier == query.tier)
             if query.session is not None:
@@ -391,6 +402,28 @@ class Store:
             )
 
         self.db.write(operation)
+
+    # -- sharing ------------------------------------------------------------------------------
+
+    def share(self, owner: Owner, item: NewGrant) -> list[Grant]:
+        """Grant access to what ``item`` names (see ``memory._sharing.share``)."""
+        return self.db.write(
+            lambda connection: sharing.share(connection, self.db.insert, owner, item)
+        )
+
+    def revoke(self, owner: Owner, grant_id: int) -> Grant:
+        """Revoke one of ``owner``'s grants."""
+        return self.db.write(lambda connection: sharing.revoke(connection, owner, grant_id))
+
+    def grants(self, owner: Owner, received: bool) -> list[Grant]:
+        """The live grants ``owner`` made (or holds, with ``received``)."""
+        return self.db.read(lambda connection: sharing.list_grants(connection, owner, received))
+
+    def record_reads(self, owner: Owner, records: Sequence[MemoryRecord]) -> None:
+        """Log that ``owner`` read these memories of other agents (``memory.read`` events)."""
+        self.db.write(
+            lambda connection: record_reads(connection, owner.user, owner.agent, records)
+        )
 
     def consolidate(
         self,

@@ -1,0 +1,536 @@
+"""Sharing: grants, teams, and the visibility predicate every read path puts in its query.
+
+A memory is private to the agent that stored it. Its owner can grant another agent, or a
+named team of the same user, ``read`` or ``write`` (read and update) access to
+
+- one memory (``memory_id``),
+- every memory of the owner carrying a metadata tag (``tag=(key, value)``), now or later,
+- a whole tier of the owner's memories (``tier``),
+
+optionally until an expiry; a grant can be revoked. Grants never cross users: the
+predicate compares ``user_id`` on both sides, whatever a grant row says.
+
+Enforcement is in the query. ``visible`` returns a SQL condition on ``memories`` (the
+reader's own rows, or rows an EXISTS over ``sharing_grants`` admits) that get, list,
+update, keyword search and the final read of every search put in their WHERE clause, and
+``VectorScope`` restricts the in-process vector index to the same rows before any score is
+computed. Nothing is filtered after the fact.
+
+Before building the predicate, one indexed query asks which owners have granted the reader
+anything live (``reader_grants``). With none, the predicate is the reader's own rows and
+costs nothing extra; otherwise ``agent_id IN (reader, owners…)`` lets the planner walk only
+those agents' rows, and the EXISTS clauses (one per kind of target in use) decide row by
+row, inside the same statement, so a grant revoked in between is honoured.
+
+Teams are defined by an admin (``Memory.set_team``): if agents could join teams
+themselves, any agent could read what was shared with any team.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import sqlalchemy as sa
+from pydantic import Field
+from sqlalchemy.engine import Connection, RowMapping
+
+from memory._errors import InvalidInputError, NotFoundError
+from memory._events import append_event
+from memory._models import Base, utcnow
+from memory._schemas import AwareDatetime, Identifier, Tier, _Input, canonical_json
+
+if TYPE_CHECKING:
+    from memory._store import Owner
+
+memories = Base.metadata.tables["memories"]
+metadata_table = Base.metadata.tables["memory_metadata"]
+grants = Base.metadata.tables["sharing_grants"]
+teams = Base.metadata.tables["sharing_teams"]
+
+Access = Literal["read", "write"]
+GrantTarget = Literal["memory", "tag", "tier"]
+GranteeType = Literal["agent", "team"]
+MAX_GRANTEES = 100
+MAX_TEAM_MEMBERS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """One grant: ``owner_agent`` lets ``grantee`` read (or also update) a target."""
+
+    id: int
+    user_id: str
+    owner_agent: str
+    target: GrantTarget
+    memory_id: int | None
+    tier: Tier | None
+    tag: tuple[str, Any] | None
+    grantee_type: GranteeType
+    grantee: str
+    access: Access
+    created_at: datetime
+    expires_at: datetime | None
+
+
+class NewGrant(_Input):
+    memory_id: Annotated[int, Field(ge=1, lt=2**63)] | None = None
+    tag_key: Identifier | None = None
+    tag_value: Any = None
+    tier: Tier | None = None
+    agents: Annotated[list[Identifier], Field(max_length=MAX_GRANTEES)] = Field(
+        default_factory=list
+    )
+    teams: Annotated[list[Identifier], Field(max_length=MAX_GRANTEES)] = Field(default_factory=list)
+    access: Access = "read"
+    expires_at: AwareDatetime = None
+
+
+class TeamInput(_Input):
+    user: Identifier
+    team: Identifier
+    agents: Annotated[list[Identifier], Field(max_length=MAX_TEAM_MEMBERS)]
+
+
+def checked_grant(owner: Owner, item: NewGrant, now: datetime) -> NewGrant:
+    """Refuse a grant that names no target or several, no grantee, or an expiry passed."""
+    given = [
+        name
+        for name, value in (
+            ("memory_id", item.memory_id),
+            ("tag", item.tag_key),
+            ("tier", item.tier),
+        )
+        if value is not None
+    ]
+    if len(given) != 1:
+        raise InvalidInputError(
+            f"target: give exactly one of memory_id, tag or tier (got {', '.join(given) or 'none'})"
+        )
+    if item.tag_key is None and item.tag_value is not None:
+        raise InvalidInputError("tag: a tag value needs a tag key")
+    if item.tag_key is not None:
+        try:
+            size = len(canonical_json(item.tag_value).encode("utf-8"))
+        except ValueError as error:
+            raise InvalidInputError(f"tag: value {error}") from None
+        if size > 1024:
+            raise InvalidInputError(f"tag: value must be at most 1024 bytes as JSON (got {size})")
+    if not item.agents and not item.teams:
+        raise InvalidInputError("grantee: name at least one agent or team to share with")
+    if owner.agent in item.agents:
+        raise InvalidInputError(f"agents: {owner.agent!r} already owns what it would share")
+    if item.expires_at is not None and item.expires_at <= now:
+        raise InvalidInputError(f"expires_at: {item.expires_at.isoformat()} has already passed")
+    return item
+
+
+def _target_key(
+    target: str, memory_id: int | None, tier: str | None, tag: str | None, tag_json: str | None
+) -> str:
+    description = canonical_json([target, memory_id, tier, tag, tag_json])
+    return hashlib.sha256(description.encode("utf-8")).hexdigest()
+
+
+def _grant(row: RowMapping) -> Grant:
+    tag = None
+    if row["tag_key"] is not None:
+        tag = (row["tag_key"], json.loads(row["tag_value_json"]))
+    return Grant(
+        id=row["id"],
+        user_id=row["user_id"],
+        owner_agent=row["owner_agent"],
+        target=row["target"],
+        memory_id=row["memory_id"],
+        tier=row["tier"],
+        tag=tag,
+        grantee_type=row["grantee_type"],
+        grantee=row["grantee"],
+        access=row["access"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+    )
+
+
+def _upsert(db_insert: Any) -> Any:
+    statement = db_insert(grants)
+    return statement.on_conflict_do_update(
+        index_elements=["user_id", "owner_agent", "grantee_type", "grantee", "target_key"],
+        set_={
+            "access": statement.excluded.access,
+            "expires_at": statement.excluded.expires_at,
+            "created_at": statement.excluded.created_at,
+        },
+    ).returning(*grants.c)
+
+
+def share(connection: Connection, db_insert: Any, owner: Owner, item: NewGrant) -> list[Grant]:
+    """Write the grants of ``item`` (one per grantee) inside the caller's transaction.
+
+    Sharing what is already shared with the same grantee replaces its access and expiry.
+    A memory can only be shared by the agent that owns it.
+    """
+    now = utcnow()
+    item = checked_grant(owner, item, now)
+    if item.memory_id is not None:
+        found = connection.execute(
+            sa.select(memories.c.id).where(
+                memories.c.id == item.memory_id,
+                memories.c.user_id == owner.user,
+                memories.c.agent_id == owner.agent,
+            )
+        ).first()
+        if found is None:
+            raise NotFoundError(
+                f"memory {item.memory_id} does not exist in this scope (only its owner can "
+                "share it)"
+            )
+    target: GrantTarget = (
+        "memory" if item.memory_id is not None else "tier" if item.tier is not None else "tag"
+    )
+    tag_json = canonical_json(item.tag_value) if item.tag_key is not None else None
+    key = _target_key(target, item.memory_id, item.tier, item.tag_key, tag_json)
+    grantees = [("agent", agent) for agent in dict.fromkeys(item.agents)]
+    grantees += [("team", team) for team in dict.fromkeys(item.teams)]
+    rows = [
+        {
+            "user_id": owner.user,
+            "owner_agent": owner.agent,
+            "target": target,
+            "target_key": key,
+            "memory_id": item.memory_id,
+            "tier": item.tier,
+            "tag_key": item.tag_key,
+            "tag_value_json": tag_json,
+            "grantee_type": kind,
+            "grantee": name,
+            "access": item.access,
+            "created_at": now,
+            "expires_at": item.expires_at,
+        }
+        for kind, name in grantees
+    ]
+    # One statement per row: RETURNING of a multi-row upsert is not ordered on every backend.
+    written = [_grant(connection.execute(_upsert(db_insert), row).mappings().one()) for row in rows]
+    for grant in written:
+        append_event(
+            connection,
+            owner.user,
+            owner.agent,
+            "grant.share",
+            f"grant:{grant.id}",
+            _describe(grant),
+        )
+    return written
+
+
+def _describe(grant: Grant) -> dict[str, Any]:
+    return {
+        "grant_id": grant.id,
+        "target": grant.target,
+        "memory_id": grant.memory_id,
+        "tier": grant.tier,
+        "tag": list(grant.tag) if grant.tag is not None else None,
+        "grantee_type": grant.grantee_type,
+        "grantee": grant.grantee,
+        "access": grant.access,
+        "expires_at": grant.expires_at.isoformat() if grant.expires_at else None,
+    }
+
+
+def revoke(connection: Connection, owner: Owner, grant_id: int) -> Grant:
+    """Delete one grant that ``owner`` made; raises ``NotFoundError`` for any other."""
+    row = (
+        connection.execute(
+            sa.delete(grants)
+            .where(
+                grants.c.id == grant_id,
+                grants.c.user_id == owner.user,
+                grants.c.owner_agent == owner.agent,
+            )
+            .returning(*grants.c)
+        )
+        .mappings()
+        .first()
+    )
+    if row is None:
+        raise NotFoundError(f"grant {grant_id} does not exist or was not made by this agent")
+    grant = _grant(row)
+    append_event(
+        connection, owner.user, owner.agent, "grant.revoke", f"grant:{grant.id}", _describe(grant)
+    )
+    return grant
+
+
+def list_grants(connection: Connection, owner: Owner, received: bool) -> list[Grant]:
+    """Live grants ``owner`` made, or (``received``) that it holds directly or by a team."""
+    condition = _held_by(owner) if received else grants.c.owner_agent == owner.agent
+    rows = connection.execute(
+        sa.select(grants)
+        .where(grants.c.user_id == owner.user, _live(utcnow()), condition)
+        .order_by(grants.c.id)
+    ).mappings()
+    return [_grant(row) for row in rows]
+
+
+def set_team(connection: Connection, actor: str, item: TeamInput) -> None:
+    """Make ``item.agents`` the whole membership of the team (empty: the team is gone)."""
+    connection.execute(
+        sa.delete(teams).where(teams.c.user_id == item.user, teams.c.team == item.team)
+    )
+    now = utcnow()
+    members = list(dict.fromkeys(item.agents))
+    if members:
+        connection.execute(
+            teams.insert(),
+            [
+                {"user_id": item.user, "team": item.team, "agent_id": agent, "created_at": now}
+                for agent in members
+            ],
+        )
+    # The team's name goes in the payload, not the target: targets are hashed into the
+    # chain and survive redaction, and a name can say something about the user.
+    append_event(
+        connection, item.user, actor, "team.set", "teams", {"team": item.team, "agents": members}
+    )
+
+
+def team_members(connection: Connection, user: str) -> dict[str, list[str]]:
+    """Every team of ``user`` with its members, sorted."""
+    found: dict[str, list[str]] = {}
+    rows = connection.execute(
+        sa.select(teams.c.team, teams.c.agent_id)
+        .where(teams.c.user_id == user)
+        .order_by(teams.c.team, teams.c.agent_id)
+    )
+    for team, agent in rows:
+        found.setdefault(team, []).append(agent)
+    return found
+
+
+# -- visibility -------------------------------------------------------------------------------
+
+
+def _live(now: datetime) -> sa.ColumnElement[bool]:
+    return sa.or_(grants.c.expires_at.is_(None), grants.c.expires_at > now)
+
+
+def _held_by(owner: Owner) -> sa.ColumnElement[bool]:
+    """The grant names the reader, or a team the reader belongs to."""
+    reader_teams = sa.select(teams.c.team).where(
+        teams.c.user_id == owner.user, teams.c.agent_id == owner.agent
+    )
+    return sa.or_(
+        sa.and_(grants.c.grantee_type == "agent", grants.c.grantee == owner.agent),
+        sa.and_(
+            grants.c.grantee_type == "team", grants.c.grantee.in_(reader_teams.scalar_subquery())
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ReaderGrants:
+    """What the reader holds, by owner and kind: enough to build a tight predicate."""
+
+    owners: frozenset[str]
+    targets: frozenset[str]
+    memory_ids: frozenset[int]
+    tiers: frozenset[tuple[str, str]]
+    tags: frozenset[tuple[str, str, str]]
+
+
+NO_GRANTS = ReaderGrants(frozenset(), frozenset(), frozenset(), frozenset(), frozenset())
+
+
+def reader_grants(connection: Connection, owner: Owner, access: Access = "read") -> ReaderGrants:
+    """The live grants ``owner`` holds for ``access`` (none unless sharing is on for it)."""
+    if not owner.shared:
+        return NO_GRANTS
+    conditions = [grants.c.user_id == owner.user, _live(utcnow()), _held_by(owner)]
+    if access == "write":
+        conditions.append(grants.c.access == "write")
+    rows = connection.execute(
+        sa.select(
+            grants.c.owner_agent,
+            grants.c.target,
+            grants.c.memory_id,
+            grants.c.tier,
+            grants.c.tag_key,
+            grants.c.tag_value_json,
+        ).where(*conditions)
+    ).all()
+    return ReaderGrants(
+        owners=frozenset(row.owner_agent for row in rows),
+        targets=frozenset(row.target for row in rows),
+        memory_ids=frozenset(row.memory_id for row in rows if row.target == "memory"),
+        tiers=frozenset((row.owner_agent, row.tier) for row in rows if row.target == "tier"),
+        tags=frozenset(
+            (row.owner_agent, row.tag_key, row.tag_value_json)
+            for row in rows
+            if row.target == "tag"
+        ),
+    )
+
+
+def visible(
+    connection: Connection, owner: Owner, access: Access = "read"
+) -> sa.ColumnElement[bool]:
+    """The SQL condition on ``memories`` that admits exactly the rows ``owner`` may read
+    (``access="write"``: may update): its own, and those a live grant admits."""
+    held = reader_grants(connection, owner, access)
+    return visible_with(owner, held, access)
+
+
+def visible_with(
+    owner: Owner, held: ReaderGrants, access: Access = "read"
+) -> sa.ColumnElement[bool]:
+    """``visible`` for grants already read in this transaction."""
+    own = sa.and_(memories.c.user_id == owner.user, memories.c.agent_id == owner.agent)
+    if not held.owners:
+        return own
+    now = utcnow()
+    grant_rules = [
+        grants.c.user_id == memories.c.user_id,
+        grants.c.owner_agent == memories.c.agent_id,
+        _live(now),
+        _held_by(owner),
+    ]
+    if access == "write":
+        grant_rules.append(grants.c.access == "write")
+    admitted: list[sa.ColumnElement[bool]] = []
+    if "memory" in held.targets:
+        admitted.append(
+            sa.exists().where(
+                grants.c.memory_id == memories.c.id, grants.c.target == "memory", *grant_rules
+            )
+        )
+    if "tier" in held.targets:
+        admitted.append(
+            sa.exists().where(
+                grants.c.target == "tier", grants.c.tier == memories.c.tier, *grant_rules
+            )
+        )
+    if "tag" in held.targets:
+        tagged = grants.join(
+            metadata_table,
+            sa.and_(
+                metadata_table.c.key == grants.c.tag_key,
+                metadata_table.c.value_json == grants.c.tag_value_json,
+            ),
+        )
+        admitted.append(
+            sa.select(grants.c.id)
+            .select_from(tagged)
+            .where(
+                metadata_table.c.memory_id == memories.c.id, grants.c.target == "tag", *grant_rules
+            )
+            .exists()
+        )
+    return sa.and_(
+        memories.c.user_id == owner.user,
+        memories.c.agent_id.in_(sorted({owner.agent, *held.owners})),
+        sa.or_(memories.c.agent_id == owner.agent, *admitted),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Readable:
+    """What one search may read, computed once per search in its transaction: the SQL
+    predicate (``visible``) and, for the in-process vector index, the grants behind it."""
+
+    owner: Owner
+    held: ReaderGrants
+    predicate: sa.ColumnElement[bool]
+    tagged: frozenset[int]
+
+    def among(self, connection: Connection, ids: list[int]) -> list[int]:
+        """The ids among ``ids`` that the reader may see, in their order."""
+        if not ids:
+            return []
+        found = set(
+            connection.execute(
+                sa.select(memories.c.id).where(memories.c.id.in_(ids), self.predicate)
+            ).scalars()
+        )
+        return [memory_id for memory_id in ids if memory_id in found]
+
+
+def readable_by(connection: Connection, owner: Owner) -> Readable:
+    """The ``Readable`` of ``owner`` (its own memories only unless ``owner.shared``)."""
+    held = reader_grants(connection, owner)
+    tagged = frozenset(tagged_ids(connection, owner.user, held)) if held.tags else frozenset()
+    return Readable(owner, held, visible_with(owner, held), tagged)
+
+
+def tagged_ids(connection: Connection, user: str, held: ReaderGrants) -> set[int]:
+    """Ids of the memories that the reader's tag grants admit (for the vector index)."""
+    found: set[int] = set()
+    for owner_agent, key, value_json in sorted(held.tags):
+        found.update(
+            connection.execute(
+                sa.select(metadata_table.c.memory_id)
+                .join(memories, memories.c.id == metadata_table.c.memory_id)
+                .where(
+                    metadata_table.c.key == key,
+                    metadata_table.c.value_json == value_json,
+                    memories.c.user_id == user,
+                    memories.c.agent_id == owner_agent,
+                )
+            ).scalars()
+        )
+    return found
+
+
+def grants_version(connection: Connection, user: str) -> tuple[int, ...]:
+    """A value that changes whenever what ``user``'s agents can see through grants may have:
+    a grant or team membership added, changed, revoked or expired."""
+    now = utcnow()
+    grant_state = connection.execute(
+        sa.select(
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(grants.c.id), 0),
+            sa.func.count(grants.c.expires_at),
+            sa.func.max(grants.c.created_at),
+        ).where(grants.c.user_id == user, _live(now))
+    ).one()
+    team_state = connection.execute(
+        sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(teams.c.id), 0)).where(
+            teams.c.user_id == user
+        )
+    ).one()
+    changed = grant_state[3]
+    return (
+        int(grant_state[0]),
+        int(grant_state[1]),
+        int(grant_state[2]),
+        int(changed.timestamp() * 1_000_000) if changed is not None else 0,
+        int(team_state[0]),
+        int(team_state[1]),
+    )
+
+
+def remove_expired(connection: Connection, now: datetime, limit: int) -> int | None:
+    """Delete up to ``limit`` grants whose expiry has passed; None when there are none."""
+    ids = list(
+        connection.execute(
+            sa.select(grants.c.id)
+            .where(grants.c.expires_at <= now)
+            .order_by(grants.c.expires_at, grants.c.id)
+            .limit(limit)
+        ).scalars()
+    )
+    if not ids:
+        return None
+    return int(connection.execute(sa.delete(grants).where(grants.c.id.in_(ids))).rowcount)
+
+
+def expired_count(connection: Connection, now: datetime) -> int:
+    """How many grants have expired (a dry run of retention)."""
+    return int(
+        connection.execute(
+            sa.select(sa.func.count()).select_from(grants).where(grants.c.expires_at <= now)
+        ).scalar_one()
+    )
