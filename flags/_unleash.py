@@ -63,8 +63,6 @@ except ImportError as exc:  # an optional extra: say how to install it
 
 __all__ = ["UnleashFlagProvider", "translate_features"]
 
-logger = logging.getLogger("flags")
-
 DEFAULT_AGENT_FIELD = "agentId"
 
 

@@ -33,6 +33,7 @@ import flags
 from flags import (
     EvaluationContext,
     FlagEvaluator,
+    FlagProvider,
     FlagProviderError,
     FlagSet,
     FlagValueError,
@@ -369,6 +370,7 @@ def test_provider_polls_translates_and_goes_stale(features_server: FeaturesServe
         headers={"X-Test": "yes"},
         clock=clock,
     ) as provider:
+        assert isinstance(provider, FlagProvider)
         snapshot = provider.snapshot()
         assert snapshot["USE_ENHANCED_INJECTION"].rollout == 30
         assert provider.snapshot() is snapshot  # unchanged document: no new translation
