@@ -27,6 +27,7 @@ from flags import (
     Rule,
 )
 from memory import DatabaseFlagProvider, InvalidInputError, SchemaError, StoredFlag
+from memory._migrate import database_revision
 
 BACKENDS = ["sqlite-file", "sqlite-memory", "postgresql"]
 TABLES = ("flag_state", "flag_session_overrides", "flag_audit")
@@ -433,3 +434,38 @@ def test_evaluation_reads_the_cached_snapshot_until_the_refresh_interval(
     now[0] = 10.0
     assert flags.is_enabled(USE_ENHANCED_INJECTION, context("u"))
     assert provider.reads == 2
+
+
+# -- the migration ------------------------------------------------------------------------------
+
+
+def test_downgrading_0007_archives_the_flag_tables_and_restore_brings_them_back(
+    shared_engine: sa.Engine, tmp_path: Path
+) -> None:
+    provider = DatabaseFlagProvider(shared_engine)
+    provider.set_flag(USE_ENHANCED_INJECTION, rollout=25, actor="ops", reason="phase 1")
+    provider.override(USE_ENHANCED_INJECTION, session="s-1", on=False, actor="ops")
+    provider.set_agent(USE_ENHANCED_INJECTION, "planner", kind="allow", actor="ops")
+    with shared_engine.connect() as connection:
+        before = memory.table_checksums(connection, TABLES)
+    snapshot = dict(provider.snapshot())
+
+    with pytest.raises(memory.ArchiveError, match="flag_audit.*archive"):
+        memory.downgrade(shared_engine, "0006")  # rows and no archive: refused, nothing lost
+    assert database_revision(shared_engine) == memory.head_revision()
+    assert rows(shared_engine, "flag_audit") == 3
+
+    archive = tmp_path / "archive"
+    memory.downgrade(shared_engine, "0006", archive)
+    assert not set(TABLES) & set(sa.inspect(shared_engine).get_table_names())
+    manifest = memory.verify_archive(archive)
+    assert {name: manifest[name] for name in TABLES} == before
+
+    memory.upgrade(shared_engine)
+    assert memory.restore_archive(shared_engine, archive)["flag_audit"] == 3
+    with shared_engine.connect() as connection:
+        assert memory.table_checksums(connection, TABLES) == before
+    assert dict(provider.snapshot()) == snapshot
+    # The audit goes on after the restored rows (PostgreSQL's sequence was moved on).
+    provider.set_flag(USE_ENHANCED_INJECTION, rollout=50, actor="ops")
+    assert [entry.id for entry in provider.audit(limit=2)] == [4, 3]
