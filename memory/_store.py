@@ -81,6 +81,9 @@ class Owner:
     # Whether reads also see what other agents of the user shared with this one: the
     # USE_CROSS_AGENT_SHARING flag, decided per call (memory._sharing.visible).
     shared: bool = False
+    # False: memories are one flat tier, as in Phase 1 (USE_HIERARCHICAL_TIERS off, decided
+    # per call): no tier filters or tier weights, no consolidation or promotion.
+    tiered: bool = True
 
     @property
     def session_key(self) -> str:
