@@ -9,6 +9,12 @@ When candidates had to be left out, that is an overflow: it is counted and answe
 tiered compaction. The session's older working memories are consolidated into one
 episodic summary (whose metadata lists every id it replaced, so no memory disappears
 without trace), and episodic memories that keep being injected are promoted to semantic.
+
+Two flags change this, evaluated per call for the scope's user, session and agent (see
+``memory._api``). With ``USE_HIERARCHICAL_TIERS`` off the scope's memories are one flat
+tier: "recent working memory" is simply the session's newest memories, and an overflow is
+counted but nothing is compacted or promoted. With ``USE_ENHANCED_INJECTION`` off,
+``inject`` does not run this pipeline at all (``disabled_context``).
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from memory._schemas import CodePatternQuery, MemoryQuery, NewMemory, SearchQuer
 from memory._store import Owner, Store
 from memory._summary import extractive_summary
 from memory._text import terms
-from memory._types import MemoryRecord, SessionCheckpoint
+from memory._types import MemoryRecord, SessionCheckpoint, Tier
 
 Summarizer = Callable[[Sequence[str]], str]
 
@@ -73,6 +79,8 @@ class InjectedContext:
     left_out: int
     compacted: tuple[int, ...] = ()
     promoted: tuple[int, ...] = ()
+    # The flag that turned injection off for this scope (the context is then empty).
+    disabled_by: str | None = None
 
     def section(self, name: str) -> tuple[ContextItem, ...]:
         """The items of one section (``state``, ``preferences``, ``working``, …)."""
@@ -190,7 +198,8 @@ class Injector:
         context = self._build(owner, query, budget)
         if context.overflow:
             recording.overflow_events.add(1, self._backend)
-            compacted, promoted = self._compact(owner, context)
+            # A flat tier (USE_HIERARCHICAL_TIERS off) has nothing to consolidate into.
+            compacted, promoted = self._compact(owner, context) if owner.tiered else ((), ())
             if compacted or promoted:
                 rebuilt = self._build(owner, query, budget)
                 context = InjectedContext(
@@ -229,7 +238,7 @@ class Injector:
                 f"session {session!r} expired at {checkpoint.expires_at.isoformat()}"
             )
         working = self._store.list_memories(
-            owner, MemoryQuery(tier="working", session=session, limit=RECENT_WORKING)
+            owner, MemoryQuery(tier=_working(owner), session=session, limit=RECENT_WORKING)
         )
         recording.resumption_successes.add(1, self._backend)
         return ResumedSession(checkpoint, tuple(working))
@@ -261,7 +270,8 @@ class Injector:
         working_ids: set[int] = set()
         if owner.session is not None:
             working = self._store.list_memories(
-                owner, MemoryQuery(tier="working", session=owner.session, limit=RECENT_WORKING)
+                owner,
+                MemoryQuery(tier=_working(owner), session=owner.session, limit=RECENT_WORKING),
             )
             for position, record in enumerate(working):
                 working_ids.add(record.id)
@@ -382,3 +392,20 @@ class Injector:
         ]
         if ids:
             self._store.record_use(ids)
+
+
+def _working(owner: Owner) -> Tier | None:
+    """The tier that holds a session's recent memories: every tier when they are flat."""
+    return "working" if owner.tiered else None
+
+
+def disabled_context(budget: int, flag: str) -> InjectedContext:
+    """What ``inject`` returns while ``flag`` is off for the scope: an empty context.
+
+    Empty rather than a Phase 1 stand-in (say, the entity graph's matches): with the flag
+    off, the prompt an agent builds is exactly the one it built before this feature, so the
+    control side of a rollout measures Phase 1 behaviour, and a runtime that already adds
+    entity-graph context does not get it twice. ``disabled_by`` names the flag, so a caller
+    can tell "off" from "nothing relevant". Never raises, and costs no database round trip.
+    """
+    return InjectedContext((), "", 0, budget, False, 0, disabled_by=flag)

@@ -28,7 +28,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -442,9 +442,9 @@ class Retriever:
             if added:
                 keyword_scores.update(self._bm25(connection, wanted, statistics, added))
         records = {record.id: record for record in self._filtered(connection, owner, pool, query)}
-        hits = rank(
-            records, keyword_scores, vector_scores, adjacent, query.text, wanted, self.weights
-        )
+        # One flat tier (USE_HIERARCHICAL_TIERS off): no tier earns a bonus.
+        weights = self.weights if owner.tiered else replace(self.weights, tier={})
+        hits = rank(records, keyword_scores, vector_scores, adjacent, query.text, wanted, weights)
         return hits[: query.limit]
 
     def _bm25(
