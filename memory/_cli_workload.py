@@ -9,7 +9,7 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, Literal, cast
 
 import click
 
@@ -17,7 +17,7 @@ from memory import _telemetry as telemetry
 from memory._api import Memory
 from memory._cli_common import reports_errors
 from memory._embeddings import Embedder, HashingEmbedder, MiniLMEmbedder
-from memory._workload import Workload, WorkloadConfig
+from memory._workload import Workload, WorkloadConfig, workload_flags
 
 __all__ = ["workload"]
 
@@ -74,6 +74,10 @@ class _SnapshotWriter:
               show_default=True, help="Make every injection this much slower (NO-GO drills).")
 @click.option("--error-rate", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Share of operations that fail on purpose (NO-GO drills).")
+@click.option("--flags", "flag_mode", type=click.Choice(["on", "stored"]), default="on",
+              show_default=True,
+              help="on: every rollout flag on, so every code path runs; stored: the flag "
+              "state in the database (memctl flags) and this host's environment.")
 @click.option("--seed", type=int, default=20240601, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_context
@@ -91,6 +95,7 @@ def workload(
     snapshot_interval: float,
     inject_delay_ms: float,
     error_rate: float,
+    flag_mode: str,
     seed: int,
     as_json: bool,
 ) -> None:
@@ -115,7 +120,11 @@ def workload(
     try:
         if endpoint is not None:
             click.echo(f"serving metrics at {endpoint.url}", err=True)
-        with Memory.open(context.obj["database_url"], embedder=_embedder(embedder_name)) as memory:
+        with Memory.open(
+            context.obj["database_url"],
+            embedder=_embedder(embedder_name),
+            flags=workload_flags(cast(Literal["on", "stored"], flag_mode)),
+        ) as memory:
             # The window opens after Memory.open, whose schema creation is not workload.
             writer = _SnapshotWriter(snapshot_path, snapshot_interval) if snapshot_path else None
             window = writer.window if writer is not None else telemetry.SnapshotWindow()

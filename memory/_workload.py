@@ -27,15 +27,14 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import event
 
-from flags import USE_ENHANCED_INJECTION, EvaluationContext, FlagEvaluator
+from flags import BUILTIN_FLAGS, FlagEvaluator
 from memory import _telemetry as telemetry
 from memory._api import Memory, Scope
 from memory._errors import InvalidInputError, NotFoundError
-from memory._flag_store import DatabaseFlagProvider
 
 AGENTS = ("planner", "coder", "reviewer")
 SESSIONS_PER_USER = 3
@@ -59,6 +58,15 @@ FINDINGS = (
     "regressed when the pool size changed",
 )
 LANGUAGES = ("python", "sql", "typescript")
+
+
+def workload_flags(mode: Literal["on", "stored"]) -> FlagEvaluator | None:
+    """The ``flags`` argument of ``Memory.open`` for a run: ``on`` forces every rollout flag
+    on (every code path runs, as at 100 %); ``stored`` (None: the default evaluator) follows
+    the flag state in the database and this host's environment, as production does."""
+    if mode == "on":
+        return FlagEvaluator(environ={name: "on" for name in BUILTIN_FLAGS})
+    return None
 
 
 class InjectedFault(RuntimeError):
@@ -178,7 +186,7 @@ class Workload:
         self.memory = memory
         self.config = config
         self.report = WorkloadReport()
-        self.flags = FlagEvaluator(DatabaseFlagProvider(memory.engine), refresh_interval=5.0)
+        self.flags = memory.flags
         self._progress = progress
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -228,22 +236,17 @@ class Workload:
             agent = rng.choice(AGENTS)
             session = f"session-{rng.randrange(SESSIONS_PER_USER)}"
             scope = self.memory.scope(user, agent, session)
-            context = EvaluationContext(user_id=user, session_id=session)
-            enhanced = self.flags.is_enabled(USE_ENHANCED_INJECTION, context)
-            for kind, step in self._turn(rng, scope, enhanced):
+            for kind, step in self._turn(rng, scope):
                 if not pacer.wait(self._stop):
                     self._stop.set()
                     return
                 self._run(kind, step, rng, sabotage)
 
-    def _turn(
-        self, rng: random.Random, scope: Scope, enhanced: bool
-    ) -> list[tuple[str, Callable[[], object]]]:
+    def _turn(self, rng: random.Random, scope: Scope) -> list[tuple[str, Callable[[], object]]]:
         topic = rng.choice(TOPICS)
         question = f"what do we know about the {topic}"
         fact = f"{rng.choice(PEOPLE)} found that the {topic} {rng.choice(FINDINGS)}"
-        # The enhanced-injection flag gives the agent a bigger context budget.
-        budget = self.config.budget_tokens * (2 if enhanced else 1)
+        budget = self.config.budget_tokens
         steps: list[tuple[str, Callable[[], object]]] = [
             ("add", lambda: scope.add(fact, tier="working", metadata={"topic": topic}))
         ]

@@ -25,6 +25,7 @@ from memory import (
     write_snapshot,
 )
 from memory import _telemetry as telemetry
+from memory._workload import workload_flags
 
 Points = dict[str, list[tuple[dict[str, Any], Any]]]
 
@@ -32,6 +33,7 @@ Points = dict[str, list[tuple[dict[str, Any], Any]]]
 @pytest.fixture
 def reader() -> Iterator[InMemoryMetricReader]:
     """A reader that sees what is recorded from now on (nothing from earlier tests)."""
+    telemetry.flush()  # what is still queued belongs to earlier work
     attached = InMemoryMetricReader()
     telemetry.meter_provider().add_metric_reader(attached)
     yield attached
@@ -39,6 +41,7 @@ def reader() -> Iterator[InMemoryMetricReader]:
 
 
 def collect(reader: InMemoryMetricReader) -> Points:
+    telemetry.flush()  # measurements are recorded in the background; record them now
     found: Points = {}
     data = reader.get_metrics_data()
     assert data is not None
@@ -61,7 +64,9 @@ def total(points: Points, name: str, **match: Any) -> float:
 
 @pytest.fixture(params=["sqlite-file", "postgresql"])
 def store(request: pytest.FixtureRequest, url_for: Any) -> Iterator[Memory]:
-    with Memory.open(url_for(request.param), embedder=HashingEmbedder()) as opened:
+    # Every rollout flag on: injection (behind USE_ENHANCED_INJECTION) runs for everyone.
+    flags = workload_flags("on")
+    with Memory.open(url_for(request.param), embedder=HashingEmbedder(), flags=flags) as opened:
         yield opened
 
 

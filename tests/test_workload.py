@@ -18,7 +18,7 @@ import pytest
 
 from memory import HashingEmbedder, InvalidInputError, Memory, read_snapshot
 from memory import _telemetry as telemetry
-from memory._workload import WorkloadConfig, run_workload
+from memory._workload import WorkloadConfig, run_workload, workload_flags
 
 # The console script next to this interpreter: the workload runs as operators run it.
 MEMCTL = str(Path(sys.executable).with_name("memctl"))
@@ -36,7 +36,9 @@ def series_names(body: str) -> set[str]:
 
 @pytest.fixture(params=["sqlite-file", "postgresql"])
 def store(request: pytest.FixtureRequest, url_for: Any) -> Iterator[Memory]:
-    with Memory.open(url_for(request.param), embedder=HashingEmbedder()) as opened:
+    # Every rollout flag on: injection (behind USE_ENHANCED_INJECTION) runs for everyone.
+    flags = workload_flags("on")
+    with Memory.open(url_for(request.param), embedder=HashingEmbedder(), flags=flags) as opened:
         yield opened
 
 

@@ -1,0 +1,236 @@
+"""What the metrics cost: store and injection operations with metrics on and off, in one run.
+
+Every operation is timed with metrics recording (``on``: the library's in-process reader plus
+a Prometheus ``/metrics`` endpoint attached, as in production) and with recording turned
+off (``off``: ``memory._telemetry.set_enabled(False)``; the engine's statement hooks still
+fire but return at once). The two modes alternate in blocks, in a shuffled order per round,
+so machine noise hits both alike. Reported per operation: median and p95 of each mode and
+the overhead ``(on - off) / off``; the target is < 5 % on the median.
+
+Operations, on one user with ``--memories`` memories (HashingEmbedder vectors, so the model
+does not dominate):
+
+- ``add``: ``Scope.add`` of new content (one write transaction);
+- ``get``: ``Scope.get`` (a read plus the access update);
+- ``list``: ``Scope.list(tier="working", limit=20)``;
+- ``inject (miss)``: ``Scope.inject`` with a budget never used before, so the result cache
+  misses and the whole context is built (state, preferences, working memory, search,
+  patterns);
+- ``inject (hit)``: the same injection again, answered from the cache (one SQL statement).
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/telemetry_overhead.py
+    .venv/bin/python benchmarks/telemetry_overhead.py --backends sqlite,postgresql --rounds 30
+
+Prints a table per backend and one JSON line per backend (``grep '^{'``). Exit status 1 when
+an operation's median overhead is 5 % or more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from memory import HashingEmbedder, Memory, Scope, start_prometheus_endpoint
+from memory import _telemetry as telemetry
+from memory._workload import workload_flags
+
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+TARGET_OVERHEAD = 0.05
+MODES = ("off", "on")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def prepare(scope: Scope, memories: int, rng: random.Random) -> None:
+    topics = ["export", "billing", "login", "search", "retry", "schema", "cache", "webhook"]
+    scope.save_state({"step": "implement", "open_files": ["export.py"]})
+    scope.set_preference("answer_style", "concise")
+    scope.record_pattern("python", "retry", "for attempt in range(5): ...", tags=["network"])
+    batch = [
+        f"note {i}: the {rng.choice(topics)} job {rng.choice(['broke', 'passed', 'slowed'])} "
+        f"after change {rng.randrange(10_000)}"
+        for i in range(memories)
+    ]
+    for start in range(0, len(batch), 500):
+        scope.add_many([{"content": c, "tier": "working"} for c in batch[start : start + 500]])
+
+
+def operations(scope: Scope, counter: list[int]) -> dict[str, Callable[[], object]]:
+    ids = [record.id for record in scope.list(limit=200)]
+
+    def add() -> object:
+        counter[0] += 1
+        return scope.add(f"benchmark note {counter[0]} {uuid.uuid4().hex}", tier="episodic")
+
+    def inject_miss() -> object:
+        counter[0] += 1
+        return scope.inject("export job retries", budget_tokens=1_000 + counter[0])
+
+    def inject_hit() -> object:
+        return scope.inject("export job retries", budget_tokens=600)
+
+    scope.inject("export job retries", budget_tokens=600)  # fills the cache for the hits
+    return {
+        "add": add,
+        "get": lambda: scope.get(ids[counter[0] % len(ids)]),
+        "list": lambda: scope.list(tier="working", limit=20),
+        "inject (miss)": inject_miss,
+        "inject (hit)": inject_hit,
+    }
+
+
+def measure(
+    scope: Scope, rounds: int, block: int, warmup: int, rng: random.Random
+) -> dict[str, dict[str, list[float]]]:
+    counter = [0]
+    ops = operations(scope, counter)
+    samples: dict[str, dict[str, list[float]]] = {
+        op: {f"{m}{kind}": [] for m in MODES for kind in ("", "_cpu", "_process")} for op in ops
+    }
+    for op in ops.values():  # warm caches, pools and the vector index
+        for _ in range(warmup):
+            op()
+    for _ in range(rounds):
+        order = [(name, mode) for name in ops for mode in MODES]
+        rng.shuffle(order)
+        for name, mode in order:
+            telemetry.set_enabled(mode == "on")
+            gc.collect()
+            op = ops[name]
+            telemetry.flush()  # the block starts with nothing queued from the previous one
+            process = time.process_time()
+            for _ in range(block):
+                started, cpu = time.perf_counter(), time.thread_time()
+                op()
+                samples[name][mode].append((time.perf_counter() - started) * 1000.0)
+                samples[name][f"{mode}_cpu"].append((time.thread_time() - cpu) * 1000.0)
+            # Process CPU per operation over the block, the background recording included.
+            telemetry.flush()
+            samples[name][f"{mode}_process"].append(
+                (time.process_time() - process) * 1000.0 / block
+            )
+    telemetry.set_enabled(True)
+    return samples
+
+
+def summarise(samples: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, Any]]:
+    result: dict[str, dict[str, Any]] = {}
+    for name, modes in samples.items():
+        row: dict[str, Any] = {}
+        for mode, values in modes.items():
+            row[f"{mode}_median_ms"] = round(statistics.median(values), 4)
+            row[f"{mode}_p95_ms"] = round(percentile(values, 0.95), 4)
+            row[f"{mode}_samples"] = len(values)
+        for kind in ("", "_cpu", "_process"):
+            for stat in ("median", "p95"):
+                on, off = row[f"on{kind}_{stat}_ms"], row[f"off{kind}_{stat}_ms"]
+                row[f"overhead{kind}_{stat}"] = round(on / off - 1, 4) if off else None
+        result[name] = row
+    return result
+
+
+def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
+    rng = random.Random(args.seed)
+    admin: sa.Engine | None = None
+    directory: tempfile.TemporaryDirectory[str] | None = None
+    if backend == "sqlite":
+        directory = tempfile.TemporaryDirectory(prefix="telemetry-bench-")
+        url = f"sqlite:///{Path(directory.name) / 'memory.db'}"
+    else:
+        name = f"membench_{uuid.uuid4().hex[:10]}"
+        admin = sa.create_engine(args.postgres_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        url = make_url(args.postgres_url).set(database=name).render_as_string(False)
+    try:
+        flags = workload_flags("on")  # injection runs (USE_ENHANCED_INJECTION on)
+        with Memory.open(url, embedder=HashingEmbedder(), flags=flags) as memory:
+            scope = memory.scope("bench-user", "planner", "s1")
+            prepare(scope, args.memories, rng)
+            samples = measure(scope, args.rounds, args.block, args.warmup, rng)
+    finally:
+        if admin is not None:
+            with admin.connect() as connection:
+                connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
+        if directory is not None:
+            directory.cleanup()
+    return {"backend": backend, "operations": summarise(samples)}
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:+.1f}%"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backends", default="sqlite", help="sqlite,postgresql")
+    parser.add_argument("--memories", type=int, default=2_000)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--block", type=int, default=20, help="operations per mode per round")
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
+    parser.add_argument("--seed", type=int, default=20240601)
+    args = parser.parse_args()
+
+    endpoint = start_prometheus_endpoint(0)  # "on" exports, as a production process does
+    print(
+        f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, "
+        f"load average at start {os.getloadavg()[0]:.2f}; /metrics at {endpoint.url}"
+    )
+    failed = False
+    try:
+        for backend in args.backends.split(","):
+            result = run_backend(backend.strip(), args)
+            print(f"\n{backend}: {args.rounds} rounds x {args.block} ops per mode")
+            for kind, title in (
+                ("", "wall time"),
+                ("_cpu", "CPU, calling thread"),
+                ("_process", "CPU, whole process (per block)"),
+            ):
+                print(
+                    f"{title + ', ms':<32}{'off p50':>9}{'on p50':>9}{'ovh':>8}"
+                    f"{'off p95':>9}{'on p95':>9}{'ovh':>8}"
+                    + ("  target" if kind == "_cpu" else "")
+                )
+                for name, row in result["operations"].items():
+                    overhead = row[f"overhead{kind}_median"]
+                    verdict = ""
+                    if kind == "_cpu":  # CPU time: other processes' load cannot inflate it
+                        ok = overhead is not None and overhead < TARGET_OVERHEAD
+                        failed |= not ok
+                        verdict = "  PASS" if ok else "  FAIL"
+                    print(
+                        f"  {name:<30}{row[f'off{kind}_median_ms']:>9.3f}"
+                        f"{row[f'on{kind}_median_ms']:>9.3f}{_percent(overhead):>8}"
+                        f"{row[f'off{kind}_p95_ms']:>9.3f}{row[f'on{kind}_p95_ms']:>9.3f}"
+                        f"{_percent(row[f'overhead{kind}_p95']):>8}{verdict}"
+                    )
+            result["load_average_end"] = round(os.getloadavg()[0], 2)
+            print(json.dumps(result))
+    finally:
+        endpoint.close()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
