@@ -28,6 +28,7 @@ from flags import (
     read_environment,
 )
 from memory._cli_common import engine_handle, reports_errors
+from memory._cli_gates import gate_source_options, gated_reason
 from memory._flag_store import DatabaseFlagProvider, FlagAuditEntry, StoredFlag
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -132,24 +133,35 @@ def list_flags(context: click.Context, as_json: bool) -> None:
 @click.option("--on/--off", "on", default=None, help="On for everyone, or the kill switch.")
 @click.option("--rollout", type=int, default=None, metavar="N", help="On for N % (0..100).")
 @_change_options
+@click.option("--force", is_flag=True, help="Raise past a failing or skipped gate (audited).")
+@gate_source_options
 @click.pass_context
 @reports_errors
 def set_flag(
     context: click.Context,
+    /,
     name: str,
     on: bool | None,
     rollout: int | None,
     reason: str | None,
     actor: str,
+    force: bool,
+    **gate_source: Any,
 ) -> None:
     """Switch NAME on or off, or roll it out to N percent of users (sessions for a
-    session-sticky flag)."""
+    session-sticky flag).
+
+    Raising a rollout moves one stage at a time (10 -> 50 -> 100 %) and only when the
+    current stage's gate is GO (memctl gates; give --prometheus or --snapshot)."""
     if (on is None) == (rollout is None):
         raise click.UsageError("give exactly one of --on, --off and --rollout N")
     with engine_handle(context) as engine:
-        flag = DatabaseFlagProvider(engine).set_flag(
-            name, on=on, rollout=rollout, actor=actor, reason=reason
+        provider = DatabaseFlagProvider(engine)
+        wanted = rollout if rollout is not None else (100 if on else 0)
+        reason = gated_reason(
+            context, provider, name, wanted, reason, force=force, source_options=gate_source
         )
+        flag = provider.set_flag(name, on=on, rollout=rollout, actor=actor, reason=reason)
     click.echo(f"{flag.name}: {_state(flag)}")
 
 

@@ -17,8 +17,9 @@ import click
 from memory import _gates as gates
 from memory._cli_common import engine_handle, reports_errors
 from memory._errors import InvalidInputError
+from memory._flag_store import DatabaseFlagProvider
 
-__all__ = ["gate_source_options", "gates_command", "require_gate_for_rollout"]
+__all__ = ["gate_source_options", "gated_reason", "gates_command", "require_gate_for_rollout"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -139,6 +140,23 @@ def gates_command(
     report = evaluate(context, gate, source_options)
     click.echo(json.dumps(report.as_dict(), indent=2) if as_json else _table(report))
     context.exit(0 if report.go else 1)
+
+
+def gated_reason(
+    context: click.Context, provider: DatabaseFlagProvider, flag: str, wanted: int,
+    reason: str | None, *, force: bool, source_options: dict[str, Any],
+) -> str | None:
+    """The audit reason for setting ``flag`` to ``wanted`` percent, once the gate allows it:
+    ``reason``, plus a note when ``force`` overrode a gate (see
+    :func:`require_gate_for_rollout`)."""
+    stored = next((f for f in provider.flags() if f.name == flag), None)
+    if stored is None or not 0 <= wanted <= 100:
+        return reason  # an unknown flag or a bad percentage: set_flag names the problem
+    current = stored.rollout if stored.enabled else 0
+    note = require_gate_for_rollout(
+        context, flag, current, wanted, force=force, source_options=source_options
+    )
+    return "; ".join(part for part in (reason, note) if part) or None
 
 
 def require_gate_for_rollout(

@@ -66,7 +66,9 @@ def test_a_rollout_from_list_to_reset(database_url: str) -> None:
 
     result = flags(database_url, "set", USE_ENHANCED_INJECTION, "--rollout", "10", "--reason", "p1")
     assert (result.exit_code, result.output) == (0, f"{USE_ENHANCED_INJECTION}: rollout 10%\n")
-    assert flags(database_url, "set", USE_CROSS_AGENT_SHARING, "--on").output.endswith(": on\n")
+    assert flags(database_url, "set", USE_CROSS_AGENT_SHARING, "--on", "--force").output.endswith(
+        ": on\n"
+    )
     assert (
         flags(database_url, "allow", USE_CROSS_AGENT_SHARING, "--agent", "planner").exit_code == 0
     )
@@ -104,7 +106,7 @@ def test_a_rollout_from_list_to_reset(database_url: str) -> None:
 
 
 def test_explain_names_the_rule_and_ends_with_the_verdict(database_url: str) -> None:
-    flags(database_url, "set", USE_ENHANCED_INJECTION, "--rollout", "50")
+    flags(database_url, "set", USE_ENHANCED_INJECTION, "--rollout", "50", "--force")
     users = [f"user-{i}" for i in range(40)]
     inside = next(u for u in users if normalized_hash(USE_ENHANCED_INJECTION, u) <= 50)
     outside = next(u for u in users if normalized_hash(USE_ENHANCED_INJECTION, u) > 50)
@@ -133,7 +135,7 @@ def test_explain_names_the_rule_and_ends_with_the_verdict(database_url: str) -> 
 def test_the_shell_environment_shows_as_the_source_and_decides_explain(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    flags(database_url, "set", USE_HIERARCHICAL_TIERS, "--on")
+    flags(database_url, "set", USE_HIERARCHICAL_TIERS, "--on", "--force")
     monkeypatch.setenv(USE_HIERARCHICAL_TIERS, "off")
     listed = flags(database_url, "list").output
     assert f"{USE_HIERARCHICAL_TIERS}: on  [source: environment]" in listed
@@ -157,7 +159,7 @@ def test_the_shell_environment_shows_as_the_source_and_decides_explain(
         (["set", USE_ENHANCED_INJECTION], "give exactly one of --on, --off and --rollout N"),
         (["set", USE_ENHANCED_INJECTION, "--on", "--rollout", "5"], "give exactly one"),
         (["set", "USE_NOTHING", "--on"], "unknown flag 'USE_NOTHING'"),
-        (["set", USE_ENHANCED_INJECTION, "--on", "--actor", ""], "actor"),
+        (["set", USE_ENHANCED_INJECTION, "--on", "--force", "--actor", ""], "actor"),
         (["override", USE_ENHANCED_INJECTION, "--session", "s", "--on", "--ttl", "soon"], "--ttl"),
         (["override", USE_ENHANCED_INJECTION, "--session", "s"], "exactly one of --on, --off"),
         (["override", USE_ENHANCED_INJECTION, "--session", "s", "--on", "--clear"], "exactly one"),
@@ -190,7 +192,8 @@ def test_before_revision_0007_the_commands_say_to_migrate(tmp_path: Path) -> Non
 
 
 def test_the_cli_writes_what_the_provider_reads(database_url: str) -> None:
-    flags(database_url, "set", USE_ENHANCED_INJECTION, "--rollout", "25", "--actor", "carol")
+    rollout = ["--rollout", "25", "--force"]  # 0 -> 25 % skips the 10 % stage: forced
+    flags(database_url, "set", USE_ENHANCED_INJECTION, *rollout, "--actor", "carol")
     engine = memory.create_engine(database_url)
     try:
         definition = DatabaseFlagProvider(engine).snapshot()[USE_ENHANCED_INJECTION]

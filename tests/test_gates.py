@@ -334,3 +334,59 @@ def test_an_unreachable_prometheus_is_an_error_not_a_verdict(database: str) -> N
     assert result.exit_code == 1
     assert f"Error: prometheus: cannot query http://127.0.0.1:{port}" in result.output
     assert "GO" not in result.output
+
+
+# -- memctl flags set --rollout is held by the gates ------------------------------------------
+
+
+def rollout_of(database: str, flag: str) -> tuple[int, str | None]:
+    """The flag's effective rollout and the reason of its newest audit entry."""
+    with Memory.open(database) as memory:
+        provider = DatabaseFlagProvider(memory.engine)
+        stored = next(f for f in provider.flags() if f.name == flag)
+        audit = provider.audit(flag, limit=1)
+    return (stored.rollout if stored.enabled else 0), (audit[0].reason if audit else None)
+
+
+FLAG = "USE_ENHANCED_INJECTION"
+
+
+def test_raising_a_rollout_needs_the_current_stage_gate(tmp_path: Path, database: str) -> None:
+    healthy = write(tmp_path, HEALTHY, "healthy.json")
+    slow = write(tmp_path, replace(HEALTHY, injection_latency=latency(350.0)), "slow.json")
+    baseline = tmp_path / "baseline.json"
+    gates.record_baseline(gates.SnapshotSource(healthy), timedelta(hours=1), baseline)
+
+    # Entering the first stage needs no gate.
+    assert memctl(database, "flags", "set", FLAG, "--rollout", "10").exit_code == 0
+    # 10 -> 50 needs gate 1: without a source it cannot be evaluated, so it is refused.
+    refused = memctl(database, "flags", "set", FLAG, "--rollout", "50")
+    assert refused.exit_code == 2
+    assert "needs gate 1; give --prometheus URL or --snapshot FILE" in refused.output
+    assert rollout_of(database, FLAG) == (10, None)
+    # Skipping a stage is refused whatever the gate says.
+    skipped = memctl(database, "flags", "set", FLAG, "--on", "--snapshot", healthy)
+    assert skipped.exit_code == 2
+    assert "10% -> 100% skips a stage; the next stage is 50%" in skipped.output
+    # Gate 1 GO: 10 -> 50.
+    raised = memctl(database, "flags", "set", FLAG, "--rollout", "50", "--snapshot", healthy,
+                    "--reason", "gate 1 passed")  # fmt: skip
+    assert raised.exit_code == 0, raised.output
+    assert "GATE 1: GO" in raised.output
+    assert rollout_of(database, FLAG) == (50, "gate 1 passed")
+    # Gate 2 NO-GO (slow injections): 50 -> 100 refused, nothing written.
+    held = memctl(database, "flags", "set", FLAG, "--rollout", "100", "--snapshot", slow,
+                  "--baseline", baseline)  # fmt: skip
+    assert held.exit_code == 2
+    assert "gate 2 is NO-GO (injection latency p95); the rollout stays at 50%" in held.output
+    assert rollout_of(database, FLAG) == (50, "gate 1 passed")
+    # --force goes ahead, and the audit says which gate was overridden and why.
+    forced = memctl(database, "flags", "set", FLAG, "--rollout", "100", "--snapshot", slow,
+                    "--baseline", baseline, "--force", "--reason", "incident 42")  # fmt: skip
+    assert forced.exit_code == 0, forced.output
+    assert rollout_of(database, FLAG) == (
+        100, "incident 42; forced past gate 2 (NO-GO: injection latency p95)"
+    )
+    # Lowering is never held (it is how a rollback starts).
+    assert memctl(database, "flags", "set", FLAG, "--off").exit_code == 0
+    assert rollout_of(database, FLAG)[0] == 0
