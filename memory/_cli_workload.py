@@ -142,7 +142,6 @@ def workload(
                 finally:
                     signal.signal(signal.SIGTERM, previous)
             snapshot = writer.finish() if writer is not None else window.snapshot()
-            driver.close()
     finally:
         if endpoint is not None:
             endpoint.close()

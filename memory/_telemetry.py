@@ -72,6 +72,7 @@ import resource
 import sys
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -345,26 +346,26 @@ class Instruments:
 
 # -- observable gauges --------------------------------------------------------------------------
 
-_flag_sources: list[FlagEvaluator] = []
+# Weak: an evaluator is published while its owner (a Memory, a workload) lives.
+_flag_sources: weakref.WeakKeyDictionary[FlagEvaluator, None] = weakref.WeakKeyDictionary()
 _flag_lock = threading.Lock()
 
 
 def observe_flags(evaluator: FlagEvaluator) -> None:
     """Publish the state and rollout percentage of every flag ``evaluator`` knows.
 
-    The gauges read ``flags.export_flag_states(evaluator)`` at each collection. Observing
-    a second evaluator adds its flags (the last one wins for a flag both know).
+    The gauges read ``flags.export_flag_states(evaluator)`` at each collection, for as long
+    as the evaluator lives (it is held weakly; ``Memory`` observes its own). Observing a
+    second evaluator adds its flags (the later one wins for a flag both know).
     """
     with _flag_lock:
-        if evaluator not in _flag_sources:
-            _flag_sources.append(evaluator)
+        _flag_sources[evaluator] = None
 
 
 def stop_observing_flags(evaluator: FlagEvaluator) -> None:
     """Stop publishing ``evaluator``'s flags."""
     with _flag_lock:
-        if evaluator in _flag_sources:
-            _flag_sources.remove(evaluator)
+        _flag_sources.pop(evaluator, None)
 
 
 def _flag_states() -> dict[str, tuple[int, int]]:

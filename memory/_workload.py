@@ -32,7 +32,6 @@ from typing import Any, Literal
 from sqlalchemy import event
 
 from flags import BUILTIN_FLAGS, FlagEvaluator
-from memory import _telemetry as telemetry
 from memory._api import Memory, Scope
 from memory._errors import InvalidInputError, NotFoundError
 
@@ -186,7 +185,6 @@ class Workload:
         self.memory = memory
         self.config = config
         self.report = WorkloadReport()
-        self.flags = memory.flags
         self._progress = progress
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -197,7 +195,6 @@ class Workload:
         """Run to the end (or until :meth:`stop`) and return the report."""
         config = self.config
         sabotage = _Sabotage(self.memory)
-        telemetry.observe_flags(self.flags)
         started = time.monotonic()
         pacer = _Pacer(config.rate, started + config.duration)
         workers = [
@@ -223,11 +220,6 @@ class Workload:
     def stop(self) -> None:
         """Ask the workers to finish their current operation and end the run."""
         self._stop.set()
-
-    def close(self) -> None:
-        """Stop publishing the run's flag gauges (after the last snapshot was taken)."""
-        telemetry.stop_observing_flags(self.flags)
-
     # -- one worker -----------------------------------------------------------------------------
 
     def _work(self, rng: random.Random, pacer: _Pacer, sabotage: _Sabotage) -> None:
@@ -322,8 +314,4 @@ def run_workload(
     memory: Memory, config: WorkloadConfig, progress: Callable[[int], None] | None = None
 ) -> WorkloadReport:
     """Run the simulated workload on ``memory`` (see the module docstring)."""
-    driver = Workload(memory, config, progress)
-    try:
-        return driver.run()
-    finally:
-        driver.close()
+    return Workload(memory, config, progress).run()

@@ -288,3 +288,17 @@ def test_a_taken_port_is_a_clear_error() -> None:
             start_prometheus_endpoint(first.port)
     finally:
         first.close()
+
+
+def test_a_memory_publishes_its_flags_until_closed(
+    tmp_path: Path, reader: InMemoryMetricReader
+) -> None:
+    evaluator = FlagEvaluator(
+        InMemoryFlagProvider([FlagDefinition("USE_HIERARCHICAL_TIERS", rollout=40)]), environ={}
+    )
+    evaluator.refresh()
+    with Memory.open(f"sqlite:///{tmp_path / 'm.db'}", embedder=None, flags=evaluator):
+        rollouts = {a["flag"]: p.value for a, p in collect(reader)[telemetry.FLAG_ROLLOUT]}
+        assert rollouts["USE_HIERARCHICAL_TIERS"] == 40
+    after = {a["flag"]: p.value for a, p in collect(reader).get(telemetry.FLAG_ROLLOUT, [])}
+    assert after.get("USE_HIERARCHICAL_TIERS") != 40
