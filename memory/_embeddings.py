@@ -17,7 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from memory._errors import EmbedderUnavailableError
+from memory._errors import EmbedderUnavailableError, InvalidInputError
 from memory._text import terms
 
 Matrix = npt.NDArray[np.float32]
@@ -55,13 +55,22 @@ def _normalise(matrix: npt.NDArray[Any]) -> Matrix:
 
 
 class MiniLMEmbedder:
-    """all-MiniLM-L6-v2 (384 dimensions) on the CPU, loaded on first use from the package."""
+    """all-MiniLM-L6-v2 (384 dimensions) on the CPU, loaded on first use from the package.
+
+    ``threads`` sets torch's intra-op thread count when the model loads. torch has one
+    thread pool per process, so this applies to the whole process. On a small machine
+    whose cores are busy with other work, 1 avoids threads that wait on each other's time
+    slices (see ``benchmarks/retrieval_latency.py --torch-threads``).
+    """
 
     model_name = DEFAULT_MODEL
     dimension = 384
 
-    def __init__(self, batch_size: int = 64) -> None:
+    def __init__(self, batch_size: int = 64, threads: int | None = None) -> None:
+        if threads is not None and threads < 1:
+            raise InvalidInputError(f"threads: must be at least 1, not {threads}")
         self.batch_size = batch_size
+        self.threads = threads
         self._model: Any = None
         self._lock = threading.Lock()
 
@@ -92,6 +101,10 @@ class MiniLMEmbedder:
                 from transformers.utils import logging as transformers_logging
 
                 transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+                if self.threads is not None:
+                    import torch
+
+                    torch.set_num_threads(self.threads)
                 self._model = SentenceTransformer(path, device="cpu")
             return self._model
 

@@ -25,6 +25,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import cast
 
 from memory import _telemetry as telemetry
@@ -153,6 +154,8 @@ class Injector:
         self._store = store
         self._retriever = retriever
         self.count_tokens = count_tokens
+        # The same memories come back query after query: count each line's tokens once.
+        self._line_tokens = lru_cache(maxsize=65_536)(lambda line: self.count_tokens(line))
         self.summarizer: Summarizer = summarizer or (
             lambda texts: extractive_summary(texts, max_chars=SUMMARY_CHARS)
         )
@@ -331,9 +334,9 @@ class Injector:
             header = (
                 0
                 if candidate.section in headers
-                else self.count_tokens(f"## {dict(SECTIONS)[candidate.section]}")
+                else self._line_tokens(f"## {dict(SECTIONS)[candidate.section]}")
             )
-            cost = self.count_tokens(f"- {candidate.text}") + header
+            cost = self._line_tokens(f"- {candidate.text}") + header
             if used + cost > budget:
                 continue
             chosen.append(candidate)
@@ -379,19 +382,25 @@ class Injector:
                     self._retriever.embed_contents([summary]),
                 )
                 telemetry.instruments().compaction_events.add(1, self._consolidated)
-        promoted = self._store.promote_used(owner, PROMOTE_AFTER_USES)
+        # Only what was just used can have crossed the threshold since the last check.
+        promoted = self._store.promote_used(owner, PROMOTE_AFTER_USES, _memory_ids(context))
         if promoted:
             telemetry.instruments().compaction_events.add(len(promoted), self._promoted)
         return compacted, promoted
 
     def _record_use(self, context: InjectedContext) -> None:
-        ids = [
-            int(item.source.split(":")[1].split()[0])
-            for item in context.items
-            if item.source.startswith("memory:")
-        ]
+        ids = _memory_ids(context)
         if ids:
             self._store.record_use(ids)
+
+
+def _memory_ids(context: InjectedContext) -> list[int]:
+    """The ids of the memories a context shows (sources ``memory:<id> ...``)."""
+    return [
+        int(item.source.split(":")[1].split()[0])
+        for item in context.items
+        if item.source.startswith("memory:")
+    ]
 
 
 def _working(owner: Owner) -> Tier | None:

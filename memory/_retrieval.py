@@ -9,6 +9,9 @@ How a search runs, for one user:
 2. Vector candidates come from an exact NumPy index of the user's embeddings, loaded on
    first use and kept current by reading ``memory_changes`` past the last sequence seen
    (one indexed query when nothing changed, which is how other processes' writes show up).
+   On PostgreSQL with pgvector they come from an HNSW index in the database instead
+   (``memory._pgvector``), and no process holds the vectors. Either way a candidate's
+   score is the cosine with its stored float32 vector, so the backends agree.
 3. The memories stored just before and after the best candidates in their sessions join
    the pool (from the in-process index: no extra query), and everything is scored in
    ``memory._ranking``: weighted, normalised keyword and vector scores, plus a share of the
@@ -35,6 +38,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from memory import _pgvector as pgvector
 from memory import _telemetry as telemetry
 from memory._db import Database
 from memory._embeddings import Embedder, Matrix
@@ -92,48 +96,63 @@ class RetrievalStats:
 
 
 class _UserVectors:
-    """One user's embeddings as a growable matrix, with the fields filters need."""
+    """One user's embeddings as a matrix, with the fields filters need.
+
+    The matrix is allocated to fit: the first load reserves exactly what it reads, and
+    later growth adds 1/32 of the size (amortised copies stay cheap, and the slack stays
+    under 50 bytes a memory; doubling had left up to 1.5 KB a memory unused). Agents and
+    sessions are small integer codes, so the agent filter is one vectorised comparison
+    and no memory holds strings of its own.
+    """
 
     def __init__(self, dimension: int) -> None:
         self.matrix = np.zeros((0, dimension), dtype=np.float32)
         self.ids = np.zeros(0, dtype=np.int64)
         self.live = np.zeros(0, dtype=bool)
-        self.agents: list[str] = []
-        self.sessions: list[str] = []
+        self.agents = np.zeros(0, dtype=np.int32)
+        self.sessions = np.zeros(0, dtype=np.int32)
+        self.codes: dict[str, int] = {}
+        self.names: list[str] = []
         self.slot: dict[int, int] = {}
         self.order = SessionOrder()
         self.size = 0
         self.last_seq = 0
         self.lock = threading.Lock()
 
-    def _grow(self, needed: int) -> None:
+    def reserve(self, needed: int) -> None:
+        """Room for ``needed`` more rows, with no slack when the whole batch is known."""
         capacity = self.matrix.shape[0]
         if self.size + needed <= capacity:
             return
-        new_capacity = max(16, capacity * 2, self.size + needed)
+        new_capacity = self.size + needed + (0 if needed > 1 else max(16, self.size // 32))
         matrix = np.zeros((new_capacity, self.matrix.shape[1]), dtype=np.float32)
         matrix[: self.size] = self.matrix[: self.size]
-        ids = np.zeros(new_capacity, dtype=np.int64)
-        ids[: self.size] = self.ids[: self.size]
-        live = np.zeros(new_capacity, dtype=bool)
-        live[: self.size] = self.live[: self.size]
-        self.matrix, self.ids, self.live = matrix, ids, live
+        self.matrix = matrix
+        self.ids = _resized(self.ids, new_capacity, self.size)
+        self.live = _resized(self.live, new_capacity, self.size)
+        self.agents = _resized(self.agents, new_capacity, self.size)
+        self.sessions = _resized(self.sessions, new_capacity, self.size)
+
+    def code(self, name: str) -> int:
+        found = self.codes.get(name)
+        if found is None:
+            found = self.codes[name] = len(self.names)
+            self.names.append(name)
+        return found
 
     def upsert(self, memory_id: int, agent: str, session: str, vector: np.ndarray) -> None:
         position = self.slot.get(memory_id)
         if position is None:
-            self._grow(1)
+            self.reserve(1)
             position = self.size
             self.size += 1
             self.slot[memory_id] = position
-            self.agents.append(agent)
-            self.sessions.append(session)
         else:
             self._unorder(memory_id, position)
-            self.agents[position] = agent
-            self.sessions[position] = session
+        self.agents[position] = self.code(agent)
+        self.sessions[position] = self.code(session)
         if session != NO_SESSION:
-            self.order.add(memory_id, (agent, session))
+            self.order.add(memory_id, self._key(position))
         self.matrix[position] = vector
         self.ids[position] = memory_id
         self.live[position] = True
@@ -144,21 +163,25 @@ class _UserVectors:
             self.live[position] = False
             self._unorder(memory_id, position)
 
+    def _key(self, position: int) -> tuple[str, str]:
+        return self.names[self.agents[position]], self.names[self.sessions[position]]
+
     def _unorder(self, memory_id: int, position: int) -> None:
-        self.order.discard(memory_id, (self.agents[position], self.sessions[position]))
+        self.order.discard(memory_id, self._key(position))
 
     def neighbours(self, memory_id: int) -> Neighbours:
         """The live memories stored just before and just after this one in its session."""
         position = self.slot.get(memory_id)
         if position is None:
             return None, None
-        return self.order.neighbours(memory_id, (self.agents[position], self.sessions[position]))
+        return self.order.neighbours(memory_id, self._key(position))
 
     def top(self, query: np.ndarray, agent: str, count: int) -> list[tuple[int, float]]:
-        if self.size == 0:
+        agent_code = self.codes.get(agent)
+        if self.size == 0 or agent_code is None:
             return []
         scores = self.matrix[: self.size] @ query
-        mask = self.live[: self.size] & (np.asarray(self.agents) == agent)
+        mask = self.live[: self.size] & (self.agents[: self.size] == agent_code)
         scores = np.where(mask, scores, -np.inf)
         count = min(count, int(mask.sum()))
         if count == 0:
@@ -173,7 +196,43 @@ class _UserVectors:
         return float(self.matrix[position] @ query)
 
     def nbytes(self) -> int:
-        return int(self.matrix.nbytes + self.ids.nbytes + self.live.nbytes)
+        arrays = (self.matrix, self.ids, self.live, self.agents, self.sessions)
+        return int(sum(array.nbytes for array in arrays))
+
+
+def _resized(array: np.ndarray, capacity: int, size: int) -> np.ndarray:
+    grown = np.zeros(capacity, dtype=array.dtype)
+    grown[:size] = array[:size]
+    return grown
+
+
+class _ProcessVectors:
+    """The in-process index behind the interface ``memory._pgvector.DatabaseVectors``
+    offers, so a search reads the same way from either."""
+
+    def __init__(self, index: _UserVectors) -> None:
+        self.index = index
+
+    def top(
+        self, connection: Connection, agent: str, query: np.ndarray, count: int
+    ) -> dict[int, float]:
+        with self.index.lock:
+            return dict(self.index.top(query, agent, count))
+
+    def scores(
+        self, connection: Connection, ids: Sequence[int], query: np.ndarray
+    ) -> dict[int, float]:
+        found = {}
+        with self.index.lock:
+            for memory_id in ids:
+                score = self.index.score(memory_id, query)
+                if score is not None:
+                    found[memory_id] = score
+        return found
+
+    def neighbours(self, connection: Connection, ids: Sequence[int]) -> dict[int, Neighbours]:
+        with self.index.lock:
+            return {memory_id: self.index.neighbours(memory_id) for memory_id in ids}
 
 
 class Retriever:
@@ -206,6 +265,8 @@ class Retriever:
         self._query_cache_size = query_cache_size
         self._cache_lock = threading.Lock()
         self._warned = False
+        # Whether vector search runs in the database (pgvector), decided on first use.
+        self._in_database: bool | None = None
 
     # -- embeddings ---------------------------------------------------------------------------
 
@@ -255,6 +316,30 @@ class Retriever:
 
     # -- the vector index ---------------------------------------------------------------------
 
+    def _uses_database_index(self) -> bool:
+        """True on PostgreSQL with pgvector (prepared on first use), else False."""
+        if self._in_database is None:
+            embedder = self.embedder
+            if self._db.dialect != "postgresql" or embedder is None:
+                self._in_database = False
+            else:
+                self._in_database = self._db.write(
+                    lambda connection: pgvector.prepare(
+                        connection, embedder.model_name, embedder.dimension
+                    )
+                )
+        return self._in_database
+
+    def _vector_source(
+        self, connection: Connection, user: str
+    ) -> _ProcessVectors | pgvector.DatabaseVectors | None:
+        if self.embedder is None:
+            return None
+        if self._in_database:
+            return pgvector.DatabaseVectors(user, self.embedder.model_name, self.embedder.dimension)
+        index = self._vectors(connection, user)
+        return _ProcessVectors(index) if index is not None else None
+
     def _vectors(self, connection: Connection, user: str) -> _UserVectors | None:
         if self.embedder is None:
             return None
@@ -275,7 +360,9 @@ class Retriever:
         ).all()
         if not changed:
             return
-        ids = list({row.memory_id for row in changed})
+        # In id order, so that a first load files each session's ids by appending.
+        ids = sorted({row.memory_id for row in changed})
+        index.reserve(sum(1 for memory_id in ids if memory_id not in index.slot))
         found: dict[int, Any] = {}
         for start in range(0, len(ids), 5000):
             rows = connection.execute(
@@ -378,6 +465,8 @@ class Retriever:
         started = time.perf_counter()
         wanted = list(dict.fromkeys(terms(query.text)))
         vector = self._query_vector(query.text)
+        if vector is not None:
+            self._uses_database_index()
         hits = self._db.read(
             lambda connection: self._search(connection, owner, wanted, vector, query)
         )
@@ -394,11 +483,10 @@ class Retriever:
         vector: np.ndarray | None,
         query: SearchQuery,
     ) -> list[SearchHit]:
-        index = self._vectors(connection, owner.user) if vector is not None else None
+        source = self._vector_source(connection, owner.user) if vector is not None else None
         vector_scores: dict[int, float] = {}
-        if index is not None and vector is not None:
-            with index.lock:
-                vector_scores = dict(index.top(vector, owner.agent, VECTOR_CANDIDATES))
+        if source is not None and vector is not None:
+            vector_scores = source.top(connection, owner.agent, vector, VECTOR_CANDIDATES)
         matches = self._keyword_candidates(connection, owner.user, wanted)
         if not matches and not vector_scores:
             return []
@@ -411,34 +499,29 @@ class Retriever:
         candidates = list(dict.fromkeys([*keyword_ids, *vector_scores]))
         adjacent: dict[int, Neighbours] = {}
         pool = candidates
-        if index is not None and vector is not None:
-            with index.lock:
-                for memory_id in keyword_ids:
-                    if memory_id not in vector_scores:
-                        score = index.score(memory_id, vector)
-                        if score is not None:
-                            vector_scores[memory_id] = score
-                evidence = relevance(
-                    candidates,
-                    keyword_scores,
-                    vector_scores,
-                    max(keyword_scores.values(), default=0.0),
-                    self.weights,
-                )
-                sources = sorted(candidates, key=lambda i: (-evidence[i], -i))
-                sources = sources[: max(NEIGHBOUR_SOURCES, query.limit)]
-                known = set(candidates)
-                added: list[int] = []
-                for memory_id in sources:
-                    for neighbour in index.neighbours(memory_id):
-                        if neighbour is not None and neighbour not in known:
-                            known.add(neighbour)
-                            added.append(neighbour)
-                            score = index.score(neighbour, vector)
-                            if score is not None:
-                                vector_scores[neighbour] = score
-                pool = [*candidates, *added]
-                adjacent = {memory_id: index.neighbours(memory_id) for memory_id in pool}
+        if source is not None and vector is not None:
+            unscored = [i for i in keyword_ids if i not in vector_scores]
+            vector_scores.update(source.scores(connection, unscored, vector))
+            evidence = relevance(
+                candidates,
+                keyword_scores,
+                vector_scores,
+                max(keyword_scores.values(), default=0.0),
+                self.weights,
+            )
+            sources = sorted(candidates, key=lambda i: (-evidence[i], -i))
+            sources = sources[: max(NEIGHBOUR_SOURCES, query.limit)]
+            adjacent = source.neighbours(connection, candidates)
+            known = set(candidates)
+            added: list[int] = []
+            for memory_id in sources:
+                for neighbour in adjacent[memory_id]:
+                    if neighbour is not None and neighbour not in known:
+                        known.add(neighbour)
+                        added.append(neighbour)
+            vector_scores.update(source.scores(connection, added, vector))
+            adjacent.update(source.neighbours(connection, added))
+            pool = [*candidates, *added]
             if added:
                 keyword_scores.update(self._bm25(connection, wanted, statistics, added))
         records = {record.id: record for record in self._filtered(connection, owner, pool, query)}

