@@ -56,6 +56,7 @@ from memory._telemetry import (
     read_snapshot,
     start_otlp_exporter,
     start_prometheus_endpoint,
+    stop_exporter,
     write_snapshot,
 )
 from memory._types import (
@@ -138,6 +139,7 @@ __all__ = [
     "run_health_checks",
     "start_otlp_exporter",
     "start_prometheus_endpoint",
+    "stop_exporter",
     "table_checksums",
     "unregister_health_check",
     "upgrade",

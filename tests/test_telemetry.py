@@ -3,7 +3,10 @@ attached to the library's meter provider; snapshots; the Prometheus endpoint."""
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +24,9 @@ from memory import (
     NotFoundError,
     observe_flags,
     read_snapshot,
+    start_otlp_exporter,
     start_prometheus_endpoint,
+    stop_exporter,
     write_snapshot,
 )
 from memory import _telemetry as telemetry
@@ -302,3 +307,35 @@ def test_a_memory_publishes_its_flags_until_closed(
         assert rollouts["USE_HIERARCHICAL_TIERS"] == 40
     after = {a["flag"]: p.value for a, p in collect(reader).get(telemetry.FLAG_ROLLOUT, [])}
     assert after.get("USE_HIERARCHICAL_TIERS") != 40
+
+
+def test_otlp_exporter_pushes_the_metrics(store: Memory, user: str) -> None:
+    received: list[bytes] = []
+
+    class Collector(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (the http.server API)
+            received.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v1/metrics"
+    reader = start_otlp_exporter(url, interval_seconds=0.2)
+    try:
+        store.scope(user, "planner", "s1").inject("anything", budget_tokens=100)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(
+            b"memory.injection.latency" in body for body in received
+        ):
+            time.sleep(0.1)
+    finally:
+        stop_exporter(reader)
+        server.shutdown()
+        server.server_close()
+    assert any(b"memory.injection.latency" in body for body in received)
+    assert any(b"memory.db.query_duration" in body for body in received)
