@@ -18,9 +18,10 @@ call's outcome; a call is "acknowledged" when ``add`` returned its record. Two f
 
 Either way, every acknowledged memory is present with the id ``add`` returned, and the
 error metric (``memory.errors{operation="add"}``) counts exactly the calls that failed: none
-across the restart, every one in the outage. During the outage ``memctl health`` reports
-the database check failed (exit status 1) within the 5 s bound; once the server is back it
-reports healthy again.
+across the restart, every one in the outage. Both faults show in
+``memory.db.connection_failures``, so a restart that no caller noticed is still seen. During
+the outage ``memctl health`` reports the database check failed (exit status 1) within the
+5 s bound; once the server is back it reports healthy again.
 """
 
 from __future__ import annotations
@@ -254,6 +255,10 @@ def add_errors_counted() -> float:
     return telemetry.totals().counter("memory.errors", operation="add")
 
 
+def connection_failures_counted() -> float:
+    return telemetry.totals().counter("memory.db.connection_failures", backend="postgresql")
+
+
 def memctl_health(url: str) -> tuple[int, str, float]:
     """``memctl health`` on ``url`` (no embedder): exit status, output, seconds taken."""
     started = time.monotonic()
@@ -273,6 +278,7 @@ def check_no_call_hung(calls: list[Call]) -> None:
 
 def test_writers_ride_through_a_restart(cluster: Cluster) -> None:
     errors_before = add_errors_counted()
+    failures_before = connection_failures_counted()
     with Memory.open(cluster.url, embedder=HashingEmbedder()) as memory:
         load = Load(memory, "restart")
         load.start()
@@ -296,10 +302,12 @@ def test_writers_ride_through_a_restart(cluster: Cluster) -> None:
     assert back - began < POSTGRES_TIMEOUT_SECONDS - 1, f"restart took {back - began:.1f} s"
     assert not failed, f"{len(failed)} calls failed across a restart: {failed[:3]}"
     assert add_errors_counted() == errors_before
+    assert connection_failures_counted() > failures_before
 
 
 def test_an_outage_fails_calls_within_the_bound_and_writers_recover(cluster: Cluster) -> None:
     errors_before = add_errors_counted()
+    failures_before = connection_failures_counted()
     with Memory.open(cluster.url, embedder=HashingEmbedder()) as memory:
         load = Load(memory, "outage")
         load.start()
@@ -330,6 +338,7 @@ def test_an_outage_fails_calls_within_the_bound_and_writers_recover(cluster: Clu
     stray = [call for call in failed if call.ended < down or call.started > back]
     assert not stray, f"calls failed outside the outage: {stray[:3]}"
     assert add_errors_counted() - errors_before == len(failed)
+    assert connection_failures_counted() > failures_before
     status, report, _ = memctl_health(cluster.url)
     assert status == 0, report
     assert re.search(r"^database\s+OK\s", report, re.MULTILINE), report
