@@ -29,7 +29,8 @@ the ``Scope`` method it needs (rows whose method does not exist are skipped). ``
 (with ``--embedder none`` they answer from keywords alone).
 
 The default run (2 backends x 2 sizes x 3 runs of 15 s, plus loading 110,000 memories per
-backend) takes 6-10 minutes on 2 cores, depending on what else the machine runs.
+backend) takes 6-10 minutes on 2 cores, depending on what else the machine runs (18 minutes
+at load average 10-14).
 
 Run (from the repository root)::
 
