@@ -195,7 +195,8 @@ class CounterRecorder(Protocol):
 # OpenTelemetry SDK measurement costs 5-15 us of attribute cleaning, hashing and locking,
 # several per operation (one per SQL statement); appending to a deque costs ~0.1 us, so the
 # operation pays almost nothing and the SDK runs in batches with warm caches.
-_pending: deque[tuple[Callable[..., None], float, Mapping[str, str] | None]] = deque()
+# (the SDK method, amount, attributes, whether amounts for the same attributes can be summed)
+_pending: deque[tuple[Callable[..., None], float, Mapping[str, str] | None, bool]] = deque()
 _flush_lock = threading.Lock()
 _flusher: threading.Thread | None = None
 FLUSH_INTERVAL_SECONDS = 0.25
@@ -204,9 +205,18 @@ FLUSH_INTERVAL_SECONDS = 0.25
 def flush() -> None:
     """Record every queued measurement now (readers and snapshots call this first)."""
     with _flush_lock:
+        # Counter increments with the same attributes are summed into one SDK call; the
+        # instrumented code passes module-level attribute dicts, so identity is the key.
+        sums: dict[tuple[Callable[..., None], int], list[Any]] = {}
         while _pending:
-            method, amount, attributes = _pending.popleft()
-            method(amount, attributes)
+            method, amount, attributes, summable = _pending.popleft()
+            if summable:
+                entry = sums.setdefault((method, id(attributes)), [0.0, attributes])
+                entry[0] += amount
+            else:
+                method(amount, attributes)
+        for (method, _), (total, attributes) in sums.items():
+            method(total, attributes)
 
 
 def _flush_forever() -> None:
@@ -233,8 +243,8 @@ def _forget_flusher() -> None:
 os.register_at_fork(after_in_child=_forget_flusher)
 
 
-class _Queued:
-    """A synchronous instrument whose measurements go through ``_pending``."""
+class _QueuedHistogram:
+    """A histogram whose measurements go through ``_pending``."""
 
     __slots__ = ("_method",)
 
@@ -244,9 +254,21 @@ class _Queued:
     def record(self, amount: float, attributes: Mapping[str, str] | None = None) -> None:
         if _flusher is None:
             _start_flusher()
-        _pending.append((self._method, amount, attributes))
+        _pending.append((self._method, amount, attributes, False))
 
-    add = record
+
+class _QueuedCounter:
+    """A counter whose increments go through ``_pending`` (and are summed there)."""
+
+    __slots__ = ("_method",)
+
+    def __init__(self, method: Callable[..., None]) -> None:
+        self._method = method
+
+    def add(self, amount: float, attributes: Mapping[str, str] | None = None) -> None:
+        if _flusher is None:
+            _start_flusher()
+        _pending.append((self._method, amount, attributes, True))
 
 
 class Instruments:
@@ -276,11 +298,11 @@ class Instruments:
     def __init__(self, meter: Meter, *, observe: bool = True, queued: bool = False) -> None:
         def histogram(name: str, unit: str, description: str) -> HistogramRecorder:
             created = meter.create_histogram(name, unit=unit, description=description)
-            return _Queued(created.record) if queued else created
+            return _QueuedHistogram(created.record) if queued else created
 
         def counter(name: str, description: str) -> CounterRecorder:
             created = meter.create_counter(name, description=description)
-            return _Queued(created.add) if queued else created
+            return _QueuedCounter(created.add) if queued else created
 
         self.injection_latency = histogram(
             INJECTION_LATENCY, unit="ms", description="Time to build an injected context."
