@@ -57,6 +57,12 @@ are the single count of everything. Nothing leaves the process unless asked:
 OTLP (the ``otlp`` extra). ``MEMORY_METRICS=off`` (or :func:`set_enabled`) turns recording
 into no-ops, which is the baseline of ``benchmarks/telemetry_overhead.py``.
 
+Instrumented code does not call the SDK itself: a measurement is appended to a queue
+(~0.1 us) and a daemon thread hands the queue to the SDK every 0.25 s, summing counter
+increments per attribute set; every read (:func:`totals`, snapshots, a ``/metrics``
+scrape) calls :func:`flush` first, so nothing it returns is stale. An OTLP push may lag by
+up to 0.25 s.
+
 A **metrics snapshot** (:class:`MetricsSnapshot`, JSON) summarises a window: per latency
 the count, rate and p50/p95/p99 (estimated from the buckets the way PromQL's
 ``histogram_quantile`` does), the cache hit rate, error rate, heap, overflow and
