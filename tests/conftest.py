@@ -12,6 +12,7 @@ import importlib.util
 import os
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 import uuid
@@ -131,6 +132,13 @@ def pgvector_admin() -> Iterator[sa.Engine]:
             )
         shutil.chown(directory, PGSERVER_USER)
         run_as = {"user": PGSERVER_USER}
+        # That user must reach the server's binaries inside this checkout's virtualenv,
+        # which may sit below a directory only root may enter (a fresh clone in a private
+        # temporary directory): let everyone pass through, as pgserver itself does.
+        for parent in binaries.parents:
+            mode = parent.stat().st_mode
+            if not mode & stat.S_IXOTH:
+                parent.chmod(mode | stat.S_IXOTH)
     data, log = directory / "data", directory / "server.log"
     port = _free_loopback_port()
 
