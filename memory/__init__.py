@@ -10,6 +10,7 @@
 from memory._api import Memory, Scope
 from memory._archive import TableChecksum, restore_archive, table_checksums, verify_archive
 from memory._backup import BackupInfo, RestoreResult, backup, restore_backup, verify_backup
+from memory._context import ContextConflict, ContextWrite, MergedContext, merge_patches
 from memory._embeddings import Embedder, HashingEmbedder, MiniLMEmbedder, TokenCounter
 from memory._engine import DATABASE_URL_ENV, create_engine, resolve_database_url
 from memory._errors import (
@@ -25,6 +26,7 @@ from memory._errors import (
     SessionExpiredError,
     StaleVersionError,
 )
+from memory._events import ChainReport, MemoryEvent
 from memory._flag_store import DatabaseFlagProvider, FlagAuditEntry, StoredFlag
 from memory._graph import EntityGraph
 from memory._health import (
@@ -70,15 +72,19 @@ from memory._types import (
     SearchHit,
     SessionCheckpoint,
 )
+from memory._updates import UPDATES_URL_ENV, Subscription, UpdatesStatus
 
 __all__ = [
     "AddedObservations",
     "ArchiveError",
     "BackupInfo",
+    "ChainReport",
     "CleanupReport",
     "CodePattern",
     "ConflictError",
+    "ContextConflict",
     "ContextItem",
+    "ContextWrite",
     "DATABASE_URL_ENV",
     "DatabaseFlagProvider",
     "DatabaseUnavailableError",
@@ -98,8 +104,10 @@ __all__ = [
     "LatencySummary",
     "MaintenanceRun",
     "Memory",
+    "MemoryEvent",
     "MemoryRecord",
     "MemoryStoreError",
+    "MergedContext",
     "MetricsSnapshot",
     "MiniLMEmbedder",
     "NotFoundError",
@@ -119,8 +127,11 @@ __all__ = [
     "SnapshotWindow",
     "StaleVersionError",
     "StoredFlag",
+    "Subscription",
     "TableChecksum",
     "TokenCounter",
+    "UPDATES_URL_ENV",
+    "UpdatesStatus",
     "backup",
     "cleanup",
     "create_engine",
@@ -130,6 +141,7 @@ __all__ = [
     "health_checks",
     "history",
     "last_cleanup_run",
+    "merge_patches",
     "observe_flags",
     "read_snapshot",
     "register_health_check",

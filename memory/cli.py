@@ -19,6 +19,7 @@ import click
 from memory import _backup, _migrate
 from memory._archive import restore_archive
 from memory._cli_common import engine_handle, memory_handle, reports_errors, scope_options
+from memory._cli_events import register_event_commands
 from memory._cli_flags import flags_group
 from memory._cli_gates import gates_command
 from memory._cli_health import health
@@ -486,3 +487,4 @@ main.add_command(flags_group)
 main.add_command(workload)
 main.add_command(health)
 main.add_command(gates_command)
+register_event_commands(main)
