@@ -450,10 +450,18 @@ def inject(
                     "left_out": result.left_out,
                     "compacted": list(result.compacted),
                     "promoted": list(result.promoted),
+                    "disabled_by": result.disabled_by,
                     "items": [dataclasses.asdict(item) for item in result.items],
                 },
                 ensure_ascii=False,
             )
+        )
+        return
+    if result.disabled_by is not None:
+        where = f"--user {user} --agent {agent}" + (f" --session {session}" if session else "")
+        click.echo(
+            f"context injection is off for this scope ({result.disabled_by}); "
+            f"see: memctl flags explain {result.disabled_by} {where}"
         )
         return
     click.echo(result.text)
