@@ -19,6 +19,7 @@ counted but nothing is compacted or promoted. With ``USE_ENHANCED_INJECTION`` of
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -34,6 +35,7 @@ from memory._errors import NotFoundError, SessionExpiredError
 from memory._models import utcnow
 from memory._retrieval import Retriever
 from memory._schemas import CodePatternQuery, MemoryQuery, NewMemory, SearchQuery
+from memory._sharing import grants_version
 from memory._store import Owner, Store
 from memory._summary import extractive_summary
 from memory._text import terms
@@ -185,8 +187,12 @@ class Injector:
         """The context for ``query`` within ``budget`` tokens (see the module docstring)."""
         started = time.perf_counter()
         recording = telemetry.instruments()
+        # What the reader sees also changes with grants and teams (and their expiry).
         version = self._store.db.read(
-            lambda connection: self._retriever.data_version(connection, owner.user)
+            lambda connection: (
+                self._retriever.data_version(connection, owner.user),
+                grants_version(connection, owner.user) if owner.shared else (),
+            )
         )
         key = (owner, query, budget, version)
         with self._cache_lock:
@@ -365,8 +371,11 @@ class Injector:
     ) -> tuple[tuple[int, ...], tuple[int, ...]]:
         compacted: tuple[int, ...] = ()
         if owner.session is not None:
+            # Only this agent's own memories are consolidated: a grant to read (or even
+            # update) another agent's memory is no licence to delete it.
             working = self._store.list_memories(
-                owner, MemoryQuery(tier="working", session=owner.session, limit=1000)
+                dataclasses.replace(owner, shared=False),
+                MemoryQuery(tier="working", session=owner.session, limit=1000),
             )
             old = list(reversed(working[KEEP_WORKING_AFTER_COMPACTION:]))
             if len(old) >= 2:

@@ -40,6 +40,7 @@ from sqlalchemy.exc import DBAPIError
 
 from memory._models import NO_SESSION, Base
 from memory._ranking import Neighbours
+from memory._sharing import Readable
 
 logger = logging.getLogger(__name__)
 
@@ -160,27 +161,27 @@ class DatabaseVectors:
         self.dimension = dimension
 
     def top(
-        self, connection: Connection, agent: str, query: np.ndarray, count: int
+        self, connection: Connection, reader: Readable, query: np.ndarray, count: int
     ) -> dict[int, float]:
-        """The ``count`` memories of this agent nearest to ``query`` (HNSW), exactly scored."""
+        """The ``count`` memories the reader may see nearest to ``query`` (HNSW), exactly
+        scored; the visibility predicate is part of the scan, not a filter afterwards."""
         connection.exec_driver_sql(f"SET LOCAL hnsw.ef_search = {max(EF_SEARCH, count)}")
         connection.exec_driver_sql("SET LOCAL hnsw.iterative_scan = strict_order")
         dimension = int(self.dimension)
+        distance = sa.text(
+            f"memory_embeddings.embedding::vector({dimension}) "
+            f"<=> CAST(:query AS vector({dimension}))"
+        ).bindparams(query="[" + ",".join(repr(x) for x in query.tolist()) + "]")
         rows = connection.execute(
-            sa.text(
-                "SELECT e.memory_id, e.vector FROM memory_embeddings e "
-                "JOIN memories m ON m.id = e.memory_id "
-                "WHERE e.model = :model AND m.user_id = :user AND m.agent_id = :agent "
-                f"ORDER BY e.embedding::vector({dimension}) "
-                f"<=> CAST(:query AS vector({dimension})) LIMIT :limit"
-            ),
-            {
-                "model": self.model,
-                "user": self.user,
-                "agent": agent,
-                "query": "[" + ",".join(repr(x) for x in query.tolist()) + "]",
-                "limit": count,
-            },
+            sa.select(memory_embeddings.c.memory_id, memory_embeddings.c.vector)
+            .join(memories, memories.c.id == memory_embeddings.c.memory_id)
+            .where(
+                memory_embeddings.c.model == self.model,
+                memories.c.user_id == self.user,
+                reader.candidates,
+            )
+            .order_by(distance)
+            .limit(count)
         ).all()
         return _scored(rows, query)
 

@@ -42,9 +42,10 @@ from memory import _pgvector as pgvector
 from memory import _telemetry as telemetry
 from memory._db import Database
 from memory._embeddings import Embedder, Matrix
-from memory._models import NO_SESSION, Base, utcnow
+from memory._models import NO_SESSION, TIERS, Base, utcnow
 from memory._ranking import FusionWeights, Neighbours, SessionOrder, rank, relevance
 from memory._schemas import SearchQuery
+from memory._sharing import Readable, readable_by
 from memory._store import Owner, Store, has_metadata
 from memory._text import terms
 from memory._types import MemoryRecord, SearchHit
@@ -111,6 +112,7 @@ class _UserVectors:
         self.live = np.zeros(0, dtype=bool)
         self.agents = np.zeros(0, dtype=np.int32)
         self.sessions = np.zeros(0, dtype=np.int32)
+        self.tiers = np.zeros(0, dtype=np.int8)
         self.codes: dict[str, int] = {}
         self.names: list[str] = []
         self.slot: dict[int, int] = {}
@@ -132,6 +134,7 @@ class _UserVectors:
         self.live = _resized(self.live, new_capacity, self.size)
         self.agents = _resized(self.agents, new_capacity, self.size)
         self.sessions = _resized(self.sessions, new_capacity, self.size)
+        self.tiers = _resized(self.tiers, new_capacity, self.size)
 
     def code(self, name: str) -> int:
         found = self.codes.get(name)
@@ -140,7 +143,9 @@ class _UserVectors:
             self.names.append(name)
         return found
 
-    def upsert(self, memory_id: int, agent: str, session: str, vector: np.ndarray) -> None:
+    def upsert(
+        self, memory_id: int, agent: str, session: str, tier: str, vector: np.ndarray
+    ) -> None:
         position = self.slot.get(memory_id)
         if position is None:
             self.reserve(1)
@@ -151,6 +156,7 @@ class _UserVectors:
             self._unorder(memory_id, position)
         self.agents[position] = self.code(agent)
         self.sessions[position] = self.code(session)
+        self.tiers[position] = TIERS.index(tier)
         if session != NO_SESSION:
             self.order.add(memory_id, self._key(position))
         self.matrix[position] = vector
@@ -176,12 +182,29 @@ class _UserVectors:
             return None, None
         return self.order.neighbours(memory_id, self._key(position))
 
-    def top(self, query: np.ndarray, agent: str, count: int) -> list[tuple[int, float]]:
-        agent_code = self.codes.get(agent)
-        if self.size == 0 or agent_code is None:
+    def readable(self, reader: Readable) -> np.ndarray:
+        """The rows ``reader`` may read: its own, and those its grants admit (the rule of
+        ``memory._sharing.visible``, which the final read of a search applies in SQL too)."""
+        agents = self.agents[: self.size]
+        mask = agents == self.codes.get(reader.owner.agent, -1)
+        held = reader.held
+        for owner_agent, tier in held.tiers:
+            tier_rows = self.tiers[: self.size] == TIERS.index(tier)
+            mask |= (agents == self.codes.get(owner_agent, -1)) & tier_rows
+        granted = [self.slot[i] for i in (*held.memory_ids, *reader.tagged) if i in self.slot]
+        if granted:
+            # A memory or tag grant admits only memories of the agent that made it.
+            owners = [self.codes.get(agent, -1) for agent in held.owners]
+            positions = np.array(granted, dtype=np.int64)
+            mask[positions[np.isin(agents[positions], owners)]] = True
+        readable: np.ndarray = mask & self.live[: self.size]
+        return readable
+
+    def top(self, query: np.ndarray, reader: Readable, count: int) -> list[tuple[int, float]]:
+        if self.size == 0:
             return []
+        mask = self.readable(reader)
         scores = self.matrix[: self.size] @ query
-        mask = self.live[: self.size] & (self.agents[: self.size] == agent_code)
         scores = np.where(mask, scores, -np.inf)
         count = min(count, int(mask.sum()))
         if count == 0:
@@ -214,10 +237,10 @@ class _ProcessVectors:
         self.index = index
 
     def top(
-        self, connection: Connection, agent: str, query: np.ndarray, count: int
+        self, connection: Connection, reader: Readable, query: np.ndarray, count: int
     ) -> dict[int, float]:
         with self.index.lock:
-            return dict(self.index.top(query, agent, count))
+            return dict(self.index.top(query, reader, count))
 
     def scores(
         self, connection: Connection, ids: Sequence[int], query: np.ndarray
@@ -370,6 +393,7 @@ class Retriever:
                     memories.c.id,
                     memories.c.agent_id,
                     memories.c.session_id,
+                    memories.c.tier,
                     memory_embeddings.c.vector,
                 )
                 .join(memory_embeddings, memory_embeddings.c.memory_id == memories.c.id)
@@ -385,8 +409,18 @@ class Retriever:
                 index.remove(memory_id)
             else:
                 vector = np.frombuffer(row.vector, dtype=np.float32)
-                index.upsert(memory_id, row.agent_id, row.session_id, vector)
+                index.upsert(memory_id, row.agent_id, row.session_id, row.tier, vector)
         index.last_seq = changed[-1].seq
+
+    def forget(self, user: str) -> None:
+        """Drop everything this process holds about ``user`` (after ``forget_user``).
+
+        Cached query vectors go too: a query text can quote what the user said.
+        """
+        with self._users_lock:
+            self._users.pop(user, None)
+        with self._cache_lock:
+            self._query_vectors.clear()
 
     def data_version(self, connection: Connection, user: str) -> int:
         """The user's latest change sequence number: any write to their memories bumps it."""
@@ -402,33 +436,37 @@ class Retriever:
     # -- keyword search -----------------------------------------------------------------------
 
     def _keyword_candidates(
-        self, connection: Connection, user: str, wanted: list[str]
+        self, connection: Connection, user: str, wanted: list[str], reader: Readable
     ) -> list[int]:
+        """The best full-text matches among the memories the reader may see: its grants
+        are part of the query, so rows it may not see never take a candidate's place."""
         if not wanted:
             return []
         if self._db.dialect == "sqlite":
             owner = "u" + user.encode("utf-8").hex().upper()
             expression = f"owner:{owner} AND ({' OR '.join(_quote(t) for t in wanted)})"
-            rows = connection.exec_driver_sql(
-                "SELECT rowid FROM memory_fts WHERE memory_fts MATCH ? "
-                "ORDER BY bm25(memory_fts) LIMIT ?",
-                (expression, KEYWORD_CANDIDATES),
+            rowid: sa.ColumnElement[int] = sa.literal_column("memory_fts.rowid")
+            statement = (
+                sa.select(rowid)
+                .select_from(sa.table("memory_fts"))
+                .join(memories, memories.c.id == rowid)
+                .where(sa.text("memory_fts MATCH :expression").bindparams(expression=expression))
+                .where(reader.candidates)
+                .order_by(sa.text("bm25(memory_fts)"))
+                .limit(KEYWORD_CANDIDATES)
             )
         else:
-            rows = connection.execute(
-                sa.text(
-                    "SELECT memory_id FROM memory_terms WHERE user_id = :user "
-                    "AND to_tsvector('simple', terms) @@ to_tsquery('simple', :query) "
-                    "ORDER BY ts_rank(to_tsvector('simple', terms), "
-                    "to_tsquery('simple', :query)) DESC, memory_id LIMIT :limit"
-                ),
-                {
-                    "user": user,
-                    "query": " | ".join(_quote(t, "'") for t in wanted),
-                    "limit": KEYWORD_CANDIDATES,
-                },
+            query = sa.func.to_tsquery("simple", " | ".join(_quote(t, "'") for t in wanted))
+            document = sa.func.to_tsvector("simple", memory_terms.c.terms)
+            statement = (
+                sa.select(memory_terms.c.memory_id)
+                .join(memories, memories.c.id == memory_terms.c.memory_id)
+                .where(memory_terms.c.user_id == user, document.bool_op("@@")(query))
+                .where(reader.candidates)
+                .order_by(sa.func.ts_rank(document, query).desc(), memory_terms.c.memory_id)
+                .limit(KEYWORD_CANDIDATES)
             )
-        return [int(row[0]) for row in rows]
+        return [int(row[0]) for row in connection.execute(statement)]
 
     def _document_frequencies(
         self, connection: Connection, user: str, wanted: list[str]
@@ -483,11 +521,12 @@ class Retriever:
         vector: np.ndarray | None,
         query: SearchQuery,
     ) -> list[SearchHit]:
+        reader = readable_by(connection, owner)
         source = self._vector_source(connection, owner.user) if vector is not None else None
         vector_scores: dict[int, float] = {}
         if source is not None and vector is not None:
-            vector_scores = source.top(connection, owner.agent, vector, VECTOR_CANDIDATES)
-        matches = self._keyword_candidates(connection, owner.user, wanted)
+            vector_scores = source.top(connection, reader, vector, VECTOR_CANDIDATES)
+        matches = self._keyword_candidates(connection, owner.user, wanted, reader)
         if not matches and not vector_scores:
             return []
         statistics = self._document_frequencies(connection, owner.user, wanted) if wanted else None
@@ -519,12 +558,17 @@ class Retriever:
                     if neighbour is not None and neighbour not in known:
                         known.add(neighbour)
                         added.append(neighbour)
+            # Session neighbours are another agent's memories as often as not: only those
+            # the reader may see join the pool (and lend their scores to the ranking).
+            added = reader.among(connection, added)
             vector_scores.update(source.scores(connection, added, vector))
             adjacent.update(source.neighbours(connection, added))
             pool = [*candidates, *added]
             if added:
                 keyword_scores.update(self._bm25(connection, wanted, statistics, added))
-        records = {record.id: record for record in self._filtered(connection, owner, pool, query)}
+        records = {
+            record.id: record for record in self._filtered(connection, reader, pool, query)
+        }
         # One flat tier (USE_HIERARCHICAL_TIERS off): no tier earns a bonus.
         weights = self.weights if owner.tiered else replace(self.weights, tier={})
         hits = rank(records, keyword_scores, vector_scores, adjacent, query.text, wanted, weights)
@@ -566,13 +610,12 @@ class Retriever:
         return scores
 
     def _filtered(
-        self, connection: Connection, owner: Owner, candidates: list[int], query: SearchQuery
+        self, connection: Connection, reader: Readable, candidates: list[int], query: SearchQuery
     ) -> list[MemoryRecord]:
         now = utcnow()
         conditions = [
             memories.c.id.in_(candidates),
-            memories.c.user_id == owner.user,
-            memories.c.agent_id == owner.agent,
+            reader.predicate,
             sa.or_(memories.c.expires_at.is_(None), memories.c.expires_at > now),
         ]
         if query.tiers:

@@ -438,12 +438,20 @@ def visible_with(
 
 @dataclass(frozen=True, slots=True)
 class Readable:
-    """What one search may read, computed once per search in its transaction: the SQL
-    predicate (``visible``) and, for the in-process vector index, the grants behind it."""
+    """What one search may read, computed once per search in its transaction.
+
+    ``candidates`` is the grants read at the start of the search, spelled out as literal
+    conditions (own agent, granted ids, owner and tier pairs): cheap enough to test on every
+    full-text match and vector candidate before anything is scored. ``predicate`` is
+    ``visible`` (the EXISTS form), which the final read of the ranked rows applies, so a
+    grant revoked while the search ran is honoured there too. ``held`` and ``tagged`` are
+    what the in-process vector index builds its mask from.
+    """
 
     owner: Owner
     held: ReaderGrants
     predicate: sa.ColumnElement[bool]
+    candidates: sa.ColumnElement[bool]
     tagged: frozenset[int]
 
     def among(self, connection: Connection, ids: list[int]) -> list[int]:
@@ -452,7 +460,7 @@ class Readable:
             return []
         found = set(
             connection.execute(
-                sa.select(memories.c.id).where(memories.c.id.in_(ids), self.predicate)
+                sa.select(memories.c.id).where(memories.c.id.in_(ids), self.candidates)
             ).scalars()
         )
         return [memory_id for memory_id in ids if memory_id in found]
@@ -462,7 +470,29 @@ def readable_by(connection: Connection, owner: Owner) -> Readable:
     """The ``Readable`` of ``owner`` (its own memories only unless ``owner.shared``)."""
     held = reader_grants(connection, owner)
     tagged = frozenset(tagged_ids(connection, owner.user, held)) if held.tags else frozenset()
-    return Readable(owner, held, visible_with(owner, held), tagged)
+    return Readable(
+        owner, held, visible_with(owner, held), _granted_rows(owner, held, tagged), tagged
+    )
+
+
+def _granted_rows(
+    owner: Owner, held: ReaderGrants, tagged: frozenset[int]
+) -> sa.ColumnElement[bool]:
+    own = sa.and_(memories.c.user_id == owner.user, memories.c.agent_id == owner.agent)
+    if not held.owners:
+        return own
+    admitted: list[sa.ColumnElement[bool]] = [memories.c.agent_id == owner.agent]
+    granted = sorted(held.memory_ids | tagged)
+    if granted:
+        # Memory and tag grants only ever name memories of the agent that made them.
+        admitted.append(
+            sa.and_(memories.c.agent_id.in_(sorted(held.owners)), memories.c.id.in_(granted))
+        )
+    admitted.extend(
+        sa.and_(memories.c.agent_id == owner_agent, memories.c.tier == tier)
+        for owner_agent, tier in sorted(held.tiers)
+    )
+    return sa.and_(memories.c.user_id == owner.user, sa.or_(*admitted))
 
 
 def tagged_ids(connection: Connection, user: str, held: ReaderGrants) -> set[int]:
