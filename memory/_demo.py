@@ -6,9 +6,11 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from flags import BUILTIN_FLAGS
 from memory._api import Memory
 from memory._engine import create_engine
 from memory._errors import InvalidInputError
+from memory._flag_store import DatabaseFlagProvider
 from memory._migrate import database_revision, upgrade
 
 
@@ -24,6 +26,12 @@ def run_demo(path: Path | None, say: Callable[[str], None]) -> None:
     engine = create_engine(url)
     upgrade(engine)
     say(f"   schema at revision {database_revision(engine)}")
+    # The rollout flags start off; the demo switches them on in its own store, as an operator
+    # would, so that the walk-through shows the behaviour they gate.
+    operator = DatabaseFlagProvider(engine)
+    for name in sorted(BUILTIN_FLAGS):
+        operator.set_flag(name, on=True, actor="memctl demo", reason="the demo's own store")
+    say(f"   flags on in this store (memctl flags list): {', '.join(sorted(BUILTIN_FLAGS))}")
     engine.dispose()
 
     with Memory.open(url) as memory:

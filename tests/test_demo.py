@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
 from memory import create_engine, head_revision
 from memory.cli import main
+
+# The demo switches the flags on in its own store: test it as it runs, with no environment.
+pytestmark = pytest.mark.flags_as_configured
 
 
 def test_demo_stores_and_prints_everything_for_two_agents(tmp_path: Path) -> None:
@@ -21,6 +25,8 @@ def test_demo_stores_and_prints_everything_for_two_agents(tmp_path: Path) -> Non
                     "Context injection", "Resuming the session"):
         assert heading in result.output
     assert "a stale update is refused" in result.output
+    assert "flags on in this store" in result.output
+    assert "-- 0/96 tokens" not in result.output  # injection is on: the context is not empty
     engine = create_engine(f"sqlite:///{database}")
     with engine.connect() as connection:
         revision = connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
