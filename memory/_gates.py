@@ -514,7 +514,7 @@ def evaluate_gate(
         results.append(
             CriterionResult(
                 "held over the window", f">= {wanted:g} s of data",
-                f"{observed.covered_seconds:g} s ({observed.coverage})",
+                f"{observed.covered_seconds:.0f} s ({observed.coverage})",
                 observed.covered_seconds >= wanted,
             )
         )
