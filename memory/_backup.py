@@ -46,6 +46,7 @@ from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
+from memory import _telemetry as telemetry
 from memory._archive import (
     MANIFEST,
     TableChecksum,
@@ -369,7 +370,12 @@ def verify_backup(directory: str | os.PathLike[str]) -> BackupInfo:
     """
     root = Path(directory)
     manifest = _read_backup_manifest(root)
-    _verify(root, manifest)
+    try:
+        _verify(root, manifest)
+    except ArchiveError:
+        # The MemoryDataCorruptionDetected alert watches this count.
+        telemetry.instruments().integrity_failures.add(1, {"check": "backup"})
+        raise
     return _info(root, manifest)
 
 

@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from memory import _migrate
+from memory import Memory, _migrate
 from memory import _telemetry as telemetry
 from memory._archive import verify_archive
+from memory._backup import backup, verify_backup
+from memory._embeddings import HashingEmbedder
 from memory._engine import create_engine
 from memory._errors import ArchiveError, SchemaError
 
@@ -74,3 +76,23 @@ def test_an_archive_that_does_not_match_its_manifest_is_counted(tmp_path: Path) 
     with pytest.raises(ArchiveError, match="corrupt"):
         verify_archive(tmp_path)
     assert counted(telemetry.INTEGRITY_FAILURES, check="archive") == before + 1
+
+
+def test_a_backup_that_fails_verification_is_counted(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    with Memory.open(url, embedder=HashingEmbedder()) as memory:
+        memory.scope("ada", "planner").add("a memory")
+    engine = create_engine(url)
+    try:
+        backup(engine, tmp_path / "backup")
+    finally:
+        engine.dispose()
+    verify_backup(tmp_path / "backup")  # intact: not counted
+    before = counted(telemetry.INTEGRITY_FAILURES, check="backup")
+    copy = next(path for path in (tmp_path / "backup").iterdir() if path.suffix == ".db")
+    damaged = bytearray(copy.read_bytes())
+    damaged[len(damaged) // 2] ^= 0xFF  # one flipped byte: the checksum no longer matches
+    copy.write_bytes(bytes(damaged))
+    with pytest.raises(ArchiveError, match="corrupt"):
+        verify_backup(tmp_path / "backup")
+    assert counted(telemetry.INTEGRITY_FAILURES, check="backup") == before + 1
