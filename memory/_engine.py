@@ -84,7 +84,8 @@ def create_engine(url: str | URL | None = None, **overrides: Any) -> Engine:
 
 
 def _measure_statements(engine: Engine) -> None:
-    """Record ``memory.db.query_duration`` for every statement the engine executes."""
+    """Record ``memory.db.query_duration`` for every statement the engine executes (but
+    transaction control, see ``memory._telemetry.statement_operation``)."""
     backend = engine.dialect.name
     # One attribute dict per verb, built once: the hot path only looks it up.
     attributes = {
@@ -104,9 +105,10 @@ def _measure_statements(engine: Engine) -> None:
         _connection: Any, _cursor: Any, statement: str, _parameters: Any, context: Any, _many: bool
     ) -> None:
         started = getattr(context, "memory_started", None)
-        if started is not None:
+        operation = telemetry.statement_operation(statement)
+        if started is not None and operation is not None:
             telemetry.instruments().db_query_duration.record(
-                telemetry.elapsed_ms(started), attributes[telemetry.statement_operation(statement)]
+                telemetry.elapsed_ms(started), attributes[operation]
             )
 
 

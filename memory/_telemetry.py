@@ -6,7 +6,7 @@ alert rules and ``memctl gates`` are written against these names):
 
 - ``memory.injection.latency`` histogram, ms; backend, cache=hit|miss →
   ``memory_injection_latency_milliseconds_bucket`` (and ``_sum``, ``_count``)
-- ``memory.db.query_duration`` histogram, ms, every statement; backend,
+- ``memory.db.query_duration`` histogram, ms, every statement but transaction control; backend,
   operation=select|insert|update|delete|other →
   ``memory_db_query_duration_milliseconds_bucket`` (and ``_sum``, ``_count``)
 - ``memory.rag.search_duration`` histogram, ms; backend, mode=hybrid|keyword →
@@ -35,6 +35,9 @@ alert rules and ``memctl gates`` are written against these names):
   ``memory_integrity_failures_total``
 - ``memory.cleanup.runs`` counter of retention cleanup runs; status=ok|failed|interrupted →
   ``memory_cleanup_runs_total``
+- ``memory.updates.bus_failures`` counter, the ``memory:updates`` bus (Redis, PostgreSQL
+  LISTEN/NOTIFY) failing, so updates run degraded from the log; role=publish|subscribe →
+  ``memory_updates_bus_failures_total``
 
 Series carry no instrumentation-scope labels; the endpoint adds ``target_info``. Histograms
 share the bucket boundaries ``LATENCY_BUCKETS_MS``. An endpoint reports what is recorded
@@ -141,6 +144,7 @@ DB_CONNECTION_FAILURES = "memory.db.connection_failures"
 MIGRATION_FAILURES = "memory.migration.failures"
 INTEGRITY_FAILURES = "memory.integrity.failures"
 CLEANUP_RUNS = "memory.cleanup.runs"
+UPDATES_BUS_FAILURES = "memory.updates.bus_failures"
 
 #: Every instrument's Prometheus series (histograms: the ``_bucket`` series; ``_sum`` and
 #: ``_count`` come with it). Tests scrape ``/metrics`` for each of these.
@@ -165,6 +169,7 @@ PROMETHEUS_SERIES: Mapping[str, str] = {
     MIGRATION_FAILURES: "memory_migration_failures_total",
     INTEGRITY_FAILURES: "memory_integrity_failures_total",
     CLEANUP_RUNS: "memory_cleanup_runs_total",
+    UPDATES_BUS_FAILURES: "memory_updates_bus_failures_total",
 }
 
 # A caller's mistake is an answer, not a fault of the system: not counted in memory.errors.
@@ -300,6 +305,7 @@ class Instruments:
     migration_failures: CounterRecorder
     integrity_failures: CounterRecorder
     cleanup_runs: CounterRecorder
+    updates_bus_failures: CounterRecorder
 
     def __init__(self, meter: Meter, *, observe: bool = True, queued: bool = False) -> None:
         def histogram(name: str, unit: str, description: str) -> HistogramRecorder:
@@ -352,6 +358,10 @@ class Instruments:
             INTEGRITY_FAILURES, description="Checksum or hash mismatches found in stored data."
         )
         self.cleanup_runs = counter(CLEANUP_RUNS, description="Retention cleanup runs, by status.")
+        self.updates_bus_failures = counter(
+            UPDATES_BUS_FAILURES,
+            description="Failures of the memory:updates bus; updates then come from the log.",
+        )
         if observe:
             meter.create_observable_gauge(
                 HEAP_USED_MB,
@@ -471,6 +481,8 @@ for _counter in ("db_connection_failures", "migration_failures", "integrity_fail
     declare_series(_counter, {})
 for _status in ("ok", "failed", "interrupted"):
     declare_series("cleanup_runs", {"status": _status})
+for _role in ("publish", "subscribe"):
+    declare_series("updates_bus_failures", {"role": _role})
 
 
 def instruments() -> Instruments:
@@ -622,12 +634,19 @@ def elapsed_ms(started: float) -> float:
 
 
 _VERBS = frozenset({"select", "insert", "update", "delete"})
+# Transaction control takes microseconds and one per transaction: measured, it would only
+# pull the query quantiles down and hide slow queries from the database gate.
+_CONTROL = ("begin", "commit", "rollback", "savepoint", "release", "end")
 
 
-def statement_operation(statement: str) -> str:
-    """The bounded ``operation`` attribute of a SQL statement: its verb, or ``other``."""
-    verb = statement.lstrip()[:6].lower()
-    return verb if verb in _VERBS else "other"
+def statement_operation(statement: str) -> str | None:
+    """The bounded ``operation`` attribute of a SQL statement: its verb, or ``other``;
+    None for transaction control (BEGIN, COMMIT, SAVEPOINT, …), which is not measured."""
+    head = statement.lstrip()[:9].lower()
+    verb = head[:6]
+    if verb in _VERBS:
+        return verb
+    return None if head.startswith(_CONTROL) else "other"
 
 
 # -- reading the totals -------------------------------------------------------------------------

@@ -339,3 +339,24 @@ def test_otlp_exporter_pushes_the_metrics(store: Memory, user: str) -> None:
         server.server_close()
     assert any(b"memory.injection.latency" in body for body in received)
     assert any(b"memory.db.query_duration" in body for body in received)
+
+
+@pytest.mark.parametrize(
+    ("statement", "operation"),
+    [
+        ("SELECT 1", "select"),
+        ("  insert into memories values (?)", "insert"),
+        ("UPDATE memories SET x = 1", "update"),
+        ("DELETE FROM memories", "delete"),
+        ("WITH t AS (SELECT 1) SELECT * FROM t", "other"),
+        ("PRAGMA foreign_keys", "other"),
+        ("BEGIN IMMEDIATE", None),
+        ("SAVEPOINT sa_savepoint_1", None),
+        ("RELEASE SAVEPOINT sa_savepoint_1", None),
+        ("ROLLBACK", None),
+    ],
+)
+def test_statements_are_classified_and_transaction_control_is_not_measured(
+    statement: str, operation: str | None
+) -> None:
+    assert telemetry.statement_operation(statement) == operation
