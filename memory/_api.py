@@ -241,7 +241,10 @@ class Memory:
     def verify_events(self) -> ChainReport:
         """Walk the hash chain of the event log; the report names the first bad event."""
         self._require_events()
-        return self._db.read(verify_chain)
+        report = self._db.read(verify_chain)
+        if not report.ok:
+            telemetry.instruments().integrity_failures.add(1, {"check": "event_chain"})
+        return report
 
     def _require_events(self) -> None:
         if not revision_at_least(self.revision, MEMORIES_REVISION):

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -38,9 +39,11 @@ from typing import Any, Protocol
 
 from sqlalchemy.engine import make_url
 
+from memory import _telemetry as telemetry
 from memory._db import Database
 from memory._errors import DatabaseUnavailableError, InvalidInputError, MemoryStoreError
 from memory._events import CHANNEL, MemoryEvent, events_after, latest_seq
+from memory._health import CheckOutcome, HealthContext, register_health_check
 
 logger = logging.getLogger(__name__)
 
@@ -321,7 +324,6 @@ class Updates:
         self._publish_degraded = False
         self._next_attempt = 0.0
         self._publish_failures = 0
-        self._reconnects = 0
         self._last_error: str | None = None
         self._subscriptions: list[Subscription] = []
         self._observers: list[Callable[[list[MemoryEvent]], None]] = []
@@ -349,6 +351,7 @@ class Updates:
         try:
             self._backend.publish(messages)
         except BusError as error:
+            telemetry.instruments().updates_bus_failures.add(1, {"role": "publish"})
             with self._lock:
                 self._publish_failures += 1
                 self._publish_degraded = True
@@ -387,7 +390,7 @@ class Updates:
                 backend=self._backend.name,
                 degraded=self._publish_degraded or any(s.degraded for s in live),
                 publish_failures=self._publish_failures,
-                reconnects=self._reconnects + sum(s.reconnects for s in live),
+                reconnects=sum(s.reconnects for s in live),
                 subscriptions=len(live),
                 last_error=self._last_error
                 or next((s.last_error for s in live if s.last_error), None),
@@ -467,6 +470,7 @@ class Subscription:
                 backoff = 0.05
                 self._listen(listener)
             except (BusError, DatabaseUnavailableError) as error:
+                telemetry.instruments().updates_bus_failures.add(1, {"role": "subscribe"})
                 self.degraded = True
                 self.last_error = str(error)
                 logger.warning("memory:updates subscriber degraded: %s", error)
@@ -481,7 +485,7 @@ class Subscription:
         while not self._stop.is_set():
             raw = listener.poll(0.2)
             for message in raw:
-                self._receive(json.loads(message))
+                self._receive(message)
             if raw:
                 quiet_since = time.monotonic()
             elif time.monotonic() - quiet_since > self._idle_check:
@@ -499,8 +503,14 @@ class Subscription:
                 self.last_error = str(error)
             self._stop.wait(min(self._poll_interval, max(0.0, deadline - time.monotonic())))
 
-    def _receive(self, message: dict[str, Any]) -> None:
-        seq = int(message["seq"])
+    def _receive(self, raw: str) -> None:
+        try:
+            message = json.loads(raw)
+            seq = int(message["seq"])
+        except (ValueError, TypeError, KeyError):
+            # Not one of ours (anyone may publish on the channel): the log decides.
+            logger.warning("memory:updates: ignored a malformed message %.80r", raw)
+            return
         if seq <= self.last_seq:
             return  # a duplicate, or already read from the log
         if seq > self.last_seq + 1 or "event" not in message:
@@ -527,3 +537,27 @@ class Subscription:
         except Exception:
             self.callback_errors += 1
             logger.exception("memory:updates callback failed on event %s", event.seq)
+
+
+def check_updates(context: HealthContext) -> CheckOutcome:
+    """The ``memory:updates`` bus of ``$MEMORY_UPDATES_URL`` accepts a subscriber.
+
+    A bus that does not is a warning, not a failure: the library keeps working and
+    subscribers read the log (degraded mode), only later.
+    """
+    setting = os.environ.get(UPDATES_URL_ENV) or "inprocess"
+    if setting == "inprocess":
+        return "ok", "in-process (no bus to reach; set $MEMORY_UPDATES_URL to share updates)"
+    backend = _backend(setting, Database(context.engine()))
+    try:
+        backend.listen().close()
+    except BusError as error:
+        return "warn", f"degraded: {error}; subscribers read the event log until it is back"
+    finally:
+        backend.close()
+    return "ok", f"{backend.name} bus reachable: subscribers listen on {CHANNEL}"
+
+
+register_health_check(
+    "updates", check_updates, requires=["database"], description="memory:updates bus reachable"
+)

@@ -27,6 +27,7 @@ from memory import (
     StaleVersionError,
     merge_patches,
 )
+from memory import _telemetry as telemetry
 from memory._events import append_event, record_reads, redact_user, verify_chain
 from memory.cli import main
 
@@ -169,6 +170,13 @@ def test_verify_finds_an_edited_payload(chain: str) -> None:
     result = _verify(chain)
     assert result.exit_code == 1
     assert result.stdout.startswith("TAMPERED: first bad event 5:"), result.stdout
+    before = telemetry.totals().counter("memory.integrity.failures", check="event_chain")
+    with Memory.open(chain, embedder=None) as store:
+        report = store.verify_events()
+    assert (report.ok, report.first_bad_seq, report.checked) == (False, 5, 4)
+    if telemetry.enabled():
+        after = telemetry.totals().counter("memory.integrity.failures", check="event_chain")
+        assert after == before + 1
 
 
 def test_verify_finds_an_edited_field_the_hash_covers(chain: str) -> None:
