@@ -38,9 +38,6 @@ alert rules and ``memctl gates`` are written against these names):
 - ``memory.updates.bus_failures`` counter, the ``memory:updates`` bus (Redis, PostgreSQL
   LISTEN/NOTIFY) failing, so updates run degraded from the log; role=publish|subscribe →
   ``memory_updates_bus_failures_total``
-- ``memory.updates.bus_failures`` counter, the ``memory:updates`` bus (Redis, PostgreSQL
-  LISTEN/NOTIFY) failing, so updates run degraded from the log; role=publish|subscribe →
-  ``memory_updates_bus_failures_total``
 
 Series carry no instrumentation-scope labels; the endpoint adds ``target_info``. Histograms
 share the bucket boundaries ``LATENCY_BUCKETS_MS``. An endpoint reports what is recorded
@@ -148,7 +145,6 @@ MIGRATION_FAILURES = "memory.migration.failures"
 INTEGRITY_FAILURES = "memory.integrity.failures"
 CLEANUP_RUNS = "memory.cleanup.runs"
 UPDATES_BUS_FAILURES = "memory.updates.bus_failures"
-UPDATES_BUS_FAILURES = "memory.updates.bus_failures"
 
 #: Every instrument's Prometheus series (histograms: the ``_bucket`` series; ``_sum`` and
 #: ``_count`` come with it). Tests scrape ``/metrics`` for each of these.
@@ -173,7 +169,6 @@ PROMETHEUS_SERIES: Mapping[str, str] = {
     MIGRATION_FAILURES: "memory_migration_failures_total",
     INTEGRITY_FAILURES: "memory_integrity_failures_total",
     CLEANUP_RUNS: "memory_cleanup_runs_total",
-    UPDATES_BUS_FAILURES: "memory_updates_bus_failures_total",
     UPDATES_BUS_FAILURES: "memory_updates_bus_failures_total",
 }
 
@@ -311,7 +306,6 @@ class Instruments:
     integrity_failures: CounterRecorder
     cleanup_runs: CounterRecorder
     updates_bus_failures: CounterRecorder
-    updates_bus_failures: CounterRecorder
 
     def __init__(self, meter: Meter, *, observe: bool = True, queued: bool = False) -> None:
         def histogram(name: str, unit: str, description: str) -> HistogramRecorder:
@@ -364,10 +358,6 @@ class Instruments:
             INTEGRITY_FAILURES, description="Checksum or hash mismatches found in stored data."
         )
         self.cleanup_runs = counter(CLEANUP_RUNS, description="Retention cleanup runs, by status.")
-        self.updates_bus_failures = counter(
-            UPDATES_BUS_FAILURES,
-            description="Failures of the memory:updates bus; updates then come from the log.",
-        )
         self.updates_bus_failures = counter(
             UPDATES_BUS_FAILURES,
             description="Failures of the memory:updates bus; updates then come from the log.",
@@ -491,8 +481,6 @@ for _counter in ("db_connection_failures", "migration_failures", "integrity_fail
     declare_series(_counter, {})
 for _status in ("ok", "failed", "interrupted"):
     declare_series("cleanup_runs", {"status": _status})
-for _role in ("publish", "subscribe"):
-    declare_series("updates_bus_failures", {"role": _role})
 for _role in ("publish", "subscribe"):
     declare_series("updates_bus_failures", {"role": _role})
 
