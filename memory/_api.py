@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import os
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
@@ -12,14 +13,30 @@ from typing import Any, Literal
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import DBAPIError
 
+from flags import (
+    USE_CROSS_AGENT_SHARING,
+    USE_ENHANCED_INJECTION,
+    USE_HIERARCHICAL_TIERS,
+    EvaluationContext,
+    FlagEvaluator,
+    FlagValueError,
+)
 from memory import _reembed as reembedding
+from memory import _sharing as sharing
 from memory import _telemetry as telemetry
 from memory._context import MergedContext
 from memory._db import Database
 from memory._embeddings import Embedder, LazyTokenCounter, TokenCounter, default_embedder
 from memory._engine import create_engine
-from memory._errors import DatabaseUnavailableError, InvalidInputError, SchemaError
+from memory._errors import (
+    DatabaseUnavailableError,
+    InvalidInputError,
+    PermissionDeniedError,
+    SchemaError,
+)
 from memory._events import ChainReport, MemoryEvent, verify_chain
+from memory._flag_store import DatabaseFlagProvider
+from memory._forget import ForgetReport, forget_user
 from memory._graph import EntityGraph
 from memory._injection import (
     InjectedContext,
@@ -27,6 +44,7 @@ from memory._injection import (
     Injector,
     ResumedSession,
     Summarizer,
+    disabled_context,
 )
 from memory._migrate import (
     MEMORIES_REVISION,
@@ -37,6 +55,7 @@ from memory._migrate import (
     upgrade,
 )
 from memory._models import utcnow
+from memory._redaction import Redaction
 from memory._retrieval import RetrievalStats, Retriever
 from memory._schemas import (
     CodePatternQuery,
@@ -55,6 +74,7 @@ from memory._schemas import (
     validate,
     validate_many,
 )
+from memory._sharing import Access, Grant, NewGrant, TeamInput
 from memory._store import Embedded, Owner, Store
 from memory._types import (
     CodePattern,
@@ -66,6 +86,9 @@ from memory._types import (
     Visibility,
 )
 from memory._updates import UPDATES_URL_ENV, Subscription, Updates, UpdatesStatus
+
+# While USE_HIERARCHICAL_TIERS is off, every memory is stored in the default tier of ``add``.
+FLAT_TIER: Tier = "working"
 
 
 class Memory:
@@ -88,9 +111,25 @@ class Memory:
         token_counter: TokenCounter | None = None,
         summarizer: Summarizer | None = None,
         updates: str | None = None,
+        *,
+        role: Role = "agent",
+        redaction: Redaction | None = None,
+        flags: FlagEvaluator | None = None,
     ) -> None:
+        if role not in ROLES:
+            raise InvalidInputError(f"role: must be one of {', '.join(ROLES)}, not {role!r}")
+        if redaction is not None and not isinstance(redaction, Redaction):
+            raise InvalidInputError(f"redaction: must be a memory.Redaction, not {redaction!r}")
         self.engine = engine
         self.revision = revision
+        self.role: Role = role
+        self.redaction = redaction if redaction is not None else Redaction()
+        # Off until the flag is on: without flag state the registry default (off) decides.
+        try:
+            self.flags = flags if flags is not None else FlagEvaluator(DatabaseFlagProvider(engine))
+        except FlagValueError as error:  # USE_...=maybe in the environment
+            raise InvalidInputError(str(error)) from None
+        telemetry.observe_flags(self.flags)  # the memory.flag.* gauges
         self._db = Database(engine)
         self._store = Store(self._db)
         self._retriever = Retriever(self._db, self._store, embedder)
@@ -122,6 +161,9 @@ class Memory:
         token_counter: TokenCounter | None = None,
         summarizer: Summarizer | None = None,
         updates: str | None = None,
+        role: Role = "agent",
+        redaction: Redaction | None = None,
+        flags: FlagEvaluator | None = None,
         **engine_options: Any,
     ) -> Memory:
         """Open the store at ``url`` (default: ``$MEMORY_DATABASE_URL``, else ``memory.db``).
@@ -158,7 +200,17 @@ class Memory:
                 f"(newest known: {head_revision()}); upgrade the library"
             )
         try:
-            return cls(engine, revision, embedder, token_counter, summarizer, updates)
+            return cls(
+                engine,
+                revision,
+                embedder,
+                token_counter,
+                summarizer,
+                updates,
+                role=role,
+                redaction=redaction,
+                flags=flags,
+            )
         except BaseException:
             engine.dispose()
             raise
@@ -211,7 +263,65 @@ class Memory:
             self._retriever,
             self._injector,
             Owner(checked.user, checked.agent, checked.session),
+            self.sharing_enabled,
+            self.redaction,
+            self.flag_enabled,
         )
+
+    def flag_enabled(self, name: str, scope: Scope) -> bool:
+        """Whether flag ``name`` is on for ``scope`` (its user, session and agent) now.
+
+        An in-memory lookup in ``flags``' cached state (refreshed from the provider every
+        10 s by default), so code that gates a behaviour asks per call and an operator's
+        switch takes effect without a restart. Never raises; an unknown flag is off.
+        """
+        return self.flags.is_enabled(name, scope.flag_context)
+
+    # -- sharing and roles ----------------------------------------------------------------------
+
+    def sharing_enabled(self, user: str, agent: str, session: str | None = None) -> bool:
+        """Whether ``USE_CROSS_AGENT_SHARING`` is on for this agent, user and session (its
+        rollout, parent flag and agent allow/deny lists included). When it is off, an
+        agent reads only its own memories, whatever grants exist."""
+        context = EvaluationContext(user_id=user, session_id=session, agent_id=agent)
+        return self.flags.is_enabled(USE_CROSS_AGENT_SHARING, context)
+
+    def require_admin(self, operation: str) -> None:
+        """Raise ``PermissionDeniedError`` unless this store was opened with ``role="admin"``:
+        ``operation`` touches other agents' or users' data wholesale."""
+        if self.role != "admin":
+            raise PermissionDeniedError(
+                f"{operation} needs the admin role; this store was opened with role="
+                f"{self.role!r} (Memory.open(..., role='admin'))"
+            )
+
+    def set_team(self, user: str, team: str, agents: Iterable[str]) -> None:
+        """Make ``agents`` the members of ``user``'s team ``team`` (admin; an empty list
+        dissolves the team). Grants to the team then reach exactly these agents."""
+        self.require_admin("defining a team")
+        checked = validate(
+            TeamInput, {"user": user, "team": team, "agents": as_list(agents, "agents")}
+        )
+        self._db.write(lambda connection: sharing.set_team(connection, "admin", checked))
+        self._injector.invalidate({checked.user})
+
+    def teams(self, user: str) -> dict[str, builtins.list[str]]:
+        """Every team of ``user`` with its members."""
+        checked = validate(ScopeInput, {"user": user, "agent": "admin"})
+        return self._db.read(lambda connection: sharing.team_members(connection, checked.user))
+
+    def forget_user(self, user: str) -> ForgetReport:
+        """Remove every row of ``user`` in every table and redact their events (admin).
+
+        Nothing stays recoverable (see ``memory._forget``); this process's caches and vector
+        index drop the user too. The operation is written to the event log.
+        """
+        self.require_admin("forgetting a user")
+        checked = validate(ScopeInput, {"user": user, "agent": "admin"})
+        report = forget_user(self._db, checked.user, "admin")
+        self._retriever.forget(checked.user)
+        self._injector.invalidate({checked.user})
+        return report
 
     def graph(self, user: str) -> EntityGraph:
         """The Phase 1 entity knowledge graph of ``user``."""
@@ -255,6 +365,7 @@ class Memory:
 
     def close(self) -> None:
         """Stop subscriptions and release every pooled connection."""
+        telemetry.stop_observing_flags(self.flags)
         self._updates.close()
         self.engine.dispose()
 
@@ -280,12 +391,46 @@ class Scope:
     """
 
     def __init__(
-        self, store: Store, retriever: Retriever, injector: Injector, owner: Owner
+        self,
+        store: Store,
+        retriever: Retriever,
+        injector: Injector,
+        owner: Owner,
+        sharing_enabled: Callable[[str, str, str | None], bool],
+        redaction: Redaction,
+        flag_enabled: Callable[[str, Scope], bool],
     ) -> None:
         self._store = store
         self._retriever = retriever
         self._injector = injector
         self._owner = owner
+        self._sharing_enabled = sharing_enabled
+        self._redaction = redaction
+        self._flag_enabled = flag_enabled
+        self._flag_context = EvaluationContext(
+            user_id=owner.user, session_id=owner.session, agent_id=owner.agent
+        )
+
+    def _reader(self) -> Owner:
+        """The owner as reads see it: with shared memories when the flag is on, now."""
+        owner = self._owner
+        shared = self._sharing_enabled(owner.user, owner.agent, owner.session)
+        return dataclasses.replace(owner, shared=shared, tiered=self._tiered())
+
+    def _tiered(self) -> bool:
+        """USE_HIERARCHICAL_TIERS for this scope, now. Off, memories are one flat tier as in
+        Phase 1: stored in the default tier, and tier filters are ignored."""
+        return self._flag_enabled(USE_HIERARCHICAL_TIERS, self)
+
+    @property
+    def flag_context(self) -> EvaluationContext:
+        """This scope as flags see it: its user, session and agent."""
+        return self._flag_context
+
+    def _record_shared_reads(self, records: Iterable[MemoryRecord]) -> None:
+        foreign = [record for record in records if record.agent_id != self._owner.agent]
+        if foreign:
+            self._store.record_reads(self._owner, foreign)
 
     def _embedded(self, contents: Iterable[str]) -> Embedded | None:
         found = self._retriever.embed_contents(list(contents))
@@ -320,14 +465,16 @@ class Scope:
         item = validate(
             NewMemory,
             {
-                "content": content,
+                "content": self._redaction.value(content),
                 "tier": tier,
                 "importance": importance,
                 "visibility": visibility,
-                "metadata": dict(metadata or {}),
+                "metadata": self._redaction.value(dict(metadata or {})),
                 "ttl": ttl,
             },
         )
+        if not self._tiered():
+            item = item.model_copy(update={"tier": FLAT_TIER})
         return self._store.add_memories(self._owner, [item], self._embedded([item.content]))[0]
 
     @telemetry.counted("add_many")
@@ -335,19 +482,23 @@ class Scope:
         """Store many memories in one transaction: each item is the content, or a mapping
         with the keyword arguments of ``add``. All are stored, or none."""
         as_mappings = [
-            {"content": item} if isinstance(item, str | bytes) else item
+            _redacted_item(
+                {"content": item} if isinstance(item, str | bytes) else item, self._redaction
+            )
             for item in as_list(items, "items")
         ]
         validated = validate_many(NewMemory, as_mappings, "items")
         if not validated:
             return []
+        if not self._tiered():
+            validated = [item.model_copy(update={"tier": FLAT_TIER}) for item in validated]
         vectors = self._embedded(item.content for item in validated)
         return self._store.add_memories(self._owner, validated, vectors)
 
     @telemetry.counted("get")
     def get(self, memory_id: int) -> MemoryRecord:
         """The memory ``memory_id``; counts as an access. Raises ``NotFoundError``."""
-        return self._store.get_memory(self._owner, _memory_id(memory_id))
+        return self._store.get_memory(self._reader(), _memory_id(memory_id))
 
     @telemetry.counted("update")
     def update(
@@ -361,19 +512,25 @@ class Scope:
         metadata: Mapping[str, Any] | None = None,
     ) -> MemoryRecord:
         """Change a memory read at ``version``; raises ``StaleVersionError`` if it has
-        changed since. ``metadata`` replaces the whole mapping."""
+        changed since. ``metadata`` replaces the whole mapping. Another agent's memory can
+        be changed through a live read-write grant."""
         changes = validate(
             MemoryChanges,
             {
                 "version": version,
-                "content": content,
+                "content": self._redaction.value(content),
                 "tier": tier,
                 "importance": importance,
-                "metadata": dict(metadata) if metadata is not None else None,
+                "metadata": (
+                    self._redaction.value(dict(metadata)) if metadata is not None else None
+                ),
             },
         )
+        reader = self._reader()
+        if not reader.tiered:  # one flat tier: a memory keeps the tier it has
+            changes = changes.model_copy(update={"tier": None})
         vectors = self._embedded([changes.content]) if changes.content is not None else None
-        return self._store.update_memory(self._owner, _memory_id(memory_id), changes, vectors)
+        return self._store.update_memory(reader, _memory_id(memory_id), changes, vectors)
 
     @telemetry.counted("list")
     def list(
@@ -401,12 +558,69 @@ class Scope:
                 "limit": limit,
             },
         )
-        return self._store.list_memories(self._owner, query)
+        reader = self._reader()
+        if not reader.tiered:  # one flat tier: no tier filter
+            query = query.model_copy(update={"tier": None})
+        found = self._store.list_memories(reader, query)
+        self._record_shared_reads(found)
+        return found
 
     @telemetry.counted("delete")
     def delete(self, memory_id: int) -> None:
         """Delete a memory and its metadata. Raises ``NotFoundError``."""
         self._store.delete_memory(self._owner, _memory_id(memory_id))
+
+    # -- sharing ------------------------------------------------------------------------------
+
+    @telemetry.counted("share")
+    def share(
+        self,
+        *,
+        memory_id: int | None = None,
+        tag: tuple[str, Any] | None = None,
+        tier: Tier | None = None,
+        agents: Iterable[str] = (),
+        teams: Iterable[str] = (),
+        access: Access = "read",
+        expires_at: datetime | None = None,
+    ) -> builtins.list[Grant]:
+        """Share one memory this agent owns, its memories tagged ``tag=(key, value)`` (now
+        and later), or a whole ``tier`` of them, with ``agents`` and ``teams`` of the same
+        user: ``access="read"``, or ``"write"`` to let them update too, until ``expires_at``
+        (aware; None: until revoked). Returns one grant per grantee; sharing the same target
+        with the same grantee again replaces its access and expiry.
+
+        Grants take effect where ``USE_CROSS_AGENT_SHARING`` is on for the reader.
+        """
+        if tag is not None and (not isinstance(tag, tuple) or len(tag) != 2):
+            raise InvalidInputError(f"tag: must be a (key, value) pair, not {tag!r}")
+        item = validate(
+            NewGrant,
+            {
+                "memory_id": memory_id,
+                "tag_key": tag[0] if tag is not None else None,
+                "tag_value": tag[1] if tag is not None else None,
+                "tier": tier,
+                "agents": as_list(agents, "agents"),
+                "teams": as_list(teams, "teams"),
+                "access": access,
+                "expires_at": expires_at,
+            },
+        )
+        return self._store.share(self._owner, item)
+
+    @telemetry.counted("revoke")
+    def revoke(self, grant_id: int) -> Grant:
+        """Revoke a grant this agent made (raises ``NotFoundError`` for any other)."""
+        return self._store.revoke(self._owner, _memory_id(grant_id, "grant_id"))
+
+    @telemetry.counted("grants")
+    def grants(self, *, received: bool = False) -> builtins.list[Grant]:
+        """The live grants this agent made, or with ``received=True`` those it holds
+        (directly or through a team)."""
+        if not isinstance(received, bool):
+            raise InvalidInputError(f"received: must be True or False, not {received!r}")
+        return self._store.grants(self._owner, received)
 
     # -- retrieval ----------------------------------------------------------------------------
 
@@ -436,15 +650,25 @@ class Scope:
                 "created_before": created_before,
             },
         )
-        return self._retriever.search(self._owner, checked)
+        reader = self._reader()
+        if not reader.tiered:  # one flat tier: no tier filter (nor tier weights)
+            checked = checked.model_copy(update={"tiers": []})
+        hits = self._retriever.search(reader, checked)
+        self._record_shared_reads(hit.memory for hit in hits)
+        return hits
 
     @telemetry.counted("inject")
     def inject(self, query: str, budget_tokens: int = 512) -> InjectedContext:
         """The context block for ``query``: session state, preferences, recent working
         memory, relevant memories and code patterns, never over ``budget_tokens``.
-        Overflow triggers tiered compaction (see ``memory._injection``)."""
+        Overflow triggers tiered compaction (see ``memory._injection``).
+
+        Where ``USE_ENHANCED_INJECTION`` is off for this scope, the context is empty and
+        names the flag in ``disabled_by`` (see ``memory._injection.disabled_context``)."""
         checked = validate(InjectRequest, {"text": query, "budget_tokens": budget_tokens})
-        return self._injector.inject(self._owner, checked.text, checked.budget_tokens)
+        if not self._flag_enabled(USE_ENHANCED_INJECTION, self):
+            return disabled_context(checked.budget_tokens, USE_ENHANCED_INJECTION)
+        return self._injector.inject(self._reader(), checked.text, checked.budget_tokens)
 
     @telemetry.counted("resume")
     def resume(self, session: str | None = None) -> ResumedSession:
@@ -455,14 +679,17 @@ class Scope:
         )
         if checked.session is None:
             raise InvalidInputError("session: resume needs a session id")
-        return self._injector.resume(self._owner, checked.session)
+        return self._injector.resume(self._reader(), checked.session)
 
     # -- preferences --------------------------------------------------------------------------
 
     @telemetry.counted("set_preference")
     def set_preference(self, key: str, value: Any, *, confidence: float = 1.0) -> Preference:
         """Set the user's current value for ``key`` (JSON-serialisable), as this agent."""
-        item = validate(NewPreference, {"key": key, "value": value, "confidence": confidence})
+        item = validate(
+            NewPreference,
+            {"key": key, "value": self._redaction.value(value), "confidence": confidence},
+        )
         return self._store.set_preference(self._owner, item)
 
     @telemetry.counted("get_preference")
@@ -500,10 +727,10 @@ class Scope:
             NewCodePattern,
             {
                 "language": language,
-                "name": name,
-                "snippet": snippet,
-                "description": description,
-                "tags": as_list(tags, "tags"),
+                "name": self._redaction.value(name),
+                "snippet": self._redaction.value(snippet),
+                "description": self._redaction.value(description),
+                "tags": self._redaction.value(as_list(tags, "tags")),
             },
         )
         return self._store.record_pattern(self._owner, item)
@@ -544,7 +771,12 @@ class Scope:
         session = self._require_session()
         item = validate(
             NewSessionState,
-            {"state": dict(state) if isinstance(state, Mapping) else state, "ttl": ttl},
+            {
+                "state": self._redaction.value(
+                    dict(state) if isinstance(state, Mapping) else state
+                ),
+                "ttl": ttl,
+            },
         )
         return self._store.save_state(self._owner, session, item)
 
@@ -597,6 +829,22 @@ class Scope:
         return self._store.record_event(
             self._owner, checked.event, checked.data, checked.memory, vectors
         )
+
+
+Role = Literal["agent", "admin"]
+ROLES: tuple[Role, ...] = ("agent", "admin")
+
+
+def _redacted_item(item: Any, redaction: Redaction) -> Any:
+    """An ``add_many`` item with its content and metadata redacted (anything else is left
+    for validation to refuse)."""
+    if not isinstance(item, Mapping):
+        return item
+    redacted = dict(item)
+    for field in ("content", "metadata"):
+        if field in redacted:
+            redacted[field] = redaction.value(redacted[field])
+    return redacted
 
 
 def _memory_id(value: Any, what: str = "memory_id") -> int:

@@ -45,6 +45,12 @@ gone (``NotFoundError``, as with any concurrent delete). Rows changed during a r
 for the next run. Two cleanups at once (two hosts) cannot consolidate a row twice: the
 second one's DELETE does not find it.
 
+Flat memories. Where ``USE_HIERARCHICAL_TIERS`` is off for a memory's user, agent and
+session, memories are one flat tier, as in Phase 1: no tier window applies and nothing is
+consolidated, so switching the flag off never makes a cleanup delete or summarise them.
+Only an explicit TTL (``expired_memories``) removes them. The flag is read per group from
+the store's evaluator (cached state, no database round trip).
+
 Idempotence. A second run with the same clock finds nothing: summaries are episodic (kept
 forever by default), and everything else it would touch is gone.
 
@@ -68,6 +74,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from flags import USE_HIERARCHICAL_TIERS, EvaluationContext
 from memory._db import Database
 from memory._engine import is_memory_sqlite
 from memory._errors import ConflictError, InvalidInputError, SchemaError
@@ -228,6 +235,8 @@ class _Run:
     embed: Embed
     should_stop: Callable[[], bool]
     counts: dict[str, int]
+    # Whether USE_HIERARCHICAL_TIERS is on for a (user, agent, session) group.
+    tiered: Callable[[str, str, str], bool]
     interrupted: bool = False
 
     def stopped(self) -> bool:
@@ -563,6 +572,10 @@ def _aged_memories(tier: str) -> Callable[[_Run], None]:
             if not batch:
                 return
             after = (batch[-1].updated_at, batch[-1].id)
+            # A flat scope (USE_HIERARCHICAL_TIERS off) has no tier windows: its rows stay.
+            batch = [row for row in batch if run.tiered(row.user_id, row.agent_id, row.session_id)]
+            if not batch:
+                continue
             if run.dry_run:
                 run.add(name, len(batch))
                 if consolidate:
@@ -811,6 +824,10 @@ def _cleanup(
         embed=memory._retriever.embed_contents,
         should_stop=should_stop,
         counts={name: 0 for step in STEPS for name in step.counts},
+        tiered=lambda user, agent, session: memory.flags.is_enabled(
+            USE_HIERARCHICAL_TIERS,
+            EvaluationContext(user_id=user, session_id=session or None, agent_id=agent),
+        ),
     )
     started = utcnow()
     run_id = None if dry_run else _start_run(run.db, started)

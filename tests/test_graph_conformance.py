@@ -1,21 +1,61 @@
-"""The Phase 1 entity graph (MCP memory server semantics), on every backend."""
+"""The Phase 1 entity graph (MCP memory server semantics), on every backend.
+
+Every test runs twice per backend: with the rollout flags on, and with every flag off, as
+an operator switches them off in the store's own database after ``Memory.open`` migrated
+it to head. With every flag off the library behaves exactly as Phase 1 entity memory.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 
 import pytest
 
+from flags import BUILTIN_FLAGS
 from memory import (
     AddedObservations,
+    DatabaseFlagProvider,
     Entity,
     EntityGraph,
+    HashingEmbedder,
     InvalidInputError,
     KnowledgeGraph,
     Memory,
     NotFoundError,
     Relation,
+    head_revision,
 )
+
+BACKENDS = ["sqlite-file", "sqlite-memory", "postgresql"]
+
+
+@pytest.fixture(
+    params=[
+        pytest.param((backend, flags), id=f"{backend}-flags-{flags}")
+        for backend in BACKENDS
+        for flags in ("on", "off")
+    ]
+)
+def memory(
+    request: pytest.FixtureRequest,
+    url_for: Callable[[str], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Memory]:
+    backend, flags = request.param
+    if flags == "off":
+        for name in BUILTIN_FLAGS:  # the environment would outrank the database
+            monkeypatch.delenv(name, raising=False)
+    with Memory.open(url_for(backend), embedder=HashingEmbedder()) as store:
+        assert store.revision == head_revision()
+        if flags == "off":
+            operator = DatabaseFlagProvider(store.engine)
+            for name in BUILTIN_FLAGS:
+                operator.set_flag(name, on=False, actor="tests", reason="Phase 1 conformance")
+            store.flags.refresh()
+            probe = store.scope("phase-1-probe", "probe", "s-1")
+            assert not any(store.flag_enabled(name, probe) for name in BUILTIN_FLAGS)
+        yield store
 
 
 @pytest.fixture
