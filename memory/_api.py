@@ -35,7 +35,7 @@ from memory._errors import (
     SchemaError,
 )
 from memory._events import ChainReport, MemoryEvent, verify_chain
-from memory._flag_store import DatabaseFlagProvider
+from memory._flag_store import default_evaluator
 from memory._forget import ForgetReport, forget_user
 from memory._graph import EntityGraph
 from memory._injection import (
@@ -126,7 +126,7 @@ class Memory:
         self.redaction = redaction if redaction is not None else Redaction()
         # Off until the flag is on: without flag state the registry default (off) decides.
         try:
-            self.flags = flags if flags is not None else FlagEvaluator(DatabaseFlagProvider(engine))
+            self.flags = flags if flags is not None else default_evaluator(engine, revision)
         except FlagValueError as error:  # USE_...=maybe in the environment
             raise InvalidInputError(str(error)) from None
         telemetry.observe_flags(self.flags)  # the memory.flag.* gauges

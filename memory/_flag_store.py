@@ -38,7 +38,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
-from flags import BUILTIN_FLAGS, FlagDefinition, FlagValueError, SessionOverride
+from flags import BUILTIN_FLAGS, FlagDefinition, FlagEvaluator, FlagValueError, SessionOverride
 from memory._db import Database
 from memory._errors import InvalidInputError, SchemaError
 from memory._migrate import database_revision, revision_at_least
@@ -565,6 +565,17 @@ def _log(
         "reason": reason,
     }
     logger.info("flag change %s", canonical_json(record), extra={"flag_change": record})
+
+
+def default_evaluator(engine: Engine, revision: str | None) -> FlagEvaluator:
+    """The evaluator ``Memory.open`` gives a store: over the store's own database provider.
+
+    A schema older than revision 0007 has no flag tables: there the built-in defaults (and
+    the environment) decide, rather than a provider that fails on every refresh. A store
+    is reopened after ``memctl migrate`` anyway (its revision is read at open).
+    """
+    provider = DatabaseFlagProvider(engine) if revision_at_least(revision, FLAGS_REVISION) else None
+    return FlagEvaluator(provider)
 
 
 def _loads(text: str | None) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -33,6 +34,8 @@ from memory import (
     RetentionPolicy,
     Scope,
     cleanup,
+    create_engine,
+    upgrade,
 )
 from memory.cli import main
 
@@ -290,3 +293,24 @@ def test_memctl_inject_says_when_injection_is_off(
     assert switched.exit_code == 0, switched.output
     on = runner.invoke(main, arguments)
     assert on.exit_code == 0 and "-- 0/512 tokens" in on.output
+
+
+def test_a_store_below_revision_0007_uses_the_defaults_without_a_failing_provider(
+    url_for: Callable[[str], str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    for name in BUILTIN_FLAGS:
+        monkeypatch.delenv(name, raising=False)
+    url = url_for("sqlite-file")
+    engine = create_engine(url)
+    upgrade(engine, "0003")  # Phase 1, rolled back: the entity graph keeps working
+    engine.dispose()
+    with caplog.at_level(logging.WARNING), Memory.open(url, embedder=HashingEmbedder()) as store:
+        assert store.graph("ada").create_entities([{"name": "Ada", "entityType": "person"}])
+        assert [state["source"] for state in store.flags.export_state()] == ["registry"] * 3
+        assert not store.flags.stale
+    assert [r.getMessage() for r in caplog.records if r.name == "flags"] == []
+    monkeypatch.setenv(USE_HIERARCHICAL_TIERS, "on")  # the environment still decides there
+    with Memory.open(url, embedder=HashingEmbedder()) as store:
+        assert store.flags.explain(USE_HIERARCHICAL_TIERS).enabled
