@@ -21,6 +21,7 @@ from memory._errors import (
     ExporterUnavailableError,
     InvalidInputError,
     MemoryStoreError,
+    MetricsSourceError,
     NotFoundError,
     SchemaError,
     SessionExpiredError,
@@ -28,6 +29,7 @@ from memory._errors import (
 )
 from memory._events import ChainReport, MemoryEvent
 from memory._flag_store import DatabaseFlagProvider, FlagAuditEntry, StoredFlag
+from memory._gates import GateReport, PrometheusSource, SnapshotSource, evaluate_gate
 from memory._graph import EntityGraph
 from memory._health import (
     HealthCheckResult,
@@ -94,6 +96,7 @@ __all__ = [
     "EntityGraph",
     "ExporterUnavailableError",
     "FlagAuditEntry",
+    "GateReport",
     "HashingEmbedder",
     "HealthCheckResult",
     "HealthContext",
@@ -109,10 +112,12 @@ __all__ = [
     "MemoryStoreError",
     "MergedContext",
     "MetricsSnapshot",
+    "MetricsSourceError",
     "MiniLMEmbedder",
     "NotFoundError",
     "Preference",
     "PrometheusEndpoint",
+    "PrometheusSource",
     "Relation",
     "RestoreResult",
     "ResumedSession",
@@ -124,6 +129,7 @@ __all__ = [
     "SearchHit",
     "SessionCheckpoint",
     "SessionExpiredError",
+    "SnapshotSource",
     "SnapshotWindow",
     "StaleVersionError",
     "StoredFlag",
@@ -136,6 +142,7 @@ __all__ = [
     "cleanup",
     "create_engine",
     "downgrade",
+    "evaluate_gate",
     "extractive_summary",
     "head_revision",
     "health_checks",

@@ -14,7 +14,8 @@ runtime can catch one type::
     ├── ArchiveError                       a migration archive is missing, corrupt or unusable
     ├── DatabaseUnavailableError           the database could not be reached or stayed locked
     ├── EmbedderUnavailableError           the embedding model cannot be loaded
-    └── ExporterUnavailableError           a metrics exporter's extra is not installed
+    ├── ExporterUnavailableError           a metrics exporter's extra is not installed
+    └── MetricsSourceError                 memctl gates could not read Prometheus
 """
 
 from __future__ import annotations
@@ -75,3 +76,7 @@ class ExporterUnavailableError(MemoryStoreError):
 
 class PermissionDeniedError(MemoryStoreError, PermissionError):
     """The call needs a role the caller does not have (``Memory.open(..., role="admin")``)."""
+
+
+class MetricsSourceError(MemoryStoreError):
+    """A metrics source could not be read (Prometheus unreachable or answering an error)."""

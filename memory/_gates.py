@@ -47,7 +47,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from memory import _telemetry as telemetry
-from memory._errors import InvalidInputError, MemoryStoreError
+from memory._errors import InvalidInputError, MetricsSourceError
 from memory._flag_store import DatabaseFlagProvider
 from memory._models import Base
 
@@ -82,10 +82,6 @@ ROLLOUT_STAGES = (10, 50, 100)
 GATES = (1, 2, 3)
 
 flag_audit = Base.metadata.tables["flag_audit"]
-
-
-class MetricsSourceError(MemoryStoreError):
-    """A metrics source could not be read (Prometheus unreachable or answering an error)."""
 
 
 # -- what is observed -------------------------------------------------------------------------
