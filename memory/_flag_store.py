@@ -293,8 +293,8 @@ class DatabaseFlagProvider:
         """Switch a flag: exactly one of ``on=True`` (everyone, rollout 100), ``on=False``
         (the kill switch) or ``rollout=N`` (on for N % of stickiness values, 0..100).
 
-        This is the single path every switch and rollout change takes (``memctl flags
-        set`` included), so a check that must guard rollout changes belongs here.
+        This is the one write path of every switch and rollout change; ``memctl flags set``
+        checks the rollout gates (``memory._cli_gates``) before it calls it.
         """
         if (on is None) == (rollout is None):
             raise InvalidInputError("give exactly one of on (True or False) and rollout")
