@@ -153,7 +153,12 @@ class _PostgresListener:
         import psycopg
 
         try:
-            return [n.payload for n in self._connection.notifies(timeout=timeout)]
+            # Return at the first notification: without stop_after the generator keeps
+            # collecting until the timeout, which would delay every update by up to it.
+            found = [n.payload for n in self._connection.notifies(timeout=timeout, stop_after=1)]
+            if found:
+                found.extend(n.payload for n in self._connection.notifies(timeout=0))
+            return found
         except psycopg.Error as error:
             raise BusError(f"the PostgreSQL notification connection dropped: {error}") from error
 
