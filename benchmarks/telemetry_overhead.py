@@ -41,6 +41,7 @@ import gc
 import json
 import os
 import random
+import signal
 import statistics
 import sys
 import tempfile
@@ -211,6 +212,8 @@ def main() -> int:
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     parser.add_argument("--seed", type=int, default=20240601)
     args = parser.parse_args()
+    # A terminated run still drops its throwaway PostgreSQL database (the finally blocks).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     # The background thread would record queued measurements at any moment; the benchmark
     # records them itself, at the end of each block, to count what that costs.
