@@ -23,12 +23,14 @@ from memory._errors import (
     MemoryStoreError,
     MetricsSourceError,
     NotFoundError,
+    PermissionDeniedError,
     SchemaError,
     SessionExpiredError,
     StaleVersionError,
 )
 from memory._events import ChainReport, MemoryEvent
 from memory._flag_store import DatabaseFlagProvider, FlagAuditEntry, StoredFlag
+from memory._forget import ForgetReport
 from memory._gates import GateReport, PrometheusSource, SnapshotSource, evaluate_gate
 from memory._graph import EntityGraph
 from memory._health import (
@@ -42,6 +44,7 @@ from memory._health import (
 )
 from memory._injection import ContextItem, InjectedContext, ResumedSession
 from memory._migrate import RevisionInfo, downgrade, head_revision, history, upgrade
+from memory._redaction import Redaction
 from memory._retention import (
     CleanupReport,
     MaintenanceRun,
@@ -50,6 +53,7 @@ from memory._retention import (
     cleanup,
     last_cleanup_run,
 )
+from memory._sharing import Grant
 from memory._summary import extractive_summary
 from memory._telemetry import (
     LatencySummary,
@@ -96,7 +100,9 @@ __all__ = [
     "EntityGraph",
     "ExporterUnavailableError",
     "FlagAuditEntry",
+    "ForgetReport",
     "GateReport",
+    "Grant",
     "HashingEmbedder",
     "HealthCheckResult",
     "HealthContext",
@@ -115,9 +121,11 @@ __all__ = [
     "MetricsSourceError",
     "MiniLMEmbedder",
     "NotFoundError",
+    "PermissionDeniedError",
     "Preference",
     "PrometheusEndpoint",
     "PrometheusSource",
+    "Redaction",
     "Relation",
     "RestoreResult",
     "ResumedSession",

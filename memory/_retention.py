@@ -26,8 +26,12 @@
     ``load_state`` answering None), and the latest checkpoint stays while it is within the
     window.
 
-Sharing grants and flag overrides with an expiry do not exist yet; when they do, each
-becomes one more ``CleanupStep`` in ``STEPS``, and its counts appear in every report and run.
+``expired_grants``
+    Sharing grants past their ``expires_at`` (they already admit nothing; this removes the
+    rows).
+
+Flag overrides with an expiry, when they exist, become one more ``CleanupStep`` in
+``STEPS``, and their counts appear in every report and run.
 
 Age. A memory's age counts from ``updated_at``: its creation, or its last change (content,
 tier, importance or metadata). Reading a memory does not make it younger, so working memory
@@ -75,6 +79,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from flags import USE_HIERARCHICAL_TIERS, EvaluationContext
+from memory import _sharing as sharing
 from memory._db import Database
 from memory._engine import is_memory_sqlite
 from memory._errors import ConflictError, InvalidInputError, SchemaError
@@ -687,6 +692,21 @@ def _old_session_state(run: _Run) -> None:
     _remove_checkpoints(run, "session_state", stale, session_state.c.created_at, earlier)
 
 
+# -- sharing grants ---------------------------------------------------------------------------
+
+
+def _expired_grants(run: _Run) -> None:
+    if run.dry_run:
+        run.add("expired_grants", run.db.read(lambda c: sharing.expired_count(c, run.now)))
+        return
+    operation = functools.partial(sharing.remove_expired, now=run.now, limit=run.batch_size)
+    while not run.stopped():
+        removed = run.db.write(operation)
+        if removed is None:
+            return
+        run.add("expired_grants", removed)
+
+
 STEPS: tuple[CleanupStep, ...] = (
     CleanupStep("expired_memories", _expired_memories, ("expired_memories",)),
     CleanupStep("working_memories", _aged_memories("working"), ("working_memories", "summaries")),
@@ -694,6 +714,7 @@ STEPS: tuple[CleanupStep, ...] = (
     CleanupStep("semantic_memories", _aged_memories("semantic"), ("semantic_memories",)),
     CleanupStep("expired_session_state", _expired_session_state, ("expired_session_state",)),
     CleanupStep("session_state", _old_session_state, ("session_state",)),
+    CleanupStep("expired_grants", _expired_grants, ("expired_grants",)),
 )
 """The steps of a cleanup, in the order they run. Future steps (expired flag overrides,
 sharing grants) are added here."""

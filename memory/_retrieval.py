@@ -45,7 +45,7 @@ from memory._embeddings import Embedder, Matrix
 from memory._models import NO_SESSION, TIERS, Base, utcnow
 from memory._ranking import FusionWeights, Neighbours, SessionOrder, rank, relevance
 from memory._schemas import SearchQuery
-from memory._sharing import Readable, readable_by
+from memory._sharing import Readable, ReaderCache
 from memory._store import Owner, Store, has_metadata
 from memory._text import terms
 from memory._types import MemoryRecord, SearchHit
@@ -290,6 +290,7 @@ class Retriever:
         self._warned = False
         # Whether vector search runs in the database (pgvector), decided on first use.
         self._in_database: bool | None = None
+        self._readers = ReaderCache()
 
     # -- embeddings ---------------------------------------------------------------------------
 
@@ -421,6 +422,7 @@ class Retriever:
             self._users.pop(user, None)
         with self._cache_lock:
             self._query_vectors.clear()
+        self._readers.forget(user)
 
     def data_version(self, connection: Connection, user: str) -> int:
         """The user's latest change sequence number: any write to their memories bumps it."""
@@ -521,7 +523,8 @@ class Retriever:
         vector: np.ndarray | None,
         query: SearchQuery,
     ) -> list[SearchHit]:
-        reader = readable_by(connection, owner)
+        version = self.data_version(connection, owner.user) if owner.shared else 0
+        reader = self._readers.readable(connection, owner, version)
         source = self._vector_source(connection, owner.user) if vector is not None else None
         vector_scores: dict[int, float] = {}
         if source is not None and vector is not None:

@@ -30,12 +30,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import sqlalchemy as sa
 from pydantic import Field
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, RowMapping
 
 from memory._errors import InvalidInputError, NotFoundError
@@ -466,17 +469,52 @@ class Readable:
         return [memory_id for memory_id in ids if memory_id in found]
 
 
-def readable_by(connection: Connection, owner: Owner) -> Readable:
-    """The ``Readable`` of ``owner`` (its own memories only unless ``owner.shared``)."""
-    held = reader_grants(connection, owner)
-    tagged = frozenset(tagged_ids(connection, owner.user, held)) if held.tags else frozenset()
-    return Readable(
-        owner, held, visible_with(owner, held), _granted_rows(owner, held, tagged), tagged
-    )
+class ReaderCache:
+    """The grants each reader holds (and the ids its tag grants admit), kept between
+    searches while neither the user's grants and teams (``grants_version``) nor the user's
+    memories (``data_version``: a tag can be added to a memory) have changed.
+
+    Reading a thousand grants and their tags costs more than the rest of the enforcement;
+    checking that they are unchanged costs two aggregate queries on indexes.
+    """
+
+    def __init__(self, size: int = 1024) -> None:
+        self._size = size
+        self._entries: OrderedDict[
+            tuple[str, str], tuple[tuple[object, ...], ReaderGrants, frozenset[int]]
+        ] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def readable(self, connection: Connection, owner: Owner, data_version: int) -> Readable:
+        """The ``Readable`` of ``owner`` (its own memories only unless ``owner.shared``)."""
+        held, tagged = NO_GRANTS, frozenset[int]()
+        if owner.shared:
+            key = (owner.user, owner.agent)
+            version = (*grants_version(connection, owner.user), data_version)
+            with self._lock:
+                cached = self._entries.get(key)
+            if cached is not None and cached[0] == version:
+                held, tagged = cached[1], cached[2]
+            else:
+                held = reader_grants(connection, owner)
+                tagged = frozenset(tagged_ids(connection, owner)) if held.tags else frozenset()
+                with self._lock:
+                    self._entries[key] = (version, held, tagged)
+                    self._entries.move_to_end(key)
+                    while len(self._entries) > self._size:
+                        self._entries.popitem(last=False)
+        granted = _granted_rows(connection.dialect.name, owner, held, tagged)
+        return Readable(owner, held, visible_with(owner, held), granted, tagged)
+
+    def forget(self, user: str) -> None:
+        """Drop every reader of ``user``."""
+        with self._lock:
+            for key in [key for key in self._entries if key[0] == user]:
+                del self._entries[key]
 
 
 def _granted_rows(
-    owner: Owner, held: ReaderGrants, tagged: frozenset[int]
+    dialect: str, owner: Owner, held: ReaderGrants, tagged: frozenset[int]
 ) -> sa.ColumnElement[bool]:
     own = sa.and_(memories.c.user_id == owner.user, memories.c.agent_id == owner.agent)
     if not held.owners:
@@ -486,7 +524,7 @@ def _granted_rows(
     if granted:
         # Memory and tag grants only ever name memories of the agent that made them.
         admitted.append(
-            sa.and_(memories.c.agent_id.in_(sorted(held.owners)), memories.c.id.in_(granted))
+            sa.and_(memories.c.agent_id.in_(sorted(held.owners)), _among(dialect, granted))
         )
     admitted.extend(
         sa.and_(memories.c.agent_id == owner_agent, memories.c.tier == tier)
@@ -495,23 +533,42 @@ def _granted_rows(
     return sa.and_(memories.c.user_id == owner.user, sa.or_(*admitted))
 
 
-def tagged_ids(connection: Connection, user: str, held: ReaderGrants) -> set[int]:
-    """Ids of the memories that the reader's tag grants admit (for the vector index)."""
-    found: set[int] = set()
-    for owner_agent, key, value_json in sorted(held.tags):
-        found.update(
-            connection.execute(
-                sa.select(metadata_table.c.memory_id)
-                .join(memories, memories.c.id == metadata_table.c.memory_id)
-                .where(
-                    metadata_table.c.key == key,
-                    metadata_table.c.value_json == value_json,
-                    memories.c.user_id == user,
-                    memories.c.agent_id == owner_agent,
-                )
-            ).scalars()
+def _among(dialect: str, ids: list[int]) -> sa.ColumnElement[bool]:
+    """``memories.id IN ids`` as ONE bound parameter (a JSON array on SQLite, an array on
+    PostgreSQL): a thousand separate parameters cost more to compile and bind than the
+    search they restrict."""
+    if dialect == "postgresql":
+        array = sa.bindparam("granted_ids", ids, type_=postgresql.ARRAY(sa.BigInteger()))
+        return memories.c.id == sa.func.any(array)
+    listed = sa.select(sa.column("value", sa.BigInteger())).select_from(
+        sa.func.json_each(sa.bindparam("granted_ids", json.dumps(ids)))
+    )
+    return memories.c.id.in_(listed.scalar_subquery())
+
+
+def tagged_ids(connection: Connection, owner: Owner) -> set[int]:
+    """Ids of the memories that ``owner``'s live tag grants admit, in one query."""
+    rows = connection.execute(
+        sa.select(metadata_table.c.memory_id)
+        .select_from(
+            grants.join(
+                metadata_table,
+                sa.and_(
+                    metadata_table.c.key == grants.c.tag_key,
+                    metadata_table.c.value_json == grants.c.tag_value_json,
+                ),
+            ).join(memories, memories.c.id == metadata_table.c.memory_id)
         )
-    return found
+        .where(
+            grants.c.user_id == owner.user,
+            grants.c.target == "tag",
+            _live(utcnow()),
+            _held_by(owner),
+            memories.c.user_id == owner.user,
+            memories.c.agent_id == grants.c.owner_agent,
+        )
+    )
+    return set(rows.scalars())
 
 
 def grants_version(connection: Connection, user: str) -> tuple[int, ...]:

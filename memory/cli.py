@@ -23,6 +23,7 @@ from memory._cli_events import register_event_commands
 from memory._cli_flags import flags_group
 from memory._cli_gates import gates_command
 from memory._cli_health import health
+from memory._cli_sharing import register as register_sharing_commands
 from memory._cli_workload import workload
 from memory._engine import DATABASE_URL_ENV
 from memory._types import MemoryRecord, Tier
@@ -494,5 +495,6 @@ def reembed(context: click.Context, batch_size: int) -> None:
 main.add_command(flags_group)
 main.add_command(workload)
 main.add_command(health)
+register_sharing_commands(main)
 main.add_command(gates_command)
 register_event_commands(main)

@@ -314,3 +314,17 @@ def test_a_store_below_revision_0007_uses_the_defaults_without_a_failing_provide
     monkeypatch.setenv(USE_HIERARCHICAL_TIERS, "on")  # the environment still decides there
     with Memory.open(url, embedder=HashingEmbedder()) as store:
         assert store.flags.explain(USE_HIERARCHICAL_TIERS).enabled
+
+
+def test_resume_brings_back_every_memory_of_the_session_when_tiers_are_off(
+    store: Memory, switches: Switches, user: str
+) -> None:
+    switches.on(USE_HIERARCHICAL_TIERS)
+    scope = store.scope(user, "planner", "s1")
+    scope.save_state({"step": "review"})
+    working = scope.add("the export retries three times", tier="working")
+    semantic = scope.add("exports run nightly", tier="semantic")
+    assert [m.id for m in scope.resume().working_memory] == [working.id]
+
+    switches.off(USE_HIERARCHICAL_TIERS)
+    assert [m.id for m in scope.resume().working_memory] == [semantic.id, working.id]

@@ -61,6 +61,7 @@ NO_CHANGES = {
     "semantic_memories": 0,
     "expired_session_state": 0,
     "session_state": 0,
+    "expired_grants": 0,
 }
 HOUR = timedelta(hours=1)
 WAIT_SECONDS = 30.0

@@ -1,0 +1,228 @@
+"""What enforcing sharing grants costs a search, at 100,000 memories and 1,000 grants.
+
+One user's store holds ``--memories`` memories (default 100,000) written by four agents
+(planner, coder, reviewer, researcher) in sessions of 50, with a metadata tag on each. The
+reader is ``coder``; three variants of the same search are timed, interleaved query by query
+in a shuffled order so that machine noise hits them alike:
+
+``unshared``
+    ``USE_CROSS_AGENT_SHARING`` off: the reader's own memories, no grant is read.
+``shared, no grants``
+    the flag on, for a reader (``tester``) that holds no grant: one extra indexed query.
+``shared, 1,000 grants``
+    the flag on, for ``coder``, which holds ``--grants`` grants (default 1,000) from the
+    other three agents: 98 % of single memories, 2 % of tags (each tag is on ~20 memories).
+    The visibility predicate is in every query, and the vector index restricts candidates
+    to the rows those grants admit before scoring.
+
+The baseline is ``unshared``, measured in the same run, on the same store and the same
+vector index; the target is a median and p95 overhead under 10 % for the 1,000 grants.
+The HashingEmbedder (384 dimensions) keeps loading fast; the vector index and every SQL
+query are the same as with the real model.
+
+Run (from the repository root)::
+
+    .venv/bin/python benchmarks/grant_enforcement.py
+    .venv/bin/python benchmarks/grant_enforcement.py --backends sqlite --memories 20000
+
+Output: a table per backend and one JSON line each (``grep '^{'``). Exit status 1 when the
+overhead target fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from flags import (
+    BUILTIN_FLAGS,
+    USE_CROSS_AGENT_SHARING,
+    FlagEvaluator,
+    InMemoryFlagProvider,
+)
+from memory import HashingEmbedder, Memory
+
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+TARGET_OVERHEAD = 0.10
+AGENTS = ("planner", "coder", "reviewer", "researcher")
+SESSION_SIZE = 50
+TAG_SIZE = 20
+WORDS = (
+    "invoice export billing job retry queue schema migration token cache latency dashboard "
+    "release pipeline review deploy rollback webhook payment limiter index search session "
+    "report budget alert metric trace kafka consumer terraform module login audit table"
+).split()
+USER = "bench-user"
+
+
+def _flags(on: bool) -> FlagEvaluator:
+    definitions = [
+        dataclasses.replace(definition, rollout=100)
+        for name, definition in BUILTIN_FLAGS.items()
+        if name != USE_CROSS_AGENT_SHARING
+    ]
+    definitions.append(
+        dataclasses.replace(BUILTIN_FLAGS[USE_CROSS_AGENT_SHARING], rollout=100 if on else 0)
+    )
+    return FlagEvaluator(InMemoryFlagProvider(definitions), environ={}, refresh_interval=3600)
+
+
+@contextmanager
+def _database(backend: str, postgres_url: str) -> Iterator[str]:
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="grantbench-") as directory:
+            yield f"sqlite:///{Path(directory) / 'memory.db'}"
+        return
+    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    name = f"grantbench_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _load(store: Memory, total: int, rng: random.Random) -> dict[str, list[int]]:
+    """Write ``total`` memories, agents taking turns by session; returns ids per agent."""
+    ids: dict[str, list[int]] = {agent: [] for agent in AGENTS}
+    written = 0
+    session = 0
+    started = time.perf_counter()
+    while written < total:
+        agent = AGENTS[session % len(AGENTS)]
+        count = min(SESSION_SIZE, total - written)
+        items = [
+            {
+                "content": " ".join(rng.choices(WORDS, k=12)) + f" note {written + i}",
+                "tier": rng.choice(("working", "episodic", "semantic")),
+                "metadata": {"tag": f"t{(written + i) // TAG_SIZE}"},
+            }
+            for i in range(count)
+        ]
+        records = store.scope(USER, agent, f"s{session}").add_many(items)
+        ids[agent].extend(record.id for record in records)
+        written += count
+        session += 1
+    rate = total / (time.perf_counter() - started)
+    print(f"  loaded {total:,} memories ({rate:,.0f}/s)", file=sys.stderr)
+    return ids
+
+
+def _grant(store: Memory, ids: dict[str, list[int]], grants: int, rng: random.Random) -> None:
+    tags = max(1, grants // 50)
+    owners = [agent for agent in AGENTS if agent != "coder"]
+    for n in range(grants - tags):
+        owner = owners[n % len(owners)]
+        store.scope(USER, owner).share(memory_id=rng.choice(ids[owner]), agents=["coder"])
+    for n in range(tags):
+        owner = owners[n % len(owners)]
+        tag = f"t{rng.choice(ids[owner]) // TAG_SIZE}"
+        store.scope(USER, owner).share(tag=("tag", tag), agents=["coder"])
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def run(backend: str, url: str, args: argparse.Namespace) -> dict[str, object]:
+    rng = random.Random(args.seed)
+    on, off = _flags(True), _flags(False)
+    with Memory.open(url, embedder=HashingEmbedder(), flags=on) as store:
+        ids = _load(store, args.memories, rng)
+        _grant(store, ids, args.grants, rng)
+        held = len(store.scope(USER, "coder").grants(received=True))
+        variants = {
+            "unshared": ("coder", off),
+            "shared, no grants": ("tester", on),
+            f"shared, {held:,} grants": ("coder", on),
+        }
+        queries = [" ".join(rng.choices(WORDS, k=3)) for _ in range(args.samples)]
+        timings: dict[str, list[float]] = {name: [] for name in variants}
+        results: dict[str, int] = {name: 0 for name in variants}
+        for round_, query in enumerate([*queries[: args.warmup], *queries]):
+            order = list(variants)
+            rng.shuffle(order)
+            for name in order:
+                agent, evaluator = variants[name]
+                store.flags = evaluator
+                scope = store.scope(USER, agent)
+                started = time.perf_counter()
+                hits = scope.search(query, limit=10)
+                elapsed = (time.perf_counter() - started) * 1000
+                if round_ >= args.warmup:
+                    timings[name].append(elapsed)
+                    results[name] += len(hits)
+    baseline = timings["unshared"]
+    report: dict[str, object] = {
+        "benchmark": "grant_enforcement",
+        "backend": backend,
+        "memories": args.memories,
+        "grants": held,
+        "samples": args.samples,
+        "loadavg": os.getloadavg()[0],
+    }
+    print(f"\n{backend}: {args.memories:,} memories, coder holds {held:,} grants, "
+          f"{args.samples} searches per variant (load average {os.getloadavg()[0]:.2f})")
+    print(f"  {'variant':<24} {'median ms':>10} {'p95 ms':>10} {'median +%':>10} {'p95 +%':>8}")
+    for name, values in timings.items():
+        median, p95 = statistics.median(values), _percentile(values, 0.95)
+        over_median = median / statistics.median(baseline) - 1
+        over_p95 = p95 / _percentile(baseline, 0.95) - 1
+        print(f"  {name:<24} {median:>10.2f} {p95:>10.2f} {over_median:>+10.1%} "
+              f"{over_p95:>+8.1%}")
+        report[name] = {
+            "median_ms": round(median, 3),
+            "p95_ms": round(p95, 3),
+            "median_overhead": round(over_median, 4),
+            "p95_overhead": round(over_p95, 4),
+            "hits_per_search": round(results[name] / len(values), 2),
+        }
+    granted = report[f"shared, {held:,} grants"]
+    assert isinstance(granted, dict)
+    report["target_met"] = (
+        granted["median_overhead"] < TARGET_OVERHEAD and granted["p95_overhead"] < TARGET_OVERHEAD
+    )
+    print(f"  target: < {TARGET_OVERHEAD:.0%} over unshared (median and p95): "
+          f"{'PASS' if report['target_met'] else 'FAIL'}")
+    return report
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--memories", type=int, default=100_000)
+    parser.add_argument("--grants", type=int, default=1_000)
+    parser.add_argument("--samples", type=int, default=300)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=20261123)
+    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
+    args = parser.parse_args()
+    ok = True
+    for backend in args.backends.split(","):
+        with _database(backend, args.postgres_url) as url:
+            report = run(backend, url, args)
+        print(json.dumps(report))
+        ok = ok and bool(report["target_met"])
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

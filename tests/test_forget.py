@@ -1,0 +1,146 @@
+"""The right to be forgotten: ``forget_user`` / ``memctl forget`` remove every row of a user,
+leave nothing recoverable in the SQLite file or its WAL, keep the event chain verifiable, and
+change no other user's rows.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from memory import DatabaseFlagProvider, HashingEmbedder, Memory, table_checksums
+from memory._models import Base
+from memory._text import terms
+from memory.cli import main
+
+PERSISTENT = ["sqlite-file", "postgresql"]
+# The logs change by design: the event log is redacted and records the forget (its chain
+# is verified instead), and the flag audit is append-only (it names sessions, not people).
+UNCHANGED_TABLES = sorted(set(Base.metadata.tables) - {"memory_events", "flag_audit"})
+
+
+def _populate(store: Memory, user: str, word: str, session: str) -> None:
+    """Rows of ``user`` in every table that holds user data, each carrying ``word``."""
+    planner = store.scope(user, "planner", session)
+    coder = store.scope(user, "coder", session)
+    note = planner.add(f"the launch code is {word} remember it", tier="semantic",
+                       metadata={"secret": word})
+    planner.add(f"working note {word}", tier="working")
+    planner.share(memory_id=note.id, agents=["coder"])
+    planner.share(tag=("secret", word), agents=["coder"])
+    store.set_team(user, f"team-{word}", ["coder"])
+    # Preference keys and session ids are event targets, which the hash chain covers and
+    # redaction keeps; the word goes in the value only.
+    coder.set_preference("launch", {"value": word})
+    coder.record_pattern("python", f"pattern-{word}", f"print('{word}')", description=word,
+                         tags=[word])
+    coder.save_state({"note": word})
+    # A search caches its query vector; the query quotes the user.
+    coder.search(f"launch code {word}")
+    graph = store.graph(user)
+    graph.create_entities([{"name": f"entity-{word}", "entityType": "secret",
+                            "observations": [f"observed {word}"]}])
+    graph.create_entities([{"name": f"other-{word}", "entityType": "secret",
+                            "observations": []}])
+    graph.create_relations([{"from": f"entity-{word}", "to": f"other-{word}",
+                             "relationType": f"knows-{word}"}])
+    DatabaseFlagProvider(store.engine).override(
+        "USE_CROSS_AGENT_SHARING", session=session, on=True, actor="test"
+    )
+
+
+def _raw_bytes(database: Path) -> bytes:
+    found = b""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        path = database.with_name(database.name + suffix)
+        if path.exists():
+            found += path.read_bytes()
+    return found
+
+
+def _text_hits(connection: sa.Connection, needle: str) -> dict[str, int]:
+    """Rows per table whose text form (every column) contains ``needle`` (PostgreSQL)."""
+    hits = {}
+    for name in Base.metadata.tables:
+        count = connection.execute(
+            sa.text(f'SELECT count(*) FROM "{name}" AS t WHERE CAST(t AS text) LIKE :needle'),
+            {"needle": f"%{needle}%"},
+        ).scalar_one()
+        if count:
+            hits[name] = count
+    return hits
+
+
+@pytest.mark.parametrize("backend", PERSISTENT)
+def test_forget_leaves_nothing_and_changes_no_other_user(
+    backend: str, url_for: Callable[[str], str], tmp_path: Path
+) -> None:
+    canary = f"canary{uuid.uuid4().hex}"
+    victim, bystander = f"victim-{uuid.uuid4().hex[:8]}", f"bystander-{uuid.uuid4().hex[:8]}"
+    url = url_for(backend)
+    with Memory.open(url, embedder=HashingEmbedder(), role="admin") as store:
+        _populate(store, bystander, "ordinary", f"s-{uuid.uuid4().hex[:8]}")
+        with store.engine.connect() as connection:
+            before = table_checksums(connection, UNCHANGED_TABLES)
+        _populate(store, victim, canary, f"s-{uuid.uuid4().hex[:8]}")
+        with store.engine.connect() as connection:
+            assert table_checksums(connection, UNCHANGED_TABLES) != before
+
+        report = store.forget_user(victim)
+
+        assert report.rows["memories"] == 2 and report.rows["entities"] == 2
+        assert report.rows["sharing_grants"] == 2 and report.rows["flag_session_overrides"] == 1
+        assert report.events_redacted > 0
+        with store.engine.connect() as connection:
+            assert table_checksums(connection, UNCHANGED_TABLES) == before
+            for name, table in Base.metadata.tables.items():
+                if "user_id" in table.c:
+                    left = connection.execute(
+                        sa.select(sa.func.count()).select_from(table)
+                        .where(table.c.user_id == victim)
+                    ).scalar_one()
+                    assert left == 0, name
+            if backend == "postgresql":
+                assert _text_hits(connection, canary) == {}
+        assert store.verify_events().ok
+        # The forgotten user's memories are gone from this process too.
+        assert victim not in store._retriever._users
+        assert store.scope(victim, "coder").search(f"launch code {canary}") == []
+        assert len(store.scope(bystander, "planner").list()) == 2
+
+    if backend == "sqlite-file":
+        raw = _raw_bytes(tmp_path / "memory.db")
+        assert raw, "the database file should exist"
+        for needle in {canary, *terms(canary), victim}:
+            assert needle.encode() not in raw, needle
+
+
+def test_the_sqlite_check_would_see_the_canary(tmp_path: Path) -> None:
+    """The raw-bytes check above can fail: before forget the canary is in the files."""
+    canary = f"canary{uuid.uuid4().hex}"
+    database = tmp_path / "memory.db"
+    with Memory.open(f"sqlite:///{database}", embedder=HashingEmbedder(), role="admin") as store:
+        store.scope("ada", "planner").add(f"remember {canary}")
+    assert canary.encode() in _raw_bytes(database)
+
+
+def test_memctl_forget_acts_as_admin_and_says_so(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'memory.db'}"
+    with Memory.open(url, embedder=HashingEmbedder()) as store:
+        store.scope("ada", "planner").add("ada's note")
+        store.scope("grace", "planner").add("grace's note")
+    runner = CliRunner()
+    result = runner.invoke(main, ["--database-url", url, "forget", "--user", "ada", "--yes"])
+    assert result.exit_code == 0, result.output
+    assert "acting as admin" in result.stderr
+    assert "forgot user 'ada'" in result.stdout
+    with Memory.open(url, embedder=HashingEmbedder()) as store:
+        assert store.scope("ada", "planner").list() == []
+        assert len(store.scope("grace", "planner").list()) == 1
+    refused = runner.invoke(main, ["--database-url", url, "forget", "--user", ""])
+    assert refused.exit_code != 0 and "user" in refused.output
