@@ -15,7 +15,8 @@ Gate 3 (at 100 %, to call the rollout done)
     gate 2 held throughout the window: each criterion's *worst* value over the window's
     slices passes, no critical alert fired at any time in it, and no rollback event
     happened in it (``memctl flags reset``, or a flag's rollout lowered, read from the flag
-    audit table).
+    audit table); and the data covers the whole window (a server that began scraping ten
+    minutes ago cannot vouch for an hour).
 
 Observations come from a source: :class:`PrometheusSource` asks a Prometheus server's HTTP
 API over a window (``increase`` over the window for gates 1 and 2; per-slice values and
@@ -193,7 +194,8 @@ class PrometheusSource:
         )
 
     def expressions(self, window: timedelta, *, worst: bool) -> dict[str, str]:
-        """The PromQL behind each observation (shown by ``memctl gates --explain``)."""
+        """The PromQL behind each observation (tests/test_dashboards.py checks that every
+        series they select is one the library serves)."""
         span = _promql_duration(window)
         # A gate-3 slice: long enough for a rate (several scrapes), a twelfth of the window.
         slice_ = _promql_duration(max(window / 12, timedelta(seconds=10)))
@@ -221,9 +223,16 @@ class PrometheusSource:
         alerts = self._selector("ALERTS", 'alertstate="firing", severity="critical"')
         if not worst:
             return {**plain, "heap_mb": heap, "critical_alerts": alerts}
-        step = _promql_duration(max(window / 60, timedelta(seconds=1)))
+        step_seconds = max(int(window.total_seconds()) // 60, 1)
+        step = f"{step_seconds}s"
         over = {"cache_hit_rate": "min_over_time"}
+        operations = self._selector("memory_operations_total")
         return {
+            # How much of the window has data: from its oldest sample (within one step).
+            "covered_seconds": (
+                f"time() - min(min_over_time(timestamp({operations})[{span}:{step}]))"
+                f" + {step_seconds}"
+            ),
             **{
                 key: f"{over.get(key, 'max_over_time')}(({expr})[{span}:{step}])"
                 for key, expr in plain.items()
@@ -252,7 +261,10 @@ class PrometheusSource:
             db_p95_ms=values["db_p95_ms"],
             critical_alerts=alerts,
             coverage="worst slice" if worst else "aggregate",
-            covered_seconds=window.total_seconds(),
+            covered_seconds=(
+                min(values["covered_seconds"] or 0.0, window.total_seconds())
+                if worst else window.total_seconds()
+            ),
         )
 
 

@@ -198,4 +198,21 @@ def test_gate_3_judges_the_worst_slice_and_reads_the_flag_audit(
     assert report["coverage"] == "worst slice"
     assert not observed["injection latency p95"]["passed"]
     assert observed["no rollback event in the window"]["passed"]
+    # The server has scraped the job for longer than the window: all of it is covered.
+    assert observed["held over the window"]["passed"], observed["held over the window"]
     assert (result.returncode, report["verdict"]) == (1, "NO-GO")
+
+
+def test_gate_3_fails_a_window_longer_than_the_data(prometheus: str, tmp_path: Path) -> None:
+    database = f"sqlite:///{tmp_path / 'flags.db'}"
+    subprocess.run([MEMCTL, "--database-url", database, "migrate"], check=True, timeout=120)
+    result = subprocess.run(
+        [MEMCTL, "--database-url", database, "gates", "--gate", "3", "--prometheus", prometheus,
+         "--match", "job=healthy", "--window", "1h", "--json"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    held = next(
+        c for c in json.loads(result.stdout)["criteria"] if c["criterion"] == "held over the window"
+    )
+    assert result.returncode == 1
+    assert not held["passed"] and held["threshold"] == ">= 3600 s of data", held
