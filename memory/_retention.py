@@ -80,6 +80,7 @@ from sqlalchemy.engine import Connection
 
 from flags import USE_HIERARCHICAL_TIERS, EvaluationContext
 from memory import _sharing as sharing
+from memory import _telemetry as telemetry
 from memory._db import Database
 from memory._engine import is_memory_sqlite
 from memory._errors import ConflictError, InvalidInputError, SchemaError
@@ -753,6 +754,9 @@ def _finish_run(
             status=status, finished_at=finished, counts_json=canonical_json(counts), error=error
         )
     )
+    # memory.cleanup.runs{status}: the MemoryCleanupFailures alert watches the failed ones.
+    # Counted before the write, which may fail for the same reason the run did.
+    telemetry.instruments().cleanup_runs.add(1, {"status": status})
     db.write(lambda connection: connection.execute(statement))
     return finished
 

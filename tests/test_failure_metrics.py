@@ -1,5 +1,6 @@
 """The failures the critical alerts watch are counted where they happen: a connection that
-cannot be made, a migration that fails, an archive whose checksum does not match."""
+cannot be made, a migration that fails, an archive or backup whose checksum does not match,
+and every retention cleanup run, by status."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from memory._backup import backup, verify_backup
 from memory._embeddings import HashingEmbedder
 from memory._engine import create_engine
 from memory._errors import ArchiveError, SchemaError
+from memory._retention import cleanup
 
 
 def counted(name: str, **match: str) -> float:
@@ -96,3 +98,12 @@ def test_a_backup_that_fails_verification_is_counted(tmp_path: Path) -> None:
     with pytest.raises(ArchiveError, match="corrupt"):
         verify_backup(tmp_path / "backup")
     assert counted(telemetry.INTEGRITY_FAILURES, check="backup") == before + 1
+
+
+def test_cleanup_runs_are_counted_by_status(tmp_path: Path) -> None:
+    with Memory.open(f"sqlite:///{tmp_path / 'x.db'}", embedder=HashingEmbedder()) as memory:
+        before = counted(telemetry.CLEANUP_RUNS, status="ok")
+        assert cleanup(memory).status == "ok"
+        assert counted(telemetry.CLEANUP_RUNS, status="ok") == before + 1
+        cleanup(memory, dry_run=True)  # a dry run is not a run
+        assert counted(telemetry.CLEANUP_RUNS, status="ok") == before + 1
