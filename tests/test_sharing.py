@@ -442,8 +442,8 @@ def test_sharing_state_machine(backend: str, url_for: Callable[[str], str]) -> N
     try:
         machine = SharingMachine.TestCase
         machine.settings = settings(
-            max_examples=12,
-            stateful_step_count=14,
+            max_examples=8,
+            stateful_step_count=12,
             deadline=None,
             database=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
