@@ -65,6 +65,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
+from flags import BUILTIN_FLAGS
 from memory import Memory, MiniLMEmbedder
 from memory._indexing import terms_row
 from memory._models import Base
@@ -601,9 +602,14 @@ def measure_latency(
         best = np.argpartition(scores, -SEARCH_LIMIT)[-SEARCH_LIMIT:]
         best[np.argsort(-scores[best])]
 
+    items: list[int] = []
+
+    def inject() -> None:
+        items.append(len(inject_scope.inject(next(questions), budget).items))
+
     ops: dict[str, Callable[[], object]] = {
         "search": lambda: search_scope.search(next(questions), limit=SEARCH_LIMIT),
-        "inject": lambda: inject_scope.inject(next(questions), budget),
+        "inject": inject,
         "query_embedding": lambda: vectors.append(embedder.embed([next(questions)])[0]),
         "numpy_top10": numpy_top10,
     }
@@ -622,6 +628,7 @@ def measure_latency(
             samples[name].append((time.perf_counter_ns() - start) / 1e6)
     result: dict[str, Any] = {name: summary(samples[name]) for name in ops}
     result["overflows"] = memory.injection_stats.overflows - before
+    result["mean_inject_items"] = round(float(np.mean(items[-rounds:])), 1)
     return result
 
 
@@ -701,6 +708,10 @@ def print_case(result: dict[str, Any], budget: int) -> None:
     ):
         print(f"{title:<46}{latency[key]['p50_ms']:>9.2f}{latency[key]['p95_ms']:>9.2f}")
     print(
+        f"inject: {latency['mean_inject_items']} items per context, "
+        f"{latency['overflows']} overflows in {latency['inject']['n']} calls"
+    )
+    print(
         f"first search after open (loads {index['indexed_vectors']:,} vectors): "
         f"{index['first_search_ms']:,.0f} ms; index {index['index_bytes_per_memory']:,} B/memory "
         f"in arrays, {index['deep_bytes_per_memory']:,} B/memory in all"
@@ -765,6 +776,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(128 + signum)  # unwinds through the finally blocks: databases dropped
 
     signal.signal(signal.SIGTERM, terminate)
+    # Search and inject as they are behind the rollout flags (off by default): switched on
+    # through the environment layer, as on an operator's host that has the feature.
+    for name in BUILTIN_FLAGS:
+        os.environ.setdefault(name, "on")
     embedder = MiniLMEmbedder(threads=args.torch_threads)
     embedder.embed(["load the model"])
     pool = build_pool(embedder, args.pool, args.seed, args.cache_dir)
