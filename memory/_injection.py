@@ -34,7 +34,13 @@ from memory._embeddings import TokenCounter
 from memory._errors import NotFoundError, SessionExpiredError
 from memory._models import utcnow
 from memory._retrieval import Retriever
-from memory._schemas import CodePatternQuery, MemoryQuery, NewMemory, SearchQuery
+from memory._schemas import (
+    CodePatternQuery,
+    MemoryQuery,
+    NewMemory,
+    SearchQuery,
+    id_list_chunks,
+)
 from memory._sharing import grants_version
 from memory._store import Owner, Store
 from memory._summary import extractive_summary
@@ -378,15 +384,18 @@ class Injector:
                 MemoryQuery(tier="working", session=owner.session, limit=1000),
             )
             old = list(reversed(working[KEEP_WORKING_AFTER_COMPACTION:]))
-            if len(old) >= 2:
-                summary = self.summarizer([record.content for record in old])
-                compacted = self._store.consolidate(
+            # One summary per run of ids that fits in its ``consolidated_from`` value.
+            for chunk in id_list_chunks(old):
+                if len(chunk) < 2:
+                    continue
+                summary = self.summarizer([record.content for record in chunk])
+                compacted += self._store.consolidate(
                     owner,
-                    old,
+                    chunk,
                     NewMemory(
                         content=summary,
                         tier="episodic",
-                        metadata={"consolidated_from": [r.id for r in old]},
+                        metadata={"consolidated_from": [r.id for r in chunk]},
                     ),
                     self._retriever.embed_contents([summary]),
                 )

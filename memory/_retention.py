@@ -90,10 +90,10 @@ from memory._migrate import MEMORIES_REVISION, revision_at_least
 from memory._models import TIERS, Base, utcnow
 from memory._schemas import (
     MAX_CONTENT_CHARS,
-    MAX_METADATA_VALUE_BYTES,
     NewMemory,
     canonical_json,
     content_hash,
+    id_list_chunks,
     validate,
 )
 from memory._store import memories, metadata_table, session_state
@@ -383,25 +383,6 @@ def _groups(rows: Sequence[_Candidate]) -> dict[Group, list[_Candidate]]:
     return {key: sorted(found, key=lambda r: (r.created_at, r.id)) for key, found in groups.items()}
 
 
-def _chunks(rows: Sequence[_Candidate]) -> list[list[_Candidate]]:
-    """Split a group so that each summary's ``consolidated_from`` fits in one metadata value
-    (1 KiB of JSON: about a hundred ids), which also keeps each summary about a span of
-    memories it can do justice to."""
-    chunks: list[list[_Candidate]] = []
-    current: list[_Candidate] = []
-    size = 2  # the brackets
-    for row in rows:
-        extra = len(str(row.id)) + (1 if current else 0)
-        if current and size + extra > MAX_METADATA_VALUE_BYTES:
-            chunks.append(current)
-            current, size, extra = [], 2, len(str(row.id))
-        current.append(row)
-        size += extra
-    if current:
-        chunks.append(current)
-    return chunks
-
-
 def _summarize(summarizer: Summarizer, rows: Sequence[_Candidate]) -> str:
     text = summarizer([row.content for row in rows])
     try:
@@ -418,7 +399,7 @@ def _plan_summaries(run: _Run, batch: Sequence[_Candidate]) -> dict[tuple[int, .
     texts = {
         tuple(row.id for row in chunk): _summarize(run.summarizer, chunk)
         for rows in _groups(batch).values()
-        for chunk in _chunks(rows)
+        for chunk in id_list_chunks(rows)
     }
     embedded = run.embed(list(texts.values()))
     if embedded is None:
@@ -537,7 +518,7 @@ def _remove_batch(
         assert run.summarizer is not None
         next_id = _next_id_above(connection, max(deleted))
         for group, rows in _groups(removed).items():
-            for chunk in _chunks(rows):
+            for chunk in id_list_chunks(rows):
                 summary = planned.get(tuple(row.id for row in chunk))
                 if summary is None:
                     # Some rows changed since they were read: summarise what was deleted.
@@ -585,7 +566,7 @@ def _aged_memories(tier: str) -> Callable[[_Run], None]:
             if run.dry_run:
                 run.add(name, len(batch))
                 if consolidate:
-                    chunks = sum(len(_chunks(rows)) for rows in _groups(batch).values())
+                    chunks = sum(len(id_list_chunks(rows)) for rows in _groups(batch).values())
                     run.add("summaries", chunks)
                 continue
             planned = _plan_summaries(run, batch) if consolidate else None

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -38,6 +38,34 @@ MAX_BATCH = 10_000
 MAX_QUERY_CHARS = 4_096
 MAX_TTL = timedelta(days=3650)
 MAX_EVENT_DATA_BYTES = 65_536
+
+
+class _HasId(Protocol):
+    @property
+    def id(self) -> int: ...
+
+
+_Identified = TypeVar("_Identified", bound=_HasId)
+
+
+def id_list_chunks(items: Sequence[_Identified]) -> list[list[_Identified]]:
+    """Split ``items`` into consecutive runs whose ids, as a JSON list, fit in one metadata
+    value (``MAX_METADATA_VALUE_BYTES``: about a hundred ids), so that a summary's
+    ``consolidated_from`` can always be stored: 300 four-digit ids make runs of 204 and 96.
+    """
+    chunks: list[list[_Identified]] = []
+    current: list[_Identified] = []
+    size = 2  # the brackets
+    for item in items:
+        extra = len(str(item.id)) + (1 if current else 0)
+        if current and size + extra > MAX_METADATA_VALUE_BYTES:
+            chunks.append(current)
+            current, size, extra = [], 2, len(str(item.id))
+        current.append(item)
+        size += extra
+    if current:
+        chunks.append(current)
+    return chunks
 
 Tier = Literal["working", "episodic", "semantic"]
 Visibility = Literal["private", "shared"]

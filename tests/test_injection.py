@@ -94,6 +94,27 @@ def test_overflow_is_counted_and_compacts_old_working_memory(memory: Memory, use
     assert set(summaries[0].metadata["consolidated_from"]) == set(context.compacted)
 
 
+def test_compacting_a_long_session_writes_one_summary_per_run_of_ids(
+    memory: Memory, user: str
+) -> None:
+    # Hundreds of old working memories do not fit in one summary's consolidated_from (a
+    # metadata value is at most 1 KiB of JSON); each run of ids gets its own summary.
+    scope = memory.scope(user, "planner", "s1")
+    scope.add_many(
+        [f"step {n}: retried the network call to the billing service" for n in range(300)]
+    )
+    before = {item.id for item in scope.list(tier="working", limit=1000)}
+
+    context = scope.inject("network retries", budget_tokens=60)
+
+    summaries = [m for m in scope.list(tier="episodic") if "consolidated_from" in m.metadata]
+    assert len(summaries) >= 2
+    referenced = [i for m in summaries for i in m.metadata["consolidated_from"]]
+    assert len(referenced) == len(set(referenced)) == len(context.compacted) == 300 - 5
+    remaining = {item.id for item in scope.list(tier="working", limit=1000)}
+    assert remaining | set(referenced) == before and not remaining & set(referenced)
+
+
 def test_often_used_episodic_memories_are_promoted(memory: Memory, user: str) -> None:
     scope = memory.scope(user, "planner", "s1")
     episodic = scope.add("Exports of large accounts time out after 30 seconds", tier="episodic")
