@@ -314,6 +314,24 @@ def exercise(memory: Memory, log: CaptureLog) -> None:
     with pytest.raises(NotFoundError):
         fresh.resume()
 
+    # Sharing: a reader holding grants of every kind runs the grant-enforcing reads.
+    reviewer: Any = Tracked(memory.scope(TARGET_USER, "reviewer", "s1"), "Scope", log)
+    by_memory = scope.share(memory_id=batch[1].id, agents=["reviewer"])
+    scope.share(tag=("project", "p1"), agents=["reviewer"], access="write")
+    scope.share(tier="semantic", agents=["reviewer"], expires_at=now + timedelta(hours=1))
+    assert reviewer.get(batch[1].id).id == batch[1].id
+    reviewer.list(limit=20)
+    reviewer.search("fact number 7")
+    reviewer.inject("fact number 7", budget_tokens=4096)
+    assert reviewer.grants(received=True)
+    scope.revoke(by_memory[0].id)
+    assert scope.grants()
+
+    merged = scope.merge_context({"goal": "exercise"})
+    reviewer.merge_context({"goal": "exercise again"}, seen=merged.event_seq)
+    scope.record_event("exercise.note", {"ok": True})
+    scope.record_event("exercise.memory", memory={"content": "exercise: recorded memory"})
+
     graph: Any = Tracked(memory.graph(TARGET_GRAPH_USER), "EntityGraph", log)
     user = TARGET_GRAPH_USER
     graph.create_entities(
