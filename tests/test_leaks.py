@@ -42,6 +42,7 @@ import numpy as np
 import pytest
 
 from memory import Memory
+from memory import _telemetry as telemetry
 
 pytestmark = pytest.mark.slow
 
@@ -326,10 +327,14 @@ def measure(call: Call, warmup: int = WARMUP, repeats: int = REPEATS) -> Growth:
     assert tracemalloc.is_tracing()
     for i in range(warmup):
         call(i)
+    # Measurements queued for the metrics thread are in flight, not kept: how many happen
+    # to wait at a snapshot depends on that thread's timing (and the machine's load).
+    telemetry.flush()
     gc.collect()
     before = tracemalloc.take_snapshot().filter_traces(_IGNORED)
     for i in range(warmup, warmup + repeats):
         call(i)
+    telemetry.flush()
     gc.collect()
     after = tracemalloc.take_snapshot().filter_traces(_IGNORED)
     by_site = after.compare_to(before, "lineno")
