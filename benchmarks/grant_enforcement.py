@@ -38,15 +38,9 @@ import os
 import random
 import statistics
 import sys
-import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
-import sqlalchemy as sa
-from sqlalchemy.engine import make_url
+from _scratch import scratch_database
 
 from flags import (
     BUILTIN_FLAGS,
@@ -81,22 +75,7 @@ def _flags(on: bool) -> FlagEvaluator:
     return FlagEvaluator(InMemoryFlagProvider(definitions), environ={}, refresh_interval=3600)
 
 
-@contextmanager
-def _database(backend: str, postgres_url: str) -> Iterator[str]:
-    if backend == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="grantbench-") as directory:
-            yield f"sqlite:///{Path(directory) / 'memory.db'}"
-        return
-    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    name = f"grantbench_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+
 
 
 def _load(store: Memory, total: int, rng: random.Random) -> dict[str, list[int]]:
@@ -217,7 +196,7 @@ def main() -> int:
     args = parser.parse_args()
     ok = True
     for backend in args.backends.split(","):
-        with _database(backend, args.postgres_url) as url:
+        with scratch_database(backend, args.postgres_url, "grantbench") as url:
             report = run(backend, url, args)
         print(json.dumps(report))
         ok = ok and bool(report["target_met"])

@@ -50,7 +50,6 @@ import platform
 import random
 import sqlite3
 import sys
-import tempfile
 import threading
 import time
 import traceback
@@ -68,7 +67,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import sqlalchemy as sa  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+from _scratch import scratch_database  # noqa: E402
 
 from memory import Memory, NotFoundError, Scope  # noqa: E402
 
@@ -651,26 +650,7 @@ def open_memory(url: str, embedder: str) -> Memory:
     return Memory.open(url) if embedder == "default" else Memory.open(url, embedder=None)
 
 
-@contextmanager
-def database(backend: str, postgres_url: str) -> Iterator[str]:
-    """A new, empty database; removed afterwards."""
-    if backend == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="memload-") as directory:
-            yield f"sqlite:///{directory}/load.db"
-        return
-    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    name = f"memload_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
-
-# -- main ---------------------------------------------------------------------------------------
 
 
 def measure(label: str, work: Callable[[], Outcome]) -> tuple[dict[str, Any], Outcome]:
@@ -693,7 +673,10 @@ def run_configuration(args: argparse.Namespace, backend: str, size: int) -> tupl
     lines = []
     outcomes: dict[str, Outcome] = {}
     runs: dict[str, dict[str, Any]] = {}
-    with database(backend, args.postgres_url) as url, open_memory(url, args.embedder) as memory:
+    with (
+        scratch_database(backend, args.postgres_url, "memload") as url,
+        open_memory(url, args.embedder) as memory,
+    ):
         rate = preload(memory, size, args.seed)
         ids = catalog(memory)
         print(f"\n{backend} {size:,}: pre-loaded at {rate:,.0f} memories/s", flush=True)

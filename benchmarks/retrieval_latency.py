@@ -42,7 +42,6 @@ at 1M (SQLite), ingestion >= 500 memories/s, index <= 1,600 bytes per memory.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import hashlib
 import json
@@ -54,7 +53,6 @@ import string
 import sys
 import tempfile
 import time
-import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -63,7 +61,7 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
-from sqlalchemy.engine import URL, make_url
+from _scratch import scratch_database
 
 from flags import BUILTIN_FLAGS
 from memory import Memory, MiniLMEmbedder
@@ -374,26 +372,7 @@ def deep_size(root: object) -> int:
     return total
 
 
-@contextlib.contextmanager
-def open_target(backend: str, postgres_url: str) -> Iterator[URL]:
-    """A fresh, empty database that is removed afterwards, even on error."""
-    if backend == "sqlite":
-        with tempfile.TemporaryDirectory(prefix="membench-") as directory:
-            yield make_url(f"sqlite:///{Path(directory) / 'bench.db'}")
-        return
-    admin_url = make_url(postgres_url)
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
-    name = f"membench_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        try:
-            yield admin_url.set(database=name)
-        finally:
-            with admin.connect() as connection:
-                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        admin.dispose()
+
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -563,7 +542,7 @@ def measure_ingest(
     }
 
 
-def cold_load(url: URL, embedder: MiniLMEmbedder, question: str) -> tuple[Memory, dict[str, Any]]:
+def cold_load(url: str, embedder: MiniLMEmbedder, question: str) -> tuple[Memory, dict[str, Any]]:
     """Open the store afresh; time the first search (it loads the vector index) and weigh
     the index."""
     gc.collect()
@@ -644,7 +623,7 @@ def run_case(
     rng = np.random.default_rng(seed)
     corpus = Corpus(seed)
     result: dict[str, Any] = {"backend": backend, "size": size, "load_avg": load_average()}
-    with open_target(backend, args.postgres_url) as url:
+    with scratch_database(backend, args.postgres_url, "membench") as url:
         memory = Memory.open(url, embedder=embedder)
         try:
             log(f"{label}: bulk loading ...")

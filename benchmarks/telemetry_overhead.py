@@ -44,15 +44,12 @@ import random
 import signal
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import make_url
+from _scratch import scratch_database
 
 from memory import HashingEmbedder, Memory, Scope, start_prometheus_endpoint
 from memory import _telemetry as telemetry
@@ -171,30 +168,12 @@ def summarise(samples: dict[str, dict[str, list[float]]]) -> dict[str, dict[str,
 
 def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
-    admin: sa.Engine | None = None
-    directory: tempfile.TemporaryDirectory[str] | None = None
-    if backend == "sqlite":
-        directory = tempfile.TemporaryDirectory(prefix="telemetry-bench-")
-        url = f"sqlite:///{Path(directory.name) / 'memory.db'}"
-    else:
-        name = f"membench_{uuid.uuid4().hex[:10]}"
-        admin = sa.create_engine(args.postgres_url, isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        url = make_url(args.postgres_url).set(database=name).render_as_string(False)
-    try:
+    with scratch_database(backend, args.postgres_url, "membench") as url:
         flags = workload_flags("on")  # injection runs (USE_ENHANCED_INJECTION on)
         with Memory.open(url, embedder=HashingEmbedder(), flags=flags) as memory:
             scope = memory.scope("bench-user", "planner", "s1")
             prepare(scope, args.memories, rng)
             samples = measure(scope, args.rounds, args.block, args.warmup, rng)
-    finally:
-        if admin is not None:
-            with admin.connect() as connection:
-                connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
-        if directory is not None:
-            directory.cleanup()
     return {"backend": backend, "operations": summarise(samples)}
 
 
