@@ -16,10 +16,8 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from unleash_offline import offline_client
 from UnleashClient import UnleashClient
-from UnleashClient.cache import BaseCache
-from UnleashClient.constants import FEATURES_URL
-from UnleashClient.utils import InstanceAllowType
 
 import flags
 from flags import EvaluationContext, FlagDefinition, FlagSet
@@ -114,29 +112,6 @@ def test_decisions_are_identical_across_processes_and_hash_seeds() -> None:
         assert json.loads(result.stdout) == local, f"PYTHONHASHSEED={seed}"
 
 
-class _MemoryCache(BaseCache):
-    """An Unleash cache that never touches the disk, pre-seeded with a features payload."""
-
-    def __init__(self, features: Mapping[str, Any]) -> None:
-        self._data: dict[str, Any] = {FEATURES_URL: json.dumps(features)}
-        self.bootstrapped = True
-
-    def set(self, key: str, value: Any) -> None:
-        self._data[key] = value
-
-    def mset(self, data: dict[str, Any]) -> None:
-        self._data.update(data)
-
-    def get(self, key: str, default: Any | None = None) -> Any:
-        return self._data.get(key, default)
-
-    def exists(self, key: str) -> bool:
-        return key in self._data
-
-    def destroy(self) -> None:
-        self._data.clear()
-
-
 def _unleash_client(rollouts: Mapping[str, tuple[int, str, str]]) -> UnleashClient:
     """An offline client: bootstrapped from memory, never initialized, so no network."""
     features = {
@@ -159,14 +134,7 @@ def _unleash_client(rollouts: Mapping[str, tuple[int, str, str]]) -> UnleashClie
             for name, (rollout, stickiness, group) in rollouts.items()
         ],
     }
-    return UnleashClient(
-        url="http://127.0.0.1:9/unused",
-        app_name="flags-compatibility-test",
-        disable_metrics=True,
-        disable_registration=True,
-        cache=_MemoryCache(features),
-        multiple_instance_mode=InstanceAllowType.SILENTLY_ALLOW,
-    )
+    return offline_client(features, "flags-compatibility-test")
 
 
 def test_same_decisions_as_the_unleash_engine() -> None:

@@ -18,16 +18,13 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
-from UnleashClient import UnleashClient
-from UnleashClient.cache import BaseCache
-from UnleashClient.constants import FEATURES_URL
-from UnleashClient.utils import InstanceAllowType
+from unleash_offline import offline_client
 
 import flags
 from flags import (
@@ -182,40 +179,6 @@ UNSUPPORTED = {
 }
 
 
-class MemoryCache(BaseCache):
-    """An UnleashClient cache bootstrapped with one document; nothing touches the disk."""
-
-    def __init__(self, document: Mapping[str, Any]) -> None:
-        self._data: dict[str, Any] = {FEATURES_URL: json.dumps(document)}
-        self.bootstrapped = True
-
-    def set(self, key: str, value: Any) -> None:
-        self._data[key] = value
-
-    def mset(self, data: dict[str, Any]) -> None:
-        self._data.update(data)
-
-    def get(self, key: str, default: Any | None = None) -> Any:
-        return self._data.get(key, default)
-
-    def exists(self, key: str) -> bool:
-        return key in self._data
-
-    def destroy(self) -> None:
-        self._data.clear()
-
-
-def bootstrapped_client(document: Mapping[str, Any]) -> UnleashClient:
-    return UnleashClient(
-        url="http://127.0.0.1:9/never-contacted",
-        app_name="translation-test",
-        disable_metrics=True,
-        disable_registration=True,
-        cache=MemoryCache(document),
-        multiple_instance_mode=InstanceAllowType.SILENTLY_ALLOW,
-    )
-
-
 def contexts(count: int, seed: int) -> list[tuple[EvaluationContext, dict[str, Any]]]:
     """Contexts with every stickiness value present, in our form and in Unleash's."""
     rng = random.Random(seed)
@@ -243,7 +206,7 @@ def test_supported_toggles_answer_exactly_as_unleash_client() -> None:
     assert problems == {}
     assert set(definitions) == {t["name"] for t in SUPPORTED}
     ours = FlagSet(definitions)
-    client = bootstrapped_client(document)
+    client = offline_client(document, "translation-test")
     try:
         for name in definitions:
             answers = [
