@@ -8,6 +8,7 @@ import sys
 import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -180,6 +181,25 @@ def test_a_memory_written_by_another_process_is_found_next(
 
 
 # -- the same results on every backend, with the real model ----------------------------------------
+
+
+def test_the_onnx_export_embeds_as_sentence_transformers_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    texts = ["", "a", "word " * 400, "naïve café 東京 🙂", *NOTES, *(n.upper() for n in NOTES)]
+    ours = MiniLMEmbedder(batch_size=4).embed(texts)  # several batches, sorted by length
+    (export,) = tmp_path.glob("tiered-memory/*.onnx")
+    reference = SentenceTransformer(MiniLMEmbedder.model_path(), device="cpu").encode(
+        texts, normalize_embeddings=True
+    )
+    assert ours.dtype == np.float32 and ours.shape == (len(texts), 384)
+    np.testing.assert_allclose(ours, reference, atol=1e-5)
+    exported_at = export.stat().st_mtime_ns
+    MiniLMEmbedder().embed(["a second embedder reads the same export"])
+    assert export.stat().st_mtime_ns == exported_at
 
 
 @pytest.fixture(scope="module")
