@@ -16,7 +16,7 @@ import base64
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +28,7 @@ from sqlalchemy.engine import Connection, Engine
 from memory import _telemetry as telemetry
 from memory._engine import write_options
 from memory._errors import ArchiveError, SchemaError
+from memory._events import adopt_legacy_events
 from memory._indexing import rebuild_missing_terms
 
 MANIFEST = "manifest.json"
@@ -60,22 +61,31 @@ def _encode(value: Any) -> Any:
     return value
 
 
-def _rows_as_lines(connection: Connection, table: sa.Table) -> Iterator[bytes]:
+def _rows_as_lines(
+    connection: Connection, table: sa.Table, columns: Sequence[str] | None = None
+) -> Iterator[bytes]:
     order = list(table.primary_key.columns) or list(table.columns)
-    result = connection.execute(sa.select(table).order_by(*order)).mappings()
+    selected = [table.c[name] for name in columns] if columns is not None else [table]
+    result = connection.execute(sa.select(*selected).order_by(*order)).mappings()
     for row in result.yield_per(_INSERT_CHUNK):
         record = {key: _encode(value) for key, value in row.items()}
         line = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         yield line.encode("utf-8") + b"\n"
 
 
-def table_checksums(connection: Connection, tables: Iterable[str]) -> dict[str, TableChecksum]:
-    """Count and hash the rows of each table exactly as an archive would store them."""
+def table_checksums(
+    connection: Connection,
+    tables: Iterable[str],
+    columns: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, TableChecksum]:
+    """Count and hash the rows of each table exactly as an archive would store them (only
+    ``columns[table]``, where given: the columns an archive of an older revision holds)."""
     checksums = {}
     for name in tables:
         digest = hashlib.sha256()
         count = 0
-        for line in _rows_as_lines(connection, _reflect(connection, name)):
+        only = columns.get(name) if columns is not None else None
+        for line in _rows_as_lines(connection, _reflect(connection, name), only):
             digest.update(line)
             count += 1
         checksums[name] = TableChecksum(rows=count, sha256=digest.hexdigest())
@@ -234,7 +244,13 @@ def restore_archive(engine: Engine, directory: str | os.PathLike[str]) -> dict[s
                     )
                 _insert_file(connection, table, root / manifest["tables"][name]["file"])
                 _advance_sequence(connection, table)
-            restored = table_checksums(connection, order)
+            # A later revision may have added columns (NULL in the restored rows): compare
+            # what the archive holds.
+            restored = table_checksums(
+                connection,
+                order,
+                {name: manifest["tables"][name]["columns"] for name in order},
+            )
             for name in order:
                 if restored[name] != verified[name]:
                     telemetry.instruments().integrity_failures.add(1, _ARCHIVE_CHECK)
@@ -244,6 +260,10 @@ def restore_archive(engine: Engine, directory: str | os.PathLike[str]) -> dict[s
             if "memories" in tables and sa.inspect(connection).has_table("memory_terms"):
                 # Keyword terms are derived, never archived: index what came back.
                 rebuild_missing_terms(connection)
+            if "memory_events" in tables and "target_digest" in tables["memory_events"].c:
+                # Events archived below revision 0010 hash their targets: re-hash them as
+                # 0010 does (if their chain verifies), so forgetting can redact them.
+                adopt_legacy_events(connection)
     return {name: checksum.rows for name, checksum in verified.items()}
 
 

@@ -5,20 +5,29 @@ makes the change, so the log and the data can never disagree; these functions wr
 only on a connection they are handed, as ``memory._indexing`` does.
 
 The chain. Event ``n`` stores ``prev_hash`` (the hash of event ``n - 1``, 64 zeros for the
-first) and ``hash = sha256(canonical_json([seq, created_at, agent, operation, target,
+first) and ``hash = sha256(canonical_json([seq, created_at, agent, operation, target_digest,
 payload_digest, prev_hash]))``, where ``payload_digest = sha256(canonical_json({"user":
-user, "data": data}))``. Editing any field, deleting an event (its number goes missing and
+user, "data": data}))`` and ``target_digest = sha256(canonical_json({"user": user,
+"target": target}))``. Editing any field, deleting an event (its number goes missing and
 the next ``prev_hash`` no longer matches) or reordering events (the numbers are hashed) breaks
 the chain at the first affected event, which ``verify_chain`` reports. Truncating the newest
 events cannot be seen from the log alone; the published sequence numbers (subscribers
 remember the last one) are the witness for that.
 
-Why a digest beside the payload: forgetting a user must remove their data from the log but
-keep the log verifiable. Redaction blanks ``user_id`` and ``payload_json`` and sets
-``redacted``, keeping ``payload_digest``: the chain still verifies (the hash covers the
-digest, not the data), and a SHA-256 digest of a JSON document cannot be turned back into
-it. What stays readable is the agent, operation and target (a memory id), which identify
-no person. So that redaction cannot be used to hide an edit, every redaction appends an
+Why digests beside the payload and the target: forgetting a user must remove their data
+from the log but keep the log verifiable. Targets name preference keys and session ids
+(``preference:<key>``, ``session:<id>``), which can identify a person as well as a payload
+can. Redaction blanks ``user_id``, ``target`` and ``payload_json`` and sets ``redacted``,
+keeping ``payload_digest`` and ``target_digest``: the chain still verifies (the hash covers
+the digests, not the data), and a SHA-256 digest of a JSON document cannot be turned back
+into it. What stays readable is the agent and the operation, which identify no person.
+
+Events written before revision 0010 have no ``target_digest`` (NULL): their hash covers the
+target itself. Revision 0010 re-hashes the whole chain in the new form (after verifying it
+in the old one) and ``redact_user`` does the same if such rows come back from an archive,
+so that their targets can be redacted too.
+
+So that redaction cannot be used to hide an edit, every redaction appends an
 ``events.redact`` event listing the redacted sequence numbers, and ``verify_chain`` rejects
 a redacted event that no later redaction event covers.
 
@@ -32,6 +41,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,10 +50,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
-from memory._models import Base, utcnow
+from memory._models import Base, UTCDateTime, utcnow
 from memory._schemas import canonical_json
 
 events = Base.metadata.tables["memory_events"]
+logger = logging.getLogger("memory.events")
 
 CHANNEL = "memory:updates"
 GENESIS_HASH = "0" * 64
@@ -118,6 +129,11 @@ def payload_digest(user: str, data: dict[str, Any]) -> str:
     return _sha256(canonical_json({"user": user, "data": data}))
 
 
+def target_digest(user: str, target: str) -> str:
+    """The digest the chain covers instead of the target itself (see the module docstring)."""
+    return _sha256(canonical_json({"user": user, "target": target}))
+
+
 def event_hash(
     seq: int,
     created_at: datetime,
@@ -127,7 +143,8 @@ def event_hash(
     digest: str,
     prev_hash: str,
 ) -> str:
-    """The chain hash of one event (see the module docstring)."""
+    """The chain hash of one event (see the module docstring): ``target`` is the target's
+    digest, or for an event written before revision 0010, the target itself."""
     return _sha256(
         canonical_json([seq, created_at.isoformat(), agent, operation, target, digest, prev_hash])
     )
@@ -168,8 +185,9 @@ def append_events(connection: Connection, drafts: Sequence[NewEvent]) -> list[Me
     for draft in drafts:
         seq += 1
         digest = payload_digest(draft.user, draft.data)
+        covered_target = target_digest(draft.user, draft.target)
         digest_hash = event_hash(
-            seq, now, draft.agent, draft.operation, draft.target, digest, prev_hash
+            seq, now, draft.agent, draft.operation, covered_target, digest, prev_hash
         )
         rows.append(
             {
@@ -179,6 +197,7 @@ def append_events(connection: Connection, drafts: Sequence[NewEvent]) -> list[Me
                 "agent_id": draft.agent,
                 "operation": draft.operation,
                 "target": draft.target,
+                "target_digest": covered_target,
                 "payload_json": canonical_json(draft.data),
                 "payload_digest": digest,
                 "redacted": False,
@@ -251,7 +270,7 @@ def record_reads(
 def redact_user(connection: Connection, user: str, agent: str) -> int:
     """Redact every event of ``user`` (forgetting them), keeping the chain verifiable.
 
-    Blanks the user id and payload of each, keeps their digests, and appends one
+    Blanks the user id, target and payload of each, keeps their digests, and appends one
     ``events.redact`` event (by ``agent``, with no user) that lists the redacted sequence
     numbers as ranges. Returns how many events were redacted.
     """
@@ -262,13 +281,120 @@ def redact_user(connection: Connection, user: str, agent: str) -> int:
     )
     if not seqs:
         return 0
+    if not adopt_legacy_events(connection, user):
+        logger.warning(
+            "forget: the event chain does not verify, so the user's events from before "
+            "revision 0010 cannot be re-hashed; they are redacted anyway and will not verify"
+        )
     connection.execute(
         sa.update(events)
         .where(events.c.user_id == user)
-        .values(user_id="", payload_json=None, redacted=True)
+        .values(user_id="", target="", payload_json=None, redacted=True)
     )
     append_event(connection, "", agent, REDACT_OPERATION, "events", {"seqs": _ranges(seqs)})
     return len(seqs)
+
+
+def adopt_legacy_events(connection: Connection, user: str | None = None) -> bool:
+    """Bring events from before revision 0010 (restored from an archive; of ``user`` if
+    given) into the current form: target digests, re-hashed chain. Returns False, and
+    changes nothing, if there were some but the chain does not verify: re-hashing would
+    hide the break."""
+    legacy = sa.select(events.c.seq).where(events.c.target_digest.is_(None))
+    if user is not None:
+        legacy = legacy.where(events.c.user_id == user)
+    if connection.execute(legacy.limit(1)).first() is None:
+        return True
+    if not verify_chain(connection).ok:
+        return False
+    rechain(connection, events, with_target_digests=True)
+    return True
+
+
+def event_table(with_target_digest: bool) -> sa.Table:
+    """``memory_events`` as revision 0010 (``with_target_digest``) or 0008 defines it, for
+    the migration that moves the chain from one form to the other."""
+    columns: list[sa.Column[Any]] = [
+        sa.Column("seq", sa.BigInteger(), primary_key=True),
+        sa.Column("created_at", UTCDateTime()),
+        sa.Column("user_id", sa.String()),
+        sa.Column("agent_id", sa.String()),
+        sa.Column("operation", sa.String()),
+        sa.Column("target", sa.String()),
+        sa.Column("payload_json", sa.Text()),
+        sa.Column("payload_digest", sa.String()),
+        sa.Column("redacted", sa.Boolean()),
+        sa.Column("prev_hash", sa.String()),
+        sa.Column("hash", sa.String()),
+    ]
+    if with_target_digest:
+        columns.append(sa.Column("target_digest", sa.String()))
+    return sa.Table("memory_events", sa.MetaData(), *columns)
+
+
+def rechain(connection: Connection, table: sa.Table, *, with_target_digests: bool) -> int:
+    """Recompute every ``hash`` and ``prev_hash`` of the log in ``table``, in one of its two
+    forms; returns how many events changed.
+
+    ``with_target_digests``: the form of revision 0010. Each event gets its target digest
+    (from its user and target as stored), the targets of redacted events are blanked, and
+    the hash covers the digest. Otherwise, the form of revision 0008: the hash covers the
+    target as stored (blank for redacted events). The caller verifies the chain first:
+    this makes any chain verify, a broken one included.
+    """
+    has_digest = "target_digest" in table.c
+    updates: list[dict[str, Any]] = []
+    changed, last, prev_hash = 0, 0, GENESIS_HASH
+    while True:
+        rows = connection.execute(
+            sa.select(table).where(table.c.seq > last).order_by(table.c.seq).limit(_BATCH)
+        ).mappings().all()
+        if not rows:
+            break
+        for row in rows:
+            values: dict[str, Any] = {"target": row["target"]}
+            if with_target_digests:
+                digest = row.get("target_digest") or target_digest(row["user_id"], row["target"])
+                values["target_digest"] = digest
+                if row["redacted"]:
+                    values["target"] = ""
+                covered = digest
+            else:
+                if has_digest:
+                    values["target_digest"] = None
+                covered = row["target"]
+            values["prev_hash"] = prev_hash
+            values["hash"] = event_hash(
+                row["seq"], row["created_at"], row["agent_id"], row["operation"], covered,
+                row["payload_digest"], prev_hash,
+            )
+            if any(row[name] != value for name, value in values.items()):
+                updates.append({"at_seq": row["seq"], **values})
+                changed += 1
+            prev_hash = values["hash"]
+        last = rows[-1]["seq"]
+        _flush(connection, table, updates)
+    return changed
+
+
+def _flush(connection: Connection, table: sa.Table, updates: list[dict[str, Any]]) -> None:
+    if not updates:
+        return
+    # Bound under other names than the columns': SQLAlchemy reserves those for SET.
+    names = [name for name in updates[0] if name != "at_seq"]
+    statement = (
+        sa.update(table)
+        .where(table.c.seq == sa.bindparam("at_seq"))
+        .values({name: sa.bindparam(f"new_{name}") for name in names})
+    )
+    connection.execute(
+        statement,
+        [
+            {"at_seq": update["at_seq"], **{f"new_{name}": update[name] for name in names}}
+            for update in updates
+        ],
+    )
+    updates.clear()
 
 
 def _ranges(numbers: Sequence[int]) -> list[list[int]]:
@@ -335,19 +461,20 @@ class ChainReport:
         return self.first_bad_seq is None
 
 
-def verify_chain(connection: Connection) -> ChainReport:
-    """Check every event against its predecessor, its hash and its payload digest.
+def verify_chain(connection: Connection, table: sa.Table = events) -> ChainReport:
+    """Check every event against its predecessor, its hash and its digests.
 
     Reports the first event that is wrong: edited (hash or digest mismatch), missing or
     moved (a number out of sequence, or a ``prev_hash`` that is not its predecessor's
-    hash), or redacted without a redaction event that lists it.
+    hash), or redacted without a redaction event that lists it. ``table`` is the log as a
+    migration sees it (``event_table``), if not the current one.
     """
-    covered = _redaction_coverage(connection)
+    covered = _redaction_coverage(connection, table)
     expected_seq, prev_hash, checked = 1, GENESIS_HASH, 0
     last = 0
     while True:
         rows = connection.execute(
-            sa.select(events).where(events.c.seq > last).order_by(events.c.seq).limit(_BATCH)
+            sa.select(table).where(table.c.seq > last).order_by(table.c.seq).limit(_BATCH)
         ).mappings().all()
         if not rows:
             return ChainReport(checked)
@@ -364,34 +491,37 @@ def _problem(
     row: RowMapping, expected_seq: int, prev_hash: str, covered: list[tuple[int, int, int]]
 ) -> str | None:
     seq = row["seq"]
+    digest = row.get("target_digest")
     if seq != expected_seq:
         return f"event {expected_seq} is missing (the next event is {seq})"
     if row["prev_hash"] != prev_hash:
         return f"event {seq} does not follow event {seq - 1} (prev_hash differs)"
     if row["redacted"]:
-        if row["user_id"] or row["payload_json"] is not None:
-            return f"event {seq} is marked redacted but still holds a user or payload"
+        if row["user_id"] or row["payload_json"] is not None or (digest and row["target"]):
+            return f"event {seq} is marked redacted but still holds a user, target or payload"
         if not any(low <= seq <= high and by > seq for low, high, by in covered):
             return f"event {seq} is redacted, but no later redaction event lists it"
     else:
         data = json.loads(row["payload_json"]) if row["payload_json"] is not None else None
         if data is None or payload_digest(row["user_id"], data) != row["payload_digest"]:
             return f"event {seq}: the user or payload does not match its digest (edited)"
+        if digest is not None and target_digest(row["user_id"], row["target"]) != digest:
+            return f"event {seq}: the target does not match its digest (edited)"
     recomputed = event_hash(
-        seq, row["created_at"], row["agent_id"], row["operation"], row["target"],
-        row["payload_digest"], row["prev_hash"],
+        seq, row["created_at"], row["agent_id"], row["operation"],
+        digest if digest is not None else row["target"], row["payload_digest"], row["prev_hash"],
     )
     if recomputed != row["hash"]:
         return f"event {seq}: its hash does not match its contents (edited)"
     return None
 
 
-def _redaction_coverage(connection: Connection) -> list[tuple[int, int, int]]:
+def _redaction_coverage(connection: Connection, table: sa.Table) -> list[tuple[int, int, int]]:
     """(low, high, redaction seq) for every range a redaction event lists."""
     found: list[tuple[int, int, int]] = []
     rows = connection.execute(
-        sa.select(events.c.seq, events.c.payload_json).where(
-            events.c.operation == REDACT_OPERATION
+        sa.select(table.c.seq, table.c.payload_json).where(
+            table.c.operation == REDACT_OPERATION
         )
     )
     for row in rows:

@@ -27,8 +27,8 @@ from memory._engine import write_options
 from memory._errors import InvalidInputError, SchemaError
 
 # Phase 2 memories need their tables (0004), the retrieval index over them (0005) and the
-# event log every write appends to (0008).
-MEMORIES_REVISION = "0008"
+# event log every write appends to (0008), whose events carry target digests (0010).
+MEMORIES_REVISION = "0010"
 
 
 def _script_location() -> str:

@@ -419,10 +419,12 @@ FLAG_TABLES = ("flag_state", "flag_session_overrides", "flag_audit")
 class MemoryEventRow(Base):
     """One event of the append-only log (``memory._events`` explains the chain).
 
-    ``hash`` covers the sequence number, time, agent, operation, target, the previous hash
-    and ``payload_digest``, a digest of the user id and payload. Redaction (forgetting a
-    user) blanks ``user_id`` and ``payload_json`` but keeps the digest, so the chain still
-    verifies without the personal data.
+    ``hash`` covers the sequence number, time, agent, operation, the previous hash,
+    ``target_digest`` (a digest of the user id and target) and ``payload_digest`` (a digest
+    of the user id and payload). Redaction (forgetting a user) blanks ``user_id``,
+    ``target`` and ``payload_json`` but keeps the digests, so the chain still verifies
+    without the personal data. Events from before revision 0010 have no target digest:
+    their hash covers the target.
     """
 
     __tablename__ = "memory_events"
@@ -435,6 +437,8 @@ class MemoryEventRow(Base):
     agent_id: Mapped[str] = mapped_column(sa.String(ID_LENGTH))
     operation: Mapped[str] = mapped_column(sa.String(64))
     target: Mapped[str] = mapped_column(sa.String(256))
+    # Revision 0010; NULL only in events restored from an archive of an older revision.
+    target_digest: Mapped[str | None] = mapped_column(sa.String(HASH_LENGTH), nullable=True)
     payload_json: Mapped[str | None] = mapped_column(sa.Text(), nullable=True)
     payload_digest: Mapped[str] = mapped_column(sa.String(HASH_LENGTH))
     redacted: Mapped[bool] = mapped_column(sa.Boolean())

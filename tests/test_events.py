@@ -28,7 +28,14 @@ from memory import (
     merge_patches,
 )
 from memory import _telemetry as telemetry
-from memory._events import append_event, record_reads, redact_user, verify_chain
+from memory._events import (
+    append_event,
+    event_table,
+    rechain,
+    record_reads,
+    redact_user,
+    verify_chain,
+)
 from memory.cli import main
 
 PERSISTENT = ["sqlite-file", "postgresql"]
@@ -186,6 +193,19 @@ def test_verify_finds_an_edited_field_the_hash_covers(chain: str) -> None:
     assert "first bad event 7: event 7: its hash does not match" in result.stdout
 
 
+def test_verify_finds_an_edited_target(chain: str) -> None:
+    # The hash covers a digest of the target, and the digest is checked against it.
+    _tamper(chain, "UPDATE memory_events SET target = 'preference:tone' WHERE seq = 5")
+    result = _verify(chain)
+    assert result.exit_code == 1
+    assert "first bad event 5: event 5: the target does not match its digest" in result.stdout
+    _tamper(chain, "UPDATE memory_events SET target = 'preference:style', "
+                   "target_digest = NULL WHERE seq = 5")
+    result = _verify(chain)
+    assert result.exit_code == 1
+    assert "first bad event 5: event 5: its hash does not match" in result.stdout
+
+
 def test_verify_finds_a_deleted_event(chain: str) -> None:
     _tamper(chain, "DELETE FROM memory_events WHERE seq = 4")
     result = _verify(chain)
@@ -234,7 +254,12 @@ def test_redaction_removes_the_user_and_keeps_the_chain_verifiable(store: Memory
     assert [row for row in rows if "\"ada\"" in json.dumps(dict(row), default=str)] == []
     redacted = [row for row in rows if row["redacted"]]
     assert [row["seq"] for row in redacted] == list(range(1, 10))
-    assert all(row["payload_json"] is None and row["user_id"] == "" for row in redacted)
+    assert all(
+        row["payload_json"] is None and row["user_id"] == "" and row["target"] == ""
+        for row in redacted
+    )
+    # The targets named ada's preference key and session; their digests stay.
+    assert all(len(row["target_digest"]) == 64 for row in rows)
     assert [row for row in rows if row["user_id"] == "grace"] == grace_before
     last = rows[-1]
     assert (last["operation"], json.loads(last["payload_json"])) == (
@@ -243,10 +268,28 @@ def test_redaction_removes_the_user_and_keeps_the_chain_verifiable(store: Memory
     assert _verify(own_url).exit_code == 0
 
 
+def test_redaction_rehashes_events_from_before_target_digests(store: Memory) -> None:
+    """Events restored from an archive of revision 0008/0009 have no target digest: the
+    hash covers the target. Redacting them re-hashes the chain first, so it verifies."""
+    _write_everything(store, "ada")
+    _write_everything(store, "grace")
+    store._db.write(
+        lambda connection: rechain(connection, event_table(True), with_target_digests=False)
+    )
+    assert [row for row in _events(store) if row["target_digest"] is not None] == []
+    assert store.verify_events().ok
+
+    assert store._db.write(lambda connection: redact_user(connection, "ada", "admin")) == 9
+    rows = _events(store)
+    assert [row["target"] for row in rows if row["redacted"]] == [""] * 9
+    assert all(row["target_digest"] is not None for row in rows)
+    assert store.verify_events().ok
+
+
 def test_redaction_cannot_hide_an_edit(chain: str) -> None:
     # Marking an event redacted without a redaction event that lists it is tampering.
     _tamper(chain, "UPDATE memory_events SET redacted = TRUE, payload_json = NULL, "
-                   "user_id = '' WHERE seq = 3")
+                   "user_id = '', target = '' WHERE seq = 3")
     result = _verify(chain)
     assert result.exit_code == 1
     assert "first bad event 3: event 3 is redacted, but no later redaction" in result.stdout

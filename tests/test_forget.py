@@ -20,7 +20,8 @@ from memory.cli import main
 
 PERSISTENT = ["sqlite-file", "postgresql"]
 # The logs change by design: the event log is redacted and records the forget (its chain
-# is verified instead), and the flag audit is append-only (it names sessions, not people).
+# is verified instead, and other users' events are compared row by row), and the flag
+# audit's entries about the user's sessions lose the session id.
 UNCHANGED_TABLES = sorted(set(Base.metadata.tables) - {"memory_events", "flag_audit"})
 
 
@@ -34,9 +35,9 @@ def _populate(store: Memory, user: str, word: str, session: str) -> None:
     planner.share(memory_id=note.id, agents=["coder"])
     planner.share(tag=("secret", word), agents=["coder"])
     store.set_team(user, f"team-{word}", ["coder"])
-    # Preference keys and session ids are event targets, which the hash chain covers and
-    # redaction keeps; the word goes in the value only.
-    coder.set_preference("launch", {"value": word})
+    # Preference keys and session ids are also event targets (and the session id is in the
+    # flag audit below): forget must reach those too.
+    coder.set_preference(f"launch-{word}", {"value": word})
     coder.record_pattern("python", f"pattern-{word}", f"print('{word}')", description=word,
                          tags=[word])
     coder.save_state({"note": word})
@@ -52,6 +53,15 @@ def _populate(store: Memory, user: str, word: str, session: str) -> None:
     DatabaseFlagProvider(store.engine).override(
         "USE_CROSS_AGENT_SHARING", session=session, on=True, actor="test"
     )
+
+
+def _rows(connection: sa.Connection, table: str) -> dict[int, dict[str, object]]:
+    """Every row of ``table`` (one with an integer key) by that key."""
+    key = "seq" if table == "memory_events" else "id"
+    return {
+        row[key]: dict(row)
+        for row in connection.execute(sa.text(f"SELECT * FROM {table}")).mappings()
+    }
 
 
 def _raw_bytes(database: Path) -> bytes:
@@ -87,7 +97,12 @@ def test_forget_leaves_nothing_and_changes_no_other_user(
         _populate(store, bystander, "ordinary", f"s-{uuid.uuid4().hex[:8]}")
         with store.engine.connect() as connection:
             before = table_checksums(connection, UNCHANGED_TABLES)
-        _populate(store, victim, canary, f"s-{uuid.uuid4().hex[:8]}")
+            audit_before = _rows(connection, "flag_audit")
+        # The session id carries the canary: it lands in event targets and the flag audit.
+        _populate(store, victim, canary, f"s-{canary}")
+        with store.engine.connect() as connection:
+            events_before = _rows(connection, "memory_events")
+            assert canary in str(_rows(connection, "flag_audit"))
         with store.engine.connect() as connection:
             assert table_checksums(connection, UNCHANGED_TABLES) != before
 
@@ -95,9 +110,18 @@ def test_forget_leaves_nothing_and_changes_no_other_user(
 
         assert report.rows["memories"] == 2 and report.rows["entities"] == 2
         assert report.rows["sharing_grants"] == 2 and report.rows["flag_session_overrides"] == 1
-        assert report.events_redacted > 0
+        assert report.events_redacted > 0 and report.audit_entries_redacted == 1
         with store.engine.connect() as connection:
             assert table_checksums(connection, UNCHANGED_TABLES) == before
+            # The bystander's events and flag audit entries are exactly as they were.
+            events_after = _rows(connection, "memory_events")
+            assert {
+                seq: row for seq, row in events_after.items() if row["user_id"] == bystander
+            } == {seq: row for seq, row in events_before.items() if row["user_id"] == bystander}
+            audit_after = _rows(connection, "flag_audit")
+            assert {id_: audit_after[id_] for id_ in audit_before} == audit_before
+            assert canary not in str(audit_after) and "[forgotten]" in str(audit_after)
+            assert canary not in str(events_after) and victim not in str(events_after)
             for name, table in Base.metadata.tables.items():
                 if "user_id" in table.c:
                     left = connection.execute(
@@ -144,3 +168,29 @@ def test_memctl_forget_acts_as_admin_and_says_so(tmp_path: Path) -> None:
         assert len(store.scope("grace", "planner").list()) == 1
     refused = runner.invoke(main, ["--database-url", url, "forget", "--user", ""])
     assert refused.exit_code != 0 and "user" in refused.output
+
+
+@pytest.mark.parametrize("backend", PERSISTENT)
+def test_a_session_id_another_user_names_too_is_left_alone(
+    backend: str, url_for: Callable[[str], str]
+) -> None:
+    """Flag overrides and their audit are keyed by session id alone: one that another user's
+    rows name too is theirs as much as the forgotten user's, so forget keeps it."""
+    victim, bystander = f"victim-{uuid.uuid4().hex[:8]}", f"bystander-{uuid.uuid4().hex[:8]}"
+    session = f"s-{uuid.uuid4().hex[:8]}"
+    with Memory.open(url_for(backend), embedder=HashingEmbedder(), role="admin") as store:
+        store.scope(victim, "planner", session).save_state({"step": 1})
+        store.scope(bystander, "planner", session).save_state({"step": 1})
+        DatabaseFlagProvider(store.engine).override(
+            "USE_CROSS_AGENT_SHARING", session=session, on=True, actor="test"
+        )
+        with store.engine.connect() as connection:
+            audit_before = _rows(connection, "flag_audit")
+
+        report = store.forget_user(victim)
+
+        assert report.rows["session_state"] == 1 and report.audit_entries_redacted == 0
+        assert report.rows["flag_session_overrides"] == 0
+        with store.engine.connect() as connection:
+            assert _rows(connection, "flag_audit") == audit_before
+        assert store.verify_events().ok

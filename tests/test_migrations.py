@@ -26,6 +26,7 @@ from pytest_alembic.tests import (  # noqa: F401 - collected as tests of this mo
 
 import memory
 from memory import ArchiveError, HashingEmbedder, Memory, MemoryStoreError, SchemaError
+from memory._events import ChainReport, event_table, rechain, verify_chain
 from memory._migrate import alembic_config as packaged_alembic_config
 from memory._migrate import database_revision
 from memory._models import PHASE_1_TABLES, PHASE_2_TABLES, Base
@@ -242,7 +243,14 @@ def test_data_survives_upgrade_downgrade_and_restore(
         assert entry["revision"] == PHASE_2_REVISION
         assert (entry["rows"], entry["sha256"]) == (before[name].rows, before[name].sha256), name
         assert (archive / entry["file"]).is_file()
-    assert memory.verify_archive(archive) == {name: before[name] for name in manifest["tables"]}
+    verified = memory.verify_archive(archive)
+    # The event log is archived by 0008, after 0010 re-hashed it in the form 0008 knows
+    # (the hash covers the target, not its digest): the same events, other hashes. The
+    # restore below brings the current form back.
+    assert verified.pop("memory_events").rows == before["memory_events"].rows
+    assert verified == {
+        name: before[name] for name in manifest["tables"] if name != "memory_events"
+    }
 
     with Memory.open(database_url, embedder=HashingEmbedder()) as store:
         assert store.revision == PHASE_1_REVISION
@@ -459,6 +467,101 @@ def test_restore_refuses_tables_that_are_not_empty(
     # Restoring the same archive twice is refused and changes nothing.
     with pytest.raises(ArchiveError, match="already has"):
         memory.restore_archive(engine, archive)
+    assert _checksums(engine) == before
+
+
+# -- 0010: the event chain covers target digests ------------------------------------------------
+
+_HASHES = ("hash", "prev_hash", "target_digest")
+
+
+def _event_rows(engine: sa.Engine) -> list[dict[str, Any]]:
+    """The event log's rows without the columns 0010 recomputes."""
+    with engine.connect() as connection:
+        rows = connection.execute(sa.text("SELECT * FROM memory_events ORDER BY seq")).mappings()
+        return [{k: v for k, v in row.items() if k not in _HASHES} for row in rows]
+
+
+def _verify_at(engine: sa.Engine, with_target_digest: bool) -> ChainReport:
+    with engine.connect() as connection:
+        return verify_chain(connection, event_table(with_target_digest))
+
+
+def _chain_with_a_forgotten_user(database_url: str) -> None:
+    with Memory.open(database_url, embedder=HashingEmbedder(), role="admin") as store:
+        for user in ("ada", "grace"):
+            scope = store.scope(user=user, agent="planner", session=f"session-of-{user}")
+            scope.add(f"a note of {user}")
+            scope.set_preference(f"key-of-{user}", "value")
+            scope.save_state({"step": 1})
+        store.forget_user("ada")
+
+
+def test_0010_keeps_every_event_and_a_verifiable_chain_both_ways(
+    engine: sa.Engine, database_url: str
+) -> None:
+    memory.upgrade(engine)
+    _chain_with_a_forgotten_user(database_url)
+    events = _event_rows(engine)
+    assert [row["target"] for row in events if row["redacted"]] == ["", "", ""]
+    assert _verify_at(engine, True).ok
+
+    memory.downgrade(engine, "0009")
+    assert database_revision(engine) == "0009"
+    with engine.connect() as connection:
+        columns = {column["name"] for column in sa.inspect(connection).get_columns("memory_events")}
+    assert "target_digest" not in columns
+    assert _event_rows(engine) == events
+    # The chain in the form 0008 and 0009 verify: the hash covers the target as stored.
+    report = _verify_at(engine, False)
+    assert (report.ok, report.checked) == (True, len(events))
+
+    memory.upgrade(engine)
+    assert _event_rows(engine) == events
+    with Memory.open(database_url, embedder=HashingEmbedder()) as store:
+        assert store.verify_events().ok
+        store.scope(user="grace", agent="planner").add("written after the round trip")
+        assert store.verify_events().checked == len(events) + 1
+
+
+def test_0010_blanks_the_targets_of_users_forgotten_before_it(
+    engine: sa.Engine, database_url: str
+) -> None:
+    memory.upgrade(engine)
+    _chain_with_a_forgotten_user(database_url)
+    memory.downgrade(engine, "0009")
+    # As 0009 left it: a forgotten user's events kept their targets.
+    table = event_table(False)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.update(table).where(table.c.redacted.is_(True)).values(target="session:secret")
+        )
+        rechain(connection, table, with_target_digests=False)
+    assert _verify_at(engine, False).ok
+
+    memory.upgrade(engine)
+    with engine.connect() as connection:
+        targets = connection.execute(
+            sa.text("SELECT target FROM memory_events WHERE redacted = :yes"), {"yes": True}
+        ).scalars().all()
+    assert targets and set(targets) == {""}
+    assert _verify_at(engine, True).ok
+
+
+def test_0010_refuses_to_rehash_a_chain_that_does_not_verify(
+    engine: sa.Engine, database_url: str
+) -> None:
+    memory.upgrade(engine)
+    _chain_with_a_forgotten_user(database_url)
+    memory.downgrade(engine, "0009")
+    with engine.begin() as connection:
+        connection.execute(sa.text("UPDATE memory_events SET agent_id = 'intruder' WHERE seq = 2"))
+    before = _checksums(engine)
+
+    with pytest.raises(SchemaError, match="first bad event 2"):
+        memory.upgrade(engine)
+
+    assert database_revision(engine) == "0009"
     assert _checksums(engine) == before
 
 
