@@ -12,12 +12,14 @@ come, first served. The pool's own wait is a lottery (a thread that just returne
 connection can take it again before a waiter wakes), so under 100 threads on a pool of 20
 some callers waited past the timeout while the average wait was a few hundred
 milliseconds. On SQLite, writers additionally queue for the one write lock in the same
-order, instead of polling it from SQLite's busy handler, whose sleeps grow to 100 ms.
+order, so that only the writer at the head of a process's queue polls the lock (every
+millisecond: ``memory._engine``) against other processes.
 
 Every call is bounded by the engine's timeout (5 s): waiting for admission and retrying
 transient failures both stop at that deadline with ``DatabaseUnavailableError``. An attempt
 already under way when the deadline passes is itself bounded by the connect and busy
-timeouts (5 s), so no call lasts longer than twice the timeout.
+timeouts (5 s), so no call lasts longer than twice the timeout; SQLite's write lock is
+polled only until the deadline.
 """
 
 from __future__ import annotations
@@ -37,7 +39,12 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import QueuePool, StaticPool
 
-from memory._engine import BUSY_TIMEOUT_SECONDS, POSTGRES_TIMEOUT_SECONDS, write_options
+from memory._engine import (
+    BUSY_TIMEOUT_SECONDS,
+    POSTGRES_TIMEOUT_SECONDS,
+    sqlite_locked,
+    write_options,
+)
 from memory._errors import DatabaseUnavailableError
 from memory._events import PENDING_KEY, MemoryEvent
 
@@ -63,8 +70,7 @@ def is_transient(error: DBAPIError) -> bool:
     if sqlstate in _RETRYABLE_SQLSTATES:
         return True
     if isinstance(error, OperationalError):
-        message = str(error.orig).lower()
-        if "database is locked" in message or "database table is locked" in message:
+        if sqlite_locked(error):
             return True
         # psycopg reports a refused or broken connection with no SQLSTATE or class 08.
         return error.orig.__class__.__module__.startswith("psycopg") and (
@@ -169,16 +175,15 @@ class Database:
 
     def read(self, operation: Callable[[Connection], T]) -> T:
         """Run ``operation`` in a read transaction, retrying transient failures."""
-        return self._run(operation, {}, writes=False)
+        return self._run(operation, writes=False)
 
     def write(self, operation: Callable[[Connection], T]) -> T:
         """Run ``operation`` in a write transaction, retrying transient failures."""
-        return self._run(operation, write_options(), writes=True)
+        return self._run(operation, writes=True)
 
-    def _run(
-        self, operation: Callable[[Connection], T], options: dict[str, Any], *, writes: bool
-    ) -> T:
+    def _run(self, operation: Callable[[Connection], T], *, writes: bool) -> T:
         deadline = time.monotonic() + self.timeout
+        options = write_options(deadline) if writes else {}
         delay = _FIRST_BACKOFF_SECONDS
         attempts = 0
         while True:

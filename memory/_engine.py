@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.pool import StaticPool
 
 from memory import _telemetry as telemetry
@@ -23,6 +23,9 @@ DATABASE_URL_ENV = "MEMORY_DATABASE_URL"
 DEFAULT_DATABASE_URL = "sqlite:///memory.db"
 
 BUSY_TIMEOUT_SECONDS = 5.0
+_BUSY_TIMEOUT_MS = int(BUSY_TIMEOUT_SECONDS * 1000)
+# How often a writer polls SQLite's write lock while another connection holds it.
+WRITE_LOCK_POLL_MS = 1
 POSTGRES_POOL_SIZE = 10
 POSTGRES_TIMEOUT_SECONDS = 5
 
@@ -59,9 +62,10 @@ def create_engine(url: str | URL | None = None, **overrides: Any) -> Engine:
     """Create an engine configured for safe concurrent use of the memory store.
 
     SQLite: WAL journal, ``busy_timeout`` of 5 s, foreign keys on, and write transactions
-    opened with ``BEGIN IMMEDIATE`` (see ``write_options``) so that concurrent writers queue
-    on the busy handler instead of failing on a lock upgrade. ``:memory:`` databases share a
-    single connection so that every thread sees the same data.
+    opened with ``BEGIN IMMEDIATE`` (see ``write_options``), polling the write lock every
+    millisecond, so that concurrent writers wait for it instead of failing on a lock
+    upgrade. ``:memory:`` databases share a single connection so that every thread sees the
+    same data.
 
     PostgreSQL (psycopg 3): a pool of 10, 5 s connect and pool timeouts, pre-ping.
     """
@@ -145,24 +149,68 @@ def _create_sqlite_engine(url: URL, **overrides: Any) -> Engine:
                 # In WAL mode NORMAL is durable across application crashes; only an OS
                 # crash can lose the last transactions, never corrupt the file.
                 cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
+            cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:
             cursor.close()
 
     @event.listens_for(engine, "begin")
     def _begin(connection: sa.Connection) -> None:
-        mode = connection.get_execution_options().get("sqlite_begin", "DEFERRED")
-        connection.exec_driver_sql(f"BEGIN {mode}")
+        options = connection.get_execution_options()
+        if options.get("sqlite_begin") == "IMMEDIATE":
+            deadline = options.get("sqlite_lock_deadline")
+            _take_write_lock(
+                connection,
+                deadline if deadline is not None else time.monotonic() + BUSY_TIMEOUT_SECONDS,
+            )
+        else:
+            connection.exec_driver_sql("BEGIN DEFERRED")
 
     return engine
 
 
-def write_options() -> dict[str, Any]:
-    """Execution options for a connection that will write.
+def _take_write_lock(connection: sa.Connection, deadline: float) -> None:
+    """``BEGIN IMMEDIATE``, polling the write lock every millisecond until ``deadline`` (a
+    ``time.monotonic()`` value); then "database is locked" as SQLAlchemy raises it.
+
+    SQLite's own busy handler sleeps longer and longer between polls, up to 100 ms. A
+    process whose threads commit and begin again in turn holds the lock nearly all the time,
+    so a writer of another process asleep in that handler rarely finds it free: it stayed
+    out for seconds while the lock changed hands within the other process (and the lock
+    sat idle whenever the next writer was asleep). For this statement only, ``busy_timeout``
+    is one poll: SQLite tries, sleeps 1 ms without holding the GIL, tries again.
+    """
+    cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    cursor.execute(f"PRAGMA busy_timeout={WRITE_LOCK_POLL_MS}")
+    try:
+        while True:
+            try:
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+                return
+            except OperationalError as error:
+                if not sqlite_locked(error) or time.monotonic() >= deadline:
+                    raise
+    finally:
+        cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+
+def sqlite_locked(error: DBAPIError) -> bool:
+    """True when SQLite refused a statement because another connection holds a lock."""
+    message = str(error.orig).lower()
+    return "database is locked" in message or "database table is locked" in message
+
+
+def write_options(deadline: float | None = None) -> dict[str, Any]:
+    """Execution options for a connection that will write; ``deadline`` (a
+    ``time.monotonic()`` value) ends the wait for SQLite's write lock, by default
+    ``BUSY_TIMEOUT_SECONDS`` after BEGIN.
 
     On SQLite a write transaction takes the write lock at BEGIN; a deferred transaction that
     upgrades later fails at once with "database is locked" when another writer got there
     first, because SQLite cannot wait for a snapshot that is already stale.
     """
-    return {"sqlite_begin": "IMMEDIATE"}
+    options: dict[str, Any] = {"sqlite_begin": "IMMEDIATE"}
+    if deadline is not None:
+        options["sqlite_lock_deadline"] = deadline
+    return options
