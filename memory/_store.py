@@ -7,6 +7,7 @@ Inputs arrive validated (``memory._schemas``); each public method is one transac
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -28,6 +29,7 @@ from memory._context import (
 from memory._db import Database
 from memory._errors import ConflictError, NotFoundError, StaleVersionError
 from memory._events import (
+    PENDING_KEY,
     MemoryEvent,
     NewEvent,
     append_event,
@@ -135,6 +137,14 @@ def _record(row: RowMapping, metadata: dict[str, Any]) -> MemoryRecord:
         expires_at=row["expires_at"],
         version=row["version"],
     )
+
+
+def _committed_update(connection: Connection, memory_id: int, request: str) -> MemoryEvent | None:
+    """The event of the update of ``memory_id`` logged as ``request``, if it committed."""
+    for event in events_of(connection, memory_target(memory_id)):
+        if event.operation == "memory.update" and (event.data or {}).get("request") == request:
+            return event
+    return None
 
 
 class Store:
@@ -294,7 +304,14 @@ class Store:
         changes: MemoryChanges,
         vectors: Embedded | None = None,
     ) -> MemoryRecord:
-        """Apply ``changes`` if ``changes.version`` is still current (optimistic locking)."""
+        """Apply ``changes`` if ``changes.version`` is still current (optimistic locking).
+
+        A connection lost during COMMIT leaves the outcome unknown, and the retry's version
+        check then fails if that attempt did commit. Every attempt of this call logs the
+        same ``request`` id in its ``memory.update`` event (committed with the change, or
+        not at all), so the retry can tell its own earlier commit from another writer's.
+        """
+        request = uuid.uuid4().hex
 
         def operation(connection: Connection) -> MemoryRecord:
             now = utcnow()
@@ -327,20 +344,27 @@ class Store:
                 ) from error
             if row is None:
                 current = connection.execute(
-                    sa.select(memories.c.version).where(
-                        memories.c.id == memory_id, writable, _live(now)
-                    )
-                ).scalar()
+                    sa.select(*memories.c).where(memories.c.id == memory_id, writable, _live(now))
+                ).mappings().first()
                 if current is None:
                     raise NotFoundError(f"memory {memory_id} does not exist in this scope")
-                raise StaleVersionError(memory_id, changes.version, current)
+                earlier = _committed_update(connection, memory_id, request)
+                if earlier is not None:
+                    # That attempt's event was never published: its commit raised before
+                    # ``Database`` could. Publish it after this transaction instead.
+                    connection.info.setdefault(PENDING_KEY, []).append(earlier)
+                    return self._with_metadata(connection, [current])[0]
+                raise StaleVersionError(memory_id, changes.version, current["version"])
             changed = sorted(
                 name for name in ("content", "tier", "importance", "metadata")
                 if getattr(changes, name) is not None
             )
             append_event(
                 connection, owner.user, owner.agent, "memory.update", memory_target(memory_id),
-                {"memory_id": memory_id, "version": row["version"], "changed": changed},
+                {
+                    "memory_id": memory_id, "version": row["version"], "changed": changed,
+                    "request": request,
+                },
             )
             if changes.content is not None:
                 vector = vectors.vectors.get(changes.content) if vectors else None
