@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 import dataclasses
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Literal
 
+import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import DBAPIError
 
@@ -31,6 +33,7 @@ from memory._engine import create_engine
 from memory._errors import (
     DatabaseUnavailableError,
     InvalidInputError,
+    NotFoundError,
     PermissionDeniedError,
     SchemaError,
 )
@@ -75,7 +78,7 @@ from memory._schemas import (
     validate_many,
 )
 from memory._sharing import Access, Grant, NewGrant, TeamInput
-from memory._store import Embedded, Owner, Store
+from memory._store import Embedded, Owner, Store, memories
 from memory._types import (
     CodePattern,
     MemoryRecord,
@@ -428,9 +431,29 @@ class Scope:
         return self._flag_context
 
     def _record_shared_reads(self, records: Iterable[MemoryRecord]) -> None:
+        """Log the reads of other agents' memories (shared with this one) that a read
+        path returned: ``memory.read`` events, as ``get`` logs them in its transaction."""
         foreign = [record for record in records if record.agent_id != self._owner.agent]
         if foreign:
-            self._store.record_reads(self._owner, foreign)
+            with _cross_agent("read"):
+                self._store.record_reads(self._owner, foreign)
+
+    def _count_denied(self, reader: Owner, memory_id: int, operation: CrossAgentOperation) -> None:
+        """Count a cross-agent failure if ``memory_id``, which ``reader`` was just refused,
+        is a memory of another agent of the same user (a grant was missing or too weak).
+
+        Only while sharing is on for the reader: with it off, no cross-agent access is
+        attempted, so nothing can fail (a refusal is then an ordinary not-found)."""
+        if not reader.shared:
+            return
+        owners = self._store.db.read(
+            lambda connection: self._store.select_memories(
+                connection,
+                sa.and_(memories.c.id == memory_id, memories.c.user_id == reader.user),
+            )
+        )
+        if any(record.agent_id != reader.agent for record in owners):
+            telemetry.instruments().cross_agent_failures.add(1, {"operation": operation})
 
     def _embedded(self, contents: Iterable[str]) -> Embedded | None:
         found = self._retriever.embed_contents(list(contents))
@@ -498,7 +521,13 @@ class Scope:
     @telemetry.counted("get")
     def get(self, memory_id: int) -> MemoryRecord:
         """The memory ``memory_id``; counts as an access. Raises ``NotFoundError``."""
-        return self._store.get_memory(self._reader(), _memory_id(memory_id))
+        reader = self._reader()
+        checked = _memory_id(memory_id)
+        try:
+            return self._store.get_memory(reader, checked)
+        except NotFoundError:
+            self._count_denied(reader, checked, "read")
+            raise
 
     @telemetry.counted("update")
     def update(
@@ -530,7 +559,12 @@ class Scope:
         if not reader.tiered:  # one flat tier: a memory keeps the tier it has
             changes = changes.model_copy(update={"tier": None})
         vectors = self._embedded([changes.content]) if changes.content is not None else None
-        return self._store.update_memory(reader, _memory_id(memory_id), changes, vectors)
+        checked = _memory_id(memory_id)
+        try:
+            return self._store.update_memory(reader, checked, changes, vectors)
+        except NotFoundError:
+            self._count_denied(reader, checked, "write")
+            raise
 
     @telemetry.counted("list")
     def list(
@@ -607,12 +641,15 @@ class Scope:
                 "expires_at": expires_at,
             },
         )
-        return self._store.share(self._owner, item)
+        with _cross_agent("share"):
+            return self._store.share(self._owner, item)
 
     @telemetry.counted("revoke")
     def revoke(self, grant_id: int) -> Grant:
         """Revoke a grant this agent made (raises ``NotFoundError`` for any other)."""
-        return self._store.revoke(self._owner, _memory_id(grant_id, "grant_id"))
+        checked = _memory_id(grant_id, "grant_id")
+        with _cross_agent("revoke"):
+            return self._store.revoke(self._owner, checked)
 
     @telemetry.counted("grants")
     def grants(self, *, received: bool = False) -> builtins.list[Grant]:
@@ -668,7 +705,10 @@ class Scope:
         checked = validate(InjectRequest, {"text": query, "budget_tokens": budget_tokens})
         if not self._flag_enabled(USE_ENHANCED_INJECTION, self):
             return disabled_context(checked.budget_tokens, USE_ENHANCED_INJECTION)
-        return self._injector.inject(self._reader(), checked.text, checked.budget_tokens)
+        context = self._injector.inject(self._reader(), checked.text, checked.budget_tokens)
+        # Logged on every call, a cached context included: each hands the memories over.
+        self._record_shared_reads(context.shared_memories)
+        return context
 
     @telemetry.counted("resume")
     def resume(self, session: str | None = None) -> ResumedSession:
@@ -679,7 +719,9 @@ class Scope:
         )
         if checked.session is None:
             raise InvalidInputError("session: resume needs a session id")
-        return self._injector.resume(self._reader(), checked.session)
+        resumed = self._injector.resume(self._reader(), checked.session)
+        self._record_shared_reads(resumed.working_memory)
+        return resumed
 
     # -- preferences --------------------------------------------------------------------------
 
@@ -833,6 +875,24 @@ class Scope:
 
 Role = Literal["agent", "admin"]
 ROLES: tuple[Role, ...] = ("agent", "admin")
+
+# The operations ``memory.cross_agent.failures`` counts (``telemetry.CROSS_AGENT_OPERATIONS``):
+# a read of another agent's memory that a grant did not allow or whose logging failed, an
+# update a grant did not allow, and a share or revoke that failed (not one refused as
+# invalid input).
+CrossAgentOperation = Literal["read", "write", "share", "revoke"]
+
+
+@contextlib.contextmanager
+def _cross_agent(operation: CrossAgentOperation) -> Iterator[None]:
+    """Count a failure of the cross-agent ``operation`` run inside (and re-raise it)."""
+    try:
+        yield
+    except InvalidInputError:
+        raise
+    except Exception:
+        telemetry.instruments().cross_agent_failures.add(1, {"operation": operation})
+        raise
 
 
 def _redacted_item(item: Any, redaction: Redaction) -> Any:

@@ -90,6 +90,11 @@ class InjectedContext:
     promoted: tuple[int, ...] = ()
     # The flag that turned injection off for this scope (the context is then empty).
     disabled_by: str | None = None
+    # The memories of other agents (shared with the reader) that the items show: every call
+    # that returns them logs their read (``memory.read`` events, see ``memory._api``).
+    shared_memories: tuple[MemoryRecord, ...] = dataclasses.field(
+        default=(), compare=False, repr=False
+    )
 
     def section(self, name: str) -> tuple[ContextItem, ...]:
         """The items of one section (``state``, ``preferences``, ``working``, …)."""
@@ -146,6 +151,7 @@ class _Candidate:
     source: str
     score: float
     memory_id: int | None = None
+    record: MemoryRecord | None = None
 
 
 class Injector:
@@ -226,6 +232,7 @@ class Injector:
                     rebuilt.left_out,
                     compacted,
                     promoted,
+                    shared_memories=rebuilt.shared_memories,
                 )
         self._record_use(context)
         with self._cache_lock:
@@ -297,6 +304,7 @@ class Injector:
                         f"memory:{record.id}",
                         1.0 - position / (len(working) + 1),
                         record.id,
+                        record,
                     )
                 )
         for hit in self._retriever.search(owner, SearchQuery(text=query, limit=RELEVANT)):
@@ -308,6 +316,7 @@ class Injector:
                         f"memory:{hit.memory.id} ({hit.memory.tier})",
                         hit.score,
                         hit.memory.id,
+                        hit.memory,
                     )
                 )
         wanted = set(terms(query))
@@ -366,8 +375,12 @@ class Injector:
             for c in chosen
         )
         left_out = len(candidates) - len(chosen)
+        shared = tuple(
+            c.record for c in chosen if c.record is not None and c.record.agent_id != owner.agent
+        )
         return InjectedContext(
-            items, text, self.count_tokens(text) if text else 0, budget, left_out > 0, left_out
+            items, text, self.count_tokens(text) if text else 0, budget, left_out > 0, left_out,
+            shared_memories=shared,
         )
 
     # -- compaction ---------------------------------------------------------------------------

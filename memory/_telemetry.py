@@ -21,7 +21,8 @@ alert rules and ``memctl gates`` are written against these names):
   operation=search|write → ``memory_rag_degraded_searches_total``
 - ``memory.resumption.attempts`` / ``memory.resumption.successes`` counters; backend →
   ``memory_resumption_attempts_total`` / ``memory_resumption_successes_total``
-- ``memory.cross_agent.failures`` counter; operation → ``memory_cross_agent_failures_total``
+- ``memory.cross_agent.failures`` counter; operation=read|write|share|revoke →
+  ``memory_cross_agent_failures_total``
 - ``memory.operations`` / ``memory.errors`` counters of public operations; operation →
   ``memory_operations_total`` / ``memory_errors_total``
 - ``memory.flag.state`` observable gauge, 1 on (default on or any rollout) / 0 off; flag →
@@ -474,8 +475,10 @@ def _replay_declared() -> None:
         getattr(_recording, counter).add(0, attributes)
 
 
-# The sharing code names its operations; until one fails, one series without attributes.
-declare_series("cross_agent_failures", {})
+# Cross-agent failures by operation (memory._api counts them; see its CrossAgentOperation).
+CROSS_AGENT_OPERATIONS = ("read", "write", "share", "revoke")
+for _operation in CROSS_AGENT_OPERATIONS:
+    declare_series("cross_agent_failures", {"operation": _operation})
 # The alerts on these fire on any increase, which needs the series to exist before it.
 for _counter in ("db_connection_failures", "migration_failures", "integrity_failures"):
     declare_series(_counter, {})

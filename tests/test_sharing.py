@@ -232,10 +232,119 @@ def test_sharing_flag_off_means_no_cross_agent_read_and_no_failure(
         coder.get(note.id)
     with pytest.raises(NotFoundError):
         coder.update(note.id, version=1, content="changed")
+    planner.save_state({"step": 1})
+    assert note.id not in ids(coder.resume("s1").working_memory)
     assert telemetry.totals().counter(telemetry.CROSS_AGENT_FAILURES) == before
+    assert _reads(store, user) == []
     # The grants are kept: once the flag is on, they apply.
     store.flags = sharing_flags()
     assert ids(coder.list()) == {note.id}
+
+
+def _reads(store: Memory, user: str) -> list[tuple[str, str]]:
+    """The (reader, target) of every ``memory.read`` event of ``user``, in log order."""
+    with store.engine.connect() as connection:
+        rows = connection.execute(
+            sa.text(
+                "SELECT agent_id, target FROM memory_events "
+                "WHERE operation = 'memory.read' AND user_id = :user ORDER BY seq"
+            ),
+            {"user": user},
+        ).all()
+    return [(row.agent_id, row.target) for row in rows]
+
+
+def _failures(operation: str) -> float:
+    return telemetry.totals().counter(telemetry.CROSS_AGENT_FAILURES, operation=operation)
+
+
+def test_inject_and_resume_record_the_shared_memories_they_return(
+    shared: Memory, user: str
+) -> None:
+    planner = shared.scope(user, "planner", "s1")
+    coder = shared.scope(user, "coder", "s1")
+    working = planner.add("the planner's working step for the release", tier="working")
+    semantic = planner.add("the release checklist lives in the wiki", tier="semantic")
+    own = coder.add("the coder's own release note", tier="working")
+    planner.share(tier="working", agents=["coder"])
+    planner.share(memory_id=semantic.id, agents=["coder"])
+    coder.save_state({"step": "review"})
+    assert _reads(shared, user) == []
+
+    context = coder.inject("release checklist", budget_tokens=2000)
+    assert {working.id, semantic.id, own.id} <= injected_ids(context)
+    assert ids(context.shared_memories) == {working.id, semantic.id}
+    expected = {("coder", f"memory:{working.id}"), ("coder", f"memory:{semantic.id}")}
+    assert set(_reads(shared, user)) == expected
+    # A cached context hands the memories over again: that read is logged too.
+    assert coder.inject("release checklist", budget_tokens=2000) == context
+    assert len(_reads(shared, user)) == 4
+
+    resumed = coder.resume()
+    assert ids(resumed.working_memory) == {working.id, own.id}
+    assert _reads(shared, user)[4:] == [("coder", f"memory:{working.id}")]
+    # The owner's own reads are not cross-agent reads.
+    planner.inject("release checklist", budget_tokens=2000)
+    planner.resume()
+    assert len(_reads(shared, user)) == 5
+
+
+def test_denied_and_failed_cross_agent_operations_are_counted(
+    shared: Memory, user: str
+) -> None:
+    if not telemetry.enabled():
+        pytest.skip("metrics are disabled in this run")
+    planner = shared.scope(user, "planner", "s1")
+    coder = shared.scope(user, "coder", "s1")
+    note = planner.add("the planner's private plan")
+    before = {operation: _failures(operation) for operation in ("read", "write", "share")}
+
+    # No grant: reading or updating another agent's memory is refused, and counted.
+    with pytest.raises(NotFoundError):
+        coder.get(note.id)
+    with pytest.raises(NotFoundError):
+        coder.update(note.id, version=note.version, content="rewritten")
+    # A read grant does not allow an update.
+    planner.share(memory_id=note.id, agents=["coder"])
+    with pytest.raises(NotFoundError):
+        coder.update(note.id, version=note.version, content="rewritten")
+    # Sharing a memory one does not own fails.
+    with pytest.raises(NotFoundError, match="only its owner"):
+        coder.share(memory_id=note.id, agents=["reviewer"])
+    after = {operation: _failures(operation) for operation in before}
+    assert {op: after[op] - before[op] for op in before} == {"read": 1, "write": 2, "share": 1}
+
+    # Neither a memory that does not exist, nor one of another user, nor invalid input, is
+    # a cross-agent failure; nor is a permitted read.
+    stranger = shared.scope(f"other-{user}", "coder", "s1")
+    with pytest.raises(NotFoundError):
+        coder.get(note.id + 10_000)
+    with pytest.raises(NotFoundError):
+        stranger.get(note.id)
+    with pytest.raises(InvalidInputError):
+        planner.share(tier="semantic")
+    assert coder.get(note.id).id == note.id
+    assert {operation: _failures(operation) for operation in before} == after
+
+
+def test_a_shared_read_whose_logging_fails_is_counted(
+    shared: Memory, user: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not telemetry.enabled():
+        pytest.skip("metrics are disabled in this run")
+    planner = shared.scope(user, "planner", "s1")
+    coder = shared.scope(user, "coder", "s1")
+    note = planner.add("shared but unloggable")
+    planner.share(memory_id=note.id, agents=["coder"])
+    before = _failures("read")
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("the event log is unavailable")
+
+    monkeypatch.setattr(shared._store, "record_reads", broken)
+    with pytest.raises(RuntimeError):
+        coder.list()
+    assert _failures("read") == before + 1
 
 
 def test_agent_deny_list_of_the_flag_keeps_that_agent_out(
