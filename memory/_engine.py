@@ -7,13 +7,14 @@ agent hosts sharing one store. Everything dialect-specific about connections liv
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import StaticPool
 
 from memory import _telemetry as telemetry
@@ -176,28 +177,33 @@ def _take_write_lock(connection: sa.Connection, deadline: float) -> None:
     SQLite's own busy handler sleeps longer and longer between polls, up to 100 ms. A
     process whose threads commit and begin again in turn holds the lock nearly all the time,
     so a writer of another process asleep in that handler rarely finds it free: it stayed
-    out for seconds while the lock changed hands within the other process (and the lock
-    sat idle whenever the next writer was asleep). For this statement only, ``busy_timeout``
-    is one poll: SQLite tries, sleeps 1 ms without holding the GIL, tries again.
+    out for seconds while the lock changed hands within the other process. For this
+    statement only, ``busy_timeout`` is one poll: SQLite tries, sleeps 1 ms without holding
+    the GIL, tries again. The polls go to the driver directly: each failed one through
+    SQLAlchemy would cost its error handling.
     """
     cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     cursor.execute(f"PRAGMA busy_timeout={WRITE_LOCK_POLL_MS}")
     try:
-        while True:
+        while time.monotonic() < deadline:
             try:
-                connection.exec_driver_sql("BEGIN IMMEDIATE")
+                cursor.execute("BEGIN IMMEDIATE")
                 return
-            except OperationalError as error:
-                if not sqlite_locked(error) or time.monotonic() >= deadline:
-                    raise
+            except sqlite3.OperationalError as error:
+                if not sqlite_locked(error):
+                    break
+        # The last try through SQLAlchemy, so that its failure is the OperationalError that
+        # ``memory._db`` retries or reports.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
     finally:
         cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
         cursor.close()
 
 
-def sqlite_locked(error: DBAPIError) -> bool:
-    """True when SQLite refused a statement because another connection holds a lock."""
-    message = str(error.orig).lower()
+def sqlite_locked(error: Exception) -> bool:
+    """True when SQLite refused a statement because another connection holds a lock
+    (``error`` as the sqlite3 module raises it, or as SQLAlchemy wraps it)."""
+    message = str(getattr(error, "orig", error)).lower()
     return "database is locked" in message or "database table is locked" in message
 
 
