@@ -368,6 +368,7 @@ class Memory:
 
     def close(self) -> None:
         """Stop subscriptions and release every pooled connection."""
+        self._injector.flush()  # the uses of injected memories counted but not written yet
         telemetry.stop_observing_flags(self.flags)
         self._updates.close()
         self.engine.dispose()

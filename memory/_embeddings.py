@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import threading
 import warnings
 from collections.abc import Sequence
@@ -242,11 +243,55 @@ def word_piece_counter() -> TokenCounter:
         tokenizer.no_padding()
     except (EmbedderUnavailableError, ImportError, OSError):
         return approximate_token_count
+    return WordPieceCounter(tokenizer)
 
-    def count(text: str) -> int:
-        return len(tokenizer.encode(text, add_special_tokens=False).ids)
 
-    return count
+class WordPieceCounter:
+    """Tokens of a text for a WordPiece ``tokenizers.Tokenizer`` (special tokens excluded).
+
+    ``additive``: a text of lines joined by newlines costs the sum of its lines, because the
+    tokenizer normalises and splits on whitespace (a newline included) before it looks words
+    up. Context injection relies on it to count each line once and never the whole text.
+    """
+
+    additive = True
+
+    def __init__(self, tokenizer: Any) -> None:
+        self._tokenizer = tokenizer
+        self._words: dict[str, int] = {}
+        # Tokens matched verbatim before any splitting ("[CLS]", "[MASK]", ...).
+        self._verbatim = tuple(
+            token.content for token in tokenizer.get_added_tokens_decoder().values()
+        )
+
+    def __call__(self, text: str) -> int:
+        if not _PRINTABLE_ASCII.fullmatch(text) or (
+            "[" in text and any(token in text for token in self._verbatim)
+        ):
+            return self.encoded(text)
+        # Printable ASCII splits exactly as the tokenizer splits it (it lowercases, splits
+        # on whitespace, and makes every other non-alphanumeric character a token of its
+        # own), so a text costs the sum of its words, each encoded once and remembered.
+        total = 0
+        words = self._words
+        for piece in _ASCII_PIECES.findall(text):
+            count = words.get(piece)
+            if count is None:
+                count = self.encoded(piece) if piece[0].isalnum() else 1
+                if len(words) >= _MAX_REMEMBERED_WORDS:
+                    words.clear()
+                words[piece] = count
+            total += count
+        return total
+
+    def encoded(self, text: str) -> int:
+        """The count from the tokenizer itself, for any text."""
+        return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
+
+
+_PRINTABLE_ASCII = re.compile(r"[\x20-\x7e\t\n\r]*")
+_ASCII_PIECES = re.compile(r"[A-Za-z0-9]+|[^A-Za-z0-9\s]")
+_MAX_REMEMBERED_WORDS = 100_000
 
 
 def approximate_token_count(text: str) -> int:
@@ -278,8 +323,17 @@ class LazyTokenCounter:
         self._lock = threading.Lock()
 
     def __call__(self, text: str) -> int:
+        return self._loaded()(text)
+
+    @property
+    def additive(self) -> bool:
+        """Whether the loaded counter counts joined lines as their sum (``WordPieceCounter``;
+        the ``approximate_token_count`` fallback charges each newline)."""
+        return bool(getattr(self._loaded(), "additive", False))
+
+    def _loaded(self) -> TokenCounter:
         if self._count is None:
             with self._lock:
                 if self._count is None:
                     self._count = word_piece_counter()
-        return self._count(text)
+        return self._count

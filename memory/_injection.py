@@ -15,19 +15,39 @@ Two flags change this, evaluated per call for the scope's user, session and agen
 tier: "recent working memory" is simply the session's newest memories, and an overflow is
 counted but nothing is compacted or promoted. With ``USE_ENHANCED_INJECTION`` off,
 ``inject`` does not run this pipeline at all (``disabled_context``).
+
+An inject should cost barely more than the search inside it. So it reads the user's data
+version (one small read transaction) and then, unless the whole result is cached for that
+version, only searches: the query-independent sections (session state, preferences, recent
+working memory, the code patterns to match) are cached per scope and data version too,
+until a local write of the user (``invalidate``), another process' memory write (the
+version) or the first expiry among what they show. Tokens are counted once per line, and
+with an additive counter (the model's WordPiece tokenizer) the whole text is never counted
+again. Uses of the injected memories (``access_count``) are counted in memory and written
+in one batch at most ``FLUSH_USES_SECONDS`` later, when a promotion needs them, and when
+the store closes; compaction reads the session's working memory only when the cached
+sections show more of it than compaction keeps, and promotion writes only when a used
+episodic memory has reached ``PROMOTE_AFTER_USES``.
 """
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
+import logging
 import threading
 import time
-from collections import OrderedDict
+import weakref
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
-from typing import cast
+from typing import TypeVar, cast
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from memory import _telemetry as telemetry
 from memory._embeddings import TokenCounter
@@ -42,10 +62,10 @@ from memory._schemas import (
     id_list_chunks,
 )
 from memory._sharing import grants_version
-from memory._store import Owner, Store
+from memory._store import Owner, Store, memories
 from memory._summary import extractive_summary
 from memory._text import terms
-from memory._types import MemoryRecord, SessionCheckpoint, Tier
+from memory._types import CodePattern, MemoryRecord, SessionCheckpoint, Tier
 
 Summarizer = Callable[[Sequence[str]], str]
 
@@ -63,6 +83,14 @@ PATTERNS = 3
 KEEP_WORKING_AFTER_COMPACTION = 5
 PROMOTE_AFTER_USES = 5
 SUMMARY_CHARS = 1_000
+# Uses of injected memories reach the database at most this long after the call (one write
+# per interval instead of one per inject), and at the latest when the store closes.
+FLUSH_USES_SECONDS = 1.0
+SECTIONS_CACHE_SIZE = 256
+_TITLES = dict(SECTIONS)
+
+logger = logging.getLogger(__name__)
+_Cached = TypeVar("_Cached")
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +182,126 @@ class _Candidate:
     record: MemoryRecord | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Sections:
+    """What a scope's context holds whatever the query, as one version of the user's data
+    has it: session state, preferences and recent working memory (as candidates), and the
+    user's code patterns with their terms (matched against each query)."""
+
+    fixed: tuple[_Candidate, ...]
+    working_ids: frozenset[int]
+    patterns: tuple[tuple[CodePattern, frozenset[str]], ...]
+    # Whether compaction may find something: more of this agent's own working memories in
+    # the session than it keeps, or a full section (there may be more than it shows).
+    compactable: bool
+    # The first expiry among what they show: an expiring checkpoint or working memory does
+    # not change the data version, so from then on the sections are read again.
+    valid_until: datetime | None
+
+
+class _UseCounts:
+    """Uses of injected memories (``access_count``, ``last_accessed_at``), counted here and
+    written in one batch by a timer thread at most ``interval`` seconds after the first of
+    them, before a promotion that needs them, and at ``flush`` (the store's ``close``, and
+    interpreter exit). A batch the database refuses is kept for the next attempt."""
+
+    def __init__(self, store: Store, interval: float = FLUSH_USES_SECONDS) -> None:
+        self._store = store
+        self._interval = interval
+        self._pending: dict[int, tuple[int, datetime]] = {}
+        self._lock = threading.Lock()
+        self._flushing = threading.Lock()
+        self._timer: threading.Timer | None = None
+        _LIVE_USE_COUNTS.add(self)
+
+    def add(self, memory_ids: Sequence[int]) -> None:
+        """Count one use of each of ``memory_ids``."""
+        if not memory_ids:
+            return
+        now = utcnow()
+        with self._lock:
+            for memory_id in memory_ids:
+                count = self._pending.get(memory_id, (0, now))[0]
+                self._pending[memory_id] = (count + 1, now)
+            if self._timer is None:
+                self._timer = threading.Timer(self._interval, self.flush_quietly)
+                self._timer.name = "memory-use-counts"
+                self._timer.daemon = True
+                self._timer.start()
+
+    def pending(self, memory_id: int) -> int:
+        """Uses of ``memory_id`` counted here and not written yet."""
+        with self._lock:
+            entry = self._pending.get(memory_id)
+        return entry[0] if entry is not None else 0
+
+    def flush(self) -> None:
+        """Write every pending use now; raises what the database raised (nothing is lost)."""
+        with self._flushing:
+            with self._lock:
+                batch, self._pending = self._pending, {}
+                timer, self._timer = self._timer, None
+            if timer is not None:
+                timer.cancel()  # harmless when it is the timer's own thread calling
+            if not batch:
+                return
+            try:
+                self._store.db.write(lambda connection: _add_uses(connection, batch))
+            except BaseException:
+                with self._lock:
+                    for memory_id, (count, at) in batch.items():
+                        newer = self._pending.get(memory_id)
+                        self._pending[memory_id] = (
+                            (count + newer[0], newer[1]) if newer is not None else (count, at)
+                        )
+                raise
+
+    def flush_quietly(self) -> None:
+        """``flush``, logging a failure instead of raising it: the counts stay pending, and
+        the next use starts the timer again."""
+        try:
+            self.flush()
+        except Exception:
+            logger.warning(
+                "could not record the uses of injected memories yet; they stay pending",
+                exc_info=True,
+            )
+
+
+def _add_uses(connection: Connection, batch: dict[int, tuple[int, datetime]]) -> None:
+    """Add ``batch``'s uses: one statement per distinct count (and per 500 ids)."""
+    by_count: dict[int, list[int]] = defaultdict(list)
+    latest: dict[int, datetime] = {}
+    for memory_id, (count, at) in batch.items():
+        by_count[count].append(memory_id)
+        latest[count] = max(at, latest.get(count, at))
+    column = memories.c.last_accessed_at
+    for count, ids in sorted(by_count.items()):
+        last = sa.literal(latest[count], column.type)
+        ids.sort()
+        for start in range(0, len(ids), 500):
+            connection.execute(
+                sa.update(memories)
+                .where(memories.c.id.in_(ids[start : start + 500]))
+                .values(
+                    access_count=memories.c.access_count + count,
+                    # A get may have recorded a later access meanwhile: keep the latest.
+                    last_accessed_at=sa.case(
+                        (sa.or_(column.is_(None), column < last), last), else_=column
+                    ),
+                )
+            )
+
+
+_LIVE_USE_COUNTS: weakref.WeakSet[_UseCounts] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    for counts in list(_LIVE_USE_COUNTS):
+        counts.flush_quietly()
+
+
 class Injector:
     """Builds injected contexts for every scope of one store, with a result cache."""
 
@@ -189,9 +337,19 @@ class Injector:
             ("cache_misses", _INJECTION_CACHE),
         ):
             telemetry.declare_series(counter, attributes)
-        self._cache: OrderedDict[tuple[object, ...], InjectedContext] = OrderedDict()
+        # Both caches hold (value, valid until) by scope and data version; ``invalidate``
+        # empties a user's entries and moves its generation on, so that a read that started
+        # before a write is not stored after it.
+        self._cache: OrderedDict[tuple[object, ...], tuple[InjectedContext, datetime | None]] = (
+            OrderedDict()
+        )
+        self._sections_cache: OrderedDict[tuple[object, ...], tuple[_Sections, datetime | None]] = (
+            OrderedDict()
+        )
+        self._generations: dict[str, int] = {}
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
+        self._uses = _UseCounts(store)
 
     # -- the public operations ----------------------------------------------------------------
 
@@ -199,54 +357,63 @@ class Injector:
         """The context for ``query`` within ``budget`` tokens (see the module docstring)."""
         started = time.perf_counter()
         recording = telemetry.instruments()
-        # What the reader sees also changes with grants and teams (and their expiry).
-        version = self._store.db.read(
-            lambda connection: (
-                self._retriever.data_version(connection, owner.user),
-                grants_version(connection, owner.user) if owner.shared else (),
-            )
-        )
+        generation = self._generation(owner.user)
+        version = self._version(owner)
         key = (owner, query, budget, version)
-        with self._cache_lock:
-            cached = self._cache.get(key)
-            if cached is not None:
-                self._cache.move_to_end(key)
+        cached = self._cached(self._cache, key)
         if cached is not None:
             recording.cache_hits.add(1, _INJECTION_CACHE)
             recording.injection_latency.record(telemetry.elapsed_ms(started), self._hit)
             return cached
         recording.cache_misses.add(1, _INJECTION_CACHE)
-        context = self._build(owner, query, budget)
+        sections = self._sections(owner, version, generation)
+        context, candidates = self._build(owner, query, budget, sections)
         if context.overflow:
             recording.overflow_events.add(1, self._backend)
             # A flat tier (USE_HIERARCHICAL_TIERS off) has nothing to consolidate into.
-            compacted, promoted = self._compact(owner, context) if owner.tiered else ((), ())
+            compacted, promoted = (
+                self._compact(owner, sections, candidates, context) if owner.tiered else ((), ())
+            )
             if compacted or promoted:
-                rebuilt = self._build(owner, query, budget)
-                context = InjectedContext(
-                    rebuilt.items,
-                    rebuilt.text,
-                    rebuilt.tokens,
-                    budget,
-                    rebuilt.overflow,
-                    rebuilt.left_out,
-                    compacted,
-                    promoted,
-                    shared_memories=rebuilt.shared_memories,
+                generation = self._generation(owner.user)
+                version = self._version(owner)
+                key = (owner, query, budget, version)
+                sections = self._sections(owner, version, generation)
+                rebuilt, candidates = self._build(owner, query, budget, sections)
+                context = dataclasses.replace(rebuilt, compacted=compacted, promoted=promoted)
+            elif sections.compactable and owner.session is not None:
+                # Nothing to consolidate at this version: do not look again until it moves.
+                self._remember(
+                    self._sections_cache,
+                    (owner, version),
+                    dataclasses.replace(sections, compactable=False),
+                    sections.valid_until,
+                    owner.user,
+                    generation,
+                    SECTIONS_CACHE_SIZE,
                 )
-        self._record_use(context)
-        with self._cache_lock:
-            self._cache[key] = context
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
+        self._uses.add(_memory_ids(context))
+        valid_until = _earliest(
+            sections.valid_until, *(c.record.expires_at for c in candidates if c.record)
+        )
+        self._remember(
+            self._cache, key, context, valid_until, owner.user, generation, self._cache_size
+        )
         recording.injection_latency.record(telemetry.elapsed_ms(started), self._miss)
         return context
 
     def invalidate(self, users: set[str]) -> None:
         """Forget the cached contexts of ``users``: something they see has changed."""
         with self._cache_lock:
-            for key in [key for key in self._cache if cast(Owner, key[0]).user in users]:
-                del self._cache[key]
+            for user in users:
+                self._generations[user] = self._generations.get(user, 0) + 1
+            for cache in (self._cache, self._sections_cache):
+                for key in [key for key in cache if cast(Owner, key[0]).user in users]:
+                    del cache[key]
+
+    def flush(self) -> None:
+        """Write the uses of injected memories counted so far (``Memory.close`` does)."""
+        self._uses.flush_quietly()
 
     def resume(self, owner: Owner, session: str) -> ResumedSession:
         """The latest checkpoint of ``session`` and its working memory, or a clear error."""
@@ -267,12 +434,78 @@ class Injector:
 
     # -- building -----------------------------------------------------------------------------
 
-    def _candidates(self, owner: Owner, query: str) -> list[_Candidate]:
-        found: list[_Candidate] = []
+    def _version(self, owner: Owner) -> tuple[object, ...]:
+        """The version of what ``owner`` sees that the caches are keyed by: one small read."""
+        # What the reader sees also changes with grants and teams (and their expiry).
+        return self._store.db.read(
+            lambda connection: (
+                self._retriever.data_version(connection, owner.user),
+                grants_version(connection, owner.user) if owner.shared else (),
+            )
+        )
+
+    def _generation(self, user: str) -> int:
+        with self._cache_lock:
+            return self._generations.get(user, 0)
+
+    def _cached(
+        self,
+        cache: OrderedDict[tuple[object, ...], tuple[_Cached, datetime | None]],
+        key: tuple[object, ...],
+    ) -> _Cached | None:
+        with self._cache_lock:
+            entry = cache.get(key)
+            if entry is None:
+                return None
+            if entry[1] is not None and entry[1] <= utcnow():
+                del cache[key]
+                return None
+            cache.move_to_end(key)
+            return entry[0]
+
+    def _remember(
+        self,
+        cache: OrderedDict[tuple[object, ...], tuple[_Cached, datetime | None]],
+        key: tuple[object, ...],
+        value: _Cached,
+        valid_until: datetime | None,
+        user: str,
+        generation: int,
+        size: int,
+    ) -> None:
+        with self._cache_lock:
+            if self._generations.get(user, 0) != generation:
+                return  # the user's data changed while this was read: it may be stale
+            cache[key] = (value, valid_until)
+            cache.move_to_end(key)
+            while len(cache) > size:
+                cache.popitem(last=False)
+
+    def _sections(self, owner: Owner, version: tuple[object, ...], generation: int) -> _Sections:
+        """The query-independent sections for this version of the data (cached)."""
+        key = (owner, version)
+        sections = self._cached(self._sections_cache, key)
+        if sections is None:
+            sections = self._read_sections(owner)
+            self._remember(
+                self._sections_cache,
+                key,
+                sections,
+                sections.valid_until,
+                owner.user,
+                generation,
+                SECTIONS_CACHE_SIZE,
+            )
+        return sections
+
+    def _read_sections(self, owner: Owner) -> _Sections:
+        fixed: list[_Candidate] = []
+        expiries: list[datetime | None] = []
         if owner.session is not None:
             checkpoint = self._store.load_state(owner, owner.session)
             if checkpoint is not None:
-                found.append(
+                expiries.append(checkpoint.expires_at)
+                fixed.append(
                     _Candidate(
                         "state",
                         json.dumps(checkpoint.state, ensure_ascii=False, sort_keys=True),
@@ -281,7 +514,7 @@ class Injector:
                     )
                 )
         for preference in self._store.list_preferences(owner):
-            found.append(
+            fixed.append(
                 _Candidate(
                     "preferences",
                     f"{preference.key}: {json.dumps(preference.value, ensure_ascii=False)}",
@@ -289,15 +522,15 @@ class Injector:
                     preference.confidence,
                 )
             )
-        working_ids: set[int] = set()
+        working: list[MemoryRecord] = []
         if owner.session is not None:
             working = self._store.list_memories(
                 owner,
                 MemoryQuery(tier=_working(owner), session=owner.session, limit=RECENT_WORKING),
             )
             for position, record in enumerate(working):
-                working_ids.add(record.id)
-                found.append(
+                expiries.append(record.expires_at)
+                fixed.append(
                     _Candidate(
                         "working",
                         record.content,
@@ -307,8 +540,28 @@ class Injector:
                         record,
                     )
                 )
+        own = sum(1 for r in working if r.user_id == owner.user and r.agent_id == owner.agent)
+        patterns = tuple(
+            (
+                pattern,
+                frozenset(terms(f"{pattern.name} {pattern.description} {' '.join(pattern.tags)}")),
+            )
+            for pattern in self._store.find_patterns(owner, CodePatternQuery(limit=100))
+        )
+        return _Sections(
+            tuple(fixed),
+            frozenset(record.id for record in working),
+            patterns,
+            owner.tiered
+            and owner.session is not None
+            and (len(working) >= RECENT_WORKING or own >= KEEP_WORKING_AFTER_COMPACTION + 2),
+            _earliest(*expiries),
+        )
+
+    def _candidates(self, owner: Owner, query: str, sections: _Sections) -> list[_Candidate]:
+        found = list(sections.fixed)
         for hit in self._retriever.search(owner, SearchQuery(text=query, limit=RELEVANT)):
-            if hit.memory.id not in working_ids:
+            if hit.memory.id not in sections.working_ids:
                 found.append(
                     _Candidate(
                         "relevant",
@@ -321,11 +574,8 @@ class Injector:
                 )
         wanted = set(terms(query))
         scored = []
-        for pattern in self._store.find_patterns(owner, CodePatternQuery(limit=100)):
-            overlap = len(
-                wanted
-                & set(terms(f"{pattern.name} {pattern.description} {' '.join(pattern.tags)}"))
-            )
+        for pattern, pattern_terms in sections.patterns:
+            overlap = len(wanted & pattern_terms)
             if overlap:
                 scored.append((overlap, pattern))
         scored.sort(key=lambda item: (-item[0], -item[1].usage_count, item[1].id))
@@ -345,8 +595,10 @@ class Injector:
                 lines.extend(f"- {item.text}" for item in items)
         return "\n".join(lines)
 
-    def _build(self, owner: Owner, query: str, budget: int) -> InjectedContext:
-        candidates = self._candidates(owner, query)
+    def _build(
+        self, owner: Owner, query: str, budget: int, sections: _Sections
+    ) -> tuple[InjectedContext, list[_Candidate]]:
+        candidates = self._candidates(owner, query, sections)
         chosen: list[_Candidate] = []
         costs: dict[int, int] = {}
         used = 0
@@ -355,7 +607,7 @@ class Injector:
             header = (
                 0
                 if candidate.section in headers
-                else self._line_tokens(f"## {dict(SECTIONS)[candidate.section]}")
+                else self._line_tokens(f"## {_TITLES[candidate.section]}")
             )
             cost = self._line_tokens(f"- {candidate.text}") + header
             if used + cost > budget:
@@ -365,11 +617,19 @@ class Injector:
             headers.add(candidate.section)
             used += cost
         text = self._render(chosen)
-        # Tokenizers can count a joined text differently from its parts: check the whole,
-        # and drop the least important items until it fits.
-        while chosen and self.count_tokens(text) > budget:
-            chosen.pop()
-            text = self._render(chosen)
+        if getattr(self.count_tokens, "additive", False):
+            # The rendered text is its lines joined by newlines, and this counter counts
+            # such a text as the sum of its lines (``memory._embeddings.WordPieceCounter``):
+            # ``used`` is its exact count, already within the budget.
+            tokens = used
+        else:
+            # Other counters can count a joined text differently from its parts: check the
+            # whole, and drop the least important items until it fits.
+            tokens = self.count_tokens(text) if text else 0
+            while chosen and tokens > budget:
+                chosen.pop()
+                text = self._render(chosen)
+                tokens = self.count_tokens(text) if text else 0
         items = tuple(
             ContextItem(c.section, c.text, c.source, round(c.score, 6), costs[id(c)])
             for c in chosen
@@ -378,18 +638,22 @@ class Injector:
         shared = tuple(
             c.record for c in chosen if c.record is not None and c.record.agent_id != owner.agent
         )
-        return InjectedContext(
-            items, text, self.count_tokens(text) if text else 0, budget, left_out > 0, left_out,
-            shared_memories=shared,
+        context = InjectedContext(
+            items, text, tokens, budget, left_out > 0, left_out, shared_memories=shared
         )
+        return context, candidates
 
     # -- compaction ---------------------------------------------------------------------------
 
     def _compact(
-        self, owner: Owner, context: InjectedContext
+        self,
+        owner: Owner,
+        sections: _Sections,
+        candidates: Sequence[_Candidate],
+        context: InjectedContext,
     ) -> tuple[tuple[int, ...], tuple[int, ...]]:
         compacted: tuple[int, ...] = ()
-        if owner.session is not None:
+        if owner.session is not None and sections.compactable:
             # Only this agent's own memories are consolidated: a grant to read (or even
             # update) another agent's memory is no licence to delete it.
             working = self._store.list_memories(
@@ -413,16 +677,32 @@ class Injector:
                     self._retriever.embed_contents([summary]),
                 )
                 telemetry.instruments().compaction_events.add(1, self._consolidated)
-        # Only what was just used can have crossed the threshold since the last check.
-        promoted = self._store.promote_used(owner, PROMOTE_AFTER_USES, _memory_ids(context))
+        # Only what was just used can have crossed the threshold since the last check, and
+        # the records just read say how often: the uses stored plus those not written yet.
+        shown = set(_memory_ids(context))
+        due = sorted(
+            {
+                record.id
+                for record in (c.record for c in candidates)
+                if record is not None
+                and record.id in shown
+                and record.tier == "episodic"
+                and (record.user_id, record.agent_id) == (owner.user, owner.agent)
+                and record.access_count + self._uses.pending(record.id) >= PROMOTE_AFTER_USES
+            }
+        )
+        promoted: tuple[int, ...] = ()
+        if due:
+            self._uses.flush()  # the database decides, on the counts it holds
+            promoted = self._store.promote_used(owner, PROMOTE_AFTER_USES, due)
         if promoted:
             telemetry.instruments().compaction_events.add(len(promoted), self._promoted)
         return compacted, promoted
 
-    def _record_use(self, context: InjectedContext) -> None:
-        ids = _memory_ids(context)
-        if ids:
-            self._store.record_use(ids)
+
+def _earliest(*moments: datetime | None) -> datetime | None:
+    """The earliest of ``moments`` that are set, or None."""
+    return min((moment for moment in moments if moment is not None), default=None)
 
 
 def _memory_ids(context: InjectedContext) -> list[int]:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import time
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -18,7 +22,13 @@ from memory import (
     Scope,
     SessionExpiredError,
 )
-from memory._embeddings import approximate_token_count, word_piece_counter
+from memory._embeddings import (
+    TokenCounter,
+    WordPieceCounter,
+    approximate_token_count,
+    word_piece_counter,
+)
+from memory._injection import InjectedContext
 
 
 @pytest.fixture
@@ -138,6 +148,94 @@ def test_results_are_cached_until_the_data_changes(memory: Memory, user: str) ->
     assert scope.inject("exports", budget_tokens=500) is not first
 
 
+def test_a_settled_inject_reads_the_version_and_searches_and_writes_nothing(
+    memory: Memory, user: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scope = memory.scope(user, "planner", "s1")
+    fill(scope, working=12)
+    scope.inject("network retries", budget_tokens=60)  # compacts the old working memory
+    scope.inject("export timeouts", budget_tokens=60)  # finds nothing more to compact
+    db = memory._store.db
+    calls: list[str] = []
+    for kind in ("read", "write"):
+        monkeypatch.setattr(db, kind, _counting(getattr(db, kind), kind, calls))
+
+    context = scope.inject("large accounts", budget_tokens=60)
+
+    assert context.overflow
+    # The data version, then the search: sections come from the cache, the uses are
+    # written later, and there is nothing to compact or promote.
+    assert calls == ["read", "read"]
+
+
+def _counting(method: Any, kind: str, calls: list[str]) -> Any:
+    def counted(operation: Any) -> Any:
+        calls.append(kind)
+        return method(operation)
+
+    return counted
+
+
+def test_uses_are_written_in_batches_and_none_is_lost(memory: Memory, user: str) -> None:
+    scope = memory.scope(user, "planner", "s1")
+    noted = scope.add("the export retries network calls three times")
+    budgets = range(100, 106)  # distinct budgets: no cache hits, each one is a use
+    for budget in budgets:
+        assert noted.id in injected_ids(scope.inject("export retries", budget_tokens=budget))
+    memory._injector.flush()
+    stored = memory.scope(user, "planner").list(limit=10)
+    assert [(m.id, m.access_count) for m in stored] == [(noted.id, len(budgets))]
+    assert stored[0].last_accessed_at is not None
+
+
+def test_uses_not_written_yet_still_count_towards_a_promotion(memory: Memory, user: str) -> None:
+    scope = memory.scope(user, "planner", "s1")
+    episodic = scope.add("Exports of large accounts time out after 30 seconds", tier="episodic")
+    memory.scope(user, "planner", "s2").add_many([f"filler {i} about exports" for i in range(30)])
+    promoted: list[int] = []
+    for budget in range(40, 47):
+        promoted += scope.inject("large account export timeout", budget_tokens=budget).promoted
+    # Used five times before (none written yet: the batch waits a second): the sixth inject
+    # promotes it, as if every use had been written at once.
+    assert promoted == [episodic.id]
+    assert memory.scope(user, "planner").list(tier="semantic")[0].id == episodic.id
+
+
+def test_cached_sections_follow_local_writes_and_expiry(memory: Memory, user: str) -> None:
+    scope = memory.scope(user, "planner", "s1")
+    fill(scope, working=2)
+    assert scope.inject("exports", budget_tokens=500).section("preferences")
+    scope.set_preference("tone", "direct")
+    sources = [i.source for i in scope.inject("retries", budget_tokens=500).items]
+    assert "preference:tone" in sources
+    scope.save_state({"step": "review"}, ttl=timedelta(seconds=1))
+    assert scope.inject("network", budget_tokens=500).section("state")
+    time.sleep(1.1)
+    assert not scope.inject("network calls", budget_tokens=500).section("state")
+
+
+def test_another_process_write_reaches_the_next_inject(tmp_path: Path, user: str) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    with (
+        Memory.open(url, embedder=HashingEmbedder()) as here,
+        Memory.open(url, embedder=HashingEmbedder()) as there,
+    ):
+        scope = here.scope(user, "planner", "s1")
+        fill(scope, working=2)
+        first = scope.inject("exports", budget_tokens=500)
+        added = there.scope(user, "planner", "s1").add("a new working note from elsewhere")
+        assert added.id not in injected_ids(first)
+        assert added.id in injected_ids(scope.inject("other question", budget_tokens=500))
+
+
+def injected_ids(context: InjectedContext) -> set[int]:
+    return {
+        int(item.source.split(":")[1].split()[0])
+        for item in context.items
+        if item.source.startswith("memory:")
+    }
+
+
 @pytest.mark.parametrize("budget", [0, 15, 10**9])
 def test_inject_rejects_bad_budgets(memory: Memory, user: str, budget: int) -> None:
     with pytest.raises(InvalidInputError, match="budget_tokens"):
@@ -175,8 +273,7 @@ def test_injected_text_never_exceeds_the_budget(
     scope.add_many(contents)
     context = scope.inject(query, budget_tokens=budget)
 
-    assert store._injector.count_tokens(context.text) <= budget
-    assert context.tokens <= budget
+    assert store._injector.count_tokens(context.text) == context.tokens <= budget
     for item in context.items:
         if item.source.startswith("memory:"):
             memory_id = int(item.source.split(":")[1].split()[0])
@@ -206,6 +303,47 @@ def test_compaction_loses_no_memory_id(
         for memory_id in record.metadata.get("consolidated_from", [])
     }
     assert original <= kept | referenced
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lines=st.lists(
+        st.text(max_size=80)
+        | st.text(st.characters(min_codepoint=0, max_codepoint=127), max_size=120)
+        | st.sampled_from(["[CLS] x", "a[MASK]b", "[PAD]", "naïve über 数据 🚀"]),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_the_word_piece_counter_is_the_tokenizer_and_counts_lines_additively(
+    lines: list[str],
+) -> None:
+    # Injection counts each line once and never the joined text (``additive``): these are
+    # the facts that makes exact, for any text, ASCII fast path included.
+    count = counter()
+    assert isinstance(count, WordPieceCounter) and count.additive
+    for line in lines:
+        assert count(line) == count.encoded(line)
+    assert count("\n".join(lines)) == count.encoded("\n".join(lines)) == sum(map(count, lines))
+
+
+def test_a_counter_that_is_not_additive_gets_the_whole_text_checked(user: str) -> None:
+    # approximate_token_count charges each newline: the lines' costs do not add up to the
+    # text's, so the rendered text is counted as a whole and trimmed until it fits.
+    with Memory.open(
+        "sqlite://", embedder=HashingEmbedder(), token_counter=approximate_token_count
+    ) as store:
+        scope = store.scope(user, "planner", "s1")
+        fill(scope, working=12)
+        for budget in (20, 40, 60, 200):
+            context = scope.inject(f"network retries {budget}", budget_tokens=budget)
+            assert approximate_token_count(context.text) == context.tokens <= budget
+            assert context.items
+
+
+@functools.cache
+def counter() -> TokenCounter:
+    return word_piece_counter()
 
 
 def test_the_approximate_counter_charges_a_token_per_four_characters_of_a_word() -> None:

@@ -91,6 +91,7 @@ def test_every_instrument_records_where_its_code_runs(
     scope.resume()
     with pytest.raises(NotFoundError):
         scope.resume("never-saved")
+    store._injector.flush()  # the injected memories' uses, written in one batch: an update
     evaluator = FlagEvaluator(
         InMemoryFlagProvider([FlagDefinition("USE_ENHANCED_INJECTION", rollout=25)]), environ={}
     )
