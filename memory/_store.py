@@ -139,12 +139,18 @@ def _record(row: RowMapping, metadata: dict[str, Any]) -> MemoryRecord:
     )
 
 
-def _committed_update(connection: Connection, memory_id: int, request: str) -> MemoryEvent | None:
-    """The event of the update of ``memory_id`` logged as ``request``, if it committed."""
+def _committed_earlier(
+    connection: Connection, memory_id: int, operation: str, request: str
+) -> bool:
+    """Whether an earlier attempt of this call (its events carry ``request``) committed
+    ``operation`` on the memory although its COMMIT raised: the connection was lost after
+    the server committed. That attempt's event was never published (``Database`` publishes
+    only once the commit has returned); it is published after this transaction instead."""
     for event in events_of(connection, memory_target(memory_id)):
-        if event.operation == "memory.update" and (event.data or {}).get("request") == request:
-            return event
-    return None
+        if event.operation == operation and (event.data or {}).get("request") == request:
+            connection.info.setdefault(PENDING_KEY, []).append(event)
+            return True
+    return False
 
 
 class Store:
@@ -348,11 +354,7 @@ class Store:
                 ).mappings().first()
                 if current is None:
                     raise NotFoundError(f"memory {memory_id} does not exist in this scope")
-                earlier = _committed_update(connection, memory_id, request)
-                if earlier is not None:
-                    # That attempt's event was never published: its commit raised before
-                    # ``Database`` could. Publish it after this transaction instead.
-                    connection.info.setdefault(PENDING_KEY, []).append(earlier)
+                if _committed_earlier(connection, memory_id, "memory.update", request):
                     return self._with_metadata(connection, [current])[0]
                 raise StaleVersionError(memory_id, changes.version, current["version"])
             changed = sorted(
@@ -414,18 +416,25 @@ class Store:
         return self.db.read(operation)
 
     def delete_memory(self, owner: Owner, memory_id: int) -> None:
-        """Delete one memory (its metadata goes with it, by cascade)."""
+        """Delete one memory (its metadata goes with it, by cascade).
+
+        As in ``update_memory``, the ``request`` id in the event lets a retry after a lost
+        COMMIT tell its own delete from a memory that was never there.
+        """
+        request = uuid.uuid4().hex
 
         def operation(connection: Connection) -> None:
             result = connection.execute(
                 sa.delete(memories).where(memories.c.id == memory_id, *_owned(owner))
             )
             if result.rowcount == 0:
+                if _committed_earlier(connection, memory_id, "memory.delete", request):
+                    return
                 raise NotFoundError(f"memory {memory_id} does not exist in this scope")
             log_changes(connection, [(owner.user, memory_id)])
             append_event(
                 connection, owner.user, owner.agent, "memory.delete", memory_target(memory_id),
-                {"memory_id": memory_id},
+                {"memory_id": memory_id, "request": request},
             )
 
         self.db.write(operation)
