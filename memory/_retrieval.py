@@ -26,7 +26,6 @@ degradation is counted.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections import OrderedDict
@@ -42,6 +41,7 @@ from memory import _pgvector as pgvector
 from memory import _telemetry as telemetry
 from memory._db import Database
 from memory._embeddings import Embedder, Matrix
+from memory._keywords import CorpusStatistics, KeywordIndex, bm25, visible_among
 from memory._models import Base, utcnow
 from memory._ranking import FusionWeights, Neighbours, rank, relevance
 from memory._schemas import SearchQuery
@@ -54,15 +54,11 @@ from memory._vectors import ProcessVectors, UserVectors
 logger = logging.getLogger(__name__)
 
 memories = Base.metadata.tables["memories"]
-memory_terms = Base.metadata.tables["memory_terms"]
 memory_embeddings = Base.metadata.tables["memory_embeddings"]
 memory_changes = Base.metadata.tables["memory_changes"]
 
-# The database's full-text ranking differs between backends (FTS5 bm25, ts_rank), so it only
-# fetches a wide set of matches; the KEYWORD_KEPT best of them by the BM25 computed here
-# become candidates. Both backends then agree whenever a query matches fewer than
-# KEYWORD_CANDIDATES memories, and nearly always beyond.
-KEYWORD_CANDIDATES = 400
+# Of the full-text candidates (``memory._keywords``), the KEYWORD_KEPT best by the BM25
+# computed here join the pool.
 KEYWORD_KEPT = 100
 VECTOR_CANDIDATES = 100
 # The best candidates (by keyword and vector evidence; at least the limit asked for) whose
@@ -130,6 +126,7 @@ class Retriever:
         # Whether vector search runs in the database (pgvector), decided on first use.
         self._in_database: bool | None = None
         self._readers = ReaderCache()
+        self._keywords = KeywordIndex(db.dialect)
 
     # -- embeddings ---------------------------------------------------------------------------
 
@@ -262,6 +259,7 @@ class Retriever:
         with self._cache_lock:
             self._query_vectors.clear()
         self._readers.forget(user)
+        self._keywords.forget(user)
 
     def data_version(self, connection: Connection, user: str) -> int:
         """The user's latest change sequence number: any write to their memories bumps it."""
@@ -277,65 +275,19 @@ class Retriever:
     # -- keyword search -----------------------------------------------------------------------
 
     def _keyword_candidates(
-        self, connection: Connection, user: str, wanted: list[str], reader: Readable
+        self,
+        connection: Connection,
+        user: str,
+        wanted: list[str],
+        reader: Readable,
+        statistics: CorpusStatistics | None,
     ) -> list[int]:
-        """The best full-text matches among the memories the reader may see: its grants
-        are part of the query, so rows it may not see never take a candidate's place."""
-        if not wanted:
+        """The best full-text matches among the memories the reader may see (rows it may
+        not see never take a candidate's place; see ``memory._keywords``)."""
+        if statistics is None:
             return []
-        if self._db.dialect == "sqlite":
-            owner = "u" + user.encode("utf-8").hex().upper()
-            expression = f"owner:{owner} AND ({' OR '.join(_quote(t) for t in wanted)})"
-            rowid: sa.ColumnElement[int] = sa.literal_column("memory_fts.rowid")
-            statement = (
-                sa.select(rowid)
-                .select_from(sa.table("memory_fts"))
-                .join(memories, memories.c.id == rowid)
-                .where(sa.text("memory_fts MATCH :expression").bindparams(expression=expression))
-                .where(reader.candidates)
-                .order_by(sa.text("bm25(memory_fts)"))
-                .limit(KEYWORD_CANDIDATES)
-            )
-        else:
-            query = sa.func.to_tsquery("simple", " | ".join(_quote(t, "'") for t in wanted))
-            document = sa.func.to_tsvector("simple", memory_terms.c.terms)
-            statement = (
-                sa.select(memory_terms.c.memory_id)
-                .join(memories, memories.c.id == memory_terms.c.memory_id)
-                .where(memory_terms.c.user_id == user, document.bool_op("@@")(query))
-                .where(reader.candidates)
-                .order_by(sa.func.ts_rank(document, query).desc(), memory_terms.c.memory_id)
-                .limit(KEYWORD_CANDIDATES)
-            )
-        return [int(row[0]) for row in connection.execute(statement)]
-
-    def _document_frequencies(
-        self, connection: Connection, user: str, wanted: list[str]
-    ) -> tuple[int, float, dict[str, int]]:
-        totals = connection.execute(
-            sa.select(sa.func.count(), sa.func.avg(memory_terms.c.term_count)).where(
-                memory_terms.c.user_id == user
-            )
-        ).one()
-        documents, average = int(totals[0]), float(totals[1] or 0.0)
-        frequencies = {}
-        for term in wanted:
-            if self._db.dialect == "sqlite":
-                owner = "u" + user.encode("utf-8").hex().upper()
-                count = connection.exec_driver_sql(
-                    "SELECT COUNT(*) FROM memory_fts WHERE memory_fts MATCH ?",
-                    (f"owner:{owner} AND {_quote(term)}",),
-                ).scalar()
-            else:
-                count = connection.execute(
-                    sa.text(
-                        "SELECT COUNT(*) FROM memory_terms WHERE user_id = :user AND "
-                        "to_tsvector('simple', terms) @@ to_tsquery('simple', :term)"
-                    ),
-                    {"user": user, "term": _quote(term, "'")},
-                ).scalar()
-            frequencies[term] = int(count or 0)
-        return documents, average, frequencies
+        k1, b = self.weights.bm25_k1, self.weights.bm25_b
+        return self._keywords.candidates(connection, user, wanted, reader, statistics, k1, b)
 
     # -- search -------------------------------------------------------------------------------
 
@@ -362,16 +314,19 @@ class Retriever:
         vector: np.ndarray | None,
         query: SearchQuery,
     ) -> list[SearchHit]:
-        version = self.data_version(connection, owner.user) if owner.shared else 0
+        # Keys the cached BM25 statistics, and the reader's grants when sharing is on.
+        version = self.data_version(connection, owner.user)
         reader = self._readers.readable(connection, owner, version)
         source = self._vector_source(connection, owner.user) if vector is not None else None
         vector_scores: dict[int, float] = {}
         if source is not None and vector is not None:
             vector_scores = source.top(connection, reader, vector, VECTOR_CANDIDATES)
-        matches = self._keyword_candidates(connection, owner.user, wanted, reader)
+        statistics = (
+            self._keywords.statistics(connection, owner.user, version, wanted) if wanted else None
+        )
+        matches = self._keyword_candidates(connection, owner.user, wanted, reader, statistics)
         if not matches and not vector_scores:
             return []
-        statistics = self._document_frequencies(connection, owner.user, wanted) if wanted else None
         keyword_scores = self._bm25(
             connection, wanted, statistics, list(dict.fromkeys([*matches, *vector_scores]))
         )
@@ -402,7 +357,7 @@ class Retriever:
                         added.append(neighbour)
             # Session neighbours are another agent's memories as often as not: only those
             # the reader may see join the pool (and lend their scores to the ranking).
-            added = reader.among(connection, added)
+            added = visible_among(connection, reader, added)
             vector_scores.update(source.scores(connection, added, vector))
             adjacent.update(source.neighbours(connection, added))
             pool = [*candidates, *added]
@@ -420,36 +375,14 @@ class Retriever:
         self,
         connection: Connection,
         wanted: list[str],
-        statistics: tuple[int, float, dict[str, int]] | None,
+        statistics: CorpusStatistics | None,
         candidates: list[int],
     ) -> dict[int, float]:
         """Okapi BM25 of each candidate from its stored terms and the user's statistics."""
-        if not wanted or statistics is None:
+        if statistics is None:
             return {}
-        documents, average, frequencies = statistics
         k1, b = self.weights.bm25_k1, self.weights.bm25_b
-        rows = connection.execute(
-            sa.select(memory_terms.c.memory_id, memory_terms.c.terms).where(
-                memory_terms.c.memory_id.in_(candidates)
-            )
-        )
-        idf = {
-            term: math.log(1 + (documents - df + 0.5) / (df + 0.5))
-            for term, df in frequencies.items()
-        }
-        scores = {}
-        for memory_id, stored in rows:
-            document = stored.split()
-            total = 0.0
-            normaliser = 0.0
-            for term in wanted:
-                frequency = document.count(term)
-                if frequency:
-                    if not normaliser:
-                        normaliser = k1 * (1 - b + b * (len(document) or 1) / (average or 1.0))
-                    total += idf[term] * frequency * (k1 + 1) / (frequency + normaliser)
-            scores[int(memory_id)] = total
-        return scores
+        return bm25(connection, wanted, statistics, candidates, k1, b)
 
     def _filtered(
         self, connection: Connection, reader: Readable, candidates: list[int], query: SearchQuery
@@ -471,8 +404,3 @@ class Retriever:
         conditions.extend(has_metadata(key, value) for key, value in query.metadata.items())
         return self._store.select_memories(connection, sa.and_(*conditions))
 
-
-def _quote(term: str, quote: str = '"') -> str:
-    # Terms are \w+ runs, so they hold no quotes; quoting keeps FTS5 and tsquery from
-    # reading a term such as "near" or "and" as an operator.
-    return f"{quote}{term}{quote}"
