@@ -19,15 +19,16 @@ counted but nothing is compacted or promoted. With ``USE_ENHANCED_INJECTION`` of
 An inject should cost barely more than the search inside it. So it reads the user's data
 version (one small read transaction) and then, unless the whole result is cached for that
 version, only searches: the query-independent sections (session state, preferences, recent
-working memory, the code patterns to match) are cached per scope and data version too,
-until a local write of the user (``invalidate``), another process' memory write (the
-version) or the first expiry among what they show. Tokens are counted once per line, and
-with an additive counter (the model's WordPiece tokenizer) the whole text is never counted
-again. Uses of the injected memories (``access_count``) are counted in memory and written
-in one batch at most ``FLUSH_USES_SECONDS`` later, when a promotion needs them, and when
-the store closes; compaction reads the session's working memory only when the cached
-sections show more of it than compaction keeps, and promotion writes only when a used
-episodic memory has reached ``PROMOTE_AFTER_USES``.
+working memory, the code patterns to match), read in one transaction when they must be, are
+cached per scope and data version too, until a local write of the user (``invalidate``),
+another process' memory write (the version) or the first expiry among what they show.
+Tokens are counted once per line, and with an additive counter (the model's WordPiece
+tokenizer) the whole text is never counted again. Uses of the injected memories
+(``access_count``) are counted in memory and written in one batch at most
+``FLUSH_USES_SECONDS`` later, when a promotion needs them, and when the store closes;
+compaction reads the session's working memory only when the cached sections show more of
+it than compaction keeps, and promotion writes only when a used episodic memory has reached
+``PROMOTE_AFTER_USES``.
 """
 
 from __future__ import annotations
@@ -39,15 +40,12 @@ import logging
 import threading
 import time
 import weakref
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import TypeVar, cast
-
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection
 
 from memory import _telemetry as telemetry
 from memory._embeddings import TokenCounter
@@ -62,7 +60,7 @@ from memory._schemas import (
     id_list_chunks,
 )
 from memory._sharing import grants_version
-from memory._store import Owner, Store, memories
+from memory._store import Owner, Store
 from memory._summary import extractive_summary
 from memory._text import terms
 from memory._types import CodePattern, MemoryRecord, SessionCheckpoint, Tier
@@ -246,7 +244,7 @@ class _UseCounts:
             if not batch:
                 return
             try:
-                self._store.db.write(lambda connection: _add_uses(connection, batch))
+                self._store.record_uses(batch)
             except BaseException:
                 with self._lock:
                     for memory_id, (count, at) in batch.items():
@@ -265,31 +263,6 @@ class _UseCounts:
             logger.warning(
                 "could not record the uses of injected memories yet; they stay pending",
                 exc_info=True,
-            )
-
-
-def _add_uses(connection: Connection, batch: dict[int, tuple[int, datetime]]) -> None:
-    """Add ``batch``'s uses: one statement per distinct count (and per 500 ids)."""
-    by_count: dict[int, list[int]] = defaultdict(list)
-    latest: dict[int, datetime] = {}
-    for memory_id, (count, at) in batch.items():
-        by_count[count].append(memory_id)
-        latest[count] = max(at, latest.get(count, at))
-    column = memories.c.last_accessed_at
-    for count, ids in sorted(by_count.items()):
-        last = sa.literal(latest[count], column.type)
-        ids.sort()
-        for start in range(0, len(ids), 500):
-            connection.execute(
-                sa.update(memories)
-                .where(memories.c.id.in_(ids[start : start + 500]))
-                .values(
-                    access_count=memories.c.access_count + count,
-                    # A get may have recorded a later access meanwhile: keep the latest.
-                    last_accessed_at=sa.case(
-                        (sa.or_(column.is_(None), column < last), last), else_=column
-                    ),
-                )
             )
 
 
@@ -499,21 +472,28 @@ class Injector:
         return sections
 
     def _read_sections(self, owner: Owner) -> _Sections:
+        read = self._store.context_sections(
+            owner,
+            (
+                MemoryQuery(tier=_working(owner), session=owner.session, limit=RECENT_WORKING)
+                if owner.session is not None
+                else None
+            ),
+            CodePatternQuery(limit=100),
+        )
         fixed: list[_Candidate] = []
         expiries: list[datetime | None] = []
-        if owner.session is not None:
-            checkpoint = self._store.load_state(owner, owner.session)
-            if checkpoint is not None:
-                expiries.append(checkpoint.expires_at)
-                fixed.append(
-                    _Candidate(
-                        "state",
-                        json.dumps(checkpoint.state, ensure_ascii=False, sort_keys=True),
-                        f"state:{owner.session}#{checkpoint.checkpoint_seq}",
-                        1.0,
-                    )
+        if read.checkpoint is not None:
+            expiries.append(read.checkpoint.expires_at)
+            fixed.append(
+                _Candidate(
+                    "state",
+                    json.dumps(read.checkpoint.state, ensure_ascii=False, sort_keys=True),
+                    f"state:{owner.session}#{read.checkpoint.checkpoint_seq}",
+                    1.0,
                 )
-        for preference in self._store.list_preferences(owner):
+            )
+        for preference in read.preferences:
             fixed.append(
                 _Candidate(
                     "preferences",
@@ -522,31 +502,26 @@ class Injector:
                     preference.confidence,
                 )
             )
-        working: list[MemoryRecord] = []
-        if owner.session is not None:
-            working = self._store.list_memories(
-                owner,
-                MemoryQuery(tier=_working(owner), session=owner.session, limit=RECENT_WORKING),
-            )
-            for position, record in enumerate(working):
-                expiries.append(record.expires_at)
-                fixed.append(
-                    _Candidate(
-                        "working",
-                        record.content,
-                        f"memory:{record.id}",
-                        1.0 - position / (len(working) + 1),
-                        record.id,
-                        record,
-                    )
+        working = read.working
+        for position, record in enumerate(working):
+            expiries.append(record.expires_at)
+            fixed.append(
+                _Candidate(
+                    "working",
+                    record.content,
+                    f"memory:{record.id}",
+                    1.0 - position / (len(working) + 1),
+                    record.id,
+                    record,
                 )
+            )
         own = sum(1 for r in working if r.user_id == owner.user and r.agent_id == owner.agent)
         patterns = tuple(
             (
                 pattern,
                 frozenset(terms(f"{pattern.name} {pattern.description} {' '.join(pattern.tags)}")),
             )
-            for pattern in self._store.find_patterns(owner, CodePatternQuery(limit=100))
+            for pattern in read.patterns
         )
         return _Sections(
             tuple(fixed),

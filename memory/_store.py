@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -393,24 +393,44 @@ class Store:
     def list_memories(self, owner: Owner, query: MemoryQuery) -> list[MemoryRecord]:
         """The live memories ``owner`` may see (its own, and those shared with it when
         ``owner.shared``) matching ``query``, newest first."""
+        return self.db.read(lambda connection: self._list_memories(connection, owner, query))
 
-        def operation(connection: Connection) -> list[MemoryRecord]:
-            conditions = [visible(connection, owner), _live(utcnow())]
-            if query.tier is not None:
-                conditions.append(memories.c.tier == query.tier)
-            if query.session is not None:
-                conditions.append(memories.c.session_id == query.session)
-            if query.created_after is not None:
-                conditions.append(memories.c.created_at >= query.created_after)
-            if query.created_before is not None:
-                conditions.append(memories.c.created_at < query.created_before)
-            if query.before_id is not None:
-                conditions.append(memories.c.id < query.before_id)
-            conditions.extend(
-                has_metadata(key, value) for key, value in query.metadata.items()
-            )
-            return self.select_memories(
-                connection, sa.and_(*conditions), [memories.c.id.desc()], query.limit
+    def _list_memories(
+        self, connection: Connection, owner: Owner, query: MemoryQuery
+    ) -> list[MemoryRecord]:
+        conditions = [visible(connection, owner), _live(utcnow())]
+        if query.tier is not None:
+            conditions.append(memories.c.tier == query.tier)
+        if query.session is not None:
+            conditions.append(memories.c.session_id == query.session)
+        if query.created_after is not None:
+            conditions.append(memories.c.created_at >= query.created_after)
+        if query.created_before is not None:
+            conditions.append(memories.c.created_at < query.created_before)
+        if query.before_id is not None:
+            conditions.append(memories.c.id < query.before_id)
+        conditions.extend(has_metadata(key, value) for key, value in query.metadata.items())
+        return self.select_memories(
+            connection, sa.and_(*conditions), [memories.c.id.desc()], query.limit
+        )
+
+    def context_sections(
+        self, owner: Owner, working: MemoryQuery | None, pattern_query: CodePatternQuery
+    ) -> ContextSections:
+        """What context injection shows whatever the query, in one read transaction: the
+        latest live checkpoint of ``owner.session``, the user's preferences, the memories
+        ``working`` selects (the session's recent ones) and the patterns ``pattern_query``
+        selects."""
+
+        def operation(connection: Connection) -> ContextSections:
+            checkpoint = None
+            if owner.session is not None:
+                checkpoint = _unexpired(self._latest_checkpoint(connection, owner, owner.session))
+            return ContextSections(
+                checkpoint,
+                self._list_preferences(connection, owner),
+                self._list_memories(connection, owner, working) if working is not None else [],
+                self._find_patterns(connection, owner, pattern_query),
             )
 
         return self.db.read(operation)
@@ -535,17 +555,36 @@ class Store:
 
         return self.db.write(operation)
 
-    def record_use(self, memory_ids: Sequence[int]) -> None:
-        """Count one use (an access) of each memory, as injection does for what it shows."""
+    def record_uses(self, uses: Mapping[int, tuple[int, datetime]]) -> None:
+        """Add uses (accesses) to memories, as injection batches them: ``uses`` maps a
+        memory id to how many times it was used and when last. One statement per distinct
+        count (and per 500 ids), in one transaction."""
+        by_count: dict[int, list[int]] = {}
+        latest: dict[int, datetime] = {}
+        for memory_id, (count, at) in uses.items():
+            by_count.setdefault(count, []).append(memory_id)
+            latest[count] = max(at, latest.get(count, at))
+        column = memories.c.last_accessed_at
 
         def operation(connection: Connection) -> None:
-            connection.execute(
-                sa.update(memories)
-                .where(memories.c.id.in_(list(memory_ids)))
-                .values(access_count=memories.c.access_count + 1, last_accessed_at=utcnow())
-            )
+            for count, ids in sorted(by_count.items()):
+                last = sa.literal(latest[count], column.type)
+                ids.sort()
+                for start in range(0, len(ids), 500):
+                    connection.execute(
+                        sa.update(memories)
+                        .where(memories.c.id.in_(ids[start : start + 500]))
+                        .values(
+                            access_count=memories.c.access_count + count,
+                            # A get may have recorded a later access meanwhile: keep it.
+                            last_accessed_at=sa.case(
+                                (sa.or_(column.is_(None), column < last), last), else_=column
+                            ),
+                        )
+                    )
 
-        self.db.write(operation)
+        if by_count:
+            self.db.write(operation)
 
     # -- preferences --------------------------------------------------------------------------
 
@@ -612,16 +651,15 @@ class Store:
 
     def list_preferences(self, owner: Owner) -> list[Preference]:
         """Every preference of the user, by key."""
+        return self.db.read(lambda connection: self._list_preferences(connection, owner))
 
-        def operation(connection: Connection) -> list[Preference]:
-            rows = connection.execute(
-                sa.select(preferences)
-                .where(preferences.c.user_id == owner.user)
-                .order_by(preferences.c.key)
-            ).mappings()
-            return [self._preference(row) for row in rows]
-
-        return self.db.read(operation)
+    def _list_preferences(self, connection: Connection, owner: Owner) -> list[Preference]:
+        rows = connection.execute(
+            sa.select(preferences)
+            .where(preferences.c.user_id == owner.user)
+            .order_by(preferences.c.key)
+        ).mappings()
+        return [self._preference(row) for row in rows]
 
     def delete_preference(self, owner: Owner, key: str) -> None:
         """Remove the user's preference ``key``."""
@@ -719,31 +757,32 @@ class Store:
 
     def find_patterns(self, owner: Owner, query: CodePatternQuery) -> list[CodePattern]:
         """The user's patterns matching ``query``, most used first."""
+        return self.db.read(lambda connection: self._find_patterns(connection, owner, query))
 
-        def operation(connection: Connection) -> list[CodePattern]:
-            conditions = [patterns.c.user_id == owner.user]
-            if query.language is not None:
-                conditions.append(patterns.c.language == query.language)
-            rows = connection.execute(
-                sa.select(patterns)
-                .where(*conditions)
-                .order_by(patterns.c.usage_count.desc(), patterns.c.id)
-            ).mappings()
-            found = []
-            # Tag and text matching happen here, not in SQL, so that case folding is the
-            # same on every backend; the user index bounds how many rows are read.
-            for row in rows:
-                pattern = self._pattern(row)
-                if query.tag is not None and query.tag not in pattern.tags:
-                    continue
-                if query.text is not None and not _mentions(pattern, query.text):
-                    continue
-                found.append(pattern)
-                if len(found) == query.limit:
-                    break
-            return found
-
-        return self.db.read(operation)
+    def _find_patterns(
+        self, connection: Connection, owner: Owner, query: CodePatternQuery
+    ) -> list[CodePattern]:
+        conditions = [patterns.c.user_id == owner.user]
+        if query.language is not None:
+            conditions.append(patterns.c.language == query.language)
+        rows = connection.execute(
+            sa.select(patterns)
+            .where(*conditions)
+            .order_by(patterns.c.usage_count.desc(), patterns.c.id)
+        ).mappings()
+        found = []
+        # Tag and text matching happen here, not in SQL, so that case folding is the
+        # same on every backend; the user index bounds how many rows are read.
+        for row in rows:
+            pattern = self._pattern(row)
+            if query.tag is not None and query.tag not in pattern.tags:
+                continue
+            if query.text is not None and not _mentions(pattern, query.text):
+                continue
+            found.append(pattern)
+            if len(found) == query.limit:
+                break
+        return found
 
     # -- session state ------------------------------------------------------------------------
 
@@ -887,33 +926,47 @@ class Store:
 
     def latest_checkpoint(self, owner: Owner, session: str) -> SessionCheckpoint | None:
         """The latest checkpoint of ``session``, expired or not."""
+        return self.db.read(lambda connection: self._latest_checkpoint(connection, owner, session))
 
-        def operation(connection: Connection) -> SessionCheckpoint | None:
-            row = (
-                connection.execute(
-                    sa.select(session_state)
-                    .where(
-                        session_state.c.user_id == owner.user,
-                        session_state.c.session_id == session,
-                    )
-                    .order_by(session_state.c.checkpoint_seq.desc())
-                    .limit(1)
+    def _latest_checkpoint(
+        self, connection: Connection, owner: Owner, session: str
+    ) -> SessionCheckpoint | None:
+        row = (
+            connection.execute(
+                sa.select(session_state)
+                .where(
+                    session_state.c.user_id == owner.user,
+                    session_state.c.session_id == session,
                 )
-                .mappings()
-                .first()
+                .order_by(session_state.c.checkpoint_seq.desc())
+                .limit(1)
             )
-            return self._checkpoint(row) if row is not None else None
-
-        return self.db.read(operation)
+            .mappings()
+            .first()
+        )
+        return self._checkpoint(row) if row is not None else None
 
     def load_state(self, owner: Owner, session: str) -> SessionCheckpoint | None:
         """The latest live checkpoint of ``session``, or None."""
-        checkpoint = self.latest_checkpoint(owner, session)
-        if checkpoint is None or (
-            checkpoint.expires_at is not None and checkpoint.expires_at <= utcnow()
-        ):
-            return None
-        return checkpoint
+        return _unexpired(self.latest_checkpoint(owner, session))
+
+
+@dataclass(frozen=True, slots=True)
+class ContextSections:
+    """What ``Store.context_sections`` reads for context injection, in one transaction."""
+
+    checkpoint: SessionCheckpoint | None
+    preferences: list[Preference]
+    working: list[MemoryRecord]
+    patterns: list[CodePattern]
+
+
+def _unexpired(checkpoint: SessionCheckpoint | None) -> SessionCheckpoint | None:
+    if checkpoint is None or (
+        checkpoint.expires_at is not None and checkpoint.expires_at <= utcnow()
+    ):
+        return None
+    return checkpoint
 
 
 def session_target(session: str) -> str:
