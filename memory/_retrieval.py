@@ -6,12 +6,14 @@ How a search runs, for one user:
    PostgreSQL, both over the terms ``memory._text`` produced, so they match the same rows.
    Their BM25 score is computed here from the stored terms and per-user statistics, so it
    is the same number on every backend.
-2. Vector candidates come from an exact NumPy index of the user's embeddings, loaded on
-   first use and kept current by reading ``memory_changes`` past the last sequence seen
-   (one indexed query when nothing changed, which is how other processes' writes show up).
-   On PostgreSQL with pgvector they come from an HNSW index in the database instead
-   (``memory._pgvector``), and no process holds the vectors. Either way a candidate's
-   score is the cosine with its stored float32 vector, so the backends agree.
+2. Vector candidates come from an in-process NumPy index of the user's embeddings
+   (``memory._vectors``: sign bits and int8 codes narrow them down, and the few best are
+   scored with their float32 vectors read from the database), loaded on first use and kept
+   current by reading ``memory_changes`` past the last sequence seen (one indexed query
+   when nothing changed, which is how other processes' writes show up). On PostgreSQL with
+   pgvector they come from an HNSW index in the database instead (``memory._pgvector``),
+   and no process holds the vectors. Either way a candidate's score is the cosine with its
+   stored float32 vector, so the backends agree.
 3. The memories stored just before and after the best candidates in their sessions join
    the pool (from the in-process index: no extra query), and everything is scored in
    ``memory._ranking``: weighted, normalised keyword and vector scores, plus a share of the
@@ -31,7 +33,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import sqlalchemy as sa
@@ -198,7 +200,9 @@ class Retriever:
         if self._in_database:
             return pgvector.DatabaseVectors(user, self.embedder.model_name, self.embedder.dimension)
         index = self._vectors(connection, user)
-        return ProcessVectors(index) if index is not None else None
+        if index is None:
+            return None
+        return ProcessVectors(index, self.embedder.model_name)
 
     def _vectors(self, connection: Connection, user: str) -> UserVectors | None:
         if self.embedder is None:
@@ -222,8 +226,7 @@ class Retriever:
             return
         # In id order, so that a first load files each session's ids by appending.
         ids = sorted({row.memory_id for row in changed})
-        index.reserve(sum(1 for memory_id in ids if memory_id not in index.slot))
-        found: dict[int, Any] = {}
+        index.reserve(int((index.positions(np.array(ids, dtype=np.int64)) < 0).sum()))
         for start in range(0, len(ids), 5000):
             rows = connection.execute(
                 sa.select(
@@ -238,15 +241,21 @@ class Retriever:
                     memories.c.id.in_(ids[start : start + 5000]),
                     memory_embeddings.c.model == self.embedder.model_name,
                 )
-            )
-            found.update({row.id: row for row in rows})
-        for memory_id in ids:
-            row = found.get(memory_id)
-            if row is None:
-                index.remove(memory_id)
-            else:
-                vector = np.frombuffer(row.vector, dtype=np.float32)
-                index.upsert(memory_id, row.agent_id, row.session_id, row.tier, vector)
+                .order_by(memories.c.id)
+            ).all()
+            found = {row.id for row in rows}
+            for memory_id in ids[start : start + 5000]:
+                if memory_id not in found:
+                    index.remove(memory_id)
+            if rows:
+                vectors = np.frombuffer(b"".join(row.vector for row in rows), dtype=np.float32)
+                index.upsert_many(
+                    [row.id for row in rows],
+                    [row.agent_id for row in rows],
+                    [row.session_id for row in rows],
+                    [row.tier for row in rows],
+                    vectors.reshape(len(rows), -1),
+                )
         index.last_seq = changed[-1].seq
 
     def forget(self, user: str) -> None:
