@@ -18,6 +18,7 @@ from memory import (
     resolve_database_url,
     upgrade,
 )
+from memory._migrate import MEMORIES_REVISION
 
 
 def test_public_names_are_exactly_all() -> None:
@@ -103,7 +104,9 @@ def test_open_at_phase_1_keeps_the_graph_and_refuses_phase_2(tmp_path: Path) -> 
     with Memory.open(url) as store:
         assert store.revision == "0003"
         store.graph("u").create_entities([{"name": "Ada", "entityType": "person"}])
-        with pytest.raises(SchemaError, match="need schema revision 0008.*memctl migrate"):
+        with pytest.raises(
+            SchemaError, match=f"need schema revision {MEMORIES_REVISION}.*memctl migrate"
+        ):
             store.scope("u", "a")
 
 

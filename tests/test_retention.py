@@ -38,6 +38,7 @@ from memory import (
     extractive_summary,
     last_cleanup_run,
 )
+from memory._migrate import MEMORIES_REVISION
 from memory._models import Base
 from memory.cli import main
 
@@ -711,7 +712,7 @@ def test_cleanup_needs_the_retention_revision(tmp_path: Path) -> None:
     finally:
         engine.dispose()
     with Memory.open(url, embedder=None) as store:
-        with pytest.raises(SchemaError, match="revision 0008.*memctl migrate"):
+        with pytest.raises(SchemaError, match=f"revision {MEMORIES_REVISION}.*memctl migrate"):
             cleanup(store)
         with pytest.raises(SchemaError, match="memctl migrate"):
             last_cleanup_run(store)
@@ -790,7 +791,7 @@ def test_memctl_cleanup_reports_an_old_schema_in_one_line(tmp_path: Path) -> Non
         engine.dispose()
     result = _memctl(url)
     assert result.exit_code == 1
-    assert result.stderr.startswith("Error: retention needs schema revision 0008")
+    assert result.stderr.startswith(f"Error: retention needs schema revision {MEMORIES_REVISION}")
     assert "Traceback" not in result.output
 
 
