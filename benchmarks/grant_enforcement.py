@@ -116,6 +116,16 @@ def _grant(store: Memory, ids: dict[str, list[int]], grants: int, rng: random.Ra
         store.scope(USER, owner).share(tag=("tag", tag), agents=["coder"])
 
 
+def _analyze(store: Memory) -> None:
+    """Gather planner statistics, as autovacuum would after a bulk load (it is off on some
+    servers, this machine's included). Without them PostgreSQL estimates one row per agent
+    and walks an agent's whole index to check a handful of ids."""
+    if store.backend == "postgresql":
+        autocommit = store.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        with autocommit as connection:
+            connection.exec_driver_sql("VACUUM (ANALYZE)")
+
+
 def _percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
@@ -127,6 +137,7 @@ def run(backend: str, url: str, args: argparse.Namespace) -> dict[str, object]:
     with Memory.open(url, embedder=HashingEmbedder(), flags=on) as store:
         ids = _load(store, args.memories, rng)
         _grant(store, ids, args.grants, rng)
+        _analyze(store)
         held = len(store.scope(USER, "coder").grants(received=True))
         variants = {
             "unshared": ("coder", off),

@@ -17,9 +17,10 @@ keeps them cheap:
   then applied to the best ``RANKED_MATCHES`` ids in one query. When those leave too few
   visible candidates while more matches exist (a reader that sees a small share of the
   user's memories), the query runs again with the condition inside it, as it always did.
-  Either way a row the reader may not see never becomes a candidate, and never takes a
-  visible row's place: the visible rows among the best N matches are the best visible
-  rows.
+  A reader known to see less than that share (its own memories and granted ids, counted
+  once per data version) goes to the restricted query at once. Either way a row the
+  reader may not see never becomes a candidate, and never takes a visible row's place:
+  the visible rows among the best N matches are the best visible rows.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class CorpusStatistics:
     documents: int
     average: float
     frequencies: dict[str, int]
+    version: int = 0
 
 
 @dataclass(slots=True)
@@ -74,6 +76,8 @@ class _UserStatistics:
     documents: int
     average: float
     frequencies: dict[str, int] = field(default_factory=dict)
+    # Memories per agent, for the share of the user's memories a reader owns.
+    owned: dict[str, int] = field(default_factory=dict)
 
 
 class KeywordIndex:
@@ -115,7 +119,7 @@ class KeywordIndex:
             while len(self._users) > CACHED_USERS:
                 self._users.popitem(last=False)
         frequencies = {term: known.get(term, counted.get(term, 0)) for term in wanted}
-        return CorpusStatistics(entry.documents, entry.average, frequencies)
+        return CorpusStatistics(entry.documents, entry.average, frequencies, version)
 
     def forget(self, user: str) -> None:
         """Drop what is cached about ``user``."""
@@ -168,11 +172,45 @@ class KeywordIndex:
         if not wanted:
             return []
         rank = _Preranking(wanted, statistics, k1, b)
-        ranked = self._ranked(connection, user, rank, None, RANKED_MATCHES)
-        visible = visible_among(connection, reader, ranked)
-        if len(ranked) < RANKED_MATCHES or len(visible) >= ENOUGH_VISIBLE:
-            return visible[:KEYWORD_CANDIDATES]
+        if not self._sees_little(connection, user, reader, statistics):
+            ranked = self._ranked(connection, user, rank, None, RANKED_MATCHES)
+            visible = visible_among(connection, reader, ranked)
+            if len(ranked) < RANKED_MATCHES or len(visible) >= ENOUGH_VISIBLE:
+                return visible[:KEYWORD_CANDIDATES]
         return self._ranked(connection, user, rank, reader, KEYWORD_CANDIDATES)
+
+    def _sees_little(
+        self, connection: Connection, user: str, reader: Readable, statistics: CorpusStatistics
+    ) -> bool:
+        """Whether the reader may see so small a share of the user's memories (its own and
+        those its memory and tag grants name) that the best ``RANKED_MATCHES`` would hold
+        fewer than ``ENOUGH_VISIBLE`` of them: then the query with visibility inside it
+        runs at once, instead of after a wasted one. A tier grant admits an unknown share,
+        so it never counts as little."""
+        if reader.held.tiers or not statistics.documents:
+            return False
+        own = self._owned(connection, user, reader.owner.agent, statistics.version)
+        seen = own + len(reader.held.memory_ids) + len(reader.tagged)
+        return seen * RANKED_MATCHES < ENOUGH_VISIBLE * statistics.documents
+
+    def _owned(self, connection: Connection, user: str, agent: str, version: int) -> int:
+        """How many memories of ``user`` ``agent`` owns, counted once per data version."""
+        with self._lock:
+            entry = self._users.get(user)
+            if entry is not None and entry.version == version and agent in entry.owned:
+                return entry.owned[agent]
+        count = connection.execute(
+            sa.select(sa.func.count())
+            .select_from(memories)
+            .where(memories.c.user_id == user, memories.c.agent_id == agent)
+        ).scalar_one()
+        with self._lock:
+            entry = self._users.get(user)
+            if entry is not None and entry.version == version:
+                if len(entry.owned) >= CACHED_TERMS:
+                    entry.owned.clear()
+                entry.owned[agent] = int(count)
+        return int(count)
 
     def _ranked(
         self,

@@ -536,10 +536,12 @@ def _granted_rows(
 def _among(dialect: str, ids: list[int]) -> sa.ColumnElement[bool]:
     """``memories.id IN ids`` as ONE bound parameter (a JSON array on SQLite, an array on
     PostgreSQL): a thousand separate parameters cost more to compile and bind than the
-    search they restrict."""
+    search they restrict. On PostgreSQL ``IN (SELECT unnest(array))``, not ``= ANY(array)``:
+    the subquery is hashed once, where ANY compares each row with every granted id (a
+    thousand rows against a thousand grants cost 45 ms of a search)."""
     if dialect == "postgresql":
         array = sa.bindparam("granted_ids", ids, type_=postgresql.ARRAY(sa.BigInteger()))
-        return memories.c.id == sa.func.any(array)
+        return memories.c.id.in_(sa.select(sa.func.unnest(array)).scalar_subquery())
     listed = sa.select(sa.column("value", sa.BigInteger())).select_from(
         sa.func.json_each(sa.bindparam("granted_ids", json.dumps(ids)))
     )
