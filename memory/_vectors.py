@@ -278,7 +278,7 @@ class UserVectors:
     def candidates(self, query: np.ndarray, reader: Readable, count: int) -> np.ndarray:
         """The ids whose exact scores decide the ``count`` best rows ``reader`` may read:
         every readable row when there are few, else the int8 best of the Hamming best."""
-        if self.size == 0:
+        if self.size == 0 or count <= 0:
             return np.zeros(0, dtype=np.int64)
         mask = self.readable(reader)
         wanted = RESCORED * count
