@@ -144,15 +144,13 @@ class Memory:
         # Cached injections of a user go stale with any of the user's events (a preference or
         # session state changes them as much as a memory does): local writes right away,
         # other processes' through the bus, when there is one.
-        self._updates.observe(
-            lambda events: self._injector.invalidate({event.user_id for event in events})
-        )
+        self._updates.observe(self._injector.invalidate_for)
         self._cache_subscription: Subscription | None = None
         if self._updates.backend != "inprocess" and revision_at_least(
             revision, MEMORIES_REVISION
         ):
             self._cache_subscription = self._updates.subscribe(
-                lambda event: self._injector.invalidate({event.user_id})
+                lambda event: self._injector.invalidate_for([event])
             )
 
     @classmethod

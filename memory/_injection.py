@@ -41,7 +41,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -50,6 +50,7 @@ from typing import TypeVar, cast
 from memory import _telemetry as telemetry
 from memory._embeddings import TokenCounter
 from memory._errors import NotFoundError, SessionExpiredError
+from memory._events import MemoryEvent
 from memory._models import utcnow
 from memory._retrieval import Retriever
 from memory._schemas import (
@@ -86,6 +87,8 @@ SUMMARY_CHARS = 1_000
 FLUSH_USES_SECONDS = 1.0
 SECTIONS_CACHE_SIZE = 256
 _TITLES = dict(SECTIONS)
+# Events that record a read: they change nothing a context shows.
+_READS = frozenset({"memory.read"})
 
 logger = logging.getLogger(__name__)
 _Cached = TypeVar("_Cached")
@@ -383,6 +386,14 @@ class Injector:
             for cache in (self._cache, self._sections_cache):
                 for key in [key for key in cache if cast(Owner, key[0]).user in users]:
                     del cache[key]
+
+    def invalidate_for(self, events: Iterable[MemoryEvent]) -> None:
+        """``invalidate`` the users whose data ``events`` changed. A logged read
+        (``memory.read``, which every inject, search or get showing another agent's memory
+        appends) changes nothing a context shows, so it leaves the caches alone."""
+        users = {event.user_id for event in events if event.operation not in _READS}
+        if users:
+            self.invalidate(users)
 
     def flush(self) -> None:
         """Write the uses of injected memories counted so far (``Memory.close`` does)."""

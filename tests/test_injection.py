@@ -228,6 +228,27 @@ def test_another_process_write_reaches_the_next_inject(tmp_path: Path, user: str
         assert added.id in injected_ids(scope.inject("other question", budget_tokens=500))
 
 
+def test_logging_a_shared_read_leaves_the_cache_alone(memory: Memory, user: str) -> None:
+    planner = memory.scope(user, "planner", "s1")
+    note = planner.add("the invoice export retries network calls", tier="episodic")
+    planner.share(memory_id=note.id, agents=["coder"])
+    coder = memory.scope(user, "coder", "s2")
+
+    first = coder.inject("invoice export", budget_tokens=500)
+    assert note.id in injected_ids(first)
+    # Each call logs a memory.read of the planner's note; a read changes no context.
+    assert coder.inject("invoice export", budget_tokens=500) is first
+    with memory.engine.connect() as connection:
+        reads = connection.execute(
+            sa.text(
+                "SELECT count(*) FROM memory_events "
+                "WHERE operation = 'memory.read' AND user_id = :user"
+            ),
+            {"user": user},
+        ).scalar()
+    assert reads == 2
+
+
 def injected_ids(context: InjectedContext) -> set[int]:
     return {
         int(item.source.split(":")[1].split()[0])
