@@ -98,8 +98,10 @@ class UserVectors:
         self.names: list[str] = []
         self.order = SessionOrder()
         self.size = 0
-        # ids[:in_order] ascend; the rows after them (ids that came out of order) do not.
+        # ids[:in_order] ascend; the rows after them (ids that came out of order) do not,
+        # and their order by id is kept here between changes.
         self.in_order = 0
+        self._tail_order: np.ndarray | None = None
         self.dead = 0
         self.last_seq = 0
         self.lock = threading.Lock()
@@ -137,6 +139,7 @@ class UserVectors:
         self._reshape(rows, len(rows) + max(16, len(rows) // 32))
         self.size = self.in_order = len(rows)
         self.dead = 0
+        self._tail_order = None
 
     def _untidy(self) -> bool:
         slack = max(1024, self.size // 64)
@@ -158,7 +161,11 @@ class UserVectors:
             if stop == start:
                 continue
             part = self.ids[start:stop]
-            order = None if start == 0 else np.argsort(part)
+            order = None
+            if start > 0:
+                if self._tail_order is None:
+                    self._tail_order = np.argsort(part)
+                order = self._tail_order
             ordered = part if order is None else part[order]
             at = np.minimum(np.searchsorted(ordered, ids), stop - start - 1)
             hit = (ordered[at] == ids) & (found < 0)
@@ -194,6 +201,8 @@ class UserVectors:
         self.size += added
         if ordered:
             self.in_order = self.size
+        elif added:
+            self._tail_order = None
         for i in np.flatnonzero(~new):
             row = int(rows[i])
             if self.live[row]:
@@ -238,12 +247,17 @@ class UserVectors:
 
     # -- reading ------------------------------------------------------------------------------
 
-    def neighbours(self, memory_id: int) -> Neighbours:
-        """The live memories stored just before and just after this one in its session."""
-        row = self.position(memory_id)
-        if row is None or not self.live[row]:
-            return None, None
-        return self.order.neighbours(memory_id, self._key(row))
+    def neighbours(self, ids: Sequence[int]) -> dict[int, Neighbours]:
+        """For each id, the live memories stored just before and just after it in its
+        session."""
+        rows = self.positions(np.asarray(ids, dtype=np.int64)).tolist()
+        found: dict[int, Neighbours] = {}
+        for memory_id, row in zip(ids, rows, strict=True):
+            if row < 0 or not self.live[row]:
+                found[memory_id] = (None, None)
+            else:
+                found[memory_id] = self.order.neighbours(memory_id, self._key(row))
+        return found
 
     def readable(self, reader: Readable) -> np.ndarray:
         """The rows ``reader`` may read: its own, and those its grants admit (the rule of
@@ -318,7 +332,8 @@ class UserVectors:
         )
         names = sys.getsizeof(self.codes) + sys.getsizeof(self.names)
         names += sum(sys.getsizeof(name) for name in self.names)
-        return int(sum(array.nbytes for array in arrays)) + names + self.order.nbytes()
+        tail = 0 if self._tail_order is None else self._tail_order.nbytes
+        return int(sum(array.nbytes for array in arrays)) + tail + names + self.order.nbytes()
 
 
 def resized(array: np.ndarray, capacity: int, size: int) -> np.ndarray:
@@ -351,4 +366,4 @@ class ProcessVectors:
 
     def neighbours(self, connection: Connection, ids: Sequence[int]) -> dict[int, Neighbours]:
         with self.index.lock:
-            return {memory_id: self.index.neighbours(memory_id) for memory_id in ids}
+            return self.index.neighbours(ids)

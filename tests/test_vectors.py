@@ -90,15 +90,17 @@ def test_ids_stay_findable_through_removals_strays_and_compaction() -> None:
     index.upsert_many([5, 6, 7, 8, 9], ["assistant"] * 5, ["s100"] * 5, ["working"] * 5, strays)
     assert index.in_order == 3000 and index.size == 3005
     assert index.positions(np.array([7, 1000, 3999, 4000])).tolist() == [3002, 0, 2999, -1]
-    assert index.neighbours(1001) == (9, 1003)  # the strays joined (assistant, s100)
+    assert index.neighbours([1001])[1001] == (9, 1003)  # the strays joined (assistant, s100)
+    index.upsert(3, "planner", "s100", "working", strays[0])  # after a lookup sorted the tail
+    assert index.positions(np.array([3, 7])).tolist() == [3005, 3002]
     for memory_id in range(1000, 2100):  # enough dead rows to compact
         index.remove(memory_id)
     # the 1,025th removal compacted (1,024 dead rows allowed at this size); 75 came after
-    assert index.dead == 75 and index.size == index.in_order == 1980
-    assert index.ids[:5].tolist() == [5, 6, 7, 8, 9]
-    assert index.position(1500) is None and index.position(2100) == 5 + 75  # 2025-2099 dead
-    assert index.neighbours(2103) == (2101, 2105)
-    assert index.neighbours(2100) == (None, 2102)  # 2098 went
+    assert index.dead == 75 and index.size == index.in_order == 1981
+    assert index.ids[:6].tolist() == [3, 5, 6, 7, 8, 9]
+    assert index.position(1500) is None and index.position(2100) == 6 + 75  # 2025-2099 dead
+    assert index.neighbours([2103])[2103] == (2101, 2105)
+    assert index.neighbours([2100])[2100] == (None, 2102)  # 2098 went
     # a removed id filed again comes back in place of nothing
     index.upsert(1500, "assistant", "s150", "episodic", clustered(rng, 1)[0])
     assert index.position(1500) is not None and index.live[index.position(1500)]
@@ -108,7 +110,7 @@ def test_refiling_a_memory_moves_it_between_sessions() -> None:
     rng = np.random.default_rng(4)
     index = filled(clustered(rng, 30))
     index.upsert(11, "assistant", "s9", "episodic", clustered(rng, 1)[0])
-    assert index.neighbours(13) == (None, 15)  # 11 left s1 (whose assistant rows are 11-19)
+    assert index.neighbours([13])[13] == (None, 15)  # 11 left s1 (whose assistant rows are 11-19)
     assert index.size == 30
 
 
