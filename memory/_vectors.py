@@ -286,7 +286,10 @@ class UserVectors:
         distances: np.ndarray = np.bitwise_count(signs[0] ^ words[0]).astype(np.uint16)
         for word in range(1, self.words):
             distances += np.bitwise_count(signs[word] ^ words[word])
-        np.copyto(distances, 64 * self.words + 1, where=~mask)
+        # Arithmetic, not a masked assignment: on a mask of scattered rows that measured
+        # ten times slower (a branch per row).
+        unreadable = np.logical_not(mask).view(np.uint8).astype(np.uint16)
+        np.maximum(distances, unreadable * np.uint16(64 * self.words + 1), out=distances)
         return distances
 
     def candidates(self, query: np.ndarray, reader: Readable, count: int) -> np.ndarray:
