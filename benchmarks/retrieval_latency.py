@@ -718,7 +718,7 @@ def print_summary(results: list[dict[str, Any]]) -> None:
     print("\n=== summary (ms) ===")
     print(
         f"{'case':<20}{'search p50':>11}{'p95':>8}{'inject p50':>11}{'p95':>8}{'embed p50':>10}"
-        f"{'vector p50':>10}{'cold ms':>9}{'ingest/s':>10}{'B/memory':>10}"
+        f"{'vector p50':>11}{'cold ms':>9}{'ingest/s':>10}{'B/memory':>10}"
     )
     for r in results:
         lat = r["latency"]
@@ -726,7 +726,7 @@ def print_summary(results: list[dict[str, Any]]) -> None:
             f"{r['backend'] + ' ' + format(r['size'], ','):<20}"
             f"{lat['search']['p50_ms']:>11.1f}{lat['search']['p95_ms']:>8.1f}"
             f"{lat['inject']['p50_ms']:>11.1f}{lat['inject']['p95_ms']:>8.1f}"
-            f"{lat['query_embedding']['p50_ms']:>10.1f}{lat['vector_top100']['p50_ms']:>10.1f}"
+            f"{lat['query_embedding']['p50_ms']:>10.1f}{lat['vector_top100']['p50_ms']:>11.1f}"
             f"{r['index']['first_search_ms']:>9.0f}{r['ingest']['add_many_per_s']:>10.0f}"
             f"{r['index']['deep_bytes_per_memory']:>10.0f}"
         )
