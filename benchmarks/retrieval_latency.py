@@ -743,7 +743,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ingest", type=int, default=2000, help="memories ingested per case")
     parser.add_argument("--ingest-batch", type=int, default=500)
     parser.add_argument("--pool", type=int, default=10000, help="distinct embedded sentences")
-    parser.add_argument("--torch-threads", type=int, default=None, help="MiniLMEmbedder(threads=N)")
+    parser.add_argument(
+        "--embedder-threads", type=int, default=None, help="MiniLMEmbedder(threads=N)"
+    )
     parser.add_argument("--seed", type=int, default=20240611)
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     parser.add_argument(
@@ -770,7 +772,7 @@ def main(argv: list[str] | None = None) -> int:
     # through the environment layer, as on an operator's host that has the feature.
     for name in BUILTIN_FLAGS:
         os.environ.setdefault(name, "on")
-    embedder = MiniLMEmbedder(threads=args.torch_threads)
+    embedder = MiniLMEmbedder(threads=args.embedder_threads)
     embedder.embed(["load the model"])
     pool = build_pool(embedder, args.pool, args.seed, args.cache_dir)
     results = []
