@@ -28,6 +28,7 @@ themselves, any agent could read what was shared with any team.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import threading
@@ -317,7 +318,7 @@ def team_members(connection: Connection, user: str) -> dict[str, list[str]]:
 # -- visibility -------------------------------------------------------------------------------
 
 
-def _live(now: datetime) -> sa.ColumnElement[bool]:
+def _live(now: datetime | sa.ColumnElement[datetime]) -> sa.ColumnElement[bool]:
     return sa.or_(grants.c.expires_at.is_(None), grants.c.expires_at > now)
 
 
@@ -388,13 +389,18 @@ def visible(
 
 
 def visible_with(
-    owner: Owner, held: ReaderGrants, access: Access = "read"
+    owner: Owner,
+    held: ReaderGrants,
+    access: Access = "read",
+    now: datetime | sa.ColumnElement[datetime] | None = None,
 ) -> sa.ColumnElement[bool]:
-    """``visible`` for grants already read in this transaction."""
+    """``visible`` for grants already read in this transaction (``now``: the time expiries
+    are compared with, the current time by default)."""
     own = sa.and_(memories.c.user_id == owner.user, memories.c.agent_id == owner.agent)
     if not held.owners:
         return own
-    now = utcnow()
+    if now is None:
+        now = utcnow()
     grant_rules = [
         grants.c.user_id == memories.c.user_id,
         grants.c.owner_agent == memories.c.agent_id,
@@ -441,11 +447,13 @@ def visible_with(
 
 @dataclass(frozen=True, slots=True)
 class Readable:
-    """What one search may read, computed once per search in its transaction.
+    """What one search may read: the grants the reader held at the start of the search
+    (kept by ``ReaderCache`` while the grants and the user's memories are unchanged).
 
-    ``candidates`` is the grants read at the start of the search, spelled out as literal
-    conditions (own agent, granted ids, owner and tier pairs): cheap enough to test on every
-    full-text match and vector candidate before anything is scored. ``predicate`` is
+    ``candidates`` is those grants spelled out as literal conditions (own agent, granted
+    ids, owner and tier pairs), for the queries that restrict matches in SQL; ``admits`` is
+    the same rule in Python, for candidates already read (``memory._keywords.
+    visible_among``). Both only choose what gets scored. ``predicate`` is
     ``visible`` (the EXISTS form), which the final read of the ranked rows applies, so a
     grant revoked while the search ran is honoured there too. ``held`` and ``tagged`` are
     what the in-process vector index builds its mask from.
@@ -456,6 +464,21 @@ class Readable:
     predicate: sa.ColumnElement[bool]
     candidates: sa.ColumnElement[bool]
     tagged: frozenset[int]
+    # The ids memory and tag grants name (``held.memory_ids | tagged``), for ``admits``.
+    granted: frozenset[int] = frozenset()
+
+    def admits(self, user: str, agent: str, tier: str, memory_id: int) -> bool:
+        """``candidates`` tested in Python on a row already read (its user, agent, tier and
+        id): the same rule, for a set of candidates the search has read anyway. It only
+        narrows what the search considers; the final read still applies ``predicate``."""
+        if user != self.owner.user:
+            return False
+        if agent == self.owner.agent:
+            return True
+        held = self.held
+        if agent not in held.owners:
+            return False
+        return memory_id in self.granted or (agent, tier) in held.tiers
 
     def among(self, connection: Connection, ids: list[int]) -> list[int]:
         """The ids among ``ids`` that the reader may see, in their order."""
@@ -469,42 +492,71 @@ class Readable:
         return [memory_id for memory_id in ids if memory_id in found]
 
 
+# The current time, taken when a statement runs (``visible_with`` of a cached predicate).
+_NOW = sa.bindparam("visible_now", callable_=utcnow, type_=grants.c.expires_at.type)
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    version: tuple[object, ...]
+    readable: Readable
+
+
 class ReaderCache:
     """The grants each reader holds (and the ids its tag grants admit), kept between
     searches while neither the user's grants and teams (``grants_version``) nor the user's
     memories (``data_version``: a tag can be added to a memory) have changed.
 
     Reading a thousand grants and their tags costs more than the rest of the enforcement;
-    checking that they are unchanged costs two aggregate queries on indexes.
+    checking that they are unchanged costs one aggregate query. The entry holds the whole
+    ``Readable``, its SQL conditions built once per version too (the predicate compares
+    expiries with the time each statement runs, a bound parameter evaluated then).
     """
 
     def __init__(self, size: int = 1024) -> None:
         self._size = size
-        self._entries: OrderedDict[
-            tuple[str, str], tuple[tuple[object, ...], ReaderGrants, frozenset[int]]
-        ] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
         self._lock = threading.Lock()
 
     def readable(self, connection: Connection, owner: Owner, data_version: int) -> Readable:
         """The ``Readable`` of ``owner`` (its own memories only unless ``owner.shared``)."""
-        held, tagged = NO_GRANTS, frozenset[int]()
-        if owner.shared:
-            key = (owner.user, owner.agent)
-            version = (*grants_version(connection, owner.user), data_version)
+        if not owner.shared:
+            return Readable(
+                owner,
+                NO_GRANTS,
+                visible_with(owner, NO_GRANTS),
+                _granted_rows(connection.dialect.name, owner, NO_GRANTS, frozenset()),
+                frozenset(),
+            )
+        key = (owner.user, owner.agent)
+        version = (*grants_version(connection, owner.user), data_version)
+        with self._lock:
+            cached = self._entries.get(key)
+        if cached is None or cached.version != version:
+            held = reader_grants(connection, owner)
+            tagged = frozenset(tagged_ids(connection, owner)) if held.tags else frozenset()
+            granted = held.memory_ids | tagged
+            cached = _Entry(
+                version,
+                Readable(
+                    owner,
+                    held,
+                    # Built once per version: the expiry comparison takes the time of each
+                    # statement that runs it, not the time the entry was built.
+                    visible_with(owner, held, now=_NOW),
+                    _granted_rows(connection.dialect.name, owner, held, granted),
+                    tagged,
+                    granted,
+                ),
+            )
             with self._lock:
-                cached = self._entries.get(key)
-            if cached is not None and cached[0] == version:
-                held, tagged = cached[1], cached[2]
-            else:
-                held = reader_grants(connection, owner)
-                tagged = frozenset(tagged_ids(connection, owner)) if held.tags else frozenset()
-                with self._lock:
-                    self._entries[key] = (version, held, tagged)
-                    self._entries.move_to_end(key)
-                    while len(self._entries) > self._size:
-                        self._entries.popitem(last=False)
-        granted = _granted_rows(connection.dialect.name, owner, held, tagged)
-        return Readable(owner, held, visible_with(owner, held), granted, tagged)
+                self._entries[key] = cached
+                self._entries.move_to_end(key)
+                while len(self._entries) > self._size:
+                    self._entries.popitem(last=False)
+        if cached.readable.owner == owner:
+            return cached.readable
+        return dataclasses.replace(cached.readable, owner=owner)
 
     def forget(self, user: str) -> None:
         """Drop every reader of ``user``."""
@@ -514,13 +566,13 @@ class ReaderCache:
 
 
 def _granted_rows(
-    dialect: str, owner: Owner, held: ReaderGrants, tagged: frozenset[int]
+    dialect: str, owner: Owner, held: ReaderGrants, ids: frozenset[int]
 ) -> sa.ColumnElement[bool]:
     own = sa.and_(memories.c.user_id == owner.user, memories.c.agent_id == owner.agent)
     if not held.owners:
         return own
     admitted: list[sa.ColumnElement[bool]] = [memories.c.agent_id == owner.agent]
-    granted = sorted(held.memory_ids | tagged)
+    granted = sorted(ids)
     if granted:
         # Memory and tag grants only ever name memories of the agent that made them.
         admitted.append(
@@ -577,27 +629,32 @@ def grants_version(connection: Connection, user: str) -> tuple[int, ...]:
     """A value that changes whenever what ``user``'s agents can see through grants may have:
     a grant or team membership added, changed, revoked or expired."""
     now = utcnow()
-    grant_state = connection.execute(
+    # One statement (the teams' aggregates as scalar subqueries): a round trip per search.
+    user_teams = sa.select(teams.c.id).where(teams.c.user_id == user).subquery()
+    team_count = sa.select(sa.func.count()).select_from(user_teams).scalar_subquery()
+    team_sum = (
+        sa.select(sa.func.coalesce(sa.func.sum(user_teams.c.id), 0))
+        .select_from(user_teams)
+        .scalar_subquery()
+    )
+    state = connection.execute(
         sa.select(
             sa.func.count(),
             sa.func.coalesce(sa.func.sum(grants.c.id), 0),
             sa.func.count(grants.c.expires_at),
             sa.func.max(grants.c.created_at),
+            team_count,
+            team_sum,
         ).where(grants.c.user_id == user, _live(now))
     ).one()
-    team_state = connection.execute(
-        sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(teams.c.id), 0)).where(
-            teams.c.user_id == user
-        )
-    ).one()
-    changed = grant_state[3]
+    changed = state[3]
     return (
-        int(grant_state[0]),
-        int(grant_state[1]),
-        int(grant_state[2]),
+        int(state[0]),
+        int(state[1]),
+        int(state[2]),
         int(changed.timestamp() * 1_000_000) if changed is not None else 0,
-        int(team_state[0]),
-        int(team_state[1]),
+        int(state[4]),
+        int(state[5]),
     )
 
 

@@ -9,6 +9,8 @@ what, and checks both directions: nothing unpermitted is returned, everything pe
 from __future__ import annotations
 
 import dataclasses
+import time
+import typing
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -44,7 +46,10 @@ from memory import (
     cleanup,
 )
 from memory import _telemetry as telemetry
-from memory._models import utcnow
+from memory._keywords import visible_among
+from memory._models import Base, utcnow
+from memory._schemas import Tier
+from memory._sharing import Readable
 from memory.cli import main
 
 BACKENDS = ["sqlite-file", "sqlite-memory", "postgresql"]
@@ -189,6 +194,62 @@ def test_read_write_grants_allow_update_and_read_grants_do_not(shared: Memory, u
         coder.delete(note.id)
 
 
+def test_the_search_rule_in_python_agrees_with_the_sql_conditions(
+    shared: Memory, user: str
+) -> None:
+    """``Readable.admits`` (candidates tested in Python, ``visible_among``) admits exactly
+    the rows that its SQL ``candidates`` condition and the final read's ``predicate`` do,
+    and the cached predicate compares expiries with the time each statement runs."""
+    planner = shared.scope(user, "planner")
+    reviewer = shared.scope(user, "reviewer")
+    coder = shared.scope(user, "coder")
+    shared.scope(f"other-{user}", "planner").add("another user's export")
+    notes = [
+        scope.add(f"note {n}", tier=tier, metadata={"ticket": f"T{n % 3}"})
+        for n, (scope, tier) in enumerate(
+            (scope, tier) for scope in (planner, reviewer, coder) for tier in typing.get_args(Tier)
+        )
+    ]
+    planner.share(memory_id=notes[0].id, agents=["coder"])
+    planner.share(tag=("ticket", "T2"), agents=["coder"])
+    reviewer.share(tier="semantic", teams=["builders"])
+    shared.set_team(user, "builders", ["coder"])
+    soon = utcnow() + timedelta(seconds=1.5)
+    reviewer.share(memory_id=notes[3].id, agents=["coder"], expires_at=soon)
+    retriever = shared._retriever
+    owner = coder._reader()
+    memories = Base.metadata.tables["memories"]
+
+    def seen(connection: sa.Connection, reader: Readable) -> tuple[set[int], ...]:
+        everything = [row[0] for row in connection.execute(sa.text("SELECT id FROM memories"))]
+        in_python = set(visible_among(connection, reader, everything))
+        by_candidates = set(
+            connection.execute(sa.select(memories.c.id).where(reader.candidates)).scalars()
+        )
+        by_predicate = set(
+            connection.execute(sa.select(memories.c.id).where(reader.predicate)).scalars()
+        )
+        return in_python, by_candidates, by_predicate
+
+    with shared.engine.connect() as connection:
+        version = retriever.data_version(connection, user)
+        reader = retriever._readers.readable(connection, owner, version)
+        in_python, by_candidates, by_predicate = seen(connection, reader)
+    # Coder's own (6-8), planner's memory (0) and T2-tagged (2) ones, reviewer's semantic
+    # (5, by the team) and the one whose grant expires soon (3).
+    expected = {notes[n].id for n in (0, 2, 3, 5, 6, 7, 8)}
+    assert in_python == by_candidates == by_predicate == expected
+    while utcnow() < soon:
+        time.sleep(0.1)
+    with shared.engine.connect() as connection:
+        # The same cached predicate, run after the expiry, no longer admits the memory.
+        assert set(
+            connection.execute(sa.select(memories.c.id).where(reader.predicate)).scalars()
+        ) == expected - {notes[3].id}
+        fresh = retriever._readers.readable(connection, owner, version)
+        assert seen(connection, fresh) == (expected - {notes[3].id},) * 3
+
+
 def test_revoke_and_expiry_end_access_and_cleanup_removes_expired(
     shared: Memory, user: str
 ) -> None:
@@ -289,9 +350,7 @@ def test_inject_and_resume_record_the_shared_memories_they_return(
     assert len(_reads(shared, user)) == 5
 
 
-def test_denied_and_failed_cross_agent_operations_are_counted(
-    shared: Memory, user: str
-) -> None:
+def test_denied_and_failed_cross_agent_operations_are_counted(shared: Memory, user: str) -> None:
     if not telemetry.enabled():
         pytest.skip("metrics are disabled in this run")
     planner = shared.scope(user, "planner", "s1")
@@ -406,9 +465,7 @@ def test_only_the_owner_can_share_a_memory(shared: Memory, user: str) -> None:
         shared.scope(f"x-{user}", "planner").share(memory_id=note.id, agents=["coder"])
 
 
-def test_compaction_never_consolidates_another_agents_memories(
-    shared: Memory, user: str
-) -> None:
+def test_compaction_never_consolidates_another_agents_memories(shared: Memory, user: str) -> None:
     planner = shared.scope(user, "planner", "s1")
     coder = shared.scope(user, "coder", "s1")
     planner.share(tier="working", agents=["coder"], access="write")
@@ -571,16 +628,38 @@ def test_memctl_share_grants_revoke_and_team(tmp_path: Path) -> None:
     def memctl(*arguments: str) -> Result:
         return runner.invoke(main, ["--database-url", url, *arguments])
 
-    shared = memctl("share", "--user", "ada", "--agent", "planner", "--memory", str(note.id),
-                    "--with-agent", "coder", "--access", "write")
+    shared = memctl(
+        "share",
+        "--user",
+        "ada",
+        "--agent",
+        "planner",
+        "--memory",
+        str(note.id),
+        "--with-agent",
+        "coder",
+        "--access",
+        "write",
+    )
     assert shared.exit_code == 0, shared.output
     assert "acting as admin" in shared.stderr
     grant_id = shared.stdout.split("\t")[0]
     assert f"memory {note.id}" in shared.stdout and "write" in shared.stdout
     listed = memctl("grants", "--user", "ada", "--agent", "coder", "--received")
     assert listed.exit_code == 0 and listed.stdout.startswith(f"{grant_id}\t")
-    tagged = memctl("share", "--user", "ada", "--agent", "planner", "--tag", "ticket=BILL-311",
-                    "--with-team", "devs", "--until", "2999-01-01T00:00:00")
+    tagged = memctl(
+        "share",
+        "--user",
+        "ada",
+        "--agent",
+        "planner",
+        "--tag",
+        "ticket=BILL-311",
+        "--with-team",
+        "devs",
+        "--until",
+        "2999-01-01T00:00:00",
+    )
     assert tagged.exit_code == 0 and 'tag ticket="BILL-311"' in tagged.stdout
     assert "until 2999-01-01T00:00:00+00:00" in tagged.stdout
     team = memctl("team", "--user", "ada", "devs", "coder", "reviewer")
@@ -589,8 +668,17 @@ def test_memctl_share_grants_revoke_and_team(tmp_path: Path) -> None:
     assert revoked.exit_code == 0 and revoked.stdout.startswith(f"revoked {grant_id}\t")
     again = memctl("revoke", "--user", "ada", "--agent", "planner", grant_id)
     assert again.exit_code == 1 and f"grant {grant_id} does not exist" in again.output
-    bad = memctl("share", "--user", "ada", "--agent", "planner", "--tag", "no-equals-sign",
-                 "--with-agent", "coder")
+    bad = memctl(
+        "share",
+        "--user",
+        "ada",
+        "--agent",
+        "planner",
+        "--tag",
+        "no-equals-sign",
+        "--with-agent",
+        "coder",
+    )
     assert bad.exit_code == 1 and "--tag: must be KEY=VALUE" in bad.output
     nothing = memctl("grants", "--user", "ada", "--agent", "reviewer", "--received")
     assert nothing.exit_code == 0
