@@ -25,7 +25,6 @@ keeps them cheap:
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 from collections import OrderedDict
@@ -33,11 +32,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 
 from memory._models import Base
-from memory._sharing import Readable
+from memory._sharing import Readable, id_among
 
 memories = Base.metadata.tables["memories"]
 memory_terms = Base.metadata.tables["memory_terms"]
@@ -320,21 +318,6 @@ def visible_among(connection: Connection, reader: Readable, ids: Sequence[int]) 
     admits = reader.admits
     found = {row[0] for row in rows if admits(row[1], row[2], row[3], row[0])}
     return [memory_id for memory_id in ids if memory_id in found]
-
-
-def id_among(
-    dialect: str, name: str, ids: Sequence[int], column: sa.ColumnElement[int] = memories.c.id
-) -> sa.ColumnElement[bool]:
-    """``column IN ids`` as ONE bound parameter named ``name`` (a JSON array on SQLite, an
-    array on PostgreSQL): hundreds of separate parameters cost more to compile and bind
-    than the lookups themselves."""
-    if dialect == "postgresql":
-        array = sa.bindparam(name, list(ids), type_=postgresql.ARRAY(sa.BigInteger()))
-        return column == sa.func.any(array)
-    listed = sa.select(sa.column("value", sa.BigInteger())).select_from(
-        sa.func.json_each(sa.bindparam(name, json.dumps(list(ids))))
-    )
-    return column.in_(listed.scalar_subquery())
 
 
 def bm25(

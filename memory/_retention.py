@@ -96,7 +96,7 @@ from memory._schemas import (
     id_list_chunks,
     validate,
 )
-from memory._store import memories, metadata_table, session_state
+from memory._store import memories, metadata_table, session_state, unexpired
 from memory._summary import extractive_summary
 
 if TYPE_CHECKING:
@@ -262,10 +262,6 @@ class CleanupStep:
     name: str
     run: Callable[[_Run], None]
     counts: tuple[str, ...]
-
-
-def _live(now: datetime) -> sa.ColumnElement[bool]:
-    return sa.or_(memories.c.expires_at.is_(None), memories.c.expires_at > now)
 
 
 def _count(connection: Connection, table: sa.Table, condition: sa.ColumnElement[bool]) -> int:
@@ -548,7 +544,7 @@ def _aged_memories(tier: str) -> Callable[[_Run], None]:
         if window is None:
             return
         old = sa.and_(
-            memories.c.tier == tier, memories.c.updated_at < run.now - window, _live(run.now)
+            memories.c.tier == tier, memories.c.updated_at < run.now - window, unexpired(run.now)
         )
         consolidate = tier == "working" and run.summarizer is not None
         after: tuple[datetime, int] | None = None

@@ -48,7 +48,7 @@ from memory._models import Base, utcnow
 from memory._ranking import FusionWeights, Neighbours, rank, relevance
 from memory._schemas import SearchQuery
 from memory._sharing import Readable, ReaderCache
-from memory._store import Owner, Store, has_metadata
+from memory._store import Owner, Store, has_metadata, unexpired
 from memory._text import terms
 from memory._types import MemoryRecord, SearchHit
 from memory._vectors import ProcessVectors, UserVectors
@@ -372,9 +372,7 @@ class Retriever:
             pool = [*candidates, *added]
             if added:
                 keyword_scores.update(self._bm25(connection, wanted, statistics, added))
-        records = {
-            record.id: record for record in self._filtered(connection, reader, pool, query)
-        }
+        records = {record.id: record for record in self._filtered(connection, reader, pool, query)}
         # One flat tier (USE_HIERARCHICAL_TIERS off): no tier earns a bonus.
         weights = self.weights if owner.tiered else replace(self.weights, tier={})
         hits = rank(records, keyword_scores, vector_scores, adjacent, query.text, wanted, weights)
@@ -396,11 +394,10 @@ class Retriever:
     def _filtered(
         self, connection: Connection, reader: Readable, candidates: list[int], query: SearchQuery
     ) -> list[MemoryRecord]:
-        now = utcnow()
         conditions = [
             memories.c.id.in_(candidates),
             reader.predicate,
-            sa.or_(memories.c.expires_at.is_(None), memories.c.expires_at > now),
+            unexpired(utcnow()),
         ]
         if query.tiers:
             conditions.append(memories.c.tier.in_(query.tiers))
@@ -412,4 +409,3 @@ class Retriever:
             conditions.append(memories.c.created_at < query.created_before)
         conditions.extend(has_metadata(key, value) for key, value in query.metadata.items())
         return self._store.select_memories(connection, sa.and_(*conditions))
-

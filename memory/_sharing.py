@@ -33,6 +33,7 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -576,7 +577,10 @@ def _granted_rows(
     if granted:
         # Memory and tag grants only ever name memories of the agent that made them.
         admitted.append(
-            sa.and_(memories.c.agent_id.in_(sorted(held.owners)), _among(dialect, granted))
+            sa.and_(
+                memories.c.agent_id.in_(sorted(held.owners)),
+                id_among(dialect, "granted_ids", granted),
+            )
         )
     admitted.extend(
         sa.and_(memories.c.agent_id == owner_agent, memories.c.tier == tier)
@@ -585,19 +589,21 @@ def _granted_rows(
     return sa.and_(memories.c.user_id == owner.user, sa.or_(*admitted))
 
 
-def _among(dialect: str, ids: list[int]) -> sa.ColumnElement[bool]:
-    """``memories.id IN ids`` as ONE bound parameter (a JSON array on SQLite, an array on
-    PostgreSQL): a thousand separate parameters cost more to compile and bind than the
-    search they restrict. On PostgreSQL ``IN (SELECT unnest(array))``, not ``= ANY(array)``:
-    the subquery is hashed once, where ANY compares each row with every granted id (a
-    thousand rows against a thousand grants cost 45 ms of a search)."""
+def id_among(
+    dialect: str, name: str, ids: Sequence[int], column: sa.ColumnElement[int] = memories.c.id
+) -> sa.ColumnElement[bool]:
+    """``column IN ids`` as ONE bound parameter named ``name`` (a JSON array on SQLite, an
+    array on PostgreSQL): a thousand separate parameters cost more to compile and bind than
+    the lookups themselves. On PostgreSQL ``IN (SELECT unnest(array))``, not ``= ANY(array)``:
+    the subquery is hashed once, where ANY compares each row with every id (a thousand rows
+    against a thousand grants cost 45 ms of a search)."""
     if dialect == "postgresql":
-        array = sa.bindparam("granted_ids", ids, type_=postgresql.ARRAY(sa.BigInteger()))
-        return memories.c.id.in_(sa.select(sa.func.unnest(array)).scalar_subquery())
+        array = sa.bindparam(name, list(ids), type_=postgresql.ARRAY(sa.BigInteger()))
+        return column.in_(sa.select(sa.func.unnest(array)).scalar_subquery())
     listed = sa.select(sa.column("value", sa.BigInteger())).select_from(
-        sa.func.json_each(sa.bindparam("granted_ids", json.dumps(ids)))
+        sa.func.json_each(sa.bindparam(name, json.dumps(list(ids))))
     )
-    return memories.c.id.in_(listed.scalar_subquery())
+    return column.in_(listed.scalar_subquery())
 
 
 def tagged_ids(connection: Connection, owner: Owner) -> set[int]:

@@ -114,7 +114,8 @@ def has_metadata(key: str, value: Any) -> sa.ColumnElement[bool]:
     )
 
 
-def _live(now: datetime) -> sa.ColumnElement[bool]:
+def unexpired(now: datetime) -> sa.ColumnElement[bool]:
+    """The memories that have not expired at ``now``."""
     return sa.or_(memories.c.expires_at.is_(None), memories.c.expires_at > now)
 
 
@@ -290,7 +291,7 @@ class Store:
             now = utcnow()
             statement = (
                 sa.update(memories)
-                .where(memories.c.id == memory_id, visible(connection, owner), _live(now))
+                .where(memories.c.id == memory_id, visible(connection, owner), unexpired(now))
                 .values(last_accessed_at=now, access_count=memories.c.access_count + 1)
                 .returning(*memories.c)
             )
@@ -336,7 +337,7 @@ class Store:
                 .where(
                     memories.c.id == memory_id,
                     writable,
-                    _live(now),
+                    unexpired(now),
                     memories.c.version == changes.version,
                 )
                 .values(**values)
@@ -350,7 +351,9 @@ class Store:
                 ) from error
             if row is None:
                 current = connection.execute(
-                    sa.select(*memories.c).where(memories.c.id == memory_id, writable, _live(now))
+                    sa.select(*memories.c).where(
+                        memories.c.id == memory_id, writable, unexpired(now)
+                    )
                 ).mappings().first()
                 if current is None:
                     raise NotFoundError(f"memory {memory_id} does not exist in this scope")
@@ -398,7 +401,7 @@ class Store:
     def _list_memories(
         self, connection: Connection, owner: Owner, query: MemoryQuery
     ) -> list[MemoryRecord]:
-        conditions = [visible(connection, owner), _live(utcnow())]
+        conditions = [visible(connection, owner), unexpired(utcnow())]
         if query.tier is not None:
             conditions.append(memories.c.tier == query.tier)
         if query.session is not None:
