@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from worker_processes import stop_workers
 
 from memory import HashingEmbedder, Memory
 
@@ -235,13 +236,7 @@ def test_threads_and_processes_add_overlapping_content(
             # Through the API too: what a reader sees is what the table holds.
             listed = memory.scope(user, AGENT, SESSION).list(limit=1000)
     finally:
-        for process in processes:
-            if process.is_alive():
-                process.kill()
-            if process.pid is not None:
-                process.join()
-        results.close()
-        results.join_thread()
+        stop_workers(processes, results)
 
     errors = thread_errors + [error for outcome in outcomes.values() for error in outcome[1]]
     locked = [error for error in errors if "database is locked" in error]

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from worker_processes import stop_workers
 
 from memory import HashingEmbedder, Memory
 from memory._engine import BUSY_TIMEOUT_SECONDS
@@ -130,13 +131,7 @@ def test_writer_threads_in_several_processes_see_no_lock_errors(
         for process in processes:
             process.join(RESULT_TIMEOUT)
     finally:
-        for process in processes:
-            if process.is_alive():
-                process.kill()
-            if process.pid is not None:
-                process.join()
-        results.close()
-        results.join_thread()
+        stop_workers(processes, results)
 
     assert sorted(reported) == names, f"exit codes {[p.exitcode for p in processes]}"
     outcomes = [outcome for found in reported.values() for outcome in found]
