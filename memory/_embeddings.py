@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from memory._errors import EmbedderUnavailableError, InvalidInputError
+from memory._schemas import _decode_text
 from memory._text import terms
 
 Matrix = npt.NDArray[np.float32]
@@ -125,6 +126,7 @@ class MiniLMEmbedder:
 
     def embed(self, texts: Sequence[str]) -> Matrix:
         """Embed ``texts`` in batches; returns unit vectors."""
+        texts = checked_texts(texts)
         vectors = np.zeros((len(texts), self.dimension), dtype=np.float32)
         if not texts:
             return vectors
@@ -144,6 +146,21 @@ class MiniLMEmbedder:
             pooled = (states * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
             vectors[rows] = _normalise(pooled)
         return vectors
+
+
+def checked_texts(texts: Sequence[str]) -> Sequence[str]:
+    """``texts`` if it is a sequence of storable strings; else ``InvalidInputError`` naming
+    the first bad one. A lone string is refused: it would embed one vector per character."""
+    if isinstance(texts, str | bytes):
+        raise InvalidInputError("texts: must be a sequence of strings, not a single string")
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InvalidInputError(f"texts[{index}]: must be a string, not {type(text).__name__}")
+        try:
+            _decode_text(text)
+        except ValueError as error:
+            raise InvalidInputError(f"texts[{index}]: {error}") from None
+    return texts
 
 
 def exported_model(model_dir: str) -> Path:
@@ -217,6 +234,7 @@ class HashingEmbedder:
 
     def embed(self, texts: Sequence[str]) -> Matrix:
         """One signed hashed count per term, normalised to unit length."""
+        texts = checked_texts(texts)
         matrix = np.zeros((len(texts), self.dimension), dtype=np.float32)
         for row, text in enumerate(texts):
             for term in terms(text):

@@ -183,6 +183,23 @@ def test_a_memory_written_by_another_process_is_found_next(
 # -- the same results on every backend, with the real model ----------------------------------------
 
 
+@pytest.mark.parametrize(
+    "embedder", [HashingEmbedder(), MiniLMEmbedder()], ids=["hashing", "minilm"]
+)
+@pytest.mark.parametrize(
+    ("texts", "problem"),
+    [
+        ("one string", "not a single string"),
+        (["fine", 7], r"texts\[1\]: must be a string, not int"),
+        (["fine", "\ud800"], r"texts\[1\]: is not valid Unicode"),
+        ([b"bytes"], r"texts\[0\]: must be a string, not bytes"),
+    ],
+)
+def test_an_embedder_names_bad_input(embedder: object, texts: object, problem: str) -> None:
+    with pytest.raises(InvalidInputError, match=problem):
+        embedder.embed(texts)  # type: ignore[attr-defined]
+
+
 def test_the_onnx_export_embeds_as_sentence_transformers_does(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
