@@ -292,6 +292,57 @@ class _Preranking:
         return total / normaliser
 
 
+class DatabaseKeywords:
+    """One search's keyword matches from the database's full-text index: the interface
+    ``memory._postings.KeywordScores`` offers, for a process that holds no index."""
+
+    def __init__(
+        self,
+        index: KeywordIndex,
+        connection: Connection,
+        user: str,
+        wanted: Sequence[str],
+        statistics: CorpusStatistics,
+        k1: float,
+        b: float,
+    ) -> None:
+        self._index = index
+        self._connection = connection
+        self._user = user
+        self._wanted = wanted
+        self._statistics = statistics
+        self._k1 = k1
+        self._b = b
+        self._scores: dict[int, float] = {}
+
+    def best(self, reader: Readable, count: int) -> list[int]:
+        """The ids of the ``count`` best matches ``reader`` may read, best first (ties: the
+        newer id first): the BM25 best of the full-text candidates."""
+        matches = self._index.candidates(
+            self._connection, self._user, self._wanted, reader, self._statistics, self._k1, self._b
+        )
+        scores = self.of(matches)
+        return sorted(matches, key=lambda i: (-scores.get(i, 0.0), -i))[:count]
+
+    def of(self, ids: Sequence[int]) -> dict[int, float]:
+        """The BM25 score of each of ``ids``, from their stored terms."""
+        missing = [memory_id for memory_id in ids if memory_id not in self._scores]
+        if missing:
+            self._scores.update(
+                bm25(
+                    self._connection,
+                    self._wanted,
+                    self._statistics,
+                    missing,
+                    self._k1,
+                    self._b,
+                )
+            )
+        return {
+            memory_id: self._scores[memory_id] for memory_id in ids if memory_id in self._scores
+        }
+
+
 def idf(statistics: CorpusStatistics, term: str) -> float:
     """BM25's inverse document frequency of ``term`` among the user's memories."""
     documents, df = statistics.documents, statistics.frequencies.get(term, 0)

@@ -43,8 +43,9 @@ from memory import _pgvector as pgvector
 from memory import _telemetry as telemetry
 from memory._db import Database
 from memory._embeddings import Embedder, Matrix
-from memory._keywords import CorpusStatistics, KeywordIndex, bm25, visible_among
+from memory._keywords import DatabaseKeywords, KeywordIndex, visible_among
 from memory._models import Base, utcnow
+from memory._postings import KeywordScores, UserTerms
 from memory._ranking import FusionWeights, Neighbours, rank, relevance
 from memory._schemas import SearchQuery
 from memory._sharing import Readable, ReaderCache
@@ -57,6 +58,7 @@ logger = logging.getLogger(__name__)
 
 memories = Base.metadata.tables["memories"]
 memory_embeddings = Base.metadata.tables["memory_embeddings"]
+memory_terms = Base.metadata.tables["memory_terms"]
 memory_changes = Base.metadata.tables["memory_changes"]
 
 # Of the full-text candidates (``memory._keywords``), the KEYWORD_KEPT best by the BM25
@@ -120,6 +122,7 @@ class Retriever:
         ):
             telemetry.declare_series(counter, attributes)
         self._users: dict[str, UserVectors] = {}
+        self._terms: dict[str, UserTerms] = {}
         self._users_lock = threading.Lock()
         self._query_vectors: OrderedDict[str, np.ndarray] = OrderedDict()
         self._query_cache_size = query_cache_size
@@ -192,30 +195,24 @@ class Retriever:
                 )
         return self._in_database
 
-    def _vector_source(
-        self, connection: Connection, user: str
-    ) -> ProcessVectors | pgvector.DatabaseVectors | None:
-        if self.embedder is None:
-            return None
-        if self._in_database:
-            return pgvector.DatabaseVectors(user, self.embedder.model_name, self.embedder.dimension)
-        index = self._vectors(connection, user)
-        if index is None:
-            return None
-        return ProcessVectors(index, self.embedder.model_name)
-
     def _vectors(self, connection: Connection, user: str) -> UserVectors | None:
+        """The user's in-process index (vectors, and their terms in ``keywords``), loaded
+        on first use and caught up with every change since."""
         if self.embedder is None:
             return None
         with self._users_lock:
             index = self._users.get(user)
             if index is None:
                 index = self._users[user] = UserVectors(self.embedder.dimension)
+                self._terms[user] = UserTerms()
+            postings = self._terms[user]
         with index.lock:
-            self._catch_up(connection, user, index)
+            self._catch_up(connection, user, index, postings)
         return index
 
-    def _catch_up(self, connection: Connection, user: str, index: UserVectors) -> None:
+    def _catch_up(
+        self, connection: Connection, user: str, index: UserVectors, postings: UserTerms
+    ) -> None:
         assert self.embedder is not None
         changed = connection.execute(
             sa.select(memory_changes.c.seq, memory_changes.c.memory_id)
@@ -227,34 +224,51 @@ class Retriever:
         # In id order, so that a first load files each session's ids by appending.
         ids = sorted({row.memory_id for row in changed})
         index.reserve(int((index.positions(np.array(ids, dtype=np.int64)) < 0).sum()))
+        # Every memory has terms; one whose embedding is missing (written while the
+        # embedder failed) or of another model is found by keywords only.
+        embedded = sa.and_(
+            memory_embeddings.c.memory_id == memories.c.id,
+            memory_embeddings.c.model == self.embedder.model_name,
+        )
         for start in range(0, len(ids), 5000):
+            batch = ids[start : start + 5000]
             rows = connection.execute(
                 sa.select(
                     memories.c.id,
                     memories.c.agent_id,
                     memories.c.session_id,
                     memories.c.tier,
+                    memory_terms.c.terms,
                     memory_embeddings.c.vector,
                 )
-                .join(memory_embeddings, memory_embeddings.c.memory_id == memories.c.id)
-                .where(
-                    memories.c.id.in_(ids[start : start + 5000]),
-                    memory_embeddings.c.model == self.embedder.model_name,
-                )
+                .join(memory_terms, memory_terms.c.memory_id == memories.c.id)
+                .outerjoin(memory_embeddings, embedded)
+                .where(memories.c.id.in_(batch))
                 .order_by(memories.c.id)
             ).all()
             found = {row.id for row in rows}
-            for memory_id in ids[start : start + 5000]:
-                if memory_id not in found:
-                    index.remove(memory_id)
-            if rows:
-                vectors = np.frombuffer(b"".join(row.vector for row in rows), dtype=np.float32)
+            gone = [memory_id for memory_id in batch if memory_id not in found]
+            postings.remove_many(gone)
+            postings.upsert_many(
+                [row.id for row in rows],
+                [row.agent_id for row in rows],
+                [row.tier for row in rows],
+                [row.terms for row in rows],
+            )
+            vectors = [row for row in rows if row.vector is not None]
+            for memory_id in gone:
+                index.remove(memory_id)
+            for row in rows:
+                if row.vector is None:
+                    index.remove(row.id)
+            if vectors:
+                matrix = np.frombuffer(b"".join(row.vector for row in vectors), dtype=np.float32)
                 index.upsert_many(
-                    [row.id for row in rows],
-                    [row.agent_id for row in rows],
-                    [row.session_id for row in rows],
-                    [row.tier for row in rows],
-                    vectors.reshape(len(rows), -1),
+                    [row.id for row in vectors],
+                    [row.agent_id for row in vectors],
+                    [row.session_id for row in vectors],
+                    [row.tier for row in vectors],
+                    matrix.reshape(len(vectors), -1),
                 )
         index.last_seq = changed[-1].seq
 
@@ -265,6 +279,7 @@ class Retriever:
         """
         with self._users_lock:
             self._users.pop(user, None)
+            self._terms.pop(user, None)
         with self._cache_lock:
             self._query_vectors.clear()
         self._readers.forget(user)
@@ -278,25 +293,28 @@ class Retriever:
         return int(value or 0)
 
     def index_bytes(self) -> int:
-        """Memory held by the vector index (all users loaded so far)."""
-        return sum(index.nbytes() for index in self._users.values())
+        """Memory held by the in-process index (vectors and terms of every user loaded)."""
+        with self._users_lock:
+            vectors, postings = list(self._users.values()), list(self._terms.values())
+        return sum(index.nbytes() for index in vectors) + sum(p.nbytes() for p in postings)
 
     # -- keyword search -----------------------------------------------------------------------
 
-    def _keyword_candidates(
+    def _keyword_source(
         self,
         connection: Connection,
         user: str,
+        version: int,
         wanted: list[str],
-        reader: Readable,
-        statistics: CorpusStatistics | None,
-    ) -> list[int]:
-        """The best full-text matches among the memories the reader may see (rows it may
-        not see never take a candidate's place; see ``memory._keywords``)."""
-        if statistics is None:
-            return []
+        postings: UserTerms | None,
+    ) -> KeywordScores | DatabaseKeywords:
+        """This search's keyword matches: from the process's postings where it holds the
+        user's index, else from the database's full-text index."""
         k1, b = self.weights.bm25_k1, self.weights.bm25_b
-        return self._keywords.candidates(connection, user, wanted, reader, statistics, k1, b)
+        if postings is not None:
+            return postings.scores(wanted, k1, b)
+        statistics = self._keywords.statistics(connection, user, version, wanted)
+        return DatabaseKeywords(self._keywords, connection, user, wanted, statistics, k1, b)
 
     # -- search -------------------------------------------------------------------------------
 
@@ -305,8 +323,7 @@ class Retriever:
         started = time.perf_counter()
         wanted = list(dict.fromkeys(terms(query.text)))
         vector = self._query_vector(query.text)
-        if vector is not None:
-            self._uses_database_index()
+        self._uses_database_index()
         hits = self._db.read(
             lambda connection: self._search(connection, owner, wanted, vector, query)
         )
@@ -326,22 +343,29 @@ class Retriever:
         # Keys the cached BM25 statistics, and the reader's grants when sharing is on.
         version = self.data_version(connection, owner.user)
         reader = self._readers.readable(connection, owner, version)
-        source = self._vector_source(connection, owner.user) if vector is not None else None
+        index = None if self._in_database else self._vectors(connection, owner.user)
+        source: ProcessVectors | pgvector.DatabaseVectors | None = None
+        if vector is not None and self.embedder is not None:
+            model = self.embedder.model_name
+            if index is not None:
+                source = ProcessVectors(index, model)
+            elif self._in_database:
+                source = pgvector.DatabaseVectors(owner.user, model, self.embedder.dimension)
         vector_scores: dict[int, float] = {}
         if source is not None and vector is not None:
             vector_scores = source.top(connection, reader, vector, VECTOR_CANDIDATES)
-        statistics = (
-            self._keywords.statistics(connection, owner.user, version, wanted) if wanted else None
+        keywords = self._keyword_source(
+            connection,
+            owner.user,
+            version,
+            wanted,
+            None if index is None else self._terms[owner.user],
         )
-        matches = self._keyword_candidates(connection, owner.user, wanted, reader, statistics)
-        if not matches and not vector_scores:
+        keyword_ids = keywords.best(reader, KEYWORD_KEPT) if wanted else []
+        if not keyword_ids and not vector_scores:
             return []
-        keyword_scores = self._bm25(
-            connection, wanted, statistics, list(dict.fromkeys([*matches, *vector_scores]))
-        )
-        keyword_ids = sorted(matches, key=lambda i: (-keyword_scores.get(i, 0.0), -i))
-        keyword_ids = keyword_ids[:KEYWORD_KEPT]
         candidates = list(dict.fromkeys([*keyword_ids, *vector_scores]))
+        keyword_scores = keywords.of(candidates) if wanted else {}
         adjacent: dict[int, Neighbours] = {}
         pool = candidates
         if source is not None and vector is not None:
@@ -370,26 +394,13 @@ class Retriever:
             vector_scores.update(source.scores(connection, added, vector))
             adjacent.update(source.neighbours(connection, added))
             pool = [*candidates, *added]
-            if added:
-                keyword_scores.update(self._bm25(connection, wanted, statistics, added))
+            if added and wanted:
+                keyword_scores.update(keywords.of(added))
         records = {record.id: record for record in self._filtered(connection, reader, pool, query)}
         # One flat tier (USE_HIERARCHICAL_TIERS off): no tier earns a bonus.
         weights = self.weights if owner.tiered else replace(self.weights, tier={})
         hits = rank(records, keyword_scores, vector_scores, adjacent, query.text, wanted, weights)
         return hits[: query.limit]
-
-    def _bm25(
-        self,
-        connection: Connection,
-        wanted: list[str],
-        statistics: CorpusStatistics | None,
-        candidates: list[int],
-    ) -> dict[int, float]:
-        """Okapi BM25 of each candidate from its stored terms and the user's statistics."""
-        if statistics is None:
-            return {}
-        k1, b = self.weights.bm25_k1, self.weights.bm25_b
-        return bm25(connection, wanted, statistics, candidates, k1, b)
 
     def _filtered(
         self, connection: Connection, reader: Readable, candidates: list[int], query: SearchQuery

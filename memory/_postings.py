@@ -1,0 +1,385 @@
+"""Keyword search in process: one user's term postings, ranked by BM25 in NumPy.
+
+Ranking a query's matches by BM25 is most of a search's cost when the database does it:
+FTS5 calls its ``bm25`` function once per matching row (7-13 ms for the ~10,000 rows that
+a question's common words match at 100k memories, ten times that at 1M), and PostgreSQL
+parses every match's text. So where the process holds a user's vector index
+(``memory._vectors``) it holds their terms beside it: for each term, the rows that contain
+it and how often, read from ``memory_terms`` with the vectors and kept current by the same
+catch-up on ``memory_changes``. A query costs a few vectorised passes over the postings of
+its own terms. The statistics BM25 needs (how many memories, their average length, how
+many contain each term) are exact counts over the live rows, and the score is computed
+operation for operation as ``memory._keywords.bm25`` computes it from the stored terms, so
+both give the same number for the same memory.
+
+The database's full-text index (FTS5, ``tsvector`` + GIN) stays the keyword index of
+record, written in each memory's own transaction; it answers where the process holds no
+index: with no embedder, and on PostgreSQL with pgvector.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from memory._models import TIERS
+from memory._sharing import Readable
+
+# Postings added since the last merge are kept apart (sorted on first use) until they
+# outnumber this share of the merged ones: a merge re-sorts every posting.
+RECENT_SHARE = 16
+RECENT_MIN = 4096
+# Dead rows are dropped once they are more than this many and an eighth of the rows.
+COMPACT_MIN = 1024
+FREQUENCY_MAX = np.iinfo(np.uint16).max
+
+
+def readable_rows(
+    reader: Readable,
+    agents: np.ndarray,
+    tiers: np.ndarray,
+    live: np.ndarray,
+    codes: dict[str, int],
+    granted: np.ndarray,
+) -> np.ndarray:
+    """The rows ``reader`` may read: its own, and those its grants admit (the rule of
+    ``memory._sharing.visible``, which the final read of a search applies in SQL too).
+
+    ``agents`` and ``tiers`` hold each row's agent code (``codes``) and tier index,
+    ``granted`` the rows of the ids the reader's memory and tag grants name."""
+    mask = agents == codes.get(reader.owner.agent, -1)
+    held = reader.held
+    for owner_agent, tier in held.tiers:
+        mask |= (agents == codes.get(owner_agent, -1)) & (tiers == TIERS.index(tier))
+    if len(granted):
+        # A memory or tag grant admits only memories of the agent that made it.
+        owners = [codes.get(agent, -1) for agent in held.owners]
+        mask[granted[np.isin(agents[granted], owners)]] = True
+    readable: np.ndarray = mask & live
+    return readable
+
+
+@dataclass(frozen=True, slots=True)
+class KeywordScores:
+    """The BM25 score of every row of one user's terms for one query (0: no match)."""
+
+    terms: UserTerms
+    totals: np.ndarray
+
+    def best(self, reader: Readable, count: int) -> list[int]:
+        """The ids of the ``count`` best matches ``reader`` may read, best first (ties: the
+        newer id first)."""
+        terms = self.terms
+        rows = np.flatnonzero((self.totals > 0) & terms.readable(reader))
+        if len(rows) > count:
+            scores = self.totals[rows]
+            cut = np.partition(scores, len(rows) - count)[len(rows) - count]
+            rows = rows[scores >= cut]
+        ids = terms.ids[rows]
+        order = np.lexsort((-ids, -self.totals[rows]))[:count]
+        best: list[int] = ids[order].tolist()
+        return best
+
+    def of(self, ids: Sequence[int]) -> dict[int, float]:
+        """The score of each of ``ids`` the index holds."""
+        wanted = np.asarray(ids, dtype=np.int64)
+        rows = self.terms.positions(wanted)
+        held = rows >= 0
+        scores = self.totals[rows[held]].tolist()
+        return dict(zip(wanted[held].tolist(), scores, strict=True))
+
+
+class UserTerms:
+    """One user's memories as term postings, with the fields visibility needs.
+
+    Rows are the user's memories (ids ascending while they arrive in order); a changed
+    memory keeps its row and loses its old postings, a deleted one is marked dead and its
+    row dropped at the next compaction. Postings are compressed-row arrays by term id:
+    ``rows[offsets[t]:offsets[t + 1]]`` hold term ``t``, with their frequencies beside.
+    The caller holds the lock of the vector index this belongs to around every call.
+    """
+
+    def __init__(self) -> None:
+        self.ids = np.zeros(0, dtype=np.int64)
+        self.agents = np.zeros(0, dtype=np.int32)
+        self.tiers = np.zeros(0, dtype=np.int8)
+        self.lengths = np.zeros(0, dtype=np.int32)
+        self.live = np.zeros(0, dtype=bool)
+        self.size = 0
+        self.dead = 0
+        # BM25's statistics over the live rows, kept as they change.
+        self.documents = 0
+        self.total_length = 0
+        self.codes: dict[str, int] = {}
+        self.names: list[str] = []
+        self.vocabulary: dict[str, int] = {}
+        self.offsets = np.zeros(1, dtype=np.int64)
+        self.rows = np.zeros(0, dtype=np.int32)
+        self.frequencies = np.zeros(0, dtype=np.uint16)
+        # Postings since the last merge: (term ids, rows, frequencies) per batch.
+        self._recent: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._recent_sorted: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        # The rows in id order, when ids stopped arriving in order (None: recompute).
+        self._ascending = True
+        self._order: np.ndarray | None = None
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def upsert_many(
+        self,
+        ids: Sequence[int],
+        agents: Sequence[str],
+        tiers: Sequence[str],
+        documents: Sequence[str],
+    ) -> None:
+        """File these memories (ids ascending) with their stored terms (space separated)."""
+        if not len(ids):
+            return
+        wanted = np.asarray(ids, dtype=np.int64)
+        rows = self.positions(wanted)
+        held = rows >= 0
+        if held.any():
+            self._unfile(rows[held])
+        added = int(np.count_nonzero(~held))
+        if added:
+            self._reserve(added)
+            first_new = int(wanted[~held][0])
+            if self.size and first_new < int(self.ids[self.size - 1]):
+                self._ascending = False
+            self._order = None
+            rows[~held] = np.arange(self.size, self.size + added)
+            self.size += added
+        split = [document.split() for document in documents]
+        lengths = np.fromiter(map(len, split), dtype=np.int64, count=len(split))
+        self.ids[rows] = wanted
+        self.agents[rows] = [self._code(agent) for agent in agents]
+        self.tiers[rows] = [TIERS.index(tier) for tier in tiers]
+        self.lengths[rows] = lengths
+        self.live[rows] = True
+        self.documents += len(rows)
+        self.total_length += int(lengths.sum())
+        vocabulary = self.vocabulary
+        term_ids = np.fromiter(
+            (vocabulary.setdefault(term, len(vocabulary)) for terms in split for term in terms),
+            dtype=np.int64,
+            count=int(lengths.sum()),
+        )
+        # One key per (term, row): their counts are the term frequencies.
+        keys, counts = np.unique((term_ids << 32) | np.repeat(rows, lengths), return_counts=True)
+        self._recent.append(
+            (
+                keys >> 32,
+                (keys & 0xFFFFFFFF).astype(np.int32),
+                np.minimum(counts, FREQUENCY_MAX).astype(np.uint16),
+            )
+        )
+        self._recent_sorted = None
+        if sum(len(batch[0]) for batch in self._recent) > max(
+            RECENT_MIN, len(self.rows) // RECENT_SHARE
+        ):
+            self._merge()
+
+    def remove_many(self, ids: Sequence[int]) -> None:
+        """Forget these memories (those not held are ignored)."""
+        rows = self.positions(np.asarray(ids, dtype=np.int64))
+        rows = rows[rows >= 0]
+        rows = rows[self.live[rows]]
+        if not len(rows):
+            return
+        self.live[rows] = False
+        self.documents -= len(rows)
+        self.total_length -= int(self.lengths[rows].sum())
+        self.dead += len(rows)
+        if self.dead > max(COMPACT_MIN, self.size // 8):
+            self._compact()
+
+    def _unfile(self, rows: np.ndarray) -> None:
+        """Take these rows out of the statistics and drop their postings (their memory
+        changed: it is filed again at once)."""
+        was_live = rows[self.live[rows]]
+        self.documents -= len(was_live)
+        self.total_length -= int(self.lengths[was_live].sum())
+        self.dead -= len(rows) - len(was_live)
+        self.live[rows] = False
+        changed = np.zeros(self.size, dtype=bool)
+        changed[rows] = True
+        self._merge()
+        self._keep_postings(~changed[self.rows], self.rows)
+
+    def _keep_postings(self, keep: np.ndarray, rows: np.ndarray) -> None:
+        """Keep the merged postings where ``keep`` holds, with ``rows`` as their rows."""
+        terms = self._posting_terms()
+        self.rows = rows[keep].astype(np.int32)
+        self.frequencies = self.frequencies[keep]
+        self.offsets = _offsets(terms[keep], len(self.offsets) - 1)
+
+    def _posting_terms(self) -> np.ndarray:
+        return np.repeat(np.arange(len(self.offsets) - 1), np.diff(self.offsets))
+
+    def _merge(self) -> None:
+        """Fold the recent postings into the compressed rows."""
+        if not self._recent:
+            return
+        terms = np.concatenate([self._posting_terms(), *(batch[0] for batch in self._recent)])
+        rows = np.concatenate([self.rows, *(batch[1] for batch in self._recent)])
+        frequencies = np.concatenate([self.frequencies, *(batch[2] for batch in self._recent)])
+        order = np.argsort(terms, kind="stable")
+        self.rows = rows[order]
+        self.frequencies = frequencies[order]
+        self.offsets = _offsets(terms, len(self.vocabulary))
+        self._recent.clear()
+        self._recent_sorted = None
+
+    def _compact(self) -> None:
+        """Drop dead rows and their postings, and put the rest in id order."""
+        self._merge()
+        live = np.flatnonzero(self.live[: self.size])
+        kept = live[np.argsort(self.ids[live], kind="stable")]
+        renumbered = np.full(self.size, -1, dtype=np.int64)
+        renumbered[kept] = np.arange(len(kept))
+        moved = renumbered[self.rows]
+        self._keep_postings(moved >= 0, moved)
+        self.ids, self.agents, self.tiers, self.lengths, self.live = (
+            _resized(array[kept], len(kept))
+            for array in (self.ids, self.agents, self.tiers, self.lengths, self.live)
+        )
+        self.size = len(kept)
+        self.dead = 0
+        self._ascending = True
+        self._order = None
+
+    def _reserve(self, needed: int) -> None:
+        if self.size + needed <= len(self.ids):
+            return
+        capacity = self.size + needed + (0 if needed > 1 else max(16, self.size // 32))
+        self.ids, self.agents, self.tiers, self.lengths, self.live = (
+            _resized(array[: self.size], capacity)
+            for array in (self.ids, self.agents, self.tiers, self.lengths, self.live)
+        )
+
+    def _code(self, name: str) -> int:
+        found = self.codes.get(name)
+        if found is None:
+            found = self.codes[name] = len(self.names)
+            self.names.append(name)
+        return found
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def positions(self, ids: np.ndarray) -> np.ndarray:
+        """The row of each id (live or dead), -1 where none is held."""
+        found = np.full(len(ids), -1, dtype=np.int64)
+        if not self.size or not len(ids):
+            return found
+        held = self.ids[: self.size]
+        order = None
+        if not self._ascending:
+            if self._order is None:
+                self._order = np.argsort(held, kind="stable")
+            order = self._order
+        ordered = held if order is None else held[order]
+        at = np.minimum(np.searchsorted(ordered, ids), self.size - 1)
+        hit = ordered[at] == ids
+        rows = at if order is None else order[at]
+        found[hit] = rows[hit]
+        return found
+
+    def readable(self, reader: Readable) -> np.ndarray:
+        granted = self.positions(
+            np.array([*reader.held.memory_ids, *reader.tagged], dtype=np.int64)
+        )
+        return readable_rows(
+            reader,
+            self.agents[: self.size],
+            self.tiers[: self.size],
+            self.live[: self.size],
+            self.codes,
+            granted[granted >= 0],
+        )
+
+    def _postings(self, term: int) -> tuple[np.ndarray, np.ndarray]:
+        """The rows holding ``term`` (dead ones included) and its frequency in each."""
+        rows: list[np.ndarray] = []
+        frequencies: list[np.ndarray] = []
+        if term < len(self.offsets) - 1:
+            start, stop = self.offsets[term], self.offsets[term + 1]
+            rows.append(self.rows[start:stop])
+            frequencies.append(self.frequencies[start:stop])
+        if self._recent:
+            terms, recent_rows, recent_frequencies = self._sorted_recent()
+            start, stop = np.searchsorted(terms, [term, term + 1])
+            rows.append(recent_rows[start:stop])
+            frequencies.append(recent_frequencies[start:stop])
+        if len(rows) == 1:
+            return rows[0], frequencies[0]
+        if not rows:
+            return np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.uint16)
+        return np.concatenate(rows), np.concatenate(frequencies)
+
+    def _sorted_recent(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if self._recent_sorted is None:
+            terms = np.concatenate([batch[0] for batch in self._recent])
+            order = np.argsort(terms, kind="stable")
+            self._recent_sorted = (
+                terms[order],
+                np.concatenate([batch[1] for batch in self._recent])[order],
+                np.concatenate([batch[2] for batch in self._recent])[order],
+            )
+        return self._recent_sorted
+
+    def scores(self, wanted: Sequence[str], k1: float, b: float) -> KeywordScores:
+        """Okapi BM25 of every row for the query terms ``wanted``: the formula and order of
+        operations of ``memory._keywords.bm25``, over the same statistics."""
+        totals = np.zeros(self.size, dtype=np.float64)
+        documents = self.documents
+        average = (self.total_length / documents if documents else 0.0) or 1.0
+        for term in wanted:
+            term_id = self.vocabulary.get(term)
+            if term_id is None:
+                continue
+            rows, frequencies = self._postings(term_id)
+            alive = self.live[rows]
+            rows = rows[alive]
+            if not len(rows):
+                continue
+            found = frequencies[alive].astype(np.float64)
+            weight = math.log(1 + (documents - len(rows) + 0.5) / (len(rows) + 0.5))
+            lengths = np.maximum(self.lengths[rows], 1).astype(np.float64)
+            normaliser = k1 * (1 - b + b * lengths / average)
+            totals[rows] += weight * found * (k1 + 1) / (found + normaliser)
+        return KeywordScores(self, totals)
+
+    def nbytes(self) -> int:
+        """Everything held: arrays, postings, the vocabulary and the name codes."""
+        arrays: list[np.ndarray] = [
+            self.ids,
+            self.agents,
+            self.tiers,
+            self.lengths,
+            self.live,
+            self.offsets,
+            self.rows,
+            self.frequencies,
+        ]
+        arrays.extend(array for batch in self._recent for array in batch)
+        if self._order is not None:
+            arrays.append(self._order)
+        words = sys.getsizeof(self.vocabulary) + sum(map(sys.getsizeof, self.vocabulary))
+        names = sys.getsizeof(self.codes) + sum(map(sys.getsizeof, self.names))
+        return int(sum(array.nbytes for array in arrays)) + words + names
+
+
+def _offsets(terms: np.ndarray, vocabulary: int) -> np.ndarray:
+    offsets = np.zeros(vocabulary + 1, dtype=np.int64)
+    np.cumsum(np.bincount(terms, minlength=vocabulary), out=offsets[1:])
+    return offsets
+
+
+def _resized(array: np.ndarray, capacity: int) -> np.ndarray:
+    grown = np.zeros(capacity, dtype=array.dtype)
+    grown[: len(array)] = array
+    return grown
