@@ -130,17 +130,21 @@ def _extension_installed(connection: Connection) -> bool:
     return found.scalar() is not None
 
 
+# Built once: bound ids skip the coercion of each id as a literal (a quarter of the call's
+# time for the 200 ids a search scores), and the compiled form is cached.
+_EXACT_VECTORS = sa.select(memory_embeddings.c.memory_id, memory_embeddings.c.vector).where(
+    memory_embeddings.c.memory_id.in_(sa.bindparam("ids", expanding=True)),
+    memory_embeddings.c.model == sa.bindparam("model"),
+)
+
+
 def exact_scores(
     connection: Connection, ids: Sequence[int], model: str, query: np.ndarray
 ) -> dict[int, float]:
     """Cosine similarity of ``query`` with the stored ``model`` vectors of ``ids``."""
     if not ids:
         return {}
-    rows = connection.execute(
-        sa.select(memory_embeddings.c.memory_id, memory_embeddings.c.vector).where(
-            memory_embeddings.c.memory_id.in_(list(ids)), memory_embeddings.c.model == model
-        )
-    ).all()
+    rows = connection.execute(_EXACT_VECTORS, {"ids": list(ids), "model": model}).all()
     return _scored(rows, query)
 
 

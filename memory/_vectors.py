@@ -5,9 +5,11 @@ index of its own (SQLite, or PostgreSQL without pgvector). A search narrows the 
 memories in three steps, each exact on fewer rows:
 
 1. **Sign bits** (one bit per dimension: 48 bytes for 384 dimensions), compared with the
-   query's by Hamming distance (XOR and popcount, a word at a time over contiguous
-   columns). The ``shortlist(size)`` nearest rows the reader may see go on; the threshold
-   comes from a histogram of the distances, so no sort touches every row.
+   query's by Hamming distance (XOR and popcount over contiguous columns, a block of rows
+   at a time). The ``shortlist(size)`` nearest rows the reader may see go on; the
+   threshold is the shortlist-th smallest distance, found by selection, so no sort
+   touches every row. Which rows a reader may see is kept per reader until the index
+   changes.
 2. **int8 codes** (each vector scaled by its largest component to -127..127, with the scale
    kept): the shortlist is rescored with them, and the ``RESCORED`` x ``count`` best go on.
 3. **The stored float32 vectors** of those few, read from ``memory_embeddings`` in one
@@ -16,8 +18,9 @@ memories in three steps, each exact on fewer rows:
    memory alike. Scores of other ids (keyword candidates, session neighbours) are read the
    same way.
 
-No float32 copy stays in memory: about 460 bytes a memory instead of 1,550, and a scan at
-1M memories reads ~48 MB of bits instead of 1.5 GB of floats. Measured on MiniLM
+No float32 copy stays in memory: about 460 bytes a memory instead of 1,550 (and 2 more for
+each reader whose mask is kept), and a scan at 1M memories reads ~48 MB of bits instead of
+1.5 GB of floats. Measured on MiniLM
 sentence vectors, the top 100 found this way hold 99-100 % of the exact top 100 when the
 query resembles the memories (benchmarks/README.md has the figures and the harder cases).
 When a reader may see no more than ``RESCORED`` x ``count`` rows, every one of them is
@@ -31,6 +34,7 @@ compaction re-sorts and drops them.
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 from collections.abc import Sequence
@@ -46,9 +50,18 @@ from memory._sharing import Readable
 # Exact scores are read for RESCORED x the candidates asked for (the int8 ranking of the
 # shortlist decides which); the shortlist itself grows with the index (SHORTLIST_SHARE),
 # since the Hamming ranking blurs more of the true top 100 as more rows crowd near it.
-RESCORED = 2
+# The int8 ranking barely blurs: at 1M MiniLM memories the exact top 100 of the shortlist
+# lay within its int8 top 113 (200 queries), and in the near ties of the clustered test
+# data the top 125 held all of it, so half again is margin; every row read costs.
+RESCORED = 1.5
 SHORTLIST_MIN = 2048
 SHORTLIST_SHARE = 128
+# Rows per block of the Hamming scan: a block's words, counts and sums (~0.5 MB) stay in
+# a core's L2 cache between the XOR, the popcount and the sum, so the scan reads the sign
+# bits from memory once and writes nothing but the distances.
+SCAN_ROWS = 1 << 15
+# Readers whose row masks are kept between searches (until the index changes).
+KEPT_READERS = 4
 
 
 def shortlist(size: int) -> int:
@@ -104,6 +117,8 @@ class UserVectors:
         self._tail_order: np.ndarray | None = None
         self.dead = 0
         self.last_seq = 0
+        # What ``visible`` computed for the last few readers, dropped on every change.
+        self._visible: dict[tuple[object, ...], tuple[np.ndarray, int]] = {}
         self.lock = threading.Lock()
 
     # -- storage ------------------------------------------------------------------------------
@@ -118,6 +133,7 @@ class UserVectors:
 
     def _reshape(self, rows: np.ndarray, capacity: int) -> None:
         """Keep ``rows`` (positions, in their new order) in arrays of ``capacity`` rows."""
+        self._visible.clear()
         kept = len(rows)
         signs = np.zeros((self.words, capacity), dtype=np.uint64)
         signs[:, :kept] = self.signs[:, rows]
@@ -188,6 +204,7 @@ class UserVectors:
         """File these memories (ids ascending, as the catch-up reads them)."""
         if not len(ids):
             return
+        self._visible.clear()
         wanted = np.asarray(ids, dtype=np.int64)
         rows = self.positions(wanted)
         new = rows < 0
@@ -233,6 +250,7 @@ class UserVectors:
     def remove(self, memory_id: int) -> None:
         row = self.position(memory_id)
         if row is not None and self.live[row]:
+            self._visible.clear()
             self.live[row] = False
             self.dead += 1
             self._unorder(memory_id, row)
@@ -277,19 +295,51 @@ class UserVectors:
         readable: np.ndarray = mask & self.live[: self.size]
         return readable
 
-    def distances(self, query: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """Hamming distance of every row's sign bits to the query's (uint16), and one more
-        than any distance where ``mask`` is False."""
+    def visible(self, reader: Readable) -> tuple[np.ndarray, int]:
+        """The distance floor of each row for ``reader`` (uint16: 0 where it may read the
+        row, more than any Hamming distance where not) and how many rows it may read.
+
+        Kept for the last ``KEPT_READERS`` readers until the index changes (building it
+        reads every row's agent, tier and liveness: ~0.2 ms at 1M rows, each search).
+        Readers are told apart by what ``readable`` reads; the ``ReaderCache`` hands out
+        the same grant sets while they are unchanged, so the key compares by identity."""
+        held = reader.held
+        key = (reader.owner.agent, held.tiers, held.memory_ids, held.owners, reader.tagged)
+        found = self._visible.get(key)
+        if found is None:
+            mask = self.readable(reader)
+            floor = np.logical_not(mask).view(np.uint8).astype(np.uint16)
+            floor *= np.uint16(64 * self.words + 1)
+            found = floor, int(np.count_nonzero(mask))
+            if len(self._visible) >= KEPT_READERS:
+                del self._visible[next(iter(self._visible))]
+            self._visible[key] = found
+        return found
+
+    def distances(self, query: np.ndarray, floor: np.ndarray) -> np.ndarray:
+        """Hamming distance of every row's sign bits to the query's (uint16), plus
+        ``floor`` (``visible``: what puts the rows a reader may not see last)."""
         words = sign_words(query.reshape(1, -1))[0]
-        signs = self.signs[:, : self.size]
-        # Whole columns at a time: measured faster here than cache-sized chunks (fewer calls).
-        distances: np.ndarray = np.bitwise_count(signs[0] ^ words[0]).astype(np.uint16)
-        for word in range(1, self.words):
-            distances += np.bitwise_count(signs[word] ^ words[word])
-        # Arithmetic, not a masked assignment: on a mask of scattered rows that measured
-        # ten times slower (a branch per row).
-        unreadable = np.logical_not(mask).view(np.uint8).astype(np.uint16)
-        np.maximum(distances, unreadable * np.uint16(64 * self.words + 1), out=distances)
+        distances = np.empty(self.size, dtype=np.uint16)
+        block = min(SCAN_ROWS, self.size)
+        xor = np.empty(block, dtype=np.uint64)
+        # Up to three words are summed in uint8 (at most 192 bits differ), then added to
+        # the uint16 distances: half the wide additions, in fewer passes over the block.
+        count = np.empty(block, dtype=np.uint8)
+        partial = np.empty(block, dtype=np.uint8)
+        for start in range(0, self.size, SCAN_ROWS):
+            stop = min(start + SCAN_ROWS, self.size)
+            rows = stop - start
+            out = distances[start:stop]
+            for first in range(0, self.words, 3):
+                for word in range(first, min(first + 3, self.words)):
+                    np.bitwise_xor(self.signs[word, start:stop], words[word], out=xor[:rows])
+                    target = partial[:rows] if word == first else count[:rows]
+                    np.bitwise_count(xor[:rows], out=target)
+                    if word > first:
+                        np.add(partial[:rows], count[:rows], out=partial[:rows])
+                base = floor[start:stop] if first == 0 else out
+                np.add(base, partial[:rows], out=out)
         return distances
 
     def candidates(self, query: np.ndarray, reader: Readable, count: int) -> np.ndarray:
@@ -297,32 +347,33 @@ class UserVectors:
         every readable row when there are few, else the int8 best of the Hamming best."""
         if self.size == 0 or count <= 0:
             return np.zeros(0, dtype=np.int64)
-        mask = self.readable(reader)
-        wanted = RESCORED * count
-        readable = int(np.count_nonzero(mask))
+        floor, readable = self.visible(reader)
+        wanted = math.ceil(RESCORED * count)
         if readable <= wanted:
-            return self.ids[np.flatnonzero(mask)]
+            return self.ids[np.flatnonzero(floor == 0)]
         limit = shortlist(self.size)
         if readable <= limit:
-            rows = np.flatnonzero(mask)
+            rows = np.flatnonzero(floor == 0)
         else:
-            distances = self.distances(query, mask)
-            histogram = np.bincount(distances, minlength=64 * self.words + 2)
-            cut = int(np.searchsorted(np.cumsum(histogram), limit))
+            distances = self.distances(query, floor)
+            # The limit-th smallest distance: a selection, not a sort (NumPy's AVX-512
+            # selection of 16-bit keys takes a tenth of a histogram's time at 1M rows).
+            cut = int(np.partition(distances, limit - 1)[limit - 1])
             rows = np.flatnonzero(distances <= cut)
             if len(rows) > limit:  # ties at the cut: the first of them, in id order
                 below = rows[distances[rows] < cut]
                 tied = rows[distances[rows] == cut]
                 rows = np.concatenate([below, tied[: limit - len(below)]])
         # einsum's own loop, not BLAS: a matrix-vector product this size wakes OpenBLAS's
-        # threads, which cost 5-10x the CPU time on a busy 2-core machine.
-        shortlisted = self.codes8[rows].astype(np.float32)
-        estimates = np.einsum("ij,j->i", shortlisted, query) * self.scales[rows]
+        # threads, which cost 5-10x the CPU time on a busy 2-core machine. Given the int8
+        # rows, it converts them a buffer at a time (no float32 copy of the shortlist).
+        estimates = np.einsum("ij,j->i", self.codes8[rows], query) * self.scales[rows]
         best = np.argpartition(-estimates, wanted - 1)[:wanted]
         return self.ids[rows[best]]
 
     def nbytes(self) -> int:
-        """Everything the index holds: arrays, name codes and the session order."""
+        """Everything the index holds: arrays, the readers' kept masks, name codes and the
+        session order."""
         arrays = (
             self.signs,
             self.codes8,
@@ -336,6 +387,7 @@ class UserVectors:
         names = sys.getsizeof(self.codes) + sys.getsizeof(self.names)
         names += sum(sys.getsizeof(name) for name in self.names)
         tail = 0 if self._tail_order is None else self._tail_order.nbytes
+        tail += sum(floor.nbytes for floor, _ in self._visible.values())
         return int(sum(array.nbytes for array in arrays)) + tail + names + self.order.nbytes()
 
 

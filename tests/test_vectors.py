@@ -82,6 +82,25 @@ def test_grants_admit_only_the_granted_agents_memories() -> None:
     assert index.ids[: index.size][mask].tolist() == [1, 2, 3, 5, 7, 9]
 
 
+def test_the_kept_mask_follows_every_change_of_the_index() -> None:
+    rng = np.random.default_rng(6)
+    index = filled(clustered(rng, 200))
+    query = clustered(rng, 1)[0]
+    assert len(index.candidates(query, reader(), 100)) == 100  # every readable row (odd ids)
+    index.remove(7)
+    assert 7 not in index.candidates(query, reader(), 100).tolist()
+    index.upsert(201, "assistant", "s20", "episodic", query)
+    assert 201 in index.candidates(query, reader(), 100).tolist()
+    index.upsert(9, "planner", "s0", "episodic", query)  # refiled under another agent
+    assert 9 not in index.candidates(query, reader(), 100).tolist()
+    granted = reader(memory_ids=(2,), owners=("planner",))  # another reader, kept alongside
+    assert 2 in index.candidates(query, granted, 100).tolist()
+    assert 2 not in index.candidates(query, reader(), 100).tolist()
+    index.compact()  # drops the dead row of 7: every row after it moves up one
+    expected = sorted({*range(1, 202, 2)} - {7, 9})
+    assert sorted(index.candidates(query, reader(), 100).tolist()) == expected
+
+
 def test_ids_stay_findable_through_removals_strays_and_compaction() -> None:
     rng = np.random.default_rng(3)
     index = filled(clustered(rng, 3000), first_id=1000)
