@@ -324,6 +324,10 @@ class DatabaseKeywords:
         scores = self.of(matches)
         return sorted(matches, key=lambda i: (-scores.get(i, 0.0), -i))[:count]
 
+    def visible(self, reader: Readable, ids: Sequence[int]) -> list[int]:
+        """The ids among ``ids`` that ``reader`` may see, in their order."""
+        return visible_among(self._connection, reader, ids)
+
     def of(self, ids: Sequence[int]) -> dict[int, float]:
         """The BM25 score of each of ``ids``, from their stored terms."""
         missing = [memory_id for memory_id in ids if memory_id not in self._scores]

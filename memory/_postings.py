@@ -22,7 +22,6 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -63,18 +62,19 @@ def readable_rows(
     return readable
 
 
-@dataclass(frozen=True, slots=True)
 class KeywordScores:
     """The BM25 score of every row of one user's terms for one query (0: no match)."""
 
-    terms: UserTerms
-    totals: np.ndarray
+    def __init__(self, terms: UserTerms, totals: np.ndarray) -> None:
+        self.terms = terms
+        self.totals = totals
+        self._readable: tuple[Readable, np.ndarray] | None = None
 
     def best(self, reader: Readable, count: int) -> list[int]:
         """The ids of the ``count`` best matches ``reader`` may read, best first (ties: the
         newer id first)."""
         terms = self.terms
-        rows = np.flatnonzero((self.totals > 0) & terms.readable(reader))
+        rows = np.flatnonzero((self.totals > 0) & self._readable_rows(reader))
         if len(rows) > count:
             scores = self.totals[rows]
             cut = np.partition(scores, len(rows) - count)[len(rows) - count]
@@ -83,6 +83,17 @@ class KeywordScores:
         order = np.lexsort((-ids, -self.totals[rows]))[:count]
         best: list[int] = ids[order].tolist()
         return best
+
+    def visible(self, reader: Readable, ids: Sequence[int]) -> list[int]:
+        """The ids among ``ids`` that ``reader`` may see, in their order."""
+        rows = self.terms.positions(np.asarray(ids, dtype=np.int64))
+        readable = self._readable_rows(reader)
+        return [i for i, row in zip(ids, rows.tolist(), strict=True) if row >= 0 and readable[row]]
+
+    def _readable_rows(self, reader: Readable) -> np.ndarray:
+        if self._readable is None or self._readable[0] is not reader:
+            self._readable = (reader, self.terms.readable(reader))
+        return self._readable[1]
 
     def of(self, ids: Sequence[int]) -> dict[int, float]:
         """The score of each of ``ids`` the index holds."""
