@@ -96,10 +96,11 @@ class KeywordScores:
         return self._readable[1]
 
     def of(self, ids: Sequence[int]) -> dict[int, float]:
-        """The score of each of ``ids`` the index holds."""
+        """The score of each of ``ids`` the index holds (deleted ones have none)."""
         wanted = np.asarray(ids, dtype=np.int64)
         rows = self.terms.positions(wanted)
         held = rows >= 0
+        held[held] = self.terms.live[rows[held]]
         scores = self.totals[rows[held]].tolist()
         return dict(zip(wanted[held].tolist(), scores, strict=True))
 
@@ -107,11 +108,14 @@ class KeywordScores:
 class UserTerms:
     """One user's memories as term postings, with the fields visibility needs.
 
-    Rows are the user's memories (ids ascending while they arrive in order); a changed
-    memory keeps its row and loses its old postings, a deleted one is marked dead and its
-    row dropped at the next compaction. Postings are compressed-row arrays by term id:
-    ``rows[offsets[t]:offsets[t + 1]]`` hold term ``t``, with their frequencies beside.
-    The caller holds the lock of the vector index this belongs to around every call.
+    Rows are appended: a changed memory gets a new row and its old one is retired (dead,
+    with its postings, until the next compaction drops both), so no change rewrites the
+    postings. Rows up to ``in_order`` hold ascending ids; rows after them (changed
+    memories, ids that arrived out of order) are searched through their own sort order,
+    and the latest row of an id is its current one. Postings are compressed-row arrays by
+    term id: ``rows[offsets[t]:offsets[t + 1]]`` hold term ``t``, with their frequencies
+    beside. The caller holds the lock of the vector index this belongs to around every
+    call.
     """
 
     def __init__(self) -> None:
@@ -121,6 +125,7 @@ class UserTerms:
         self.lengths = np.zeros(0, dtype=np.int32)
         self.live = np.zeros(0, dtype=bool)
         self.size = 0
+        self.in_order = 0
         self.dead = 0
         # BM25's statistics over the live rows, kept as they change.
         self.documents = 0
@@ -134,9 +139,8 @@ class UserTerms:
         # Postings since the last merge: (term ids, rows, frequencies) per batch.
         self._recent: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._recent_sorted: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        # The rows in id order, when ids stopped arriving in order (None: recompute).
-        self._ascending = True
-        self._order: np.ndarray | None = None
+        # The rows after ``in_order`` in id order (None: sort them again).
+        self._tail_order: np.ndarray | None = None
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -147,31 +151,30 @@ class UserTerms:
         tiers: Sequence[str],
         documents: Sequence[str],
     ) -> None:
-        """File these memories (ids ascending) with their stored terms (space separated)."""
+        """File these memories (distinct ids, ascending) with their stored terms (space
+        separated); a memory already held is filed again with these."""
         if not len(ids):
             return
         wanted = np.asarray(ids, dtype=np.int64)
-        rows = self.positions(wanted)
-        held = rows >= 0
-        if held.any():
-            self._unfile(rows[held])
-        added = int(np.count_nonzero(~held))
-        if added:
-            self._reserve(added)
-            first_new = int(wanted[~held][0])
-            if self.size and first_new < int(self.ids[self.size - 1]):
-                self._ascending = False
-            self._order = None
-            rows[~held] = np.arange(self.size, self.size + added)
-            self.size += added
+        self._retire(self.positions(wanted))
+        count = len(wanted)
+        self._reserve(count)
+        ordered = self.in_order == self.size and (
+            not self.size or int(wanted[0]) > int(self.ids[self.size - 1])
+        )
+        rows = np.arange(self.size, self.size + count)
+        self.size += count
+        if ordered:
+            self.in_order = self.size
+        self._tail_order = None
         split = [document.split() for document in documents]
-        lengths = np.fromiter(map(len, split), dtype=np.int64, count=len(split))
+        lengths = np.fromiter(map(len, split), dtype=np.int64, count=count)
         self.ids[rows] = wanted
         self.agents[rows] = [self._code(agent) for agent in agents]
         self.tiers[rows] = [TIERS.index(tier) for tier in tiers]
         self.lengths[rows] = lengths
         self.live[rows] = True
-        self.documents += len(rows)
+        self.documents += count
         self.total_length += int(lengths.sum())
         vocabulary = self.vocabulary
         term_ids = np.fromiter(
@@ -193,33 +196,26 @@ class UserTerms:
             RECENT_MIN, len(self.rows) // RECENT_SHARE
         ):
             self._merge()
+        self._tidy()
 
     def remove_many(self, ids: Sequence[int]) -> None:
         """Forget these memories (those not held are ignored)."""
-        rows = self.positions(np.asarray(ids, dtype=np.int64))
+        self._retire(self.positions(np.asarray(ids, dtype=np.int64)))
+        self._tidy()
+
+    def _retire(self, rows: np.ndarray) -> None:
+        """Mark the live ones among ``rows`` (-1: none) dead and count them out."""
         rows = rows[rows >= 0]
         rows = rows[self.live[rows]]
-        if not len(rows):
-            return
         self.live[rows] = False
         self.documents -= len(rows)
         self.total_length -= int(self.lengths[rows].sum())
         self.dead += len(rows)
-        if self.dead > max(COMPACT_MIN, self.size // 8):
-            self._compact()
 
-    def _unfile(self, rows: np.ndarray) -> None:
-        """Take these rows out of the statistics and drop their postings (their memory
-        changed: it is filed again at once)."""
-        was_live = rows[self.live[rows]]
-        self.documents -= len(was_live)
-        self.total_length -= int(self.lengths[was_live].sum())
-        self.dead -= len(rows) - len(was_live)
-        self.live[rows] = False
-        changed = np.zeros(self.size, dtype=bool)
-        changed[rows] = True
-        self._merge()
-        self._keep_postings(~changed[self.rows], self.rows)
+    def _tidy(self) -> None:
+        slack = max(COMPACT_MIN, self.size // 16)
+        if self.dead > max(COMPACT_MIN, self.size // 8) or self.size - self.in_order > slack:
+            self._compact()
 
     def _keep_postings(self, keep: np.ndarray, rows: np.ndarray) -> None:
         """Keep the merged postings where ``keep`` holds, with ``rows`` as their rows."""
@@ -258,10 +254,9 @@ class UserTerms:
             _resized(array[kept], len(kept))
             for array in (self.ids, self.agents, self.tiers, self.lengths, self.live)
         )
-        self.size = len(kept)
+        self.size = self.in_order = len(kept)
         self.dead = 0
-        self._ascending = True
-        self._order = None
+        self._tail_order = None
 
     def _reserve(self, needed: int) -> None:
         if self.size + needed <= len(self.ids):
@@ -282,21 +277,24 @@ class UserTerms:
     # -- reading ------------------------------------------------------------------------------
 
     def positions(self, ids: np.ndarray) -> np.ndarray:
-        """The row of each id (live or dead), -1 where none is held."""
+        """The current row of each id (its latest, live or dead), -1 where none is held."""
         found = np.full(len(ids), -1, dtype=np.int64)
         if not self.size or not len(ids):
             return found
-        held = self.ids[: self.size]
-        order = None
-        if not self._ascending:
-            if self._order is None:
-                self._order = np.argsort(held, kind="stable")
-            order = self._order
-        ordered = held if order is None else held[order]
-        at = np.minimum(np.searchsorted(ordered, ids), self.size - 1)
-        hit = ordered[at] == ids
-        rows = at if order is None else order[at]
-        found[hit] = rows[hit]
+        if self.in_order:
+            ordered = self.ids[: self.in_order]
+            at = np.minimum(np.searchsorted(ordered, ids), self.in_order - 1)
+            hit = ordered[at] == ids
+            found[hit] = at[hit]
+        if self.size > self.in_order:
+            tail = self.ids[self.in_order : self.size]
+            if self._tail_order is None:
+                self._tail_order = np.argsort(tail, kind="stable")
+            ordered = tail[self._tail_order]
+            # The last of equal ids in a stable order is the latest row.
+            at = np.maximum(np.searchsorted(ordered, ids, side="right") - 1, 0)
+            hit = ordered[at] == ids
+            found[hit] = self.in_order + self._tail_order[at[hit]]
         return found
 
     def readable(self, reader: Readable) -> np.ndarray:
@@ -377,8 +375,8 @@ class UserTerms:
             self.frequencies,
         ]
         arrays.extend(array for batch in self._recent for array in batch)
-        if self._order is not None:
-            arrays.append(self._order)
+        if self._tail_order is not None:
+            arrays.append(self._tail_order)
         words = sys.getsizeof(self.vocabulary) + sum(map(sys.getsizeof, self.vocabulary))
         names = sys.getsizeof(self.codes) + sum(map(sys.getsizeof, self.names))
         return int(sum(array.nbytes for array in arrays)) + words + names

@@ -88,7 +88,9 @@ def test_scores_and_best_match_a_recount_after_any_writes(
         expected = _reference(documents, wanted)
 
         assert scores.of(list(documents)) == expected
-        assert scores.of([99]) == {}
+        deleted = {memory_id for _, memory_id, _, _ in operations} - set(documents)
+        assert scores.of([99, *deleted]) == {}
+        assert index.documents == len(documents)
         granted = sorted(documents)[:2]
         reader = _reader("planner", tuple(granted), ("coder",))
         visible = [
