@@ -7,14 +7,17 @@ store is shared), per backend and size:
   call with a new question, so the query embedding (MiniLM, through the library) is
   always included and no result cache can answer;
 - two baselines measured in the same run, interleaved with them in a shuffled order per
-  round so that machine noise hits all alike: the query embedding alone and the vector
-  step alone (``memory._vectors``: the quantized scan of the index the library holds and
-  the exact scores of its top 100, read from the database);
+  round so that machine noise hits all alike: the query embedding alone, the vector step
+  alone (``memory._vectors``: the quantized scan of the index the library holds and the
+  exact scores of its best, read from the database) and the keyword step alone
+  (``memory._postings``: BM25 over the user's term postings, and the best matches the
+  reader may see), each for as many candidates as a search of limit 10 asks;
 - the first search after opening the store (which loads the in-process vector index);
 - ingestion through the real embedder: ``Scope.add_many`` in batches of 500, next to the
   model alone embedding the same batches;
-- memory used by the index: ``index_bytes()`` (the arrays) and the deep size of the
-  user's index object (arrays, the id map and the session order), per memory.
+- memory used by the index: ``index_bytes()`` (the arrays, vectors and terms) and the deep
+  size of the user's index objects (arrays, the id maps, the session order, the term
+  vocabulary), per memory.
 
 Data (``--seed`` makes it reproducible): realistic memory sentences from templates and
 word lists ("The billing service in Atlas hit a memory leak in staging; we fixed it by
@@ -69,8 +72,9 @@ from flags import BUILTIN_FLAGS
 from memory import Memory, MiniLMEmbedder
 from memory._indexing import terms_row
 from memory._models import Base
-from memory._retrieval import VECTOR_CANDIDATES
+from memory._retrieval import KEYWORD_KEPT, VECTOR_CANDIDATES
 from memory._schemas import canonical_json, content_hash
+from memory._text import terms
 from memory._vectors import ProcessVectors
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -558,7 +562,7 @@ def cold_load(url: str, embedder: MiniLMEmbedder, question: str) -> tuple[Memory
     first_ms = (time.perf_counter() - start) * 1000
     index = memory._retriever._users[USER]
     size = int(index.size)
-    deep = deep_size(index)
+    deep = deep_size(index) + deep_size(memory._retriever._terms[USER])
     return memory, {
         "first_search_ms": round(first_ms, 1),
         "indexed_vectors": size,
@@ -578,7 +582,9 @@ def measure_latency(
     search_scope = memory.scope(USER, AGENT)
     inject_scope = memory.scope(USER, AGENT, session=LIVE_SESSION)
     index = memory._retriever._users[USER]
+    postings = memory._retriever._terms[USER]
     vectors: list[np.ndarray] = [embedder.embed(["warm up"])[0]]
+    k1, b = memory._retriever.weights.bm25_k1, memory._retriever.weights.bm25_b
 
     # The reader the searches use sees its own agent's memories (no grants in this data).
     reader: Any = SimpleNamespace(
@@ -588,9 +594,14 @@ def measure_latency(
     )
     source = ProcessVectors(index, embedder.model_name)
 
-    def vector_top100() -> None:
+    def vector_step() -> None:
         with memory.engine.connect() as connection:
             source.top(connection, reader, vectors[-1], VECTOR_CANDIDATES)
+
+    def keyword_step() -> None:
+        wanted = list(dict.fromkeys(terms(next(questions))))
+        with index.lock:
+            postings.scores(wanted, k1, b).best(reader, KEYWORD_KEPT)
 
     items: list[int] = []
 
@@ -601,7 +612,8 @@ def measure_latency(
         "search": lambda: search_scope.search(next(questions), limit=SEARCH_LIMIT),
         "inject": inject,
         "query_embedding": lambda: vectors.append(embedder.embed([next(questions)])[0]),
-        "vector_top100": vector_top100,
+        "vector_step": vector_step,
+        "keyword_step": keyword_step,
     }
     for _ in range(WARMUP):  # also absorbs the first compaction of the live session
         for op in ops.values():
@@ -650,7 +662,7 @@ def run_case(
             )
         finally:
             memory.close()
-        questions = iter(corpus.distinct(args.queries * 3 + WARMUP * 3 + 1, corpus.question))
+        questions = iter(corpus.distinct(args.queries * 4 + WARMUP * 4 + 1, corpus.question))
         log(f"{label}: cold open and first search ...")
         memory, result["index"] = cold_load(url, embedder, next(questions))
         try:
@@ -694,7 +706,8 @@ def print_case(result: dict[str, Any], budget: int) -> None:
         ("search (hybrid, limit 10, new query)", "search"),
         (f"inject (budget {budget}, new query)", "inject"),
         ("baseline: query embedding alone", "query_embedding"),
-        ("baseline: vector step alone (index top-100)", "vector_top100"),
+        (f"baseline: vector step alone (best {VECTOR_CANDIDATES})", "vector_step"),
+        (f"baseline: keyword step alone (best {KEYWORD_KEPT})", "keyword_step"),
     ):
         print(f"{title:<46}{latency[key]['p50_ms']:>9.2f}{latency[key]['p95_ms']:>9.2f}")
     print(
@@ -702,7 +715,7 @@ def print_case(result: dict[str, Any], budget: int) -> None:
         f"{latency['overflows']} overflows in {latency['inject']['n']} calls"
     )
     print(
-        f"first search after open (loads {index['indexed_vectors']:,} vectors): "
+        f"first search after open (loads {index['indexed_vectors']:,} vectors and their terms): "
         f"{index['first_search_ms']:,.0f} ms; index {index['index_bytes_per_memory']:,} B/memory "
         f"in arrays, {index['deep_bytes_per_memory']:,} B/memory in all"
     )
@@ -718,7 +731,7 @@ def print_summary(results: list[dict[str, Any]]) -> None:
     print("\n=== summary (ms) ===")
     print(
         f"{'case':<20}{'search p50':>11}{'p95':>8}{'inject p50':>11}{'p95':>8}{'embed p50':>10}"
-        f"{'vector p50':>11}{'cold ms':>9}{'ingest/s':>10}{'B/memory':>10}"
+        f"{'vector p50':>11}{'keyword p50':>12}{'cold ms':>9}{'ingest/s':>10}{'B/memory':>10}"
     )
     for r in results:
         lat = r["latency"]
@@ -726,7 +739,8 @@ def print_summary(results: list[dict[str, Any]]) -> None:
             f"{r['backend'] + ' ' + format(r['size'], ','):<20}"
             f"{lat['search']['p50_ms']:>11.1f}{lat['search']['p95_ms']:>8.1f}"
             f"{lat['inject']['p50_ms']:>11.1f}{lat['inject']['p95_ms']:>8.1f}"
-            f"{lat['query_embedding']['p50_ms']:>10.1f}{lat['vector_top100']['p50_ms']:>11.1f}"
+            f"{lat['query_embedding']['p50_ms']:>10.1f}{lat['vector_step']['p50_ms']:>11.1f}"
+            f"{lat['keyword_step']['p50_ms']:>12.1f}"
             f"{r['index']['first_search_ms']:>9.0f}{r['ingest']['add_many_per_s']:>10.0f}"
             f"{r['index']['deep_bytes_per_memory']:>10.0f}"
         )
