@@ -72,6 +72,11 @@ VECTOR_CANDIDATES = 40
 # neither list found.
 NEIGHBOUR_SOURCES = 20
 
+# Built once: every search and inject runs it, and building took longer than running it.
+_DATA_VERSION = sa.select(sa.func.max(memory_changes.c.seq)).where(
+    memory_changes.c.user_id == sa.bindparam("version_user", type_=memory_changes.c.user_id.type)
+)
+
 _QUERY_EMBEDDING_CACHE = {"cache": "query_embedding"}
 _DEGRADED = {"search": {"operation": "search"}, "write": {"operation": "write"}}
 
@@ -290,9 +295,7 @@ class Retriever:
 
     def data_version(self, connection: Connection, user: str) -> int:
         """The user's latest change sequence number: any write to their memories bumps it."""
-        value = connection.execute(
-            sa.select(sa.func.max(memory_changes.c.seq)).where(memory_changes.c.user_id == user)
-        ).scalar()
+        value = connection.execute(_DATA_VERSION, {"version_user": user}).scalar()
         return int(value or 0)
 
     def index_bytes(self) -> int:

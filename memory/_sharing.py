@@ -631,11 +631,10 @@ def tagged_ids(connection: Connection, owner: Owner) -> set[int]:
     return set(rows.scalars())
 
 
-def grants_version(connection: Connection, user: str) -> tuple[int, ...]:
-    """A value that changes whenever what ``user``'s agents can see through grants may have:
-    a grant or team membership added, changed, revoked or expired."""
-    now = utcnow()
+def _grants_state() -> sa.Select[Any]:
     # One statement (the teams' aggregates as scalar subqueries): a round trip per search.
+    # Built once, with the user and the time bound: building it took longer than running it.
+    user = sa.bindparam("grants_user", type_=grants.c.user_id.type)
     user_teams = sa.select(teams.c.id).where(teams.c.user_id == user).subquery()
     team_count = sa.select(sa.func.count()).select_from(user_teams).scalar_subquery()
     team_sum = (
@@ -643,16 +642,26 @@ def grants_version(connection: Connection, user: str) -> tuple[int, ...]:
         .select_from(user_teams)
         .scalar_subquery()
     )
-    state = connection.execute(
-        sa.select(
-            sa.func.count(),
-            sa.func.coalesce(sa.func.sum(grants.c.id), 0),
-            sa.func.count(grants.c.expires_at),
-            sa.func.max(grants.c.created_at),
-            team_count,
-            team_sum,
-        ).where(grants.c.user_id == user, _live(now))
-    ).one()
+    return sa.select(
+        sa.func.count(),
+        sa.func.coalesce(sa.func.sum(grants.c.id), 0),
+        sa.func.count(grants.c.expires_at),
+        sa.func.max(grants.c.created_at),
+        team_count,
+        team_sum,
+    ).where(
+        grants.c.user_id == user,
+        _live(sa.bindparam("grants_now", type_=grants.c.expires_at.type)),
+    )
+
+
+_GRANTS_STATE = _grants_state()
+
+
+def grants_version(connection: Connection, user: str) -> tuple[int, ...]:
+    """A value that changes whenever what ``user``'s agents can see through grants may have:
+    a grant or team membership added, changed, revoked or expired."""
+    state = connection.execute(_GRANTS_STATE, {"grants_user": user, "grants_now": utcnow()}).one()
     changed = state[3]
     return (
         int(state[0]),
