@@ -32,11 +32,10 @@ from array import array
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from memory._schemas import canonical_json
 from memory._text import terms
-from memory._types import MemoryRecord, SearchHit
 
 _WORD = re.compile(r"\w+")
 
@@ -138,16 +137,35 @@ def relevance(
     }
 
 
+class Facts(NamedTuple):
+    """What ranking reads of a memory besides its evidence."""
+
+    content: str
+    importance: float
+    tier: str
+    metadata: Mapping[str, Any]
+
+
+class Ranked(NamedTuple):
+    """One ranked memory: its fused score and the evidence behind it."""
+
+    memory_id: int
+    score: float
+    keyword_score: float
+    vector_score: float
+
+
 def rank(
-    records: Mapping[int, MemoryRecord],
+    facts: Mapping[int, Facts],
     keyword: Mapping[int, float],
     vector: Mapping[int, float],
     adjacent: Mapping[int, Neighbours],
     query: str,
     wanted: list[str],
     weights: FusionWeights,
-) -> list[SearchHit]:
-    """Score ``records`` (the candidates that passed every filter), best first.
+) -> list[Ranked]:
+    """Score the memories of ``facts`` (the candidates that passed every filter), best
+    first.
 
     ``keyword`` holds raw BM25 scores and ``vector`` cosine similarities, by id, for every
     candidate (filtered out or not: the keyword scale is the best of all of them);
@@ -155,11 +173,11 @@ def rank(
     A memory with neither keyword nor vector evidence is left out.
     """
     best_keyword = max(keyword.values(), default=0.0)
-    own = relevance(records, keyword, vector, best_keyword, weights)
+    own = relevance(facts, keyword, vector, best_keyword, weights)
     entities = query_entities(query)
     wanted_set = set(wanted)
-    hits = []
-    for memory_id, record in records.items():
+    ranked = []
+    for memory_id, fact in facts.items():
         similarity = max(vector.get(memory_id, 0.0), 0.0)
         keyword_share = keyword.get(memory_id, 0.0) / (best_keyword or 1.0)
         if keyword_share == 0.0 and similarity == 0.0:
@@ -170,18 +188,18 @@ def rank(
             weights.following * own.get(after, 0.0) if after is not None else 0.0,
         )
         score = own[memory_id] + context
-        if entities and subject(record.content) in entities:
+        if entities and subject(fact.content) in entities:
             score += weights.subject
-        if weights.metadata and record.metadata and wanted_set:
+        if weights.metadata and fact.metadata and wanted_set:
             score += (
-                weights.metadata * metadata_overlap(record.metadata, wanted_set) / len(wanted_set)
+                weights.metadata * metadata_overlap(fact.metadata, wanted_set) / len(wanted_set)
             )
-        score += weights.importance * record.importance + weights.tier.get(record.tier, 0.0)
-        hits.append(
-            SearchHit(record, round(score, 6), round(keyword_share, 6), round(similarity, 6))
+        score += weights.importance * fact.importance + weights.tier.get(fact.tier, 0.0)
+        ranked.append(
+            Ranked(memory_id, round(score, 6), round(keyword_share, 6), round(similarity, 6))
         )
-    hits.sort(key=lambda hit: (-hit.score, -hit.memory.id))
-    return hits
+    ranked.sort(key=lambda hit: (-hit.score, -hit.memory_id))
+    return ranked
 
 
 def query_entities(text: str) -> frozenset[str]:

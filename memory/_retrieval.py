@@ -46,12 +46,12 @@ from memory._embeddings import Embedder, Matrix
 from memory._keywords import DatabaseKeywords, KeywordIndex
 from memory._models import Base, utcnow
 from memory._postings import KeywordScores, UserTerms
-from memory._ranking import FusionWeights, Neighbours, rank, relevance
+from memory._ranking import Facts, FusionWeights, Neighbours, rank, relevance
 from memory._schemas import SearchQuery
-from memory._sharing import Readable, ReaderCache
+from memory._sharing import Readable, ReaderCache, id_among
 from memory._store import Owner, Store, has_metadata, unexpired
 from memory._text import terms
-from memory._types import MemoryRecord, SearchHit
+from memory._types import SearchHit
 from memory._vectors import ProcessVectors, UserVectors
 
 logger = logging.getLogger(__name__)
@@ -404,17 +404,29 @@ class Retriever:
             pool = [*candidates, *added]
             if added and wanted:
                 keyword_scores.update(keywords.of(added))
-        records = {record.id: record for record in self._filtered(connection, reader, pool, query)}
+        facts = self._filtered(connection, reader, pool, query)
         # One flat tier (USE_HIERARCHICAL_TIERS off): no tier earns a bonus.
         weights = self.weights if owner.tiered else replace(self.weights, tier={})
-        hits = rank(records, keyword_scores, vector_scores, adjacent, query.text, wanted, weights)
-        return hits[: query.limit]
+        ranked = rank(facts, keyword_scores, vector_scores, adjacent, query.text, wanted, weights)
+        ranked = ranked[: query.limit]
+        # Whole records only for what is returned, read in the transaction that filtered.
+        records = {
+            record.id: record
+            for record in self._store.select_memories(
+                connection, memories.c.id.in_([hit.memory_id for hit in ranked])
+            )
+        }
+        return [
+            SearchHit(records[hit.memory_id], hit.score, hit.keyword_score, hit.vector_score)
+            for hit in ranked
+        ]
 
     def _filtered(
         self, connection: Connection, reader: Readable, candidates: list[int], query: SearchQuery
-    ) -> list[MemoryRecord]:
+    ) -> dict[int, Facts]:
+        """What ranking reads of the candidates that pass every filter of the query."""
         conditions = [
-            memories.c.id.in_(candidates),
+            id_among(connection.dialect.name, "pool_ids", candidates),
             reader.predicate,
             unexpired(utcnow()),
         ]
@@ -427,4 +439,12 @@ class Retriever:
         if query.created_before is not None:
             conditions.append(memories.c.created_at < query.created_before)
         conditions.extend(has_metadata(key, value) for key, value in query.metadata.items())
-        return self._store.select_memories(connection, sa.and_(*conditions))
+        rows = connection.execute(
+            sa.select(
+                memories.c.id, memories.c.content, memories.c.importance, memories.c.tier
+            ).where(*conditions)
+        ).all()
+        metadata = self._store.metadata_of(connection, [row.id for row in rows])
+        return {
+            row.id: Facts(row.content, row.importance, row.tier, metadata[row.id]) for row in rows
+        }

@@ -275,14 +275,20 @@ class Store:
     def _with_metadata(
         self, connection: Connection, rows: Sequence[RowMapping]
     ) -> list[MemoryRecord]:
-        metadata: dict[int, dict[str, Any]] = {row["id"]: {} for row in rows}
+        metadata = self.metadata_of(connection, [row["id"] for row in rows])
+        return [_record(row, metadata[row["id"]]) for row in rows]
+
+    @staticmethod
+    def metadata_of(connection: Connection, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """The metadata of each of ``ids`` (an empty dict for none)."""
+        metadata: dict[int, dict[str, Any]] = {memory_id: {} for memory_id in ids}
         if metadata:
             found = connection.execute(
                 sa.select(metadata_table).where(metadata_table.c.memory_id.in_(list(metadata)))
             )
             for item in found:
                 metadata[item.memory_id][item.key] = json.loads(item.value_json)
-        return [_record(row, metadata[row["id"]]) for row in rows]
+        return metadata
 
     def get_memory(self, owner: Owner, memory_id: int) -> MemoryRecord:
         """Read one memory of this user and agent and record the access."""
