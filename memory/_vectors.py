@@ -20,9 +20,9 @@ memories in three steps, each exact on fewer rows:
 
 No float32 copy stays in memory: about 460 bytes a memory instead of 1,550 (and 2 more for
 each reader whose mask is kept), and a scan at 1M memories reads ~48 MB of bits instead of
-1.5 GB of floats. Measured on MiniLM
-sentence vectors, the top 100 found this way hold 99-100 % of the exact top 100 when the
-query resembles the memories (benchmarks/README.md has the figures and the harder cases).
+1.5 GB of floats. Measured on MiniLM sentence vectors, the top 100 found this way hold
+99-100 % of the exact top 100 when the query resembles the memories (benchmarks/README.md
+has the figures and the harder cases).
 When a reader may see no more than ``RESCORED`` x ``count`` rows, every one of them is
 scored exactly, which is what small stores and the tests see.
 
@@ -51,8 +51,9 @@ from memory._sharing import Readable
 # shortlist decides which); the shortlist itself grows with the index (SHORTLIST_SHARE),
 # since the Hamming ranking blurs more of the true top 100 as more rows crowd near it.
 # The int8 ranking barely blurs: at 1M MiniLM memories the exact top 100 of the shortlist
-# lay within its int8 top 113 (200 queries), and in the near ties of the clustered test
-# data the top 125 held all of it, so half again is margin; every row read costs.
+# lay within its int8 top 113 for benchmark questions and 112 for LoCoMo's (the hard,
+# near-tied case), and the top 125 held all of it in the clustered test data; so half
+# again is margin, and every row read costs.
 RESCORED = 1.5
 SHORTLIST_MIN = 2048
 SHORTLIST_SHARE = 128
@@ -299,8 +300,8 @@ class UserVectors:
         """The distance floor of each row for ``reader`` (uint16: 0 where it may read the
         row, more than any Hamming distance where not) and how many rows it may read.
 
-        Kept for the last ``KEPT_READERS`` readers until the index changes (building it
-        reads every row's agent, tier and liveness: ~0.2 ms at 1M rows, each search).
+        Kept for the last ``KEPT_READERS`` readers until the index changes: building it
+        reads every row's agent, tier and liveness (~0.2 ms at 1M rows).
         Readers are told apart by what ``readable`` reads; the ``ReaderCache`` hands out
         the same grant sets while they are unchanged, so the key compares by identity."""
         held = reader.held
