@@ -11,7 +11,7 @@ memories in three steps, each exact on fewer rows:
    touches every row. Which rows a reader may see is kept per reader until the index
    changes.
 2. **int8 codes** (each vector scaled by its largest component to -127..127, with the scale
-   kept): the shortlist is rescored with them, and the ``RESCORED`` x ``count`` best go on.
+   kept): the shortlist is rescored with them, and the ``exact_count(count)`` best go on.
 3. **The stored float32 vectors** of those few, read from ``memory_embeddings`` in one
    query (``memory._pgvector.exact_scores``, as pgvector searches read them): the ``count``
    best by exact cosine are the candidates, with exact scores, so every backend scores a
@@ -23,7 +23,7 @@ each reader whose mask is kept), and a scan at 1M memories reads ~48 MB of bits 
 1.5 GB of floats. Measured on MiniLM sentence vectors, the top 100 found this way hold
 99-100 % of the exact top 100 when the query resembles the memories (benchmarks/README.md
 has the figures and the harder cases).
-When a reader may see no more than ``RESCORED`` x ``count`` rows, every one of them is
+When a reader may see no more than ``exact_count(count)`` rows, every one of them is
 scored exactly, which is what small stores and the tests see.
 
 Rows are kept in id order as far as ids arrive in order (they do: ids grow), so an id is
@@ -52,9 +52,11 @@ from memory._sharing import Readable
 # since the Hamming ranking blurs more of the true top 100 as more rows crowd near it.
 # The int8 ranking barely blurs: at 1M MiniLM memories the exact top 100 of the shortlist
 # lay within its int8 top 113 for benchmark questions and 112 for LoCoMo's (the hard,
-# near-tied case), and the top 125 held all of it in the clustered test data; so half
-# again is margin, and every row read costs.
+# near-tied case), the top 40 within 45 and the top 10 within 14; the top 125 held all of
+# the top 100 in the clustered test data. So half again, and at least EXACT_MARGIN more,
+# is margin, and every row read costs.
 RESCORED = 1.5
+EXACT_MARGIN = 20
 SHORTLIST_MIN = 2048
 SHORTLIST_SHARE = 128
 # Rows per block of the Hamming scan: a block's words, counts and sums (~0.5 MB) stay in
@@ -63,6 +65,11 @@ SHORTLIST_SHARE = 128
 SCAN_ROWS = 1 << 15
 # Readers whose row masks are kept between searches (until the index changes).
 KEPT_READERS = 4
+
+
+def exact_count(count: int) -> int:
+    """How many rows the int8 rescoring passes on to exact scoring, for ``count`` wanted."""
+    return max(math.ceil(RESCORED * count), count + EXACT_MARGIN)
 
 
 def shortlist(size: int) -> int:
@@ -349,7 +356,7 @@ class UserVectors:
         if self.size == 0 or count <= 0:
             return np.zeros(0, dtype=np.int64)
         floor, readable = self.visible(reader)
-        wanted = math.ceil(RESCORED * count)
+        wanted = exact_count(count)
         if readable <= wanted:
             return self.ids[np.flatnonzero(floor == 0)]
         limit = shortlist(self.size)

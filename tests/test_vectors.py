@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from memory._vectors import RESCORED, UserVectors, shortlist
+from memory._vectors import UserVectors, exact_count, shortlist
 
 DIMENSION = 384
 AGENTS = ("planner", "assistant")  # odd ids are the assistant's
@@ -56,7 +56,7 @@ def test_the_quantized_search_finds_the_exact_top_100() -> None:
     recalls, top10 = [], []
     for query in clustered(rng, 20):
         found = index.candidates(query, reader(), 100)
-        assert len(found) == RESCORED * 100
+        assert len(found) == exact_count(100) == 150
         assert all(AGENTS[i % 2] == "assistant" for i in found)
         exact = np.where(mine, vectors @ query, -np.inf)
         truth = set((np.argsort(-exact)[:100] + 1).tolist())
