@@ -165,10 +165,17 @@ class DatabaseVectors:
         self.dimension = dimension
 
     def top(
-        self, connection: Connection, reader: Readable, query: np.ndarray, count: int
+        self,
+        connection: Connection,
+        reader: Readable,
+        query: np.ndarray,
+        count: int,
+        also: Sequence[int] = (),
     ) -> dict[int, float]:
         """The ``count`` memories the reader may see nearest to ``query`` (HNSW), exactly
-        scored; the visibility predicate is part of the scan, not a filter afterwards."""
+        scored; the visibility predicate is part of the scan, not a filter afterwards.
+        (``also``, the ids whose scores are asked next, are read when asked: the HNSW scan
+        reads no other rows to share a query with.)"""
         connection.exec_driver_sql(f"SET LOCAL hnsw.ef_search = {max(EF_SEARCH, count)}")
         connection.exec_driver_sql("SET LOCAL hnsw.iterative_scan = strict_order")
         dimension = int(self.dimension)

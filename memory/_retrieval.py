@@ -357,11 +357,6 @@ class Retriever:
                 source = ProcessVectors(index, model)
             elif self._in_database:
                 source = pgvector.DatabaseVectors(owner.user, model, self.embedder.dimension)
-        vector_scores: dict[int, float] = {}
-        if source is not None and vector is not None:
-            vector_scores = source.top(
-                connection, reader, vector, max(VECTOR_CANDIDATES, 2 * query.limit)
-            )
         keywords = self._keyword_source(
             connection,
             owner.user,
@@ -370,6 +365,15 @@ class Retriever:
             None if index is None else self._terms[owner.user],
         )
         keyword_ids = keywords.best(reader, max(KEYWORD_KEPT, 2 * query.limit)) if wanted else []
+        vector_scores: dict[int, float] = {}
+        if source is not None and vector is not None:
+            vector_scores = source.top(
+                connection,
+                reader,
+                vector,
+                max(VECTOR_CANDIDATES, 2 * query.limit),
+                also=keyword_ids,
+            )
         if not keyword_ids and not vector_scores:
             return []
         candidates = list(dict.fromkeys([*keyword_ids, *vector_scores]))

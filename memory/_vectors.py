@@ -407,25 +407,44 @@ def resized(array: np.ndarray, capacity: int, size: int) -> np.ndarray:
 
 class ProcessVectors:
     """The in-process index behind the interface ``memory._pgvector.DatabaseVectors``
-    offers, so a search reads the same way from either."""
+    offers, so a search reads the same way from either. One per search: it keeps the
+    exact scores it has read."""
 
     def __init__(self, index: UserVectors, model: str) -> None:
         self.index = index
         self.model = model
+        self._scored: dict[int, float] = {}
 
     def top(
-        self, connection: Connection, reader: Readable, query: np.ndarray, count: int
+        self,
+        connection: Connection,
+        reader: Readable,
+        query: np.ndarray,
+        count: int,
+        also: Sequence[int] = (),
     ) -> dict[int, float]:
+        """The ``count`` best of the rows ``reader`` may read, exactly scored. The exact
+        scores of ``also`` (asked for next) are read in the same query."""
         with self.index.lock:
-            ids = self.index.candidates(query, reader, count)
-        scores = exact_scores(connection, ids.tolist(), self.model, query)
-        best = sorted(scores.items(), key=lambda item: (-item[1], -item[0]))[:count]
+            ids = self.index.candidates(query, reader, count).tolist()
+        self._scored.update(
+            exact_scores(connection, [*dict.fromkeys([*ids, *also])], self.model, query)
+        )
+        scored = [
+            (memory_id, self._scored[memory_id]) for memory_id in ids if memory_id in self._scored
+        ]
+        best = sorted(scored, key=lambda item: (-item[1], -item[0]))[:count]
         return dict(best)
 
     def scores(
         self, connection: Connection, ids: Sequence[int], query: np.ndarray
     ) -> dict[int, float]:
-        return exact_scores(connection, ids, self.model, query)
+        missing = [memory_id for memory_id in ids if memory_id not in self._scored]
+        if missing:
+            self._scored.update(exact_scores(connection, missing, self.model, query))
+        return {
+            memory_id: self._scored[memory_id] for memory_id in ids if memory_id in self._scored
+        }
 
     def neighbours(self, connection: Connection, ids: Sequence[int]) -> dict[int, Neighbours]:
         with self.index.lock:
