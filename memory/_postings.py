@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -62,45 +64,93 @@ def readable_rows(
     return readable
 
 
-class KeywordScores:
-    """The BM25 score of every row of one user's terms for one query (0: no match)."""
+@dataclass(frozen=True, slots=True)
+class Rows:
+    """The rows of a ``UserTerms`` at one moment. Its arrays are replaced when they grow or
+    are compacted, and rows below ``size`` are never rewritten but for their deletion flag,
+    so a search reads these after letting go of the lock while writes carry on."""
 
-    def __init__(self, terms: UserTerms, totals: np.ndarray) -> None:
-        self.terms = terms
+    ids: np.ndarray
+    agents: np.ndarray
+    tiers: np.ndarray
+    live: np.ndarray
+    size: int
+    in_order: int
+    # The rows after ``in_order`` in id order (stable: the latest of equal ids last).
+    tail_order: np.ndarray
+    codes: dict[str, int]
+
+    def positions(self, ids: np.ndarray) -> np.ndarray:
+        """The current row of each id (its latest, live or dead), -1 where none is held."""
+        found = np.full(len(ids), -1, dtype=np.int64)
+        if not self.size or not len(ids):
+            return found
+        if self.in_order:
+            ordered = self.ids[: self.in_order]
+            at = np.minimum(np.searchsorted(ordered, ids), self.in_order - 1)
+            hit = ordered[at] == ids
+            found[hit] = at[hit]
+        if self.size > self.in_order:
+            ordered = self.ids[self.in_order : self.size][self.tail_order]
+            at = np.maximum(np.searchsorted(ordered, ids, side="right") - 1, 0)
+            hit = ordered[at] == ids
+            found[hit] = self.in_order + self.tail_order[at[hit]]
+        return found
+
+    def readable(self, reader: Readable) -> np.ndarray:
+        """The rows ``reader`` may read (``readable_rows``)."""
+        granted = self.positions(
+            np.array([*reader.held.memory_ids, *reader.tagged], dtype=np.int64)
+        )
+        return readable_rows(
+            reader,
+            self.agents[: self.size],
+            self.tiers[: self.size],
+            self.live[: self.size],
+            self.codes,
+            granted[granted >= 0],
+        )
+
+
+class KeywordScores:
+    """The BM25 score of every row of one user's terms for one query (0: no match), over
+    the rows as they were when it was computed."""
+
+    def __init__(self, rows: Rows, totals: np.ndarray) -> None:
+        self.rows = rows
         self.totals = totals
         self._readable: tuple[Readable, np.ndarray] | None = None
 
     def best(self, reader: Readable, count: int) -> list[int]:
         """The ids of the ``count`` best matches ``reader`` may read, best first (ties: the
         newer id first)."""
-        terms = self.terms
         rows = np.flatnonzero((self.totals > 0) & self._readable_rows(reader))
         if len(rows) > count:
             scores = self.totals[rows]
             cut = np.partition(scores, len(rows) - count)[len(rows) - count]
             rows = rows[scores >= cut]
-        ids = terms.ids[rows]
+        ids = self.rows.ids[rows]
         order = np.lexsort((-ids, -self.totals[rows]))[:count]
         best: list[int] = ids[order].tolist()
         return best
 
     def visible(self, reader: Readable, ids: Sequence[int]) -> list[int]:
         """The ids among ``ids`` that ``reader`` may see, in their order."""
-        rows = self.terms.positions(np.asarray(ids, dtype=np.int64))
+        rows = self.rows.positions(np.asarray(ids, dtype=np.int64))
         readable = self._readable_rows(reader)
         return [i for i, row in zip(ids, rows.tolist(), strict=True) if row >= 0 and readable[row]]
 
     def _readable_rows(self, reader: Readable) -> np.ndarray:
         if self._readable is None or self._readable[0] is not reader:
-            self._readable = (reader, self.terms.readable(reader))
+            self._readable = (reader, self.rows.readable(reader))
         return self._readable[1]
 
     def of(self, ids: Sequence[int]) -> dict[int, float]:
         """The score of each of ``ids`` the index holds (deleted ones have none)."""
         wanted = np.asarray(ids, dtype=np.int64)
-        rows = self.terms.positions(wanted)
+        rows = self.rows.positions(wanted)
         held = rows >= 0
-        held[held] = self.terms.live[rows[held]]
+        held[held] = self.rows.live[rows[held]]
         scores = self.totals[rows[held]].tolist()
         return dict(zip(wanted[held].tolist(), scores, strict=True))
 
@@ -114,11 +164,12 @@ class UserTerms:
     memories, ids that arrived out of order) are searched through their own sort order,
     and the latest row of an id is its current one. Postings are compressed-row arrays by
     term id: ``rows[offsets[t]:offsets[t + 1]]`` hold term ``t``, with their frequencies
-    beside. The caller holds the lock of the vector index this belongs to around every
-    call.
+    beside. Callers hold ``lock`` (the vector index's, whose catch-up writes both) around
+    every call; what a call returns stays valid after it (``Rows``).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, lock: threading.Lock | None = None) -> None:
+        self.lock = lock or threading.Lock()
         self.ids = np.zeros(0, dtype=np.int64)
         self.agents = np.zeros(0, dtype=np.int32)
         self.tiers = np.zeros(0, dtype=np.int8)
@@ -276,39 +327,24 @@ class UserTerms:
 
     # -- reading ------------------------------------------------------------------------------
 
+    def view(self) -> Rows:
+        """The rows as they are now (see ``Rows``)."""
+        if self._tail_order is None:
+            self._tail_order = np.argsort(self.ids[self.in_order : self.size], kind="stable")
+        return Rows(
+            self.ids,
+            self.agents,
+            self.tiers,
+            self.live,
+            self.size,
+            self.in_order,
+            self._tail_order,
+            self.codes,
+        )
+
     def positions(self, ids: np.ndarray) -> np.ndarray:
         """The current row of each id (its latest, live or dead), -1 where none is held."""
-        found = np.full(len(ids), -1, dtype=np.int64)
-        if not self.size or not len(ids):
-            return found
-        if self.in_order:
-            ordered = self.ids[: self.in_order]
-            at = np.minimum(np.searchsorted(ordered, ids), self.in_order - 1)
-            hit = ordered[at] == ids
-            found[hit] = at[hit]
-        if self.size > self.in_order:
-            tail = self.ids[self.in_order : self.size]
-            if self._tail_order is None:
-                self._tail_order = np.argsort(tail, kind="stable")
-            ordered = tail[self._tail_order]
-            # The last of equal ids in a stable order is the latest row.
-            at = np.maximum(np.searchsorted(ordered, ids, side="right") - 1, 0)
-            hit = ordered[at] == ids
-            found[hit] = self.in_order + self._tail_order[at[hit]]
-        return found
-
-    def readable(self, reader: Readable) -> np.ndarray:
-        granted = self.positions(
-            np.array([*reader.held.memory_ids, *reader.tagged], dtype=np.int64)
-        )
-        return readable_rows(
-            reader,
-            self.agents[: self.size],
-            self.tiers[: self.size],
-            self.live[: self.size],
-            self.codes,
-            granted[granted >= 0],
-        )
+        return self.view().positions(ids)
 
     def _postings(self, term: int) -> tuple[np.ndarray, np.ndarray]:
         """The rows holding ``term`` (dead ones included) and its frequency in each."""
@@ -360,7 +396,7 @@ class UserTerms:
             lengths = np.maximum(self.lengths[rows], 1).astype(np.float64)
             normaliser = k1 * (1 - b + b * lengths / average)
             totals[rows] += weight * found * (k1 + 1) / (found + normaliser)
-        return KeywordScores(self, totals)
+        return KeywordScores(self.view(), totals)
 
     def nbytes(self) -> int:
         """Everything held: arrays, postings, the vocabulary and the name codes."""

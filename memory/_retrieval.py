@@ -211,7 +211,7 @@ class Retriever:
             index = self._users.get(user)
             if index is None:
                 index = self._users[user] = UserVectors(self.embedder.dimension)
-                self._terms[user] = UserTerms()
+                self._terms[user] = UserTerms(index.lock)
             postings = self._terms[user]
         with index.lock:
             if index.last_seq < version:
@@ -318,7 +318,8 @@ class Retriever:
         user's index, else from the database's full-text index."""
         k1, b = self.weights.bm25_k1, self.weights.bm25_b
         if postings is not None:
-            return postings.scores(wanted, k1, b)
+            with postings.lock:
+                return postings.scores(wanted, k1, b)
         statistics = self._keywords.statistics(connection, user, version, wanted)
         return DatabaseKeywords(self._keywords, connection, user, wanted, statistics, k1, b)
 

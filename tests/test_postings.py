@@ -150,3 +150,27 @@ def test_the_process_index_agrees_with_the_database_full_text_path(store: Memory
         assert process.of(best) == database.of(best)
     assert written[7].id in best
     assert written[4].id not in best
+
+
+def test_scores_stay_valid_while_writes_reshape_the_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A search reads its scores after letting go of the lock: growth, re-filed memories and
+    # a compaction meanwhile must not shift what the scores refer to. (Whether a deletion
+    # made meanwhile shows depends on timing; a score never changes.)
+    monkeypatch.setattr(postings, "COMPACT_MIN", 2)
+    index = UserTerms()
+    index.upsert_many([1, 2, 3], ["planner"] * 3, ["episodic"] * 3, ["ledger", "note", "ledger x"])
+    scores = index.scores(["ledger"], K1, B)
+    before = scores.of([1, 2, 3])
+    best = scores.best(_reader("planner"), 5)
+
+    index.upsert_many([1, 3], ["planner"] * 2, ["episodic"] * 2, ["note", "note"])
+    index.upsert_many(list(range(4, 40)), ["planner"] * 36, ["episodic"] * 36, ["ledger"] * 36)
+    index.remove_many([2])
+
+    assert index.in_order == index.size  # compacted: every row renumbered
+    assert scores.of([1, 2, 3]).items() <= before.items()
+    assert set(scores.best(_reader("planner"), 5)) <= set(best)
+    assert best == [1, 3]
+    now = index.scores(["ledger"], K1, B)
+    assert now.best(_reader("planner"), 2) == [39, 38]
+    assert now.of([1, 2, 3]) == {1: 0.0, 3: 0.0}
