@@ -44,6 +44,7 @@ from sqlalchemy.engine import Connection
 
 from memory._models import NO_SESSION, TIERS
 from memory._pgvector import exact_scores
+from memory._postings import readable_rows
 from memory._ranking import Neighbours, SessionOrder
 from memory._sharing import Readable
 
@@ -286,22 +287,17 @@ class UserVectors:
         return found
 
     def readable(self, reader: Readable) -> np.ndarray:
-        """The rows ``reader`` may read: its own, and those its grants admit (the rule of
-        ``memory._sharing.visible``, which the final read of a search applies in SQL too)."""
-        agents = self.agents[: self.size]
-        mask = agents == self.codes.get(reader.owner.agent, -1)
+        """The rows ``reader`` may read (``memory._postings.readable_rows``)."""
         held = reader.held
-        for owner_agent, tier in held.tiers:
-            tier_rows = self.tiers[: self.size] == TIERS.index(tier)
-            mask |= (agents == self.codes.get(owner_agent, -1)) & tier_rows
         granted = self.positions(np.array([*held.memory_ids, *reader.tagged], dtype=np.int64))
-        granted = granted[granted >= 0]
-        if len(granted):
-            # A memory or tag grant admits only memories of the agent that made it.
-            owners = [self.codes.get(agent, -1) for agent in held.owners]
-            mask[granted[np.isin(agents[granted], owners)]] = True
-        readable: np.ndarray = mask & self.live[: self.size]
-        return readable
+        return readable_rows(
+            reader,
+            self.agents[: self.size],
+            self.tiers[: self.size],
+            self.live[: self.size],
+            self.codes,
+            granted[granted >= 0],
+        )
 
     def visible(self, reader: Readable) -> tuple[np.ndarray, int]:
         """The distance floor of each row for ``reader`` (uint16: 0 where it may read the
