@@ -1,19 +1,27 @@
-"""Keyword search internals that the search results depend on (``memory._keywords``): the
-statistics cached by data version follow every write, and a reader that may see only a few
-of the best full-text matches still gets its best visible ones, never anyone else's."""
+"""Keyword search internals that the search results depend on: the statistics cached by
+data version follow every write, and a reader that may see only a few of the best matches
+still gets its best visible ones, never anyone else's. On the database's full-text path
+(``memory._keywords``: a store with no process index) and the process's postings
+(``memory._postings``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import pytest
 
-from memory import Memory
+from memory import HashingEmbedder, Memory
 from memory import _keywords as keywords
 
 
-@pytest.fixture
-def memory(search_memory: Memory) -> Memory:
-    """Every test here runs on each search backend, PostgreSQL with pgvector included."""
-    return search_memory
+@pytest.fixture(params=["sqlite-file", "postgresql", "sqlite-file in process"])
+def memory(request: pytest.FixtureRequest, url_for: Callable[[str], str]) -> Iterator[Memory]:
+    """FTS5 and PostgreSQL full-text search (no embedder, so no process index answers),
+    and the postings the process holds beside its vector index."""
+    backend, _, in_process = request.param.partition(" ")
+    embedder = HashingEmbedder() if in_process else None
+    with Memory.open(url_for(backend), embedder=embedder) as store:
+        yield store
 
 
 def _scores(memory: Memory, user: str, query: str) -> list[tuple[int, float, float]]:
