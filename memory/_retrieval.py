@@ -1,25 +1,29 @@
-"""Hybrid retrieval: keyword (the database's full-text index) plus vectors (in process).
+"""Hybrid retrieval: keyword plus vector search, fused.
 
 How a search runs, for one user:
 
-1. Keyword candidates come from the database: FTS5 on SQLite, a GIN-indexed ``tsvector`` on
-   PostgreSQL, both over the terms ``memory._text`` produced, so they match the same rows.
-   Their BM25 score is computed here from the stored terms and per-user statistics, so it
-   is the same number on every backend.
+1. Keyword candidates: where the process holds the user's index (below), from the term
+   postings it keeps beside the vectors (``memory._postings``: BM25 over every match in
+   NumPy); elsewhere from the database's full-text index, FTS5 on SQLite or a GIN-indexed
+   ``tsvector`` on PostgreSQL (``memory._keywords``). All of them index the terms
+   ``memory._text`` produced and score BM25 from the stored terms with exact per-user
+   statistics, so a memory's keyword score is the same number on every path.
 2. Vector candidates come from an in-process NumPy index of the user's embeddings
    (``memory._vectors``: sign bits and int8 codes narrow them down, and the few best are
-   scored with their float32 vectors read from the database), loaded on first use and kept
-   current by reading ``memory_changes`` past the last sequence seen (one indexed query
-   when nothing changed, which is how other processes' writes show up). On PostgreSQL with
-   pgvector they come from an HNSW index in the database instead (``memory._pgvector``),
-   and no process holds the vectors. Either way a candidate's score is the cosine with its
+   scored with their float32 vectors read from the database, in one query with the
+   keyword candidates'), loaded on first use and kept current by reading
+   ``memory_changes`` past the last sequence seen when the user's data version has moved
+   (which is how other processes' writes show up). On PostgreSQL with pgvector they come
+   from an HNSW index in the database instead (``memory._pgvector``), and no process
+   holds the vectors or the terms. Either way a candidate's score is the cosine with its
    stored float32 vector, so the backends agree.
 3. The memories stored just before and after the best candidates in their sessions join
    the pool (from the in-process index: no extra query), and everything is scored in
    ``memory._ranking``: weighted, normalised keyword and vector scores, plus a share of the
    session neighbours' scores, names and metadata the query mentions, and small priors.
-   The final rows are read with every filter applied in SQL, so nothing outside the
-   caller's scope or already expired is ever returned.
+   What ranking reads is read with every filter applied in SQL, so nothing outside the
+   caller's scope or already expired is ever returned, and the returned hits' records in
+   the same transaction.
 
 If the embedder fails, step 2 is skipped, the search is answered from keywords, and the
 degradation is counted.
