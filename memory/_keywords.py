@@ -1,7 +1,9 @@
-"""Keyword search: full-text candidates, and the per-user statistics that BM25 needs.
+"""Keyword search in the database: full-text candidates, and the per-user statistics that
+BM25 needs, for a process that holds no index of the user (no embedder; PostgreSQL with
+pgvector). A process that holds one answers from its own postings (``memory._postings``).
 
-Both are the SQL side of a search, and at scale they are most of its cost, so this module
-keeps them cheap:
+Both are the SQL side of such a search, and at scale they are most of its cost, so this
+module keeps them cheap:
 
 - **Statistics are cached by data version.** BM25 needs the user's document count, their
   average length and each query term's document frequency. Counting them is a scan of the
