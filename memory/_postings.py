@@ -34,7 +34,9 @@ from memory._sharing import Readable
 # outnumber this share of the merged ones: a merge re-sorts every posting.
 RECENT_SHARE = 16
 RECENT_MIN = 4096
-# Dead rows are dropped once they are more than this many and an eighth of the rows.
+# The rows are compacted (dead ones and their postings dropped, the rest put in id order)
+# once dead rows outnumber this and an eighth of the rows, or rows out of id order this and
+# a sixteenth.
 COMPACT_MIN = 1024
 FREQUENCY_MAX = np.iinfo(np.uint16).max
 
@@ -264,6 +266,7 @@ class UserTerms:
         self.dead += len(rows)
 
     def _tidy(self) -> None:
+        """Compact when dead or out-of-order rows have piled up (see ``COMPACT_MIN``)."""
         slack = max(COMPACT_MIN, self.size // 16)
         if self.dead > max(COMPACT_MIN, self.size // 8) or self.size - self.in_order > slack:
             self._compact()
