@@ -24,6 +24,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -41,28 +42,39 @@ COMPACT_MIN = 1024
 FREQUENCY_MAX = np.iinfo(np.uint16).max
 
 
-def readable_rows(
-    reader: Readable,
-    agents: np.ndarray,
-    tiers: np.ndarray,
-    live: np.ndarray,
-    codes: dict[str, int],
-    granted: np.ndarray,
-) -> np.ndarray:
-    """The rows ``reader`` may read: its own, and those its grants admit (the rule of
-    ``memory._sharing.visible``, which the final read of a search applies in SQL too).
+class Filed(Protocol):
+    """Rows of memories as the in-process indexes file them: each row's agent code (in
+    ``codes``), tier index and liveness, the first ``size`` rows in use."""
 
-    ``agents`` and ``tiers`` hold each row's agent code (``codes``) and tier index,
-    ``granted`` the rows of the ids the reader's memory and tag grants name."""
+    @property
+    def agents(self) -> np.ndarray: ...
+    @property
+    def tiers(self) -> np.ndarray: ...
+    @property
+    def live(self) -> np.ndarray: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def codes(self) -> dict[str, int]: ...
+    def positions(self, ids: np.ndarray) -> np.ndarray: ...
+
+
+def readable_rows(reader: Readable, filed: Filed) -> np.ndarray:
+    """The rows ``reader`` may read: its own, and those its grants admit (the rule of
+    ``memory._sharing.visible``, which the final read of a search applies in SQL too)."""
+    size, codes = filed.size, filed.codes
+    agents, tiers = filed.agents[:size], filed.tiers[:size]
     mask = agents == codes.get(reader.owner.agent, -1)
     held = reader.held
     for owner_agent, tier in held.tiers:
         mask |= (agents == codes.get(owner_agent, -1)) & (tiers == TIERS.index(tier))
+    granted = filed.positions(np.array([*held.memory_ids, *reader.tagged], dtype=np.int64))
+    granted = granted[granted >= 0]
     if len(granted):
         # A memory or tag grant admits only memories of the agent that made it.
         owners = [codes.get(agent, -1) for agent in held.owners]
         mask[granted[np.isin(agents[granted], owners)]] = True
-    readable: np.ndarray = mask & live
+    readable: np.ndarray = mask & filed.live[:size]
     return readable
 
 
@@ -101,17 +113,7 @@ class Rows:
 
     def readable(self, reader: Readable) -> np.ndarray:
         """The rows ``reader`` may read (``readable_rows``)."""
-        granted = self.positions(
-            np.array([*reader.held.memory_ids, *reader.tagged], dtype=np.int64)
-        )
-        return readable_rows(
-            reader,
-            self.agents[: self.size],
-            self.tiers[: self.size],
-            self.live[: self.size],
-            self.codes,
-            granted[granted >= 0],
-        )
+        return readable_rows(reader, self)
 
 
 class KeywordScores:

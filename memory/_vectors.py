@@ -288,16 +288,7 @@ class UserVectors:
 
     def readable(self, reader: Readable) -> np.ndarray:
         """The rows ``reader`` may read (``memory._postings.readable_rows``)."""
-        held = reader.held
-        granted = self.positions(np.array([*held.memory_ids, *reader.tagged], dtype=np.int64))
-        return readable_rows(
-            reader,
-            self.agents[: self.size],
-            self.tiers[: self.size],
-            self.live[: self.size],
-            self.codes,
-            granted[granted >= 0],
-        )
+        return readable_rows(reader, self)
 
     def visible(self, reader: Readable) -> tuple[np.ndarray, int]:
         """The distance floor of each row for ``reader`` (uint16: 0 where it may read the
