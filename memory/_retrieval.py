@@ -213,7 +213,9 @@ class Retriever:
             return None
         with self._users_lock:
             index = self._users.get(user)
-            if index is None:
+            # No change logged but some read: the user was forgotten (by another process,
+            # or this one would have dropped the index), so what is held goes too.
+            if index is None or (version == 0 and index.last_seq > 0):
                 index = self._users[user] = UserVectors(self.embedder.dimension)
                 self._terms[user] = UserTerms(index.lock)
             postings = self._terms[user]

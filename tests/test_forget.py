@@ -194,3 +194,22 @@ def test_a_session_id_another_user_names_too_is_left_alone(
         with store.engine.connect() as connection:
             assert _rows(connection, "flag_audit") == audit_before
         assert store.verify_events().ok
+
+
+def test_another_process_drops_its_index_of_a_forgotten_user(tmp_path: Path) -> None:
+    # Two stores on one file stand for two processes: the one that did not forget learns
+    # of it from the user's emptied change log at its next search of that user.
+    url = f"sqlite:///{tmp_path / 'memory.db'}"
+    word = uuid.uuid4().hex[:8]
+    with Memory.open(url, embedder=HashingEmbedder(), role="admin") as forgetting, Memory.open(
+        url, embedder=HashingEmbedder()
+    ) as other:
+        forgetting.scope("u1", "planner", "s1").add(f"the launch code is {word}")
+        assert other.scope("u1", "planner").search(f"launch code {word}")
+        assert terms(word)[0] in other._retriever._terms["u1"].vocabulary
+
+        forgetting.forget_user("u1")
+
+        assert other.scope("u1", "planner").search(f"launch code {word}") == []
+        assert terms(word)[0] not in other._retriever._terms["u1"].vocabulary
+        assert other._retriever._users["u1"].size == 0
