@@ -149,9 +149,17 @@ class Memory:
         if self._updates.backend != "inprocess" and revision_at_least(
             revision, MEMORIES_REVISION
         ):
-            self._cache_subscription = self._updates.subscribe(
-                lambda event: self._injector.invalidate_for([event])
-            )
+            self._cache_subscription = self._updates.subscribe(self._heard)
+
+    def _heard(self, event: MemoryEvent) -> None:
+        """Another process's event (through the bus): drop what it made stale here."""
+        if event.operation == "user.forget":
+            # Forget leaves no identifier, so the event names no user: everything this
+            # process holds about anyone goes, and is read again as it is needed.
+            self._retriever.forget(None)
+            self._injector.invalidate(None)
+        else:
+            self._injector.invalidate_for([event])
 
     @classmethod
     def open(

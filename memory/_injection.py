@@ -314,8 +314,8 @@ class Injector:
         ):
             telemetry.declare_series(counter, attributes)
         # Both caches hold (value, valid until) by scope and data version; ``invalidate``
-        # empties a user's entries and moves its generation on, so that a read that started
-        # before a write is not stored after it.
+        # empties a user's entries and moves its generation on (everyone's: the epoch), so
+        # that a read that started before a write is not stored after it.
         self._cache: OrderedDict[tuple[object, ...], tuple[InjectedContext, datetime | None]] = (
             OrderedDict()
         )
@@ -323,6 +323,7 @@ class Injector:
             OrderedDict()
         )
         self._generations: dict[str, int] = {}
+        self._epoch = 0
         self._cache_size = cache_size
         self._cache_lock = threading.Lock()
         self._uses = _UseCounts(store)
@@ -378,9 +379,15 @@ class Injector:
         recording.injection_latency.record(telemetry.elapsed_ms(started), self._miss)
         return context
 
-    def invalidate(self, users: set[str]) -> None:
-        """Forget the cached contexts of ``users``: something they see has changed."""
+    def invalidate(self, users: set[str] | None) -> None:
+        """Forget the cached contexts of ``users`` (None: of everyone): something they see
+        has changed."""
         with self._cache_lock:
+            if users is None:
+                self._epoch += 1
+                self._cache.clear()
+                self._sections_cache.clear()
+                return
             for user in users:
                 self._generations[user] = self._generations.get(user, 0) + 1
             for cache in (self._cache, self._sections_cache):
@@ -430,7 +437,11 @@ class Injector:
 
     def _generation(self, user: str) -> int:
         with self._cache_lock:
-            return self._generations.get(user, 0)
+            return self._generation_locked(user)
+
+    def _generation_locked(self, user: str) -> int:
+        # Both parts only grow, so the sum moves on whenever either does.
+        return self._epoch + self._generations.get(user, 0)
 
     def _cached(
         self,
@@ -458,7 +469,7 @@ class Injector:
         size: int,
     ) -> None:
         with self._cache_lock:
-            if self._generations.get(user, 0) != generation:
+            if self._generation_locked(user) != generation:
                 return  # the user's data changed while this was read: it may be stale
             cache[key] = (value, valid_until)
             cache.move_to_end(key)

@@ -120,10 +120,13 @@ class KeywordIndex:
         frequencies = {term: known.get(term, counted.get(term, 0)) for term in wanted}
         return CorpusStatistics(entry.documents, entry.average, frequencies, version)
 
-    def forget(self, user: str) -> None:
-        """Drop what is cached about ``user``."""
+    def forget(self, user: str | None) -> None:
+        """Drop what is cached about ``user`` (None: about everyone)."""
         with self._lock:
-            self._users.pop(user, None)
+            if user is None:
+                self._users.clear()
+            else:
+                self._users.pop(user, None)
 
     def _totals(self, connection: Connection, user: str) -> tuple[int, float]:
         row = connection.execute(

@@ -286,14 +286,16 @@ class Retriever:
                 )
         index.last_seq = changed[-1].seq
 
-    def forget(self, user: str) -> None:
-        """Drop everything this process holds about ``user`` (after ``forget_user``).
+    def forget(self, user: str | None) -> None:
+        """Drop everything this process holds about ``user`` (after ``forget_user``; None:
+        about everyone, when another process forgot a user it does not name).
 
         Cached query vectors go too: a query text can quote what the user said.
         """
         with self._users_lock:
-            self._users.pop(user, None)
-            self._terms.pop(user, None)
+            for name in list(self._users) if user is None else [user]:
+                self._users.pop(name, None)
+                self._terms.pop(name, None)
         with self._cache_lock:
             self._query_vectors.clear()
         self._readers.forget(user)

@@ -559,10 +559,10 @@ class ReaderCache:
             return cached.readable
         return dataclasses.replace(cached.readable, owner=owner)
 
-    def forget(self, user: str) -> None:
-        """Drop every reader of ``user``."""
+    def forget(self, user: str | None) -> None:
+        """Drop every reader of ``user`` (None: every reader)."""
         with self._lock:
-            for key in [key for key in self._entries if key[0] == user]:
+            for key in [key for key in self._entries if user is None or key[0] == user]:
                 del self._entries[key]
 
 

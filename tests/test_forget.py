@@ -5,6 +5,7 @@ change no other user's rows.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -213,3 +214,38 @@ def test_another_process_drops_its_index_of_a_forgotten_user(tmp_path: Path) -> 
         assert other.scope("u1", "planner").search(f"launch code {word}") == []
         assert terms(word)[0] not in other._retriever._terms["u1"].vocabulary
         assert other._retriever._users["u1"].size == 0
+
+
+def _wait_for(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, "not heard within 10 s"
+        time.sleep(0.02)
+
+
+def test_a_process_on_the_bus_drops_what_it_holds_when_any_user_is_forgotten(
+    url_for: Callable[[str], str],
+) -> None:
+    # The forget event names no user, so a subscriber cannot tell whose index and cached
+    # contexts to drop: it drops everyone's, and reads them again as they are needed.
+    url = url_for("postgresql")
+    victim, bystander = (f"user-{uuid.uuid4().hex[:10]}" for _ in range(2))
+    with Memory.open(
+        url, embedder=HashingEmbedder(), role="admin", updates="postgresql"
+    ) as forgetting, Memory.open(url, embedder=HashingEmbedder(), updates="postgresql") as other:
+        for user in (victim, bystander):
+            forgetting.scope(user, "planner", "s1").add(f"the launch code of {user}")
+        # Once the adds have been heard (each moves its user's cache generation on), the
+        # contexts cached below stay until something else is heard.
+        _wait_for(lambda: all(other._injector._generations.get(u) for u in (victim, bystander)))
+        for user in (victim, bystander):
+            other.scope(user, "planner", "s1").inject("launch code", 200)
+        assert {victim, bystander} <= set(other._retriever._terms)
+        assert len(other._injector._cache) == 2
+
+        forgetting.forget_user(victim)
+
+        _wait_for(lambda: not other._retriever._terms and not other._injector._cache)
+        assert other._injector._epoch == 1
+        assert other.scope(victim, "planner").search("launch code") == []
+        assert other.scope(bystander, "planner").search("launch code")
