@@ -24,11 +24,11 @@ import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 
 from memory._models import TIERS
+from memory._rows import find_rows, readable_rows, resized, tail_order
 from memory._sharing import Readable
 
 # Postings added since the last merge are kept apart (sorted on first use) until they
@@ -40,42 +40,6 @@ RECENT_MIN = 4096
 # a sixteenth.
 COMPACT_MIN = 1024
 FREQUENCY_MAX = np.iinfo(np.uint16).max
-
-
-class Filed(Protocol):
-    """Rows of memories as the in-process indexes file them: each row's agent code (in
-    ``codes``), tier index and liveness, the first ``size`` rows in use."""
-
-    @property
-    def agents(self) -> np.ndarray: ...
-    @property
-    def tiers(self) -> np.ndarray: ...
-    @property
-    def live(self) -> np.ndarray: ...
-    @property
-    def size(self) -> int: ...
-    @property
-    def codes(self) -> dict[str, int]: ...
-    def positions(self, ids: np.ndarray) -> np.ndarray: ...
-
-
-def readable_rows(reader: Readable, filed: Filed) -> np.ndarray:
-    """The rows ``reader`` may read: its own, and those its grants admit (the rule of
-    ``memory._sharing.visible``, which the final read of a search applies in SQL too)."""
-    size, codes = filed.size, filed.codes
-    agents, tiers = filed.agents[:size], filed.tiers[:size]
-    mask = agents == codes.get(reader.owner.agent, -1)
-    held = reader.held
-    for owner_agent, tier in held.tiers:
-        mask |= (agents == codes.get(owner_agent, -1)) & (tiers == TIERS.index(tier))
-    granted = filed.positions(np.array([*held.memory_ids, *reader.tagged], dtype=np.int64))
-    granted = granted[granted >= 0]
-    if len(granted):
-        # A memory or tag grant admits only memories of the agent that made it.
-        owners = [codes.get(agent, -1) for agent in held.owners]
-        mask[granted[np.isin(agents[granted], owners)]] = True
-    readable: np.ndarray = mask & filed.live[:size]
-    return readable
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,23 +60,10 @@ class Rows:
 
     def positions(self, ids: np.ndarray) -> np.ndarray:
         """The current row of each id (its latest, live or dead), -1 where none is held."""
-        found = np.full(len(ids), -1, dtype=np.int64)
-        if not self.size or not len(ids):
-            return found
-        if self.in_order:
-            ordered = self.ids[: self.in_order]
-            at = np.minimum(np.searchsorted(ordered, ids), self.in_order - 1)
-            hit = ordered[at] == ids
-            found[hit] = at[hit]
-        if self.size > self.in_order:
-            ordered = self.ids[self.in_order : self.size][self.tail_order]
-            at = np.maximum(np.searchsorted(ordered, ids, side="right") - 1, 0)
-            hit = ordered[at] == ids
-            found[hit] = self.in_order + self.tail_order[at[hit]]
-        return found
+        return find_rows(self.ids, self.in_order, self.size, self.tail_order, ids)
 
     def readable(self, reader: Readable) -> np.ndarray:
-        """The rows ``reader`` may read (``readable_rows``)."""
+        """The rows ``reader`` may read (``memory._rows.readable_rows``)."""
         return readable_rows(reader, self)
 
 
@@ -307,7 +258,7 @@ class UserTerms:
         moved = renumbered[self.rows]
         self._keep_postings(moved >= 0, moved)
         self.ids, self.agents, self.tiers, self.lengths, self.live = (
-            _resized(array[kept], len(kept))
+            resized(array[kept], len(kept))
             for array in (self.ids, self.agents, self.tiers, self.lengths, self.live)
         )
         self.size = self.in_order = len(kept)
@@ -319,7 +270,7 @@ class UserTerms:
             return
         capacity = self.size + needed + (0 if needed > 1 else max(16, self.size // 32))
         self.ids, self.agents, self.tiers, self.lengths, self.live = (
-            _resized(array[: self.size], capacity)
+            resized(array[: self.size], capacity)
             for array in (self.ids, self.agents, self.tiers, self.lengths, self.live)
         )
 
@@ -335,7 +286,7 @@ class UserTerms:
     def view(self) -> Rows:
         """The rows as they are now (see ``Rows``)."""
         if self._tail_order is None:
-            self._tail_order = np.argsort(self.ids[self.in_order : self.size], kind="stable")
+            self._tail_order = tail_order(self.ids, self.in_order, self.size)
         return Rows(
             self.ids,
             self.agents,
@@ -427,9 +378,3 @@ def _offsets(terms: np.ndarray, vocabulary: int) -> np.ndarray:
     offsets = np.zeros(vocabulary + 1, dtype=np.int64)
     np.cumsum(np.bincount(terms, minlength=vocabulary), out=offsets[1:])
     return offsets
-
-
-def _resized(array: np.ndarray, capacity: int) -> np.ndarray:
-    grown = np.zeros(capacity, dtype=array.dtype)
-    grown[: len(array)] = array
-    return grown

@@ -44,8 +44,8 @@ from sqlalchemy.engine import Connection
 
 from memory._models import NO_SESSION, TIERS
 from memory._pgvector import exact_scores
-from memory._postings import readable_rows
 from memory._ranking import Neighbours, SessionOrder
+from memory._rows import find_rows, readable_rows, resized, tail_order
 from memory._sharing import Readable
 
 # Exact scores are read for RESCORED x the candidates asked for (the int8 ranking of the
@@ -150,12 +150,12 @@ class UserVectors:
         codes8 = np.zeros((capacity, self.dimension), dtype=np.int8)
         codes8[:kept] = self.codes8[rows]
         self.codes8 = codes8
-        self.scales = resized(self.scales[rows], capacity, kept)
-        self.ids = resized(self.ids[rows], capacity, kept)
-        self.live = resized(self.live[rows], capacity, kept)
-        self.agents = resized(self.agents[rows], capacity, kept)
-        self.sessions = resized(self.sessions[rows], capacity, kept)
-        self.tiers = resized(self.tiers[rows], capacity, kept)
+        self.scales = resized(self.scales[rows], capacity)
+        self.ids = resized(self.ids[rows], capacity)
+        self.live = resized(self.live[rows], capacity)
+        self.agents = resized(self.agents[rows], capacity)
+        self.sessions = resized(self.sessions[rows], capacity)
+        self.tiers = resized(self.tiers[rows], capacity)
 
     def compact(self) -> None:
         """Drop dead rows and put the rest in id order (after removals or stray ids)."""
@@ -179,24 +179,9 @@ class UserVectors:
 
     def positions(self, ids: np.ndarray) -> np.ndarray:
         """The row of each id (live or dead), -1 where the index has none."""
-        found = np.full(len(ids), -1, dtype=np.int64)
-        if self.size == 0 or len(ids) == 0:
-            return found
-        for start, stop in ((0, self.in_order), (self.in_order, self.size)):
-            if stop == start:
-                continue
-            part = self.ids[start:stop]
-            order = None
-            if start > 0:
-                if self._tail_order is None:
-                    self._tail_order = np.argsort(part)
-                order = self._tail_order
-            ordered = part if order is None else part[order]
-            at = np.minimum(np.searchsorted(ordered, ids), stop - start - 1)
-            hit = (ordered[at] == ids) & (found < 0)
-            rows = at if order is None else order[at]
-            found[hit] = start + rows[hit]
-        return found
+        if self._tail_order is None:
+            self._tail_order = tail_order(self.ids, self.in_order, self.size)
+        return find_rows(self.ids, self.in_order, self.size, self._tail_order, ids)
 
     def position(self, memory_id: int) -> int | None:
         found = int(self.positions(np.array([memory_id], dtype=np.int64))[0])
@@ -287,7 +272,7 @@ class UserVectors:
         return found
 
     def readable(self, reader: Readable) -> np.ndarray:
-        """The rows ``reader`` may read (``memory._postings.readable_rows``)."""
+        """The rows ``reader`` may read (``memory._rows.readable_rows``)."""
         return readable_rows(reader, self)
 
     def visible(self, reader: Readable) -> tuple[np.ndarray, int]:
@@ -384,12 +369,6 @@ class UserVectors:
         tail = 0 if self._tail_order is None else self._tail_order.nbytes
         tail += sum(floor.nbytes for floor, _ in self._visible.values())
         return int(sum(array.nbytes for array in arrays)) + tail + names + self.order.nbytes()
-
-
-def resized(array: np.ndarray, capacity: int, size: int) -> np.ndarray:
-    grown = np.zeros(capacity, dtype=array.dtype)
-    grown[:size] = array[:size]
-    return grown
 
 
 class ProcessVectors:
