@@ -37,6 +37,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from memory._models import Base
+from memory._ranking import remembered
 from memory._sharing import Readable, id_among
 
 memories = Base.metadata.tables["memories"]
@@ -335,21 +336,13 @@ class DatabaseKeywords:
 
     def of(self, ids: Sequence[int]) -> dict[int, float]:
         """The BM25 score of each of ``ids``, from their stored terms."""
-        missing = [memory_id for memory_id in ids if memory_id not in self._scores]
-        if missing:
-            self._scores.update(
-                bm25(
-                    self._connection,
-                    self._wanted,
-                    self._statistics,
-                    missing,
-                    self._k1,
-                    self._b,
-                )
-            )
-        return {
-            memory_id: self._scores[memory_id] for memory_id in ids if memory_id in self._scores
-        }
+        return remembered(
+            self._scores,
+            ids,
+            lambda missing: bm25(
+                self._connection, self._wanted, self._statistics, missing, self._k1, self._b
+            ),
+        )
 
 
 def idf(statistics: CorpusStatistics, term: str) -> float:

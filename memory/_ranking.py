@@ -29,7 +29,7 @@ import bisect
 import re
 import sys
 from array import array
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, NamedTuple
@@ -135,6 +135,17 @@ def relevance(
         + weights.keyword * keyword.get(memory_id, 0.0) / scale
         for memory_id in ids
     }
+
+
+def remembered(
+    known: dict[int, float], ids: Sequence[int], read: Callable[[list[int]], Mapping[int, float]]
+) -> dict[int, float]:
+    """The scores of ``ids``: those in ``known``, and the rest from ``read`` (kept in
+    ``known``), so a search reads each memory's score once. Ids without one are left out."""
+    missing = [memory_id for memory_id in ids if memory_id not in known]
+    if missing:
+        known.update(read(missing))
+    return {memory_id: known[memory_id] for memory_id in ids if memory_id in known}
 
 
 class Facts(NamedTuple):

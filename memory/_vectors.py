@@ -44,7 +44,7 @@ from sqlalchemy.engine import Connection
 
 from memory._models import NO_SESSION, TIERS
 from memory._pgvector import exact_scores
-from memory._ranking import Neighbours, SessionOrder
+from memory._ranking import Neighbours, SessionOrder, remembered
 from memory._rows import find_rows, readable_rows, resized, tail_order
 from memory._sharing import Readable
 
@@ -393,24 +393,17 @@ class ProcessVectors:
         scores of ``also`` (asked for next) are read in the same query."""
         with self.index.lock:
             ids = self.index.candidates(query, reader, count).tolist()
-        self._scored.update(
-            exact_scores(connection, [*dict.fromkeys([*ids, *also])], self.model, query)
-        )
-        scored = [
-            (memory_id, self._scored[memory_id]) for memory_id in ids if memory_id in self._scored
-        ]
+        scores = self.scores(connection, [*dict.fromkeys([*ids, *also])], query)
+        scored = [(memory_id, scores[memory_id]) for memory_id in ids if memory_id in scores]
         best = sorted(scored, key=lambda item: (-item[1], -item[0]))[:count]
         return dict(best)
 
     def scores(
         self, connection: Connection, ids: Sequence[int], query: np.ndarray
     ) -> dict[int, float]:
-        missing = [memory_id for memory_id in ids if memory_id not in self._scored]
-        if missing:
-            self._scored.update(exact_scores(connection, missing, self.model, query))
-        return {
-            memory_id: self._scored[memory_id] for memory_id in ids if memory_id in self._scored
-        }
+        return remembered(
+            self._scored, ids, lambda missing: exact_scores(connection, missing, self.model, query)
+        )
 
     def neighbours(self, connection: Connection, ids: Sequence[int]) -> dict[int, Neighbours]:
         with self.index.lock:
