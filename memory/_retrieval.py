@@ -206,9 +206,11 @@ class Retriever:
                 )
         return self._in_database
 
-    def _vectors(self, connection: Connection, user: str, version: int) -> UserVectors | None:
-        """The user's in-process index (vectors, and their terms in ``_terms``), loaded on
-        first use and caught up with every change up to ``version`` (``data_version``)."""
+    def _index(
+        self, connection: Connection, user: str, version: int
+    ) -> tuple[UserVectors, UserTerms] | None:
+        """The user's in-process index, vectors and terms, loaded on first use and caught
+        up with every change up to ``version`` (``data_version``)."""
         if self.embedder is None:
             return None
         with self._users_lock:
@@ -222,7 +224,7 @@ class Retriever:
         with index.lock:
             if index.last_seq < version:
                 self._catch_up(connection, user, index, postings)
-        return index
+        return index, postings
 
     def _catch_up(
         self, connection: Connection, user: str, index: UserVectors, postings: UserTerms
@@ -270,11 +272,8 @@ class Retriever:
                 [row.terms for row in rows],
             )
             vectors = [row for row in rows if row.vector is not None]
-            for memory_id in gone:
+            for memory_id in [*gone, *(row.id for row in rows if row.vector is None)]:
                 index.remove(memory_id)
-            for row in rows:
-                if row.vector is None:
-                    index.remove(row.id)
             if vectors:
                 matrix = np.frombuffer(b"".join(row.vector for row in vectors), dtype=np.float32)
                 index.upsert_many(
@@ -358,22 +357,18 @@ class Retriever:
         # Keys the cached BM25 statistics, and the reader's grants when sharing is on.
         version = self.data_version(connection, owner.user)
         reader = self._readers.readable(connection, owner, version)
-        index = None if self._in_database else self._vectors(connection, owner.user, version)
+        held = None if self._in_database else self._index(connection, owner.user, version)
         source: ProcessVectors | pgvector.DatabaseVectors | None = None
         if vector is not None and self.embedder is not None:
             model = self.embedder.model_name
-            if index is not None:
-                source = ProcessVectors(index, model)
+            if held is not None:
+                source = ProcessVectors(held[0], model)
             elif self._in_database:
                 source = pgvector.DatabaseVectors(owner.user, model, self.embedder.dimension)
         keywords = self._keyword_source(
-            connection,
-            owner.user,
-            version,
-            wanted,
-            None if index is None else self._terms[owner.user],
+            connection, owner.user, version, wanted, None if held is None else held[1]
         )
-        keyword_ids = keywords.best(reader, max(KEYWORD_KEPT, 2 * query.limit)) if wanted else []
+        keyword_ids = keywords.best(reader, max(KEYWORD_KEPT, 2 * query.limit))
         vector_scores: dict[int, float] = {}
         if source is not None and vector is not None:
             vector_scores = source.top(
@@ -386,7 +381,7 @@ class Retriever:
         if not keyword_ids and not vector_scores:
             return []
         candidates = list(dict.fromkeys([*keyword_ids, *vector_scores]))
-        keyword_scores = keywords.of(candidates) if wanted else {}
+        keyword_scores = keywords.of(candidates)
         adjacent: dict[int, Neighbours] = {}
         pool = candidates
         if source is not None and vector is not None:
@@ -415,7 +410,7 @@ class Retriever:
             vector_scores.update(source.scores(connection, added, vector))
             adjacent.update(source.neighbours(connection, added))
             pool = [*candidates, *added]
-            if added and wanted:
+            if added:
                 keyword_scores.update(keywords.of(added))
         facts = self._filtered(connection, reader, pool, query)
         # One flat tier (USE_HIERARCHICAL_TIERS off): no tier earns a bonus.
