@@ -39,7 +39,7 @@ from memory._errors import (
 )
 from memory._events import ChainReport, MemoryEvent, verify_chain
 from memory._flag_store import default_evaluator
-from memory._forget import ForgetReport, forget_user
+from memory._forget import FORGET_OPERATION, ForgetReport, forget_user
 from memory._graph import EntityGraph
 from memory._injection import (
     InjectedContext,
@@ -153,7 +153,7 @@ class Memory:
 
     def _heard(self, event: MemoryEvent) -> None:
         """Another process's event (through the bus): drop what it made stale here."""
-        if event.operation == "user.forget":
+        if event.operation == FORGET_OPERATION:
             # Forget leaves no identifier, so the event names no user: everything this
             # process holds about anyone goes, and is read again as it is needed.
             self._retriever.forget(None)

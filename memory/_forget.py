@@ -60,6 +60,9 @@ FORGOTTEN = "[forgotten]"
 _SESSION_TARGET = "session:"
 _CHUNK = 500
 
+# The event a forget appends. It names no user (forget leaves no identifier).
+FORGET_OPERATION = "user.forget"
+
 
 @dataclass(frozen=True, slots=True)
 class ForgetReport:
@@ -210,7 +213,7 @@ def _forget(connection: Connection, user: str, actor: str, sqlite: bool) -> Forg
         connection,
         "",
         actor,
-        "user.forget",
+        FORGET_OPERATION,
         "user",
         {
             "rows": {name: count for name, count in rows.items() if count},

@@ -481,17 +481,6 @@ class Readable:
             return False
         return memory_id in self.granted or (agent, tier) in held.tiers
 
-    def among(self, connection: Connection, ids: list[int]) -> list[int]:
-        """The ids among ``ids`` that the reader may see, in their order."""
-        if not ids:
-            return []
-        found = set(
-            connection.execute(
-                sa.select(memories.c.id).where(memories.c.id.in_(ids), self.candidates)
-            ).scalars()
-        )
-        return [memory_id for memory_id in ids if memory_id in found]
-
 
 # The current time, taken when a statement runs (``visible_with`` of a cached predicate).
 _NOW = sa.bindparam("visible_now", callable_=utcnow, type_=grants.c.expires_at.type)
