@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from memory._errors import EmbedderUnavailableError, InvalidInputError
-from memory._schemas import _decode_text
+from memory._schemas import _decode_text, checked_count
 from memory._text import terms
 
 Matrix = npt.NDArray[np.float32]
@@ -59,6 +59,12 @@ def _normalise(matrix: npt.NDArray[Any]) -> Matrix:
     return normalised
 
 
+# Bounds that only refuse nonsense: a batch pads every text to its longest, and a thread
+# per core is the most that helps.
+MAX_BATCH_SIZE = 4096
+MAX_THREADS = 256
+
+
 class MiniLMEmbedder:
     """all-MiniLM-L6-v2 (384 dimensions) on the CPU through ONNX Runtime, offline.
 
@@ -85,8 +91,9 @@ class MiniLMEmbedder:
     max_tokens = 256
 
     def __init__(self, batch_size: int = 32, threads: int | None = None) -> None:
-        if threads is not None and threads < 1:
-            raise InvalidInputError(f"threads: must be at least 1, not {threads}")
+        checked_count("batch_size", batch_size, MAX_BATCH_SIZE)
+        if threads is not None:
+            checked_count("threads", threads, MAX_THREADS)
         self.batch_size = batch_size
         self.threads = threads
         self._session: Any = None

@@ -43,7 +43,7 @@ from memory._db import Database
 from memory._errors import InvalidInputError, SchemaError
 from memory._migrate import database_revision, revision_at_least
 from memory._models import ID_LENGTH, Base, utcnow
-from memory._schemas import canonical_json
+from memory._schemas import canonical_json, checked_count
 
 __all__ = ["DatabaseFlagProvider", "FlagAuditEntry", "StoredFlag"]
 
@@ -198,8 +198,7 @@ class DatabaseFlagProvider:
 
     def audit(self, flag: str | None = None, *, limit: int = 100) -> list[FlagAuditEntry]:
         """The newest ``limit`` audit rows (of ``flag`` only, when given), newest first."""
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 10_000:
-            raise InvalidInputError(f"limit: must be an integer from 1 to 10000, not {limit!r}")
+        checked_count("limit", limit, 10_000)
         if flag is not None:
             self._known(flag)
         self.require_schema()

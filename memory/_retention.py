@@ -92,6 +92,7 @@ from memory._schemas import (
     MAX_CONTENT_CHARS,
     NewMemory,
     canonical_json,
+    checked_count,
     content_hash,
     id_list_chunks,
     validate,
@@ -772,18 +773,6 @@ def _require_schema(memory: Memory) -> None:
             )
 
 
-def _checked_batch_size(batch_size: object) -> int:
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, int)
-        or not 1 <= batch_size <= MAX_BATCH_SIZE
-    ):
-        raise InvalidInputError(
-            f"batch_size: must be an integer from 1 to {MAX_BATCH_SIZE}, not {batch_size!r}"
-        )
-    return batch_size
-
-
 def _checked_policy(
     policy: RetentionPolicy | None, summarizer: Summarizer | None
 ) -> RetentionPolicy:
@@ -813,7 +802,7 @@ def _cleanup(
 ) -> CleanupReport:
     _require_schema(memory)
     policy = _checked_policy(policy, summarizer)
-    batch_size = _checked_batch_size(batch_size)
+    batch_size = checked_count("batch_size", batch_size, MAX_BATCH_SIZE)
     if now is not None and (not isinstance(now, datetime) or now.tzinfo is None):
         raise InvalidInputError(f"now: must be a timezone-aware datetime, not {now!r}")
     run = _Run(
@@ -941,7 +930,7 @@ class RetentionWorker:
         self._memory = memory
         self._policy = _checked_policy(policy, summarizer)
         self._summarizer = summarizer
-        self._batch_size = _checked_batch_size(batch_size)
+        self._batch_size = checked_count("batch_size", batch_size, MAX_BATCH_SIZE)
         self._interval = _interval_seconds(interval)
         self._lock = threading.Lock()
         self._stopping = threading.Event()

@@ -362,6 +362,14 @@ def validate(model: type[M], data: Any) -> M:
         raise InvalidInputError(_describe(exc)) from None
 
 
+def checked_count(name: str, value: object, most: int) -> int:
+    """``value`` if it is an integer from 1 to ``most`` (a bool is not), else
+    ``InvalidInputError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+        raise InvalidInputError(f"{name}: must be an integer from 1 to {most}, not {value!r}")
+    return value
+
+
 def as_list(items: Any, what: str) -> list[Any]:
     """``items`` as a list; a string or a mapping is refused (a common slip for a list)."""
     if isinstance(items, str | bytes | Mapping) or not isinstance(items, Iterable):

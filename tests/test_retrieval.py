@@ -3,6 +3,7 @@ across processes, and re-embedding after a model change."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -198,6 +199,20 @@ def test_a_memory_written_by_another_process_is_found_next(
 def test_an_embedder_names_bad_input(embedder: object, texts: object, problem: str) -> None:
     with pytest.raises(InvalidInputError, match=problem):
         embedder.embed(texts)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        ({"batch_size": 0}, "batch_size: must be an integer from 1 to 4096, not 0"),
+        ({"batch_size": "8"}, "batch_size: must be an integer from 1 to 4096, not '8'"),
+        ({"threads": True}, "threads: must be an integer from 1 to 256, not True"),
+        ({"threads": 10**9}, "threads: must be an integer from 1 to 256"),
+    ],
+)
+def test_minilm_refuses_bad_options(options: dict[str, object], problem: str) -> None:
+    with pytest.raises(InvalidInputError, match=re.escape(problem)):
+        MiniLMEmbedder(**options)  # type: ignore[arg-type]
 
 
 def test_the_onnx_export_embeds_as_sentence_transformers_does(
