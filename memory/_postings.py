@@ -1,8 +1,8 @@
 """Keyword search in process: one user's term postings, ranked by BM25 in NumPy.
 
 Ranking a query's matches by BM25 is most of a search's cost when the database does it:
-FTS5 calls its ``bm25`` function once per matching row (7-13 ms for the ~10,000 rows that
-a question's common words match at 100k memories, ten times that at 1M), and PostgreSQL
+FTS5 calls its ``bm25`` function once per matching row, and the common words of a question
+match a large share of the rows, more of them the more memories a user has; PostgreSQL
 parses every match's text. So where the process holds a user's vector index
 (``memory._vectors``) it holds their terms beside it: for each term, the rows that contain
 it and how often, read from ``memory_terms`` with the vectors and kept current by the same
