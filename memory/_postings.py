@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from memory._models import TIERS
-from memory._rows import find_rows, readable_rows, resized, tail_order
+from memory._rows import code, find_rows, readable_rows, resized, tail_order
 from memory._sharing import Readable
 
 # Postings added since the last merge are kept apart (sorted on first use) until they
@@ -176,7 +176,7 @@ class UserTerms:
         split = [document.split() for document in documents]
         lengths = np.fromiter(map(len, split), dtype=np.int64, count=count)
         self.ids[rows] = wanted
-        self.agents[rows] = [self._code(agent) for agent in agents]
+        self.agents[rows] = [code(self.codes, self.names, agent) for agent in agents]
         self.tiers[rows] = [TIERS.index(tier) for tier in tiers]
         self.lengths[rows] = lengths
         self.live[rows] = True
@@ -273,13 +273,6 @@ class UserTerms:
             resized(array[: self.size], capacity)
             for array in (self.ids, self.agents, self.tiers, self.lengths, self.live)
         )
-
-    def _code(self, name: str) -> int:
-        found = self.codes.get(name)
-        if found is None:
-            found = self.codes[name] = len(self.names)
-            self.names.append(name)
-        return found
 
     # -- reading ------------------------------------------------------------------------------
 

@@ -52,6 +52,15 @@ def readable_rows(reader: Readable, filed: Filed) -> np.ndarray:
     return readable
 
 
+def code(codes: dict[str, int], names: list[str], name: str) -> int:
+    """The integer code of ``name`` (``names[code]``), given the next one if new."""
+    found = codes.get(name)
+    if found is None:
+        found = codes[name] = len(names)
+        names.append(name)
+    return found
+
+
 def tail_order(held: np.ndarray, in_order: int, size: int) -> np.ndarray:
     """The rows after ``in_order`` in id order (stable: the latest of equal ids last)."""
     return np.argsort(held[in_order:size], kind="stable")

@@ -45,7 +45,7 @@ from sqlalchemy.engine import Connection
 from memory._models import NO_SESSION, TIERS
 from memory._pgvector import exact_scores
 from memory._ranking import Neighbours, SessionOrder, remembered
-from memory._rows import find_rows, readable_rows, resized, tail_order
+from memory._rows import code, find_rows, readable_rows, resized, tail_order
 from memory._sharing import Readable
 
 # Exact scores are read for RESCORED x the candidates asked for (the int8 ranking of the
@@ -170,13 +170,6 @@ class UserVectors:
         slack = max(1024, self.size // 64)
         return self.size - self.in_order > slack or self.dead > max(1024, self.size // 8)
 
-    def code(self, name: str) -> int:
-        found = self.codes.get(name)
-        if found is None:
-            found = self.codes[name] = len(self.names)
-            self.names.append(name)
-        return found
-
     def positions(self, ids: np.ndarray) -> np.ndarray:
         """The row of each id (live or dead), -1 where the index has none."""
         if self._tail_order is None:
@@ -226,8 +219,8 @@ class UserVectors:
         self.scales[rows] = scales
         self.ids[rows] = wanted
         self.live[rows] = True
-        self.agents[rows] = [self.code(agent) for agent in agents]
-        self.sessions[rows] = [self.code(session) for session in sessions]
+        self.agents[rows] = [code(self.codes, self.names, agent) for agent in agents]
+        self.sessions[rows] = [code(self.codes, self.names, session) for session in sessions]
         self.tiers[rows] = [TIERS.index(tier) for tier in tiers]
         for memory_id, row, session in zip(wanted.tolist(), rows.tolist(), sessions, strict=True):
             if session != NO_SESSION:
