@@ -31,7 +31,7 @@ from typing import Any
 
 from _scratch import scratch_database
 
-import memory._store as store_module
+import memory.store.memories as store_module
 from memory import HashingEmbedder, Memory, Scope
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

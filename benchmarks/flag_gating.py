@@ -51,7 +51,7 @@ import sqlalchemy as sa  # noqa: E402
 
 from flags import BUILTIN_FLAGS, USE_HIERARCHICAL_TIERS  # noqa: E402
 from memory import DatabaseFlagProvider, HashingEmbedder, Memory  # noqa: E402
-from memory._schemas import MemoryQuery  # noqa: E402
+from memory.core.inputs import MemoryQuery  # noqa: E402
 
 
 def batches(call: Callable[[], object], size: int) -> Callable[[], float]:

@@ -16,7 +16,7 @@ Follows the project's retrieval protocol (``../shared/data/locomo/README.md``), 
   ``"D8:6; D9:17"``; they count as misses for every system alike).
 - Two baselines run in the same process over the same turns: ``dense`` (all-MiniLM-L6-v2,
   exact cosine with NumPy; turns embedded once per conversation) and ``bm25`` (Okapi BM25,
-  k1 = 1.2, b = 0.75, over the terms of ``memory._text.terms``). Questions are asked of the
+  k1 = 1.2, b = 0.75, over the terms of ``memory.core.text.terms``). Questions are asked of the
   three systems in turn, so that machine noise hits them alike.
 - Latency: wall time around each search, the query's embedding included (the library also
   reads its candidates from SQLite; the baselines work on in-memory arrays). The embedder
@@ -61,7 +61,7 @@ from typing import Any
 import numpy as np
 
 from memory import Memory, MiniLMEmbedder, Scope
-from memory._text import terms
+from memory.core.text import terms
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPOSITORY.parent / "shared" / "data" / "locomo" / "locomo_dev.json"
@@ -181,7 +181,7 @@ def dense_system(embedder: MiniLMEmbedder, turns: Sequence[Turn]) -> Retrieve:
 
 
 class BM25:
-    """Okapi BM25 over ``memory._text.terms``; idf = ln(1 + (N - df + 0.5) / (df + 0.5))."""
+    """Okapi BM25 over ``memory.core.text.terms``; idf = ln(1 + (N - df + 0.5) / (df + 0.5))."""
 
     def __init__(self, documents: Iterable[str], k1: float = BM25_K1, b: float = BM25_B) -> None:
         self.k1, self.b = k1, b

@@ -8,9 +8,9 @@ store is shared), per backend and size:
   always included and no result cache can answer;
 - two baselines measured in the same run, interleaved with them in a shuffled order per
   round so that machine noise hits all alike: the query embedding alone, the vector step
-  alone (``memory._vectors``: the quantized scan of the index the library holds and the
+  alone (``memory.search.vectors``: the quantized scan of the index the library holds and the
   exact scores of its best, read from the database) and the keyword step alone
-  (``memory._postings``: BM25 over the user's term postings, and the best matches the
+  (``memory.search.postings``: BM25 over the user's term postings, and the best matches the
   reader may see), each for as many candidates as a search of limit 10 asks;
 - the first search after opening the store (which loads the in-process vector index);
 - ingestion through the real embedder: ``Scope.add_many`` in batches of 500, next to the
@@ -70,12 +70,12 @@ from _scratch import scratch_database
 
 from flags import BUILTIN_FLAGS
 from memory import Memory, MiniLMEmbedder
-from memory._indexing import terms_row
-from memory._models import Base
-from memory._retrieval import KEYWORD_KEPT, VECTOR_CANDIDATES
-from memory._schemas import canonical_json, content_hash
-from memory._text import terms
-from memory._vectors import ProcessVectors
+from memory.core.inputs import canonical_json, content_hash
+from memory.core.text import terms
+from memory.search.retriever import KEYWORD_KEPT, VECTOR_CANDIDATES
+from memory.search.vectors import ProcessVectors
+from memory.store.indexing import terms_row
+from memory.store.tables import Base
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 USER = "bench-user"

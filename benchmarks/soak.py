@@ -9,7 +9,7 @@ every ``--interval`` seconds samples
   costs (``trace MB``, part of RSS); ``--no-tracemalloc`` turns tracing off, which makes the
   calls 2-4 times faster but leaves only RSS,
 - the calls served and errors in the interval, and the p50 / p95 latency of the interval,
-- the entries of the keyword stemmer's cache (``memory._text``), a bounded cache (65,536
+- the entries of the keyword stemmer's cache (``memory.core.text``), a bounded cache (65,536
   words) that fills as new words arrive and is the one structure expected to grow,
 
 prints the series, and the least-squares slope of RSS and of the traced heap in MB per
@@ -54,7 +54,7 @@ def rss_mb() -> float:
 
 def stem_cache_entries() -> int | None:
     try:
-        from memory import _text
+        from memory.core import text as _text
 
         return int(_text._stem.cache_info().currsize)
     except (ImportError, AttributeError):

@@ -72,7 +72,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 
 from memory import Memory, Scope
-from memory._engine import write_options
+from memory.store.engine import write_options
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 LATENCY_TARGET_MS = 5.0

@@ -2,8 +2,8 @@
 
 Every operation is called alternately with metrics recording (``on``: the library's
 in-process reader plus a Prometheus ``/metrics`` endpoint attached, as in production) and
-with recording turned off (``off``: ``memory._telemetry.set_enabled(False)``; the engine's
-statement hooks still fire but return at once), in a random order per pair of calls, so
+with recording turned off (``off``: ``memory.telemetry.instruments.set_enabled(False)``;
+the engine's statement hooks still fire but return at once), in a random order per pair of calls, so
 machine noise hits both alike. Three figures per operation, each as median and p95:
 
 - wall time of the call;
@@ -52,8 +52,8 @@ from typing import Any
 from _scratch import scratch_database
 
 from memory import HashingEmbedder, Memory, Scope, start_prometheus_endpoint
-from memory import _telemetry as telemetry
-from memory._workload import workload_flags
+from memory.ops.workload import workload_flags
+from memory.telemetry import instruments as telemetry
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 TARGET_OVERHEAD = 0.05

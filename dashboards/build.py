@@ -5,7 +5,7 @@
 
 The committed JSON is this script's output; tests/test_dashboards.py regenerates it and fails
 on any difference, so edit the code here, never the JSON. Every PromQL expression uses the
-series named in ``memory/_telemetry.py``; the same test scrapes a running ``memctl
+series named in ``memory/telemetry/instruments.py``; the same test scrapes a running ``memctl
 workload`` and fails if any series a panel uses is missing.
 
 Every dashboard has two variables: ``datasource`` (a Prometheus data source) and ``job``

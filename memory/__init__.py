@@ -7,13 +7,8 @@
 'semantic'
 """
 
-from memory._api import Memory, Scope
-from memory._archive import TableChecksum, restore_archive, table_checksums, verify_archive
-from memory._backup import BackupInfo, RestoreResult, backup, restore_backup, verify_backup
-from memory._context import ContextConflict, ContextWrite, MergedContext, merge_patches
-from memory._embeddings import Embedder, HashingEmbedder, MiniLMEmbedder, TokenCounter
-from memory._engine import DATABASE_URL_ENV, create_engine, resolve_database_url
-from memory._errors import (
+from memory.client import Memory, Scope
+from memory.core.errors import (
     ArchiveError,
     ConflictError,
     DatabaseUnavailableError,
@@ -28,12 +23,23 @@ from memory._errors import (
     SessionExpiredError,
     StaleVersionError,
 )
-from memory._events import ChainReport, MemoryEvent
-from memory._flag_store import DatabaseFlagProvider, FlagAuditEntry, StoredFlag
-from memory._forget import ForgetReport
-from memory._gates import GateReport, PrometheusSource, SnapshotSource, evaluate_gate
-from memory._graph import EntityGraph
-from memory._health import (
+from memory.core.merge import ContextConflict, ContextWrite, MergedContext, merge_patches
+from memory.core.redaction import Redaction
+from memory.core.summary import extractive_summary
+from memory.core.types import (
+    AddedObservations,
+    CodePattern,
+    Entity,
+    KnowledgeGraph,
+    MemoryRecord,
+    Preference,
+    Relation,
+    SearchHit,
+    SessionCheckpoint,
+)
+from memory.inject import ContextItem, InjectedContext, ResumedSession
+from memory.ops.gates import GateReport, PrometheusSource, SnapshotSource, evaluate_gate
+from memory.ops.health import (
     HealthCheckResult,
     HealthContext,
     HealthReport,
@@ -42,10 +48,15 @@ from memory._health import (
     run_health_checks,
     unregister_health_check,
 )
-from memory._injection import ContextItem, InjectedContext, ResumedSession
-from memory._migrate import RevisionInfo, downgrade, head_revision, history, upgrade
-from memory._redaction import Redaction
-from memory._retention import (
+from memory.search.embeddings import Embedder, HashingEmbedder, MiniLMEmbedder, TokenCounter
+from memory.store.archive import TableChecksum, restore_archive, table_checksums, verify_archive
+from memory.store.backup import BackupInfo, RestoreResult, backup, restore_backup, verify_backup
+from memory.store.engine import DATABASE_URL_ENV, create_engine, resolve_database_url
+from memory.store.events import ChainReport, MemoryEvent
+from memory.store.flags import DatabaseFlagProvider, FlagAuditEntry, StoredFlag
+from memory.store.forget import ForgetReport
+from memory.store.graph import EntityGraph
+from memory.store.retention import (
     CleanupReport,
     MaintenanceRun,
     RetentionPolicy,
@@ -53,9 +64,9 @@ from memory._retention import (
     cleanup,
     last_cleanup_run,
 )
-from memory._sharing import Grant
-from memory._summary import extractive_summary
-from memory._telemetry import (
+from memory.store.schema import RevisionInfo, downgrade, head_revision, history, upgrade
+from memory.store.sharing import Grant
+from memory.telemetry.instruments import (
     LatencySummary,
     MetricsSnapshot,
     PrometheusEndpoint,
@@ -67,18 +78,7 @@ from memory._telemetry import (
     stop_exporter,
     write_snapshot,
 )
-from memory._types import (
-    AddedObservations,
-    CodePattern,
-    Entity,
-    KnowledgeGraph,
-    MemoryRecord,
-    Preference,
-    Relation,
-    SearchHit,
-    SessionCheckpoint,
-)
-from memory._updates import UPDATES_URL_ENV, Subscription, UpdatesStatus
+from memory.updates import UPDATES_URL_ENV, Subscription, UpdatesStatus
 
 __all__ = [
     "AddedObservations",

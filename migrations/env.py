@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context
 
-from memory._engine import create_engine, write_options
-from memory._models import POSTGRES_TERMS_INDEX, SQLITE_FTS_TABLE, Base
+from memory.store.engine import create_engine, write_options
+from memory.store.tables import POSTGRES_TERMS_INDEX, SQLITE_FTS_TABLE, Base
 
 config = context.config
 target_metadata = Base.metadata

@@ -21,5 +21,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # A downgrade that drops a table calls memory._archive.archive_before_drop first.
+    # A downgrade that drops a table calls memory.store.archive.archive_before_drop first.
     ${downgrades if downgrades else "pass"}

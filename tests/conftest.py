@@ -259,12 +259,13 @@ def user() -> str:
 # ``flags_as_configured`` see the flags exactly as configured. Module scope, so that
 # Hypothesis tests do not share a function-scoped fixture between examples.
 ROLLOUT_FLAGS_ON = {name: "on" for name in BUILTIN_FLAGS}
+FLAG_TESTS = Path(__file__).resolve().parent / "flags"
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _rollout_flags_on(request: pytest.FixtureRequest) -> Iterator[None]:
     if (
-        request.node.path.parent != Path(__file__).parent
+        FLAG_TESTS in request.node.path.parents
         or request.node.get_closest_marker("flags_as_configured") is not None
     ):
         yield

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from memory._archive import archive_before_drop
+from memory.store.archive import archive_before_drop
 
 revision = "0005"
 down_revision = "0004"
@@ -19,7 +19,7 @@ depends_on = None
 
 BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
-# The FTS5 table indexes memory_terms.terms (already normalised by memory._text) verbatim,
+# The FTS5 table indexes memory_terms.terms (already normalised by memory.core.text) verbatim,
 # plus an "owner" token derived from the user id so that a MATCH can be scoped to one user.
 SQLITE_FTS = [
     "CREATE VIRTUAL TABLE memory_fts USING fts5(terms, owner, tokenize = 'unicode61')",
@@ -87,13 +87,13 @@ def upgrade() -> None:
         )
     # Memories written before this revision have no terms or embeddings yet; terms are
     # derived from content, so build them here. Embeddings need the model: `memctl reembed`.
-    from memory._indexing import rebuild_missing_terms
+    from memory.store.indexing import rebuild_missing_terms
 
     rebuild_missing_terms(op.get_bind())
 
 
 def downgrade() -> None:
-    # Terms and the change log are derived data (memory._models.DERIVED_TABLES): they are
+    # Terms and the change log are derived data (memory.store.tables.DERIVED_TABLES): they are
     # rebuilt by the next upgrade and by restore_archive. Embeddings are costly to
     # recompute, so they are archived like any other rows.
     archive_before_drop(["memory_embeddings"], revision)

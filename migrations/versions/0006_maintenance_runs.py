@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from memory._archive import archive_before_drop
+from memory.store.archive import archive_before_drop
 
 revision = "0006"
 down_revision = "0005"

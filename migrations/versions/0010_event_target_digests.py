@@ -22,8 +22,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from memory._errors import SchemaError
-from memory._events import event_table, rechain, verify_chain
+from memory.core.errors import SchemaError
+from memory.store.events import event_table, rechain, verify_chain
 
 revision = "0010"
 down_revision = "0009"

@@ -26,7 +26,7 @@ from flags import (
 )
 
 if TYPE_CHECKING:
-    from conftest import FakeClock
+    from tests.flags.conftest import FakeClock
 
 USER = EvaluationContext(user_id="u-1", session_id="s-1", agent_id="planner")
 

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from unleash_offline import offline_client
 from UnleashClient import UnleashClient
 
 import flags
 from flags import EvaluationContext, FlagDefinition, FlagSet
+from tests.flags.unleash_offline import offline_client
 
 PROPERTY = settings(database=None, deadline=None, max_examples=200)
 

@@ -23,7 +23,7 @@ from flags import (
 )
 
 if TYPE_CHECKING:
-    from conftest import FakeUtc
+    from tests.flags.conftest import FakeUtc
 
 
 def _ids_with_bucket(group: str, low: int, high: int, count: int = 3) -> list[str]:

@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from unleash_offline import offline_client
 
 import flags
 from flags import (
@@ -37,6 +36,7 @@ from flags import (
     UnleashFlagProvider,
 )
 from flags._unleash import translate_features
+from tests.flags.unleash_offline import offline_client
 
 AGENTS = ["planner", "coder", "reviewer", "auditor", "intruder"]
 

@@ -1,0 +1,158 @@
+"""The walk-through behind ``memctl demo``: two agents working for one user."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from flags import BUILTIN_FLAGS
+from memory.client import Memory
+from memory.core.errors import InvalidInputError
+from memory.store.engine import create_engine
+from memory.store.flags import DatabaseFlagProvider
+from memory.store.schema import database_revision, upgrade
+
+
+def run_demo(path: Path | None, say: Callable[[str], None]) -> None:
+    """Create a fresh SQLite store at ``path`` (a temporary file by default) and narrate."""
+    if path is None:
+        path = Path(tempfile.mkdtemp(prefix="memctl-demo-")) / "memory.db"
+    if path.exists():
+        raise InvalidInputError(f"{path} exists; the demo starts from a fresh file")
+    url = f"sqlite:///{path}"
+
+    say(f"== 1. Migrate a fresh SQLite file: {path}")
+    engine = create_engine(url)
+    upgrade(engine)
+    say(f"   schema at revision {database_revision(engine)}")
+    # The rollout flags start off; the demo switches them on in its own store, as an operator
+    # would, so that the walk-through shows the behaviour they gate.
+    operator = DatabaseFlagProvider(engine)
+    for name in sorted(BUILTIN_FLAGS):
+        operator.set_flag(name, on=True, actor="memctl demo", reason="the demo's own store")
+    say(f"   flags on in this store (memctl flags list): {', '.join(sorted(BUILTIN_FLAGS))}")
+    engine.dispose()
+
+    with Memory.open(url) as memory:
+        say("\n== 2. Phase 1 entity graph for user 'ada' (MCP memory server semantics)")
+        graph = memory.graph("ada")
+        graph.create_entities(
+            [
+                {
+                    "name": "Ada",
+                    "entityType": "person",
+                    "observations": ["Prefers concise answers", "Works on the billing service"],
+                },
+                {
+                    "name": "billing-service",
+                    "entityType": "project",
+                    "observations": ["Written in Python 3.12", "Deploys on Fridays"],
+                },
+            ]
+        )
+        graph.create_relations([{"from": "Ada", "to": "billing-service", "relationType": "owns"}])
+        for entity in graph.read_graph().entities:
+            say(f"   entity {entity.name} ({entity.entity_type}): {'; '.join(entity.observations)}")
+        for relation in graph.read_graph().relations:
+            say(
+                f"   relation {relation.from_entity} --{relation.relation_type}--> "
+                f"{relation.to_entity}"
+            )
+
+        say("\n== 3. Memories in each tier, written by two agents in session 'sprint-42'")
+        planner = memory.scope(user="ada", agent="planner", session="sprint-42")
+        coder = memory.scope(user="ada", agent="coder", session="sprint-42")
+        planner.add(
+            "Ada asked to split the invoice export into two steps",
+            tier="working",
+            metadata={"ticket": "BILL-311"},
+        )
+        planner.add(
+            "Last sprint the export job timed out on large accounts",
+            tier="episodic",
+            importance=0.7,
+        )
+        planner.add(
+            "Ada's team ships billing changes only behind a feature flag",
+            tier="semantic",
+            importance=0.9,
+        )
+        coder.add(
+            "Tests for the export live in tests/export/test_invoice.py",
+            tier="working",
+            metadata={"ticket": "BILL-311"},
+        )
+        duplicate = coder.add("Tests for the export live in tests/export/test_invoice.py")
+        for scope in (planner, coder):
+            for item in scope.list():
+                say(
+                    f"   [{scope.agent:7}] #{item.id} {item.tier:8} "
+                    f"importance={item.importance:.1f}  {item.content}"
+                )
+        say(f"   adding the same content again returns memory #{duplicate.id}: no duplicate row")
+        tagged = planner.list(metadata={"ticket": "BILL-311"})
+        say(f"   planner's memories tagged BILL-311: {[item.id for item in tagged]}")
+
+        say("\n== 4. Optimistic locking: an update names the version it read")
+        first = planner.list(tier="working")[0]
+        updated = planner.update(first.id, version=first.version, importance=0.8)
+        say(f"   memory #{updated.id} now at version {updated.version}")
+        try:
+            planner.update(first.id, version=first.version, importance=0.1)
+        except Exception as error:  # shown to the reader, not swallowed
+            say(f"   a stale update is refused: {error}")
+
+        say("\n== 5. Preferences (one current value per user and key)")
+        planner.set_preference("answer_style", "concise", confidence=0.9)
+        coder.set_preference("test_framework", "pytest")
+        coder.set_preference("answer_style", "concise, with code", confidence=0.95)
+        for preference in coder.list_preferences():
+            say(
+                f"   {preference.key} = {preference.value!r} (from {preference.source_agent}, "
+                f"confidence {preference.confidence})"
+            )
+
+        say("\n== 6. Code patterns")
+        pattern = coder.record_pattern(
+            "python",
+            "retry-with-backoff",
+            "for attempt in range(5):\n    try:\n        return call()\n"
+            "    except TransientError:\n        time.sleep(2 ** attempt)",
+            description="Retry a flaky call with exponential backoff",
+            tags=["resilience", "network"],
+        )
+        coder.use_pattern(pattern.id)
+        for found in planner.find_patterns(tag="resilience"):
+            say(
+                f"   {found.language}/{found.name}: {found.description} (used {found.usage_count}x)"
+            )
+
+        say("\n== 7. Session state checkpoints")
+        planner.save_state({"step": "design", "open_questions": 2})
+        coder.save_state({"step": "implement", "files": ["export.py"]})
+        checkpoint = planner.load_state()
+        assert checkpoint is not None
+        say(
+            f"   session sprint-42 resumes at checkpoint {checkpoint.checkpoint_seq} "
+            f"saved by {checkpoint.agent_id}: {checkpoint.state}"
+        )
+
+        say("\n== 8. Hybrid search (keywords + all-MiniLM-L6-v2 vectors, offline)")
+        for hit in planner.search("why did exporting big customers fail?", limit=3):
+            say(f"   {hit.score:.3f} (keyword {hit.keyword_score:.2f}, vector "
+                f"{hit.vector_score:.2f})  {hit.memory.content}")
+
+        say("\n== 9. Context injection within a 96-token budget")
+        context = planner.inject("plan the invoice export change", budget_tokens=96)
+        for line in context.text.splitlines():
+            say(f"   {line}")
+        say(f"   -- {context.tokens}/{context.budget} tokens; sources: "
+            + ", ".join(item.source for item in context.items))
+
+        say("\n== 10. Resuming the session in a new process would restore")
+        resumed = coder.resume()
+        say(f"   checkpoint {resumed.checkpoint.checkpoint_seq}: {resumed.checkpoint.state}; "
+            f"{len(resumed.working_memory)} working memories of the coder")
+
+    say(f"\nDone. Inspect it with: memctl --database-url sqlite:///{path} history")

@@ -1,0 +1,334 @@
+"""``memctl flags``: what an operator runs to roll a feature out, and back.
+
+The state lives in the memory database (``memory.store.flags``), so one command changes
+every agent process on every host within its refresh interval (10 s by default). Each
+change is audited with who (``--actor``, default ``$USER``), when, old, new and why.
+
+A rollback starts with ``memctl flags reset``: every flag back to its built-in default
+(off), every allow/deny list and session override gone.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import re
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import click
+
+from flags import (
+    BUILTIN_FLAGS,
+    EvaluationContext,
+    FlagEvaluator,
+    FlagValueError,
+    read_environment,
+)
+from memory.cli.common import engine_handle, reports_errors
+from memory.cli.gates import gate_source_options, gated_reason
+from memory.store.flags import DatabaseFlagProvider, FlagAuditEntry, StoredFlag
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_DURATION = re.compile(r"(\d+)\s*([smhd])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def _operator() -> str:
+    try:
+        return os.environ.get("USER") or getpass.getuser()
+    except (KeyError, OSError):  # no user name anywhere: make the operator say who they are
+        return ""
+
+
+def _change_options(command: F) -> F:
+    """``--reason`` and ``--actor`` for every command that changes a flag."""
+    command = click.option(
+        "--actor",
+        default=_operator,
+        show_default="$USER",
+        help="Who makes the change, for the audit.",
+    )(command)
+    return click.option("--reason", default=None, help="Why, for the audit.")(command)
+
+
+def _duration(text: str | None) -> timedelta | None:
+    if text is None:
+        return None
+    match = _DURATION.fullmatch(text.strip().lower())
+    if match is None:
+        raise click.BadParameter(
+            f"{text!r} is not a duration: use a whole number with s, m, h or d, such as 30m",
+            param_hint="--ttl",
+        )
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def _state(flag: StoredFlag) -> str:
+    if not flag.stored:
+        return f"{'on' if flag.enabled else 'off'} (default)"
+    if not flag.enabled:
+        return "off (kill switch)"
+    return "on" if flag.rollout == 100 else f"rollout {flag.rollout}%"
+
+
+def _listing(flag: StoredFlag, environment: str | None) -> list[str]:
+    source = "environment" if environment is not None else "database" if flag.stored else "default"
+    lines = [f"{flag.name}: {_state(flag)}  [source: {source}]"]
+    if environment is not None:
+        lines.append(f"  environment: {flag.name}={environment!r} overrides the database here")
+    if flag.updated_by is not None and flag.updated_at is not None:
+        lines.append(f"  changed by {flag.updated_by} at {flag.updated_at.isoformat()}")
+    lines.append(f"  parent: {flag.parent or '-'}  stickiness: {flag.stickiness}")
+    lines.append(
+        f"  allow: {', '.join(flag.allowed_agents) or '-'}  "
+        f"deny: {', '.join(flag.denied_agents) or '-'}"
+    )
+    for override in flag.overrides:
+        until = override.expires_at.isoformat() if override.expires_at else "cleared"
+        lines.append(
+            f"  override: session {override.session_id} "
+            f"{'on' if override.enabled else 'off'} until {until}"
+        )
+    return lines
+
+
+@click.group(name="flags")
+def flags_group() -> None:
+    """Feature flags: list, switch, roll out, override, audit, explain, reset."""
+
+
+@flags_group.command(name="list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document.")
+@click.pass_context
+@reports_errors
+def list_flags(context: click.Context, as_json: bool) -> None:
+    """Every flag: state, rollout, overrides, allow/deny lists and where its state comes from
+    (environment of this shell, database, or built-in default)."""
+    with engine_handle(context) as engine:
+        stored = DatabaseFlagProvider(engine).flags()
+    environment, errors = read_environment([flag.name for flag in stored], os.environ)
+    for error in errors:
+        click.echo(f"warning: {error}; it is ignored", err=True)
+    if as_json:
+        document = [
+            {
+                **flag.as_dict(),
+                "environment": environment[flag.name].value if flag.name in environment else None,
+            }
+            for flag in stored
+        ]
+        click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+        return
+    for flag in stored:
+        env = environment.get(flag.name)
+        click.echo("\n".join(_listing(flag, env.value if env is not None else None)))
+
+
+@flags_group.command(name="set")
+@click.argument("name")
+@click.option("--on/--off", "on", default=None, help="On for everyone, or the kill switch.")
+@click.option("--rollout", type=int, default=None, metavar="N", help="On for N % (0..100).")
+@_change_options
+@click.option("--force", is_flag=True, help="Raise past a failing or skipped gate (audited).")
+@gate_source_options
+@click.pass_context
+@reports_errors
+def set_flag(
+    context: click.Context,
+    /,
+    name: str,
+    on: bool | None,
+    rollout: int | None,
+    reason: str | None,
+    actor: str,
+    force: bool,
+    **gate_source: Any,
+) -> None:
+    """Switch NAME on or off, or roll it out to N percent of users (sessions for a
+    session-sticky flag).
+
+    Raising a rollout moves one stage at a time (10 -> 50 -> 100 %) and only when the
+    current stage's gate is GO (memctl gates; give --prometheus or --snapshot)."""
+    if (on is None) == (rollout is None):
+        raise click.UsageError("give exactly one of --on, --off and --rollout N")
+    with engine_handle(context) as engine:
+        provider = DatabaseFlagProvider(engine)
+        wanted = rollout if rollout is not None else (100 if on else 0)
+        reason = gated_reason(
+            context, provider, name, wanted, reason, force=force, source_options=gate_source
+        )
+        flag = provider.set_flag(name, on=on, rollout=rollout, actor=actor, reason=reason)
+    click.echo(f"{flag.name}: {_state(flag)}")
+
+
+@flags_group.command()
+@click.argument("name")
+@click.option("--session", required=True, help="The session to override.")
+@click.option("--on/--off", "on", default=None, help="Force the flag on or off.")
+@click.option("--clear", is_flag=True, help="Remove the session's override.")
+@click.option("--ttl", default=None, metavar="DURATION", help="Expire after, e.g. 30m, 2h, 7d.")
+@_change_options
+@click.pass_context
+@reports_errors
+def override(
+    context: click.Context,
+    name: str,
+    session: str,
+    on: bool | None,
+    clear: bool,
+    ttl: str | None,
+    reason: str | None,
+    actor: str,
+) -> None:
+    """Force NAME on or off for one session (until --ttl passes), or --clear it."""
+    if (on is not None) == clear:
+        raise click.UsageError("give exactly one of --on, --off and --clear")
+    with engine_handle(context) as engine:
+        DatabaseFlagProvider(engine).override(
+            name, session=session, on=on, ttl=_duration(ttl), actor=actor, reason=reason
+        )
+    if on is None:
+        click.echo(f"{name}: override of session {session} cleared")
+    else:
+        until = f" for {ttl}" if ttl else " until cleared"
+        click.echo(f"{name}: session {session} forced {'on' if on else 'off'}{until}")
+
+
+def _agent_command(kind: str) -> click.Command:
+    verb = "allow" if kind == "allow" else "deny"
+
+    @click.argument("name")
+    @click.option("--agent", required=True, help="The agent id.")
+    @click.option("--remove", is_flag=True, help=f"Take the agent off the {verb} list.")
+    @_change_options
+    @click.pass_context
+    @reports_errors
+    def command(
+        context: click.Context,
+        name: str,
+        agent: str,
+        remove: bool,
+        reason: str | None,
+        actor: str,
+    ) -> None:
+        with engine_handle(context) as engine:
+            flag = DatabaseFlagProvider(engine).set_agent(
+                name,
+                agent,
+                kind="allow" if kind == "allow" else "deny",
+                present=not remove,
+                actor=actor,
+                reason=reason,
+            )
+        listed = flag.allowed_agents if kind == "allow" else flag.denied_agents
+        click.echo(f"{flag.name}: {verb} list: {', '.join(listed) or '-'}")
+
+    command.__doc__ = (
+        "Always turn NAME on for an agent (the deny list still wins)."
+        if kind == "allow"
+        else "Always turn NAME off for an agent, whatever else says on."
+    )
+    return click.command(name=verb)(command)
+
+
+flags_group.add_command(_agent_command("allow"))
+flags_group.add_command(_agent_command("deny"))
+
+
+def _audit_line(entry: FlagAuditEntry) -> str:
+    def show(value: Any) -> str:
+        return "-" if value is None else json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+    line = (
+        f"{entry.id} {entry.at.isoformat()} {entry.actor} {entry.action} {entry.flag}: "
+        f"{show(entry.old)} -> {show(entry.new)}"
+    )
+    return f"{line}  ({entry.reason})" if entry.reason else line
+
+
+@flags_group.command()
+@click.argument("name", required=False)
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document.")
+@click.pass_context
+@reports_errors
+def audit(context: click.Context, name: str | None, limit: int, as_json: bool) -> None:
+    """The newest flag changes (of NAME only, when given), newest first."""
+    with engine_handle(context) as engine:
+        entries = DatabaseFlagProvider(engine).audit(name, limit=limit)
+    if as_json:
+        click.echo(json.dumps([e.as_dict() for e in entries], indent=2, ensure_ascii=False))
+    elif not entries:
+        click.echo("no flag changes recorded")
+    else:
+        click.echo("\n".join(_audit_line(entry) for entry in entries))
+
+
+@flags_group.command()
+@_change_options
+@click.pass_context
+@reports_errors
+def reset(context: click.Context, reason: str | None, actor: str) -> None:
+    """Every flag back to its built-in default (off), lists and overrides removed: the first
+    step of every rollback."""
+    with engine_handle(context) as engine:
+        names = DatabaseFlagProvider(engine).reset(actor=actor, reason=reason)
+    if names:
+        click.echo(f"reset to defaults: {', '.join(names)}")
+    else:
+        click.echo("every flag was already at its default")
+
+
+@flags_group.command()
+@click.argument("name")
+@click.option("--user", default=None, help="User id of the context.")
+@click.option("--session", default=None, help="Session id of the context.")
+@click.option("--agent", default=None, help="Agent id of the context.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document.")
+@click.pass_context
+@reports_errors
+def explain(
+    context: click.Context,
+    name: str,
+    user: str | None,
+    session: str | None,
+    agent: str | None,
+    as_json: bool,
+) -> None:
+    """Which rule decides NAME for this user, session and agent, as an agent on this host
+    (same environment) would evaluate it now; the last line says enabled or disabled."""
+    if name not in BUILTIN_FLAGS:
+        raise click.ClickException(
+            f"unknown flag {name!r}; known flags: {', '.join(sorted(BUILTIN_FLAGS))}"
+        )
+    with engine_handle(context) as engine:
+        provider = DatabaseFlagProvider(engine)
+        provider.require_schema()
+        try:
+            evaluator = FlagEvaluator(provider)
+        except FlagValueError as error:
+            raise click.ClickException(str(error)) from error
+        if evaluator.stale:
+            raise click.ClickException("cannot read the flag state from the database")
+        decision = evaluator.explain(
+            name, EvaluationContext(user_id=user, session_id=session, agent_id=agent)
+        )
+    verdict = "enabled" if decision.enabled else "disabled"
+    if as_json:
+        document = {
+            "flag": name,
+            "context": {"user": user, "session": session, "agent": agent},
+            "rule": decision.rule.value,
+            "detail": decision.detail,
+            "enabled": decision.enabled,
+        }
+        click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+        return
+    click.echo(f"flag: {name}")
+    click.echo(f"context: user={user or '-'} session={session or '-'} agent={agent or '-'}")
+    click.echo(f"rule: {decision.rule.value}: {decision.detail}")
+    click.echo(verdict)

@@ -1,0 +1,170 @@
+"""``memctl forget``, ``share``, ``revoke``, ``grants`` and ``team``: sharing and the right to
+be forgotten from the shell.
+
+The CLI is an operator's tool, so it acts with the ``admin`` role and says so on stderr once
+per command. ``share`` and ``revoke`` still act as the agent named by ``--agent``: a grant is
+always made by the agent that owns what it shares.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from memory.cli.common import reports_errors, scope_options
+from memory.client import Memory
+from memory.core.errors import InvalidInputError
+from memory.store.sharing import Grant
+
+
+@contextmanager
+def admin_handle(context: click.Context) -> Iterator[Memory]:
+    """A store opened with the admin role (no embedding model: these commands need none)."""
+    click.echo("memctl: acting as admin", err=True)
+    with Memory.open(context.obj["database_url"], embedder=None, role="admin") as memory:
+        yield memory
+
+
+def _grant_line(grant: Grant) -> str:
+    if grant.target == "memory":
+        target = f"memory {grant.memory_id}"
+    elif grant.target == "tier":
+        target = f"tier {grant.tier}"
+    else:
+        assert grant.tag is not None
+        target = f"tag {grant.tag[0]}={json.dumps(grant.tag[1], ensure_ascii=False)}"
+    until = grant.expires_at.isoformat() if grant.expires_at else "revoked"
+    return (
+        f"{grant.id}\t{grant.owner_agent} -> {grant.grantee_type} {grant.grantee}\t{target}\t"
+        f"{grant.access}\tuntil {until}"
+    )
+
+
+def _tag(text: str | None) -> tuple[str, Any] | None:
+    if text is None:
+        return None
+    key, separator, value = text.partition("=")
+    if not separator:
+        raise InvalidInputError(f"--tag: must be KEY=VALUE (VALUE as JSON or text), not {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+@click.command()
+@click.option("--user", required=True, help="The user to forget.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+@reports_errors
+def forget(context: click.Context, user: str, yes: bool) -> None:
+    """Remove every row of a user in every table and redact their events (admin)."""
+    if not yes:
+        click.confirm(f"forget user {user!r}: every row of theirs, irrecoverably?", abort=True)
+    with admin_handle(context) as memory:
+        report = memory.forget_user(user)
+    click.echo(
+        f"forgot user {user!r}: {report.total} rows removed, "
+        f"{report.events_redacted} events redacted"
+    )
+    for table, count in report.rows.items():
+        if count:
+            click.echo(f"  {table}: {count}")
+
+
+@click.command()
+@scope_options
+@click.option("--memory", "memory_id", type=int, default=None, help="Share this memory.")
+@click.option("--tag", default=None, metavar="KEY=VALUE", help="Share memories with this tag.")
+@click.option(
+    "--tier", type=click.Choice(["working", "episodic", "semantic"]), help="Share a whole tier."
+)
+@click.option("--with-agent", "agents", multiple=True, help="An agent to share with.")
+@click.option("--with-team", "teams", multiple=True, help="A team to share with.")
+@click.option("--access", type=click.Choice(["read", "write"]), default="read", show_default=True)
+@click.option(
+    "--until", type=click.DateTime(), default=None, help="Expiry (UTC); default: until revoked."
+)
+@click.pass_context
+@reports_errors
+def share(
+    context: click.Context,
+    user: str,
+    agent: str,
+    session: str | None,
+    memory_id: int | None,
+    tag: str | None,
+    tier: Any,
+    agents: tuple[str, ...],
+    teams: tuple[str, ...],
+    access: Any,
+    until: datetime | None,
+) -> None:
+    """Share a memory, a tag or a tier of AGENT's memories with agents or teams."""
+    with admin_handle(context) as memory:
+        grants = memory.scope(user, agent, session).share(
+            memory_id=memory_id,
+            tag=_tag(tag),
+            tier=tier,
+            agents=agents,
+            teams=teams,
+            access=access,
+            expires_at=until.replace(tzinfo=UTC) if until is not None else None,
+        )
+    for grant in grants:
+        click.echo(_grant_line(grant))
+
+
+@click.command()
+@scope_options
+@click.argument("grant_id", type=int)
+@click.pass_context
+@reports_errors
+def revoke(
+    context: click.Context, user: str, agent: str, session: str | None, grant_id: int
+) -> None:
+    """Revoke grant GRANT_ID, made by AGENT."""
+    with admin_handle(context) as memory:
+        grant = memory.scope(user, agent, session).revoke(grant_id)
+    click.echo(f"revoked {_grant_line(grant)}")
+
+
+@click.command()
+@scope_options
+@click.option("--received", is_flag=True, help="Grants AGENT holds, not those it made.")
+@click.pass_context
+@reports_errors
+def grants(
+    context: click.Context, user: str, agent: str, session: str | None, received: bool
+) -> None:
+    """List the live grants AGENT made (or, with --received, holds)."""
+    with admin_handle(context) as memory:
+        found = memory.scope(user, agent, session).grants(received=received)
+    for grant in found:
+        click.echo(_grant_line(grant))
+    if not found:
+        click.echo("no grants")
+
+
+@click.command()
+@click.option("--user", required=True, help="The user whose team this is.")
+@click.argument("name")
+@click.argument("agents", nargs=-1)
+@click.pass_context
+@reports_errors
+def team(context: click.Context, user: str, name: str, agents: tuple[str, ...]) -> None:
+    """Make AGENTS the members of team NAME (no agents: dissolve it)."""
+    with admin_handle(context) as memory:
+        memory.set_team(user, name, agents)
+    click.echo(f"team {name}: {', '.join(agents) if agents else '(dissolved)'}")
+
+
+def register(group: click.Group) -> None:
+    """Add these commands to ``memctl`` (``group``)."""
+    for command in (forget, share, revoke, grants, team):
+        group.add_command(command)

@@ -1,0 +1,4 @@
+"""Pure code: values, inputs, errors, text, ranking, summary, redaction and merge.
+
+Nothing here imports another part of ``memory``, touches a database or does I/O.
+"""

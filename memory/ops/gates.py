@@ -1,0 +1,566 @@
+"""Rollout gates: the rollout checklist's criteria, measured, and a GO / NO-GO verdict.
+
+A feature flag goes 10 % → 50 % → 100 %; each step is allowed when the gate of the stage
+it leaves passes (``ROLLOUT_STAGES``, :func:`gate_for_raise`):
+
+Gate 1 (at 10 %, to go to 50 %)
+    injection p95 < 200 ms, cache hit rate > 60 %, error rate < 0.5 %, heap < 500 MB,
+    no critical alert firing.
+Gate 2 (at 50 %, to go to 100 %)
+    the same with cache hit rate > 70 % and error rate < 0.1 %, and database statement p95
+    not worse than the recorded baseline (``BASELINE_TOLERANCE`` above it at most:
+    percentiles from histogram buckets are not exact, and an identical load measured twice
+    differs by a few per cent).
+Gate 3 (at 100 %, to call the rollout done)
+    gate 2 held throughout the window: each criterion's *worst* value over the window's
+    slices passes, no critical alert fired at any time in it, and no rollback event
+    happened in it (``memctl flags reset``, or a flag's rollout lowered, read from the flag
+    audit table); and the data covers the whole window (a server that began scraping ten
+    minutes ago cannot vouch for an hour).
+
+Observations come from a source: :class:`PrometheusSource` asks a Prometheus server's HTTP
+API over a window (``increase`` over the window for gates 1 and 2; per-slice values and
+their worst for gate 3), :class:`SnapshotSource` reads a metrics snapshot file written by
+the library (``memctl workload --snapshot``; one window, so gate 3 on a snapshot needs a
+snapshot whose window covers the one asked for).
+
+The baseline is a small JSON file (:func:`record_baseline`, ``memctl gates
+--record-baseline``), by default ``gates-baseline.json`` in the working directory or
+``$MEMORY_GATES_BASELINE``: record it before the first stage, with every flag off, from
+the same source the gates will read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from memory.core.errors import InvalidInputError, MetricsSourceError
+from memory.store.flags import DatabaseFlagProvider
+from memory.store.tables import Base
+from memory.telemetry import instruments as telemetry
+
+__all__ = [
+    "BASELINE_ENV",
+    "BASELINE_TOLERANCE",
+    "DEFAULT_BASELINE_PATH",
+    "GATES",
+    "ROLLOUT_STAGES",
+    "Baseline",
+    "CriterionResult",
+    "GateReport",
+    "MetricsSource",
+    "MetricsSourceError",
+    "Observations",
+    "PrometheusSource",
+    "RollbackEvent",
+    "SnapshotSource",
+    "baseline_path",
+    "evaluate_gate",
+    "gate_for_raise",
+    "parse_window",
+    "read_baseline",
+    "record_baseline",
+    "rollback_events",
+]
+
+BASELINE_ENV = "MEMORY_GATES_BASELINE"
+DEFAULT_BASELINE_PATH = "gates-baseline.json"
+BASELINE_TOLERANCE = 0.10
+ROLLOUT_STAGES = (10, 50, 100)
+GATES = (1, 2, 3)
+
+flag_audit = Base.metadata.tables["flag_audit"]
+
+
+# -- what is observed -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Observations:
+    """The numbers a gate judges; None where the source had no data for one."""
+
+    injection_p95_ms: float | None
+    cache_hit_rate: float | None
+    error_rate: float | None
+    heap_mb: float | None
+    db_p95_ms: float | None
+    # Names of the critical alerts firing (in the window, for gate 3); None: unknown.
+    critical_alerts: tuple[str, ...] | None
+    # What the numbers cover: "worst slice" values or one aggregate, and how long.
+    coverage: str
+    covered_seconds: float
+
+
+class MetricsSource(Protocol):
+    """Where observations come from."""
+
+    description: str
+
+    def observe(self, window: timedelta, *, worst: bool) -> Observations:
+        """The numbers over ``window``: aggregated, or (``worst``) the worst slice."""
+        ...
+
+
+def parse_window(text: str) -> timedelta:
+    """``30s``, ``15m``, ``1h``, ``2d`` (a whole number and a unit) as a timedelta."""
+    units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+    value, unit = text.strip()[:-1], text.strip()[-1:]
+    if unit not in units or not value.isdigit() or int(value) == 0:
+        raise InvalidInputError(
+            f"window: {text!r} is not a duration like 30s, 15m, 1h or 2d"
+        )
+    return timedelta(**{units[unit]: int(value)})
+
+
+def _promql_duration(window: timedelta) -> str:
+    return f"{int(window.total_seconds())}s"
+
+
+def _number(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) or math.isinf(value) else value
+
+
+class PrometheusSource:
+    """Observations from a Prometheus server's HTTP API (``/api/v1/query``).
+
+    ``matchers`` (e.g. ``{"job": "memory"}``) are added to every selector, so that one
+    Prometheus can hold several deployments; critical alerts are ``ALERTS`` series with
+    ``severity="critical"`` and the same labels (the rules in ``dashboards/alerts.yml``
+    keep ``job``).
+    """
+
+    def __init__(
+        self, url: str, matchers: Mapping[str, str] | None = None, timeout: float = 10.0
+    ) -> None:
+        parsed = urllib.parse.urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise InvalidInputError(f"prometheus: {url!r} is not an http(s) URL")
+        self.url = url.rstrip("/")
+        self.matchers = dict(matchers or {})
+        self.timeout = timeout
+        where = ", ".join(f"{k}={v}" for k, v in sorted(self.matchers.items()))
+        self.description = f"prometheus {self.url}" + (f" ({where})" if where else "")
+
+    def _get(self, path: str, parameters: Mapping[str, str]) -> Any:
+        address = f"{self.url}{path}?{urllib.parse.urlencode(parameters)}"
+        try:
+            with urllib.request.urlopen(address, timeout=self.timeout) as response:
+                document = json.load(response)
+        except urllib.error.HTTPError as error:
+            detail = error.read().decode("utf-8", "replace")[:300]
+            raise MetricsSourceError(
+                f"prometheus: {path} answered {error.code}: {detail}"
+            ) from error
+        except (OSError, ValueError) as error:
+            raise MetricsSourceError(f"prometheus: cannot query {self.url}: {error}") from error
+        if document.get("status") != "success":
+            raise MetricsSourceError(f"prometheus: {path} failed: {document.get('error')}")
+        return document["data"]
+
+    def query(self, expr: str) -> list[tuple[dict[str, str], float]]:
+        """An instant query now: each series' labels and value."""
+        data = self._get("/api/v1/query", {"query": expr})
+        if data["resultType"] == "scalar":
+            return [({}, float(data["result"][1]))]
+        return [(item["metric"], float(item["value"][1])) for item in data["result"]]
+
+    def _scalar(self, expr: str) -> float | None:
+        values = [value for _, value in self.query(expr)]
+        return _number(values[0]) if values else None
+
+    def _selector(self, name: str, extra: str = "") -> str:
+        parts = [f'{key}="{value}"' for key, value in sorted(self.matchers.items())]
+        return name + "{" + ", ".join([*parts, *([extra] if extra else [])]) + "}"
+
+    def _critical_rules_loaded(self) -> bool:
+        data = self._get("/api/v1/rules", {"type": "alert"})
+        return any(
+            rule.get("labels", {}).get("severity") == "critical"
+            for group in data["groups"]
+            for rule in group["rules"]
+        )
+
+    def expressions(self, window: timedelta, *, worst: bool) -> dict[str, str]:
+        """The PromQL behind each observation (tests/test_dashboards.py checks that every
+        series they select is one the library serves)."""
+        span = _promql_duration(window)
+        # A gate-3 slice: long enough for a rate (several scrapes), a twelfth of the window.
+        slice_ = _promql_duration(max(window / 12, timedelta(seconds=10)))
+        rng = slice_ if worst else span
+
+        def increase(name: str) -> str:
+            return f"sum(increase({self._selector(name)}[{rng}]))"
+
+        def p95(histogram: str) -> str:
+            return (
+                f"histogram_quantile(0.95, sum by (le) "
+                f"(increase({self._selector(histogram)}[{rng}])))"
+            )
+
+        hits, misses = increase("memory_cache_hits_total"), increase("memory_cache_misses_total")
+        # No failure recorded yet can mean no error series at all: that is a rate of 0.
+        errors = f"({increase('memory_errors_total')} or vector(0))"
+        plain = {
+            "injection_p95_ms": p95("memory_injection_latency_milliseconds_bucket"),
+            "cache_hit_rate": f"{hits} / ({hits} + {misses})",
+            "error_rate": f"{errors} / {increase('memory_operations_total')}",
+            "db_p95_ms": p95("memory_db_query_duration_milliseconds_bucket"),
+        }
+        heap = f"max(max_over_time({self._selector('memory_heap_used_mb')}[{span}]))"
+        alerts = self._selector("ALERTS", 'alertstate="firing", severity="critical"')
+        if not worst:
+            return {**plain, "heap_mb": heap, "critical_alerts": alerts}
+        step_seconds = max(int(window.total_seconds()) // 60, 1)
+        step = f"{step_seconds}s"
+        over = {"cache_hit_rate": "min_over_time"}
+        operations = self._selector("memory_operations_total")
+        return {
+            # How much of the window has data: from its oldest sample (within one step).
+            "covered_seconds": (
+                f"time() - min(min_over_time(timestamp({operations})[{span}:{step}]))"
+                f" + {step_seconds}"
+            ),
+            **{
+                key: f"{over.get(key, 'max_over_time')}(({expr})[{span}:{step}])"
+                for key, expr in plain.items()
+            },
+            "heap_mb": heap,
+            "critical_alerts": f"max_over_time({alerts}[{span}])",
+        }
+
+    def observe(self, window: timedelta, *, worst: bool) -> Observations:
+        """Ask Prometheus for every observation (see :meth:`expressions`)."""
+        exprs = self.expressions(window, worst=worst)
+        values = {
+            key: self._scalar(expr) for key, expr in exprs.items() if key != "critical_alerts"
+        }
+        alerts: tuple[str, ...] | None = None
+        if self._critical_rules_loaded():
+            alerts = tuple(
+                sorted({labels.get("alertname", "?") for labels, _ in self.query(
+                    exprs["critical_alerts"])})
+            )
+        return Observations(
+            injection_p95_ms=values["injection_p95_ms"],
+            cache_hit_rate=values["cache_hit_rate"],
+            error_rate=values["error_rate"],
+            heap_mb=values["heap_mb"],
+            db_p95_ms=values["db_p95_ms"],
+            critical_alerts=alerts,
+            coverage="worst slice" if worst else "aggregate",
+            covered_seconds=(
+                min(values["covered_seconds"] or 0.0, window.total_seconds())
+                if worst else window.total_seconds()
+            ),
+        )
+
+
+# The critical alerts a snapshot can show by itself: the conditions of dashboards/alerts.yml
+# that its figures hold (the other critical alerts need series a snapshot does not keep).
+_SNAPSHOT_CRITICAL: Mapping[str, Callable[[telemetry.MetricsSnapshot], bool]] = {
+    "MemoryHeapAbove1GB": lambda snapshot: snapshot.heap_used_mb > 1024,
+    "MemoryRetrievalUnavailable": lambda snapshot: (
+        snapshot.errors_by_operation.get("search", 0) * 2
+        > max(snapshot.rag_search_duration.count, 1)
+    ),
+}
+
+
+class SnapshotSource:
+    """Observations from a metrics snapshot file (``telemetry.instruments.write_snapshot``)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.snapshot = telemetry.read_snapshot(self.path)
+        self.description = f"snapshot {self.path}"
+
+    def observe(self, window: timedelta, *, worst: bool) -> Observations:
+        """The snapshot's figures; it has one window, so ``worst`` is its aggregate."""
+        del window  # a snapshot covers its own window; the report states how long
+        snapshot = self.snapshot
+        return Observations(
+            injection_p95_ms=snapshot.injection_latency.p95_ms,
+            cache_hit_rate=snapshot.cache_hit_rate,
+            error_rate=snapshot.error_rate,
+            heap_mb=snapshot.heap_used_mb,
+            db_p95_ms=snapshot.db_query_duration.p95_ms,
+            critical_alerts=tuple(
+                name for name, firing in _SNAPSHOT_CRITICAL.items() if firing(snapshot)
+            ),
+            coverage="snapshot",
+            covered_seconds=snapshot.window_seconds,
+        )
+
+
+# -- the baseline ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """Database statement p95 before the rollout, as recorded by :func:`record_baseline`."""
+
+    db_p95_ms: float
+    recorded_at: datetime
+    source: str
+
+
+def baseline_path(path: str | os.PathLike[str] | None = None) -> Path:
+    """``path``, else ``$MEMORY_GATES_BASELINE``, else ``gates-baseline.json``."""
+    return Path(path or os.environ.get(BASELINE_ENV) or DEFAULT_BASELINE_PATH)
+
+
+def record_baseline(
+    source: MetricsSource, window: timedelta, path: str | os.PathLike[str] | None = None
+) -> Baseline:
+    """Measure the database p95 from ``source`` and write it as the gates' baseline."""
+    observed = source.observe(window, worst=False)
+    if observed.db_p95_ms is None:
+        raise InvalidInputError(
+            f"baseline: {source.description} has no database statement durations "
+            "to record (is the application running and scraped?)"
+        )
+    baseline = Baseline(observed.db_p95_ms, datetime.now(UTC), source.description)
+    target = baseline_path(path)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    document = {**asdict(baseline), "recorded_at": baseline.recorded_at.isoformat()}
+    try:
+        partial.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        os.replace(partial, target)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise InvalidInputError(f"baseline: cannot write {target}: {error}") from error
+    return baseline
+
+
+def read_baseline(path: str | os.PathLike[str] | None = None) -> Baseline | None:
+    """The recorded baseline, or None when none was recorded at that path."""
+    source = baseline_path(path)
+    try:
+        document = json.loads(source.read_text(encoding="utf-8"))
+        return Baseline(
+            float(document["db_p95_ms"]),
+            datetime.fromisoformat(document["recorded_at"]),
+            str(document["source"]),
+        )
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise InvalidInputError(f"baseline: {source} is not a gates baseline: {error}") from error
+
+
+# -- rollback events ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RollbackEvent:
+    """A flag change that undid rollout: a reset, or a rollout lowered."""
+
+    at: datetime
+    flag: str
+    action: str
+    actor: str
+    detail: str
+
+
+def _effective_rollout(state: Mapping[str, Any] | None) -> int:
+    # No stored state means the built-in default, which is off for every rollout flag.
+    if not state or not state.get("enabled"):
+        return 0
+    return int(state.get("rollout", 0))
+
+
+def rollback_events(engine: Engine, since: datetime) -> list[RollbackEvent]:
+    """Resets and rollout decreases in the flag audit since ``since``, oldest first."""
+    DatabaseFlagProvider(engine).require_schema()
+    statement = (
+        sa.select(flag_audit)
+        .where(flag_audit.c.at >= since, flag_audit.c.action.in_(("set", "reset")))
+        .order_by(flag_audit.c.id)
+    )
+    events = []
+    with engine.connect() as connection:
+        for row in connection.execute(statement).mappings():
+            old = json.loads(row["old_value_json"]) if row["old_value_json"] else None
+            new = json.loads(row["new_value_json"]) if row["new_value_json"] else None
+            before, after = _effective_rollout(old), _effective_rollout(new)
+            if row["action"] == "reset" or after < before:
+                events.append(
+                    RollbackEvent(
+                        row["at"], row["flag_name"], row["action"], row["actor"],
+                        f"{before}% -> {after}%",
+                    )
+                )
+    return events
+
+
+# -- the verdict ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CriterionResult:
+    """One row of a gate's table."""
+
+    criterion: str
+    threshold: str
+    observed: str
+    passed: bool
+
+
+@dataclass(frozen=True)
+class GateReport:
+    """A gate's table and verdict."""
+
+    gate: int
+    source: str
+    window_seconds: float
+    coverage: str
+    covered_seconds: float
+    results: tuple[CriterionResult, ...]
+
+    @property
+    def go(self) -> bool:
+        """GO when every criterion passed."""
+        return bool(self.results) and all(result.passed for result in self.results)
+
+    @property
+    def verdict(self) -> str:
+        """``GO`` or ``NO-GO``."""
+        return "GO" if self.go else "NO-GO"
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready (``memctl gates --json``)."""
+        return {
+            "gate": self.gate,
+            "verdict": self.verdict,
+            "source": self.source,
+            "window_seconds": self.window_seconds,
+            "coverage": self.coverage,
+            "covered_seconds": self.covered_seconds,
+            "criteria": [asdict(result) for result in self.results],
+        }
+
+
+def _upper(name: str, value: float | None, limit: float, unit: str) -> CriterionResult:
+    shown = "no data" if value is None else f"{value:.1f} {unit}"
+    return CriterionResult(name, f"< {limit:g} {unit}", shown, value is not None and value < limit)
+
+
+def _share(name: str, value: float | None, limit: float, above: bool) -> CriterionResult:
+    shown = "no data" if value is None else f"{value * 100:.2f} %"
+    passed = value is not None and (value > limit if above else value < limit)
+    return CriterionResult(name, f"{'>' if above else '<'} {limit * 100:g} %", shown, passed)
+
+
+def evaluate_gate(
+    gate: int,
+    observed: Observations,
+    *,
+    source: str = "",
+    baseline: Baseline | None = None,
+    rollbacks: Sequence[RollbackEvent] | None = None,
+    window: timedelta | None = None,
+) -> GateReport:
+    """Judge ``observed`` against gate ``gate`` (1, 2 or 3).
+
+    Gates 2 and 3 need ``baseline`` (a missing one fails its criterion); gate 3 needs the
+    ``rollbacks`` in the window and fails when the observations cover less than ``window``.
+    """
+    if gate not in GATES:
+        raise InvalidInputError(f"gate: must be 1, 2 or 3, not {gate!r}")
+    strict = gate >= 2
+    results = [
+        _upper("injection latency p95", observed.injection_p95_ms, 200, "ms"),
+        _share("cache hit rate", observed.cache_hit_rate, 0.70 if strict else 0.60, above=True),
+        _share("error rate", observed.error_rate, 0.001 if strict else 0.005, above=False),
+        _upper("heap", observed.heap_mb, 500, "MB"),
+    ]
+    alerts = observed.critical_alerts
+    results.append(
+        CriterionResult(
+            "no critical alert firing" + (" in the window" if gate == 3 else ""),
+            "none",
+            "unknown: no critical alert rules loaded" if alerts is None
+            else (", ".join(alerts) or "none"),
+            alerts == (),
+        )
+    )
+    if strict:
+        if baseline is None:
+            results.append(
+                CriterionResult(
+                    "database p95 vs baseline", "no baseline",
+                    "record one: memctl gates --record-baseline", False,
+                )
+            )
+        else:
+            limit = baseline.db_p95_ms * (1 + BASELINE_TOLERANCE)
+            value = observed.db_p95_ms
+            results.append(
+                CriterionResult(
+                    "database p95 vs baseline",
+                    f"<= {limit:.2f} ms (baseline {baseline.db_p95_ms:.2f} ms "
+                    f"+ {BASELINE_TOLERANCE:.0%})",
+                    "no data" if value is None else f"{value:.2f} ms",
+                    value is not None and value <= limit,
+                )
+            )
+    if gate == 3:
+        wanted = (window or timedelta()).total_seconds()
+        results.append(
+            CriterionResult(
+                "held over the window", f">= {wanted:g} s of data",
+                f"{observed.covered_seconds:.0f} s ({observed.coverage})",
+                observed.covered_seconds >= wanted,
+            )
+        )
+        events = list(rollbacks or ())
+        results.append(
+            CriterionResult(
+                "no rollback event in the window", "none",
+                "; ".join(f"{e.at:%Y-%m-%d %H:%M} {e.action} {e.flag} {e.detail} by {e.actor}"
+                          for e in events) or "none",
+                rollbacks is not None and not events,
+            )
+        )
+    return GateReport(
+        gate, source, 0.0 if window is None else window.total_seconds(), observed.coverage,
+        observed.covered_seconds, tuple(results),
+    )
+
+
+def gate_for_raise(current: int, wanted: int) -> int | None:
+    """The gate that must pass to move a rollout from ``current`` to ``wanted`` percent.
+
+    None: no gate (lowering, or entering the first stage). Raises InvalidInputError when
+    ``wanted`` skips a stage: from below 10 % the next stage is 10 %, from 10 % it is 50 %.
+    """
+    if wanted <= current or wanted <= ROLLOUT_STAGES[0]:
+        return None
+    stages = zip(ROLLOUT_STAGES, ROLLOUT_STAGES[1:], strict=False)
+    for gate, (stage, following) in enumerate(stages, start=1):
+        if current < stage:
+            break
+        if current < following:
+            if wanted > following:
+                raise InvalidInputError(
+                    f"rollout: {current}% -> {wanted}% skips a stage; the next stage is "
+                    f"{following}% ({' -> '.join(map(str, ROLLOUT_STAGES))})"
+                )
+            return gate
+    raise InvalidInputError(
+        f"rollout: {current}% -> {wanted}% skips a stage; the next stage is "
+        f"{ROLLOUT_STAGES[0]}% ({' -> '.join(map(str, ROLLOUT_STAGES))})"
+    )

@@ -1,0 +1,1 @@
+"""Retrieval: embeddings, the in-process vector index and term postings, hybrid search."""

@@ -1,0 +1,345 @@
+"""Phase 1 entity memory: a per-user knowledge graph with the MCP memory server's semantics.
+
+The operations and their results follow the reference server (create entities and
+relations, add and delete observations, delete entities with their relations, search and
+open nodes, read the graph) with one deliberate difference: a relation or observation that
+names a missing entity is refused with ``NotFoundError`` instead of being stored dangling,
+because foreign keys hold here. Import and export use the server's ``memory.jsonl`` lines.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from memory.core.errors import InvalidInputError, NotFoundError
+from memory.core.inputs import (
+    EntityInput,
+    EntityName,
+    ObservationDeletion,
+    ObservationInput,
+    RelationInput,
+    as_list,
+    content_hash,
+    validate,
+    validate_many,
+)
+from memory.core.types import AddedObservations, Entity, KnowledgeGraph, Relation
+from memory.store.db import Database
+from memory.store.tables import Base, utcnow
+
+entities = Base.metadata.tables["entities"]
+observations = Base.metadata.tables["observations"]
+relations = Base.metadata.tables["relations"]
+
+_from = entities.alias("source")
+_to = entities.alias("target")
+
+
+class EntityGraph:
+    """One user's knowledge graph. Get it from ``Memory.graph(user)``."""
+
+    def __init__(self, db: Database, user: str) -> None:
+        self._db = db
+        self.user = user
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _entity_ids(self, connection: Connection, names: Iterable[str]) -> dict[str, int]:
+        wanted = list(dict.fromkeys(names))
+        if not wanted:
+            return {}
+        rows = connection.execute(
+            sa.select(entities.c.name, entities.c.id).where(
+                entities.c.user_id == self.user, entities.c.name.in_(wanted)
+            )
+        )
+        return {row.name: row.id for row in rows}
+
+    def _require(self, connection: Connection, names: Iterable[str]) -> dict[str, int]:
+        wanted = list(dict.fromkeys(names))
+        ids = self._entity_ids(connection, wanted)
+        missing = [name for name in wanted if name not in ids]
+        if missing:
+            raise NotFoundError(f"entity {missing[0]!r} does not exist for this user")
+        return ids
+
+    def _add_observations(
+        self, connection: Connection, entity_id: int, contents: Iterable[str]
+    ) -> tuple[str, ...]:
+        now = utcnow()
+        rows: dict[str, dict[str, Any]] = {
+            content_hash(text): {
+                "entity_id": entity_id,
+                "content": text,
+                "content_hash": content_hash(text),
+                "created_at": now,
+            }
+            for text in contents
+        }
+        if not rows:
+            return ()
+        statement = (
+            self._db.insert(observations)
+            .on_conflict_do_nothing(index_elements=["entity_id", "content_hash"])
+            .returning(observations.c.content_hash)
+        )
+        added = {row.content_hash for row in connection.execute(statement, list(rows.values()))}
+        if added:
+            connection.execute(
+                sa.update(entities).where(entities.c.id == entity_id).values(updated_at=now)
+            )
+        return tuple(row["content"] for digest, row in rows.items() if digest in added)
+
+    def _create_entities(self, connection: Connection, items: list[EntityInput]) -> list[Entity]:
+        now = utcnow()
+        first = {item.name: item for item in reversed(items)}  # the first of a name wins
+        existing = self._entity_ids(connection, first)
+        created = []
+        for item in items:
+            if item.name in existing or first.get(item.name) is not item:
+                continue
+            entity_id = connection.execute(
+                sa.insert(entities)
+                .values(
+                    user_id=self.user,
+                    name=item.name,
+                    entity_type=item.entityType,
+                    created_at=now,
+                    updated_at=now,
+                )
+                .returning(entities.c.id)
+            ).scalar_one()
+            kept = self._add_observations(connection, entity_id, item.observations)
+            created.append(Entity(item.name, item.entityType, kept))
+        return created
+
+    def _create_relations(
+        self, connection: Connection, items: list[RelationInput]
+    ) -> list[Relation]:
+        ids = self._require(connection, [n for item in items for n in (item.from_, item.to)])
+        now = utcnow()
+        created = []
+        for item in dict.fromkeys(items):
+            inserted = connection.execute(
+                self._db.insert(relations)
+                .values(
+                    user_id=self.user,
+                    from_entity_id=ids[item.from_],
+                    to_entity_id=ids[item.to],
+                    relation_type=item.relationType,
+                    created_at=now,
+                )
+                .on_conflict_do_nothing(
+                    index_elements=["from_entity_id", "to_entity_id", "relation_type"]
+                )
+                .returning(relations.c.id)
+            ).first()
+            if inserted is not None:
+                created.append(Relation(item.from_, item.to, item.relationType))
+        return created
+
+    # -- MCP operations -----------------------------------------------------------------------
+
+    def create_entities(self, items: Iterable[Mapping[str, Any]]) -> list[Entity]:
+        """Create entities whose names are new for this user; return those created.
+
+        >>> graph.create_entities([{"name": "Ada", "entityType": "person",
+        ...                         "observations": ["writes Python"]}])  # doctest: +SKIP
+        """
+        validated = validate_many(EntityInput, items, "entities")
+        return self._db.write(lambda connection: self._create_entities(connection, validated))
+
+    def create_relations(self, items: Iterable[Mapping[str, Any]]) -> list[Relation]:
+        """Create relations (``from``, ``to``, ``relationType``); return the new ones."""
+        validated = validate_many(RelationInput, items, "relations")
+        return self._db.write(lambda connection: self._create_relations(connection, validated))
+
+    def add_observations(self, items: Iterable[Mapping[str, Any]]) -> list[AddedObservations]:
+        """Add observations to existing entities; return what was not already there."""
+        validated = validate_many(ObservationInput, items, "observations")
+
+        def operation(connection: Connection) -> list[AddedObservations]:
+            ids = self._require(connection, [item.entityName for item in validated])
+            return [
+                AddedObservations(
+                    item.entityName,
+                    self._add_observations(connection, ids[item.entityName], item.contents),
+                )
+                for item in validated
+            ]
+
+        return self._db.write(operation)
+
+    def delete_entities(self, names: Iterable[str]) -> None:
+        """Delete entities with their observations and relations; unknown names are ignored."""
+        wanted = [validate_name(name) for name in as_list(names, "entity names")]
+
+        def operation(connection: Connection) -> None:
+            if wanted:
+                connection.execute(
+                    sa.delete(entities).where(
+                        entities.c.user_id == self.user, entities.c.name.in_(wanted)
+                    )
+                )
+
+        self._db.write(operation)
+
+    def delete_observations(self, items: Iterable[Mapping[str, Any]]) -> None:
+        """Delete the named observations; unknown entities and observations are ignored."""
+        validated = validate_many(ObservationDeletion, items, "deletions")
+
+        def operation(connection: Connection) -> None:
+            ids = self._entity_ids(connection, [item.entityName for item in validated])
+            for item in validated:
+                if item.entityName in ids and item.observations:
+                    connection.execute(
+                        sa.delete(observations).where(
+                            observations.c.entity_id == ids[item.entityName],
+                            observations.c.content_hash.in_(
+                                [content_hash(text) for text in item.observations]
+                            ),
+                        )
+                    )
+
+        self._db.write(operation)
+
+    def delete_relations(self, items: Iterable[Mapping[str, Any]]) -> None:
+        """Delete the given relations; ones that do not exist are ignored."""
+        validated = validate_many(RelationInput, items, "relations")
+
+        def operation(connection: Connection) -> None:
+            ids = self._entity_ids(connection, [n for r in validated for n in (r.from_, r.to)])
+            for item in validated:
+                if item.from_ in ids and item.to in ids:
+                    connection.execute(
+                        sa.delete(relations).where(
+                            relations.c.from_entity_id == ids[item.from_],
+                            relations.c.to_entity_id == ids[item.to],
+                            relations.c.relation_type == item.relationType,
+                        )
+                    )
+
+        self._db.write(operation)
+
+    def read_graph(self) -> KnowledgeGraph:
+        """The user's whole graph: entities in creation order, then relations."""
+        return self._db.read(self._read)
+
+    def _read(self, connection: Connection) -> KnowledgeGraph:
+        rows = connection.execute(
+            sa.select(entities.c.id, entities.c.name, entities.c.entity_type)
+            .where(entities.c.user_id == self.user)
+            .order_by(entities.c.id)
+        ).all()
+        texts: dict[int, list[str]] = {row.id: [] for row in rows}
+        found = connection.execute(
+            sa.select(observations.c.entity_id, observations.c.content)
+            .join(entities, entities.c.id == observations.c.entity_id)
+            .where(entities.c.user_id == self.user)
+            .order_by(observations.c.entity_id, observations.c.id)
+        )
+        for item in found:
+            texts[item.entity_id].append(item.content)
+        edges = connection.execute(
+            sa.select(
+                _from.c.name.label("source"), _to.c.name.label("target"), relations.c.relation_type
+            )
+            .join(_from, _from.c.id == relations.c.from_entity_id)
+            .join(_to, _to.c.id == relations.c.to_entity_id)
+            .where(relations.c.user_id == self.user)
+            .order_by(relations.c.id)
+        )
+        return KnowledgeGraph(
+            entities=tuple(Entity(r.name, r.entity_type, tuple(texts[r.id])) for r in rows),
+            relations=tuple(Relation(e.source, e.target, e.relation_type) for e in edges),
+        )
+
+    def search_nodes(self, query: str) -> KnowledgeGraph:
+        """Entities whose name, type or any observation contains ``query`` (ignoring case),
+        with the relations among them."""
+        if not isinstance(query, str):
+            raise InvalidInputError(f"query: must be a string, not {type(query).__name__}")
+        needle = query.casefold()
+        graph = self.read_graph()
+        # Case folding in Python, not SQL: SQLite's lower() only folds ASCII, and the result
+        # must be the same on every backend (and as the reference server's toLowerCase).
+        return _subgraph(
+            graph,
+            lambda e: (
+                needle in e.name.casefold()
+                or needle in e.entity_type.casefold()
+                or any(needle in text.casefold() for text in e.observations)
+            ),
+        )
+
+    def open_nodes(self, names: Iterable[str]) -> KnowledgeGraph:
+        """The named entities with the relations among them; unknown names are ignored."""
+        wanted = {validate_name(name) for name in as_list(names, "entity names")}
+        return _subgraph(self.read_graph(), lambda entity: entity.name in wanted)
+
+    # -- memory.jsonl -------------------------------------------------------------------------
+
+    def export_jsonl(self) -> Iterator[str]:
+        """The graph as the MCP memory server's ``memory.jsonl`` lines (no newlines)."""
+        graph = self.read_graph()
+        for entity in graph.entities:
+            yield json.dumps(entity.to_mcp(), ensure_ascii=False)
+        for relation in graph.relations:
+            yield json.dumps(relation.to_mcp(), ensure_ascii=False)
+
+    def import_jsonl(self, lines: Iterable[str]) -> tuple[int, int]:
+        """Load ``memory.jsonl`` lines in one transaction; merge observations into entities
+        that exist. Returns how many entities and relations were created."""
+        new_entities: list[EntityInput] = []
+        new_relations: list[RelationInput] = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as exc:
+                raise InvalidInputError(f"line {number}: not JSON: {exc}") from None
+            if not isinstance(record, dict):
+                raise InvalidInputError(f"line {number}: expected a JSON object")
+            kind = record.pop("type", None)
+            try:
+                if kind == "entity":
+                    new_entities.append(validate(EntityInput, record))
+                elif kind == "relation":
+                    new_relations.append(validate(RelationInput, record))
+                else:
+                    raise InvalidInputError(f"type must be 'entity' or 'relation', not {kind!r}")
+            except InvalidInputError as exc:
+                raise InvalidInputError(f"line {number}: {exc}") from None
+
+        def operation(connection: Connection) -> tuple[int, int]:
+            created = self._create_entities(connection, new_entities)
+            created_names = {entity.name for entity in created}
+            ids = self._entity_ids(connection, [item.name for item in new_entities])
+            for item in new_entities:
+                if item.name not in created_names:
+                    self._add_observations(connection, ids[item.name], item.observations)
+            return len(created), len(self._create_relations(connection, new_relations))
+
+        return self._db.write(operation)
+
+
+def validate_name(name: object) -> str:
+    """Check one entity name as the graph's inputs do."""
+    return validate(EntityName, {"name": name}).name
+
+
+def _subgraph(graph: KnowledgeGraph, keep: Any) -> KnowledgeGraph:
+    kept = tuple(entity for entity in graph.entities if keep(entity))
+    names = {entity.name for entity in kept}
+    return KnowledgeGraph(
+        entities=kept,
+        relations=tuple(
+            r for r in graph.relations if r.from_entity in names and r.to_entity in names
+        ),
+    )

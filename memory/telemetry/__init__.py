@@ -1,0 +1,1 @@
+"""OpenTelemetry metrics: the instruments, their exporters and snapshot files."""

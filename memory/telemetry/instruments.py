@@ -1,0 +1,997 @@
+"""OpenTelemetry metrics: the one module that owns every instrument the library records.
+
+Instruments, their attributes, and the exact series the Prometheus exporter produces (as
+served by :func:`start_prometheus_endpoint`, checked by scraping it in the tests; dashboards,
+alert rules and ``memctl gates`` are written against these names):
+
+- ``memory.injection.latency`` histogram, ms; backend, cache=hit|miss →
+  ``memory_injection_latency_milliseconds_bucket`` (and ``_sum``, ``_count``)
+- ``memory.db.query_duration`` histogram, ms, every statement but transaction control; backend,
+  operation=select|insert|update|delete|other →
+  ``memory_db_query_duration_milliseconds_bucket`` (and ``_sum``, ``_count``)
+- ``memory.rag.search_duration`` histogram, ms; backend, mode=hybrid|keyword →
+  ``memory_rag_search_duration_milliseconds_bucket`` (and ``_sum``, ``_count``)
+- ``memory.cache.hits`` / ``memory.cache.misses`` counters; cache=injection|query_embedding →
+  ``memory_cache_hits_total`` / ``memory_cache_misses_total``
+- ``memory.heap.used_mb`` observable gauge, resident memory in MB → ``memory_heap_used_mb``
+- ``memory.overflow.events`` counter; backend → ``memory_overflow_events_total``
+- ``memory.compaction.events`` counter; backend, tier=episodic (working memories
+  consolidated) | semantic (memories promoted) → ``memory_compaction_events_total``
+- ``memory.rag.degraded_searches`` counter, work done without the embedder;
+  operation=search|write → ``memory_rag_degraded_searches_total``
+- ``memory.resumption.attempts`` / ``memory.resumption.successes`` counters; backend →
+  ``memory_resumption_attempts_total`` / ``memory_resumption_successes_total``
+- ``memory.cross_agent.failures`` counter; operation=read|write|share|revoke →
+  ``memory_cross_agent_failures_total``
+- ``memory.operations`` / ``memory.errors`` counters of public operations; operation →
+  ``memory_operations_total`` / ``memory_errors_total``
+- ``memory.flag.state`` observable gauge, 1 on (default on or any rollout) / 0 off; flag →
+  ``memory_flag_state``
+- ``memory.flag.rollout_percentage`` observable gauge, 0-100; flag →
+  ``memory_flag_rollout_percentage``
+- ``memory.db.connection_failures`` counter; backend →
+  ``memory_db_connection_failures_total``
+- ``memory.migration.failures`` counter → ``memory_migration_failures_total``
+- ``memory.integrity.failures`` counter, checksum or hash mismatches found; check →
+  ``memory_integrity_failures_total``
+- ``memory.cleanup.runs`` counter of retention cleanup runs; status=ok|failed|interrupted →
+  ``memory_cleanup_runs_total``
+- ``memory.updates.bus_failures`` counter, the ``memory:updates`` bus (Redis, PostgreSQL
+  LISTEN/NOTIFY) failing, so updates run degraded from the log; role=publish|subscribe →
+  ``memory_updates_bus_failures_total``
+
+Series carry no instrumentation-scope labels; the endpoint adds ``target_info``. Histograms
+share the bucket boundaries ``LATENCY_BUCKETS_MS``. An endpoint reports what is recorded
+after it starts (counters start at 0 there; PromQL's ``rate`` expects exactly that).
+
+Derived, not recorded: ``memory.cache.hit_rate`` = hits / (hits + misses), in PromQL
+``sum(rate(memory_cache_hits_total[5m])) / (sum(rate(memory_cache_hits_total[5m])) +
+sum(rate(memory_cache_misses_total[5m])))``; the error rate = ``memory_errors_total`` /
+``memory_operations_total``; ``memory.resumption.success_rate`` = successes / attempts.
+``memory.errors`` counts only failures of the system (an unreachable database, a bug), not
+a caller's mistakes (invalid input, not found, conflicts): those are answers, not faults.
+
+Attributes are few and bounded; user, agent and session ids and content never appear.
+
+How it is wired: the library records into its own SDK ``MeterProvider`` (never the global
+one, which belongs to the application) whose only reader is in process; that reader backs
+``Memory.injection_stats`` / ``retrieval_stats`` and the metrics snapshot, so the metrics
+are the single count of everything. Nothing leaves the process unless asked:
+:func:`start_prometheus_endpoint` serves ``/metrics``, :func:`start_otlp_exporter` pushes
+OTLP (the ``otlp`` extra). ``MEMORY_METRICS=off`` (or :func:`set_enabled`) turns recording
+into no-ops, which is the baseline of ``benchmarks/telemetry_overhead.py``.
+
+Instrumented code does not call the SDK itself: a measurement is appended to a queue
+(~0.1 us) and a daemon thread hands the queue to the SDK every 0.25 s, summing counter
+increments per attribute set; every read (:func:`totals`, snapshots, a ``/metrics``
+scrape) calls :func:`flush` first, so nothing it returns is stale. An OTLP push may lag by
+up to 0.25 s.
+
+A **metrics snapshot** (:class:`MetricsSnapshot`, JSON) summarises a window: per latency
+the count, rate and p50/p95/p99 (estimated from the buckets the way PromQL's
+``histogram_quantile`` does), the cache hit rate, error rate, heap, overflow and
+resumption figures and the flags. :class:`SnapshotWindow` measures one; ``memctl workload
+--snapshot`` writes it and ``memctl gates --snapshot`` reads it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from functools import wraps
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from opentelemetry.metrics import CallbackOptions, Meter, NoOpMeter, Observation
+from opentelemetry.sdk.metrics import Histogram, MeterProvider
+from opentelemetry.sdk.metrics.export import (
+    HistogramDataPoint,
+    InMemoryMetricReader,
+    MetricReader,
+    NumberDataPoint,
+)
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.resources import Resource
+
+from memory.core.errors import (
+    ConflictError,
+    ExporterUnavailableError,
+    InvalidInputError,
+    NotFoundError,
+)
+
+if TYPE_CHECKING:
+    from flags import FlagEvaluator
+
+METRICS_ENV = "MEMORY_METRICS"
+METER_NAME = "tiered-memory"
+SNAPSHOT_VERSION = 1
+
+# Millisecond boundaries: OTel's defaults (0, 5, 10, 25, …) put every store query (0.1-5 ms)
+# in two buckets. These resolve sub-millisecond statements and the gates' 50, 200 and
+# 1000 ms thresholds land exactly on boundaries, so a p95 near a threshold is not smeared.
+LATENCY_BUCKETS_MS: tuple[float, ...] = (
+    0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 25.0, 50.0, 75.0, 100.0, 150.0,
+    200.0, 300.0, 500.0, 750.0, 1000.0, 2000.0, 5000.0, 10000.0,
+)  # fmt: skip
+
+INJECTION_LATENCY = "memory.injection.latency"
+DB_QUERY_DURATION = "memory.db.query_duration"
+RAG_SEARCH_DURATION = "memory.rag.search_duration"
+CACHE_HITS = "memory.cache.hits"
+CACHE_MISSES = "memory.cache.misses"
+HEAP_USED_MB = "memory.heap.used_mb"
+OVERFLOW_EVENTS = "memory.overflow.events"
+COMPACTION_EVENTS = "memory.compaction.events"
+DEGRADED_SEARCHES = "memory.rag.degraded_searches"
+RESUMPTION_ATTEMPTS = "memory.resumption.attempts"
+RESUMPTION_SUCCESSES = "memory.resumption.successes"
+CROSS_AGENT_FAILURES = "memory.cross_agent.failures"
+OPERATIONS = "memory.operations"
+ERRORS = "memory.errors"
+FLAG_STATE = "memory.flag.state"
+FLAG_ROLLOUT = "memory.flag.rollout_percentage"
+# The failures the critical alerts watch (dashboards/alerts.yml).
+DB_CONNECTION_FAILURES = "memory.db.connection_failures"
+MIGRATION_FAILURES = "memory.migration.failures"
+INTEGRITY_FAILURES = "memory.integrity.failures"
+CLEANUP_RUNS = "memory.cleanup.runs"
+UPDATES_BUS_FAILURES = "memory.updates.bus_failures"
+
+#: Every instrument's Prometheus series (histograms: the ``_bucket`` series; ``_sum`` and
+#: ``_count`` come with it). Tests scrape ``/metrics`` for each of these.
+PROMETHEUS_SERIES: Mapping[str, str] = {
+    INJECTION_LATENCY: "memory_injection_latency_milliseconds_bucket",
+    DB_QUERY_DURATION: "memory_db_query_duration_milliseconds_bucket",
+    RAG_SEARCH_DURATION: "memory_rag_search_duration_milliseconds_bucket",
+    CACHE_HITS: "memory_cache_hits_total",
+    CACHE_MISSES: "memory_cache_misses_total",
+    HEAP_USED_MB: "memory_heap_used_mb",
+    OVERFLOW_EVENTS: "memory_overflow_events_total",
+    COMPACTION_EVENTS: "memory_compaction_events_total",
+    DEGRADED_SEARCHES: "memory_rag_degraded_searches_total",
+    RESUMPTION_ATTEMPTS: "memory_resumption_attempts_total",
+    RESUMPTION_SUCCESSES: "memory_resumption_successes_total",
+    CROSS_AGENT_FAILURES: "memory_cross_agent_failures_total",
+    OPERATIONS: "memory_operations_total",
+    ERRORS: "memory_errors_total",
+    FLAG_STATE: "memory_flag_state",
+    FLAG_ROLLOUT: "memory_flag_rollout_percentage",
+    DB_CONNECTION_FAILURES: "memory_db_connection_failures_total",
+    MIGRATION_FAILURES: "memory_migration_failures_total",
+    INTEGRITY_FAILURES: "memory_integrity_failures_total",
+    CLEANUP_RUNS: "memory_cleanup_runs_total",
+    UPDATES_BUS_FAILURES: "memory_updates_bus_failures_total",
+}
+
+# A caller's mistake is an answer, not a fault of the system: not counted in memory.errors.
+_CALLER_ERRORS = (InvalidInputError, NotFoundError, ConflictError)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def heap_used_mb() -> float:
+    """The process' resident memory in MB (peak resident memory where /proc is missing)."""
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            resident_pages = int(statm.read().split()[1])
+        return resident_pages * os.sysconf("SC_PAGE_SIZE") / 1_048_576
+    except OSError:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        # ru_maxrss is in bytes on macOS and in kilobytes elsewhere.
+        return peak / 1_048_576 if sys.platform == "darwin" else peak / 1024
+
+
+class HistogramRecorder(Protocol):
+    """What the instrumented code calls on a histogram."""
+
+    def record(self, amount: float, attributes: Mapping[str, str] | None = None) -> None: ...
+
+
+class CounterRecorder(Protocol):
+    """What the instrumented code calls on a counter."""
+
+    def add(self, amount: float, attributes: Mapping[str, str] | None = None) -> None: ...
+
+
+# Measurements wait here and are recorded by a background thread (or by ``flush``). An
+# OpenTelemetry SDK measurement costs 5-15 us of attribute cleaning, hashing and locking,
+# several per operation (one per SQL statement); appending to a deque costs ~0.1 us, so the
+# operation pays almost nothing and the SDK runs in batches with warm caches.
+# (the SDK method, amount, attributes, whether amounts for the same attributes can be summed)
+_pending: deque[tuple[Callable[..., None], float, Mapping[str, str] | None, bool]] = deque()
+_flush_lock = threading.Lock()
+_flusher: threading.Thread | None = None
+FLUSH_INTERVAL_SECONDS = 0.25
+
+
+def flush() -> None:
+    """Record every queued measurement now (readers and snapshots call this first)."""
+    with _flush_lock:
+        # Counter increments with the same attributes are summed into one SDK call; the
+        # instrumented code passes module-level attribute dicts, so identity is the key.
+        sums: dict[tuple[Callable[..., None], int], list[Any]] = {}
+        while _pending:
+            method, amount, attributes, summable = _pending.popleft()
+            if summable:
+                entry = sums.setdefault((method, id(attributes)), [0.0, attributes])
+                entry[0] += amount
+            else:
+                method(amount, attributes)
+        for (method, _), (total, attributes) in sums.items():
+            method(total, attributes)
+
+
+def _flush_forever() -> None:
+    while True:
+        time.sleep(FLUSH_INTERVAL_SECONDS)
+        flush()
+
+
+def _start_flusher() -> None:
+    global _flusher
+    with _flush_lock:
+        if _flusher is None:
+            _flusher = threading.Thread(target=_flush_forever, name="memory-metrics", daemon=True)
+            _flusher.start()
+
+
+def _forget_flusher() -> None:
+    # A forked child has no flusher thread (and maybe a held lock): it starts its own.
+    global _flusher, _flush_lock
+    _flusher, _flush_lock = None, threading.Lock()
+    _pending.clear()
+
+
+os.register_at_fork(after_in_child=_forget_flusher)
+
+
+class _QueuedHistogram:
+    """A histogram whose measurements go through ``_pending``."""
+
+    __slots__ = ("_method",)
+
+    def __init__(self, method: Callable[..., None]) -> None:
+        self._method = method
+
+    def record(self, amount: float, attributes: Mapping[str, str] | None = None) -> None:
+        if _flusher is None:
+            _start_flusher()
+        _pending.append((self._method, amount, attributes, False))
+
+
+class _QueuedCounter:
+    """A counter whose increments go through ``_pending`` (and are summed there)."""
+
+    __slots__ = ("_method",)
+
+    def __init__(self, method: Callable[..., None]) -> None:
+        self._method = method
+
+    def add(self, amount: float, attributes: Mapping[str, str] | None = None) -> None:
+        if _flusher is None:
+            _start_flusher()
+        _pending.append((self._method, amount, attributes, True))
+
+
+class Instruments:
+    """The instruments, created on one meter (the library's, or a no-op one when disabled).
+
+    With ``queued``, measurements are recorded in the background (see ``flush``).
+    """
+
+    injection_latency: HistogramRecorder
+    db_query_duration: HistogramRecorder
+    rag_search_duration: HistogramRecorder
+    cache_hits: CounterRecorder
+    cache_misses: CounterRecorder
+    overflow_events: CounterRecorder
+    compaction_events: CounterRecorder
+    degraded_searches: CounterRecorder
+    resumption_attempts: CounterRecorder
+    resumption_successes: CounterRecorder
+    cross_agent_failures: CounterRecorder
+    operations: CounterRecorder
+    errors: CounterRecorder
+    db_connection_failures: CounterRecorder
+    migration_failures: CounterRecorder
+    integrity_failures: CounterRecorder
+    cleanup_runs: CounterRecorder
+    updates_bus_failures: CounterRecorder
+
+    def __init__(self, meter: Meter, *, observe: bool = True, queued: bool = False) -> None:
+        def histogram(name: str, unit: str, description: str) -> HistogramRecorder:
+            created = meter.create_histogram(name, unit=unit, description=description)
+            return _QueuedHistogram(created.record) if queued else created
+
+        def counter(name: str, description: str) -> CounterRecorder:
+            created = meter.create_counter(name, description=description)
+            return _QueuedCounter(created.add) if queued else created
+
+        self.injection_latency = histogram(
+            INJECTION_LATENCY, unit="ms", description="Time to build an injected context."
+        )
+        self.db_query_duration = histogram(
+            DB_QUERY_DURATION, unit="ms", description="Time of each SQL statement."
+        )
+        self.rag_search_duration = histogram(
+            RAG_SEARCH_DURATION, unit="ms", description="Time of a hybrid search."
+        )
+        self.cache_hits = counter(CACHE_HITS, description="Lookups answered from a cache.")
+        self.cache_misses = counter(CACHE_MISSES, description="Lookups a cache could not answer.")
+        self.overflow_events = counter(
+            OVERFLOW_EVENTS, description="Injections whose candidates exceeded the budget."
+        )
+        self.compaction_events = counter(
+            COMPACTION_EVENTS,
+            description="Working memories consolidated (episodic) or memories promoted (semantic).",
+        )
+        self.degraded_searches = counter(
+            DEGRADED_SEARCHES, description="Searches or writes done without the embedder."
+        )
+        self.resumption_attempts = counter(
+            RESUMPTION_ATTEMPTS, description="Session resumptions asked for."
+        )
+        self.resumption_successes = counter(
+            RESUMPTION_SUCCESSES, description="Session resumptions that found live state."
+        )
+        self.cross_agent_failures = counter(
+            CROSS_AGENT_FAILURES, description="Cross-agent sharing operations that failed."
+        )
+        self.operations = counter(OPERATIONS, description="Public memory operations run.")
+        self.errors = counter(ERRORS, description="Operations that failed by a system fault.")
+        self.db_connection_failures = counter(
+            DB_CONNECTION_FAILURES, description="Attempts to connect to the database that failed."
+        )
+        self.migration_failures = counter(
+            MIGRATION_FAILURES, description="Schema migrations that failed."
+        )
+        self.integrity_failures = counter(
+            INTEGRITY_FAILURES, description="Checksum or hash mismatches found in stored data."
+        )
+        self.cleanup_runs = counter(CLEANUP_RUNS, description="Retention cleanup runs, by status.")
+        self.updates_bus_failures = counter(
+            UPDATES_BUS_FAILURES,
+            description="Failures of the memory:updates bus; updates then come from the log.",
+        )
+        if observe:
+            meter.create_observable_gauge(
+                HEAP_USED_MB,
+                callbacks=[_observe_heap],
+                # No unit: the exporter would append it (memory_heap_used_mb_MB); the name
+                # already says megabytes.
+                description="Resident memory of the process, in MB.",
+            )
+            meter.create_observable_gauge(
+                FLAG_STATE,
+                callbacks=[_observe_flag_state],
+                description="1 when the flag is on by default or rolled out at all, else 0.",
+            )
+            meter.create_observable_gauge(
+                FLAG_ROLLOUT,
+                callbacks=[_observe_flag_rollout],
+                description="The flag's effective rollout percentage.",
+            )
+
+
+# -- observable gauges --------------------------------------------------------------------------
+
+# Weak: an evaluator is published while its owner (a Memory, a workload) lives.
+_flag_sources: weakref.WeakKeyDictionary[FlagEvaluator, None] = weakref.WeakKeyDictionary()
+_flag_lock = threading.Lock()
+
+
+def observe_flags(evaluator: FlagEvaluator) -> None:
+    """Publish the state and rollout percentage of every flag ``evaluator`` knows.
+
+    The gauges read ``flags.export_flag_states(evaluator)`` at each collection, for as long
+    as the evaluator lives (it is held weakly; ``Memory`` observes its own). Observing a
+    second evaluator adds its flags (the later one wins for a flag both know).
+    """
+    with _flag_lock:
+        _flag_sources[evaluator] = None
+
+
+def stop_observing_flags(evaluator: FlagEvaluator) -> None:
+    """Stop publishing ``evaluator``'s flags."""
+    with _flag_lock:
+        _flag_sources.pop(evaluator, None)
+
+
+def _flag_states() -> dict[str, tuple[int, int]]:
+    from flags import export_flag_states
+
+    with _flag_lock:
+        sources = list(_flag_sources)
+    states: dict[str, tuple[int, int]] = {}
+    for evaluator in sources:
+        for state in export_flag_states(evaluator):
+            on = state["enabled_by_default"] or state["rollout"] > 0
+            states[state["name"]] = (int(on), state["rollout"])
+    return states
+
+
+def _observe_heap(_options: CallbackOptions) -> Iterable[Observation]:
+    return [Observation(round(heap_used_mb(), 3))]
+
+
+def _observe_flag_state(_options: CallbackOptions) -> Iterable[Observation]:
+    return [Observation(on, {"flag": name}) for name, (on, _) in _flag_states().items()]
+
+
+def _observe_flag_rollout(_options: CallbackOptions) -> Iterable[Observation]:
+    return [Observation(rollout, {"flag": name}) for name, (_, rollout) in _flag_states().items()]
+
+
+# -- the provider and its readers ---------------------------------------------------------------
+
+_totals = InMemoryMetricReader()
+_provider = MeterProvider(
+    metric_readers=[_totals],
+    resource=Resource.create({"service.name": METER_NAME}),
+    views=[
+        View(
+            instrument_type=Histogram,
+            aggregation=ExplicitBucketHistogramAggregation(boundaries=LATENCY_BUCKETS_MS),
+        )
+    ],
+)
+_recording = Instruments(_provider.get_meter(METER_NAME), queued=True)
+_no_op = Instruments(NoOpMeter(METER_NAME), observe=False)
+_enabled = os.environ.get(METRICS_ENV, "on").strip().lower() not in ("off", "0", "false", "no")
+
+
+# Counters whose series should exist at 0 before the first event: a series that does not
+# exist makes PromQL ratios and alerts return "no data" instead of 0. Each is replayed as an
+# add(0) whenever an exporter is attached, since a reader sees only what comes after it.
+_declared: dict[tuple[str, frozenset[tuple[str, str]]], Mapping[str, str]] = {}
+_declared_lock = threading.Lock()
+
+
+def declare_series(counter: str, attributes: Mapping[str, str]) -> None:
+    """Make counter ``counter`` (an :class:`Instruments` attribute) export a 0 series with
+    ``attributes`` now and on every exporter attached later."""
+    key = (counter, frozenset(attributes.items()))
+    with _declared_lock:
+        if key in _declared:
+            return
+        _declared[key] = dict(attributes)
+    getattr(_recording, counter).add(0, attributes)
+
+
+def _replay_declared() -> None:
+    with _declared_lock:
+        declared = list(_declared.items())
+    for (counter, _), attributes in declared:
+        getattr(_recording, counter).add(0, attributes)
+
+
+# Cross-agent failures by operation (memory.client counts them; see its CrossAgentOperation).
+CROSS_AGENT_OPERATIONS = ("read", "write", "share", "revoke")
+for _operation in CROSS_AGENT_OPERATIONS:
+    declare_series("cross_agent_failures", {"operation": _operation})
+# The alerts on these fire on any increase, which needs the series to exist before it.
+for _counter in ("db_connection_failures", "migration_failures", "integrity_failures"):
+    declare_series(_counter, {})
+for _status in ("ok", "failed", "interrupted"):
+    declare_series("cleanup_runs", {"status": _status})
+for _role in ("publish", "subscribe"):
+    declare_series("updates_bus_failures", {"role": _role})
+
+
+def instruments() -> Instruments:
+    """The instruments to record into (no-ops while metrics are disabled)."""
+    return _recording if _enabled else _no_op
+
+
+def enabled() -> bool:
+    """Whether measurements are being recorded."""
+    return _enabled
+
+
+def set_enabled(on: bool) -> None:
+    """Turn recording on or off for the whole process (default: on unless
+    ``MEMORY_METRICS=off``). Counts recorded so far are kept."""
+    global _enabled
+    _enabled = on
+
+
+def meter_provider() -> MeterProvider:
+    """The library's SDK meter provider (to attach a reader of your own)."""
+    return _provider
+
+
+class _FlushOnScrape:
+    """A Prometheus collector that exports nothing: it records the queued measurements so
+    that a scrape sees everything up to that moment."""
+
+    def collect(self) -> Iterable[Any]:
+        flush()
+        return ()
+
+
+@dataclass
+class PrometheusEndpoint:
+    """A running ``/metrics`` HTTP endpoint; ``close()`` stops it."""
+
+    address: str
+    port: int
+    _server: Any = field(repr=False)
+    _reader: MetricReader = field(repr=False)
+
+    @property
+    def url(self) -> str:
+        """The scrape URL, e.g. ``http://127.0.0.1:9464/metrics``."""
+        return f"http://{self.address}:{self.port}/metrics"
+
+    def close(self) -> None:
+        """Stop serving and detach the exporter from the library's metrics."""
+        self._server.shutdown()
+        self._server.server_close()
+        _provider.remove_metric_reader(self._reader)
+
+
+def start_prometheus_endpoint(port: int = 9464, addr: str = "127.0.0.1") -> PrometheusEndpoint:
+    """Serve the library's metrics at ``http://addr:port/metrics`` from a daemon thread.
+
+    ``port=0`` picks a free port (read it from the result). Each endpoint has its own
+    Prometheus registry, so several can run in one process.
+
+    >>> endpoint = start_prometheus_endpoint(0)  # doctest: +SKIP
+    >>> endpoint.url  # doctest: +SKIP
+    'http://127.0.0.1:40123/metrics'
+    """
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_FlushOnScrape())  # registered first: runs before the exporter collects
+    reader = PrometheusMetricReader(scope_info_enabled=False, registry=registry)
+    try:
+        server, _thread = start_http_server(port, addr=addr, registry=registry)
+    except OSError as error:
+        reader.shutdown()
+        raise InvalidInputError(
+            f"metrics port: cannot serve /metrics on {addr}:{port}: {error}"
+        ) from error
+    flush()  # what is queued was recorded before this exporter existed
+    _provider.add_metric_reader(reader)
+    _replay_declared()
+    return PrometheusEndpoint(addr, int(server.server_address[1]), server, reader)
+
+
+def start_otlp_exporter(
+    endpoint: str | None = None, *, interval_seconds: float = 10.0
+) -> MetricReader:
+    """Push the library's metrics over OTLP/HTTP every ``interval_seconds``.
+
+    ``endpoint`` defaults to ``$OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`` / the OTLP default
+    (``http://localhost:4318/v1/metrics``). Needs the ``otlp`` extra. Returns the reader;
+    pass it to :func:`stop_exporter` to stop.
+    """
+    try:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    except ImportError as error:
+        raise ExporterUnavailableError(
+            "the OTLP exporter is not installed: pip install 'tiered-memory[otlp]'"
+        ) from error
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    if not interval_seconds > 0:
+        raise InvalidInputError(f"interval_seconds: must be > 0, not {interval_seconds!r}")
+    reader = PeriodicExportingMetricReader(
+        OTLPMetricExporter(endpoint=endpoint),
+        export_interval_millis=interval_seconds * 1000,
+    )
+    flush()  # what is queued was recorded before this exporter existed
+    _provider.add_metric_reader(reader)
+    _replay_declared()
+    return reader
+
+
+def stop_exporter(reader: MetricReader) -> None:
+    """Detach (and shut down) a reader added by :func:`start_otlp_exporter`."""
+    _provider.remove_metric_reader(reader)
+
+
+# -- recording helpers used by the instrumented modules -----------------------------------------
+
+
+def counted(name: str) -> Callable[[F], F]:
+    """Count each call as one ``memory.operations{operation=name}``, and as one
+    ``memory.errors`` too when it fails by a system fault (not a caller's mistake)."""
+    attributes = {"operation": name}
+    declare_series("operations", attributes)
+    declare_series("errors", attributes)
+
+    def decorate(function: F) -> F:
+        @wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            recording = instruments()
+            recording.operations.add(1, attributes)
+            try:
+                return function(*args, **kwargs)
+            except _CALLER_ERRORS:
+                raise
+            except Exception:
+                recording.errors.add(1, attributes)
+                raise
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def elapsed_ms(started: float) -> float:
+    """Milliseconds since ``started`` (a ``time.perf_counter()`` reading)."""
+    return (time.perf_counter() - started) * 1000.0
+
+
+_VERBS = frozenset({"select", "insert", "update", "delete"})
+# Transaction control takes microseconds and one per transaction: measured, it would only
+# pull the query quantiles down and hide slow queries from the database gate.
+_CONTROL = ("begin", "commit", "rollback", "savepoint", "release", "end")
+
+
+def statement_operation(statement: str) -> str | None:
+    """The bounded ``operation`` attribute of a SQL statement: its verb, or ``other``;
+    None for transaction control (BEGIN, COMMIT, SAVEPOINT, …), which is not measured."""
+    head = statement.lstrip()[:9].lower()
+    verb = head[:6]
+    if verb in _VERBS:
+        return verb
+    return None if head.startswith(_CONTROL) else "other"
+
+
+# -- reading the totals -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HistogramTotals:
+    """A histogram summed over its attributes: bucket counts (one more than boundaries)."""
+
+    boundaries: tuple[float, ...]
+    buckets: tuple[int, ...]
+    total: float
+
+    @property
+    def count(self) -> int:
+        """How many values were recorded."""
+        return sum(self.buckets)
+
+    def minus(self, earlier: HistogramTotals | None) -> HistogramTotals:
+        """What was recorded since ``earlier``."""
+        if earlier is None or earlier.boundaries != self.boundaries:
+            return self
+        return HistogramTotals(
+            self.boundaries,
+            tuple(a - b for a, b in zip(self.buckets, earlier.buckets, strict=True)),
+            self.total - earlier.total,
+        )
+
+    def quantile(self, q: float) -> float | None:
+        """The q-quantile, interpolated in its bucket as PromQL's ``histogram_quantile`` does
+        (a value past the last boundary is reported as that boundary); None when empty."""
+        count = self.count
+        if count == 0:
+            return None
+        rank = q * count
+        cumulative = 0
+        for index, in_bucket in enumerate(self.buckets):
+            if cumulative + in_bucket >= rank and in_bucket > 0:
+                if index == len(self.boundaries):
+                    return self.boundaries[-1]
+                lower = self.boundaries[index - 1] if index > 0 else 0.0
+                upper = self.boundaries[index]
+                return lower + (upper - lower) * (rank - cumulative) / in_bucket
+            cumulative += in_bucket
+        return self.boundaries[-1]
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Cumulative values of every instrument since the process started, per attribute set."""
+
+    counters: Mapping[str, Mapping[frozenset[tuple[str, Any]], float]]
+    histograms: Mapping[str, Mapping[frozenset[tuple[str, Any]], HistogramTotals]]
+    gauges: Mapping[str, Mapping[frozenset[tuple[str, Any]], float]]
+
+    def counter(self, name: str, **match: Any) -> float:
+        """The sum of counter ``name`` over the attribute sets that contain ``match``."""
+        return sum(
+            value
+            for attributes, value in self.counters.get(name, {}).items()
+            if match.items() <= dict(attributes).items()
+        )
+
+    def histogram(self, name: str) -> HistogramTotals | None:
+        """Histogram ``name`` summed over its attribute sets (None if never recorded)."""
+        points = list(self.histograms.get(name, {}).values())
+        if not points:
+            return None
+        buckets = [sum(column) for column in zip(*(p.buckets for p in points), strict=True)]
+        return HistogramTotals(points[0].boundaries, tuple(buckets), sum(p.total for p in points))
+
+
+def totals() -> Totals:
+    """Collect every instrument now (observable gauges are read at this moment)."""
+    counters: dict[str, dict[frozenset[tuple[str, Any]], float]] = {}
+    histograms: dict[str, dict[frozenset[tuple[str, Any]], HistogramTotals]] = {}
+    gauges: dict[str, dict[frozenset[tuple[str, Any]], float]] = {}
+    flush()
+    data = _totals.get_metrics_data()
+    for resource_metrics in data.resource_metrics if data is not None else ():
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                for point in metric.data.data_points:
+                    key = frozenset((point.attributes or {}).items())
+                    if isinstance(point, HistogramDataPoint):
+                        histograms.setdefault(metric.name, {})[key] = HistogramTotals(
+                            tuple(point.explicit_bounds), tuple(point.bucket_counts), point.sum
+                        )
+                    elif isinstance(point, NumberDataPoint):
+                        target = gauges if metric.name in _GAUGES else counters
+                        target.setdefault(metric.name, {})[key] = float(point.value)
+    return Totals(counters, histograms, gauges)
+
+
+_GAUGES = frozenset({HEAP_USED_MB, FLAG_STATE, FLAG_ROLLOUT})
+
+
+# -- the metrics snapshot -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LatencySummary:
+    """One latency histogram over a window: count, rate and quantiles in ms."""
+
+    count: int
+    rate_per_second: float
+    mean_ms: float | None
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+
+
+@dataclass(frozen=True)
+class MetricsSnapshot:
+    """The numbers that decide a rollout, over one window (see the module docstring)."""
+
+    window_start: datetime
+    window_end: datetime
+    injection_latency: LatencySummary
+    db_query_duration: LatencySummary
+    rag_search_duration: LatencySummary
+    cache_hits: int
+    cache_misses: int
+    cache_hit_rate: float | None
+    operations: int
+    errors: int
+    error_rate: float | None
+    errors_by_operation: Mapping[str, int]
+    heap_used_mb: float
+    overflow_events: int
+    resumption_attempts: int
+    resumption_successes: int
+    resumption_success_rate: float | None
+    cross_agent_failures: int
+    degraded_searches: int
+    flags: Mapping[str, Mapping[str, int]]
+
+    @property
+    def window_seconds(self) -> float:
+        """The window's length in seconds."""
+        return (self.window_end - self.window_start).total_seconds()
+
+    def to_json(self) -> dict[str, Any]:
+        """The snapshot as the JSON document :func:`write_snapshot` stores."""
+        window = self.window_seconds or 1e-9
+        return {
+            "version": SNAPSHOT_VERSION,
+            "window": {
+                "start": self.window_start.isoformat(),
+                "end": self.window_end.isoformat(),
+                "seconds": round(self.window_seconds, 3),
+            },
+            "metrics": {
+                INJECTION_LATENCY: asdict(self.injection_latency),
+                DB_QUERY_DURATION: asdict(self.db_query_duration),
+                RAG_SEARCH_DURATION: asdict(self.rag_search_duration),
+                "memory.cache.hit_rate": {
+                    "value": self.cache_hit_rate,
+                    "hits": self.cache_hits,
+                    "misses": self.cache_misses,
+                },
+                "memory.error_rate": {
+                    "value": self.error_rate,
+                    "operations": self.operations,
+                    "errors": self.errors,
+                    "by_operation": dict(self.errors_by_operation),
+                },
+                HEAP_USED_MB: {"value": self.heap_used_mb},
+                OVERFLOW_EVENTS: {
+                    "count": self.overflow_events,
+                    "per_hour": round(self.overflow_events * 3600 / window, 3),
+                },
+                "memory.resumption.success_rate": {
+                    "value": self.resumption_success_rate,
+                    "attempts": self.resumption_attempts,
+                    "successes": self.resumption_successes,
+                },
+                CROSS_AGENT_FAILURES: {
+                    "count": self.cross_agent_failures,
+                    "per_hour": round(self.cross_agent_failures * 3600 / window, 3),
+                },
+                DEGRADED_SEARCHES: {"count": self.degraded_searches},
+                "memory.flags": {name: dict(state) for name, state in self.flags.items()},
+            },
+        }
+
+    @classmethod
+    def from_json(cls, document: Any, source: str = "snapshot") -> MetricsSnapshot:
+        """Read a document written by :meth:`to_json`; InvalidInputError names what is wrong."""
+        try:
+            if document.get("version") != SNAPSHOT_VERSION:
+                raise InvalidInputError(
+                    f"{source}: unsupported snapshot version {document.get('version')!r} "
+                    f"(expected {SNAPSHOT_VERSION})"
+                )
+            metrics = document["metrics"]
+            cache = metrics["memory.cache.hit_rate"]
+            errors = metrics["memory.error_rate"]
+            resumption = metrics["memory.resumption.success_rate"]
+            return cls(
+                window_start=datetime.fromisoformat(document["window"]["start"]),
+                window_end=datetime.fromisoformat(document["window"]["end"]),
+                injection_latency=LatencySummary(**metrics[INJECTION_LATENCY]),
+                db_query_duration=LatencySummary(**metrics[DB_QUERY_DURATION]),
+                rag_search_duration=LatencySummary(**metrics[RAG_SEARCH_DURATION]),
+                cache_hits=int(cache["hits"]),
+                cache_misses=int(cache["misses"]),
+                cache_hit_rate=cache["value"],
+                operations=int(errors["operations"]),
+                errors=int(errors["errors"]),
+                error_rate=errors["value"],
+                errors_by_operation={str(k): int(v) for k, v in errors["by_operation"].items()},
+                heap_used_mb=float(metrics[HEAP_USED_MB]["value"]),
+                overflow_events=int(metrics[OVERFLOW_EVENTS]["count"]),
+                resumption_attempts=int(resumption["attempts"]),
+                resumption_successes=int(resumption["successes"]),
+                resumption_success_rate=resumption["value"],
+                cross_agent_failures=int(metrics[CROSS_AGENT_FAILURES]["count"]),
+                degraded_searches=int(metrics[DEGRADED_SEARCHES]["count"]),
+                flags={
+                    str(name): {str(k): int(v) for k, v in state.items()}
+                    for name, state in metrics["memory.flags"].items()
+                },
+            )
+        except InvalidInputError:
+            raise
+        except (AttributeError, KeyError, TypeError, ValueError) as error:
+            raise InvalidInputError(
+                f"{source}: not a metrics snapshot ({type(error).__name__}: {error})"
+            ) from error
+
+
+def _summary(histogram: HistogramTotals | None, seconds: float) -> LatencySummary:
+    if histogram is None or histogram.count == 0:
+        return LatencySummary(0, 0.0, None, None, None, None)
+
+    def rounded(value: float | None) -> float | None:
+        return None if value is None else round(value, 3)
+
+    count = histogram.count
+    return LatencySummary(
+        count,
+        round(count / seconds, 3) if seconds > 0 else 0.0,
+        rounded(histogram.total / count),
+        rounded(histogram.quantile(0.50)),
+        rounded(histogram.quantile(0.95)),
+        rounded(histogram.quantile(0.99)),
+    )
+
+
+def _ratio(part: float, whole: float) -> float | None:
+    return round(part / whole, 6) if whole > 0 else None
+
+
+class SnapshotWindow:
+    """Measures a window: ``snapshot()`` summarises what was recorded since construction
+    (or the last ``restart()``).
+
+    >>> window = SnapshotWindow()  # doctest: +SKIP
+    >>> ...  # run the workload
+    >>> write_snapshot("metrics.json", window.snapshot())  # doctest: +SKIP
+    """
+
+    def __init__(self) -> None:
+        self.restart()
+
+    def restart(self) -> None:
+        """Start a new window now."""
+        self._start = datetime.now(UTC)
+        self._base = totals()
+
+    def snapshot(self) -> MetricsSnapshot:
+        """The window from its start to now."""
+        end = datetime.now(UTC)
+        now, base = totals(), self._base
+        seconds = (end - self._start).total_seconds()
+
+        def delta(name: str, **match: Any) -> int:
+            return int(round(now.counter(name, **match) - base.counter(name, **match)))
+
+        def latency(name: str) -> LatencySummary:
+            current = now.histogram(name)
+            return _summary(current.minus(base.histogram(name)) if current else None, seconds)
+
+        hits, misses = delta(CACHE_HITS), delta(CACHE_MISSES)
+        operations, errors = delta(OPERATIONS), delta(ERRORS)
+        attempts, successes = delta(RESUMPTION_ATTEMPTS), delta(RESUMPTION_SUCCESSES)
+        by_operation: dict[str, int] = {}
+        for attributes in now.counters.get(ERRORS, {}):
+            name = str(dict(attributes).get("operation", ""))
+            count = delta(ERRORS, operation=name)
+            if count:
+                by_operation[name] = count
+        flags: dict[str, dict[str, int]] = {}
+        for gauge, key in ((FLAG_STATE, "state"), (FLAG_ROLLOUT, "rollout_percentage")):
+            for attributes, value in now.gauges.get(gauge, {}).items():
+                flags.setdefault(str(dict(attributes)["flag"]), {})[key] = int(value)
+        heap = now.gauges.get(HEAP_USED_MB, {})
+        return MetricsSnapshot(
+            window_start=self._start,
+            window_end=end,
+            injection_latency=latency(INJECTION_LATENCY),
+            db_query_duration=latency(DB_QUERY_DURATION),
+            rag_search_duration=latency(RAG_SEARCH_DURATION),
+            cache_hits=hits,
+            cache_misses=misses,
+            cache_hit_rate=_ratio(hits, hits + misses),
+            operations=operations,
+            errors=errors,
+            error_rate=_ratio(errors, operations),
+            errors_by_operation=by_operation,
+            heap_used_mb=round(max(heap.values(), default=heap_used_mb()), 3),
+            overflow_events=delta(OVERFLOW_EVENTS),
+            resumption_attempts=attempts,
+            resumption_successes=successes,
+            resumption_success_rate=_ratio(successes, attempts),
+            cross_agent_failures=delta(CROSS_AGENT_FAILURES),
+            degraded_searches=delta(DEGRADED_SEARCHES),
+            flags=flags,
+        )
+
+
+def write_snapshot(path: str | os.PathLike[str], snapshot: MetricsSnapshot) -> Path:
+    """Write ``snapshot`` as JSON to ``path`` atomically (a reader never sees half a file)."""
+    target = Path(path)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        partial.write_text(json.dumps(snapshot.to_json(), indent=2) + "\n", encoding="utf-8")
+        os.replace(partial, target)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise InvalidInputError(f"snapshot: cannot write {target}: {error}") from error
+    return target
+
+
+def read_snapshot(path: str | os.PathLike[str]) -> MetricsSnapshot:
+    """Read a snapshot file written by :func:`write_snapshot`."""
+    source = Path(path)
+    try:
+        document = json.loads(source.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise InvalidInputError(f"snapshot: cannot read {source}: {error}") from error
+    except json.JSONDecodeError as error:
+        raise InvalidInputError(f"snapshot: {source} is not JSON: {error}") from error
+    return MetricsSnapshot.from_json(document, str(source))

@@ -1,0 +1,568 @@
+"""Real-time updates: every committed event, published on the channel ``memory:updates``.
+
+Backends (``Memory.open(..., updates=...)`` or ``$MEMORY_UPDATES_URL``):
+
+- ``inprocess`` (the default): subscribers in this process only;
+- ``postgresql``: LISTEN/NOTIFY on the store's own PostgreSQL database;
+- ``redis://host:port/db``: Redis pub/sub (the ``redis`` extra).
+
+Publishing happens after commit only (``memory.store.db.Database.after_commit``), so nobody hears
+of a write that was rolled back. A publish that fails never fails the write: the
+publisher marks itself degraded, and retries the bus at most once a second meanwhile.
+
+Nothing is lost, because the bus is only a doorbell: the log in ``memory_events`` is the
+truth. A subscriber remembers the last sequence number it delivered and
+
+- on (re)connecting, listens first and then reads every event after that number from the
+  log, so nothing committed while it was away is missed;
+- on a message numbered beyond the next one (a message lost, or published out of order by
+  concurrent writers), reads the gap from the log first;
+- drops a message numbered at or below the last one (a duplicate);
+- when the bus is down, reads the log every ``poll_interval`` (degraded, but delivering),
+  and when the bus has been silent for ``idle_check`` seconds, looks at the log once.
+
+Committed event ``n`` implies ``1..n`` are committed (``memory.store.events``), so reading a gap
+from the log is always complete. Callbacks therefore see every event once, in order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sqlalchemy.engine import make_url
+
+from memory.core.errors import DatabaseUnavailableError, InvalidInputError, MemoryStoreError
+from memory.ops.health import CheckOutcome, HealthContext, register_health_check
+from memory.store.db import Database
+from memory.store.events import CHANNEL, MemoryEvent, events_after, latest_seq
+from memory.telemetry import instruments as telemetry
+
+logger = logging.getLogger(__name__)
+
+UPDATES_URL_ENV = "MEMORY_UPDATES_URL"
+# PostgreSQL refuses NOTIFY payloads of 8,000 bytes or more; a larger event is announced by
+# its number alone and the subscriber reads it from the log.
+_NOTIFY_LIMIT = 7900
+_RETRY_SECONDS = 1.0
+_BUS_TIMEOUT_SECONDS = 1.0
+
+
+class BusError(MemoryStoreError):
+    """The notification connection (Redis, PostgreSQL LISTEN) failed."""
+
+
+class _Listener(Protocol):
+    def poll(self, timeout: float) -> list[str]: ...
+
+    def close(self) -> None: ...
+
+
+class _Backend(Protocol):
+    name: str
+
+    def publish(self, messages: list[str]) -> None: ...
+
+    def listen(self) -> _Listener: ...
+
+    def close(self) -> None: ...
+
+
+# -- in process -----------------------------------------------------------------------------
+
+
+class _QueueListener:
+    def __init__(self, bus: _InProcessBackend) -> None:
+        self._bus = bus
+        self.queue: queue.SimpleQueue[str] = queue.SimpleQueue()
+
+    def poll(self, timeout: float) -> list[str]:
+        try:
+            found = [self.queue.get(timeout=timeout)]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                found.append(self.queue.get_nowait())
+            except queue.Empty:
+                return found
+
+    def close(self) -> None:
+        self._bus.remove(self)
+
+
+class _InProcessBackend:
+    name = "inprocess"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._listeners: list[_QueueListener] = []
+
+    def publish(self, messages: list[str]) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            for message in messages:
+                listener.queue.put(message)
+
+    def listen(self) -> _Listener:
+        listener = _QueueListener(self)
+        with self._lock:
+            self._listeners.append(listener)
+        return listener
+
+    def remove(self, listener: _QueueListener) -> None:
+        with self._lock:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+    def close(self) -> None:
+        with self._lock:
+            self._listeners.clear()
+
+
+# -- PostgreSQL LISTEN/NOTIFY -----------------------------------------------------------------
+
+
+def _psycopg_connect(dsn: str) -> Any:
+    import psycopg
+
+    try:
+        return psycopg.connect(dsn, autocommit=True, connect_timeout=2)
+    except psycopg.Error as error:
+        raise BusError(f"PostgreSQL notification connection failed: {error}") from error
+
+
+class _PostgresListener:
+    def __init__(self, dsn: str) -> None:
+        self._connection = _psycopg_connect(dsn)
+        try:
+            self._connection.execute(f'LISTEN "{CHANNEL}"')
+        except Exception as error:
+            self._connection.close()
+            raise BusError(f"LISTEN failed: {error}") from error
+
+    def poll(self, timeout: float) -> list[str]:
+        import psycopg
+
+        try:
+            # Return at the first notification: without stop_after the generator keeps
+            # collecting until the timeout, which would delay every update by up to it.
+            found = [n.payload for n in self._connection.notifies(timeout=timeout, stop_after=1)]
+            if found:
+                found.extend(n.payload for n in self._connection.notifies(timeout=0))
+            return found
+        except psycopg.Error as error:
+            raise BusError(f"the PostgreSQL notification connection dropped: {error}") from error
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+class _PostgresBackend:
+    name = "postgresql"
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._lock = threading.Lock()
+        self._connection: Any = None
+
+    def publish(self, messages: list[str]) -> None:
+        import psycopg
+
+        with self._lock:
+            try:
+                if self._connection is None or self._connection.closed:
+                    self._connection = _psycopg_connect(self._dsn)
+                with self._connection.pipeline():
+                    for message in messages:
+                        if len(message.encode("utf-8")) > _NOTIFY_LIMIT:
+                            message = json.dumps({"seq": json.loads(message)["seq"]})
+                        self._connection.execute("SELECT pg_notify(%s, %s)", (CHANNEL, message))
+            except psycopg.Error as error:
+                self._drop()
+                raise BusError(f"NOTIFY failed: {error}") from error
+
+    def _drop(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+        self._connection = None
+
+    def listen(self) -> _Listener:
+        return _PostgresListener(self._dsn)
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+
+# -- Redis pub/sub ----------------------------------------------------------------------------
+
+
+def _redis_module() -> Any:
+    try:
+        import redis
+    except ImportError as error:
+        raise InvalidInputError(
+            "updates: a redis:// URL needs the redis package; "
+            "install it with: pip install 'tiered-memory[redis]'"
+        ) from error
+    return redis
+
+
+class _RedisListener:
+    def __init__(self, url: str) -> None:
+        redis = _redis_module()
+        self._errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+        self._client = redis.Redis.from_url(url, socket_connect_timeout=_BUS_TIMEOUT_SECONDS)
+        self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        try:
+            self._pubsub.subscribe(CHANNEL)
+        except self._errors as error:
+            self.close()
+            raise BusError(f"Redis SUBSCRIBE failed: {error}") from error
+
+    def poll(self, timeout: float) -> list[str]:
+        found = []
+        try:
+            message = self._pubsub.get_message(timeout=timeout)
+            while message is not None:
+                if message["type"] == "message":
+                    found.append(message["data"].decode("utf-8"))
+                message = self._pubsub.get_message(timeout=0)
+        except self._errors as error:
+            raise BusError(f"the Redis subscription dropped: {error}") from error
+        return found
+
+    def close(self) -> None:
+        try:
+            self._pubsub.close()
+        finally:
+            self._client.close()
+
+
+class _RedisBackend:
+    name = "redis"
+
+    def __init__(self, url: str) -> None:
+        redis = _redis_module()
+        self._url = url
+        self._errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+        self._client = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=_BUS_TIMEOUT_SECONDS,
+            socket_timeout=_BUS_TIMEOUT_SECONDS,
+        )
+
+    def publish(self, messages: list[str]) -> None:
+        try:
+            if len(messages) == 1:
+                self._client.publish(CHANNEL, messages[0])
+            else:
+                with self._client.pipeline(transaction=False) as pipe:
+                    for message in messages:
+                        pipe.publish(CHANNEL, message)
+                    pipe.execute()
+        except self._errors as error:
+            raise BusError(f"Redis PUBLISH failed: {error}") from error
+
+    def listen(self) -> _Listener:
+        return _RedisListener(self._url)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _backend(setting: str, db: Database) -> _Backend:
+    if setting == "inprocess":
+        return _InProcessBackend()
+    if setting == "postgresql":
+        if db.dialect != "postgresql":
+            raise InvalidInputError(
+                "updates: 'postgresql' (LISTEN/NOTIFY) needs a PostgreSQL store; "
+                "use 'inprocess' or a redis:// URL"
+            )
+        url = db.engine.url.set(drivername="postgresql")
+        return _PostgresBackend(url.render_as_string(hide_password=False))
+    if setting.startswith(("redis://", "rediss://", "unix://")):
+        make_url(setting)  # a clear error for a malformed URL, before any connection
+        return _RedisBackend(setting)
+    raise InvalidInputError(
+        f"updates: {setting!r} is not a backend; use 'inprocess', 'postgresql' or redis://HOST"
+    )
+
+
+# -- status, publisher, subscriptions --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UpdatesStatus:
+    """The state of the ``memory:updates`` channel in this process.
+
+    ``degraded`` is true while the publisher cannot reach the bus or a subscription is
+    reading the log instead of listening; nothing is lost meanwhile, updates arrive late.
+    """
+
+    backend: str
+    degraded: bool
+    publish_failures: int
+    reconnects: int
+    subscriptions: int
+    last_error: str | None
+
+
+class Updates:
+    """The ``memory:updates`` channel of one store: publishes committed events and hands
+    out subscriptions."""
+
+    def __init__(self, db: Database, setting: str = "inprocess") -> None:
+        self._db = db
+        self._backend = _backend(setting, db)
+        self._lock = threading.Lock()
+        self._publish_degraded = False
+        self._next_attempt = 0.0
+        self._publish_failures = 0
+        self._last_error: str | None = None
+        self._subscriptions: list[Subscription] = []
+        self._observers: list[Callable[[list[MemoryEvent]], None]] = []
+
+    @property
+    def backend(self) -> str:
+        """``inprocess``, ``postgresql`` or ``redis``."""
+        return self._backend.name
+
+    def observe(self, observer: Callable[[list[MemoryEvent]], None]) -> None:
+        """Call ``observer`` with this process's own events, synchronously, after commit
+        (how the store's caches hear of local writes whatever the backend)."""
+        self._observers.append(observer)
+
+    def publish(self, committed: list[MemoryEvent]) -> None:
+        """Publish events that have committed. Never raises: the write is done."""
+        for observer in self._observers:
+            observer(committed)
+        now = time.monotonic()
+        with self._lock:
+            if self._publish_degraded and now < self._next_attempt:
+                self._publish_failures += 1
+                return
+        messages = [json.dumps(event.message(), ensure_ascii=False) for event in committed]
+        try:
+            self._backend.publish(messages)
+        except BusError as error:
+            telemetry.instruments().updates_bus_failures.add(1, {"role": "publish"})
+            with self._lock:
+                self._publish_failures += 1
+                self._publish_degraded = True
+                self._next_attempt = now + _RETRY_SECONDS
+                self._last_error = str(error)
+            logger.warning("memory:updates publish failed; subscribers read the log: %s", error)
+            return
+        with self._lock:
+            self._publish_degraded = False
+
+    def subscribe(
+        self,
+        callback: Callable[[MemoryEvent], None],
+        *,
+        after_seq: int | None = None,
+        user: str | None = None,
+        poll_interval: float = 0.5,
+        idle_check: float = 5.0,
+    ) -> Subscription:
+        """Call ``callback`` with every event committed after ``after_seq`` (default: from
+        now on), in order, once each, on a thread of its own (see the module docstring)."""
+        if after_seq is None:
+            after_seq = self._db.read(latest_seq)
+        subscription = Subscription(self, callback, after_seq, user, poll_interval, idle_check)
+        with self._lock:
+            self._subscriptions = [s for s in self._subscriptions if s.running]
+            self._subscriptions.append(subscription)
+        subscription.start()
+        return subscription
+
+    def status(self) -> UpdatesStatus:
+        """Whether updates flow, and the counters behind it."""
+        with self._lock:
+            live = [s for s in self._subscriptions if s.running]
+            return UpdatesStatus(
+                backend=self._backend.name,
+                degraded=self._publish_degraded or any(s.degraded for s in live),
+                publish_failures=self._publish_failures,
+                reconnects=sum(s.reconnects for s in live),
+                subscriptions=len(live),
+                last_error=self._last_error
+                or next((s.last_error for s in live if s.last_error), None),
+            )
+
+    def close(self) -> None:
+        """Stop every subscription and close the bus connections."""
+        with self._lock:
+            subscriptions, self._subscriptions = self._subscriptions, []
+        for subscription in subscriptions:
+            subscription.close()
+        self._backend.close()
+
+
+class Subscription:
+    """A running subscriber: delivers events to its callback until ``close()``."""
+
+    def __init__(
+        self,
+        updates: Updates,
+        callback: Callable[[MemoryEvent], None],
+        after_seq: int,
+        user: str | None,
+        poll_interval: float,
+        idle_check: float,
+    ) -> None:
+        self._updates = updates
+        self._callback = callback
+        self._user = user
+        self._poll_interval = poll_interval
+        self._idle_check = idle_check
+        self.last_seq = after_seq
+        self.degraded = False
+        self.reconnects = 0
+        self.last_error: str | None = None
+        self.callback_errors = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name="memory-updates-subscriber", daemon=True
+        )
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive() and not self._stop.is_set()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self, timeout: float | None = 5.0) -> None:
+        """Stop delivering and wait for the thread to end."""
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        backoff = 0.05
+        connected_once = False
+        while not self._stop.is_set():
+            listener: _Listener | None = None
+            try:
+                listener = self._updates._backend.listen()
+                if connected_once:
+                    self.reconnects += 1
+                connected_once = True
+                # Listening before reading the log: whatever commits in between arrives
+                # both ways, and the duplicate is dropped by its number.
+                self._catch_up()
+                self.degraded = False
+                backoff = 0.05
+                self._listen(listener)
+            except (BusError, DatabaseUnavailableError) as error:
+                telemetry.instruments().updates_bus_failures.add(1, {"role": "subscribe"})
+                self.degraded = True
+                self.last_error = str(error)
+                logger.warning("memory:updates subscriber degraded: %s", error)
+                self._degraded_wait(backoff)
+                backoff = min(backoff * 2, 2.0)
+            finally:
+                if listener is not None:
+                    listener.close()
+
+    def _listen(self, listener: _Listener) -> None:
+        quiet_since = time.monotonic()
+        while not self._stop.is_set():
+            raw = listener.poll(0.2)
+            for message in raw:
+                self._receive(message)
+            if raw:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since > self._idle_check:
+                # A publish that failed while this listener was fine leaves no doorbell.
+                self._catch_up()
+                quiet_since = time.monotonic()
+
+    def _degraded_wait(self, backoff: float) -> None:
+        """Until the next reconnect attempt, deliver from the log."""
+        deadline = time.monotonic() + max(backoff, self._poll_interval)
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            try:
+                self._catch_up()
+            except DatabaseUnavailableError as error:
+                self.last_error = str(error)
+            self._stop.wait(min(self._poll_interval, max(0.0, deadline - time.monotonic())))
+
+    def _receive(self, raw: str) -> None:
+        try:
+            message = json.loads(raw)
+            seq = int(message["seq"])
+        except (ValueError, TypeError, KeyError):
+            # Not one of ours (anyone may publish on the channel): the log decides.
+            logger.warning("memory:updates: ignored a malformed message %.80r", raw)
+            return
+        if seq <= self.last_seq:
+            return  # a duplicate, or already read from the log
+        if seq > self.last_seq + 1 or "event" not in message:
+            self._catch_up(through=seq)
+            return
+        self._deliver(MemoryEvent.from_message(message))
+
+    def _catch_up(self, through: int | None = None) -> None:
+        while not self._stop.is_set():
+            found = self._updates._db.read(
+                lambda connection: events_after(connection, self.last_seq, through=through)
+            )
+            if not found:
+                return
+            for event in found:
+                self._deliver(event)
+
+    def _deliver(self, event: MemoryEvent) -> None:
+        self.last_seq = event.seq
+        if self._user is not None and event.user_id != self._user:
+            return
+        try:
+            self._callback(event)
+        except Exception:
+            self.callback_errors += 1
+            logger.exception("memory:updates callback failed on event %s", event.seq)
+
+
+def check_updates(context: HealthContext) -> CheckOutcome:
+    """The ``memory:updates`` bus of ``$MEMORY_UPDATES_URL`` accepts a subscriber.
+
+    A bus that does not is a warning, not a failure: the library keeps working and
+    subscribers read the log (degraded mode), only later.
+    """
+    setting = os.environ.get(UPDATES_URL_ENV) or "inprocess"
+    if setting == "inprocess":
+        return "ok", "in-process (no bus to reach; set $MEMORY_UPDATES_URL to share updates)"
+    backend = _backend(setting, Database(context.engine()))
+    try:
+        backend.listen().close()
+    except BusError as error:
+        return "warn", f"degraded: {error}; subscribers read the event log until it is back"
+    finally:
+        backend.close()
+    return "ok", f"{backend.name} bus reachable: subscribers listen on {CHANNEL}"
+
+
+register_health_check(
+    "updates", check_updates, requires=["database"], description="memory:updates bus reachable"
+)
