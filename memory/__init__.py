@@ -31,6 +31,7 @@ from memory.core.types import (
     CodePattern,
     Entity,
     KnowledgeGraph,
+    MemoryEvent,
     MemoryRecord,
     Preference,
     Relation,
@@ -52,7 +53,7 @@ from memory.search.embeddings import Embedder, HashingEmbedder, MiniLMEmbedder, 
 from memory.store.archive import TableChecksum, restore_archive, table_checksums, verify_archive
 from memory.store.backup import BackupInfo, RestoreResult, backup, restore_backup, verify_backup
 from memory.store.engine import DATABASE_URL_ENV, create_engine, resolve_database_url
-from memory.store.events import ChainReport, MemoryEvent
+from memory.store.events import ChainReport
 from memory.store.flags import DatabaseFlagProvider, FlagAuditEntry, StoredFlag
 from memory.store.forget import ForgetReport
 from memory.store.graph import EntityGraph

@@ -51,7 +51,9 @@ from memory.core.merge import MergedContext
 from memory.core.redaction import Redaction
 from memory.core.types import (
     CodePattern,
+    MemoryEvent,
     MemoryRecord,
+    Owner,
     Preference,
     SearchHit,
     SessionCheckpoint,
@@ -72,11 +74,11 @@ from memory.search.retriever import RetrievalStats, Retriever
 from memory.store import sharing as sharing
 from memory.store.db import Database
 from memory.store.engine import create_engine
-from memory.store.events import ChainReport, MemoryEvent, verify_chain
+from memory.store.events import ChainReport, verify_chain
 from memory.store.flags import default_evaluator
 from memory.store.forget import FORGET_OPERATION, ForgetReport, forget_user
 from memory.store.graph import EntityGraph
-from memory.store.memories import Embedded, Owner, Store, memories
+from memory.store.memories import Embedded, Store, memories
 from memory.store.schema import (
     MEMORIES_REVISION,
     database_revision,

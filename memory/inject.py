@@ -57,11 +57,10 @@ from memory.core.inputs import (
 )
 from memory.core.summary import extractive_summary
 from memory.core.text import terms
-from memory.core.types import CodePattern, MemoryRecord, SessionCheckpoint, Tier
+from memory.core.types import CodePattern, MemoryEvent, MemoryRecord, Owner, SessionCheckpoint, Tier
 from memory.search.embeddings import TokenCounter
 from memory.search.retriever import Retriever
-from memory.store.events import MemoryEvent
-from memory.store.memories import Owner, Store
+from memory.store.memories import Store
 from memory.store.sharing import grants_version
 from memory.store.tables import utcnow
 from memory.telemetry import instruments as telemetry

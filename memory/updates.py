@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
 import threading
 import time
@@ -37,12 +36,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Engine, make_url
 
 from memory.core.errors import DatabaseUnavailableError, InvalidInputError, MemoryStoreError
-from memory.ops.health import CheckOutcome, HealthContext, register_health_check
+from memory.core.types import MemoryEvent
 from memory.store.db import Database
-from memory.store.events import CHANNEL, MemoryEvent, events_after, latest_seq
+from memory.store.events import CHANNEL, events_after, latest_seq
 from memory.telemetry import instruments as telemetry
 
 logger = logging.getLogger(__name__)
@@ -544,25 +543,13 @@ class Subscription:
             logger.exception("memory:updates callback failed on event %s", event.seq)
 
 
-def check_updates(context: HealthContext) -> CheckOutcome:
-    """The ``memory:updates`` bus of ``$MEMORY_UPDATES_URL`` accepts a subscriber.
-
-    A bus that does not is a warning, not a failure: the library keeps working and
-    subscribers read the log (degraded mode), only later.
-    """
-    setting = os.environ.get(UPDATES_URL_ENV) or "inprocess"
-    if setting == "inprocess":
-        return "ok", "in-process (no bus to reach; set $MEMORY_UPDATES_URL to share updates)"
-    backend = _backend(setting, Database(context.engine()))
+def probe(setting: str, engine: Engine) -> str:
+    """Open one subscription on the bus ``setting`` names (a URL, or ``postgresql``), close
+    it, and return the backend's name; raises :class:`BusError` when the bus cannot be
+    reached. ``memctl health`` calls it."""
+    backend = _backend(setting, Database(engine))
     try:
         backend.listen().close()
-    except BusError as error:
-        return "warn", f"degraded: {error}; subscribers read the event log until it is back"
     finally:
         backend.close()
-    return "ok", f"{backend.name} bus reachable: subscribers listen on {CHANNEL}"
-
-
-register_health_check(
-    "updates", check_updates, requires=["database"], description="memory:updates bus reachable"
-)
+    return backend.name

@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal, Protocol, TypeVar
+from typing import Annotated, Any, Protocol, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from memory.core.errors import InvalidInputError
-from memory.store.tables import ID_LENGTH
+from memory.core.types import ID_LENGTH, Tier, Visibility
 
 MAX_CONTENT_CHARS = 32_768
 MAX_METADATA_KEYS = 32
@@ -66,10 +66,6 @@ def id_list_chunks(items: Sequence[_Identified]) -> list[list[_Identified]]:
     if current:
         chunks.append(current)
     return chunks
-
-Tier = Literal["working", "episodic", "semantic"]
-Visibility = Literal["private", "shared"]
-
 
 def _decode_text(value: Any) -> Any:
     """Accept bytes only when they are valid UTF-8; reject text that cannot be stored."""

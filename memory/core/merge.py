@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from memory.store.events import MemoryEvent
+from memory.core.types import MemoryEvent
 
 PATCH_OPERATION = "context.patch"
 CONFLICT_OPERATION = "context.conflict"

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 Tier = Literal["working", "episodic", "semantic"]
 Visibility = Literal["private", "shared"]
+TIERS: tuple[Tier, ...] = get_args(Tier)
+VISIBILITIES: tuple[Visibility, ...] = get_args(Visibility)
+
+# Identifier columns (user, agent, session ids, names, keys) share one width; the inputs
+# check it before the database would.
+ID_LENGTH = 128
+# Memories without a session store the empty string: SQL treats NULLs as distinct, so a
+# NULL session would let the same content be stored twice in the same scope.
+NO_SESSION = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,3 +145,69 @@ class SearchHit:
     score: float
     keyword_score: float
     vector_score: float
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryEvent:
+    """One committed event, as the log stores it and ``memory:updates`` publishes it.
+
+    ``data`` is None once the event has been redacted (its user forgotten).
+    """
+
+    seq: int
+    created_at: datetime
+    user_id: str
+    agent_id: str
+    operation: str
+    target: str
+    data: dict[str, Any] | None
+    redacted: bool = False
+
+    def message(self) -> dict[str, Any]:
+        """The JSON object published on ``memory:updates``.
+
+        ``{agent, event, timestamp, data}`` as the issue specifies, plus ``seq`` (what a
+        subscriber resumes from), ``user`` and ``target``.
+        """
+        return {
+            "seq": self.seq,
+            "agent": self.agent_id,
+            "event": self.operation,
+            "timestamp": self.created_at.isoformat(),
+            "data": self.data,
+            "user": self.user_id,
+            "target": self.target,
+        }
+
+    @classmethod
+    def from_message(cls, message: dict[str, Any]) -> MemoryEvent:
+        """The event a published message describes (the inverse of ``message``)."""
+        return cls(
+            seq=int(message["seq"]),
+            created_at=datetime.fromisoformat(message["timestamp"]),
+            user_id=message["user"],
+            agent_id=message["agent"],
+            operation=message["event"],
+            target=message["target"],
+            data=message["data"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """Who a write belongs to and whose rows a read may see."""
+
+    user: str
+    agent: str
+    session: str | None
+    # Whether reads also see what other agents of the user shared with this one: the
+    # USE_CROSS_AGENT_SHARING flag, decided per call (memory.store.sharing.visible);
+    # the scope decides them once per call (memory.client.Scope).
+    shared: bool = False
+    # False: memories are one flat tier, as in Phase 1 (USE_HIERARCHICAL_TIERS off, decided
+    # per call): no tier filters or tier weights, no consolidation or promotion.
+    tiered: bool = True
+
+    @property
+    def session_key(self) -> str:
+        return self.session if self.session is not None else NO_SESSION

@@ -23,19 +23,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 
+from memory import updates
+from memory.client import Memory
 from memory.core.errors import InvalidInputError
 from memory.search.embeddings import HashingEmbedder, MiniLMEmbedder
 from memory.store.engine import create_engine, is_memory_sqlite, resolve_database_url
+from memory.store.events import CHANNEL
+from memory.store.flags import DatabaseFlagProvider
+from memory.store.retention import last_cleanup_run
 from memory.store.schema import database_revision, head_revision
 from memory.store.tables import utcnow
-
-if TYPE_CHECKING:
-    from memory.client import Memory
 
 Status = Literal["ok", "warn", "fail", "skip"]
 CheckOutcome = tuple[Literal["ok", "warn", "fail", "skip"], str]
@@ -105,8 +107,6 @@ class HealthContext:
     def memory(self) -> Memory:
         """A :class:`Memory` on the database as it is: never migrates, no embedder."""
         if self._memory is None:
-            from memory.client import Memory
-
             engine = self.engine()
             self._memory = Memory(engine, database_revision(engine), None)
         return self._memory
@@ -291,8 +291,6 @@ def check_embedder(context: HealthContext) -> CheckOutcome:
 
 def check_flag_provider(context: HealthContext) -> CheckOutcome:
     """The flag state in the database is readable."""
-    from memory.store.flags import DatabaseFlagProvider
-
     flags = DatabaseFlagProvider(context.engine()).snapshot()
     stored = ", ".join(f"{name}={definition.rollout}%" for name, definition in flags.items())
     return "ok", f"flag state readable ({stored or 'no flag changed yet: registry defaults'})"
@@ -330,8 +328,6 @@ def _redis_display(url: str) -> str:
 
 def check_cleanup(context: HealthContext) -> CheckOutcome:
     """The last retention cleanup succeeded, recently."""
-    from memory.store.retention import last_cleanup_run
-
     run = last_cleanup_run(context.memory())
     if run is None:
         return "warn", "no cleanup has run yet (memctl cleanup, or a RetentionWorker)"
@@ -361,4 +357,25 @@ register_health_check(
 register_health_check("redis", check_redis, description="reachable (when configured)")
 register_health_check(
     "cleanup", check_cleanup, requires=["schema"], description="last retention run"
+)
+
+
+def check_updates(context: HealthContext) -> CheckOutcome:
+    """The ``memory:updates`` bus of ``$MEMORY_UPDATES_URL`` accepts a subscriber.
+
+    A bus that does not is a warning, not a failure: the library keeps working and
+    subscribers read the log (degraded mode), only later.
+    """
+    setting = os.environ.get(updates.UPDATES_URL_ENV) or "inprocess"
+    if setting == "inprocess":
+        return "ok", "in-process (no bus to reach; set $MEMORY_UPDATES_URL to share updates)"
+    try:
+        name = updates.probe(setting, context.engine())
+    except updates.BusError as error:
+        return "warn", f"degraded: {error}; subscribers read the event log until it is back"
+    return "ok", f"{name} bus reachable: subscribers listen on {CHANNEL}"
+
+
+register_health_check(
+    "updates", check_updates, requires=["database"], description="memory:updates bus reachable"
 )

@@ -39,8 +39,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from memory.core.ranking import Neighbours
+from memory.core.types import NO_SESSION
 from memory.store.sharing import Readable
-from memory.store.tables import NO_SESSION, Base
+from memory.store.tables import Base
 
 logger = logging.getLogger(__name__)
 

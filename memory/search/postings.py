@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from memory.core.types import TIERS
 from memory.search.rows import code, find_rows, readable_rows, resized, tail_order
 from memory.store.sharing import Readable
-from memory.store.tables import TIERS
 
 # Postings added since the last merge are kept apart (sorted on first use) until they
 # outnumber this share of the merged ones: a merge re-sorts every posting.

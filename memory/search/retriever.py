@@ -46,14 +46,14 @@ from sqlalchemy.engine import Connection
 from memory.core.inputs import SearchQuery
 from memory.core.ranking import Facts, FusionWeights, Neighbours, rank, relevance
 from memory.core.text import terms
-from memory.core.types import SearchHit
+from memory.core.types import Owner, SearchHit
 from memory.search import pgvector as pgvector
 from memory.search.embeddings import Embedder, Matrix
 from memory.search.keywords import DatabaseKeywords, KeywordIndex
 from memory.search.postings import KeywordScores, UserTerms
 from memory.search.vectors import ProcessVectors, UserVectors
 from memory.store.db import Database
-from memory.store.memories import Owner, Store, has_metadata, unexpired
+from memory.store.memories import Store, has_metadata, unexpired
 from memory.store.sharing import Readable, ReaderCache, id_among
 from memory.store.tables import Base, utcnow
 from memory.telemetry import instruments as telemetry

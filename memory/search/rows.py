@@ -12,8 +12,8 @@ from typing import Protocol
 
 import numpy as np
 
+from memory.core.types import TIERS
 from memory.store.sharing import Readable
-from memory.store.tables import TIERS
 
 
 class Filed(Protocol):

@@ -43,10 +43,10 @@ import numpy as np
 from sqlalchemy.engine import Connection
 
 from memory.core.ranking import Neighbours, SessionOrder, remembered
+from memory.core.types import NO_SESSION, TIERS
 from memory.search.pgvector import exact_scores
 from memory.search.rows import code, find_rows, readable_rows, resized, tail_order
 from memory.store.sharing import Readable
-from memory.store.tables import NO_SESSION, TIERS
 
 # Exact scores are read for RESCORED x the candidates asked for (the int8 ranking of the
 # shortlist decides which); the shortlist itself grows with the index (SHORTLIST_SHARE),

@@ -40,13 +40,14 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import QueuePool, StaticPool
 
 from memory.core.errors import DatabaseUnavailableError
+from memory.core.types import MemoryEvent
 from memory.store.engine import (
     BUSY_TIMEOUT_SECONDS,
     POSTGRES_TIMEOUT_SECONDS,
     sqlite_locked,
     write_options,
 )
-from memory.store.events import PENDING_KEY, MemoryEvent
+from memory.store.events import PENDING_KEY
 
 T = TypeVar("T")
 

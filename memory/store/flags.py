@@ -41,9 +41,10 @@ from sqlalchemy.engine import Connection, Engine, RowMapping
 from flags import BUILTIN_FLAGS, FlagDefinition, FlagEvaluator, FlagValueError, SessionOverride
 from memory.core.errors import InvalidInputError, SchemaError
 from memory.core.inputs import canonical_json, checked_count
+from memory.core.types import ID_LENGTH
 from memory.store.db import Database
 from memory.store.schema import database_revision, revision_at_least
-from memory.store.tables import ID_LENGTH, Base, utcnow
+from memory.store.tables import Base, utcnow
 
 __all__ = ["DatabaseFlagProvider", "FlagAuditEntry", "StoredFlag"]
 

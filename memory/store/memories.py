@@ -37,12 +37,18 @@ from memory.core.merge import (
     conflicts_of,
     merge_patches,
 )
-from memory.core.types import CodePattern, MemoryRecord, Preference, SessionCheckpoint
+from memory.core.types import (
+    CodePattern,
+    MemoryEvent,
+    MemoryRecord,
+    Owner,
+    Preference,
+    SessionCheckpoint,
+)
 from memory.store import sharing as sharing
 from memory.store.db import Database
 from memory.store.events import (
     PENDING_KEY,
-    MemoryEvent,
     NewEvent,
     append_event,
     append_events,
@@ -52,7 +58,7 @@ from memory.store.events import (
 )
 from memory.store.indexing import IndexEntry, log_changes, replace_index, write_index
 from memory.store.sharing import Grant, NewGrant, visible
-from memory.store.tables import NO_SESSION, Base, utcnow
+from memory.store.tables import Base, utcnow
 
 memories = Base.metadata.tables["memories"]
 metadata_table = Base.metadata.tables["memory_metadata"]
@@ -71,25 +77,6 @@ class Embedded:
 
     model: str
     vectors: dict[str, np.ndarray]
-
-
-@dataclass(frozen=True, slots=True)
-class Owner:
-    """Who a write belongs to and whose rows a read may see."""
-
-    user: str
-    agent: str
-    session: str | None
-    # Whether reads also see what other agents of the user shared with this one: the
-    # USE_CROSS_AGENT_SHARING flag, decided per call (memory.store.sharing.visible).
-    shared: bool = False
-    # False: memories are one flat tier, as in Phase 1 (USE_HIERARCHICAL_TIERS off, decided
-    # per call): no tier filters or tier weights, no consolidation or promotion.
-    tiered: bool = True
-
-    @property
-    def session_key(self) -> str:
-        return self.session if self.session is not None else NO_SESSION
 
 
 def _owned(owner: Owner) -> list[sa.ColumnElement[bool]]:

@@ -90,6 +90,7 @@ from memory.core.inputs import (
     validate,
 )
 from memory.core.summary import extractive_summary
+from memory.core.types import TIERS
 from memory.store import sharing as sharing
 from memory.store.db import Database
 from memory.store.engine import is_memory_sqlite
@@ -97,7 +98,7 @@ from memory.store.events import append_event, record_removals
 from memory.store.indexing import IndexEntry, log_changes, write_index
 from memory.store.memories import memories, metadata_table, session_state, unexpired
 from memory.store.schema import MEMORIES_REVISION, revision_at_least
-from memory.store.tables import TIERS, Base, utcnow
+from memory.store.tables import Base, utcnow
 from memory.telemetry import instruments as telemetry
 
 if TYPE_CHECKING:

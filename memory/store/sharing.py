@@ -36,7 +36,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
 from pydantic import Field
@@ -44,12 +44,10 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection, RowMapping
 
 from memory.core.errors import InvalidInputError, NotFoundError
-from memory.core.inputs import AwareDatetime, Identifier, Tier, _Input, canonical_json
+from memory.core.inputs import AwareDatetime, Identifier, _Input, canonical_json
+from memory.core.types import Owner, Tier
 from memory.store.events import append_event
 from memory.store.tables import Base, utcnow
-
-if TYPE_CHECKING:
-    from memory.store.memories import Owner
 
 memories = Base.metadata.tables["memories"]
 metadata_table = Base.metadata.tables["memory_metadata"]

@@ -27,15 +27,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-TIERS = ("working", "episodic", "semantic")
-VISIBILITIES = ("private", "shared")
+from memory.core.types import ID_LENGTH, TIERS, VISIBILITIES
 
-# Identifier columns (user, agent, session ids, names, keys) share one width.
-ID_LENGTH = 128
 HASH_LENGTH = 64
-# Memories without a session store the empty string: SQL treats NULLs as distinct, so a
-# NULL session would let the same content be stored twice in the same scope.
-NO_SESSION = ""
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from memory import HashingEmbedder, Memory, NotFoundError, StaleVersionError
-from memory.store.events import MemoryEvent
+from memory.core.types import MemoryEvent
 
 # PostgreSQL frontend/backend protocol messages: a simple-protocol COMMIT (what psycopg
 # sends for ``connection.commit()``) and the server's CommandComplete for it.

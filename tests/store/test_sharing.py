@@ -46,7 +46,7 @@ from memory import (
     cleanup,
 )
 from memory.cli import main
-from memory.core.inputs import Tier
+from memory.core.types import Tier
 from memory.search.keywords import visible_among
 from memory.store.sharing import Readable
 from memory.store.tables import Base, utcnow
