@@ -7,7 +7,7 @@
 'semantic'
 """
 
-from memory.client import Memory, Scope
+from memory.client import Memory
 from memory.core.errors import (
     ArchiveError,
     ConflictError,
@@ -49,6 +49,7 @@ from memory.ops.health import (
     run_health_checks,
     unregister_health_check,
 )
+from memory.scope import Scope
 from memory.search.embeddings import Embedder, HashingEmbedder, MiniLMEmbedder, TokenCounter
 from memory.store.archive import TableChecksum, restore_archive, table_checksums, verify_archive
 from memory.store.backup import BackupInfo, RestoreResult, backup, restore_backup, verify_backup

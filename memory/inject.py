@@ -11,7 +11,7 @@ episodic summary (whose metadata lists every id it replaced, so no memory disapp
 without trace), and episodic memories that keep being injected are promoted to semantic.
 
 Two flags change this, evaluated per call for the scope's user, session and agent (see
-``memory.client``). With ``USE_HIERARCHICAL_TIERS`` off the scope's memories are one flat
+``memory.scope``). With ``USE_HIERARCHICAL_TIERS`` off the scope's memories are one flat
 tier: "recent working memory" is simply the session's newest memories, and an overflow is
 counted but nothing is compacted or promoted. With ``USE_ENHANCED_INJECTION`` off,
 ``inject`` does not run this pipeline at all (``disabled_context``).
@@ -119,7 +119,7 @@ class InjectedContext:
     # The flag that turned injection off for this scope (the context is then empty).
     disabled_by: str | None = None
     # The memories of other agents (shared with the reader) that the items show: every call
-    # that returns them logs their read (``memory.read`` events, see ``memory.client``).
+    # that returns them logs their read (``memory.read`` events, see ``memory.scope``).
     shared_memories: tuple[MemoryRecord, ...] = dataclasses.field(
         default=(), compare=False, repr=False
     )

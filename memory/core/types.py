@@ -202,7 +202,7 @@ class Owner:
     session: str | None
     # Whether reads also see what other agents of the user shared with this one: the
     # USE_CROSS_AGENT_SHARING flag, decided per call (memory.store.sharing.visible);
-    # the scope decides them once per call (memory.client.Scope).
+    # the scope decides them once per call (memory.scope.Scope).
     shared: bool = False
     # False: memories are one flat tier, as in Phase 1 (USE_HIERARCHICAL_TIERS off, decided
     # per call): no tier filters or tier weights, no consolidation or promotion.

@@ -32,8 +32,9 @@ from typing import Any, Literal
 from sqlalchemy import event
 
 from flags import BUILTIN_FLAGS, FlagEvaluator
-from memory.client import Memory, Scope
+from memory.client import Memory
 from memory.core.errors import InvalidInputError, NotFoundError
+from memory.scope import Scope
 
 AGENTS = ("planner", "coder", "reviewer")
 SESSIONS_PER_USER = 3

@@ -259,6 +259,14 @@ class Store:
         rows = connection.execute(statement).mappings().all()
         return self._with_metadata(connection, rows)
 
+    def owning_agent(self, user: str, memory_id: int) -> str | None:
+        """The agent that stored memory ``memory_id`` of ``user``, or None if ``user`` has no
+        such memory. Reads no grant: only for counting refusals, never to answer a read."""
+        statement = sa.select(memories.c.agent_id).where(
+            memories.c.id == memory_id, memories.c.user_id == user
+        )
+        return self.db.read(lambda connection: connection.execute(statement).scalar())
+
     def _with_metadata(
         self, connection: Connection, rows: Sequence[RowMapping]
     ) -> list[MemoryRecord]:

@@ -475,7 +475,7 @@ def _replay_declared() -> None:
         getattr(_recording, counter).add(0, attributes)
 
 
-# Cross-agent failures by operation (memory.client counts them; see its CrossAgentOperation).
+# Cross-agent failures by operation (memory.scope counts them; see its CrossAgentOperation).
 CROSS_AGENT_OPERATIONS = ("read", "write", "share", "revoke")
 for _operation in CROSS_AGENT_OPERATIONS:
     declare_series("cross_agent_failures", {"operation": _operation})
