@@ -50,8 +50,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import sqlalchemy as sa  # noqa: E402
 
 from flags import BUILTIN_FLAGS, USE_HIERARCHICAL_TIERS  # noqa: E402
-from memory import DatabaseFlagProvider, HashingEmbedder, Memory  # noqa: E402
+from memory import HashingEmbedder, Memory
 from memory.core.inputs import MemoryQuery  # noqa: E402
+from memory.ops import DatabaseFlagProvider
 
 
 def batches(call: Callable[[], object], size: int) -> Callable[[], float]:

@@ -1,8 +1,8 @@
 """Backup, verify and restore times at 100,000 memories, against the recovery time objective.
 
 For each backend (SQLite: a file in a temporary directory; PostgreSQL: a throwaway database)
-the benchmark builds a store through the public API and then times, with ``memory.backup``,
-``memory.verify_backup`` and ``memory.restore_backup``:
+the benchmark builds a store through the public API and then times, with ``memory.ops.backup``,
+``memory.ops.verify_backup`` and ``memory.ops.restore_backup``:
 
 - backup: a consistent online backup (the SQLite backup API; on PostgreSQL ``pg_dump``
   and, separately, the logical JSON Lines export);
@@ -57,6 +57,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 import memory
+import memory.ops
 from memory import Memory
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -231,10 +232,10 @@ def measure(
     source: str, method: str, new_database: Callable[[], str], scratch: Path
 ) -> dict[str, Any]:
     directory = scratch / f"backup-{method}"
-    info, backup_seconds = timed(memory.backup, source, directory, method=method)
-    _, verify_seconds = timed(memory.verify_backup, directory)
+    info, backup_seconds = timed(memory.ops.backup, source, directory, method=method)
+    _, verify_seconds = timed(memory.ops.verify_backup, directory)
     target = new_database()
-    result, restore_seconds = timed(memory.restore_backup, target, directory)
+    result, restore_seconds = timed(memory.ops.restore_backup, target, directory)
     assert result.tables == info.tables  # restore_backup checked it; say it again here
     shutil.rmtree(directory)
     return {

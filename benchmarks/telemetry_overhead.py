@@ -51,7 +51,8 @@ from typing import Any
 
 from _scratch import scratch_database
 
-from memory import HashingEmbedder, Memory, Scope, start_prometheus_endpoint
+from memory import HashingEmbedder, Memory, Scope
+from memory.ops import start_prometheus_endpoint
 from memory.ops.workload import workload_flags
 from memory.telemetry import instruments as telemetry
 

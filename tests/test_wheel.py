@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import memory
+import memory.ops
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 SOURCES = ("pyproject.toml", "README.md", "memory", "migrations", "flags")
@@ -45,7 +46,7 @@ def _clean_environment(tmp_path: Path) -> dict[str, str]:
     env = {
         key: value
         for key, value in os.environ.items()
-        if key not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", memory.DATABASE_URL_ENV}
+        if key not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", memory.ops.DATABASE_URL_ENV}
     }
     env["PIP_CACHE_DIR"] = str(tmp_path / "pip-cache")
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
@@ -115,7 +116,7 @@ def test_wheel_ships_the_migrations_and_memctl_migrates_from_it(tmp_path: Path) 
     database = tmp_path / "x.db"
     url = f"sqlite:///{database}"
     memctl = bin_dir / "memctl"
-    head = memory.head_revision()
+    head = memory.ops.head_revision()
     output = _run([memctl, "--database-url", url, "migrate"], elsewhere, env)
     assert output.strip() == f"migrated: empty -> {head}"
     output = _run([memctl, "--database-url", url, "check"], elsewhere, env)

@@ -17,7 +17,7 @@ from memory.cli.common import reports_errors
 from memory.client import Memory
 from memory.ops.workload import Workload, WorkloadConfig, workload_flags
 from memory.search.embeddings import Embedder, HashingEmbedder, MiniLMEmbedder
-from memory.telemetry import instruments as telemetry
+from memory.telemetry import export, snapshots
 
 __all__ = ["workload"]
 
@@ -32,7 +32,7 @@ class _SnapshotWriter:
 
     def __init__(self, path: Path, interval: float) -> None:
         self.path = path
-        self.window = telemetry.SnapshotWindow()
+        self.window = snapshots.SnapshotWindow()
         self._interval = interval
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="snapshot-writer", daemon=True)
@@ -42,13 +42,13 @@ class _SnapshotWriter:
 
     def _loop(self) -> None:
         while not self._done.wait(self._interval):
-            telemetry.write_snapshot(self.path, self.window.snapshot())
+            snapshots.write_snapshot(self.path, self.window.snapshot())
 
-    def finish(self) -> telemetry.MetricsSnapshot:
+    def finish(self) -> snapshots.MetricsSnapshot:
         self._done.set()
         self._thread.join()
         snapshot = self.window.snapshot()
-        telemetry.write_snapshot(self.path, snapshot)
+        snapshots.write_snapshot(self.path, snapshot)
         return snapshot
 
 
@@ -115,7 +115,7 @@ def workload(
     )
     # The endpoint starts first so that its counters cover the whole run.
     endpoint = (
-        telemetry.start_prometheus_endpoint(metrics_port, metrics_addr) if metrics_port else None
+        export.start_prometheus_endpoint(metrics_port, metrics_addr) if metrics_port else None
     )
     try:
         if endpoint is not None:
@@ -127,7 +127,7 @@ def workload(
         ) as memory:
             # The window opens after Memory.open, whose schema creation is not workload.
             writer = _SnapshotWriter(snapshot_path, snapshot_interval) if snapshot_path else None
-            window = writer.window if writer is not None else telemetry.SnapshotWindow()
+            window = writer.window if writer is not None else snapshots.SnapshotWindow()
             expected = max(1, int(duration * rate))
             with click.progressbar(length=expected, label="workload", file=sys.stderr) as bar:
                 driver = Workload(memory, config, progress=bar.update)

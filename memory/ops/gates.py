@@ -50,7 +50,7 @@ from sqlalchemy.engine import Engine
 from memory.core.errors import InvalidInputError, MetricsSourceError
 from memory.store.flags import DatabaseFlagProvider
 from memory.store.tables import Base
-from memory.telemetry import instruments as telemetry
+from memory.telemetry import snapshots
 
 __all__ = [
     "BASELINE_ENV",
@@ -270,7 +270,7 @@ class PrometheusSource:
 
 # The critical alerts a snapshot can show by itself: the conditions of dashboards/alerts.yml
 # that its figures hold (the other critical alerts need series a snapshot does not keep).
-_SNAPSHOT_CRITICAL: Mapping[str, Callable[[telemetry.MetricsSnapshot], bool]] = {
+_SNAPSHOT_CRITICAL: Mapping[str, Callable[[snapshots.MetricsSnapshot], bool]] = {
     "MemoryHeapAbove1GB": lambda snapshot: snapshot.heap_used_mb > 1024,
     "MemoryRetrievalUnavailable": lambda snapshot: (
         snapshot.errors_by_operation.get("search", 0) * 2
@@ -280,11 +280,11 @@ _SNAPSHOT_CRITICAL: Mapping[str, Callable[[telemetry.MetricsSnapshot], bool]] = 
 
 
 class SnapshotSource:
-    """Observations from a metrics snapshot file (``telemetry.instruments.write_snapshot``)."""
+    """Observations from a metrics snapshot file (``telemetry.snapshots.write_snapshot``)."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self.snapshot = telemetry.read_snapshot(self.path)
+        self.snapshot = snapshots.read_snapshot(self.path)
         self.description = f"snapshot {self.path}"
 
     def observe(self, window: timedelta, *, worst: bool) -> Observations:

@@ -76,7 +76,6 @@ resumption figures and the flags. :class:`SnapshotWindow` measures one; ``memctl
 
 from __future__ import annotations
 
-import json
 import os
 import resource
 import sys
@@ -84,12 +83,10 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import wraps
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from opentelemetry.metrics import CallbackOptions, Meter, NoOpMeter, Observation
 from opentelemetry.sdk.metrics import Histogram, MeterProvider
@@ -104,17 +101,12 @@ from opentelemetry.sdk.resources import Resource
 
 from memory.core.errors import (
     ConflictError,
-    ExporterUnavailableError,
     InvalidInputError,
     NotFoundError,
 )
 
-if TYPE_CHECKING:
-    from flags import FlagEvaluator
-
 METRICS_ENV = "MEMORY_METRICS"
 METER_NAME = "tiered-memory"
-SNAPSHOT_VERSION = 1
 
 # Millisecond boundaries: OTel's defaults (0, 5, 10, 25, …) put every store query (0.1-5 ms)
 # in two buckets. These resolve sub-millisecond statements and the gates' 50, 200 and
@@ -385,15 +377,23 @@ class Instruments:
 
 # -- observable gauges --------------------------------------------------------------------------
 
+
+class FlagStates(Protocol):
+    """What the flag gauges read: a ``flags.FlagEvaluator`` (telemetry does not import
+    ``flags``; anything that exports flag states the same way will do)."""
+
+    def export_state(self) -> Sequence[Mapping[str, Any]]: ...
+
+
 # Weak: an evaluator is published while its owner (a Memory, a workload) lives.
-_flag_sources: weakref.WeakKeyDictionary[FlagEvaluator, None] = weakref.WeakKeyDictionary()
+_flag_sources: weakref.WeakKeyDictionary[FlagStates, None] = weakref.WeakKeyDictionary()
 _flag_lock = threading.Lock()
 
 
-def observe_flags(evaluator: FlagEvaluator) -> None:
+def observe_flags(evaluator: FlagStates) -> None:
     """Publish the state and rollout percentage of every flag ``evaluator`` knows.
 
-    The gauges read ``flags.export_flag_states(evaluator)`` at each collection, for as long
+    The gauges read ``evaluator.export_state()`` at each collection, for as long
     as the evaluator lives (it is held weakly; ``Memory`` observes its own). Observing a
     second evaluator adds its flags (the later one wins for a flag both know).
     """
@@ -401,20 +401,18 @@ def observe_flags(evaluator: FlagEvaluator) -> None:
         _flag_sources[evaluator] = None
 
 
-def stop_observing_flags(evaluator: FlagEvaluator) -> None:
+def stop_observing_flags(evaluator: FlagStates) -> None:
     """Stop publishing ``evaluator``'s flags."""
     with _flag_lock:
         _flag_sources.pop(evaluator, None)
 
 
 def _flag_states() -> dict[str, tuple[int, int]]:
-    from flags import export_flag_states
-
     with _flag_lock:
         sources = list(_flag_sources)
     states: dict[str, tuple[int, int]] = {}
     for evaluator in sources:
-        for state in export_flag_states(evaluator):
+        for state in evaluator.export_state():
             on = state["enabled_by_default"] or state["rollout"] > 0
             states[state["name"]] = (int(on), state["rollout"])
     return states
@@ -510,96 +508,17 @@ def meter_provider() -> MeterProvider:
     return _provider
 
 
-class _FlushOnScrape:
-    """A Prometheus collector that exports nothing: it records the queued measurements so
-    that a scrape sees everything up to that moment."""
-
-    def collect(self) -> Iterable[Any]:
-        flush()
-        return ()
-
-
-@dataclass
-class PrometheusEndpoint:
-    """A running ``/metrics`` HTTP endpoint; ``close()`` stops it."""
-
-    address: str
-    port: int
-    _server: Any = field(repr=False)
-    _reader: MetricReader = field(repr=False)
-
-    @property
-    def url(self) -> str:
-        """The scrape URL, e.g. ``http://127.0.0.1:9464/metrics``."""
-        return f"http://{self.address}:{self.port}/metrics"
-
-    def close(self) -> None:
-        """Stop serving and detach the exporter from the library's metrics."""
-        self._server.shutdown()
-        self._server.server_close()
-        _provider.remove_metric_reader(self._reader)
-
-
-def start_prometheus_endpoint(port: int = 9464, addr: str = "127.0.0.1") -> PrometheusEndpoint:
-    """Serve the library's metrics at ``http://addr:port/metrics`` from a daemon thread.
-
-    ``port=0`` picks a free port (read it from the result). Each endpoint has its own
-    Prometheus registry, so several can run in one process.
-
-    >>> endpoint = start_prometheus_endpoint(0)  # doctest: +SKIP
-    >>> endpoint.url  # doctest: +SKIP
-    'http://127.0.0.1:40123/metrics'
-    """
-    from opentelemetry.exporter.prometheus import PrometheusMetricReader
-    from prometheus_client import CollectorRegistry, start_http_server
-
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_FlushOnScrape())  # registered first: runs before the exporter collects
-    reader = PrometheusMetricReader(scope_info_enabled=False, registry=registry)
-    try:
-        server, _thread = start_http_server(port, addr=addr, registry=registry)
-    except OSError as error:
-        reader.shutdown()
-        raise InvalidInputError(
-            f"metrics port: cannot serve /metrics on {addr}:{port}: {error}"
-        ) from error
-    flush()  # what is queued was recorded before this exporter existed
+def attach_reader(reader: MetricReader) -> None:
+    """Attach an exporter's reader to the library's metrics: what is queued is recorded
+    first (it happened before this exporter existed), and the declared series are replayed
+    at 0, since a reader sees only what comes after it."""
+    flush()
     _provider.add_metric_reader(reader)
     _replay_declared()
-    return PrometheusEndpoint(addr, int(server.server_address[1]), server, reader)
 
 
-def start_otlp_exporter(
-    endpoint: str | None = None, *, interval_seconds: float = 10.0
-) -> MetricReader:
-    """Push the library's metrics over OTLP/HTTP every ``interval_seconds``.
-
-    ``endpoint`` defaults to ``$OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`` / the OTLP default
-    (``http://localhost:4318/v1/metrics``). Needs the ``otlp`` extra. Returns the reader;
-    pass it to :func:`stop_exporter` to stop.
-    """
-    try:
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-    except ImportError as error:
-        raise ExporterUnavailableError(
-            "the OTLP exporter is not installed: pip install 'tiered-memory[otlp]'"
-        ) from error
-    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-
-    if not interval_seconds > 0:
-        raise InvalidInputError(f"interval_seconds: must be > 0, not {interval_seconds!r}")
-    reader = PeriodicExportingMetricReader(
-        OTLPMetricExporter(endpoint=endpoint),
-        export_interval_millis=interval_seconds * 1000,
-    )
-    flush()  # what is queued was recorded before this exporter existed
-    _provider.add_metric_reader(reader)
-    _replay_declared()
-    return reader
-
-
-def stop_exporter(reader: MetricReader) -> None:
-    """Detach (and shut down) a reader added by :func:`start_otlp_exporter`."""
+def detach_reader(reader: MetricReader) -> None:
+    """Detach (and shut down) a reader added with :func:`attach_reader`."""
     _provider.remove_metric_reader(reader)
 
 
@@ -745,253 +664,3 @@ def totals() -> Totals:
 
 
 _GAUGES = frozenset({HEAP_USED_MB, FLAG_STATE, FLAG_ROLLOUT})
-
-
-# -- the metrics snapshot -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LatencySummary:
-    """One latency histogram over a window: count, rate and quantiles in ms."""
-
-    count: int
-    rate_per_second: float
-    mean_ms: float | None
-    p50_ms: float | None
-    p95_ms: float | None
-    p99_ms: float | None
-
-
-@dataclass(frozen=True)
-class MetricsSnapshot:
-    """The numbers that decide a rollout, over one window (see the module docstring)."""
-
-    window_start: datetime
-    window_end: datetime
-    injection_latency: LatencySummary
-    db_query_duration: LatencySummary
-    rag_search_duration: LatencySummary
-    cache_hits: int
-    cache_misses: int
-    cache_hit_rate: float | None
-    operations: int
-    errors: int
-    error_rate: float | None
-    errors_by_operation: Mapping[str, int]
-    heap_used_mb: float
-    overflow_events: int
-    resumption_attempts: int
-    resumption_successes: int
-    resumption_success_rate: float | None
-    cross_agent_failures: int
-    degraded_searches: int
-    flags: Mapping[str, Mapping[str, int]]
-
-    @property
-    def window_seconds(self) -> float:
-        """The window's length in seconds."""
-        return (self.window_end - self.window_start).total_seconds()
-
-    def to_json(self) -> dict[str, Any]:
-        """The snapshot as the JSON document :func:`write_snapshot` stores."""
-        window = self.window_seconds or 1e-9
-        return {
-            "version": SNAPSHOT_VERSION,
-            "window": {
-                "start": self.window_start.isoformat(),
-                "end": self.window_end.isoformat(),
-                "seconds": round(self.window_seconds, 3),
-            },
-            "metrics": {
-                INJECTION_LATENCY: asdict(self.injection_latency),
-                DB_QUERY_DURATION: asdict(self.db_query_duration),
-                RAG_SEARCH_DURATION: asdict(self.rag_search_duration),
-                "memory.cache.hit_rate": {
-                    "value": self.cache_hit_rate,
-                    "hits": self.cache_hits,
-                    "misses": self.cache_misses,
-                },
-                "memory.error_rate": {
-                    "value": self.error_rate,
-                    "operations": self.operations,
-                    "errors": self.errors,
-                    "by_operation": dict(self.errors_by_operation),
-                },
-                HEAP_USED_MB: {"value": self.heap_used_mb},
-                OVERFLOW_EVENTS: {
-                    "count": self.overflow_events,
-                    "per_hour": round(self.overflow_events * 3600 / window, 3),
-                },
-                "memory.resumption.success_rate": {
-                    "value": self.resumption_success_rate,
-                    "attempts": self.resumption_attempts,
-                    "successes": self.resumption_successes,
-                },
-                CROSS_AGENT_FAILURES: {
-                    "count": self.cross_agent_failures,
-                    "per_hour": round(self.cross_agent_failures * 3600 / window, 3),
-                },
-                DEGRADED_SEARCHES: {"count": self.degraded_searches},
-                "memory.flags": {name: dict(state) for name, state in self.flags.items()},
-            },
-        }
-
-    @classmethod
-    def from_json(cls, document: Any, source: str = "snapshot") -> MetricsSnapshot:
-        """Read a document written by :meth:`to_json`; InvalidInputError names what is wrong."""
-        try:
-            if document.get("version") != SNAPSHOT_VERSION:
-                raise InvalidInputError(
-                    f"{source}: unsupported snapshot version {document.get('version')!r} "
-                    f"(expected {SNAPSHOT_VERSION})"
-                )
-            metrics = document["metrics"]
-            cache = metrics["memory.cache.hit_rate"]
-            errors = metrics["memory.error_rate"]
-            resumption = metrics["memory.resumption.success_rate"]
-            return cls(
-                window_start=datetime.fromisoformat(document["window"]["start"]),
-                window_end=datetime.fromisoformat(document["window"]["end"]),
-                injection_latency=LatencySummary(**metrics[INJECTION_LATENCY]),
-                db_query_duration=LatencySummary(**metrics[DB_QUERY_DURATION]),
-                rag_search_duration=LatencySummary(**metrics[RAG_SEARCH_DURATION]),
-                cache_hits=int(cache["hits"]),
-                cache_misses=int(cache["misses"]),
-                cache_hit_rate=cache["value"],
-                operations=int(errors["operations"]),
-                errors=int(errors["errors"]),
-                error_rate=errors["value"],
-                errors_by_operation={str(k): int(v) for k, v in errors["by_operation"].items()},
-                heap_used_mb=float(metrics[HEAP_USED_MB]["value"]),
-                overflow_events=int(metrics[OVERFLOW_EVENTS]["count"]),
-                resumption_attempts=int(resumption["attempts"]),
-                resumption_successes=int(resumption["successes"]),
-                resumption_success_rate=resumption["value"],
-                cross_agent_failures=int(metrics[CROSS_AGENT_FAILURES]["count"]),
-                degraded_searches=int(metrics[DEGRADED_SEARCHES]["count"]),
-                flags={
-                    str(name): {str(k): int(v) for k, v in state.items()}
-                    for name, state in metrics["memory.flags"].items()
-                },
-            )
-        except InvalidInputError:
-            raise
-        except (AttributeError, KeyError, TypeError, ValueError) as error:
-            raise InvalidInputError(
-                f"{source}: not a metrics snapshot ({type(error).__name__}: {error})"
-            ) from error
-
-
-def _summary(histogram: HistogramTotals | None, seconds: float) -> LatencySummary:
-    if histogram is None or histogram.count == 0:
-        return LatencySummary(0, 0.0, None, None, None, None)
-
-    def rounded(value: float | None) -> float | None:
-        return None if value is None else round(value, 3)
-
-    count = histogram.count
-    return LatencySummary(
-        count,
-        round(count / seconds, 3) if seconds > 0 else 0.0,
-        rounded(histogram.total / count),
-        rounded(histogram.quantile(0.50)),
-        rounded(histogram.quantile(0.95)),
-        rounded(histogram.quantile(0.99)),
-    )
-
-
-def _ratio(part: float, whole: float) -> float | None:
-    return round(part / whole, 6) if whole > 0 else None
-
-
-class SnapshotWindow:
-    """Measures a window: ``snapshot()`` summarises what was recorded since construction
-    (or the last ``restart()``).
-
-    >>> window = SnapshotWindow()  # doctest: +SKIP
-    >>> ...  # run the workload
-    >>> write_snapshot("metrics.json", window.snapshot())  # doctest: +SKIP
-    """
-
-    def __init__(self) -> None:
-        self.restart()
-
-    def restart(self) -> None:
-        """Start a new window now."""
-        self._start = datetime.now(UTC)
-        self._base = totals()
-
-    def snapshot(self) -> MetricsSnapshot:
-        """The window from its start to now."""
-        end = datetime.now(UTC)
-        now, base = totals(), self._base
-        seconds = (end - self._start).total_seconds()
-
-        def delta(name: str, **match: Any) -> int:
-            return int(round(now.counter(name, **match) - base.counter(name, **match)))
-
-        def latency(name: str) -> LatencySummary:
-            current = now.histogram(name)
-            return _summary(current.minus(base.histogram(name)) if current else None, seconds)
-
-        hits, misses = delta(CACHE_HITS), delta(CACHE_MISSES)
-        operations, errors = delta(OPERATIONS), delta(ERRORS)
-        attempts, successes = delta(RESUMPTION_ATTEMPTS), delta(RESUMPTION_SUCCESSES)
-        by_operation: dict[str, int] = {}
-        for attributes in now.counters.get(ERRORS, {}):
-            name = str(dict(attributes).get("operation", ""))
-            count = delta(ERRORS, operation=name)
-            if count:
-                by_operation[name] = count
-        flags: dict[str, dict[str, int]] = {}
-        for gauge, key in ((FLAG_STATE, "state"), (FLAG_ROLLOUT, "rollout_percentage")):
-            for attributes, value in now.gauges.get(gauge, {}).items():
-                flags.setdefault(str(dict(attributes)["flag"]), {})[key] = int(value)
-        heap = now.gauges.get(HEAP_USED_MB, {})
-        return MetricsSnapshot(
-            window_start=self._start,
-            window_end=end,
-            injection_latency=latency(INJECTION_LATENCY),
-            db_query_duration=latency(DB_QUERY_DURATION),
-            rag_search_duration=latency(RAG_SEARCH_DURATION),
-            cache_hits=hits,
-            cache_misses=misses,
-            cache_hit_rate=_ratio(hits, hits + misses),
-            operations=operations,
-            errors=errors,
-            error_rate=_ratio(errors, operations),
-            errors_by_operation=by_operation,
-            heap_used_mb=round(max(heap.values(), default=heap_used_mb()), 3),
-            overflow_events=delta(OVERFLOW_EVENTS),
-            resumption_attempts=attempts,
-            resumption_successes=successes,
-            resumption_success_rate=_ratio(successes, attempts),
-            cross_agent_failures=delta(CROSS_AGENT_FAILURES),
-            degraded_searches=delta(DEGRADED_SEARCHES),
-            flags=flags,
-        )
-
-
-def write_snapshot(path: str | os.PathLike[str], snapshot: MetricsSnapshot) -> Path:
-    """Write ``snapshot`` as JSON to ``path`` atomically (a reader never sees half a file)."""
-    target = Path(path)
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
-    try:
-        partial.write_text(json.dumps(snapshot.to_json(), indent=2) + "\n", encoding="utf-8")
-        os.replace(partial, target)
-    except OSError as error:
-        partial.unlink(missing_ok=True)
-        raise InvalidInputError(f"snapshot: cannot write {target}: {error}") from error
-    return target
-
-
-def read_snapshot(path: str | os.PathLike[str]) -> MetricsSnapshot:
-    """Read a snapshot file written by :func:`write_snapshot`."""
-    source = Path(path)
-    try:
-        document = json.loads(source.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise InvalidInputError(f"snapshot: cannot read {source}: {error}") from error
-    except json.JSONDecodeError as error:
-        raise InvalidInputError(f"snapshot: {source} is not JSON: {error}") from error
-    return MetricsSnapshot.from_json(document, str(source))

@@ -26,18 +26,9 @@ from flags import (
     InMemoryFlagProvider,
     normalized_hash,
 )
-from memory import (
-    DatabaseFlagProvider,
-    HashingEmbedder,
-    InvalidInputError,
-    Memory,
-    RetentionPolicy,
-    Scope,
-    cleanup,
-    create_engine,
-    upgrade,
-)
+from memory import HashingEmbedder, InvalidInputError, Memory, Scope
 from memory.cli import main
+from memory.ops import DatabaseFlagProvider, RetentionPolicy, cleanup, create_engine, upgrade
 
 pytestmark = pytest.mark.flags_as_configured
 

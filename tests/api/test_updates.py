@@ -28,13 +28,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from memory import (
-    HashingEmbedder,
-    InvalidInputError,
-    Memory,
-    MemoryEvent,
-    run_health_checks,
-)
+from memory import HashingEmbedder, InvalidInputError, Memory, MemoryEvent
+from memory.ops import run_health_checks
 from memory.telemetry import instruments as telemetry
 
 WRITER = """

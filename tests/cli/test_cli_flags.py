@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
 import memory
+import memory.ops
 from flags import (
     BUILTIN_FLAGS,
     USE_CROSS_AGENT_SHARING,
@@ -19,8 +20,8 @@ from flags import (
     USE_HIERARCHICAL_TIERS,
     normalized_hash,
 )
-from memory import DatabaseFlagProvider
 from memory.cli import main
+from memory.ops import DatabaseFlagProvider
 
 pytestmark = pytest.mark.flags_as_configured
 
@@ -32,8 +33,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     else:
         make_database: Callable[[], str] = request.getfixturevalue("make_postgres_database")
         url = make_database()
-    engine = memory.create_engine(url)
-    memory.upgrade(engine)
+    engine = memory.ops.create_engine(url)
+    memory.ops.upgrade(engine)
     engine.dispose()
     return url
 
@@ -51,7 +52,7 @@ def flags(url: str, *arguments: str) -> Result:
 
 
 def table_rows(url: str, table: str) -> int:
-    engine = memory.create_engine(url)
+    engine = memory.ops.create_engine(url)
     try:
         with engine.connect() as connection:
             return connection.execute(sa.text(f"SELECT COUNT(*) FROM {table}")).scalar_one()
@@ -181,8 +182,8 @@ def test_bad_input_is_refused_with_the_problem_named_and_nothing_written(
 
 def test_before_revision_0007_the_commands_say_to_migrate(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'old.db'}"
-    engine = memory.create_engine(url)
-    memory.upgrade(engine, "0006")
+    engine = memory.ops.create_engine(url)
+    memory.ops.upgrade(engine, "0006")
     engine.dispose()
     for arguments in (["list"], ["set", USE_ENHANCED_INJECTION, "--on"], ["reset"], ["audit"]):
         result = flags(url, *arguments)
@@ -194,7 +195,7 @@ def test_before_revision_0007_the_commands_say_to_migrate(tmp_path: Path) -> Non
 def test_the_cli_writes_what_the_provider_reads(database_url: str) -> None:
     rollout = ["--rollout", "25", "--force"]  # 0 -> 25 % skips the 10 % stage: forced
     flags(database_url, "set", USE_ENHANCED_INJECTION, *rollout, "--actor", "carol")
-    engine = memory.create_engine(database_url)
+    engine = memory.ops.create_engine(database_url)
     try:
         definition = DatabaseFlagProvider(engine).snapshot()[USE_ENHANCED_INJECTION]
     finally:

@@ -8,8 +8,8 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from memory import create_engine, head_revision
 from memory.cli import main
+from memory.ops import create_engine, head_revision
 
 # The demo switches the flags on in its own store: test it as it runs, with no environment.
 pytestmark = pytest.mark.flags_as_configured

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from memory import InvalidInputError, Memory, Scope, table_checksums
+from memory import InvalidInputError, Memory, Scope
+from memory.ops import table_checksums
 from memory.store.tables import PHASE_1_TABLES, PHASE_2_TABLES
 
 

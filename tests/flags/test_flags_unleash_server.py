@@ -37,7 +37,8 @@ from flags import (
     FlagProviderError,
     UnleashFlagProvider,
 )
-from memory import DatabaseFlagProvider, Memory
+from memory import Memory
+from memory.ops import DatabaseFlagProvider
 
 SERVER_DIR = Path(__file__).resolve().parent.parent / "unleash"
 # A cold start runs Unleash's ~300 database migrations: about 20 s on an idle 2-core machine,

@@ -21,16 +21,16 @@ from memory.cli import main
 from memory.core.errors import InvalidInputError
 from memory.ops import gates as gates
 from memory.store.flags import DatabaseFlagProvider
-from memory.telemetry import instruments as telemetry
+from memory.telemetry import snapshots
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
 
-def latency(p95: float | None) -> telemetry.LatencySummary:
-    return telemetry.LatencySummary(100, 10.0, p95, p95, p95, p95)
+def latency(p95: float | None) -> snapshots.LatencySummary:
+    return snapshots.LatencySummary(100, 10.0, p95, p95, p95, p95)
 
 
-HEALTHY = telemetry.MetricsSnapshot(
+HEALTHY = snapshots.MetricsSnapshot(
     window_start=NOW - timedelta(hours=1),
     window_end=NOW,
     injection_latency=latency(120.0),
@@ -170,8 +170,8 @@ def test_windows() -> None:
 # -- the snapshot source and the baseline file ------------------------------------------------
 
 
-def write(tmp_path: Path, snapshot: telemetry.MetricsSnapshot, name: str = "m.json") -> Path:
-    return telemetry.write_snapshot(tmp_path / name, snapshot)
+def write(tmp_path: Path, snapshot: snapshots.MetricsSnapshot, name: str = "m.json") -> Path:
+    return snapshots.write_snapshot(tmp_path / name, snapshot)
 
 
 def test_a_snapshot_gives_its_own_figures(tmp_path: Path) -> None:

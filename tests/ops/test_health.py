@@ -12,11 +12,10 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
-from memory import (
-    HashingEmbedder,
+from memory import HashingEmbedder, InvalidInputError, Memory
+from memory.cli import main
+from memory.ops import (
     HealthContext,
-    InvalidInputError,
-    Memory,
     cleanup,
     create_engine,
     health_checks,
@@ -25,7 +24,6 @@ from memory import (
     unregister_health_check,
     upgrade,
 )
-from memory.cli import main
 from memory.ops.health import CheckOutcome
 
 DEAD_POSTGRES = "postgresql://postgres@127.0.0.1:1/test"  # nothing listens on port 1

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from memory import Memory, table_checksums
+from memory import Memory
+from memory.ops import table_checksums
 from memory.store.tables import PHASE_1_TABLES, PHASE_2_TABLES
 
 RUNBOOKS = sorted((Path(__file__).resolve().parents[2] / "runbooks").glob("*.md"))

@@ -16,9 +16,11 @@ from typing import Any
 
 import pytest
 
-from memory import HashingEmbedder, InvalidInputError, Memory, read_snapshot
+from memory import HashingEmbedder, InvalidInputError, Memory
+from memory.ops import read_snapshot
 from memory.ops.workload import WorkloadConfig, run_workload, workload_flags
 from memory.telemetry import instruments as telemetry
+from memory.telemetry import snapshots
 
 # The console script next to this interpreter: the workload runs as operators run it.
 MEMCTL = str(Path(sys.executable).with_name("memctl"))
@@ -100,7 +102,7 @@ def test_a_running_workload_serves_every_instrument_and_writes_a_snapshot(
 
 
 def test_error_rate_fails_that_share_of_operations(store: Memory) -> None:
-    window = telemetry.SnapshotWindow()
+    window = snapshots.SnapshotWindow()
     report = run_workload(store, WorkloadConfig(duration=2, rate=60, workers=2, error_rate=1.0))
     snapshot = window.snapshot()
 

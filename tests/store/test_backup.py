@@ -1,4 +1,4 @@
-"""Backups and restores: ``memory.backup`` / ``verify_backup`` / ``restore_backup`` and
+"""Backups and restores: ``memory.ops.backup`` / ``verify_backup`` / ``restore_backup`` and
 ``memctl backup`` / ``memctl backup --verify`` / ``memctl restore``.
 
 Every test runs for each way of taking a backup: the SQLite online backup API and the
@@ -26,17 +26,10 @@ import sqlalchemy as sa
 from click.testing import CliRunner, Result
 
 import memory
-from memory import (
-    ArchiveError,
-    InvalidInputError,
-    Memory,
-    SchemaError,
-    TableChecksum,
-    backup,
-    restore_backup,
-    verify_backup,
-)
+import memory.ops
+from memory import ArchiveError, InvalidInputError, Memory, SchemaError
 from memory.cli import main
+from memory.ops import TableChecksum, backup, restore_backup, verify_backup
 from memory.store.schema import database_revision
 
 USER = "ada"
@@ -141,7 +134,7 @@ def _populate(url: str, memories: int = 30) -> None:
 
 @contextmanager
 def _engine(url: str) -> Iterator[sa.Engine]:
-    engine = memory.create_engine(url)
+    engine = memory.ops.create_engine(url)
     try:
         yield engine
     finally:
@@ -150,7 +143,7 @@ def _engine(url: str) -> Iterator[sa.Engine]:
 
 def _checksums(url: str, tables: Iterable[str]) -> dict[str, TableChecksum]:
     with _engine(url) as engine, engine.connect() as connection:
-        return memory.table_checksums(connection, sorted(tables))
+        return memory.ops.table_checksums(connection, sorted(tables))
 
 
 def _table_names(url: str) -> set[str]:
@@ -197,7 +190,7 @@ def test_backup_verify_and_restore_round_trip(case: Case, tmp_path: Path) -> Non
     info = backup(source, directory, method=case.method)  # type: ignore[arg-type]
 
     assert (info.directory, info.backend, info.method) == (directory, case.dialect, case.method)
-    assert info.revision == memory.head_revision()
+    assert info.revision == memory.ops.head_revision()
     assert info.created_at.tzinfo is not None
     assert CORE_TABLES <= set(info.tables)
     assert "alembic_version" not in info.tables
@@ -461,11 +454,11 @@ def test_restore_into_an_empty_database_that_already_has_a_schema(
     for revision in ("head", "0003"):
         target = case.new_database()
         with _engine(target) as engine:
-            memory.upgrade(engine, revision)
+            memory.ops.upgrade(engine, revision)
         result = restore_backup(target, directory)
         assert result.tables == expected
         with _engine(target) as engine:
-            assert database_revision(engine) == memory.head_revision()
+            assert database_revision(engine) == memory.ops.head_revision()
 
 
 # -- the backup directory -------------------------------------------------------------------------

@@ -7,25 +7,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-import memory
-from memory import (
-    DatabaseUnavailableError,
-    InvalidInputError,
-    Memory,
-    SchemaError,
-    create_engine,
-    head_revision,
-    resolve_database_url,
-    upgrade,
-)
+from memory import DatabaseUnavailableError, InvalidInputError, Memory, SchemaError
+from memory.ops import create_engine, head_revision, resolve_database_url, upgrade
 from memory.store.schema import MEMORIES_REVISION
-
-
-def test_public_names_are_exactly_all() -> None:
-    public = sorted(name for name in dir(memory) if not name.startswith("_"))
-    submodules = {"cli"}  # imported by the console script, not part of the API
-    assert sorted(set(public) - submodules) == sorted(memory.__all__)
-    assert memory.__all__ == sorted(memory.__all__)
 
 
 def test_url_comes_from_caller_then_environment_then_default(

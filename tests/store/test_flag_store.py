@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 import memory
+import memory.ops
 from flags import (
     BUILTIN_FLAGS,
     USE_CROSS_AGENT_SHARING,
@@ -26,7 +27,8 @@ from flags import (
     FlagSet,
     Rule,
 )
-from memory import DatabaseFlagProvider, InvalidInputError, SchemaError, StoredFlag
+from memory import InvalidInputError, SchemaError
+from memory.ops import DatabaseFlagProvider, StoredFlag
 from memory.store.schema import database_revision
 
 BACKENDS = ["sqlite-file", "sqlite-memory", "postgresql"]
@@ -43,8 +45,8 @@ def _fresh_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> 
 
 
 def _engine_at_head(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sa.Engine]:
-    engine = memory.create_engine(_fresh_url(request.param, tmp_path, request))
-    memory.upgrade(engine)
+    engine = memory.ops.create_engine(_fresh_url(request.param, tmp_path, request))
+    memory.ops.upgrade(engine)
     yield engine
     engine.dispose()
 
@@ -395,9 +397,9 @@ def test_bad_input_names_the_problem_and_writes_nothing(
 def test_before_revision_0007_writes_refuse_and_evaluation_falls_back(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    engine = memory.create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    engine = memory.ops.create_engine(f"sqlite:///{tmp_path / 'old.db'}")
     try:
-        memory.upgrade(engine, "0006")
+        memory.ops.upgrade(engine, "0006")
         provider = DatabaseFlagProvider(engine)
         with pytest.raises(SchemaError, match="revision 0007.*memctl migrate"):
             provider.set_flag(USE_ENHANCED_INJECTION, on=True, actor="ops")
@@ -447,24 +449,24 @@ def test_downgrading_0007_archives_the_flag_tables_and_restore_brings_them_back(
     provider.override(USE_ENHANCED_INJECTION, session="s-1", on=False, actor="ops")
     provider.set_agent(USE_ENHANCED_INJECTION, "planner", kind="allow", actor="ops")
     with shared_engine.connect() as connection:
-        before = memory.table_checksums(connection, TABLES)
+        before = memory.ops.table_checksums(connection, TABLES)
     snapshot = dict(provider.snapshot())
 
     with pytest.raises(memory.ArchiveError, match="flag_audit.*archive"):
-        memory.downgrade(shared_engine, "0006")  # rows and no archive: refused, nothing lost
-    assert database_revision(shared_engine) == memory.head_revision()
+        memory.ops.downgrade(shared_engine, "0006")  # rows and no archive: refused, nothing lost
+    assert database_revision(shared_engine) == memory.ops.head_revision()
     assert rows(shared_engine, "flag_audit") == 3
 
     archive = tmp_path / "archive"
-    memory.downgrade(shared_engine, "0006", archive)
+    memory.ops.downgrade(shared_engine, "0006", archive)
     assert not set(TABLES) & set(sa.inspect(shared_engine).get_table_names())
-    manifest = memory.verify_archive(archive)
+    manifest = memory.ops.verify_archive(archive)
     assert {name: manifest[name] for name in TABLES} == before
 
-    memory.upgrade(shared_engine)
-    assert memory.restore_archive(shared_engine, archive)["flag_audit"] == 3
+    memory.ops.upgrade(shared_engine)
+    assert memory.ops.restore_archive(shared_engine, archive)["flag_audit"] == 3
     with shared_engine.connect() as connection:
-        assert memory.table_checksums(connection, TABLES) == before
+        assert memory.ops.table_checksums(connection, TABLES) == before
     assert dict(provider.snapshot()) == snapshot
     # The audit goes on after the restored rows (PostgreSQL's sequence was moved on).
     provider.set_flag(USE_ENHANCED_INJECTION, rollout=50, actor="ops")

@@ -14,9 +14,10 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from memory import DatabaseFlagProvider, HashingEmbedder, Memory, table_checksums
+from memory import HashingEmbedder, Memory
 from memory.cli import main
 from memory.core.text import terms
+from memory.ops import DatabaseFlagProvider, table_checksums
 from memory.store.tables import Base
 
 PERSISTENT = ["sqlite-file", "postgresql"]

@@ -15,7 +15,6 @@ import pytest
 from flags import BUILTIN_FLAGS
 from memory import (
     AddedObservations,
-    DatabaseFlagProvider,
     Entity,
     EntityGraph,
     HashingEmbedder,
@@ -24,8 +23,8 @@ from memory import (
     Memory,
     NotFoundError,
     Relation,
-    head_revision,
 )
+from memory.ops import DatabaseFlagProvider, head_revision
 
 BACKENDS = ["sqlite-file", "sqlite-memory", "postgresql"]
 

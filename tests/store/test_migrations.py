@@ -25,6 +25,7 @@ from pytest_alembic.tests import (  # noqa: F401 - collected as tests of this mo
 )
 
 import memory
+import memory.ops
 from memory import ArchiveError, HashingEmbedder, Memory, MemoryStoreError, SchemaError
 from memory.cli import main
 from memory.store.events import ChainReport, event_table, rechain, verify_chain
@@ -66,7 +67,7 @@ def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -
 
 @pytest.fixture
 def engine(database_url: str) -> Iterator[sa.Engine]:
-    engine = memory.create_engine(database_url)
+    engine = memory.ops.create_engine(database_url)
     yield engine
     engine.dispose()
 
@@ -83,7 +84,7 @@ def alembic_config() -> Any:
 @pytest.fixture
 def alembic_engine(database_url: str) -> Iterator[sa.Engine]:
     """The engine pytest-alembic hands to ``env.py``, configured exactly as ``memctl``'s."""
-    engine = memory.create_engine(database_url)
+    engine = memory.ops.create_engine(database_url)
     try:
         yield engine
     finally:
@@ -107,11 +108,11 @@ def _table_names(engine: sa.Engine) -> set[str]:
 
 def _checksums(
     engine: sa.Engine, tables: Iterable[str] | None = None
-) -> dict[str, memory.TableChecksum]:
+) -> dict[str, memory.ops.TableChecksum]:
     """Checksums of ``tables``, by default of every table the database holds now."""
     names = sorted(_table_names(engine)) if tables is None else list(tables)
     with engine.connect() as connection:
-        return memory.table_checksums(connection, names)
+        return memory.ops.table_checksums(connection, names)
 
 
 def _observation_text(user: str, entity: int, number: int) -> str:
@@ -214,7 +215,7 @@ def _manifest(directory: Path) -> dict[str, Any]:
 def test_data_survives_upgrade_downgrade_and_restore(
     engine: sa.Engine, database_url: str, tmp_path: Path
 ) -> None:
-    memory.upgrade(engine, PHASE_1_REVISION)
+    memory.ops.upgrade(engine, PHASE_1_REVISION)
     assert database_revision(engine) == PHASE_1_REVISION
     stored = _populate_phase_1(database_url)
     phase_1 = _checksums(engine, PHASE_1_TABLES)
@@ -222,8 +223,8 @@ def test_data_survives_upgrade_downgrade_and_restore(
     assert phase_1["entities"].rows == len(USERS) * (ENTITIES_PER_USER - 1)
     assert phase_1["relations"].rows > 0
 
-    memory.upgrade(engine)
-    assert database_revision(engine) == memory.head_revision()
+    memory.ops.upgrade(engine)
+    assert database_revision(engine) == memory.ops.head_revision()
     assert _checksums(engine, PHASE_1_TABLES) == phase_1
 
     largest = _populate_phase_2(database_url)
@@ -232,7 +233,7 @@ def test_data_survives_upgrade_downgrade_and_restore(
     assert all(before[name].rows > 0 for name in PHASE_2_TABLES), before
 
     archive = tmp_path / "archive"
-    memory.downgrade(engine, PHASE_1_REVISION, archive)
+    memory.ops.downgrade(engine, PHASE_1_REVISION, archive)
     assert database_revision(engine) == PHASE_1_REVISION
     assert _table_names(engine) == set(PHASE_1_TABLES)
     assert _checksums(engine, PHASE_1_TABLES) == phase_1
@@ -243,7 +244,7 @@ def test_data_survives_upgrade_downgrade_and_restore(
         assert entry["revision"] == PHASE_2_REVISION
         assert (entry["rows"], entry["sha256"]) == (before[name].rows, before[name].sha256), name
         assert (archive / entry["file"]).is_file()
-    verified = memory.verify_archive(archive)
+    verified = memory.ops.verify_archive(archive)
     # The event log is archived by 0008, after 0010 re-hashed it in the form 0008 knows
     # (the hash covers the target, not its digest): the same events, other hashes. The
     # restore below brings the current form back.
@@ -259,9 +260,9 @@ def test_data_survives_upgrade_downgrade_and_restore(
         # The Phase 1 graph keeps working on the rolled-back schema.
         assert len(store.graph("ada").read_graph().entities) == ENTITIES_PER_USER - 1
 
-    memory.upgrade(engine)
+    memory.ops.upgrade(engine)
     assert all(_checksums(engine, PHASE_2_TABLES)[name].rows == 0 for name in PHASE_2_TABLES)
-    restored = memory.restore_archive(engine, archive)
+    restored = memory.ops.restore_archive(engine, archive)
     assert restored == {name: before[name].rows for name in manifest["tables"]}
     assert _checksums(engine) == before
 
@@ -295,16 +296,16 @@ def test_data_survives_upgrade_downgrade_and_restore(
 def test_downgrade_without_archive_refuses_to_drop_rows(
     engine: sa.Engine, database_url: str
 ) -> None:
-    memory.upgrade(engine)
+    memory.ops.upgrade(engine)
     with Memory.open(database_url, embedder=HashingEmbedder()) as store:
         store.scope(user="ada", agent="planner").add("a memory that must not be lost")
     before = _checksums(engine)
 
     # The first table with rows on the way down: the event log (0008) logged the add.
     with pytest.raises(ArchiveError, match="(memory_events|memories|memory_embeddings).*archive"):
-        memory.downgrade(engine, PHASE_1_REVISION)
+        memory.ops.downgrade(engine, PHASE_1_REVISION)
 
-    assert database_revision(engine) == memory.head_revision()
+    assert database_revision(engine) == memory.ops.head_revision()
     assert _checksums(engine) == before
     assert before["memories"].rows == 1
 
@@ -312,14 +313,14 @@ def test_downgrade_without_archive_refuses_to_drop_rows(
 def test_downgrade_without_archive_passes_when_tables_are_empty(
     engine: sa.Engine, database_url: str
 ) -> None:
-    memory.upgrade(engine)
+    memory.ops.upgrade(engine)
     with Memory.open(database_url, embedder=HashingEmbedder()) as store:
         store.graph("ada").create_entities(
             [{"name": "Ada", "entityType": "person", "observations": ["writes Python"]}]
         )
     phase_1 = _checksums(engine, PHASE_1_TABLES)
 
-    memory.downgrade(engine, PHASE_1_REVISION)
+    memory.ops.downgrade(engine, PHASE_1_REVISION)
 
     assert database_revision(engine) == PHASE_1_REVISION
     assert _table_names(engine) == set(PHASE_1_TABLES)
@@ -331,7 +332,7 @@ def test_refused_downgrade_through_several_revisions_changes_nothing(
 ) -> None:
     """Revision 0004's tables are empty and could go, but 0002 would drop relations that
     hold rows: the whole downgrade is one transaction, so nothing at all is dropped."""
-    memory.upgrade(engine)
+    memory.ops.upgrade(engine)
     with Memory.open(database_url, embedder=HashingEmbedder()) as store:
         graph = store.graph("ada")
         graph.create_entities([{"name": "Ada", "entityType": "person"},
@@ -341,9 +342,9 @@ def test_refused_downgrade_through_several_revisions_changes_nothing(
     before = _checksums(engine)
 
     with pytest.raises(ArchiveError, match="relations"):
-        memory.downgrade(engine, "base")
+        memory.ops.downgrade(engine, "base")
 
-    assert database_revision(engine) == memory.head_revision()
+    assert database_revision(engine) == memory.ops.head_revision()
     assert _table_names(engine) == tables
     assert _checksums(engine) == before
 
@@ -353,14 +354,14 @@ def test_refused_downgrade_through_several_revisions_changes_nothing(
 
 def _archived_phase_2(
     engine: sa.Engine, url: str, directory: Path
-) -> dict[str, memory.TableChecksum]:
+) -> dict[str, memory.ops.TableChecksum]:
     """Fill Phase 2, roll it back into ``directory``, migrate again; returns the checksums
     from before the rollback."""
-    memory.upgrade(engine)
+    memory.ops.upgrade(engine)
     _populate_phase_2(url)
     before = _checksums(engine)
-    memory.downgrade(engine, PHASE_1_REVISION, directory)
-    memory.upgrade(engine)
+    memory.ops.downgrade(engine, PHASE_1_REVISION, directory)
+    memory.ops.upgrade(engine)
     return before
 
 
@@ -390,7 +391,7 @@ def test_restore_refuses_a_corrupted_archive(
         original = path.read_bytes()
         path.write_bytes(_change_one_byte(original))
         with pytest.raises(ArchiveError, match="corrupt"):
-            memory.restore_archive(engine, archive)
+            memory.ops.restore_archive(engine, archive)
         assert _phase_2_rows(engine) == empty, path.name
         path.write_bytes(original)
 
@@ -399,12 +400,12 @@ def test_restore_refuses_a_corrupted_archive(
     original = path.read_bytes()
     path.write_bytes(b"".join(original.splitlines(keepends=True)[1:]))
     with pytest.raises(ArchiveError, match="corrupt"):
-        memory.restore_archive(engine, archive)
+        memory.ops.restore_archive(engine, archive)
     assert _phase_2_rows(engine) == empty
     path.write_bytes(original)
 
     # The intact archive restores: the refusals above were about the corruption alone.
-    memory.restore_archive(engine, archive)
+    memory.ops.restore_archive(engine, archive)
     assert _checksums(engine) == before
 
 
@@ -425,10 +426,10 @@ def test_restore_is_all_or_nothing(
     manifest = _manifest(archive)
     manifest["tables"]["memory_metadata"]["sha256"] = hashlib.sha256(tampered).hexdigest()
     (archive / "manifest.json").write_text(json.dumps(manifest), "utf-8")
-    memory.verify_archive(archive)  # the manifest agrees with the files
+    memory.ops.verify_archive(archive)  # the manifest agrees with the files
 
     with pytest.raises(ArchiveError, match="dropped_column"):
-        memory.restore_archive(engine, archive)
+        memory.ops.restore_archive(engine, archive)
 
     # memories is restored before memory_metadata (its parent), and was rolled back.
     assert _phase_2_rows(engine) == {name: 0 for name in PHASE_2_TABLES}
@@ -456,17 +457,17 @@ def test_restore_refuses_tables_that_are_not_empty(
         connection.execute(sa.text("DELETE FROM memory_events"))
 
     with pytest.raises(ArchiveError, match=f"{last}.*already has 1 rows"):
-        memory.restore_archive(engine, archive)
+        memory.ops.restore_archive(engine, archive)
     assert _phase_2_rows(engine) == {name: int(name == last) for name in PHASE_2_TABLES}
 
     with engine.begin() as connection:
         connection.execute(sa.text(f"DELETE FROM {last}"))
-    memory.restore_archive(engine, archive)
+    memory.ops.restore_archive(engine, archive)
     assert _checksums(engine) == before
 
     # Restoring the same archive twice is refused and changes nothing.
     with pytest.raises(ArchiveError, match="already has"):
-        memory.restore_archive(engine, archive)
+        memory.ops.restore_archive(engine, archive)
     assert _checksums(engine) == before
 
 
@@ -500,13 +501,13 @@ def _chain_with_a_forgotten_user(database_url: str) -> None:
 def test_0010_keeps_every_event_and_a_verifiable_chain_both_ways(
     engine: sa.Engine, database_url: str
 ) -> None:
-    memory.upgrade(engine)
+    memory.ops.upgrade(engine)
     _chain_with_a_forgotten_user(database_url)
     events = _event_rows(engine)
     assert [row["target"] for row in events if row["redacted"]] == ["", "", ""]
     assert _verify_at(engine, True).ok
 
-    memory.downgrade(engine, "0009")
+    memory.ops.downgrade(engine, "0009")
     assert database_revision(engine) == "0009"
     with engine.connect() as connection:
         columns = {column["name"] for column in sa.inspect(connection).get_columns("memory_events")}
@@ -516,7 +517,7 @@ def test_0010_keeps_every_event_and_a_verifiable_chain_both_ways(
     report = _verify_at(engine, False)
     assert (report.ok, report.checked) == (True, len(events))
 
-    memory.upgrade(engine)
+    memory.ops.upgrade(engine)
     assert _event_rows(engine) == events
     with Memory.open(database_url, embedder=HashingEmbedder()) as store:
         assert store.verify_events().ok
@@ -527,9 +528,9 @@ def test_0010_keeps_every_event_and_a_verifiable_chain_both_ways(
 def test_0010_blanks_the_targets_of_users_forgotten_before_it(
     engine: sa.Engine, database_url: str
 ) -> None:
-    memory.upgrade(engine)
+    memory.ops.upgrade(engine)
     _chain_with_a_forgotten_user(database_url)
-    memory.downgrade(engine, "0009")
+    memory.ops.downgrade(engine, "0009")
     # As 0009 left it: a forgotten user's events kept their targets.
     table = event_table(False)
     with engine.begin() as connection:
@@ -539,7 +540,7 @@ def test_0010_blanks_the_targets_of_users_forgotten_before_it(
         rechain(connection, table, with_target_digests=False)
     assert _verify_at(engine, False).ok
 
-    memory.upgrade(engine)
+    memory.ops.upgrade(engine)
     with engine.connect() as connection:
         targets = connection.execute(
             sa.text("SELECT target FROM memory_events WHERE redacted = :yes"), {"yes": True}
@@ -551,15 +552,15 @@ def test_0010_blanks_the_targets_of_users_forgotten_before_it(
 def test_0010_refuses_to_rehash_a_chain_that_does_not_verify(
     engine: sa.Engine, database_url: str
 ) -> None:
-    memory.upgrade(engine)
+    memory.ops.upgrade(engine)
     _chain_with_a_forgotten_user(database_url)
-    memory.downgrade(engine, "0009")
+    memory.ops.downgrade(engine, "0009")
     with engine.begin() as connection:
         connection.execute(sa.text("UPDATE memory_events SET agent_id = 'intruder' WHERE seq = 2"))
     before = _checksums(engine)
 
     with pytest.raises(SchemaError, match="first bad event 2"):
-        memory.upgrade(engine)
+        memory.ops.upgrade(engine)
 
     assert database_revision(engine) == "0009"
     assert _checksums(engine) == before
@@ -645,11 +646,11 @@ def test_phase_1_api_is_identical_before_and_after_0004(
     results = {}
     for revision in (PHASE_1_REVISION, "head"):
         url = _fresh_database_url(backend, tmp_path, request, name=f"at-{revision}.db")
-        engine = memory.create_engine(url)
+        engine = memory.ops.create_engine(url)
         try:
-            memory.upgrade(engine, revision)
+            memory.ops.upgrade(engine, revision)
             assert database_revision(engine) == (
-                PHASE_1_REVISION if revision == PHASE_1_REVISION else memory.head_revision()
+                PHASE_1_REVISION if revision == PHASE_1_REVISION else memory.ops.head_revision()
             )
         finally:
             engine.dispose()
@@ -693,7 +694,7 @@ def _memctl(url: str, *args: str) -> Result:
 def test_memctl_migrate_check_rollback_and_restore(
     engine: sa.Engine, database_url: str, tmp_path: Path
 ) -> None:
-    head = memory.head_revision()
+    head = memory.ops.head_revision()
 
     result = _memctl(database_url, "current")
     assert (result.exit_code, result.stdout.strip()) == (0, f"empty (head is {head})")
@@ -719,7 +720,7 @@ def test_memctl_migrate_check_rollback_and_restore(
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     revisions = [line[2:].split()[0] for line in lines]
-    assert revisions == [item.revision for item in memory.history()]
+    assert revisions == [item.revision for item in memory.ops.history()]
     assert revisions[:4] == ["0001", "0002", "0003", "0004"]
     assert [line[0] for line in lines] == ["*" if r == head else " " for r in revisions]
 
@@ -760,7 +761,7 @@ def test_memctl_migrate_check_rollback_and_restore(
 def test_memctl_rollback_archives_into_the_working_directory_by_default(
     engine: sa.Engine, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    memory.upgrade(engine)
+    memory.ops.upgrade(engine)
     with Memory.open(database_url, embedder=HashingEmbedder()) as store:
         store.scope(user="ada", agent="planner").add("kept in the archive")
     monkeypatch.chdir(tmp_path)
@@ -768,7 +769,7 @@ def test_memctl_rollback_archives_into_the_working_directory_by_default(
     result = _memctl(database_url, "rollback", "--to", "0003")
     assert result.exit_code == 0, result.output
 
-    (archive,) = tmp_path.glob(f"memory-archive-{memory.head_revision()}-*")
+    (archive,) = tmp_path.glob(f"memory-archive-{memory.ops.head_revision()}-*")
     assert _manifest(archive)["tables"]["memories"]["rows"] == 1
     assert str(archive.name) in result.stdout
 
@@ -787,7 +788,7 @@ def test_memctl_rollback_archives_into_the_working_directory_by_default(
 def test_memctl_unknown_revision_is_a_clear_error(
     engine: sa.Engine, database_url: str, tmp_path: Path, args: tuple[str, ...]
 ) -> None:
-    memory.upgrade(engine, PHASE_1_REVISION)
+    memory.ops.upgrade(engine, PHASE_1_REVISION)
     archive = tmp_path / "archive"
     args = tuple(str(archive) if arg == "ARCHIVE" else arg for arg in args)
 

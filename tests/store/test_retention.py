@@ -26,19 +26,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import memory
-from memory import (
-    HashingEmbedder,
-    InvalidInputError,
-    Memory,
-    NotFoundError,
+import memory.ops
+from memory import HashingEmbedder, InvalidInputError, Memory, NotFoundError, SchemaError
+from memory.cli import main
+from memory.ops import (
     RetentionPolicy,
     RetentionWorker,
-    SchemaError,
     cleanup,
     extractive_summary,
     last_cleanup_run,
 )
-from memory.cli import main
 from memory.store.schema import MEMORIES_REVISION
 from memory.store.tables import Base
 
@@ -200,9 +197,9 @@ def summaries(store: Memory) -> list[dict[str, Any]]:
         return [dict(row, sources=json.loads(row["value_json"])) for row in rows]
 
 
-def checksums(store: Memory) -> dict[str, memory.TableChecksum]:
+def checksums(store: Memory) -> dict[str, memory.ops.TableChecksum]:
     with store.engine.connect() as connection:
-        return memory.table_checksums(connection, CHANGED_TABLES)
+        return memory.ops.table_checksums(connection, CHANGED_TABLES)
 
 
 def wait_until(condition: Callable[[], bool], what: str) -> None:
@@ -706,9 +703,9 @@ def test_invalid_policies_and_arguments_are_refused(store: Memory) -> None:
 
 def test_cleanup_needs_the_retention_revision(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'old.db'}"
-    engine = memory.create_engine(url)
+    engine = memory.ops.create_engine(url)
     try:
-        memory.upgrade(engine, "0005")
+        memory.ops.upgrade(engine, "0005")
     finally:
         engine.dispose()
     with Memory.open(url, embedder=None) as store:
@@ -784,9 +781,9 @@ def test_memctl_cleanup(store_url: str, monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_memctl_cleanup_reports_an_old_schema_in_one_line(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'old.db'}"
-    engine = memory.create_engine(url)
+    engine = memory.ops.create_engine(url)
     try:
-        memory.upgrade(engine, "0005")
+        memory.ops.upgrade(engine, "0005")
     finally:
         engine.dispose()
     result = _memctl(url)

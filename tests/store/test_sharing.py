@@ -43,10 +43,10 @@ from memory import (
     NotFoundError,
     PermissionDeniedError,
     StaleVersionError,
-    cleanup,
 )
 from memory.cli import main
 from memory.core.types import Tier
+from memory.ops import cleanup
 from memory.search.keywords import visible_among
 from memory.store.sharing import Readable
 from memory.store.tables import Base, utcnow

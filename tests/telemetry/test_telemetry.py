@@ -17,11 +17,8 @@ import sqlalchemy as sa
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from flags import FlagDefinition, FlagEvaluator, InMemoryFlagProvider
-from memory import (
-    HashingEmbedder,
-    InvalidInputError,
-    Memory,
-    NotFoundError,
+from memory import HashingEmbedder, InvalidInputError, Memory, NotFoundError
+from memory.ops import (
     observe_flags,
     read_snapshot,
     start_otlp_exporter,
@@ -31,6 +28,7 @@ from memory import (
 )
 from memory.ops.workload import workload_flags
 from memory.telemetry import instruments as telemetry
+from memory.telemetry import snapshots
 
 Points = dict[str, list[tuple[dict[str, Any], Any]]]
 
@@ -206,7 +204,7 @@ def test_quantiles_are_interpolated_like_promql() -> None:
 def test_a_snapshot_covers_its_window_and_round_trips(tmp_path: Path) -> None:
     recording = telemetry.instruments()
     recording.injection_latency.record(500.0, {"backend": "sqlite", "cache": "miss"})
-    window = telemetry.SnapshotWindow()  # what came before is not in the window
+    window = snapshots.SnapshotWindow()  # what came before is not in the window
     for value in (1.0, 1.5, 2.5, 4.0):
         recording.injection_latency.record(value, {"backend": "sqlite", "cache": "miss"})
     recording.cache_hits.add(3, {"cache": "injection"})
@@ -253,7 +251,7 @@ def test_a_bad_snapshot_file_is_refused_clearly(
 
 
 def test_snapshot_write_failure_leaves_nothing(tmp_path: Path) -> None:
-    snapshot = telemetry.SnapshotWindow().snapshot()
+    snapshot = snapshots.SnapshotWindow().snapshot()
     with pytest.raises(InvalidInputError, match="cannot write"):
         write_snapshot(tmp_path / "missing-dir" / "metrics.json", snapshot)
     assert list(tmp_path.iterdir()) == []
