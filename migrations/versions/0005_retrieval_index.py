@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 from memory.store.archive import archive_before_drop
+from memory.store.indexing import rebuild_missing_terms
 
 revision = "0005"
 down_revision = "0004"
@@ -87,8 +88,6 @@ def upgrade() -> None:
         )
     # Memories written before this revision have no terms or embeddings yet; terms are
     # derived from content, so build them here. Embeddings need the model: `memctl reembed`.
-    from memory.store.indexing import rebuild_missing_terms
-
     rebuild_missing_terms(op.get_bind())
 
 
