@@ -49,6 +49,7 @@ from memory.store.flags import default_evaluator
 from memory.store.forget import FORGET_OPERATION, ForgetReport, forget_user
 from memory.store.graph import EntityGraph
 from memory.store.memories import Store
+from memory.store.preferences import Preferences
 from memory.store.schema import (
     MEMORIES_REVISION,
     database_revision,
@@ -57,6 +58,7 @@ from memory.store.schema import (
     revision_at_least,
     upgrade,
 )
+from memory.store.sessions import Sessions
 from memory.store.sharing import TeamInput
 from memory.telemetry import instruments as telemetry
 from memory.updates import UPDATES_URL_ENV, Subscription, Updates, UpdatesStatus
@@ -106,9 +108,15 @@ class Memory:
         telemetry.observe_flags(self.flags)  # the memory.flag.* gauges
         self._db = Database(engine)
         self._store = Store(self._db)
+        self._preferences = Preferences(self._db)
+        self._sessions = Sessions(self._db)
         self._retriever = Retriever(self._db, self._store, embedder)
         self._injector = Injector(
-            self._store, self._retriever, token_counter or LazyTokenCounter(), summarizer
+            self._store,
+            self._sessions,
+            self._retriever,
+            token_counter or LazyTokenCounter(),
+            summarizer,
         )
         self._updates = Updates(self._db, updates or os.environ.get(UPDATES_URL_ENV) or "inprocess")
         self._db.after_commit = self._updates.publish
@@ -240,6 +248,8 @@ class Memory:
         checked = validate(ScopeInput, {"user": user, "agent": agent, "session": session})
         return Scope(
             self._store,
+            self._preferences,
+            self._sessions,
             self._retriever,
             self._injector,
             Owner(checked.user, checked.agent, checked.session),

@@ -61,6 +61,7 @@ from memory.core.types import CodePattern, MemoryEvent, MemoryRecord, Owner, Ses
 from memory.search.embeddings import TokenCounter
 from memory.search.retriever import Retriever
 from memory.store.memories import Store
+from memory.store.sessions import Sessions
 from memory.store.sharing import grants_version
 from memory.store.tables import utcnow
 from memory.telemetry import instruments as telemetry
@@ -284,12 +285,14 @@ class Injector:
     def __init__(
         self,
         store: Store,
+        sessions: Sessions,
         retriever: Retriever,
         count_tokens: TokenCounter,
         summarizer: Summarizer | None = None,
         cache_size: int = 512,
     ) -> None:
         self._store = store
+        self._sessions = sessions
         self._retriever = retriever
         self.count_tokens = count_tokens
         # The same memories come back query after query: count each line's tokens once.
@@ -410,7 +413,7 @@ class Injector:
         """The latest checkpoint of ``session`` and its working memory, or a clear error."""
         recording = telemetry.instruments()
         recording.resumption_attempts.add(1, self._backend)
-        checkpoint = self._store.latest_checkpoint(owner, session)
+        checkpoint = self._sessions.latest(owner, session)
         if checkpoint is None:
             raise NotFoundError(f"session {session!r} has no saved state for this user")
         if checkpoint.expires_at is not None and checkpoint.expires_at <= utcnow():

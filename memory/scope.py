@@ -60,6 +60,8 @@ from memory.inject import (
 from memory.search.retriever import Retriever
 from memory.store import sharing as sharing
 from memory.store.memories import Embedded, Store
+from memory.store.preferences import Preferences
+from memory.store.sessions import Sessions
 from memory.store.sharing import Access, Grant, NewGrant
 from memory.store.tables import utcnow
 from memory.telemetry import instruments as telemetry
@@ -80,6 +82,8 @@ class Scope:
     def __init__(
         self,
         store: Store,
+        preferences: Preferences,
+        sessions: Sessions,
         retriever: Retriever,
         injector: Injector,
         owner: Owner,
@@ -87,6 +91,8 @@ class Scope:
         flags: Callable[[], FlagEvaluator],
     ) -> None:
         self._store = store
+        self._preferences = preferences
+        self._sessions = sessions
         self._retriever = retriever
         self._injector = injector
         self._owner = owner
@@ -419,24 +425,24 @@ class Scope:
             NewPreference,
             {"key": key, "value": self._redaction.value(value), "confidence": confidence},
         )
-        return self._store.set_preference(self._owner, item)
+        return self._preferences.set_preference(self._owner, item)
 
     @telemetry.counted("get_preference")
     def get_preference(self, key: str) -> Preference | None:
         """The user's current value for ``key``, or None."""
         checked = validate(NewPreference, {"key": key, "value": None})
-        return self._store.get_preference(self._owner, checked.key)
+        return self._preferences.get_preference(self._owner, checked.key)
 
     @telemetry.counted("list_preferences")
     def list_preferences(self) -> builtins.list[Preference]:
         """All of the user's preferences, by key."""
-        return self._store.list_preferences(self._owner)
+        return self._preferences.list_preferences(self._owner)
 
     @telemetry.counted("delete_preference")
     def delete_preference(self, key: str) -> None:
         """Remove the user's preference ``key``. Raises ``NotFoundError``."""
         checked = validate(NewPreference, {"key": key, "value": None})
-        self._store.delete_preference(self._owner, checked.key)
+        self._preferences.delete_preference(self._owner, checked.key)
 
     # -- code patterns ------------------------------------------------------------------------
 
@@ -462,12 +468,12 @@ class Scope:
                 "tags": self._redaction.value(as_list(tags, "tags")),
             },
         )
-        return self._store.record_pattern(self._owner, item)
+        return self._preferences.record_pattern(self._owner, item)
 
     @telemetry.counted("use_pattern")
     def use_pattern(self, pattern_id: int) -> CodePattern:
         """Count a use of a pattern (raises ``NotFoundError``)."""
-        return self._store.use_pattern(self._owner, _memory_id(pattern_id, "pattern_id"))
+        return self._preferences.use_pattern(self._owner, _memory_id(pattern_id, "pattern_id"))
 
     @telemetry.counted("find_patterns")
     def find_patterns(
@@ -483,7 +489,7 @@ class Scope:
         query = validate(
             CodePatternQuery, {"language": language, "tag": tag, "text": text, "limit": limit}
         )
-        return self._store.find_patterns(self._owner, query)
+        return self._preferences.find_patterns(self._owner, query)
 
     # -- session state ------------------------------------------------------------------------
 
@@ -507,12 +513,12 @@ class Scope:
                 "ttl": ttl,
             },
         )
-        return self._store.save_state(self._owner, session, item)
+        return self._sessions.save_state(self._owner, session, item)
 
     @telemetry.counted("load_state")
     def load_state(self) -> SessionCheckpoint | None:
         """The latest live checkpoint of this session, or None."""
-        return self._store.load_state(self._owner, self._require_session())
+        return self._sessions.load_state(self._owner, self._require_session())
 
     def merge_context(
         self,
@@ -535,7 +541,7 @@ class Scope:
             {"patch": dict(patch) if isinstance(patch, Mapping) else patch, "seen": seen,
              "timestamp": timestamp, "ttl": ttl},
         )
-        return self._store.merge_context(
+        return self._sessions.merge_context(
             self._owner, session, item.patch, item.timestamp or utcnow(), item.seen, item.ttl
         )
 

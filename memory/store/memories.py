@@ -1,5 +1,6 @@
-"""Repositories for Phase 2 data: the only module that writes SQL for memories,
-preferences, code patterns and session state.
+"""Memories: add, read, update, delete, share and consolidate them, with their metadata,
+keyword terms, embeddings and events, each in one transaction. Preferences and code
+patterns are ``memory.store.preferences``; session state is ``memory.store.sessions``.
 
 Inputs arrive validated (``memory.core.inputs``); each public method is one transaction.
 """
@@ -10,7 +11,7 @@ import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -23,19 +24,9 @@ from memory.core.inputs import (
     CodePatternQuery,
     MemoryChanges,
     MemoryQuery,
-    NewCodePattern,
     NewMemory,
-    NewPreference,
-    NewSessionState,
     canonical_json,
     content_hash,
-)
-from memory.core.merge import (
-    CONFLICT_OPERATION,
-    PATCH_OPERATION,
-    MergedContext,
-    conflicts_of,
-    merge_patches,
 )
 from memory.core.types import (
     CodePattern,
@@ -57,14 +48,13 @@ from memory.store.events import (
     record_reads,
 )
 from memory.store.indexing import IndexEntry, log_changes, replace_index, write_index
+from memory.store.preferences import find_patterns, list_preferences
+from memory.store.sessions import latest_checkpoint, unexpired_checkpoint
 from memory.store.sharing import Grant, NewGrant, visible
 from memory.store.tables import Base, utcnow
 
 memories = Base.metadata.tables["memories"]
 metadata_table = Base.metadata.tables["memory_metadata"]
-preferences = Base.metadata.tables["user_preferences"]
-patterns = Base.metadata.tables["code_patterns"]
-session_state = Base.metadata.tables["session_state"]
 
 
 class _NothingToConsolidate(Exception):
@@ -429,12 +419,13 @@ class Store:
         def operation(connection: Connection) -> ContextSections:
             checkpoint = None
             if owner.session is not None:
-                checkpoint = _unexpired(self._latest_checkpoint(connection, owner, owner.session))
+                latest = latest_checkpoint(connection, owner, owner.session)
+                checkpoint = unexpired_checkpoint(latest)
             return ContextSections(
                 checkpoint,
-                self._list_preferences(connection, owner),
+                list_preferences(connection, owner),
                 self._list_memories(connection, owner, working) if working is not None else [],
-                self._find_patterns(connection, owner, pattern_query),
+                find_patterns(connection, owner, pattern_query),
             )
 
         return self.db.read(operation)
@@ -590,320 +581,6 @@ class Store:
         if by_count:
             self.db.write(operation)
 
-    # -- preferences --------------------------------------------------------------------------
-
-    @staticmethod
-    def _preference(row: RowMapping) -> Preference:
-        return Preference(
-            user_id=row["user_id"],
-            key=row["key"],
-            value=json.loads(row["value_json"]),
-            source_agent=row["source_agent"],
-            confidence=row["confidence"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-        )
-
-    def set_preference(self, owner: Owner, item: NewPreference) -> Preference:
-        """Make ``item`` the user's one current value for its key."""
-
-        def operation(connection: Connection) -> Preference:
-            now = utcnow()
-            statement = self.db.insert(preferences).values(
-                user_id=owner.user,
-                key=item.key,
-                value_json=canonical_json(item.value),
-                source_agent=owner.agent,
-                confidence=item.confidence,
-                created_at=now,
-                updated_at=now,
-            )
-            statement = statement.on_conflict_do_update(
-                index_elements=["user_id", "key"],
-                set_={
-                    "value_json": statement.excluded.value_json,
-                    "source_agent": statement.excluded.source_agent,
-                    "confidence": statement.excluded.confidence,
-                    "updated_at": statement.excluded.updated_at,
-                },
-            ).returning(*preferences.c)
-            stored = self._preference(connection.execute(statement).mappings().one())
-            append_event(
-                connection, owner.user, owner.agent, "preference.set", f"preference:{item.key}",
-                {"key": item.key, "confidence": item.confidence},
-            )
-            return stored
-
-        return self.db.write(operation)
-
-    def get_preference(self, owner: Owner, key: str) -> Preference | None:
-        """The user's current value for ``key``, or None."""
-
-        def operation(connection: Connection) -> Preference | None:
-            row = (
-                connection.execute(
-                    sa.select(preferences).where(
-                        preferences.c.user_id == owner.user, preferences.c.key == key
-                    )
-                )
-                .mappings()
-                .first()
-            )
-            return self._preference(row) if row is not None else None
-
-        return self.db.read(operation)
-
-    def list_preferences(self, owner: Owner) -> list[Preference]:
-        """Every preference of the user, by key."""
-        return self.db.read(lambda connection: self._list_preferences(connection, owner))
-
-    def _list_preferences(self, connection: Connection, owner: Owner) -> list[Preference]:
-        rows = connection.execute(
-            sa.select(preferences)
-            .where(preferences.c.user_id == owner.user)
-            .order_by(preferences.c.key)
-        ).mappings()
-        return [self._preference(row) for row in rows]
-
-    def delete_preference(self, owner: Owner, key: str) -> None:
-        """Remove the user's preference ``key``."""
-
-        def operation(connection: Connection) -> None:
-            result = connection.execute(
-                sa.delete(preferences).where(
-                    preferences.c.user_id == owner.user, preferences.c.key == key
-                )
-            )
-            if result.rowcount == 0:
-                raise NotFoundError(f"preference {key!r} does not exist for this user")
-            append_event(
-                connection, owner.user, owner.agent, "preference.delete", f"preference:{key}",
-                {"key": key},
-            )
-
-        self.db.write(operation)
-
-    # -- code patterns ------------------------------------------------------------------------
-
-    @staticmethod
-    def _pattern(row: RowMapping) -> CodePattern:
-        return CodePattern(
-            id=row["id"],
-            user_id=row["user_id"],
-            agent_id=row["agent_id"],
-            language=row["language"],
-            name=row["name"],
-            description=row["description"],
-            snippet=row["snippet"],
-            tags=tuple(json.loads(row["tags_json"])),
-            usage_count=row["usage_count"],
-            last_used_at=row["last_used_at"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-        )
-
-    def record_pattern(self, owner: Owner, item: NewCodePattern) -> CodePattern:
-        """Store a code pattern, or refresh the one with the same language and name."""
-
-        def operation(connection: Connection) -> CodePattern:
-            now = utcnow()
-            statement = self.db.insert(patterns).values(
-                user_id=owner.user,
-                agent_id=owner.agent,
-                language=item.language,
-                name=item.name,
-                description=item.description,
-                snippet=item.snippet,
-                tags_json=canonical_json(sorted(set(item.tags))),
-                usage_count=0,
-                last_used_at=None,
-                created_at=now,
-                updated_at=now,
-            )
-            statement = statement.on_conflict_do_update(
-                index_elements=["user_id", "language", "name"],
-                set_={
-                    "agent_id": statement.excluded.agent_id,
-                    "description": statement.excluded.description,
-                    "snippet": statement.excluded.snippet,
-                    "tags_json": statement.excluded.tags_json,
-                    "updated_at": statement.excluded.updated_at,
-                },
-            ).returning(*patterns.c)
-            stored = self._pattern(connection.execute(statement).mappings().one())
-            append_event(
-                connection, owner.user, owner.agent, "pattern.record", f"pattern:{stored.id}",
-                {"pattern_id": stored.id, "language": stored.language, "name": stored.name},
-            )
-            return stored
-
-        return self.db.write(operation)
-
-    def use_pattern(self, owner: Owner, pattern_id: int) -> CodePattern:
-        """Count one use of a pattern; returns it as updated."""
-
-        def operation(connection: Connection) -> CodePattern:
-            row = (
-                connection.execute(
-                    sa.update(patterns)
-                    .where(patterns.c.id == pattern_id, patterns.c.user_id == owner.user)
-                    .values(usage_count=patterns.c.usage_count + 1, last_used_at=utcnow())
-                    .returning(*patterns.c)
-                )
-                .mappings()
-                .first()
-            )
-            if row is None:
-                raise NotFoundError(f"code pattern {pattern_id} does not exist for this user")
-            return self._pattern(row)
-
-        return self.db.write(operation)
-
-    def find_patterns(self, owner: Owner, query: CodePatternQuery) -> list[CodePattern]:
-        """The user's patterns matching ``query``, most used first."""
-        return self.db.read(lambda connection: self._find_patterns(connection, owner, query))
-
-    def _find_patterns(
-        self, connection: Connection, owner: Owner, query: CodePatternQuery
-    ) -> list[CodePattern]:
-        conditions = [patterns.c.user_id == owner.user]
-        if query.language is not None:
-            conditions.append(patterns.c.language == query.language)
-        rows = connection.execute(
-            sa.select(patterns)
-            .where(*conditions)
-            .order_by(patterns.c.usage_count.desc(), patterns.c.id)
-        ).mappings()
-        found = []
-        # Tag and text matching happen here, not in SQL, so that case folding is the
-        # same on every backend; the user index bounds how many rows are read.
-        for row in rows:
-            pattern = self._pattern(row)
-            if query.tag is not None and query.tag not in pattern.tags:
-                continue
-            if query.text is not None and not _mentions(pattern, query.text):
-                continue
-            found.append(pattern)
-            if len(found) == query.limit:
-                break
-        return found
-
-    # -- session state ------------------------------------------------------------------------
-
-    @staticmethod
-    def _checkpoint(row: RowMapping) -> SessionCheckpoint:
-        return SessionCheckpoint(
-            user_id=row["user_id"],
-            session_id=row["session_id"],
-            agent_id=row["agent_id"],
-            checkpoint_seq=row["checkpoint_seq"],
-            state=json.loads(row["state_json"]),
-            created_at=row["created_at"],
-            expires_at=row["expires_at"],
-        )
-
-    def _insert_checkpoint(
-        self,
-        connection: Connection,
-        owner: Owner,
-        session: str,
-        state: dict[str, Any],
-        ttl: timedelta | None,
-    ) -> SessionCheckpoint:
-        now = utcnow()
-        if self.db.dialect == "postgresql":
-            # Agents checkpointing one session at once take turns, so each reads the
-            # maximum the previous one wrote. (SQLite writers already take turns.)
-            connection.execute(
-                sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
-                {"key": f"session_state:{owner.user}:{session}"},
-            )
-        latest = connection.execute(
-            sa.select(sa.func.max(session_state.c.checkpoint_seq)).where(
-                session_state.c.user_id == owner.user,
-                session_state.c.session_id == session,
-            )
-        ).scalar()
-        row = (
-            connection.execute(
-                self.db.insert(session_state)
-                .values(
-                    user_id=owner.user,
-                    session_id=session,
-                    checkpoint_seq=(latest or 0) + 1,
-                    agent_id=owner.agent,
-                    state_json=canonical_json(state),
-                    created_at=now,
-                    expires_at=now + ttl if ttl is not None else None,
-                )
-                .returning(*session_state.c)
-            )
-            .mappings()
-            .one()
-        )
-        return self._checkpoint(row)
-
-    def save_state(self, owner: Owner, session: str, item: NewSessionState) -> SessionCheckpoint:
-        """Append the next checkpoint of ``session``."""
-
-        def operation(connection: Connection) -> SessionCheckpoint:
-            checkpoint = self._insert_checkpoint(connection, owner, session, item.state, item.ttl)
-            append_event(
-                connection, owner.user, owner.agent, "state.save", session_target(session),
-                {"session": session, "checkpoint_seq": checkpoint.checkpoint_seq},
-            )
-            return checkpoint
-
-        return self.db.write(operation)
-
-    def merge_context(
-        self,
-        owner: Owner,
-        session: str,
-        patch: dict[str, Any],
-        timestamp: datetime,
-        seen: int | None,
-        ttl: timedelta | None,
-    ) -> MergedContext:
-        """Apply one agent's ``patch`` to the session's shared context (``memory.core.merge``):
-        log it, log each conflict it makes, and checkpoint the merged state, in one
-        transaction."""
-
-        def operation(connection: Connection) -> MergedContext:
-            target = session_target(session)
-            # The checkpoint lock (PostgreSQL) or the write lock (SQLite) is taken first, so
-            # patches of one session are read and merged one after the other.
-            previous = [
-                event for event in events_of(connection, target) if event.user_id == owner.user
-            ]
-            appended = append_event(
-                connection, owner.user, owner.agent, PATCH_OPERATION, target,
-                {"session": session, "timestamp": timestamp.isoformat(), "patch": patch,
-                 "seen": seen},
-            )
-            history: list[MemoryEvent] = [*previous, appended]
-            conflicts = conflicts_of(history, appended, seen)
-            append_events(
-                connection,
-                [
-                    NewEvent(
-                        owner.user, owner.agent, CONFLICT_OPERATION, target,
-                        {"session": session, "key": conflict.key,
-                         "kept": conflict.kept.as_dict(),
-                         "overridden": conflict.overridden.as_dict()},
-                    )
-                    for conflict in conflicts
-                ],
-            )
-            checkpoint = self._insert_checkpoint(
-                connection, owner, session, merge_patches(history), ttl
-            )
-            return MergedContext(
-                checkpoint.state, checkpoint.checkpoint_seq, appended.seq, tuple(conflicts)
-            )
-
-        return self.db.write(operation)
-
     def record_event(
         self,
         owner: Owner,
@@ -928,32 +605,6 @@ class Store:
 
         return self.db.write(operation)
 
-    def latest_checkpoint(self, owner: Owner, session: str) -> SessionCheckpoint | None:
-        """The latest checkpoint of ``session``, expired or not."""
-        return self.db.read(lambda connection: self._latest_checkpoint(connection, owner, session))
-
-    def _latest_checkpoint(
-        self, connection: Connection, owner: Owner, session: str
-    ) -> SessionCheckpoint | None:
-        row = (
-            connection.execute(
-                sa.select(session_state)
-                .where(
-                    session_state.c.user_id == owner.user,
-                    session_state.c.session_id == session,
-                )
-                .order_by(session_state.c.checkpoint_seq.desc())
-                .limit(1)
-            )
-            .mappings()
-            .first()
-        )
-        return self._checkpoint(row) if row is not None else None
-
-    def load_state(self, owner: Owner, session: str) -> SessionCheckpoint | None:
-        """The latest live checkpoint of ``session``, or None."""
-        return _unexpired(self.latest_checkpoint(owner, session))
-
 
 @dataclass(frozen=True, slots=True)
 class ContextSections:
@@ -963,23 +614,3 @@ class ContextSections:
     preferences: list[Preference]
     working: list[MemoryRecord]
     patterns: list[CodePattern]
-
-
-def _unexpired(checkpoint: SessionCheckpoint | None) -> SessionCheckpoint | None:
-    if checkpoint is None or (
-        checkpoint.expires_at is not None and checkpoint.expires_at <= utcnow()
-    ):
-        return None
-    return checkpoint
-
-
-def session_target(session: str) -> str:
-    """The target of events about one session's state and shared context."""
-    return f"session:{session}"
-
-
-def _mentions(pattern: CodePattern, text: str) -> bool:
-    needle = text.casefold()
-    return any(
-        needle in field.casefold() for field in (pattern.name, pattern.description, pattern.snippet)
-    )

@@ -96,8 +96,9 @@ from memory.store.db import Database
 from memory.store.engine import is_memory_sqlite
 from memory.store.events import append_event, record_removals
 from memory.store.indexing import IndexEntry, log_changes, write_index
-from memory.store.memories import memories, metadata_table, session_state, unexpired
+from memory.store.memories import memories, metadata_table, unexpired
 from memory.store.schema import MEMORIES_REVISION, revision_at_least
+from memory.store.sessions import session_state
 from memory.store.tables import Base, utcnow
 from memory.telemetry import instruments as telemetry
 
