@@ -1,4 +1,6 @@
-"""The immutable values that the public API returns."""
+"""The immutable values of the library: the records the public API returns, the scope a
+store call acts for (``Owner``), and the constants every layer shares (tiers, identifier
+width)."""
 
 from __future__ import annotations
 

@@ -67,11 +67,8 @@ increments per attribute set; every read (:func:`totals`, snapshots, a ``/metric
 scrape) calls :func:`flush` first, so nothing it returns is stale. An OTLP push may lag by
 up to 0.25 s.
 
-A **metrics snapshot** (:class:`MetricsSnapshot`, JSON) summarises a window: per latency
-the count, rate and p50/p95/p99 (estimated from the buckets the way PromQL's
-``histogram_quantile`` does), the cache hit rate, error rate, heap, overflow and
-resumption figures and the flags. :class:`SnapshotWindow` measures one; ``memctl workload
---snapshot`` writes it and ``memctl gates --snapshot`` reads it.
+Exporters are ``memory.telemetry.export``; windows of these metrics summarised as JSON are
+``memory.telemetry.snapshots``.
 """
 
 from __future__ import annotations
