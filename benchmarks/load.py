@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import multiprocessing
 import os
 import platform
@@ -55,8 +54,7 @@ import time
 import traceback
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -68,6 +66,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import sqlalchemy as sa  # noqa: E402
 from _scratch import scratch_database  # noqa: E402
+from measure import RunQueueWait, emit, load_average, machine_cpu_seconds, summary  # noqa: E402
 
 from memory import Memory, NotFoundError, Scope  # noqa: E402
 
@@ -411,7 +410,8 @@ def run_sessions(
 
     def body(session: Session, outcome: Outcome) -> None:
         gate.wait()
-        waited = run_queue_wait()
+        run_queue = RunQueueWait(("thread-self",))  # this session's thread
+        waited = run_queue()
         rng = session.rng
         while time.perf_counter() < deadline[0]:
             name = rng.choices(names, weights)[0]
@@ -426,7 +426,8 @@ def run_sessions(
                 outcome.latencies[name].append(time.perf_counter() - began)
             if think:
                 time.sleep(rng.expovariate(1 / think))
-        outcome.cpu_wait = run_queue_wait() - waited
+        outcome.cpu_wait = run_queue() - waited
+        run_queue.close()
 
     threads = [
         threading.Thread(target=body, args=(session, outcome), daemon=True)
@@ -528,45 +529,7 @@ def run_processes(
     return total
 
 
-# -- measuring the machine --------------------------------------------------------------------
-
-
-def run_queue_wait() -> float:
-    """Seconds the calling thread has spent runnable but waiting for a CPU (Linux)."""
-    try:
-        return int(Path("/proc/thread-self/schedstat").read_text().split()[1]) / 1e9
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
-def machine_busy() -> tuple[float, float]:
-    """(busy, total) CPU jiffies of the whole machine so far, from /proc/stat."""
-    fields = [float(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    return sum(fields) - idle, sum(fields)
-
-
-@contextmanager
-def machine_usage() -> Iterator[dict[str, float]]:
-    """Yields a dict filled on exit with the machine's busy cores during the block."""
-    usage: dict[str, float] = {}
-    busy0, total0 = machine_busy()
-    began = time.perf_counter()
-    yield usage
-    busy1, total1 = machine_busy()
-    cores = os.cpu_count() or 1
-    usage["machine_busy_cores"] = cores * (busy1 - busy0) / max(total1 - total0, 1.0)
-    usage["wall"] = time.perf_counter() - began
-
-
 # -- reporting ------------------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))]
 
 
 def summarise(outcome: Outcome, duration: float) -> dict[str, Any]:
@@ -575,9 +538,7 @@ def summarise(outcome: Outcome, duration: float) -> dict[str, Any]:
         ops[name] = {
             "count": len(values),
             "ops_per_s": round(len(values) / duration, 1),
-            "p50_ms": round(1000 * percentile(values, 0.50), 3),
-            "p95_ms": round(1000 * percentile(values, 0.95), 3),
-            "p99_ms": round(1000 * percentile(values, 0.99), 3),
+            **summary([1000 * value for value in values], ("p50", "p95", "p99")),
         }
     calls = sum(len(values) for values in outcome.latencies.values())
     return {
@@ -655,17 +616,20 @@ def open_memory(url: str, embedder: str) -> Memory:
 
 def measure(label: str, work: Callable[[], Outcome]) -> tuple[dict[str, Any], Outcome]:
     """Run ``work`` and summarise it, with the machine's CPU use meanwhile."""
-    with machine_usage() as usage:
-        outcome = work()
+    busy, began = machine_cpu_seconds()[0], time.perf_counter()
+    outcome = work()
+    busy_cores = (machine_cpu_seconds()[0] - busy) / (time.perf_counter() - began)
     result = summarise(outcome, outcome.wall)
-    result["machine_busy_cores"] = round(usage["machine_busy_cores"], 2)
+    result["machine_busy_cores"] = round(busy_cores, 2)
     result["label"] = label
     return result, outcome
 
 
-def run_configuration(args: argparse.Namespace, backend: str, size: int) -> tuple[list[str], int]:
-    """Pre-load one database, run the single session and every mode on it; returns the JSON
-    lines and the number of errors."""
+def run_configuration(
+    args: argparse.Namespace, backend: str, size: int
+) -> tuple[list[dict[str, Any]], int]:
+    """Pre-load one database, run the single session and every mode on it; returns the
+    results for the JSON lines and the number of errors."""
     weights = parse_mix(args.mix)
     mix = active_mix(weights)
     think = args.think_ms / 1000
@@ -725,7 +689,7 @@ def run_configuration(args: argparse.Namespace, backend: str, size: int) -> tupl
                 "result": result,
                 "single_session": single,
             }
-            lines.append(json.dumps(line, sort_keys=True))
+            lines.append(line)
     print_table(backend, size, single, runs)
     errors = 0
     for label, outcome in outcomes.items():
@@ -758,24 +722,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.sessions // args.processes} threads), {args.duration:g} s per run, think "
         f"{args.think_ms:g} ms, embedder {args.embedder}; Python {platform.python_version()}, "
         f"SQLite {sqlite3.sqlite_version}, {os.cpu_count()} CPUs, load average "
-        f"{os.getloadavg()[0]:.1f} at start"
+        f"{load_average()[0]:.1f} at start"
     )
     print("mix: " + ", ".join(f"{op.name} {op.weight:g}" for op in active_mix(weights)))
     if skipped:
         print(f"skipped (no such Scope method): {skipped}")
 
-    lines: list[str] = []
+    lines: list[dict[str, Any]] = []
     errors = 0
     for backend in args.backends.split(","):
         for size in [int(value) for value in args.sizes.split(",")]:
             found, failed = run_configuration(args, backend, size)
             lines += found
             errors += failed
-    print(f"\nerrors: {errors}   (load average {os.getloadavg()[0]:.1f} at the end)\n")
-    for line in lines:
-        print(line)
+    print(f"\nerrors: {errors}   (load average {load_average()[0]:.1f} at the end)\n")
+    printed = [emit(line, sort_keys=True) for line in lines]
     if args.json:
-        args.json.write_text("".join(line + "\n" for line in lines))
+        args.json.write_text("".join(line + "\n" for line in printed))
     return 1 if errors else 0
 
 

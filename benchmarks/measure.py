@@ -7,6 +7,7 @@ One definition of each, so figures from different scripts mean the same thing:
   script asks for;
 - ``timed``: one call's wall time, and on request a CPU clock's time and the run-queue wait
   (``RunQueueWait``: time runnable but without a CPU, the noise a shared machine adds);
+  ``machine_cpu_seconds``: what the whole machine used, other processes included;
 - ``interleaved`` / ``shuffled_rounds``: operations and their baselines run round-robin in a
   new shuffled order each round, so machine noise hits them all alike;
 - ``emit``: the JSON line, with the commit, whether the tree was dirty, the load average and
@@ -164,6 +165,19 @@ class RunQueueWait:
         for fd in self.fds:
             os.close(fd)
         self.fds = []
+
+
+def machine_cpu_seconds() -> tuple[float, float]:
+    """(busy, stolen) CPU seconds of the whole machine since boot, from ``/proc/stat``: busy
+    is every core's time neither idle nor waiting for I/O, so other processes on a shared
+    machine show up in its difference across a phase; stolen is the hypervisor's part."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
+    except (OSError, IndexError, ValueError):
+        return math.nan, math.nan
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + irq + softirq + steal) / tick, steal / tick
 
 
 # -- same-run baselines --------------------------------------------------------------------------
