@@ -30,7 +30,6 @@ Target: p99 < 50 ms on every backend (the seeds ask for < 1 s). Exit status 1 if
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import queue
 import shutil
@@ -46,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from measure import emit, load_average, summary
 from sqlalchemy.engine import make_url
 
 from memory import Memory, MemoryEvent
@@ -101,20 +101,7 @@ out.flush()
 """
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
-
-
-def summary(latencies: list[float]) -> dict[str, float]:
-    return {
-        "n": len(latencies),
-        "p50_ms": round(percentile(latencies, 0.50), 3),
-        "p95_ms": round(percentile(latencies, 0.95), 3),
-        "p99_ms": round(percentile(latencies, 0.99), 3),
-        "max_ms": round(max(latencies), 3),
-    }
+STATS = ("n", "p50", "p95", "p99", "max")
 
 
 class Subscriber:
@@ -260,7 +247,7 @@ def main() -> int:
     interval = args.interval_ms / 1000
     backends = args.backends.split(",")
     print(f"propagation_latency: events={args.events} interval={args.interval_ms} ms "
-          f"cpus={os.cpu_count()} loadavg={[round(x, 2) for x in os.getloadavg()]}")
+          f"cpus={os.cpu_count()} loadavg={load_average()}")
 
     admin = sa.create_engine(args.postgres_url, isolation_level="AUTOCOMMIT")
     database = f"propbench_{uuid.uuid4().hex[:10]}"
@@ -311,8 +298,8 @@ def main() -> int:
                     raise SystemExit(f"unknown backend {backend!r}")
                 results.append({
                     "backend": backend,
-                    "library": summary(library),
-                    "baseline": {"what": baseline_name, **summary(baseline)},
+                    "library": summary(library, STATS),
+                    "baseline": {"what": baseline_name, **summary(baseline, STATS)},
                 })
         finally:
             if redis_process is not None:
@@ -334,7 +321,7 @@ def main() -> int:
         print(f"{'':<11} target p99 < {TARGET_P99_MS:g} ms: {'PASS' if verdict else 'FAIL'}")
     print()
     for result in results:
-        print(json.dumps(result))
+        emit(result)
     return 1 if failed else 0
 
 
