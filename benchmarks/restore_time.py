@@ -37,14 +37,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import platform
 import random
 import shutil
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -54,6 +52,7 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
+from measure import emit, load_average, timed
 from sqlalchemy.engine import make_url
 
 import memory
@@ -221,20 +220,15 @@ def databases(backend: str, postgres_url: str) -> Iterator[Callable[[], str]]:
         admin.dispose()
 
 
-def timed(action: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float]:
-    started = time.perf_counter()
-    result = action(*args, **kwargs)
-    return result, time.perf_counter() - started
-
-
 def measure(
     source: str, method: str, new_database: Callable[[], str], scratch: Path
 ) -> dict[str, Any]:
     directory = scratch / f"backup-{method}"
-    info, backup_seconds = timed(memory.backup, source, directory, method=method)
-    _, verify_seconds = timed(memory.verify_backup, directory)
+    info, backup = timed(lambda: memory.backup(source, directory, method=method))
+    _, verify = timed(memory.verify_backup, directory)
     target = new_database()
-    result, restore_seconds = timed(memory.restore_backup, target, directory)
+    result, restore = timed(memory.restore_backup, target, directory)
+    restore_seconds = restore.wall / 1000
     assert result.tables == info.tables  # restore_backup checked it; say it again here
     shutil.rmtree(directory)
     return {
@@ -244,8 +238,8 @@ def measure(
         "rows": info.rows,
         "tables": len(info.tables),
         "backup_mb": round(info.size_bytes / 1e6, 1),
-        "backup_s": round(backup_seconds, 2),
-        "verify_s": round(verify_seconds, 2),
+        "backup_s": round(backup.wall / 1000, 2),
+        "verify_s": round(verify.wall / 1000, 2),
         "restore_s": round(restore_seconds, 2),
         "rto_s": RTO_SECONDS,
         "rto": "PASS" if restore_seconds <= RTO_SECONDS else "FAIL",
@@ -274,13 +268,14 @@ def main() -> int:
 
     print(f"# restore_time: {args.memories:,} memories, seed {args.seed}, embedder "
           f"{args.embedder}; Python {platform.python_version()}, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f}", flush=True)
+          f"load average {load_average()[0]:.1f}", flush=True)
     rows: list[dict[str, Any]] = []
     for backend in args.backends:
         methods = ["auto"] if backend == "sqlite" else ["pg_dump", "logical"]
         with databases(backend, args.postgres_url) as new_database:
             source = new_database()
-            stored, build_seconds = timed(build, source, args.memories, args.seed, embedder)
+            stored, built = timed(build, source, args.memories, args.seed, embedder)
+            build_seconds = built.wall / 1000
             print(f"# {backend}: built {stored:,} memories in {build_seconds:.0f} s", flush=True)
             scratch = Path(tempfile.mkdtemp(prefix="restore-time-backups-"))
             try:
@@ -302,7 +297,7 @@ def main() -> int:
         print("  ".join(f"{cell!s:>11}" for cell in cells))
     print()
     for row in rows:
-        print(json.dumps(row, sort_keys=True))
+        emit(row, sort_keys=True)
     return 0 if all(row["rto"] == "PASS" for row in rows) else 1
 
 
