@@ -67,6 +67,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 from _scratch import scratch_database
+from measure import emit, interleaved, load_average, summary, timed
 
 from flags import BUILTIN_FLAGS
 from memory import Memory, MiniLMEmbedder
@@ -340,20 +341,6 @@ def detail(row: int) -> str:
 # -- measurement helpers ----------------------------------------------------------------------
 
 
-def summary(samples_ms: list[float]) -> dict[str, float]:
-    values = np.asarray(samples_ms)
-    return {
-        "n": len(samples_ms),
-        "p50_ms": round(float(np.percentile(values, 50)), 3),
-        "p95_ms": round(float(np.percentile(values, 95)), 3),
-    }
-
-
-def load_average() -> list[float]:
-    with open("/proc/loadavg") as handle:
-        return [float(x) for x in handle.read().split()[:3]]
-
-
 def deep_size(root: object) -> int:
     """Bytes held by ``root`` and everything it references (each object counted once)."""
     seen: set[int] = set()
@@ -533,20 +520,17 @@ def measure_ingest(
     ]
     scope = memory.scope(INGEST_USER, AGENT, session="ingest")
     scope.add_many(["a first write opens the connections"])
-    model_s = add_s = 0.0
+    model_ms = add_ms = 0.0
     for start in range(0, total, batch):
         chunk = texts[start : start + batch]
-        t0 = time.perf_counter()
-        embedder.embed(chunk)
-        t1 = time.perf_counter()
-        assert len(scope.add_many(chunk)) == len(chunk)
-        t2 = time.perf_counter()
-        model_s += t1 - t0
-        add_s += t2 - t1
+        model_ms += timed(embedder.embed, chunk)[1].wall
+        stored, add = timed(scope.add_many, chunk)
+        assert len(stored) == len(chunk)
+        add_ms += add.wall
     return {
         "memories": total,
-        "add_many_per_s": round(total / add_s, 1),
-        "model_alone_per_s": round(total / model_s, 1),
+        "add_many_per_s": round(total / add_ms * 1000, 1),
+        "model_alone_per_s": round(total / model_ms * 1000, 1),
     }
 
 
@@ -557,9 +541,7 @@ def cold_load(url: str, embedder: MiniLMEmbedder, question: str) -> tuple[Memory
     memory = Memory.open(url, embedder=embedder)
     scope = memory.scope(USER, AGENT)
     scope.list(limit=1)  # the pool's first connection, outside the timing
-    start = time.perf_counter()
-    scope.search(question, limit=SEARCH_LIMIT)
-    first_ms = (time.perf_counter() - start) * 1000
+    first_ms = timed(lambda: scope.search(question, limit=SEARCH_LIMIT))[1].wall
     index = memory._retriever._users[USER]
     size = int(index.size)
     deep = deep_size(index) + deep_size(memory._retriever._terms[USER])
@@ -608,27 +590,18 @@ def measure_latency(
     def inject() -> None:
         items.append(len(inject_scope.inject(next(questions), budget).items))
 
-    ops: dict[str, Callable[[], object]] = {
-        "search": lambda: search_scope.search(next(questions), limit=SEARCH_LIMIT),
-        "inject": inject,
-        "query_embedding": lambda: vectors.append(embedder.embed([next(questions)])[0]),
-        "vector_step": vector_step,
-        "keyword_step": keyword_step,
+    ops: dict[str, Callable[[int], object]] = {
+        "search": lambda _: search_scope.search(next(questions), limit=SEARCH_LIMIT),
+        "inject": lambda _: inject(),
+        "query_embedding": lambda _: vectors.append(embedder.embed([next(questions)])[0]),
+        "vector_step": lambda _: vector_step(),
+        "keyword_step": lambda _: keyword_step(),
     }
-    for _ in range(WARMUP):  # also absorbs the first compaction of the live session
-        for op in ops.values():
-            op()
-    before = memory.injection_stats.overflows
-    samples: dict[str, list[float]] = defaultdict(list)
     rng = random.Random(seed)
-    for _ in range(rounds):
-        order = list(ops)
-        rng.shuffle(order)
-        for name in order:
-            start = time.perf_counter_ns()
-            ops[name]()
-            samples[name].append((time.perf_counter_ns() - start) / 1e6)
-    result: dict[str, Any] = {name: summary(samples[name]) for name in ops}
+    interleaved(ops, WARMUP, rng)  # also absorbs the first compaction of the live session
+    before = memory.injection_stats.overflows
+    samples = interleaved(ops, rounds, rng)
+    result: dict[str, Any] = {name: summary(samples[name], ("n", "p50", "p95")) for name in ops}
     result["overflows"] = memory.injection_stats.overflows - before
     result["mean_inject_items"] = round(float(np.mean(items[-rounds:])), 1)
     return result
@@ -797,8 +770,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             result = run_case(backend, size, args, embedder, pool)
             print_case(result, args.budget)
-            line = json.dumps(result)
-            print(line, flush=True)
+            line = emit(result)
             if args.json:
                 with open(args.json, "a") as handle:
                     handle.write(line + "\n")
