@@ -32,7 +32,9 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 # The names ``summary`` knows; "median" and "p50" are the same figure under two names.
 QUANTILES = {"p50": 0.50, "median": 0.50, "p95": 0.95, "p99": 0.99}
@@ -135,15 +137,28 @@ def _schedstat_seconds(text: bytes | str) -> float:
     return int(text.split()[1]) / 1e9  # the second field: ns runnable but not running
 
 
+def run_queue_wait(pid: int | str = "self") -> float:
+    """Seconds ``pid`` has spent runnable but without a CPU so far (one read; 0 when the
+    process is gone or the system has no ``/proc/<pid>/schedstat``)."""
+    try:
+        return _schedstat_seconds(Path(f"/proc/{pid}/schedstat").read_text())
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 class RunQueueWait:
-    """Seconds ``pids`` (``"self"``, ``"thread-self"`` or numbers) have spent runnable but
-    without a CPU, from ``/proc/<pid>/schedstat`` (Linux; 0 elsewhere). The difference across
-    a sample is what other processes took from it on a shared machine. The files stay open:
-    a read costs ~2 µs, so it can bracket every sample. ``"thread-self"`` is the thread that
-    created the probe."""
+    """``run_queue_wait`` summed over ``pids`` (``"self"``, ``"thread-self"`` or numbers), for
+    reads that bracket every sample: the files stay open and a read costs ~2 µs. The
+    difference across a sample is what other processes took from it on a shared machine.
+    ``"thread-self"`` is the thread that opened the probe."""
 
     def __init__(self, pids: Iterable[int | str] = ("self",)) -> None:
         self.fds: list[int] = []
+        self.open(pids)
+
+    def open(self, pids: Iterable[int | str]) -> None:
+        """Probe ``pids`` from now on (for example once a pool holds its connections)."""
+        self.close()
         for pid in pids:
             with contextlib.suppress(OSError, IndexError, ValueError):
                 fd = os.open(f"/proc/{pid}/schedstat", os.O_RDONLY)
@@ -183,10 +198,11 @@ def machine_cpu_seconds() -> tuple[float, float]:
 # -- same-run baselines --------------------------------------------------------------------------
 
 
-def shuffled_rounds(names: Iterable[str], rounds: int, rng: random.Random) -> Iterator[list[str]]:
-    """``rounds`` orders of ``names``, each a new shuffle: run every operation once per round
-    in that order, so an operation and its baseline see the same machine."""
-    order = list(names)
+def shuffled_rounds(items: Iterable[T], rounds: int, rng: random.Random) -> Iterator[list[T]]:
+    """``rounds`` orders of ``items`` (operations or their names), each a new shuffle: run
+    every operation once per round in that order, so an operation and its baseline see the
+    same machine."""
+    order = list(items)
     for _ in range(rounds):
         rng.shuffle(order)
         yield list(order)
@@ -226,10 +242,11 @@ def _git(*arguments: str) -> str:
 
 @functools.cache
 def _checkout() -> dict[str, Any]:
+    commit = _git("rev-parse", "--short", "HEAD") or None  # None: not run from a checkout
     return {
-        "commit": _git("rev-parse", "--short", "HEAD") or "unknown",
+        "commit": commit,
         # Uncommitted changes are measured along with the commit: say so.
-        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")) if commit else None,
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
