@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from _scratch import scratch_database
-from measure import emit, load_average, shuffled_rounds, summary, timed
+from measure import emit, load_average, shuffled_rounds, summary, table, timed
 
 import memory.store.memories as store_module
 from memory import HashingEmbedder, Memory, Scope
@@ -70,10 +70,7 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
         finally:
             store_module.append_events = real_append
     result: dict[str, Any] = {"benchmark": "event_log_cost", "backend": backend}
-    print(f"\n{backend}: {args.rounds} rounds of {args.adds} adds and one add_many of "
-          f"{args.batch}; ms")  # fmt: skip
-    print(f"{'measure':<16}{'with median':>12}{'p95':>9}{'without median':>16}{'p95':>9}"
-          f"{'cost median':>13}{'p95':>8}")  # fmt: skip
+    rows = []
     for measure in samples[VARIANTS[0]]:
         row = {
             f"{prefix}_{name}": value
@@ -83,9 +80,12 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
         row["cost_median"] = round(row["with_median_ms"] / row["without_median_ms"] - 1, 4)
         row["cost_p95"] = round(row["with_p95_ms"] / row["without_p95_ms"] - 1, 4)
         result[measure] = row
-        print(f"{measure:<16}{row['with_median_ms']:>12.2f}{row['with_p95_ms']:>9.2f}"
-              f"{row['without_median_ms']:>16.2f}{row['without_p95_ms']:>9.2f}"
-              f"{row['cost_median']:>+13.1%}{row['cost_p95']:>+8.1%}")  # fmt: skip
+        *figures, cost_median, cost_p95 = row.values()
+        rows.append([measure, *figures, f"{cost_median:+.1%}", f"{cost_p95:+.1%}"])
+    print(f"\n{backend}: {args.rounds} rounds of {args.adds} adds and one add_many of "
+          f"{args.batch}; ms")  # fmt: skip
+    header = ["measure", "with median", "p95", "without median", "p95", "cost median", "p95"]
+    print(table(header, rows))
     return result
 
 

@@ -47,7 +47,7 @@ from typing import Any
 # Runnable as a plain script from a checkout: make the repository root importable.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from measure import call_each, emit, interleaved, summary  # noqa: E402
+from measure import call_each, emit, interleaved, summary, table  # noqa: E402
 
 from flags import (  # noqa: E402
     EvaluationContext,
@@ -213,13 +213,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"flag evaluation, {args.batches} batches x {args.batch_size} calls, "
         f"rollout {ROLLOUT}% by sessionId, cached provider state"
     )
-    print(f"{'contender':<26} {'median µs':>10} {'p95 µs':>10} {'vs Unleash':>11}")
-    for name, label in labels.items():
-        median = results[name]["median_us"]
-        print(
-            f"{label:<26} {median:>10.3f} {results[name]['p95_us']:>10.3f} "
-            f"{unleash_median / median:>10.1f}x"
-        )
+    rows = [
+        [label, *results[name].values(), f"{unleash_median / results[name]['median_us']:.1f}x"]
+        for name, label in labels.items()
+    ]
+    print(table(["contender", "median µs", "p95 µs", "vs Unleash"], rows, digits=3))
     print(
         f"agreement with Unleash on {len(warm_contexts)} ids: {agreement}/{len(warm_contexts)}, "
         f"with OpenFeature: {agreement_openfeature}/{len(warm_contexts)}; "

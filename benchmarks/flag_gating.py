@@ -45,7 +45,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import sqlalchemy as sa  # noqa: E402
-from measure import call_each, emit, interleaved, load_average, summary  # noqa: E402
+from measure import call_each, emit, interleaved, load_average, summary, table  # noqa: E402
 
 from flags import BUILTIN_FLAGS, USE_HIERARCHICAL_TIERS  # noqa: E402
 from memory import DatabaseFlagProvider, HashingEmbedder, Memory, Scope  # noqa: E402
@@ -138,9 +138,8 @@ def main() -> int:
         / results["Scope.list(limit=20)"]["median_us"]
     )
     print(f"load average: {load_average()}")
-    print(f"{'measurement':40} {'median µs':>10} {'p95 µs':>10}")
-    for name, figures in results.items():
-        print(f"{name:40} {figures['median_us']:10.3f} {figures['p95_us']:10.3f}")
+    rows = [[name, *figures.values()] for name, figures in results.items()]
+    print(table(["measurement", "median µs", "p95 µs"], rows, digits=3))
     print(f"gating work / Scope.list median: {share * 100:.3f} %")
     print(f"SQL statements during {options.batches * options.batch_size} flag checks: "
           f"{statements}")  # fmt: skip

@@ -38,7 +38,7 @@ import sys
 import time
 
 from _scratch import scratch_database
-from measure import emit, interleaved, load_average, summary
+from measure import emit, interleaved, load_average, summary, table
 
 from flags import (
     BUILTIN_FLAGS,
@@ -161,22 +161,23 @@ def run(backend: str, url: str, args: argparse.Namespace) -> dict[str, object]:
     }
     print(f"\n{backend}: {args.memories:,} memories, coder holds {held:,} grants, "
           f"{args.samples} searches per variant (load average {load_average()[0]:.2f})")
-    print(f"  {'variant':<24} {'median ms':>10} {'p95 ms':>10} {'median +%':>10} {'p95 +%':>8}")
     baseline = summary(timings["unshared"], ("median", "p95"))
+    rows = []
     for name, values in timings.items():
         row = summary(values, ("median", "p95"))
         row["median_overhead"] = round(row["median_ms"] / baseline["median_ms"] - 1, 4)
         row["p95_overhead"] = round(row["p95_ms"] / baseline["p95_ms"] - 1, 4)
         row["hits_per_search"] = round(sum(hits[name][args.warmup :]) / len(values), 2)
-        print(f"  {name:<24} {row['median_ms']:>10.2f} {row['p95_ms']:>10.2f} "
-              f"{row['median_overhead']:>+10.1%} {row['p95_overhead']:>+8.1%}")
         report[name] = row
+        overheads = [f"{row[key]:+.1%}" for key in ("median_overhead", "p95_overhead")]
+        rows.append([name, row["median_ms"], row["p95_ms"], *overheads])
+    print(table(["variant", "median ms", "p95 ms", "median +%", "p95 +%"], rows))
     granted = report[f"shared, {held:,} grants"]
     assert isinstance(granted, dict)
     report["target_met"] = (
         granted["median_overhead"] < TARGET_OVERHEAD and granted["p95_overhead"] < TARGET_OVERHEAD
     )
-    print(f"  target: < {TARGET_OVERHEAD:.0%} over unshared (median and p95): "
+    print(f"target: < {TARGET_OVERHEAD:.0%} over unshared (median and p95): "
           f"{'PASS' if report['target_met'] else 'FAIL'}")
     return report
 

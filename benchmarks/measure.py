@@ -10,8 +10,9 @@ One definition of each, so figures from different scripts mean the same thing:
   ``machine_cpu_seconds``: what the whole machine used, other processes included;
 - ``interleaved`` / ``shuffled_rounds``: operations and their baselines run round-robin in a
   new shuffled order each round, so machine noise hits them all alike;
-- ``emit``: the JSON line, with the commit, whether the tree was dirty, the load average and
-  the machine (``run_facts``) added to every line.
+- ``table`` and ``emit``: the figures as aligned columns, then the JSON line, with the
+  commit, whether the tree was dirty, the load average and the machine (``run_facts``)
+  added to every line.
 
 Scripts run as ``python benchmarks/x.py`` import this module by its plain name; tests import
 ``benchmarks.measure``.
@@ -160,14 +161,8 @@ class RunQueueWait:
         """Probe ``pids`` from now on (for example once a pool holds its connections)."""
         self.close()
         for pid in pids:
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                fd = os.open(f"/proc/{pid}/schedstat", os.O_RDONLY)
-                try:
-                    _schedstat_seconds(os.pread(fd, 128, 0))
-                except (OSError, IndexError, ValueError):
-                    os.close(fd)
-                    raise
-                self.fds.append(fd)
+            with contextlib.suppress(OSError):  # gone, or no schedstat on this system
+                self.fds.append(os.open(f"/proc/{pid}/schedstat", os.O_RDONLY))
 
     def __call__(self) -> float:
         total = 0.0
@@ -257,6 +252,30 @@ def run_facts() -> dict[str, Any]:
     """The commit (and whether the tree had uncommitted changes), the machine and its load
     average now: what a reader needs to compare two JSON lines."""
     return {**_checkout(), "loadavg": load_average()}
+
+
+def _cell(value: object, digits: int) -> str:
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[object]], digits: int = 2) -> str:
+    """``rows`` under ``header`` in aligned columns (the first to the left, the figures to the
+    right), floats with ``digits`` decimals; format a cell as a string to show it otherwise.
+
+    >>> print(table(["op", "p50 ms"], [["get", 1.234], ["list", 12.5]]))
+    op    p50 ms
+    get     1.23
+    list   12.50
+    """
+    cells = [list(header), *([_cell(value, digits) for value in row] for row in rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    aligned = []
+    for row in cells:
+        pairs = enumerate(zip(row, widths, strict=True))
+        aligned.append("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in pairs))
+    return "\n".join(aligned)
 
 
 def emit(result: Mapping[str, Any], sort_keys: bool = False) -> str:

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from measure import emit, load_average, summary
+from measure import emit, load_average, summary, table
 from sqlalchemy.engine import make_url
 
 from memory import Memory, MemoryEvent
@@ -309,20 +309,18 @@ def main() -> int:
                 connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
             admin.dispose()
 
-    print(f"\n{'backend':<11} {'':<9} {'n':>5} {'p50':>8} {'p95':>8} {'p99':>8} {'max':>8}  (ms)")
-    failed = False
+    rows = []
     for result in results:
-        for label, figures in (("library", result["library"]), ("baseline", result["baseline"])):
-            print(f"{result['backend']:<11} {label:<9} {figures['n']:>5} {figures['p50_ms']:>8} "
-                  f"{figures['p95_ms']:>8} {figures['p99_ms']:>8} {figures['max_ms']:>8}"
-                  + (f"  {figures['what']}" if label == "baseline" else ""))
-        verdict = result["library"]["p99_ms"] < TARGET_P99_MS
-        failed |= not verdict
-        print(f"{'':<11} target p99 < {TARGET_P99_MS:g} ms: {'PASS' if verdict else 'FAIL'}")
-    print()
+        library, baseline = result["library"], dict(result["baseline"])
+        verdict = "PASS" if library["p99_ms"] < TARGET_P99_MS else "FAIL"
+        rows.append([f"{result['backend']} library", *library.values(), verdict])
+        what = baseline.pop("what")
+        rows.append([f"{result['backend']} baseline: {what}", *baseline.values(), ""])
+    header = ["ms", *STATS, f"p99 < {TARGET_P99_MS:g} ms"]
+    print("\n" + table(header, rows, digits=3) + "\n")
     for result in results:
         emit(result)
-    return 1 if failed else 0
+    return 1 if any(row[-1] == "FAIL" for row in rows) else 0
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
-from measure import emit, load_average, timed
+from measure import emit, load_average, table, timed
 from sqlalchemy.engine import make_url
 
 import memory
@@ -289,12 +289,9 @@ def main() -> int:
 
     header = ("backend", "method", "memories", "rows", "backup MB", "backup s", "verify s",
               "restore s", "RTO 30 min")
-    print()
-    print("  ".join(f"{name:>11}" for name in header))
-    for row in rows:
-        cells = (row["backend"], row["method"], f"{row['memories']:,}", f"{row['rows']:,}",
-                 row["backup_mb"], row["backup_s"], row["verify_s"], row["restore_s"], row["rto"])
-        print("  ".join(f"{cell!s:>11}" for cell in cells))
+    keys = ("backend", "method", "memories", "rows", "backup_mb", "backup_s", "verify_s",
+            "restore_s", "rto")
+    print("\n" + table(header, [[row[key] for key in keys] for row in rows]))
     print()
     for row in rows:
         emit(row, sort_keys=True)
