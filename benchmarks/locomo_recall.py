@@ -53,6 +53,7 @@ import random
 import statistics
 import sys
 import tempfile
+import textwrap
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -61,7 +62,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from measure import emit, shuffled_rounds, summary, timed
+from measure import emit, shuffled_rounds, summary, table, timed
 
 from memory import Memory, MiniLMEmbedder, Scope
 from memory.core.text import terms
@@ -320,19 +321,18 @@ def run(
 # -- output ----------------------------------------------------------------------------------------
 
 
-def table(reports: Sequence[dict[str, Any]], categories: Sequence[int]) -> str:
+def tables(reports: Sequence[dict[str, Any]], categories: Sequence[int]) -> str:
     columns = [*(f"recall@{k}" for k in KS), "hit@5"]
-    width = max(len(r["system"]) for r in reports)
     lines = []
 
-    def block(title: str, figures: Sequence[dict[str, Any]]) -> None:
-        lines.append(f"\n{title}")
-        lines.append(f"  {'system':<{width}}  " + "  ".join(f"{c:>9}" for c in columns))
-        for r, row in zip(reports, figures, strict=True):
-            lines.append(
-                f"  {r['system']:<{width}}  "
-                + "  ".join(f"{row.get(c, float('nan')):>9.3f}" for c in columns)
-            )
+    def block(title: str, figures: Sequence[dict[str, Any]], names: Sequence[str] = columns,
+              digits: int = 3) -> None:  # fmt: skip
+        rows = [
+            [r["system"], *(row.get(name, math.nan) for name in names)]
+            for r, row in zip(reports, figures, strict=True)
+        ]
+        text = table(["system", *names], rows, digits)
+        lines.extend([f"\n{title}", textwrap.indent(text, "  ")])
 
     block("overall (all conversations)", [r["overall"] for r in reports])
     for name, label in (("tune", "tuning split"), ("held_out", "held-out split")):
@@ -341,12 +341,8 @@ def table(reports: Sequence[dict[str, Any]], categories: Sequence[int]) -> str:
     for category in categories:
         label = CATEGORY_NAMES.get(category, "?")
         block(f"category {category} ({label})", [r["by_category"][str(category)] for r in reports])
-    lines.append("\nsearch latency (ms, query embedding included)")
-    for r in reports:
-        lines.append(
-            f"  {r['system']:<{width}}  p50 {r['search_ms']['p50']:>7.2f}"
-            f"  p95 {r['search_ms']['p95']:>7.2f}"
-        )
+    block("search latency (ms, query embedding included)", [r["search_ms"] for r in reports],
+          ("p50", "p95"), digits=2)  # fmt: skip
     return "\n".join(lines)
 
 
@@ -395,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = run(conversations, systems, embedder, progress)
     reports = [report(system, results.outcomes[system], holdout) for system in systems]
     categories = sorted({q.category for c in conversations for q in c.questions})
-    print(table(reports, categories))
+    print(tables(reports, categories))
     print()
     lines = [emit(r) for r in reports]
     if args.json is not None:

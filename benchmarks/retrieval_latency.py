@@ -67,7 +67,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 from _scratch import scratch_database
-from measure import emit, interleaved, load_average, summary, timed
+from measure import emit, interleaved, load_average, summary, table, timed
 
 from flags import BUILTIN_FLAGS
 from memory import Memory, MiniLMEmbedder
@@ -674,15 +674,16 @@ def print_case(result: dict[str, Any], budget: int) -> None:
     latency, index, ingest = result["latency"], result["index"], result["ingest"]
     print(f"\n=== {result['backend']}, {result['size']:,} memories for one user ===")
     print(f"load average {result['load_avg']} at start, {result['load_avg_end']} at end")
-    print(f"{'operation (ms)':<46}{'p50':>9}{'p95':>9}")
-    for title, key in (
-        ("search (hybrid, limit 10, new query)", "search"),
-        (f"inject (budget {budget}, new query)", "inject"),
-        ("baseline: query embedding alone", "query_embedding"),
-        (f"baseline: vector step alone (best {VECTOR_CANDIDATES})", "vector_step"),
-        (f"baseline: keyword step alone (best {KEYWORD_KEPT})", "keyword_step"),
-    ):
-        print(f"{title:<46}{latency[key]['p50_ms']:>9.2f}{latency[key]['p95_ms']:>9.2f}")
+    titles = {
+        "search": "search (hybrid, limit 10, new query)",
+        "inject": f"inject (budget {budget}, new query)",
+        "query_embedding": "baseline: query embedding alone",
+        "vector_step": f"baseline: vector step alone (best {VECTOR_CANDIDATES})",
+        "keyword_step": f"baseline: keyword step alone (best {KEYWORD_KEPT})",
+    }
+    rows = [[title, latency[key]["p50_ms"], latency[key]["p95_ms"]] 
+            for key, title in titles.items()]
+    print(table(["operation (ms)", "p50", "p95"], rows))
     print(
         f"inject: {latency['mean_inject_items']} items per context, "
         f"{latency['overflows']} overflows in {latency['inject']['n']} calls"
@@ -702,21 +703,19 @@ def print_case(result: dict[str, Any], budget: int) -> None:
 
 def print_summary(results: list[dict[str, Any]]) -> None:
     print("\n=== summary (ms) ===")
-    print(
-        f"{'case':<20}{'search p50':>11}{'p95':>8}{'inject p50':>11}{'p95':>8}{'embed p50':>10}"
-        f"{'vector p50':>11}{'keyword p50':>12}{'cold ms':>9}{'ingest/s':>10}{'B/memory':>10}"
-    )
+    rows = []
     for r in results:
-        lat = r["latency"]
-        print(
-            f"{r['backend'] + ' ' + format(r['size'], ','):<20}"
-            f"{lat['search']['p50_ms']:>11.1f}{lat['search']['p95_ms']:>8.1f}"
-            f"{lat['inject']['p50_ms']:>11.1f}{lat['inject']['p95_ms']:>8.1f}"
-            f"{lat['query_embedding']['p50_ms']:>10.1f}{lat['vector_step']['p50_ms']:>11.1f}"
-            f"{lat['keyword_step']['p50_ms']:>12.1f}"
-            f"{r['index']['first_search_ms']:>9.0f}{r['ingest']['add_many_per_s']:>10.0f}"
-            f"{r['index']['deep_bytes_per_memory']:>10.0f}"
-        )
+        lat, index = r["latency"], r["index"]
+        rows.append([
+            f"{r['backend']} {r['size']:,}", lat["search"]["p50_ms"], lat["search"]["p95_ms"],
+            lat["inject"]["p50_ms"], lat["inject"]["p95_ms"], lat["query_embedding"]["p50_ms"],
+            lat["vector_step"]["p50_ms"], lat["keyword_step"]["p50_ms"],
+            round(index["first_search_ms"]), round(r["ingest"]["add_many_per_s"]),
+            round(index["deep_bytes_per_memory"]),
+        ])  # fmt: skip
+    header = ["case", "search p50", "p95", "inject p50", "p95", "embed p50", "vector p50",
+              "keyword p50", "cold ms", "ingest/s", "B/memory"]  # fmt: skip
+    print(table(header, rows, digits=1))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
