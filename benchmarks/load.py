@@ -66,7 +66,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import sqlalchemy as sa  # noqa: E402
 from _scratch import scratch_database  # noqa: E402
-from measure import RunQueueWait, emit, load_average, machine_cpu_seconds, summary  # noqa: E402
+from measure import (  # noqa: E402
+    RunQueueWait,
+    emit,
+    load_average,
+    machine_cpu_seconds,
+    summary,
+    table,
+)
 
 from memory import Memory, NotFoundError, Scope  # noqa: E402
 
@@ -566,25 +573,17 @@ def print_table(
     backend: str, size: int, single: dict[str, Any], runs: dict[str, dict[str, Any]]
 ) -> None:
     print(f"\n== {backend}, {size:,} memories: ops/s and latency (ms); change vs 1 session ==")
-    header = f"{'operation':<15} {'run':<22} {'ops/s':>8} {'p50':>8} {'p95':>8} {'p99':>8}"
-    print(header + f" {'p50 chg':>8} {'p95 chg':>8}")
-    names = sorted(single["ops"])
-    for name in names:
+    rows = []
+    for name in sorted(single["ops"]):
         base = single["ops"][name]
-        print(
-            f"{name:<15} {'1 session':<22} {base['ops_per_s']:>8.1f} {base['p50_ms']:>8.2f} "
-            f"{base['p95_ms']:>8.2f} {base['p99_ms']:>8.2f}"
-        )
+        figures = ("ops_per_s", "p50_ms", "p95_ms", "p99_ms")
+        rows.append([name, "1 session", *(base[key] for key in figures), "", ""])
         for label, result in runs.items():
-            row = result["ops"].get(name)
-            if row is None:
-                continue
-            print(
-                f"{'':<15} {label:<22} {row['ops_per_s']:>8.1f} {row['p50_ms']:>8.2f} "
-                f"{row['p95_ms']:>8.2f} {row['p99_ms']:>8.2f} "
-                f"{change(row['p50_ms'], base['p50_ms']):>8} "
-                f"{change(row['p95_ms'], base['p95_ms']):>8}"
-            )
+            if (row := result["ops"].get(name)) is not None:
+                changes = (change(row[key], base[key]) for key in ("p50_ms", "p95_ms"))
+                rows.append(["", label, *(row[key] for key in figures), *changes])
+    header = ["operation", "run", "ops/s", "p50", "p95", "p99", "p50 chg", "p95 chg"]
+    print(table(header, rows, labels=2))
     print(
         f"{'ALL':<15} {'1 session':<22} {single['ops_per_s']:>8.1f}"
         f"   (benchmark CPU {single['benchmark_cpu_cores']:.2f} cores, "

@@ -260,9 +260,12 @@ def _cell(value: object, digits: int) -> str:
     return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
 
 
-def table(header: Sequence[str], rows: Iterable[Sequence[object]], digits: int = 2) -> str:
-    """``rows`` under ``header`` in aligned columns (the first to the left, the figures to the
-    right), floats with ``digits`` decimals; format a cell as a string to show it otherwise.
+def table(
+    header: Sequence[str], rows: Iterable[Sequence[object]], digits: int = 2, labels: int = 1
+) -> str:
+    """``rows`` under ``header`` in aligned columns: the first ``labels`` to the left, the
+    figures to the right, floats with ``digits`` decimals (a cell given as a string is shown
+    as it is).
 
     >>> print(table(["op", "p50 ms"], [["get", 1.234], ["list", 12.5]]))
     op    p50 ms
@@ -274,8 +277,8 @@ def table(header: Sequence[str], rows: Iterable[Sequence[object]], digits: int =
     aligned = []
     for row in cells:
         pairs = enumerate(zip(row, widths, strict=True))
-        aligned.append("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in pairs))
-    return "\n".join(aligned)
+        aligned.append("  ".join(c.ljust(w) if i < labels else c.rjust(w) for i, (c, w) in pairs))
+    return "\n".join(line.rstrip() for line in aligned)
 
 
 def emit(result: Mapping[str, Any], sort_keys: bool = False) -> str:
