@@ -49,7 +49,7 @@ from collections.abc import Callable
 from typing import Any
 
 from _scratch import scratch_database
-from measure import emit, load_average, shuffled_rounds, summary, timed
+from measure import emit, load_average, shuffled_rounds, summary, table, timed
 
 from memory import HashingEmbedder, Memory, Scope, start_prometheus_endpoint
 from memory.ops.workload import workload_flags
@@ -204,23 +204,18 @@ def main() -> int:
                 ("on_total_cpu", "off_cpu", "total_cpu", "CPU + batched recording, ms"),
             ):
                 judged = label == "total_cpu"
-                print(
-                    f"{title:<26}{'off p50':>9}{'on p50':>9}{'ovh':>8}"
-                    f"{'off p95':>9}{'on p95':>9}{'ovh':>8}" + ("  target" if judged else "")
-                )
+                rows = []
                 for name, row in result["operations"].items():
                     overhead = row[f"overhead_{label}_median"]
-                    verdict = ""
-                    if judged:
-                        ok = overhead < TARGET_OVERHEAD
-                        failed |= not ok
-                        verdict = "  PASS" if ok else "  FAIL"
-                    print(
-                        f"  {name:<24}{row[f'{off}_median_ms']:>9.3f}"
-                        f"{row[f'{on}_median_ms']:>9.3f}{_percent(overhead):>8}"
-                        f"{row[f'{off}_p95_ms']:>9.3f}{row[f'{on}_p95_ms']:>9.3f}"
-                        f"{_percent(row[f'overhead_{label}_p95']):>8}{verdict}"
-                    )
+                    failed |= judged and overhead >= TARGET_OVERHEAD
+                    verdict = ("PASS" if overhead < TARGET_OVERHEAD else "FAIL") if judged else ""
+                    rows.append([
+                        f"  {name}", row[f"{off}_median_ms"], row[f"{on}_median_ms"],
+                        _percent(overhead), row[f"{off}_p95_ms"], row[f"{on}_p95_ms"],
+                        _percent(row[f"overhead_{label}_p95"]), verdict,
+                    ])  # fmt: skip
+                header = [title, "off p50", "on p50", "ovh", "off p95", "on p95", "ovh", "target"]
+                print(table(header if judged else header[:-1] + [""], rows, digits=3))
             emit(result)
     finally:
         endpoint.close()
