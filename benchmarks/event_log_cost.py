@@ -28,13 +28,12 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from _scratch import scratch_database
+from _scratch import DEFAULT_POSTGRES_URL, scratch_database
 from measure import emit, load_average, shuffled_rounds, summary, table, timed
 
 import memory.store.memories as store_module
 from memory import HashingEmbedder, Memory, Scope
 
-DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 VARIANTS = ("with the log", "without the log")
 
 

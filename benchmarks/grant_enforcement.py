@@ -37,7 +37,7 @@ import random
 import sys
 import time
 
-from _scratch import scratch_database
+from _scratch import DEFAULT_POSTGRES_URL, scratch_database
 from measure import emit, interleaved, load_average, summary, table
 
 from flags import (
@@ -48,7 +48,6 @@ from flags import (
 )
 from memory import HashingEmbedder, Memory
 
-DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 TARGET_OVERHEAD = 0.10
 AGENTS = ("planner", "coder", "reviewer", "researcher")
 SESSION_SIZE = 50

@@ -65,7 +65,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import sqlalchemy as sa  # noqa: E402
-from _scratch import scratch_database  # noqa: E402
+from _scratch import DEFAULT_POSTGRES_URL, scratch_database  # noqa: E402
 from measure import (  # noqa: E402
     RunQueueWait,
     emit,
@@ -77,9 +77,6 @@ from measure import (  # noqa: E402
 
 from memory import Memory, NotFoundError, Scope  # noqa: E402
 
-DEFAULT_POSTGRES_URL = os.environ.get(
-    "MEMORY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 PRELOAD_BATCH = 1000
 AGENTS = ("planner", "coder", "reviewer", "researcher")
 TIERS = ("working", "episodic", "semantic")

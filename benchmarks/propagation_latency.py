@@ -44,13 +44,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
+from _scratch import DEFAULT_POSTGRES_URL, scratch_database
 from measure import emit, load_average, summary, table
 from sqlalchemy.engine import make_url
 
 from memory import Memory, MemoryEvent
 
-DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 TARGET_P99_MS = 50.0
 CHANNEL = "memory:updates"
 BASELINE_CHANNEL = "propagation_baseline"
@@ -249,17 +248,14 @@ def main() -> int:
     print(f"propagation_latency: events={args.events} interval={args.interval_ms} ms "
           f"cpus={os.cpu_count()} loadavg={load_average()}")
 
-    admin = sa.create_engine(args.postgres_url, isolation_level="AUTOCOMMIT")
-    database = f"propbench_{uuid.uuid4().hex[:10]}"
     results: list[dict[str, Any]] = []
     redis_process = None
-    with tempfile.TemporaryDirectory(prefix="propagation-") as scratch:
+    with (
+        tempfile.TemporaryDirectory(prefix="propagation-") as scratch,
+        scratch_database("postgresql", args.postgres_url, "propbench") as pg,
+    ):
         try:
-            with admin.connect() as connection:
-                connection.execute(sa.text(f'CREATE DATABASE "{database}"'))
-            pg_url = make_url(args.postgres_url).set(database=database)
-            pg = pg_url.render_as_string(hide_password=False)
-            raw_pg = pg_url.set(drivername="postgresql").render_as_string(hide_password=False)
+            raw_pg = make_url(pg).set(drivername="postgresql").render_as_string(False)
             sqlite_url = f"sqlite:///{Path(scratch) / 'bench.db'}"
             for url in (pg, sqlite_url):
                 Memory.open(url, embedder=None).close()
@@ -305,9 +301,6 @@ def main() -> int:
             if redis_process is not None:
                 redis_process.terminate()
                 redis_process.wait(10)
-            with admin.connect() as connection:
-                connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
-            admin.dispose()
 
     rows = []
     for result in results:

@@ -43,22 +43,19 @@ import random
 import shutil
 import sys
 import tempfile
-import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import sqlalchemy as sa
+from _scratch import DEFAULT_POSTGRES_URL, scratch_database
 from measure import emit, load_average, table, timed
-from sqlalchemy.engine import make_url
 
 import memory
 from memory import Memory
 
-DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 RTO_SECONDS = 30 * 60
 BATCH = 1000
 USERS = 25
@@ -193,31 +190,8 @@ def build(url: str, memories: int, seed: int, embedder: Any) -> int:
 @contextmanager
 def databases(backend: str, postgres_url: str) -> Iterator[Callable[[], str]]:
     """A factory of new, empty databases of ``backend``, all removed afterwards."""
-    if backend == "sqlite":
-        directory = Path(tempfile.mkdtemp(prefix="restore-time-"))
-        names = iter(range(1_000_000))
-        try:
-            yield lambda: f"sqlite:///{directory / f'db-{next(names)}.db'}"
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
-        return
-    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    created: list[str] = []
-
-    def make() -> str:
-        name = f"bench_restore_{uuid.uuid4().hex[:10]}"
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        created.append(name)
-        return make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-
-    try:
-        yield make
-    finally:
-        with admin.connect() as connection:
-            for name in created:
-                connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with ExitStack() as stack:
+        yield lambda: stack.enter_context(scratch_database(backend, postgres_url, "bench_restore"))
 
 
 def measure(
@@ -291,7 +265,7 @@ def main() -> int:
               "restore s", "RTO 30 min")
     keys = ("backend", "method", "memories", "rows", "backup_mb", "backup_s", "verify_s",
             "restore_s", "rto")
-    print("\n" + table(header, [[row[key] for key in keys] for row in rows]))
+    print("\n" + table(header, [[row[key] for key in keys] for row in rows], labels=2))
     print()
     for row in rows:
         emit(row, sort_keys=True)

@@ -66,7 +66,7 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
-from _scratch import scratch_database
+from _scratch import DEFAULT_POSTGRES_URL, scratch_database
 from measure import emit, interleaved, load_average, summary, table, timed
 
 from flags import BUILTIN_FLAGS
@@ -78,7 +78,6 @@ from memory.search.vectors import ProcessVectors
 from memory.store.indexing import terms_row
 from memory.store.tables import Base
 
-DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 USER = "bench-user"
 INGEST_USER = "bench-ingest"
 AGENT = "assistant"

@@ -42,7 +42,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # load.py, beside this file
 
 import load  # noqa: E402
-from _scratch import scratch_database  # noqa: E402
+from _scratch import DEFAULT_POSTGRES_URL, scratch_database  # noqa: E402
 from measure import emit, load_average, summary  # noqa: E402
 
 
@@ -104,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--mix", default="")
     parser.add_argument("--embedder", choices=("none", "default"), default="none")
     parser.add_argument("--no-tracemalloc", action="store_true")
-    parser.add_argument("--postgres-url", default=load.DEFAULT_POSTGRES_URL)
+    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     parser.add_argument("--seed", type=int, default=20240611)
     args = parser.parse_args(argv)
     interval = args.interval or min(30.0, max(1.0, args.duration / 20))

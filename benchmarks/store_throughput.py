@@ -56,17 +56,16 @@ import random
 import signal
 import sqlite3
 import sys
-import tempfile
 import time
-import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from _scratch import DEFAULT_POSTGRES_URL, scratch_database
 from measure import (
     RunQueueWait,
     emit,
@@ -79,12 +78,11 @@ from measure import (
     summary,
     timed,
 )
-from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.engine import make_url
 
 from memory import Memory, Scope
 from memory.store.engine import write_options
 
-DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 LATENCY_TARGET_MS = 5.0
 LATENCY_TARGET_SIZE = 100_000
 SIZE_TARGET_MB_PER_10K = 50.0
@@ -569,40 +567,7 @@ class Generator:
 # -- backends -----------------------------------------------------------------------------------
 
 
-@dataclass
-class Target:
-    backend: str
-    url: URL
-    sqlite_path: Path | None = None
-    database: str | None = None
-    admin: Engine | None = None
-
-
-@contextlib.contextmanager
-def open_target(backend: str, postgres_url: str, label: str) -> Iterator[Target]:
-    """A fresh, empty database that is removed afterwards, even on error."""
-    if backend == "sqlite":
-        with tempfile.TemporaryDirectory(prefix=f"membench-{label}-") as directory:
-            path = Path(directory) / "bench.db"
-            yield Target(backend, make_url(f"sqlite:///{path}"), sqlite_path=path)
-        return
-    admin_url = make_url(postgres_url).set(drivername="postgresql+psycopg")
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
-    name = f"membench_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        try:
-            yield Target(backend, admin_url.set(database=name), database=name, admin=admin)
-        finally:
-            with admin.connect() as connection:
-                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            log(f"dropped database {name}")
-    finally:
-        admin.dispose()
-
-
-def open_memory(url: URL, embedder: str) -> Memory:
+def open_memory(url: str, embedder: str) -> Memory:
     """``Memory.open``, without an embedder unless asked for: this benchmark measures the
     store, and vectors would make every write wait for the model."""
     if "embedder" in inspect.signature(Memory.open).parameters:
@@ -639,10 +604,9 @@ def vacuum_analyze(memory: Memory) -> None:
         connection.exec_driver_sql("VACUUM (ANALYZE)")
 
 
-def database_size(memory: Memory, target: Target, baseline: int, memories: int) -> dict[str, Any]:
+def database_size(memory: Memory, url: str, baseline: int, memories: int) -> dict[str, Any]:
     engine = memory.engine
-    if target.backend == "sqlite":
-        assert target.sqlite_path is not None
+    if memory.backend == "sqlite":
         raw = engine.raw_connection()
         try:
             cursor = raw.cursor()
@@ -659,7 +623,7 @@ def database_size(memory: Memory, target: Target, baseline: int, memories: int) 
             cursor.close()
         finally:
             raw.close()
-        path = target.sqlite_path
+        path = make_url(url).database
         files = {
             suffix or "db": (Path(f"{path}{suffix}").stat().st_size
                              if Path(f"{path}{suffix}").exists() else 0)
@@ -1152,8 +1116,8 @@ def run_case(backend: str, size: int, args: argparse.Namespace) -> dict[str, Any
         "target_user": user,
         "target_user_memories": dataset.per_user[user],
     }
-    with open_target(backend, args.postgres_url, f"{backend}-{size}") as target:
-        memory = open_memory(target.url, args.embedder)
+    with scratch_database(backend, args.postgres_url, "membench") as url:
+        memory = open_memory(url, args.embedder)
         wire = None
         try:
             info = server_info(memory)
@@ -1170,7 +1134,7 @@ def run_case(backend: str, size: int, args: argparse.Namespace) -> dict[str, Any
             log(f"{backend} @ {size:,}: loaded in {load['seconds']} s "
                 f"({load['rows_per_s']:,.0f} rows/s); extras {load['extras_seconds']} s")
             vacuum_analyze(memory)
-            size_info = database_size(memory, target, baseline, load["memories"])
+            size_info = database_size(memory, url, baseline, load["memories"])
             rng = random.Random(args.seed * 7 + size)
             iterations = args.warmup + args.samples
             ops, context = build_ops(memory, dataset, user, iterations, rng)

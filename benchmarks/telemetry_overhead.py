@@ -48,14 +48,13 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from _scratch import scratch_database
+from _scratch import DEFAULT_POSTGRES_URL, scratch_database
 from measure import emit, load_average, shuffled_rounds, summary, table, timed
 
 from memory import HashingEmbedder, Memory, Scope, start_prometheus_endpoint
 from memory.ops.workload import workload_flags
 from memory.telemetry import instruments as telemetry
 
-DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 TARGET_OVERHEAD = 0.05
 MODES = ("off", "on")
 
