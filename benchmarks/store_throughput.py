@@ -76,6 +76,7 @@ from measure import (
     run_queue_wait,
     shuffled_rounds,
     summary,
+    table,
     timed,
 )
 from sqlalchemy.engine import make_url
@@ -1296,21 +1297,16 @@ def print_report(result: dict[str, Any]) -> None:
               f"{stats['rows_per_s']:,.0f} rows/s ({stats['rows_per_s_without_cpu_wait']:,.0f}"
               f" without CPU wait); per batch p50 {ms['p50']:.1f} ms, max {ms['max']:.1f} ms")
     print()
-    header = (f"{'operation':<31}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}{'rows':>6}"
-              f"{'floor p50/p95':>15}{'x floor':>8} |{'p50*':>7}{'p95*':>7}{'p99*':>7}"
-              f"{'wait':>6}{'<5ms*':>7}")
     print("latencies in ms; * = without the time spent waiting for a CPU (run-queue wait of "
           "this process and its postgres backends, measured per sample)")
-    print(header)
-    print("-" * len(header))
     latency = result["latency_ms"]
 
-    def row(label: str, stats: dict[str, Any], extra: str) -> str:
+    def row(label: str, stats: dict[str, Any], *extra: str) -> list[object]:
         adj = stats["without_cpu_wait"]
-        return (f"{label:<31}{stats['p50']:>8.3f}{stats['p95']:>8.3f}{stats['p99']:>8.3f}"
-                f"{stats['max']:>8.2f}{extra} |{adj['p50']:>7.3f}{adj['p95']:>7.3f}"
-                f"{adj['p99']:>7.3f}{stats['cpu_wait_share']:>6.0%}")
+        return [label, *(stats[key] for key in ("p50", "p95", "p99", "max")), *extra, "|",
+                adj["p50"], adj["p95"], adj["p99"], f"{stats['cpu_wait_share']:.0%}"]
 
+    rows = []
     for name, stats in latency.items():
         floor_text = ratio = verdict = ""
         if "floor" in stats:
@@ -1319,10 +1315,13 @@ def print_report(result: dict[str, Any]) -> None:
             ratio = f"{stats['x_floor_p50']:.1f}x"
             verdict = ("ok" if stats["without_cpu_wait"]["p95"] < LATENCY_TARGET_MS
                        else "OVER")
-        extra = f"{stats['rows_mean']:>6.1f}{floor_text:>15}{ratio:>8}"
-        print(row(OP_LABELS.get(name, name), stats, extra) + f"{verdict:>7}")
+        extra = (f"{stats['rows_mean']:.1f}", floor_text, ratio)
+        rows.append(row(OP_LABELS.get(name, name), stats, *extra) + [verdict])
         for variant, vstats in stats.get("variants", {}).items():
-            print(row("    " + variant, vstats, " " * 29))
+            rows.append(row("    " + variant, vstats, "", "", "") + [""])
+    header = ["operation", "p50", "p95", "p99", "max", "rows", "floor p50/p95", "x floor", "|",
+              "p50*", "p95*", "p99*", "wait", "<5ms*"]
+    print(table(header, rows, digits=3))
     print()
     cpus = os.cpu_count() or 0
     for phase, cpu in (("load", load.get("cpu", {})), ("queries", ctx.get("cpu", {})),
