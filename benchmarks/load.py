@@ -73,6 +73,7 @@ from measure import (  # noqa: E402
     machine_cpu_seconds,
     summary,
     table,
+    timed,
 )
 
 from memory import Memory, NotFoundError, Scope  # noqa: E402
@@ -419,15 +420,14 @@ def run_sessions(
         rng = session.rng
         while time.perf_counter() < deadline[0]:
             name = rng.choices(names, weights)[0]
-            began = time.perf_counter()
             try:
-                runners[name](session)
+                _, timing = timed(runners[name], session)
             except Exception as error:  # every error is a finding: count it, keep going
                 kind = f"{type(error).__module__}.{type(error).__qualname__}"
                 outcome.errors[(name, kind)] += 1
                 outcome.examples.setdefault(kind, traceback.format_exc())
             else:
-                outcome.latencies[name].append(time.perf_counter() - began)
+                outcome.latencies[name].append(timing.wall / 1000)
             if think:
                 time.sleep(rng.expovariate(1 / think))
         outcome.cpu_wait = run_queue() - waited

@@ -125,9 +125,8 @@ def measure(
                     kept[f"{mode}_cpu"].append(timing.cpu)
             # The block's measurements, handed to the SDK in one batch as the background
             # thread does (it is held off, see main): the recording's CPU per "on" call.
-            cpu = time.thread_time()
-            telemetry.flush()
-            kept["recording_cpu"].append((time.thread_time() - cpu) * 1000.0 / block)
+            _, flush = timed(telemetry.flush, cpu=time.thread_time)
+            kept["recording_cpu"].append(flush.cpu / block)
     telemetry.set_enabled(True)
     return samples
 
