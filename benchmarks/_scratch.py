@@ -1,4 +1,4 @@
-"""The throwaway database every benchmark measures in, removed afterwards even on error.
+"""The throwaway databases benchmarks measure in, removed afterwards even on error.
 
 Benchmarks run as scripts (``python benchmarks/x.py``), so this module is imported by its
 plain name from the script's own directory.
@@ -6,6 +6,7 @@ plain name from the script's own directory.
 
 from __future__ import annotations
 
+import os
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -14,6 +15,11 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
+
+# The server the tests use: an existing database there, used only to CREATE and DROP ours.
+DEFAULT_POSTGRES_URL = os.environ.get(
+    "MEMORY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 
 
 @contextmanager

@@ -5,10 +5,10 @@ Run from the repository root::
     python benchmarks/flag_evaluation.py            # table + one JSON line
     python benchmarks/flag_evaluation.py --check    # exit 1 if the targets are missed
 
-Each measurement times batches of ``--batch-size`` calls (default 1000) with
-``time.perf_counter_ns`` and reports the median and 95th percentile of the per-call time over
-``--batches`` batches, with the garbage collector paused while a batch runs. The batches of
-the three contenders are interleaved so that machine noise hits them alike.
+Each measurement times batches of ``--batch-size`` calls (default 1000) and reports the
+median and 95th percentile of the per-call time over ``--batches`` batches, with the garbage
+collector paused while a batch runs. The batches of the contenders are interleaved, in a
+shuffled order per round (``benchmarks/measure.py``), so that machine noise hits them alike.
 
 - ``flags (warm ids)``: ``FlagEvaluator.is_enabled`` on a provider snapshot already cached,
   for 1000 session ids asked about before, the steady state of agents that ask about the
@@ -34,22 +34,20 @@ Targets: median at most 5 µs per evaluation, and faster than UnleashClient.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import logging
-import platform
 import random
-import statistics
 import sys
-import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 # Runnable as a plain script from a checkout: make the repository root importable.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from measure import call_each, emit, interleaved, summary, table  # noqa: E402
 
 from flags import (  # noqa: E402
     EvaluationContext,
@@ -61,27 +59,6 @@ from flags import (  # noqa: E402
 FLAG = "BENCH_ROLLOUT"
 ROLLOUT = 25
 TARGET_MEDIAN_US = 5.0
-
-
-def _percentile(values: Sequence[float], fraction: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
-    return ordered[index]
-
-
-def _time_batch(call: Callable[[Any], object], arguments: Sequence[Any]) -> float:
-    """Return the mean time of one call, in microseconds, over one batch."""
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        start = time.perf_counter_ns()
-        for argument in arguments:
-            call(argument)
-        elapsed = time.perf_counter_ns() - start
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return elapsed / len(arguments) / 1000
 
 
 def _session_ids(rng: random.Random, count: int) -> list[str]:
@@ -199,36 +176,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         for a, b in zip(warm_contexts, openfeature_contexts, strict=True)
     )
     share_on = sum(ours(c) for c in warm_contexts) / len(warm_contexts)
-    for _ in range(3):  # warm-up: memoized buckets, caches, branch predictors
-        _time_batch(ours, warm_contexts)
-        _time_batch(theirs, unleash_contexts)
-        _time_batch(through_openfeature, openfeature_contexts)
-
-    samples: dict[str, list[float]] = {
-        "flags_warm": [],
-        "flags_cold": [],
-        "unleash": [],
-        "openfeature": [],
+    warmup = 3  # memoized buckets, caches, branch predictors
+    # Every cold batch gets ids never seen before, built outside the timing.
+    cold_contexts = [
+        [EvaluationContext(session_id=s) for s in _session_ids(rng, args.batch_size)]
+        for _ in range(warmup + args.batches)
+    ]
+    batches = interleaved(
+        {
+            "flags_warm": lambda _: call_each(ours, warm_contexts),
+            "flags_cold": lambda number: call_each(ours, cold_contexts[number]),
+            "unleash": lambda _: call_each(theirs, unleash_contexts),
+            "openfeature": lambda _: call_each(through_openfeature, openfeature_contexts),
+        },
+        args.batches,
+        random.Random(args.seed),
+        warmup,
+    )
+    results = {
+        name: summary([ms * 1000 / args.batch_size for ms in values], ("median", "p95"), "us")
+        for name, values in batches.items()
     }
-    for _ in range(args.batches):
-        cold_contexts = [
-            EvaluationContext(session_id=s) for s in _session_ids(rng, args.batch_size)
-        ]
-        samples["flags_warm"].append(_time_batch(ours, warm_contexts))
-        samples["flags_cold"].append(_time_batch(ours, cold_contexts))
-        samples["unleash"].append(_time_batch(theirs, unleash_contexts))
-        samples["openfeature"].append(_time_batch(through_openfeature, openfeature_contexts))
-
-    summary = {
-        name: {
-            "median_us": round(statistics.median(values), 3),
-            "p95_us": round(_percentile(values, 0.95), 3),
-        }
-        for name, values in samples.items()
-    }
-    unleash_median = summary["unleash"]["median_us"]
-    meets_target = summary["flags_cold"]["median_us"] <= TARGET_MEDIAN_US
-    faster = max(summary["flags_warm"]["median_us"], summary["flags_cold"]["median_us"]) < (
+    unleash_median = results["unleash"]["median_us"]
+    meets_target = results["flags_cold"]["median_us"] <= TARGET_MEDIAN_US
+    faster = max(results["flags_warm"]["median_us"], results["flags_cold"]["median_us"]) < (
         unleash_median
     )
 
@@ -242,13 +213,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"flag evaluation, {args.batches} batches x {args.batch_size} calls, "
         f"rollout {ROLLOUT}% by sessionId, cached provider state"
     )
-    print(f"{'contender':<26} {'median µs':>10} {'p95 µs':>10} {'vs Unleash':>11}")
-    for name, label in labels.items():
-        median = summary[name]["median_us"]
-        print(
-            f"{label:<26} {median:>10.3f} {summary[name]['p95_us']:>10.3f} "
-            f"{unleash_median / median:>10.1f}x"
-        )
+    rows = [
+        [label, *results[name].values(), f"{unleash_median / results[name]['median_us']:.1f}x"]
+        for name, label in labels.items()
+    ]
+    print(table(["contender", "median µs", "p95 µs", "vs Unleash"], rows, digits=3))
     print(
         f"agreement with Unleash on {len(warm_contexts)} ids: {agreement}/{len(warm_contexts)}, "
         f"with OpenFeature: {agreement_openfeature}/{len(warm_contexts)}; "
@@ -256,25 +225,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{'met' if meets_target else 'MISSED'}; faster than UnleashClient: "
         f"{'yes' if faster else 'NO'}"
     )
-    print(
-        json.dumps(
-            {
-                "benchmark": "flag_evaluation",
-                "batches": args.batches,
-                "batch_size": args.batch_size,
-                "rollout": ROLLOUT,
-                "results_us_per_call": summary,
-                "target_median_us": TARGET_MEDIAN_US,
-                "meets_target": meets_target,
-                "faster_than_unleash": faster,
-                "agreement": agreement / len(warm_contexts),
-                "agreement_openfeature": agreement_openfeature / len(warm_contexts),
-                "python": platform.python_version(),
-                "unleash_client": metadata.version("UnleashClient"),
-                "openfeature_sdk": metadata.version("openfeature-sdk"),
-            },
-            sort_keys=True,
-        )
+    emit(
+        {
+            "benchmark": "flag_evaluation",
+            "batches": args.batches,
+            "batch_size": args.batch_size,
+            "rollout": ROLLOUT,
+            "results_us_per_call": results,
+            "target_median_us": TARGET_MEDIAN_US,
+            "meets_target": meets_target,
+            "faster_than_unleash": faster,
+            "agreement": agreement / len(warm_contexts),
+            "agreement_openfeature": agreement_openfeature / len(warm_contexts),
+            "unleash_client": metadata.version("UnleashClient"),
+            "openfeature_sdk": metadata.version("openfeature-sdk"),
+        },
+        sort_keys=True,
     )
     ok = (
         meets_target

@@ -8,10 +8,10 @@ Run from the repository root::
 A store on a SQLite file in a temporary directory, opened with the default evaluator (the
 database provider of the same store, refreshed every 10 s), the three flags switched on by
 ``DatabaseFlagProvider.set_flag`` as an operator would, and 200 memories in one scope. Each
-measurement times batches of ``--batch-size`` calls with ``time.perf_counter_ns`` and reports
-the median and 95th percentile of the per-call time over ``--batches`` batches (garbage
-collector paused in a batch); the batches of a pair are interleaved so that machine noise
-hits both alike.
+measurement times batches of ``--batch-size`` calls and reports the median and 95th
+percentile of the per-call time over ``--batches`` batches (garbage collector paused in a
+batch); the batches of a pair are interleaved, in a shuffled order per round, so that
+machine noise hits both alike (``benchmarks/measure.py``).
 
 - ``flag_enabled``: ``Memory.flag_enabled(name, scope)``, the check every gated call makes,
   against ``FlagEvaluator.is_enabled`` on the same evaluator (the baseline).
@@ -33,14 +33,11 @@ Targets: ``flag_enabled`` median at most 5 µs; the gating work at most 1 % of t
 from __future__ import annotations
 
 import argparse
-import gc
-import json
 import os
-import statistics
+import random
 import sys
 import tempfile
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,45 +45,29 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import sqlalchemy as sa  # noqa: E402
+from measure import call_each, emit, interleaved, load_average, summary, table  # noqa: E402
 
 from flags import BUILTIN_FLAGS, USE_HIERARCHICAL_TIERS  # noqa: E402
-from memory import HashingEmbedder, Memory
+from memory import HashingEmbedder, Memory, Scope  # noqa: E402
 from memory.core.inputs import MemoryQuery  # noqa: E402
-from memory.ops import DatabaseFlagProvider
+from memory.ops import DatabaseFlagProvider  # noqa: E402
 
 
-def batches(call: Callable[[], object], size: int) -> Callable[[], float]:
-    """A function that runs one timed batch and returns the time per call in µs."""
-
-    def run() -> float:
-        gc.disable()
-        try:
-            started = time.perf_counter_ns()
-            for _ in range(size):
-                call()
-            return (time.perf_counter_ns() - started) / size / 1000
-        finally:
-            gc.enable()
-
-    return run
-
-
-def interleaved(
-    first: Callable[[], float], second: Callable[[], float], count: int
-) -> tuple[list[float], list[float]]:
-    a: list[float] = []
-    b: list[float] = []
-    for _ in range(count):
-        a.append(first())
-        b.append(second())
-    return a, b
-
-
-def summary(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
+def per_call_us(
+    contenders: dict[str, tuple[Callable[[Any], object], Sequence[Any]]], count: int
+) -> dict[str, dict[str, float]]:
+    """Median and p95 µs per call of each ``call(argument)`` over ``count`` batches of its
+    arguments, the contenders interleaved."""
+    batches = interleaved(
+        {name: lambda _, c=c, a=a: call_each(c, a) for name, (c, a) in contenders.items()},
+        count,
+        random.Random(0),
+    )
     return {
-        "median_us": round(statistics.median(ordered), 3),
-        "p95_us": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 3),
+        name: summary(
+            [ms * 1000 / len(contenders[name][1]) for ms in values], ("median", "p95"), "us"
+        )
+        for name, values in batches.items()
     }
 
 
@@ -119,55 +100,57 @@ def main() -> int:
                 statements += 1
 
             sa.event.listen(store.engine, "before_cursor_execute", count)
-            gate, evaluation = interleaved(
-                batches(
-                    lambda: store.flag_enabled(USE_HIERARCHICAL_TIERS, scope), options.batch_size
-                ),
-                batches(
-                    lambda: store.flags.is_enabled(USE_HIERARCHICAL_TIERS, context),
-                    options.batch_size,
-                ),
+            results = per_call_us(
+                {
+                    "flag_enabled": (
+                        lambda s: store.flag_enabled(USE_HIERARCHICAL_TIERS, s),
+                        [scope] * options.batch_size,
+                    ),
+                    "FlagEvaluator.is_enabled (baseline)": (
+                        lambda c: store.flags.is_enabled(USE_HIERARCHICAL_TIERS, c),
+                        [context] * options.batch_size,
+                    ),
+                },
                 options.batches,
             )
             sa.event.remove(store.engine, "before_cursor_execute", count)
 
-            reader_work, _ = interleaved(
-                batches(scope._reader, options.batch_size), lambda: 0.0, options.batches
+            results |= per_call_us(
+                {"gating work (Scope._reader)": (Scope._reader, [scope] * options.batch_size)},
+                options.batches,
             )
             owner = scope._reader()
             query = MemoryQuery(limit=20)
-            gated, direct = interleaved(
-                batches(lambda: scope.list(limit=20), options.list_batch_size),
-                batches(lambda: store._store.list_memories(owner, query), options.list_batch_size),
+            results |= per_call_us(
+                {
+                    "Scope.list(limit=20)": (
+                        lambda s: s.list(limit=20), [scope] * options.list_batch_size
+                    ),
+                    "Store.list_memories (baseline)": (
+                        lambda o: store._store.list_memories(o, query),
+                        [owner] * options.list_batch_size,
+                    ),
+                },
                 options.batches,
             )
 
-    results = {
-        "flag_enabled": summary(gate),
-        "FlagEvaluator.is_enabled (baseline)": summary(evaluation),
-        "gating work (Scope._reader)": summary(reader_work),
-        "Scope.list(limit=20)": summary(gated),
-        "Store.list_memories (baseline)": summary(direct),
-    }
     share = (
         results["gating work (Scope._reader)"]["median_us"]
         / results["Scope.list(limit=20)"]["median_us"]
     )
-    print(f"load average: {os.getloadavg()}")
-    print(f"{'measurement':40} {'median µs':>10} {'p95 µs':>10}")
-    for name, figures in results.items():
-        print(f"{name:40} {figures['median_us']:10.3f} {figures['p95_us']:10.3f}")
+    print(f"load average: {load_average()}")
+    rows = [[name, *figures.values()] for name, figures in results.items()]
+    print(table(["measurement", "median µs", "p95 µs"], rows, digits=3))
     print(f"gating work / Scope.list median: {share * 100:.3f} %")
-    print(f"SQL statements during {len(gate) * options.batch_size} flag checks: {statements}")
-    print(
-        json.dumps(
-            {
-                "benchmark": "flag_gating",
-                "results": results,
-                "gating_share_of_list": round(share, 6),
-                "statements_during_flag_checks": statements,
-            }
-        )
+    print(f"SQL statements during {options.batches * options.batch_size} flag checks: "
+          f"{statements}")  # fmt: skip
+    emit(
+        {
+            "benchmark": "flag_gating",
+            "results": results,
+            "gating_share_of_list": round(share, 6),
+            "statements_during_flag_checks": statements,
+        }
     )
     missed = []
     if results["flag_enabled"]["median_us"] > 5:

@@ -33,14 +33,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import os
 import random
-import statistics
 import sys
 import time
 
-from _scratch import scratch_database
+from _scratch import DEFAULT_POSTGRES_URL, scratch_database
+from measure import emit, interleaved, load_average, summary, table
 
 from flags import (
     BUILTIN_FLAGS,
@@ -50,7 +48,6 @@ from flags import (
 )
 from memory import HashingEmbedder, Memory
 
-DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 TARGET_OVERHEAD = 0.10
 AGENTS = ("planner", "coder", "reviewer", "researcher")
 SESSION_SIZE = 50
@@ -126,11 +123,6 @@ def _analyze(store: Memory) -> None:
             connection.exec_driver_sql("VACUUM (ANALYZE)")
 
 
-def _percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
-
-
 def run(backend: str, url: str, args: argparse.Namespace) -> dict[str, object]:
     rng = random.Random(args.seed)
     on, off = _flags(True), _flags(False)
@@ -145,52 +137,46 @@ def run(backend: str, url: str, args: argparse.Namespace) -> dict[str, object]:
             f"shared, {held:,} grants": ("coder", on),
         }
         queries = [" ".join(rng.choices(WORDS, k=3)) for _ in range(args.samples)]
-        timings: dict[str, list[float]] = {name: [] for name in variants}
-        results: dict[str, int] = {name: 0 for name in variants}
-        for round_, query in enumerate([*queries[: args.warmup], *queries]):
-            order = list(variants)
-            rng.shuffle(order)
-            for name in order:
-                agent, evaluator = variants[name]
-                store.flags = evaluator
-                scope = store.scope(USER, agent)
-                started = time.perf_counter()
-                hits = scope.search(query, limit=10)
-                elapsed = (time.perf_counter() - started) * 1000
-                if round_ >= args.warmup:
-                    timings[name].append(elapsed)
-                    results[name] += len(hits)
-    baseline = timings["unshared"]
+        queries = [*queries[: args.warmup], *queries]
+        hits: dict[str, list[int]] = {name: [] for name in variants}
+
+        def search(name: str, round_: int) -> None:
+            agent, evaluator = variants[name]
+            store.flags = evaluator
+            hits[name].append(len(store.scope(USER, agent).search(queries[round_], limit=10)))
+
+        timings = interleaved(
+            {name: lambda round_, name=name: search(name, round_) for name in variants},
+            args.samples,
+            rng,
+            args.warmup,
+        )
     report: dict[str, object] = {
         "benchmark": "grant_enforcement",
         "backend": backend,
         "memories": args.memories,
         "grants": held,
         "samples": args.samples,
-        "loadavg": os.getloadavg()[0],
     }
     print(f"\n{backend}: {args.memories:,} memories, coder holds {held:,} grants, "
-          f"{args.samples} searches per variant (load average {os.getloadavg()[0]:.2f})")
-    print(f"  {'variant':<24} {'median ms':>10} {'p95 ms':>10} {'median +%':>10} {'p95 +%':>8}")
+          f"{args.samples} searches per variant (load average {load_average()[0]:.2f})")
+    baseline = summary(timings["unshared"], ("median", "p95"))
+    rows = []
     for name, values in timings.items():
-        median, p95 = statistics.median(values), _percentile(values, 0.95)
-        over_median = median / statistics.median(baseline) - 1
-        over_p95 = p95 / _percentile(baseline, 0.95) - 1
-        print(f"  {name:<24} {median:>10.2f} {p95:>10.2f} {over_median:>+10.1%} "
-              f"{over_p95:>+8.1%}")
-        report[name] = {
-            "median_ms": round(median, 3),
-            "p95_ms": round(p95, 3),
-            "median_overhead": round(over_median, 4),
-            "p95_overhead": round(over_p95, 4),
-            "hits_per_search": round(results[name] / len(values), 2),
-        }
+        row = summary(values, ("median", "p95"))
+        row["median_overhead"] = round(row["median_ms"] / baseline["median_ms"] - 1, 4)
+        row["p95_overhead"] = round(row["p95_ms"] / baseline["p95_ms"] - 1, 4)
+        row["hits_per_search"] = round(sum(hits[name][args.warmup :]) / len(values), 2)
+        report[name] = row
+        overheads = [f"{row[key]:+.1%}" for key in ("median_overhead", "p95_overhead")]
+        rows.append([name, row["median_ms"], row["p95_ms"], *overheads])
+    print(table(["variant", "median ms", "p95 ms", "median +%", "p95 +%"], rows))
     granted = report[f"shared, {held:,} grants"]
     assert isinstance(granted, dict)
     report["target_met"] = (
         granted["median_overhead"] < TARGET_OVERHEAD and granted["p95_overhead"] < TARGET_OVERHEAD
     )
-    print(f"  target: < {TARGET_OVERHEAD:.0%} over unshared (median and p95): "
+    print(f"target: < {TARGET_OVERHEAD:.0%} over unshared (median and p95): "
           f"{'PASS' if report['target_met'] else 'FAIL'}")
     return report
 
@@ -209,7 +195,7 @@ def main() -> int:
     for backend in args.backends.split(","):
         with scratch_database(backend, args.postgres_url, "grantbench") as url:
             report = run(backend, url, args)
-        print(json.dumps(report))
+        emit(report)
         ok = ok and bool(report["target_met"])
     return 0 if ok else 1
 

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import multiprocessing
 import os
 import platform
@@ -55,8 +54,7 @@ import time
 import traceback
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -67,13 +65,19 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import sqlalchemy as sa  # noqa: E402
-from _scratch import scratch_database  # noqa: E402
+from _scratch import DEFAULT_POSTGRES_URL, scratch_database  # noqa: E402
+from measure import (  # noqa: E402
+    RunQueueWait,
+    emit,
+    load_average,
+    machine_cpu_seconds,
+    summary,
+    table,
+    timed,
+)
 
 from memory import Memory, NotFoundError, Scope  # noqa: E402
 
-DEFAULT_POSTGRES_URL = os.environ.get(
-    "MEMORY_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 PRELOAD_BATCH = 1000
 AGENTS = ("planner", "coder", "reviewer", "researcher")
 TIERS = ("working", "episodic", "semantic")
@@ -411,22 +415,23 @@ def run_sessions(
 
     def body(session: Session, outcome: Outcome) -> None:
         gate.wait()
-        waited = run_queue_wait()
+        run_queue = RunQueueWait(("thread-self",))  # this session's thread
+        waited = run_queue()
         rng = session.rng
         while time.perf_counter() < deadline[0]:
             name = rng.choices(names, weights)[0]
-            began = time.perf_counter()
             try:
-                runners[name](session)
+                _, timing = timed(runners[name], session)
             except Exception as error:  # every error is a finding: count it, keep going
                 kind = f"{type(error).__module__}.{type(error).__qualname__}"
                 outcome.errors[(name, kind)] += 1
                 outcome.examples.setdefault(kind, traceback.format_exc())
             else:
-                outcome.latencies[name].append(time.perf_counter() - began)
+                outcome.latencies[name].append(timing.wall / 1000)
             if think:
                 time.sleep(rng.expovariate(1 / think))
-        outcome.cpu_wait = run_queue_wait() - waited
+        outcome.cpu_wait = run_queue() - waited
+        run_queue.close()
 
     threads = [
         threading.Thread(target=body, args=(session, outcome), daemon=True)
@@ -528,45 +533,7 @@ def run_processes(
     return total
 
 
-# -- measuring the machine --------------------------------------------------------------------
-
-
-def run_queue_wait() -> float:
-    """Seconds the calling thread has spent runnable but waiting for a CPU (Linux)."""
-    try:
-        return int(Path("/proc/thread-self/schedstat").read_text().split()[1]) / 1e9
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
-def machine_busy() -> tuple[float, float]:
-    """(busy, total) CPU jiffies of the whole machine so far, from /proc/stat."""
-    fields = [float(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    return sum(fields) - idle, sum(fields)
-
-
-@contextmanager
-def machine_usage() -> Iterator[dict[str, float]]:
-    """Yields a dict filled on exit with the machine's busy cores during the block."""
-    usage: dict[str, float] = {}
-    busy0, total0 = machine_busy()
-    began = time.perf_counter()
-    yield usage
-    busy1, total1 = machine_busy()
-    cores = os.cpu_count() or 1
-    usage["machine_busy_cores"] = cores * (busy1 - busy0) / max(total1 - total0, 1.0)
-    usage["wall"] = time.perf_counter() - began
-
-
 # -- reporting ------------------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))]
 
 
 def summarise(outcome: Outcome, duration: float) -> dict[str, Any]:
@@ -575,9 +542,7 @@ def summarise(outcome: Outcome, duration: float) -> dict[str, Any]:
         ops[name] = {
             "count": len(values),
             "ops_per_s": round(len(values) / duration, 1),
-            "p50_ms": round(1000 * percentile(values, 0.50), 3),
-            "p95_ms": round(1000 * percentile(values, 0.95), 3),
-            "p99_ms": round(1000 * percentile(values, 0.99), 3),
+            **summary([1000 * value for value in values], ("p50", "p95", "p99")),
         }
     calls = sum(len(values) for values in outcome.latencies.values())
     return {
@@ -605,25 +570,17 @@ def print_table(
     backend: str, size: int, single: dict[str, Any], runs: dict[str, dict[str, Any]]
 ) -> None:
     print(f"\n== {backend}, {size:,} memories: ops/s and latency (ms); change vs 1 session ==")
-    header = f"{'operation':<15} {'run':<22} {'ops/s':>8} {'p50':>8} {'p95':>8} {'p99':>8}"
-    print(header + f" {'p50 chg':>8} {'p95 chg':>8}")
-    names = sorted(single["ops"])
-    for name in names:
+    rows = []
+    for name in sorted(single["ops"]):
         base = single["ops"][name]
-        print(
-            f"{name:<15} {'1 session':<22} {base['ops_per_s']:>8.1f} {base['p50_ms']:>8.2f} "
-            f"{base['p95_ms']:>8.2f} {base['p99_ms']:>8.2f}"
-        )
+        figures = ("ops_per_s", "p50_ms", "p95_ms", "p99_ms")
+        rows.append([name, "1 session", *(base[key] for key in figures), "", ""])
         for label, result in runs.items():
-            row = result["ops"].get(name)
-            if row is None:
-                continue
-            print(
-                f"{'':<15} {label:<22} {row['ops_per_s']:>8.1f} {row['p50_ms']:>8.2f} "
-                f"{row['p95_ms']:>8.2f} {row['p99_ms']:>8.2f} "
-                f"{change(row['p50_ms'], base['p50_ms']):>8} "
-                f"{change(row['p95_ms'], base['p95_ms']):>8}"
-            )
+            if (row := result["ops"].get(name)) is not None:
+                changes = (change(row[key], base[key]) for key in ("p50_ms", "p95_ms"))
+                rows.append(["", label, *(row[key] for key in figures), *changes])
+    header = ["operation", "run", "ops/s", "p50", "p95", "p99", "p50 chg", "p95 chg"]
+    print(table(header, rows, labels=2))
     print(
         f"{'ALL':<15} {'1 session':<22} {single['ops_per_s']:>8.1f}"
         f"   (benchmark CPU {single['benchmark_cpu_cores']:.2f} cores, "
@@ -655,17 +612,20 @@ def open_memory(url: str, embedder: str) -> Memory:
 
 def measure(label: str, work: Callable[[], Outcome]) -> tuple[dict[str, Any], Outcome]:
     """Run ``work`` and summarise it, with the machine's CPU use meanwhile."""
-    with machine_usage() as usage:
-        outcome = work()
+    busy, began = machine_cpu_seconds()[0], time.perf_counter()
+    outcome = work()
+    busy_cores = (machine_cpu_seconds()[0] - busy) / (time.perf_counter() - began)
     result = summarise(outcome, outcome.wall)
-    result["machine_busy_cores"] = round(usage["machine_busy_cores"], 2)
+    result["machine_busy_cores"] = round(busy_cores, 2)
     result["label"] = label
     return result, outcome
 
 
-def run_configuration(args: argparse.Namespace, backend: str, size: int) -> tuple[list[str], int]:
-    """Pre-load one database, run the single session and every mode on it; returns the JSON
-    lines and the number of errors."""
+def run_configuration(
+    args: argparse.Namespace, backend: str, size: int
+) -> tuple[list[dict[str, Any]], int]:
+    """Pre-load one database, run the single session and every mode on it; returns the
+    results for the JSON lines and the number of errors."""
     weights = parse_mix(args.mix)
     mix = active_mix(weights)
     think = args.think_ms / 1000
@@ -725,7 +685,7 @@ def run_configuration(args: argparse.Namespace, backend: str, size: int) -> tupl
                 "result": result,
                 "single_session": single,
             }
-            lines.append(json.dumps(line, sort_keys=True))
+            lines.append(line)
     print_table(backend, size, single, runs)
     errors = 0
     for label, outcome in outcomes.items():
@@ -758,24 +718,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.sessions // args.processes} threads), {args.duration:g} s per run, think "
         f"{args.think_ms:g} ms, embedder {args.embedder}; Python {platform.python_version()}, "
         f"SQLite {sqlite3.sqlite_version}, {os.cpu_count()} CPUs, load average "
-        f"{os.getloadavg()[0]:.1f} at start"
+        f"{load_average()[0]:.1f} at start"
     )
     print("mix: " + ", ".join(f"{op.name} {op.weight:g}" for op in active_mix(weights)))
     if skipped:
         print(f"skipped (no such Scope method): {skipped}")
 
-    lines: list[str] = []
+    lines: list[dict[str, Any]] = []
     errors = 0
     for backend in args.backends.split(","):
         for size in [int(value) for value in args.sizes.split(",")]:
             found, failed = run_configuration(args, backend, size)
             lines += found
             errors += failed
-    print(f"\nerrors: {errors}   (load average {os.getloadavg()[0]:.1f} at the end)\n")
-    for line in lines:
-        print(line)
+    print(f"\nerrors: {errors}   (load average {load_average()[0]:.1f} at the end)\n")
+    printed = [emit(line, sort_keys=True) for line in lines]
     if args.json:
-        args.json.write_text("".join(line + "\n" for line in lines))
+        args.json.write_text("".join(line + "\n" for line in printed))
     return 1 if errors else 0
 
 

@@ -17,7 +17,8 @@ Follows the project's retrieval protocol (``../shared/data/locomo/README.md``), 
 - Two baselines run in the same process over the same turns: ``dense`` (all-MiniLM-L6-v2,
   exact cosine with NumPy; turns embedded once per conversation) and ``bm25`` (Okapi BM25,
   k1 = 1.2, b = 0.75, over the terms of ``memory.core.text.terms``). Questions are asked of the
-  three systems in turn, so that machine noise hits them alike.
+  three systems in turn, in a shuffled order per question (``benchmarks/measure.py``), so
+  that machine noise hits them alike.
 - Latency: wall time around each search, the query's embedding included (the library also
   reads its candidates from SQLite; the baselines work on in-memory arrays). The embedder
   runs on one thread by default (``--embedder-threads``): one short query embeds no faster
@@ -48,9 +49,11 @@ import argparse
 import functools
 import json
 import math
+import random
 import statistics
 import sys
 import tempfile
+import textwrap
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -59,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from measure import emit, shuffled_rounds, summary, table, timed
 
 from memory import Memory, MiniLMEmbedder, Scope
 from memory.core.text import terms
@@ -231,7 +235,7 @@ class Outcome:
     category: int
     recall: dict[int, float]
     hit5: bool
-    seconds: float
+    ms: float
 
 
 @dataclass(slots=True)
@@ -242,14 +246,14 @@ class Results:
         self.outcomes.setdefault(system, []).append(outcome)
 
 
-def score(question: Question, retrieved: list[str], seconds: float, sample: str) -> Outcome:
+def score(question: Question, retrieved: list[str], ms: float, sample: str) -> Outcome:
     evidence = set(question.evidence)
     recall = {k: len(evidence & set(retrieved[:k])) / len(evidence) for k in KS}
     hit5 = bool(evidence & set(retrieved[:5]))
-    return Outcome(sample, question.category, recall, hit5, seconds)
+    return Outcome(sample, question.category, recall, hit5, ms)
 
 
-def summary(outcomes: Sequence[Outcome]) -> dict[str, float]:
+def quality(outcomes: Sequence[Outcome]) -> dict[str, float]:
     if not outcomes:
         return {}
     figures = {f"recall@{k}": statistics.fmean(o.recall[k] for o in outcomes) for k in KS}
@@ -257,32 +261,21 @@ def summary(outcomes: Sequence[Outcome]) -> dict[str, float]:
     return {name: round(value, 4) for name, value in figures.items()}
 
 
-def percentile(values: Sequence[float], share: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return 0.0
-    return ordered[min(len(ordered) - 1, math.ceil(share * len(ordered)) - 1)]
-
-
 def report(system: str, outcomes: Sequence[Outcome], holdout: Sequence[str]) -> dict[str, Any]:
     categories = sorted({o.category for o in outcomes})
-    milliseconds = [o.seconds * 1000 for o in outcomes]
     tune = [o for o in outcomes if o.conversation not in holdout]
     held = [o for o in outcomes if o.conversation in holdout]
     return {
         "system": system,
-        "overall": summary(outcomes),
+        "overall": quality(outcomes),
         "by_category": {
-            str(c): summary([o for o in outcomes if o.category == c]) for c in categories
+            str(c): quality([o for o in outcomes if o.category == c]) for c in categories
         },
-        "search_ms": {
-            "p50": round(percentile(milliseconds, 0.50), 2),
-            "p95": round(percentile(milliseconds, 0.95), 2),
-        },
+        "search_ms": summary([o.ms for o in outcomes], ("p50", "p95"), unit="", digits=2),
         "questions": len(outcomes),
         "by_split": {
-            "tune": {"conversations": sorted({o.conversation for o in tune}), **summary(tune)},
-            "held_out": {"conversations": sorted({o.conversation for o in held}), **summary(held)},
+            "tune": {"conversations": sorted({o.conversation for o in tune}), **quality(tune)},
+            "held_out": {"conversations": sorted({o.conversation for o in held}), **quality(held)},
         },
     }
 
@@ -294,6 +287,7 @@ def run(
     progress: Callable[[str], None] = lambda line: None,
 ) -> Results:
     results = Results()
+    rng = random.Random(0)
     for conversation in conversations:
         started = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="locomo-") as directory:
@@ -309,12 +303,13 @@ def run(
                 if "bm25" in systems:
                     retrieve["bm25"] = bm25_system(conversation.turns)
                 ingested = time.perf_counter() - started
-                for question in conversation.questions:
-                    for system in systems:
-                        begin = time.perf_counter()
-                        found = retrieve[system](question.text)
-                        seconds = time.perf_counter() - begin
-                        results.add(system, score(question, found, seconds, conversation.sample_id))
+                orders = shuffled_rounds(systems, len(conversation.questions), rng)
+                for question, order in zip(conversation.questions, orders, strict=True):
+                    for system in order:
+                        found, timing = timed(retrieve[system], question.text)
+                        results.add(
+                            system, score(question, found, timing.wall, conversation.sample_id)
+                        )
         progress(
             f"{conversation.sample_id}: {len(conversation.turns)} turns, "
             f"{len(conversation.questions)} questions, ingest+index {ingested:.1f} s, "
@@ -326,19 +321,18 @@ def run(
 # -- output ----------------------------------------------------------------------------------------
 
 
-def table(reports: Sequence[dict[str, Any]], categories: Sequence[int]) -> str:
+def tables(reports: Sequence[dict[str, Any]], categories: Sequence[int]) -> str:
     columns = [*(f"recall@{k}" for k in KS), "hit@5"]
-    width = max(len(r["system"]) for r in reports)
     lines = []
 
-    def block(title: str, figures: Sequence[dict[str, Any]]) -> None:
-        lines.append(f"\n{title}")
-        lines.append(f"  {'system':<{width}}  " + "  ".join(f"{c:>9}" for c in columns))
-        for r, row in zip(reports, figures, strict=True):
-            lines.append(
-                f"  {r['system']:<{width}}  "
-                + "  ".join(f"{row.get(c, float('nan')):>9.3f}" for c in columns)
-            )
+    def block(title: str, figures: Sequence[dict[str, Any]], names: Sequence[str] = columns,
+              digits: int = 3) -> None:  # fmt: skip
+        rows = [
+            [r["system"], *(row.get(name, math.nan) for name in names)]
+            for r, row in zip(reports, figures, strict=True)
+        ]
+        text = table(["system", *names], rows, digits)
+        lines.extend([f"\n{title}", textwrap.indent(text, "  ")])
 
     block("overall (all conversations)", [r["overall"] for r in reports])
     for name, label in (("tune", "tuning split"), ("held_out", "held-out split")):
@@ -347,12 +341,8 @@ def table(reports: Sequence[dict[str, Any]], categories: Sequence[int]) -> str:
     for category in categories:
         label = CATEGORY_NAMES.get(category, "?")
         block(f"category {category} ({label})", [r["by_category"][str(category)] for r in reports])
-    lines.append("\nsearch latency (ms, query embedding included)")
-    for r in reports:
-        lines.append(
-            f"  {r['system']:<{width}}  p50 {r['search_ms']['p50']:>7.2f}"
-            f"  p95 {r['search_ms']['p95']:>7.2f}"
-        )
+    block("search latency (ms, query embedding included)", [r["search_ms"] for r in reports],
+          ("p50", "p95"), digits=2)  # fmt: skip
     return "\n".join(lines)
 
 
@@ -401,11 +391,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = run(conversations, systems, embedder, progress)
     reports = [report(system, results.outcomes[system], holdout) for system in systems]
     categories = sorted({q.category for c in conversations for q in c.questions})
-    print(table(reports, categories))
+    print(tables(reports, categories))
     print()
-    lines = [json.dumps(r, sort_keys=False) for r in reports]
-    for line in lines:
-        print(line)
+    lines = [emit(r) for r in reports]
     if args.json is not None:
         args.json.write_text("\n".join(lines) + "\n", encoding="utf-8")
     ours = next((r for r in reports if r["system"] == "tiered-memory"), None)

@@ -30,7 +30,6 @@ Target: p99 < 50 ms on every backend (the seeds ask for < 1 s). Exit status 1 if
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import queue
 import shutil
@@ -45,12 +44,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import sqlalchemy as sa
+from _scratch import DEFAULT_POSTGRES_URL, scratch_database
+from measure import emit, load_average, summary, table
 from sqlalchemy.engine import make_url
 
 from memory import Memory, MemoryEvent
 
-DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 TARGET_P99_MS = 50.0
 CHANNEL = "memory:updates"
 BASELINE_CHANNEL = "propagation_baseline"
@@ -101,20 +100,7 @@ out.flush()
 """
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
-
-
-def summary(latencies: list[float]) -> dict[str, float]:
-    return {
-        "n": len(latencies),
-        "p50_ms": round(percentile(latencies, 0.50), 3),
-        "p95_ms": round(percentile(latencies, 0.95), 3),
-        "p99_ms": round(percentile(latencies, 0.99), 3),
-        "max_ms": round(max(latencies), 3),
-    }
+STATS = ("n", "p50", "p95", "p99", "max")
 
 
 class Subscriber:
@@ -260,19 +246,16 @@ def main() -> int:
     interval = args.interval_ms / 1000
     backends = args.backends.split(",")
     print(f"propagation_latency: events={args.events} interval={args.interval_ms} ms "
-          f"cpus={os.cpu_count()} loadavg={[round(x, 2) for x in os.getloadavg()]}")
+          f"cpus={os.cpu_count()} loadavg={load_average()}")
 
-    admin = sa.create_engine(args.postgres_url, isolation_level="AUTOCOMMIT")
-    database = f"propbench_{uuid.uuid4().hex[:10]}"
     results: list[dict[str, Any]] = []
     redis_process = None
-    with tempfile.TemporaryDirectory(prefix="propagation-") as scratch:
+    with (
+        tempfile.TemporaryDirectory(prefix="propagation-") as scratch,
+        scratch_database("postgresql", args.postgres_url, "propbench") as pg,
+    ):
         try:
-            with admin.connect() as connection:
-                connection.execute(sa.text(f'CREATE DATABASE "{database}"'))
-            pg_url = make_url(args.postgres_url).set(database=database)
-            pg = pg_url.render_as_string(hide_password=False)
-            raw_pg = pg_url.set(drivername="postgresql").render_as_string(hide_password=False)
+            raw_pg = make_url(pg).set(drivername="postgresql").render_as_string(False)
             sqlite_url = f"sqlite:///{Path(scratch) / 'bench.db'}"
             for url in (pg, sqlite_url):
                 Memory.open(url, embedder=None).close()
@@ -311,31 +294,26 @@ def main() -> int:
                     raise SystemExit(f"unknown backend {backend!r}")
                 results.append({
                     "backend": backend,
-                    "library": summary(library),
-                    "baseline": {"what": baseline_name, **summary(baseline)},
+                    "library": summary(library, STATS),
+                    "baseline": {"what": baseline_name, **summary(baseline, STATS)},
                 })
         finally:
             if redis_process is not None:
                 redis_process.terminate()
                 redis_process.wait(10)
-            with admin.connect() as connection:
-                connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
-            admin.dispose()
 
-    print(f"\n{'backend':<11} {'':<9} {'n':>5} {'p50':>8} {'p95':>8} {'p99':>8} {'max':>8}  (ms)")
-    failed = False
+    rows = []
     for result in results:
-        for label, figures in (("library", result["library"]), ("baseline", result["baseline"])):
-            print(f"{result['backend']:<11} {label:<9} {figures['n']:>5} {figures['p50_ms']:>8} "
-                  f"{figures['p95_ms']:>8} {figures['p99_ms']:>8} {figures['max_ms']:>8}"
-                  + (f"  {figures['what']}" if label == "baseline" else ""))
-        verdict = result["library"]["p99_ms"] < TARGET_P99_MS
-        failed |= not verdict
-        print(f"{'':<11} target p99 < {TARGET_P99_MS:g} ms: {'PASS' if verdict else 'FAIL'}")
-    print()
+        library, baseline = result["library"], dict(result["baseline"])
+        verdict = "PASS" if library["p99_ms"] < TARGET_P99_MS else "FAIL"
+        rows.append([f"{result['backend']} library", *library.values(), verdict])
+        what = baseline.pop("what")
+        rows.append([f"{result['backend']} baseline: {what}", *baseline.values(), ""])
+    header = ["ms", *STATS, f"p99 < {TARGET_P99_MS:g} ms"]
+    print("\n" + table(header, rows, digits=3) + "\n")
     for result in results:
-        print(json.dumps(result))
-    return 1 if failed else 0
+        emit(result)
+    return 1 if any(row[-1] == "FAIL" for row in rows) else 0
 
 
 if __name__ == "__main__":

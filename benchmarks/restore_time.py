@@ -37,30 +37,26 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import platform
 import random
 import shutil
 import sys
 import tempfile
-import time
-import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import sqlalchemy as sa
-from sqlalchemy.engine import make_url
+from _scratch import DEFAULT_POSTGRES_URL, scratch_database
+from measure import emit, load_average, table, timed
 
 import memory
 import memory.ops
 from memory import Memory
 
-DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 RTO_SECONDS = 30 * 60
 BATCH = 1000
 USERS = 25
@@ -195,47 +191,19 @@ def build(url: str, memories: int, seed: int, embedder: Any) -> int:
 @contextmanager
 def databases(backend: str, postgres_url: str) -> Iterator[Callable[[], str]]:
     """A factory of new, empty databases of ``backend``, all removed afterwards."""
-    if backend == "sqlite":
-        directory = Path(tempfile.mkdtemp(prefix="restore-time-"))
-        names = iter(range(1_000_000))
-        try:
-            yield lambda: f"sqlite:///{directory / f'db-{next(names)}.db'}"
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
-        return
-    admin = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    created: list[str] = []
-
-    def make() -> str:
-        name = f"bench_restore_{uuid.uuid4().hex[:10]}"
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        created.append(name)
-        return make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-
-    try:
-        yield make
-    finally:
-        with admin.connect() as connection:
-            for name in created:
-                connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-def timed(action: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float]:
-    started = time.perf_counter()
-    result = action(*args, **kwargs)
-    return result, time.perf_counter() - started
+    with ExitStack() as stack:
+        yield lambda: stack.enter_context(scratch_database(backend, postgres_url, "bench_restore"))
 
 
 def measure(
     source: str, method: str, new_database: Callable[[], str], scratch: Path
 ) -> dict[str, Any]:
     directory = scratch / f"backup-{method}"
-    info, backup_seconds = timed(memory.ops.backup, source, directory, method=method)
-    _, verify_seconds = timed(memory.ops.verify_backup, directory)
+    info, backup = timed(lambda: memory.ops.backup(source, directory, method=method))
+    _, verify = timed(memory.ops.verify_backup, directory)
     target = new_database()
-    result, restore_seconds = timed(memory.ops.restore_backup, target, directory)
+    result, restore = timed(memory.ops.restore_backup, target, directory)
+    restore_seconds = restore.wall / 1000
     assert result.tables == info.tables  # restore_backup checked it; say it again here
     shutil.rmtree(directory)
     return {
@@ -245,8 +213,8 @@ def measure(
         "rows": info.rows,
         "tables": len(info.tables),
         "backup_mb": round(info.size_bytes / 1e6, 1),
-        "backup_s": round(backup_seconds, 2),
-        "verify_s": round(verify_seconds, 2),
+        "backup_s": round(backup.wall / 1000, 2),
+        "verify_s": round(verify.wall / 1000, 2),
         "restore_s": round(restore_seconds, 2),
         "rto_s": RTO_SECONDS,
         "rto": "PASS" if restore_seconds <= RTO_SECONDS else "FAIL",
@@ -275,13 +243,14 @@ def main() -> int:
 
     print(f"# restore_time: {args.memories:,} memories, seed {args.seed}, embedder "
           f"{args.embedder}; Python {platform.python_version()}, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f}", flush=True)
+          f"load average {load_average()[0]:.1f}", flush=True)
     rows: list[dict[str, Any]] = []
     for backend in args.backends:
         methods = ["auto"] if backend == "sqlite" else ["pg_dump", "logical"]
         with databases(backend, args.postgres_url) as new_database:
             source = new_database()
-            stored, build_seconds = timed(build, source, args.memories, args.seed, embedder)
+            stored, built = timed(build, source, args.memories, args.seed, embedder)
+            build_seconds = built.wall / 1000
             print(f"# {backend}: built {stored:,} memories in {build_seconds:.0f} s", flush=True)
             scratch = Path(tempfile.mkdtemp(prefix="restore-time-backups-"))
             try:
@@ -295,15 +264,12 @@ def main() -> int:
 
     header = ("backend", "method", "memories", "rows", "backup MB", "backup s", "verify s",
               "restore s", "RTO 30 min")
-    print()
-    print("  ".join(f"{name:>11}" for name in header))
-    for row in rows:
-        cells = (row["backend"], row["method"], f"{row['memories']:,}", f"{row['rows']:,}",
-                 row["backup_mb"], row["backup_s"], row["verify_s"], row["restore_s"], row["rto"])
-        print("  ".join(f"{cell!s:>11}" for cell in cells))
+    keys = ("backend", "method", "memories", "rows", "backup_mb", "backup_s", "verify_s",
+            "restore_s", "rto")
+    print("\n" + table(header, [[row[key] for key in keys] for row in rows], labels=2))
     print()
     for row in rows:
-        print(json.dumps(row, sort_keys=True))
+        emit(row, sort_keys=True)
     return 0 if all(row["rto"] == "PASS" for row in rows) else 1
 
 

@@ -66,7 +66,8 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
-from _scratch import scratch_database
+from _scratch import DEFAULT_POSTGRES_URL, scratch_database
+from measure import emit, interleaved, load_average, summary, table, timed
 
 from flags import BUILTIN_FLAGS
 from memory import Memory, MiniLMEmbedder
@@ -77,7 +78,6 @@ from memory.search.vectors import ProcessVectors
 from memory.store.indexing import terms_row
 from memory.store.tables import Base
 
-DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 USER = "bench-user"
 INGEST_USER = "bench-ingest"
 AGENT = "assistant"
@@ -340,20 +340,6 @@ def detail(row: int) -> str:
 # -- measurement helpers ----------------------------------------------------------------------
 
 
-def summary(samples_ms: list[float]) -> dict[str, float]:
-    values = np.asarray(samples_ms)
-    return {
-        "n": len(samples_ms),
-        "p50_ms": round(float(np.percentile(values, 50)), 3),
-        "p95_ms": round(float(np.percentile(values, 95)), 3),
-    }
-
-
-def load_average() -> list[float]:
-    with open("/proc/loadavg") as handle:
-        return [float(x) for x in handle.read().split()[:3]]
-
-
 def deep_size(root: object) -> int:
     """Bytes held by ``root`` and everything it references (each object counted once)."""
     seen: set[int] = set()
@@ -533,20 +519,17 @@ def measure_ingest(
     ]
     scope = memory.scope(INGEST_USER, AGENT, session="ingest")
     scope.add_many(["a first write opens the connections"])
-    model_s = add_s = 0.0
+    model_ms = add_ms = 0.0
     for start in range(0, total, batch):
         chunk = texts[start : start + batch]
-        t0 = time.perf_counter()
-        embedder.embed(chunk)
-        t1 = time.perf_counter()
-        assert len(scope.add_many(chunk)) == len(chunk)
-        t2 = time.perf_counter()
-        model_s += t1 - t0
-        add_s += t2 - t1
+        model_ms += timed(embedder.embed, chunk)[1].wall
+        stored, add = timed(scope.add_many, chunk)
+        assert len(stored) == len(chunk)
+        add_ms += add.wall
     return {
         "memories": total,
-        "add_many_per_s": round(total / add_s, 1),
-        "model_alone_per_s": round(total / model_s, 1),
+        "add_many_per_s": round(total / add_ms * 1000, 1),
+        "model_alone_per_s": round(total / model_ms * 1000, 1),
     }
 
 
@@ -557,9 +540,7 @@ def cold_load(url: str, embedder: MiniLMEmbedder, question: str) -> tuple[Memory
     memory = Memory.open(url, embedder=embedder)
     scope = memory.scope(USER, AGENT)
     scope.list(limit=1)  # the pool's first connection, outside the timing
-    start = time.perf_counter()
-    scope.search(question, limit=SEARCH_LIMIT)
-    first_ms = (time.perf_counter() - start) * 1000
+    first_ms = timed(lambda: scope.search(question, limit=SEARCH_LIMIT))[1].wall
     index = memory._retriever._users[USER]
     size = int(index.size)
     deep = deep_size(index) + deep_size(memory._retriever._terms[USER])
@@ -608,27 +589,18 @@ def measure_latency(
     def inject() -> None:
         items.append(len(inject_scope.inject(next(questions), budget).items))
 
-    ops: dict[str, Callable[[], object]] = {
-        "search": lambda: search_scope.search(next(questions), limit=SEARCH_LIMIT),
-        "inject": inject,
-        "query_embedding": lambda: vectors.append(embedder.embed([next(questions)])[0]),
-        "vector_step": vector_step,
-        "keyword_step": keyword_step,
+    ops: dict[str, Callable[[int], object]] = {
+        "search": lambda _: search_scope.search(next(questions), limit=SEARCH_LIMIT),
+        "inject": lambda _: inject(),
+        "query_embedding": lambda _: vectors.append(embedder.embed([next(questions)])[0]),
+        "vector_step": lambda _: vector_step(),
+        "keyword_step": lambda _: keyword_step(),
     }
-    for _ in range(WARMUP):  # also absorbs the first compaction of the live session
-        for op in ops.values():
-            op()
-    before = memory.injection_stats.overflows
-    samples: dict[str, list[float]] = defaultdict(list)
     rng = random.Random(seed)
-    for _ in range(rounds):
-        order = list(ops)
-        rng.shuffle(order)
-        for name in order:
-            start = time.perf_counter_ns()
-            ops[name]()
-            samples[name].append((time.perf_counter_ns() - start) / 1e6)
-    result: dict[str, Any] = {name: summary(samples[name]) for name in ops}
+    interleaved(ops, WARMUP, rng)  # also absorbs the first compaction of the live session
+    before = memory.injection_stats.overflows
+    samples = interleaved(ops, rounds, rng)
+    result: dict[str, Any] = {name: summary(samples[name], ("n", "p50", "p95")) for name in ops}
     result["overflows"] = memory.injection_stats.overflows - before
     result["mean_inject_items"] = round(float(np.mean(items[-rounds:])), 1)
     return result
@@ -701,15 +673,16 @@ def print_case(result: dict[str, Any], budget: int) -> None:
     latency, index, ingest = result["latency"], result["index"], result["ingest"]
     print(f"\n=== {result['backend']}, {result['size']:,} memories for one user ===")
     print(f"load average {result['load_avg']} at start, {result['load_avg_end']} at end")
-    print(f"{'operation (ms)':<46}{'p50':>9}{'p95':>9}")
-    for title, key in (
-        ("search (hybrid, limit 10, new query)", "search"),
-        (f"inject (budget {budget}, new query)", "inject"),
-        ("baseline: query embedding alone", "query_embedding"),
-        (f"baseline: vector step alone (best {VECTOR_CANDIDATES})", "vector_step"),
-        (f"baseline: keyword step alone (best {KEYWORD_KEPT})", "keyword_step"),
-    ):
-        print(f"{title:<46}{latency[key]['p50_ms']:>9.2f}{latency[key]['p95_ms']:>9.2f}")
+    titles = {
+        "search": "search (hybrid, limit 10, new query)",
+        "inject": f"inject (budget {budget}, new query)",
+        "query_embedding": "baseline: query embedding alone",
+        "vector_step": f"baseline: vector step alone (best {VECTOR_CANDIDATES})",
+        "keyword_step": f"baseline: keyword step alone (best {KEYWORD_KEPT})",
+    }
+    rows = [[title, latency[key]["p50_ms"], latency[key]["p95_ms"]] 
+            for key, title in titles.items()]
+    print(table(["operation (ms)", "p50", "p95"], rows))
     print(
         f"inject: {latency['mean_inject_items']} items per context, "
         f"{latency['overflows']} overflows in {latency['inject']['n']} calls"
@@ -729,21 +702,19 @@ def print_case(result: dict[str, Any], budget: int) -> None:
 
 def print_summary(results: list[dict[str, Any]]) -> None:
     print("\n=== summary (ms) ===")
-    print(
-        f"{'case':<20}{'search p50':>11}{'p95':>8}{'inject p50':>11}{'p95':>8}{'embed p50':>10}"
-        f"{'vector p50':>11}{'keyword p50':>12}{'cold ms':>9}{'ingest/s':>10}{'B/memory':>10}"
-    )
+    rows = []
     for r in results:
-        lat = r["latency"]
-        print(
-            f"{r['backend'] + ' ' + format(r['size'], ','):<20}"
-            f"{lat['search']['p50_ms']:>11.1f}{lat['search']['p95_ms']:>8.1f}"
-            f"{lat['inject']['p50_ms']:>11.1f}{lat['inject']['p95_ms']:>8.1f}"
-            f"{lat['query_embedding']['p50_ms']:>10.1f}{lat['vector_step']['p50_ms']:>11.1f}"
-            f"{lat['keyword_step']['p50_ms']:>12.1f}"
-            f"{r['index']['first_search_ms']:>9.0f}{r['ingest']['add_many_per_s']:>10.0f}"
-            f"{r['index']['deep_bytes_per_memory']:>10.0f}"
-        )
+        lat, index = r["latency"], r["index"]
+        rows.append([
+            f"{r['backend']} {r['size']:,}", lat["search"]["p50_ms"], lat["search"]["p95_ms"],
+            lat["inject"]["p50_ms"], lat["inject"]["p95_ms"], lat["query_embedding"]["p50_ms"],
+            lat["vector_step"]["p50_ms"], lat["keyword_step"]["p50_ms"],
+            round(index["first_search_ms"]), round(r["ingest"]["add_many_per_s"]),
+            round(index["deep_bytes_per_memory"]),
+        ])  # fmt: skip
+    header = ["case", "search p50", "p95", "inject p50", "p95", "embed p50", "vector p50",
+              "keyword p50", "cold ms", "ingest/s", "B/memory"]  # fmt: skip
+    print(table(header, rows, digits=1))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -797,8 +768,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             result = run_case(backend, size, args, embedder, pool)
             print_case(result, args.budget)
-            line = json.dumps(result)
-            print(line, flush=True)
+            line = emit(result)
             if args.json:
                 with open(args.json, "a") as handle:
                     handle.write(line + "\n")

@@ -28,7 +28,6 @@ Ends with one JSON line (``grep '^{'``). Exit status 1 on any error.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import threading
@@ -43,6 +42,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # load.py, beside this file
 
 import load  # noqa: E402
+from _scratch import DEFAULT_POSTGRES_URL, scratch_database  # noqa: E402
+from measure import emit, load_average, summary  # noqa: E402
 
 
 def rss_mb() -> float:
@@ -103,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--mix", default="")
     parser.add_argument("--embedder", choices=("none", "default"), default="none")
     parser.add_argument("--no-tracemalloc", action="store_true")
-    parser.add_argument("--postgres-url", default=load.DEFAULT_POSTGRES_URL)
+    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     parser.add_argument("--seed", type=int, default=20240611)
     args = parser.parse_args(argv)
     interval = args.interval or min(30.0, max(1.0, args.duration / 20))
@@ -112,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.no_tracemalloc:
         tracemalloc.start()
     with (
-        load.database(args.backend, args.postgres_url) as url,
+        scratch_database(args.backend, args.postgres_url, "memload") as url,
         load.open_memory(url, args.embedder) as memory,
     ):
         rate = load.preload(memory, args.size, args.seed)
@@ -121,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"soak: {args.backend}, {args.size:,} memories pre-loaded ({rate:,.0f}/s), "
             f"{args.sessions} sessions, {args.duration:g} s, a sample every {interval:g} s, "
             f"tracemalloc {'off' if args.no_tracemalloc else 'on'}, {os.cpu_count()} CPUs, "
-            f"load average {os.getloadavg()[0]:.1f}"
+            f"load average {load_average()[0]:.1f}"
         )
         print("mix: " + ", ".join(f"{op.name} {op.weight:g}" for op in mix))
         live: list[load.Outcome] = []
@@ -174,8 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "tracemalloc_mb": round(tracemalloc.get_tracemalloc_memory() / 2**20, 2),
                 "calls": len(latencies),
                 "calls_per_s": round(len(latencies) / max(now - previous, 1e-9), 1),
-                "p50_ms": round(1000 * load.percentile(latencies, 0.5), 2),
-                "p95_ms": round(1000 * load.percentile(latencies, 0.95), 2),
+                **summary([1000 * value for value in latencies], ("p50", "p95"), digits=2),
                 "errors": new_errors,
                 "stem_cache_entries": stem_cache_entries(),
             }
@@ -203,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     loaded = [sample for sample in samples if sample["calls"]] or samples
     times = [sample["t"] for sample in loaded]
     half = [sample for sample in loaded if sample["t"] >= loaded[-1]["t"] / 2]
-    summary: dict[str, Any] = {
+    report: dict[str, Any] = {
         "benchmark": "soak",
         "backend": args.backend,
         "size": args.size,
@@ -221,29 +221,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         "samples": samples,
     }
     if not args.no_tracemalloc:
-        summary["heap_slope_mb_per_min"] = round(
+        report["heap_slope_mb_per_min"] = round(
             slope_per_minute(times, [s["heap_mb"] for s in loaded]), 3
         )
-        summary["heap_slope_second_half_mb_per_min"] = round(
+        report["heap_slope_second_half_mb_per_min"] = round(
             slope_per_minute([s["t"] for s in half], [s["heap_mb"] for s in half]), 3
         )
     print(
-        f"\nRSS slope: {summary['rss_slope_mb_per_min']:+.3f} MB/min over the run, "
-        f"{summary['rss_slope_second_half_mb_per_min']:+.3f} MB/min over its second half"
+        f"\nRSS slope: {report['rss_slope_mb_per_min']:+.3f} MB/min over the run, "
+        f"{report['rss_slope_second_half_mb_per_min']:+.3f} MB/min over its second half"
     )
     if not args.no_tracemalloc:
         print(
-            f"traced heap slope: {summary['heap_slope_mb_per_min']:+.3f} MB/min over the run, "
-            f"{summary['heap_slope_second_half_mb_per_min']:+.3f} MB/min over its second half"
+            f"traced heap slope: {report['heap_slope_mb_per_min']:+.3f} MB/min over the run, "
+            f"{report['heap_slope_second_half_mb_per_min']:+.3f} MB/min over its second half"
         )
-    print(f"calls: {summary['calls']:,}, errors: {summary['errors']}")
-    for key, count in summary["errors_by_operation_and_type"].items():
+    print(f"calls: {report['calls']:,}, errors: {report['errors']}")
+    for key, count in report["errors_by_operation_and_type"].items():
         print(f"  ERROR {count} x {key}")
     if total is not None:
         for kind, text in total.examples.items():
             print(f"\nfirst {kind}:\n{text}")
-    print(json.dumps(summary, sort_keys=True))
-    return 1 if summary["errors"] else 0
+    emit(report, sort_keys=True)
+    return 1 if report["errors"] else 0
 
 
 if __name__ == "__main__":

@@ -47,34 +47,43 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import inspect
 import json
-import math
 import os
-import platform
 import random
 import signal
 import sqlite3
-import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import URL, Engine, make_url
+from _scratch import DEFAULT_POSTGRES_URL, scratch_database
+from measure import (
+    RunQueueWait,
+    emit,
+    load_average,
+    machine_cpu_seconds,
+    percentile,
+    run_facts,
+    run_queue_wait,
+    shuffled_rounds,
+    summary,
+    table,
+    timed,
+)
+from sqlalchemy.engine import make_url
 
 from memory import Memory, Scope
 from memory.store.engine import write_options
 
-DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 LATENCY_TARGET_MS = 5.0
 LATENCY_TARGET_SIZE = 100_000
 SIZE_TARGET_MB_PER_10K = 50.0
@@ -260,36 +269,19 @@ SEARCH_WORDS = ("retry", "cursor", "upsert", "cache", "token", "queue", "hash", 
 # -- statistics ---------------------------------------------------------------------------------
 
 
-def percentile(ordered: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default) on sorted values."""
-    if not ordered:
-        return math.nan
-    position = (len(ordered) - 1) * q
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+STATS = ("n", "p50", "p95", "p99", "mean", "min", "max")
 
 
-def summarize_ns(samples_ns: list[int], waits_ns: list[int] | None = None) -> dict[str, Any]:
-    """p50/p95/p99/mean/min/max in milliseconds; with ``waits_ns`` (the run-queue wait inside
-    each sample) also the same figures without that wait, under ``without_cpu_wait``."""
-    ordered = sorted(value / 1e6 for value in samples_ns)
-    if not ordered:
-        return {"n": 0}
-    result: dict[str, Any] = {
-        "n": len(ordered),
-        "p50": round(percentile(ordered, 0.50), 4),
-        "p95": round(percentile(ordered, 0.95), 4),
-        "p99": round(percentile(ordered, 0.99), 4),
-        "mean": round(sum(ordered) / len(ordered), 4),
-        "min": round(ordered[0], 4),
-        "max": round(ordered[-1], 4),
-    }
-    if waits_ns is not None:
-        adjusted = [max(0, value - wait) for value, wait in zip(samples_ns, waits_ns, strict=True)]
-        result["without_cpu_wait"] = summarize_ns(adjusted)
-        result["cpu_wait_share"] = round(sum(waits_ns) / max(1, sum(samples_ns)), 4)
-        result["samples_with_cpu_wait_over_1ms"] = sum(1 for wait in waits_ns if wait > 1e6)
+def latency_summary(samples: list[float], waits: list[float] | None = None) -> dict[str, Any]:
+    """``measure.summary`` of milliseconds under bare names (p50, p95, ...); with ``waits``
+    (the run-queue wait inside each sample) also the same figures without that wait, under
+    ``without_cpu_wait``."""
+    result = summary(samples, STATS, unit="", digits=4)
+    if waits is not None:
+        adjusted = [max(0.0, value - wait) for value, wait in zip(samples, waits, strict=True)]
+        result["without_cpu_wait"] = summary(adjusted, STATS, unit="", digits=4)
+        result["cpu_wait_share"] = round(sum(waits) / max(1e-6, sum(samples)), 4)
+        result["samples_with_cpu_wait_over_1ms"] = sum(1 for wait in waits if wait > 1)
     return result
 
 
@@ -576,40 +568,7 @@ class Generator:
 # -- backends -----------------------------------------------------------------------------------
 
 
-@dataclass
-class Target:
-    backend: str
-    url: URL
-    sqlite_path: Path | None = None
-    database: str | None = None
-    admin: Engine | None = None
-
-
-@contextlib.contextmanager
-def open_target(backend: str, postgres_url: str, label: str) -> Iterator[Target]:
-    """A fresh, empty database that is removed afterwards, even on error."""
-    if backend == "sqlite":
-        with tempfile.TemporaryDirectory(prefix=f"membench-{label}-") as directory:
-            path = Path(directory) / "bench.db"
-            yield Target(backend, make_url(f"sqlite:///{path}"), sqlite_path=path)
-        return
-    admin_url = make_url(postgres_url).set(drivername="postgresql+psycopg")
-    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
-    name = f"membench_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as connection:
-            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
-        try:
-            yield Target(backend, admin_url.set(database=name), database=name, admin=admin)
-        finally:
-            with admin.connect() as connection:
-                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            log(f"dropped database {name}")
-    finally:
-        admin.dispose()
-
-
-def open_memory(url: URL, embedder: str) -> Memory:
+def open_memory(url: str, embedder: str) -> Memory:
     """``Memory.open``, without an embedder unless asked for: this benchmark measures the
     store, and vectors would make every write wait for the model."""
     if "embedder" in inspect.signature(Memory.open).parameters:
@@ -646,10 +605,9 @@ def vacuum_analyze(memory: Memory) -> None:
         connection.exec_driver_sql("VACUUM (ANALYZE)")
 
 
-def database_size(memory: Memory, target: Target, baseline: int, memories: int) -> dict[str, Any]:
+def database_size(memory: Memory, url: str, baseline: int, memories: int) -> dict[str, Any]:
     engine = memory.engine
-    if target.backend == "sqlite":
-        assert target.sqlite_path is not None
+    if memory.backend == "sqlite":
         raw = engine.raw_connection()
         try:
             cursor = raw.cursor()
@@ -666,7 +624,7 @@ def database_size(memory: Memory, target: Target, baseline: int, memories: int) 
             cursor.close()
         finally:
             raw.close()
-        path = target.sqlite_path
+        path = make_url(url).database
         files = {
             suffix or "db": (Path(f"{path}{suffix}").stat().st_size
                              if Path(f"{path}{suffix}").exists() else 0)
@@ -722,11 +680,11 @@ class Op:
     name: str
     floor: str | None  # the floor it is compared with
     run: Callable[[int], tuple[int, str | None]]  # iteration -> (rows, variant)
-    samples: list[int] = field(default_factory=list)
-    waits: list[int] = field(default_factory=list)  # run-queue wait inside each sample
+    samples: list[float] = field(default_factory=list)  # ms
+    waits: list[float] = field(default_factory=list)  # run-queue wait inside each sample, ms
     rows: int = 0
-    variants: dict[str, list[int]] = field(default_factory=dict)
-    variant_waits: dict[str, list[int]] = field(default_factory=dict)
+    variants: dict[str, list[float]] = field(default_factory=dict)
+    variant_waits: dict[str, list[float]] = field(default_factory=dict)
 
 
 def cycle(rng: random.Random, items: list[Any], count: int) -> list[Any]:
@@ -912,29 +870,16 @@ class CpuMeter:
         self.result: dict[str, Any] = {}
 
     @staticmethod
-    def _machine() -> tuple[int, int] | None:
-        try:
-            fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-        except (OSError, IndexError):
-            return None
-        user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
-        return user + nice + system + irq + softirq + steal, steal
-
-    @staticmethod
-    def _process(pid: int | str) -> tuple[int, int] | None:
-        """(CPU ticks, run-queue wait in ns) of a process."""
+    def _process(pid: int | str) -> tuple[int, float] | None:
+        """(CPU ticks, run-queue wait in s) of a process."""
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             ticks = int(fields[11]) + int(fields[12])  # utime + stime
         except (OSError, IndexError, ValueError):
             return None
-        try:
-            wait = int(Path(f"/proc/{pid}/schedstat").read_text().split()[1])
-        except (OSError, IndexError, ValueError):
-            wait = 0
-        return ticks, wait
+        return ticks, run_queue_wait(pid)
 
-    def _server(self) -> dict[int, tuple[bool, tuple[int, int]]]:
+    def _server(self) -> dict[int, tuple[bool, tuple[int, float]]]:
         """PostgreSQL processes: pid -> (is a backend of this database, (ticks, wait))."""
         if self.memory.backend != "postgresql":
             return {}
@@ -952,110 +897,67 @@ class CpuMeter:
 
     def __enter__(self) -> CpuMeter:
         self.server = self._server()
-        self.machine = self._machine()
+        self.machine = machine_cpu_seconds()
         self.own = self._process("self")
         self.wall = time.perf_counter()
         return self
 
     def __exit__(self, *exc: object) -> None:
         wall = time.perf_counter() - self.wall
-        machine = self._machine()
+        machine = machine_cpu_seconds()
         own = self._process("self")
         server = self._server()
-        server_ticks = backend_wait = 0
+        server_ticks, backend_wait = 0, 0.0
         for pid, (ours, (ticks, wait)) in server.items():
-            before = self.server.get(pid, (ours, (0, 0)))[1]
+            before = self.server.get(pid, (ours, (0, 0.0)))[1]
             server_ticks += ticks - before[0]
             if ours:
                 backend_wait += wait - before[1]
         result: dict[str, Any] = {"wall_s": round(wall, 2)}
         if own is not None and self.own is not None:
             own_cores = (own[0] - self.own[0]) / self.TICK / wall
-            own_wait = (own[1] - self.own[1]) / 1e6
+            own_wait = (own[1] - self.own[1]) * 1000
             result.update(
                 own_cores=round(own_cores, 2),
                 postgres_cores=round(server_ticks / self.TICK / wall, 2),
                 own_runqueue_wait_ms=round(own_wait, 1),
-                postgres_backends_runqueue_wait_ms=round(backend_wait / 1e6, 1),
-                runqueue_wait_share=round((own_wait + backend_wait / 1e6) / (wall * 1000), 4),
+                postgres_backends_runqueue_wait_ms=round(backend_wait * 1000, 1),
+                runqueue_wait_share=round((own_wait + backend_wait * 1000) / (wall * 1000), 4),
             )
-            if machine is not None and self.machine is not None:
-                busy = (machine[0] - self.machine[0]) / self.TICK / wall
-                result.update(
-                    machine_busy_cores=round(busy, 2),
-                    steal_cores=round((machine[1] - self.machine[1]) / self.TICK / wall, 2),
-                    other_cores=round(
-                        max(0.0, busy - own_cores - server_ticks / self.TICK / wall), 2
-                    ),
-                )
+            busy = (machine[0] - self.machine[0]) / wall
+            result.update(
+                machine_busy_cores=round(busy, 2),
+                steal_cores=round((machine[1] - self.machine[1]) / wall, 2),
+                other_cores=round(max(0.0, busy - own_cores - server_ticks / self.TICK / wall), 2),
+            )
         self.result = result
 
 
-class WaitProbe:
-    """Run-queue wait (ns) so far of this process and of the PostgreSQL backends serving this
-    database, from ``/proc/<pid>/schedstat`` (2 us a read). The difference across one sample
-    is the time its processes were ready to run but another process had the CPU; subtracting
-    it gives the latency the store would have on a machine of its own. On PostgreSQL that is
-    a partial correction: kernel threads (loopback softirq) and the server's auxiliary
-    processes can be delayed too, and they are not counted."""
-
-    def __init__(self, memory: Memory) -> None:
-        self.memory = memory
-        self.fds: list[int] = []
-        self.refresh()
-
-    @staticmethod
-    def _open(pid: int | str) -> int | None:
-        try:
-            fd = os.open(f"/proc/{pid}/schedstat", os.O_RDONLY)
-        except OSError:
-            return None
-        try:
-            int(os.pread(fd, 128, 0).split()[1])
-        except (OSError, IndexError, ValueError):
-            os.close(fd)
-            return None
-        return fd
-
-    def refresh(self) -> None:
-        """(Re)open the probes: call once the pool holds the connections it will use."""
-        self.close()
-        pids: list[int | str] = ["self"]
-        if self.memory.backend == "postgresql":
-            with self.memory.engine.connect() as connection:
-                pids.extend(connection.exec_driver_sql(
-                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND backend_type = 'client backend'"
-                ).scalars())
-        self.fds = [fd for pid in pids if (fd := self._open(pid)) is not None]
-
-    def read(self) -> int:
-        total = 0
-        for fd in self.fds:
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                total += int(os.pread(fd, 128, 0).split()[1])
-        return total
-
-    def close(self) -> None:
-        for fd in self.fds:
-            os.close(fd)
-        self.fds = []
+def probed_pids(memory: Memory) -> list[int | str]:
+    """What a ``RunQueueWait`` probes for every sample: this process and the PostgreSQL
+    backends serving this database. Subtracting their wait gives the latency the store would
+    have on a machine of its own; on PostgreSQL a partial correction: kernel threads
+    (loopback softirq) and the server's auxiliary processes can be delayed too, and they are
+    not counted. Call again once the pool holds the connections it will use."""
+    pids: list[int | str] = ["self"]
+    if memory.backend == "postgresql":
+        with memory.engine.connect() as connection:
+            pids.extend(connection.exec_driver_sql(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND backend_type = 'client backend'"
+            ).scalars())
+    return pids
 
 
 def measure_queries(ops: list[Op], warmup: int, samples: int, rng: random.Random,
-                    probe: WaitProbe) -> None:
-    order = list(ops)
+                    probe: RunQueueWait, memory: Memory) -> None:
     gc.collect()
-    for iteration in range(warmup + samples):
+    for iteration, order in enumerate(shuffled_rounds(ops, warmup + samples, rng)):
         if iteration == warmup:
-            probe.refresh()
-        rng.shuffle(order)
+            probe.open(probed_pids(memory))
         for op in order:
-            waited = probe.read()
-            start = time.perf_counter_ns()
-            rows, variant = op.run(iteration)
-            elapsed = time.perf_counter_ns() - start
-            waited = probe.read() - waited
+            (rows, variant), timing = timed(op.run, iteration, wait=probe)
+            elapsed, waited = timing.wall, timing.wait
             if iteration >= warmup:
                 op.samples.append(elapsed)
                 op.waits.append(waited)
@@ -1104,7 +1006,6 @@ def load_dataset(memory: Memory, dataset: Dataset) -> dict[str, Any]:
     extras_seconds = time.perf_counter() - start
     extras = (len(dataset.preferences) + len(dataset.patterns) + len(dataset.pattern_uses)
               + len(dataset.checkpoints))
-    ordered = sorted(batch_sizes)
     with memory.engine.connect() as connection:
         stored = connection.exec_driver_sql("SELECT COUNT(*) FROM memories").scalar_one()
     if stored != dataset.size:
@@ -1113,8 +1014,8 @@ def load_dataset(memory: Memory, dataset: Dataset) -> dict[str, Any]:
         "memories": rows,
         "add_many_calls": len(batch_sizes),
         "batch_size_mean": round(rows / len(batch_sizes), 1),
-        "batch_size_p50": percentile(ordered, 0.5),
-        "batch_size_max": ordered[-1],
+        "batch_size_p50": percentile(batch_sizes, 0.5),
+        "batch_size_max": max(batch_sizes),
         "seconds": round(memories_seconds, 3),
         "rows_per_s": round(rows / memories_seconds, 1),
         "extras_single_writes": extras,
@@ -1124,7 +1025,7 @@ def load_dataset(memory: Memory, dataset: Dataset) -> dict[str, Any]:
 
 
 def measure_inserts(memory: Memory, dataset: Dataset, user: str, single: int, rounds: int,
-                    rng: random.Random, probe: WaitProbe) -> dict[str, Any]:
+                    rng: random.Random, probe: RunQueueWait) -> dict[str, Any]:
     gen = Generator(0)
     gen.rng = rng
     gen.factory = dataset.factory  # keeps contents unique against everything stored
@@ -1133,8 +1034,8 @@ def measure_inserts(memory: Memory, dataset: Dataset, user: str, single: int, ro
     sessions = cycle(rng, profile.sessions, single)
     gc.collect()
 
-    latencies: list[int] = []
-    waits: list[int] = []
+    latencies: list[float] = []
+    waits: list[float] = []
     scopes: dict[tuple[str, str, str | None], Scope] = {}
     started = time.perf_counter()
     for index in range(single):
@@ -1144,19 +1045,17 @@ def measure_inserts(memory: Memory, dataset: Dataset, user: str, single: int, ro
             scopes[key] = memory.scope(user=user, agent=agent, session=sessions[index])
         item = gen.memory(profile, agent, rng.choice(("working", "working", "episodic")))
         content = item.pop("content")
-        waited = probe.read()
-        start = time.perf_counter_ns()
-        scopes[key].add(content, **item)
-        latencies.append(time.perf_counter_ns() - start)
-        waits.append(probe.read() - waited)
-        if index == 0:
-            probe.refresh()  # the pool may have opened a connection for the first write
+        _, timing = timed(functools.partial(scopes[key].add, content, **item), wait=probe)
+        latencies.append(timing.wall)
+        waits.append(timing.wait)
+        if index == 0:  # the pool may have opened a connection for the first write
+            probe.open(probed_pids(memory))
     single_seconds = time.perf_counter() - started
 
     batched: dict[str, Any] = {}
     for size in (500, 1000):
-        batch_latencies: list[int] = []
-        batch_waits: list[int] = []
+        batch_latencies: list[float] = []
+        batch_waits: list[float] = []
         rows = 0
         for _ in range(rounds):
             other = profiles[rng.choice(sorted(profiles))]
@@ -1167,26 +1066,25 @@ def measure_inserts(memory: Memory, dataset: Dataset, user: str, single: int, ro
                 roll = rng.random()
                 tier = "working" if roll < 0.55 else "episodic" if roll < 0.95 else "semantic"
                 items.append(gen.memory(other, agent, tier))
-            waited = probe.read()
-            start = time.perf_counter_ns()
-            rows += len(scope.add_many(items))
-            batch_latencies.append(time.perf_counter_ns() - start)
-            batch_waits.append(probe.read() - waited)
-        seconds = sum(batch_latencies) / 1e9
-        busy = (sum(batch_latencies) - sum(batch_waits)) / 1e9
+            stored, timing = timed(scope.add_many, items, wait=probe)
+            rows += len(stored)
+            batch_latencies.append(timing.wall)
+            batch_waits.append(timing.wait)
+        seconds = sum(batch_latencies) / 1000
+        busy = (sum(batch_latencies) - sum(batch_waits)) / 1000
         batched[str(size)] = {
             "batches": rounds,
             "rows": rows,
             "rows_per_s": round(rows / seconds, 1),
             "rows_per_s_without_cpu_wait": round(rows / busy, 1),
-            "batch_ms": summarize_ns(batch_latencies, batch_waits),
+            "batch_ms": latency_summary(batch_latencies, batch_waits),
         }
     return {
         "single": {
             "count": single,
             "per_s": round(single / single_seconds, 1),
-            "per_s_without_cpu_wait": round(single / (single_seconds - sum(waits) / 1e9), 1),
-            "latency_ms": summarize_ns(latencies, waits),
+            "per_s_without_cpu_wait": round(single / (single_seconds - sum(waits) / 1000), 1),
+            "latency_ms": latency_summary(latencies, waits),
         },
         "batched": batched,
     }
@@ -1219,8 +1117,8 @@ def run_case(backend: str, size: int, args: argparse.Namespace) -> dict[str, Any
         "target_user": user,
         "target_user_memories": dataset.per_user[user],
     }
-    with open_target(backend, args.postgres_url, f"{backend}-{size}") as target:
-        memory = open_memory(target.url, args.embedder)
+    with scratch_database(backend, args.postgres_url, "membench") as url:
+        memory = open_memory(url, args.embedder)
         wire = None
         try:
             info = server_info(memory)
@@ -1237,7 +1135,7 @@ def run_case(backend: str, size: int, args: argparse.Namespace) -> dict[str, Any
             log(f"{backend} @ {size:,}: loaded in {load['seconds']} s "
                 f"({load['rows_per_s']:,.0f} rows/s); extras {load['extras_seconds']} s")
             vacuum_analyze(memory)
-            size_info = database_size(memory, target, baseline, load["memories"])
+            size_info = database_size(memory, url, baseline, load["memories"])
             rng = random.Random(args.seed * 7 + size)
             iterations = args.warmup + args.samples
             ops, context = build_ops(memory, dataset, user, iterations, rng)
@@ -1248,16 +1146,16 @@ def run_case(backend: str, size: int, args: argparse.Namespace) -> dict[str, Any
             gc.collect()
             log(f"{backend} @ {size:,}: {len(ops)} operations x {args.samples} samples "
                 f"(+{args.warmup} warm-up), interleaved")
-            probe = WaitProbe(memory)
+            probe = RunQueueWait(probed_pids(memory))
             try:
                 with CpuMeter(memory) as query_cpu:
-                    measure_queries(ops, args.warmup, args.samples, rng, probe)
+                    measure_queries(ops, args.warmup, args.samples, rng, probe, memory)
                 context["cpu"] = query_cpu.result
                 wire.invalidate()  # switched to autocommit: never give it back to the pool
                 wire = None
                 log(f"{backend} @ {size:,}: inserts ({args.single_inserts} single, "
                     f"{args.batch_rounds} x 500 and x 1000 batched)")
-                probe.refresh()
+                probe.open(probed_pids(memory))
                 with CpuMeter(memory) as insert_cpu:
                     inserts = measure_inserts(memory, dataset, user, args.single_inserts,
                                               args.batch_rounds, rng, probe)
@@ -1272,16 +1170,16 @@ def run_case(backend: str, size: int, args: argparse.Namespace) -> dict[str, Any
     floors = {op.name: op for op in ops if op.name.startswith("floor.")}
     latency: dict[str, Any] = {}
     for op in ops:
-        stats = summarize_ns(op.samples, op.waits)
+        stats = latency_summary(op.samples, op.waits)
         stats["rows_mean"] = round(op.rows / max(1, len(op.samples)), 2)
         if op.floor is not None:
-            floor = summarize_ns(floors[op.floor].samples)
+            floor = latency_summary(floors[op.floor].samples)
             stats["floor"] = op.floor
             stats["over_floor_p50"] = round(stats["p50"] - floor["p50"], 4)
             stats["x_floor_p50"] = round(stats["p50"] / floor["p50"], 2)
         if op.variants:
             stats["variants"] = {
-                name: summarize_ns(values, op.variant_waits[name])
+                name: latency_summary(values, op.variant_waits[name])
                 for name, values in sorted(op.variants.items())
             }
         latency[op.name] = stats
@@ -1399,21 +1297,16 @@ def print_report(result: dict[str, Any]) -> None:
               f"{stats['rows_per_s']:,.0f} rows/s ({stats['rows_per_s_without_cpu_wait']:,.0f}"
               f" without CPU wait); per batch p50 {ms['p50']:.1f} ms, max {ms['max']:.1f} ms")
     print()
-    header = (f"{'operation':<31}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}{'rows':>6}"
-              f"{'floor p50/p95':>15}{'x floor':>8} |{'p50*':>7}{'p95*':>7}{'p99*':>7}"
-              f"{'wait':>6}{'<5ms*':>7}")
     print("latencies in ms; * = without the time spent waiting for a CPU (run-queue wait of "
           "this process and its postgres backends, measured per sample)")
-    print(header)
-    print("-" * len(header))
     latency = result["latency_ms"]
 
-    def row(label: str, stats: dict[str, Any], extra: str) -> str:
+    def row(label: str, stats: dict[str, Any], *extra: str) -> list[object]:
         adj = stats["without_cpu_wait"]
-        return (f"{label:<31}{stats['p50']:>8.3f}{stats['p95']:>8.3f}{stats['p99']:>8.3f}"
-                f"{stats['max']:>8.2f}{extra} |{adj['p50']:>7.3f}{adj['p95']:>7.3f}"
-                f"{adj['p99']:>7.3f}{stats['cpu_wait_share']:>6.0%}")
+        return [label, *(stats[key] for key in ("p50", "p95", "p99", "max")), *extra, "|",
+                adj["p50"], adj["p95"], adj["p99"], f"{stats['cpu_wait_share']:.0%}"]
 
+    rows = []
     for name, stats in latency.items():
         floor_text = ratio = verdict = ""
         if "floor" in stats:
@@ -1422,10 +1315,13 @@ def print_report(result: dict[str, Any]) -> None:
             ratio = f"{stats['x_floor_p50']:.1f}x"
             verdict = ("ok" if stats["without_cpu_wait"]["p95"] < LATENCY_TARGET_MS
                        else "OVER")
-        extra = f"{stats['rows_mean']:>6.1f}{floor_text:>15}{ratio:>8}"
-        print(row(OP_LABELS.get(name, name), stats, extra) + f"{verdict:>7}")
+        extra = (f"{stats['rows_mean']:.1f}", floor_text, ratio)
+        rows.append(row(OP_LABELS.get(name, name), stats, *extra) + [verdict])
         for variant, vstats in stats.get("variants", {}).items():
-            print(row("    " + variant, vstats, " " * 29))
+            rows.append(row("    " + variant, vstats, "", "", "") + [""])
+    header = ["operation", "p50", "p95", "p99", "max", "rows", "floor p50/p95", "x floor", "|",
+              "p50*", "p95*", "p99*", "wait", "<5ms*"]
+    print(table(header, rows, digits=3))
     print()
     cpus = os.cpu_count() or 0
     for phase, cpu in (("load", load.get("cpu", {})), ("queries", ctx.get("cpu", {})),
@@ -1483,34 +1379,16 @@ OP_LABELS = {
 }
 
 
-def environment() -> dict[str, Any]:
+def versions() -> dict[str, Any]:
+    """The versions behind the figures, beside the run's facts (``measure.run_facts``)."""
     import psycopg
     import pydantic
 
-    def git(*arguments: str) -> str:
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            return subprocess.run(
-                ["git", *arguments], capture_output=True, text=True,
-                cwd=Path(__file__).resolve().parent, timeout=10, check=False,
-            ).stdout.strip()
-        return ""
-
-    commit = git("describe", "--always", "--dirty") or "unknown"
-    # Uncommitted library changes measured along with the commit (read-only git status).
-    changed = [line[3:] for line in git("status", "--porcelain", "--", ":/memory",
-                                        ":/migrations").splitlines()
-               if line[3:].endswith(".py")]
     return {
-        "python": platform.python_version(),
         "sqlalchemy": sa.__version__,
         "psycopg": psycopg.__version__,
         "pydantic": pydantic.__version__,
         "sqlite": sqlite3.sqlite_version,
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "loadavg": [round(x, 2) for x in os.getloadavg()],
-        "git": commit,
-        "uncommitted_library_files": len(changed),
     }
 
 
@@ -1560,9 +1438,9 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(128 + signum)  # unwinds through the clean-up of temporary databases
 
     signal.signal(signal.SIGTERM, terminate)
-    env = environment()
+    env = versions()
     started = time.perf_counter()
-    print("store_throughput: " + ", ".join(f"{k}={v}" for k, v in env.items()))
+    print("store_throughput: " + ", ".join(f"{k}={v}" for k, v in (run_facts() | env).items()))
     print(f"args: backends={','.join(args.backends)} sizes={','.join(map(str, args.sizes))} "
           f"samples={args.samples} warmup={args.warmup} single_inserts={args.single_inserts} "
           f"batch_rounds={args.batch_rounds} seed={args.seed} embedder={args.embedder}")
@@ -1585,11 +1463,9 @@ def main(argv: list[str] | None = None) -> int:
     if "sqlite" in args.backends and not any(s >= LATENCY_TARGET_SIZE for s in args.sizes):
         print(f"n/a   the latency target is defined at {LATENCY_TARGET_SIZE:,} memories on SQLite")
     print(f"total run time {time.perf_counter() - started:.0f} s; "
-          f"loadavg now {[round(x, 2) for x in os.getloadavg()]}")
+          f"loadavg now {load_average()}")
     print()
-    lines = [json.dumps(result, sort_keys=True, default=str) for result in results]
-    for line in lines:
-        print(line)
+    lines = [emit(result, sort_keys=True) for result in results]
     if args.json:
         Path(args.json).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return 1 if failed else 0

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import random
 import signal
@@ -49,21 +48,16 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from _scratch import scratch_database
+from _scratch import DEFAULT_POSTGRES_URL, scratch_database
+from measure import emit, load_average, shuffled_rounds, summary, table, timed
 
 from memory import HashingEmbedder, Memory, Scope
 from memory.ops import start_prometheus_endpoint
 from memory.ops.workload import workload_flags
 from memory.telemetry import instruments as telemetry
 
-DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 TARGET_OVERHEAD = 0.05
 MODES = ("off", "on")
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def prepare(scope: Scope, memories: int, rng: random.Random) -> None:
@@ -118,27 +112,22 @@ def measure(
     for op in ops.values():  # warm caches, pools and the vector index
         for _ in range(warmup):
             op()
-    names = list(ops)
-    for _ in range(rounds):
-        rng.shuffle(names)
+    for order in shuffled_rounds(ops, rounds, rng):
         gc.collect()
-        for name in names:
+        for name in order:
             op, kept = ops[name], samples[name]
             telemetry.flush()
-            for _ in range(block):
-                # Calls alternate on/off in a random order, so both see the same machine.
-                for mode in rng.sample(MODES, 2):
+            # Calls alternate on/off in a random order, so both see the same machine.
+            for modes in shuffled_rounds(MODES, block, rng):
+                for mode in modes:
                     telemetry.set_enabled(mode == "on")
-                    started, cpu = time.perf_counter(), time.thread_time()
-                    op()
-                    wall, used = time.perf_counter() - started, time.thread_time() - cpu
-                    kept[mode].append(wall * 1000.0)
-                    kept[f"{mode}_cpu"].append(used * 1000.0)
+                    _, timing = timed(op, cpu=time.thread_time)
+                    kept[mode].append(timing.wall)
+                    kept[f"{mode}_cpu"].append(timing.cpu)
             # The block's measurements, handed to the SDK in one batch as the background
             # thread does (it is held off, see main): the recording's CPU per "on" call.
-            cpu = time.thread_time()
-            telemetry.flush()
-            kept["recording_cpu"].append((time.thread_time() - cpu) * 1000.0 / block)
+            _, flush = timed(telemetry.flush, cpu=time.thread_time)
+            kept["recording_cpu"].append(flush.cpu / block)
     telemetry.set_enabled(True)
     return samples
 
@@ -148,8 +137,8 @@ def summarise(samples: dict[str, dict[str, list[float]]]) -> dict[str, dict[str,
     for name, kinds in samples.items():
         row: dict[str, Any] = {"samples": len(kinds["off"])}
         for kind, values in kinds.items():
-            row[f"{kind}_median_ms"] = round(statistics.median(values), 4)
-            row[f"{kind}_p95_ms"] = round(percentile(values, 0.95), 4)
+            figures = summary(values, ("median", "p95"), digits=4)
+            row.update({f"{kind}_{name}": value for name, value in figures.items()})
         # Total CPU of an "on" call: the call itself plus its share of the batched recording.
         recording = statistics.fmean(kinds["recording_cpu"])
         row["on_total_cpu_median_ms"] = round(row["on_cpu_median_ms"] + recording, 4)
@@ -201,7 +190,7 @@ def main() -> int:
     endpoint = start_prometheus_endpoint(0)  # "on" exports, as a production process does
     print(
         f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, "
-        f"load average at start {os.getloadavg()[0]:.2f}; /metrics at {endpoint.url}"
+        f"load average at start {load_average()[0]:.2f}; /metrics at {endpoint.url}"
     )
     failed = False
     try:
@@ -214,25 +203,19 @@ def main() -> int:
                 ("on_total_cpu", "off_cpu", "total_cpu", "CPU + batched recording, ms"),
             ):
                 judged = label == "total_cpu"
-                print(
-                    f"{title:<26}{'off p50':>9}{'on p50':>9}{'ovh':>8}"
-                    f"{'off p95':>9}{'on p95':>9}{'ovh':>8}" + ("  target" if judged else "")
-                )
+                rows = []
                 for name, row in result["operations"].items():
                     overhead = row[f"overhead_{label}_median"]
-                    verdict = ""
-                    if judged:
-                        ok = overhead < TARGET_OVERHEAD
-                        failed |= not ok
-                        verdict = "  PASS" if ok else "  FAIL"
-                    print(
-                        f"  {name:<24}{row[f'{off}_median_ms']:>9.3f}"
-                        f"{row[f'{on}_median_ms']:>9.3f}{_percent(overhead):>8}"
-                        f"{row[f'{off}_p95_ms']:>9.3f}{row[f'{on}_p95_ms']:>9.3f}"
-                        f"{_percent(row[f'overhead_{label}_p95']):>8}{verdict}"
-                    )
-            result["load_average_end"] = round(os.getloadavg()[0], 2)
-            print(json.dumps(result))
+                    failed |= judged and overhead >= TARGET_OVERHEAD
+                    verdict = ("PASS" if overhead < TARGET_OVERHEAD else "FAIL") if judged else ""
+                    rows.append([
+                        f"  {name}", row[f"{off}_median_ms"], row[f"{on}_median_ms"],
+                        _percent(overhead), row[f"{off}_p95_ms"], row[f"{on}_p95_ms"],
+                        _percent(row[f"overhead_{label}_p95"]), verdict,
+                    ])  # fmt: skip
+                header = [title, "off p50", "on p50", "ovh", "off p95", "on p95", "ovh", "target"]
+                print(table(header if judged else header[:-1] + [""], rows, digits=3))
+            emit(result)
     finally:
         endpoint.close()
     return 1 if failed else 0

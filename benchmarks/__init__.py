@@ -1,0 +1,1 @@
+"""Benchmark scripts (README.md): a package so that tests can import benchmarks.measure."""
