@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import builtins
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
 
@@ -13,6 +14,7 @@ from sqlalchemy.exc import DBAPIError
 
 from flags import (
     USE_CROSS_AGENT_SHARING,
+    USE_HIERARCHICAL_TIERS,
     FlagEvaluator,
     FlagValueError,
 )
@@ -65,6 +67,18 @@ from memory.updates import UPDATES_URL_ENV, Subscription, Updates, UpdatesStatus
 
 Role = Literal["agent", "admin"]
 ROLES: tuple[Role, ...] = ("agent", "admin")
+
+
+@dataclass(frozen=True, slots=True)
+class Maintenance:
+    """The collaborators of a maintenance job (see :attr:`Memory.maintenance`)."""
+
+    db: Database
+    revision: str | None
+    embed: Callable[[Sequence[str]], tuple[str, dict[str, Any]] | None]
+    # Whether USE_HIERARCHICAL_TIERS is on for a (user, agent, session) group, decided by
+    # the scope as every call of that scope decides it.
+    tiered: Callable[[str, str, str], bool]
 
 
 class Memory:
@@ -202,6 +216,20 @@ class Memory:
         except BaseException:
             engine.dispose()
             raise
+
+    @property
+    def maintenance(self) -> Maintenance:
+        """What maintenance jobs (``memory.ops.retention``) run on, handed over instead of read
+        from this object's private fields: the database every write of this store goes
+        through (so their events reach this store's subscribers), its revision, the
+        embedding of new memories, and the flag decision of a scope."""
+        return Maintenance(
+            db=self._db,
+            revision=self.revision,
+            embed=self._retriever.embed_contents,
+            tiered=lambda user, agent, session: self.scope(user, agent, session or None)
+            .flag_enabled(USE_HIERARCHICAL_TIERS),
+        )
 
     @property
     def embedder(self) -> Embedder | None:

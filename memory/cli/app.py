@@ -292,7 +292,7 @@ def cleanup(
     import json
     from datetime import timedelta
 
-    from memory.store import retention as _retention
+    from memory.ops import retention as _retention
 
     policy = _retention.RetentionPolicy(
         tiers={} if working_hours is None else {"working": timedelta(hours=working_hours)},

@@ -15,11 +15,7 @@ from memory.ops.health import (
     run_health_checks,
     unregister_health_check,
 )
-from memory.store.archive import TableChecksum, restore_archive, table_checksums, verify_archive
-from memory.store.backup import BackupInfo, RestoreResult, backup, restore_backup, verify_backup
-from memory.store.engine import DATABASE_URL_ENV, create_engine, resolve_database_url
-from memory.store.flags import DatabaseFlagProvider, FlagAuditEntry, StoredFlag
-from memory.store.retention import (
+from memory.ops.retention import (
     CleanupReport,
     MaintenanceRun,
     RetentionPolicy,
@@ -27,6 +23,10 @@ from memory.store.retention import (
     cleanup,
     last_cleanup_run,
 )
+from memory.store.archive import TableChecksum, restore_archive, table_checksums, verify_archive
+from memory.store.backup import BackupInfo, RestoreResult, backup, restore_backup, verify_backup
+from memory.store.engine import DATABASE_URL_ENV, create_engine, resolve_database_url
+from memory.store.flags import DatabaseFlagProvider, FlagAuditEntry, StoredFlag
 from memory.store.schema import RevisionInfo, downgrade, head_revision, history, upgrade
 from memory.telemetry.export import (
     PrometheusEndpoint,

@@ -31,11 +31,11 @@ from sqlalchemy.engine import URL, Engine
 from memory import updates
 from memory.client import Memory
 from memory.core.errors import InvalidInputError
+from memory.ops.retention import last_cleanup_run
 from memory.search.embeddings import HashingEmbedder, MiniLMEmbedder
 from memory.store.engine import create_engine, is_memory_sqlite, resolve_database_url
 from memory.store.events import CHANNEL
 from memory.store.flags import DatabaseFlagProvider
-from memory.store.retention import last_cleanup_run
 from memory.store.schema import database_revision, head_revision
 from memory.store.tables import utcnow
 

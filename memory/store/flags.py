@@ -43,14 +43,13 @@ from memory.core.errors import InvalidInputError, SchemaError
 from memory.core.inputs import canonical_json, checked_count
 from memory.core.types import ID_LENGTH
 from memory.store.db import Database
-from memory.store.schema import database_revision, revision_at_least
+from memory.store.schema import FLAGS_REVISION, database_revision, revision_at_least
 from memory.store.tables import Base, utcnow
 
 __all__ = ["DatabaseFlagProvider", "FlagAuditEntry", "StoredFlag"]
 
 logger = logging.getLogger("memory.flags")
 
-FLAGS_REVISION = "0007"
 MAX_REASON_CHARS = 1_000
 MAX_OVERRIDE_TTL = timedelta(days=365)
 AuditAction = Literal["set", "override", "allow", "deny", "reset"]

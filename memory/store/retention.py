@@ -68,17 +68,15 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from types import MappingProxyType
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from flags import USE_HIERARCHICAL_TIERS, EvaluationContext
 from memory.core.errors import ConflictError, InvalidInputError, SchemaError
 from memory.core.inputs import (
     MAX_CONTENT_CHARS,
@@ -93,21 +91,16 @@ from memory.core.summary import extractive_summary
 from memory.core.types import TIERS
 from memory.store import sharing as sharing
 from memory.store.db import Database
-from memory.store.engine import is_memory_sqlite
 from memory.store.events import append_event, record_removals
 from memory.store.indexing import IndexEntry, log_changes, write_index
 from memory.store.memories import memories, metadata_table, unexpired
-from memory.store.schema import MEMORIES_REVISION, revision_at_least
+from memory.store.schema import MAINTENANCE_REVISION, MEMORIES_REVISION, revision_at_least
 from memory.store.sessions import session_state
 from memory.store.tables import Base, utcnow
 from memory.telemetry import instruments as telemetry
 
-if TYPE_CHECKING:
-    from memory.client import Memory
-
 logger = logging.getLogger("memory.retention")
 
-MAINTENANCE_REVISION = "0006"
 RETENTION_JOB = "retention"
 # The agent id retention acts as in the event log.
 RETENTION_AGENT = "retention"
@@ -763,21 +756,23 @@ def _maintenance_run(row: sa.RowMapping) -> MaintenanceRun:
     )
 
 
-# -- public entry points --------------------------------------------------------------------
+# -- entry points ---------------------------------------------------------------------------
 
 
-def _require_schema(memory: Memory) -> None:
+def require_schema(revision: str | None) -> None:
+    """Raise ``SchemaError`` unless a database at ``revision`` holds what retention needs."""
     for wanted in (MEMORIES_REVISION, MAINTENANCE_REVISION):
-        if not revision_at_least(memory.revision, wanted):
+        if not revision_at_least(revision, wanted):
             raise SchemaError(
                 f"retention needs schema revision {wanted}; the database is at "
-                f"{memory.revision}: run `memctl migrate`"
+                f"{revision}: run `memctl migrate`"
             )
 
 
-def _checked_policy(
+def checked_policy(
     policy: RetentionPolicy | None, summarizer: Summarizer | None
 ) -> RetentionPolicy:
+    """``policy`` (default ``RetentionPolicy()``), checked against ``summarizer``."""
     policy = policy if policy is not None else RetentionPolicy()
     if not isinstance(policy, RetentionPolicy):
         raise InvalidInputError(f"policy: must be a RetentionPolicy, not {policy!r}")
@@ -792,35 +787,44 @@ def _never() -> bool:
     return False
 
 
-def _cleanup(
-    memory: Memory,
+def run_cleanup(
+    db: Database,
+    revision: str | None,
     policy: RetentionPolicy | None,
     *,
-    now: datetime | None,
-    summarizer: Summarizer | None,
-    batch_size: int,
-    dry_run: bool,
-    should_stop: Callable[[], bool],
+    embed: Embed,
+    tiered: Callable[[str, str, str], bool],
+    now: datetime | None = None,
+    summarizer: Summarizer | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    dry_run: bool = False,
+    should_stop: Callable[[], bool] = _never,
 ) -> CleanupReport:
-    _require_schema(memory)
-    policy = _checked_policy(policy, summarizer)
+    """Run every step of ``policy`` once on ``db``, in batches of ``batch_size`` rows per
+    transaction, and record the run in ``maintenance_runs`` (not a dry run).
+
+    ``embed`` gives consolidated summaries their vectors; ``tiered(user, agent, session)``
+    says whether USE_HIERARCHICAL_TIERS is on for a group (off: nothing is consolidated or
+    promoted). ``should_stop`` is asked between batches; a run it stops is recorded as
+    ``interrupted``. A failing run is recorded as ``failed`` and its error raised; the
+    batches committed before the failure stay done.
+    """
+    require_schema(revision)
+    policy = checked_policy(policy, summarizer)
     batch_size = checked_count("batch_size", batch_size, MAX_BATCH_SIZE)
     if now is not None and (not isinstance(now, datetime) or now.tzinfo is None):
         raise InvalidInputError(f"now: must be a timezone-aware datetime, not {now!r}")
     run = _Run(
-        db=memory._db,
+        db=db,
         policy=policy,
         now=now if now is not None else utcnow(),
         batch_size=batch_size,
         dry_run=dry_run,
         summarizer=(summarizer or extractive_summary) if policy.summarize else None,
-        embed=memory._retriever.embed_contents,
+        embed=embed,
         should_stop=should_stop,
         counts={name: 0 for step in STEPS for name in step.counts},
-        tiered=lambda user, agent, session: memory.flags.is_enabled(
-            USE_HIERARCHICAL_TIERS,
-            EvaluationContext(user_id=user, session_id=session or None, agent_id=agent),
-        ),
+        tiered=tiered,
     )
     started = utcnow()
     run_id = None if dry_run else _start_run(run.db, started)
@@ -844,169 +848,15 @@ def _cleanup(
     return CleanupReport(run_id, status, dry_run, started, finished, dict(run.counts))
 
 
-def cleanup(
-    memory: Memory,
-    policy: RetentionPolicy | None = None,
-    *,
-    now: datetime | None = None,
-    summarizer: Summarizer | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    dry_run: bool = False,
-) -> CleanupReport:
-    """Enforce ``policy`` (default: ``RetentionPolicy()``) once, in batches of
-    ``batch_size`` rows per transaction, and record the run in ``maintenance_runs``.
-
-    ``now`` replaces the clock (retention decisions and the summaries' timestamps);
-    ``summarizer`` replaces ``extractive_summary``. A dry run counts what a run would
-    change, changes nothing and records nothing. A failing run is recorded as ``failed``
-    and its error raised; the batches committed before the failure stay done.
-
-    >>> policy = RetentionPolicy(tiers={"working": timedelta(hours=6)})
-    >>> cleanup(memory, policy).counts["working_memories"]  # doctest: +SKIP
-    42
-    """
-    return _cleanup(
-        memory,
-        policy,
-        now=now,
-        summarizer=summarizer,
-        batch_size=batch_size,
-        dry_run=dry_run,
-        should_stop=_never,
-    )
-
-
-def last_cleanup_run(memory: Memory, *, status: RunStatus | None = None) -> MaintenanceRun | None:
+def last_run(
+    db: Database, revision: str | None, *, status: RunStatus | None = None
+) -> MaintenanceRun | None:
     """The newest recorded cleanup run (with ``status``, the newest with that status), or
     None if there has been none."""
-    _require_schema(memory)
+    require_schema(revision)
     condition = runs.c.job == RETENTION_JOB
     if status is not None:
         condition = sa.and_(condition, runs.c.status == status)
     statement = sa.select(runs).where(condition).order_by(runs.c.id.desc()).limit(1)
-    row = memory._db.read(lambda connection: connection.execute(statement).mappings().first())
+    row = db.read(lambda connection: connection.execute(statement).mappings().first())
     return _maintenance_run(row) if row is not None else None
-
-
-def _interval_seconds(interval: object) -> float:
-    seconds = interval.total_seconds() if isinstance(interval, timedelta) else interval
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not seconds > 0:
-        raise InvalidInputError(
-            f"interval: must be a positive timedelta or number of seconds, not {interval!r}"
-        )
-    return float(seconds)
-
-
-class RetentionWorker:
-    """Runs ``cleanup`` in a daemon thread: at once, then every ``interval``.
-
-    >>> worker = RetentionWorker(memory, interval=timedelta(minutes=30))  # doctest: +SKIP
-    >>> worker.start()  # doctest: +SKIP
-    >>> worker.stop()  # doctest: +SKIP
-
-    A failing run is recorded as failed, logged (logger ``memory.retention``) and kept in
-    ``last_error``; the worker carries on at the next interval. ``stop`` asks a run in
-    progress to end after its current batch (recorded as ``interrupted``) and waits for
-    the thread. The worker can be used as a context manager.
-
-    The worker shares ``memory`` with the application, so the database must take more than
-    one connection at a time: a SQLite file or PostgreSQL. A SQLite ``:memory:`` store is
-    refused (its one shared connection cannot hold two transactions at once).
-    """
-
-    def __init__(
-        self,
-        memory: Memory,
-        policy: RetentionPolicy | None = None,
-        *,
-        interval: timedelta | float = DEFAULT_INTERVAL,
-        summarizer: Summarizer | None = None,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-    ) -> None:
-        if is_memory_sqlite(memory.engine.url):
-            raise InvalidInputError(
-                "memory: a SQLite :memory: database has one connection for every thread, so "
-                "a background worker would collide with the application; call cleanup() "
-                "from the application's own thread instead"
-            )
-        self._memory = memory
-        self._policy = _checked_policy(policy, summarizer)
-        self._summarizer = summarizer
-        self._batch_size = checked_count("batch_size", batch_size, MAX_BATCH_SIZE)
-        self._interval = _interval_seconds(interval)
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.runs = 0
-        """Runs finished so far, failed ones included."""
-        self.failures = 0
-        """Runs that raised."""
-        self.last_report: CleanupReport | None = None
-        """The report of the last run that finished without an error."""
-        self.last_error: Exception | None = None
-        """The error of the last run, or None if it succeeded."""
-
-    @property
-    def running(self) -> bool:
-        """True while the worker's thread is alive."""
-        thread = self._thread
-        return thread is not None and thread.is_alive()
-
-    def start(self) -> None:
-        """Start the thread; the first cleanup runs at once."""
-        with self._lock:
-            if self.running:
-                raise RuntimeError("the retention worker is already running")
-            self._stopping = threading.Event()
-            self._thread = threading.Thread(
-                target=self._loop, args=(self._stopping,), name="memory-retention", daemon=True
-            )
-            self._thread.start()
-
-    def stop(self, timeout: float | None = None) -> None:
-        """Stop after the current batch, and wait (up to ``timeout`` seconds) for the thread."""
-        with self._lock:
-            thread, stopping = self._thread, self._stopping
-        stopping.set()
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-
-    def _loop(self, stopping: threading.Event) -> None:
-        while not stopping.is_set():
-            self._run_once(stopping)
-            stopping.wait(self._interval)
-
-    def _run_once(self, stopping: threading.Event) -> None:
-        try:
-            report = _cleanup(
-                self._memory,
-                self._policy,
-                now=None,
-                summarizer=self._summarizer,
-                batch_size=self._batch_size,
-                dry_run=False,
-                should_stop=stopping.is_set,
-            )
-        except Exception as error:
-            logger.exception("retention cleanup failed; next attempt in %.0f s", self._interval)
-            with self._lock:
-                self.runs += 1
-                self.failures += 1
-                self.last_error = error
-        else:
-            with self._lock:
-                self.runs += 1
-                self.last_report = report
-                self.last_error = None
-
-    def __enter__(self) -> RetentionWorker:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -26,9 +26,13 @@ from memory.core.errors import InvalidInputError, SchemaError
 from memory.store.engine import write_options
 from memory.telemetry import instruments as telemetry
 
-# Phase 2 memories need their tables (0004), the retrieval index over them (0005) and the
-# event log every write appends to (0008), whose events carry target digests (0010).
+# The revisions features need, in one place. Phase 2 memories need their tables (0004), the
+# retrieval index over them (0005) and the event log every write appends to (0008), whose
+# events carry target digests (0010). Retention records its runs in maintenance_runs
+# (0006); flag state and its audit live in 0007.
 MEMORIES_REVISION = "0010"
+MAINTENANCE_REVISION = "0006"
+FLAGS_REVISION = "0007"
 
 
 def _script_location() -> str:
