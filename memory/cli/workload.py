@@ -6,18 +6,15 @@ from __future__ import annotations
 import json
 import signal
 import sys
-import threading
 from pathlib import Path
 from types import FrameType
 from typing import Any, Literal, cast
 
 import click
 
-from memory.cli.common import reports_errors
-from memory.client import Memory
-from memory.ops.workload import Workload, WorkloadConfig, workload_flags
-from memory.search.embeddings import Embedder, HashingEmbedder, MiniLMEmbedder
-from memory.telemetry import instruments as telemetry
+from memory import Embedder, HashingEmbedder, Memory, MiniLMEmbedder
+from memory import ops as ops
+from memory.cli.common import database_url, reports_errors
 
 __all__ = ["workload"]
 
@@ -25,31 +22,6 @@ __all__ = ["workload"]
 def _embedder(name: str) -> Embedder:
     # hashing: instant and deterministic, for tests and demos; minilm: the real model.
     return HashingEmbedder() if name == "hashing" else MiniLMEmbedder()
-
-
-class _SnapshotWriter:
-    """Writes the window's snapshot every ``interval`` seconds and once at the end."""
-
-    def __init__(self, path: Path, interval: float) -> None:
-        self.path = path
-        self.window = telemetry.SnapshotWindow()
-        self._interval = interval
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="snapshot-writer", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._done.wait(self._interval):
-            telemetry.write_snapshot(self.path, self.window.snapshot())
-
-    def finish(self) -> telemetry.MetricsSnapshot:
-        self._done.set()
-        self._thread.join()
-        snapshot = self.window.snapshot()
-        telemetry.write_snapshot(self.path, snapshot)
-        return snapshot
 
 
 @click.command("workload")
@@ -104,7 +76,7 @@ def workload(
 
     SIGTERM or Ctrl-C ends the run early; the summary and the snapshot are still written.
     """
-    config = WorkloadConfig(
+    config = ops.WorkloadConfig(
         duration=duration,
         rate=rate,
         users=users,
@@ -115,22 +87,24 @@ def workload(
     )
     # The endpoint starts first so that its counters cover the whole run.
     endpoint = (
-        telemetry.start_prometheus_endpoint(metrics_port, metrics_addr) if metrics_port else None
+        ops.start_prometheus_endpoint(metrics_port, metrics_addr) if metrics_port else None
     )
     try:
         if endpoint is not None:
             click.echo(f"serving metrics at {endpoint.url}", err=True)
         with Memory.open(
-            context.obj["database_url"],
+            database_url(context),
             embedder=_embedder(embedder_name),
-            flags=workload_flags(cast(Literal["on", "stored"], flag_mode)),
+            flags=ops.workload_flags(cast(Literal["on", "stored"], flag_mode)),
         ) as memory:
             # The window opens after Memory.open, whose schema creation is not workload.
-            writer = _SnapshotWriter(snapshot_path, snapshot_interval) if snapshot_path else None
-            window = writer.window if writer is not None else telemetry.SnapshotWindow()
+            writer = (
+                ops.SnapshotWriter(snapshot_path, snapshot_interval) if snapshot_path else None
+            )
+            window = writer.window if writer is not None else ops.SnapshotWindow()
             expected = max(1, int(duration * rate))
             with click.progressbar(length=expected, label="workload", file=sys.stderr) as bar:
-                driver = Workload(memory, config, progress=bar.update)
+                driver = ops.Workload(memory, config, progress=bar.update)
                 previous = signal.signal(signal.SIGTERM, _stopper(driver))
                 if writer is not None:
                     writer.start()
@@ -179,7 +153,7 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 100:.2f} %"
 
 
-def _stopper(driver: Workload) -> Any:
+def _stopper(driver: ops.Workload) -> Any:
     def stop(_signal: int, _frame: FrameType | None) -> None:
         driver.stop()
 

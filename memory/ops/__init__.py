@@ -1,1 +1,236 @@
-"""The operator API: one public function per verb, each returning a typed result."""
+"""The operator API: one public function per ``memctl`` verb, each returning a typed result.
+
+In the style of Alembic's ``command.py``: every verb takes plain arguments (a database URL
+or engine, or a :class:`memory.Memory`), enforces the rules ``memctl`` enforces, returns a
+record and never prints. ``memctl`` (``memory.cli``) is a thin client of this module.
+
+==========================  =========================================================
+``memctl`` command          function
+==========================  =========================================================
+migrate, rollback           :func:`migrate`, :func:`rollback`
+current, history, check     :func:`current`, :func:`current`, :func:`check`
+backup (--verify), restore  :func:`backup`, :func:`verify_backup`, :func:`restore_backup`
+restore-archive             :func:`restore_archive`
+cleanup                     :func:`cleanup`
+forget, team                :func:`forget`, :func:`set_team`
+share, revoke, grants       :func:`share`, :func:`revoke`, :func:`grants`
+flags list, set, override   :func:`list_flags`, :func:`set_flag`, :func:`override_flag`
+flags allow, deny           :func:`allow_agent`, :func:`deny_agent`
+flags audit, reset, explain :func:`audit_flags`, :func:`reset_flags`, :func:`explain_flag`
+gates (--record-baseline)   :func:`check_gate`, :func:`record_gate_baseline`
+health                      :func:`run_health_checks`
+workload                    :class:`Workload` (:func:`run_workload`)
+==========================  =========================================================
+
+The agent-facing commands (``add``, ``search``, ``inject``, ``reembed``, ``record``,
+``audit verify``, ``import-mcp``, ``export-mcp``) call :class:`memory.Memory` and
+:class:`memory.Scope` directly: they are the agent API, used from the shell.
+"""
+
+from memory.core.summary import extractive_summary
+from memory.ops.backup import (
+    BACKUP_METHODS,
+    BackupInfo,
+    BackupMethod,
+    RestoreResult,
+    TableChecksum,
+    backup,
+    restore_archive,
+    restore_backup,
+    table_checksums,
+    verify_archive,
+    verify_backup,
+)
+from memory.ops.cleanup import (
+    DEFAULT_SESSION_STATE_WINDOW,
+    DEFAULT_WORKING_WINDOW,
+    CleanupReport,
+    MaintenanceRun,
+    RetentionPolicy,
+    RetentionWorker,
+    Summarizer,
+    cleanup,
+    last_cleanup_run,
+)
+from memory.ops.flags import (
+    DatabaseFlagProvider,
+    FlagAuditEntry,
+    FlagChange,
+    FlagListing,
+    ListedFlag,
+    StoredFlag,
+    allow_agent,
+    audit_flags,
+    deny_agent,
+    explain_flag,
+    list_flags,
+    override_flag,
+    reset_flags,
+    set_flag,
+)
+from memory.ops.gates import (
+    BASELINE_ENV,
+    DEFAULT_BASELINE_PATH,
+    Baseline,
+    CriterionResult,
+    GateOptions,
+    GateReport,
+    MetricsSource,
+    PrometheusSource,
+    RecordedBaseline,
+    RefusedError,
+    SnapshotSource,
+    check_gate,
+    evaluate_gate,
+    record_gate_baseline,
+)
+from memory.ops.health import (
+    EmbedderChoice,
+    HealthCheckResult,
+    HealthContext,
+    HealthReport,
+    health_checks,
+    register_health_check,
+    run_health_checks,
+    unregister_health_check,
+)
+from memory.ops.schema import (
+    Migration,
+    NotAtHeadError,
+    RevisionInfo,
+    Rollback,
+    SchemaStatus,
+    check,
+    current,
+    default_archive_directory,
+    downgrade,
+    head_revision,
+    history,
+    migrate,
+    rollback,
+    upgrade,
+)
+from memory.ops.sharing import ForgetReport, Grant, forget, grants, revoke, set_team, share
+from memory.ops.workload import (
+    SnapshotWriter,
+    Workload,
+    WorkloadConfig,
+    WorkloadReport,
+    run_workload,
+    workload_flags,
+)
+from memory.store.engine import DATABASE_URL_ENV, create_engine, resolve_database_url
+from memory.telemetry.instruments import (
+    LatencySummary,
+    MetricsSnapshot,
+    PrometheusEndpoint,
+    SnapshotWindow,
+    observe_flags,
+    read_snapshot,
+    start_otlp_exporter,
+    start_prometheus_endpoint,
+    stop_exporter,
+    write_snapshot,
+)
+from memory.updates import UPDATES_URL_ENV
+
+__all__ = [
+    "BACKUP_METHODS",
+    "BASELINE_ENV",
+    "BackupInfo",
+    "BackupMethod",
+    "Baseline",
+    "CleanupReport",
+    "CriterionResult",
+    "DATABASE_URL_ENV",
+    "DEFAULT_BASELINE_PATH",
+    "DEFAULT_SESSION_STATE_WINDOW",
+    "DEFAULT_WORKING_WINDOW",
+    "DatabaseFlagProvider",
+    "EmbedderChoice",
+    "FlagAuditEntry",
+    "FlagChange",
+    "FlagListing",
+    "ForgetReport",
+    "GateOptions",
+    "GateReport",
+    "Grant",
+    "HealthCheckResult",
+    "HealthContext",
+    "HealthReport",
+    "LatencySummary",
+    "ListedFlag",
+    "MaintenanceRun",
+    "MetricsSnapshot",
+    "MetricsSource",
+    "Migration",
+    "NotAtHeadError",
+    "PrometheusEndpoint",
+    "PrometheusSource",
+    "RecordedBaseline",
+    "RefusedError",
+    "RestoreResult",
+    "RetentionPolicy",
+    "RetentionWorker",
+    "RevisionInfo",
+    "Rollback",
+    "SchemaStatus",
+    "SnapshotSource",
+    "SnapshotWindow",
+    "SnapshotWriter",
+    "StoredFlag",
+    "Summarizer",
+    "TableChecksum",
+    "UPDATES_URL_ENV",
+    "Workload",
+    "WorkloadConfig",
+    "WorkloadReport",
+    "allow_agent",
+    "audit_flags",
+    "backup",
+    "check",
+    "check_gate",
+    "cleanup",
+    "create_engine",
+    "current",
+    "default_archive_directory",
+    "deny_agent",
+    "downgrade",
+    "evaluate_gate",
+    "explain_flag",
+    "extractive_summary",
+    "forget",
+    "grants",
+    "head_revision",
+    "health_checks",
+    "history",
+    "last_cleanup_run",
+    "list_flags",
+    "migrate",
+    "observe_flags",
+    "override_flag",
+    "read_snapshot",
+    "record_gate_baseline",
+    "register_health_check",
+    "reset_flags",
+    "resolve_database_url",
+    "restore_archive",
+    "restore_backup",
+    "revoke",
+    "rollback",
+    "run_health_checks",
+    "run_workload",
+    "set_flag",
+    "set_team",
+    "share",
+    "start_otlp_exporter",
+    "start_prometheus_endpoint",
+    "stop_exporter",
+    "table_checksums",
+    "unregister_health_check",
+    "upgrade",
+    "verify_archive",
+    "verify_backup",
+    "workload_flags",
+    "write_snapshot",
+]

@@ -31,13 +31,28 @@ from sqlalchemy.engine import URL, Engine
 from memory import updates
 from memory.client import Memory
 from memory.core.errors import InvalidInputError
+from memory.ops.cleanup import last_cleanup_run
 from memory.search.embeddings import HashingEmbedder, MiniLMEmbedder
 from memory.store.engine import create_engine, is_memory_sqlite, resolve_database_url
 from memory.store.events import CHANNEL
 from memory.store.flags import DatabaseFlagProvider
-from memory.store.retention import last_cleanup_run
 from memory.store.schema import database_revision, head_revision
 from memory.store.tables import utcnow
+
+__all__ = [
+    "CheckFunction",
+    "CheckOutcome",
+    "EmbedderChoice",
+    "HealthCheckResult",
+    "HealthContext",
+    "HealthReport",
+    "REDIS_URL_ENV",
+    "Status",
+    "health_checks",
+    "register_health_check",
+    "run_health_checks",
+    "unregister_health_check",
+]
 
 Status = Literal["ok", "warn", "fail", "skip"]
 CheckOutcome = tuple[Literal["ok", "warn", "fail", "skip"], str]

@@ -27,6 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy import event
@@ -34,6 +35,7 @@ from sqlalchemy import event
 from flags import BUILTIN_FLAGS, FlagEvaluator
 from memory.client import Memory, Scope
 from memory.core.errors import InvalidInputError, NotFoundError
+from memory.telemetry.instruments import MetricsSnapshot, SnapshotWindow, write_snapshot
 
 AGENTS = ("planner", "coder", "reviewer")
 SESSIONS_PER_USER = 3
@@ -57,6 +59,17 @@ FINDINGS = (
     "regressed when the pool size changed",
 )
 LANGUAGES = ("python", "sql", "typescript")
+
+
+__all__ = [
+    "InjectedFault",
+    "SnapshotWriter",
+    "Workload",
+    "WorkloadConfig",
+    "WorkloadReport",
+    "run_workload",
+    "workload_flags",
+]
 
 
 def workload_flags(mode: Literal["on", "stored"]) -> FlagEvaluator | None:
@@ -315,3 +328,33 @@ def run_workload(
 ) -> WorkloadReport:
     """Run the simulated workload on ``memory`` (see the module docstring)."""
     return Workload(memory, config, progress).run()
+
+
+class SnapshotWriter:
+    """Writes the metrics snapshot of its window to ``path`` every ``interval`` seconds, on
+    a thread of its own, and once more at :meth:`finish` (``memctl workload --snapshot``), so
+    that ``memctl gates --snapshot`` can read a run that is still going or was cut short."""
+
+    def __init__(self, path: Path, interval: float) -> None:
+        self.path = path
+        self.window = SnapshotWindow()
+        self._interval = interval
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="snapshot-writer", daemon=True)
+
+    def start(self) -> None:
+        """Start rewriting the snapshot every interval."""
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._done.wait(self._interval):
+            write_snapshot(self.path, self.window.snapshot())
+
+    def finish(self) -> MetricsSnapshot:
+        """Stop the thread, write the final snapshot and return it."""
+        self._done.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        snapshot = self.window.snapshot()
+        write_snapshot(self.path, snapshot)
+        return snapshot
