@@ -12,7 +12,7 @@ from typing import Any, Literal, cast
 
 import click
 
-from memory import Embedder, HashingEmbedder, Memory, MiniLMEmbedder
+from memory import Embedder, HashingEmbedder, MiniLMEmbedder
 from memory import ops as ops
 from memory.cli.common import database_url, reports_errors
 
@@ -89,36 +89,27 @@ def workload(
     endpoint = (
         ops.start_prometheus_endpoint(metrics_port, metrics_addr) if metrics_port else None
     )
+    previous = signal.getsignal(signal.SIGTERM)
     try:
         if endpoint is not None:
             click.echo(f"serving metrics at {endpoint.url}", err=True)
-        with Memory.open(
-            database_url(context),
-            embedder=_embedder(embedder_name),
-            flags=ops.workload_flags(cast(Literal["on", "stored"], flag_mode)),
-        ) as memory:
-            # The window opens after Memory.open, whose schema creation is not workload.
-            writer = (
-                ops.SnapshotWriter(snapshot_path, snapshot_interval) if snapshot_path else None
+        expected = max(1, int(duration * rate))
+        with click.progressbar(length=expected, label="workload", file=sys.stderr) as bar:
+            run = ops.drive_workload(
+                database_url(context),
+                config,
+                embedder=_embedder(embedder_name),
+                flags=cast(Literal["on", "stored"], flag_mode),
+                snapshot_path=snapshot_path,
+                snapshot_interval=snapshot_interval,
+                progress=bar.update,
+                started=_stop_on_sigterm,
             )
-            window = writer.window if writer is not None else ops.SnapshotWindow()
-            expected = max(1, int(duration * rate))
-            with click.progressbar(length=expected, label="workload", file=sys.stderr) as bar:
-                driver = ops.Workload(memory, config, progress=bar.update)
-                previous = signal.signal(signal.SIGTERM, _stopper(driver))
-                if writer is not None:
-                    writer.start()
-                try:
-                    report = driver.run()
-                except KeyboardInterrupt:
-                    driver.stop()
-                    report = driver.report
-                finally:
-                    signal.signal(signal.SIGTERM, previous)
-            snapshot = writer.finish() if writer is not None else window.snapshot()
     finally:
+        signal.signal(signal.SIGTERM, previous)
         if endpoint is not None:
             endpoint.close()
+    report, snapshot = run.report, run.snapshot
     summary: dict[str, Any] = {
         "operations": dict(sorted(report.operations.items())),
         "total": report.total,
@@ -153,8 +144,8 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 100:.2f} %"
 
 
-def _stopper(driver: ops.Workload) -> Any:
+def _stop_on_sigterm(driver: ops.Workload) -> None:
     def stop(_signal: int, _frame: FrameType | None) -> None:
         driver.stop()
 
-    return stop
+    signal.signal(signal.SIGTERM, stop)

@@ -19,7 +19,7 @@ flags allow, deny           :func:`allow_agent`, :func:`deny_agent`
 flags audit, reset, explain :func:`audit_flags`, :func:`reset_flags`, :func:`explain_flag`
 gates (--record-baseline)   :func:`check_gate`, :func:`record_gate_baseline`
 health                      :func:`run_health_checks`
-workload                    :class:`Workload` (:func:`run_workload`)
+workload                    :func:`drive_workload`
 ==========================  =========================================================
 
 The agent-facing commands (``add``, ``search``, ``inject``, ``reembed``, ``record``,
@@ -116,6 +116,8 @@ from memory.ops.workload import (
     Workload,
     WorkloadConfig,
     WorkloadReport,
+    WorkloadRun,
+    drive_workload,
     run_workload,
     workload_flags,
 )
@@ -185,6 +187,7 @@ __all__ = [
     "Workload",
     "WorkloadConfig",
     "WorkloadReport",
+    "WorkloadRun",
     "allow_agent",
     "audit_flags",
     "backup",
@@ -196,6 +199,7 @@ __all__ = [
     "default_archive_directory",
     "deny_agent",
     "downgrade",
+    "drive_workload",
     "evaluate_gate",
     "explain_flag",
     "extractive_summary",

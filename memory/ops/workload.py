@@ -31,10 +31,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy import event
+from sqlalchemy.engine import URL
 
 from flags import BUILTIN_FLAGS, FlagEvaluator
 from memory.client import Memory, Scope
 from memory.core.errors import InvalidInputError, NotFoundError
+from memory.search.embeddings import Embedder
 from memory.telemetry.instruments import MetricsSnapshot, SnapshotWindow, write_snapshot
 
 AGENTS = ("planner", "coder", "reviewer")
@@ -67,6 +69,8 @@ __all__ = [
     "Workload",
     "WorkloadConfig",
     "WorkloadReport",
+    "WorkloadRun",
+    "drive_workload",
     "run_workload",
     "workload_flags",
 ]
@@ -358,3 +362,51 @@ class SnapshotWriter:
         snapshot = self.window.snapshot()
         write_snapshot(self.path, snapshot)
         return snapshot
+
+
+@dataclass(frozen=True)
+class WorkloadRun:
+    """A finished :func:`drive_workload`: what the driver did, and the metrics of the run's
+    window (also written to ``snapshot_path``, when one was given)."""
+
+    report: WorkloadReport
+    snapshot: MetricsSnapshot
+    snapshot_path: Path | None
+
+
+def drive_workload(
+    database: str | URL | None,
+    config: WorkloadConfig,
+    *,
+    embedder: Embedder,
+    flags: Literal["on", "stored"] = "on",
+    snapshot_path: Path | None = None,
+    snapshot_interval: float = 5.0,
+    progress: Callable[[int], None] | None = None,
+    started: Callable[[Workload], None] | None = None,
+) -> WorkloadRun:
+    """Run the simulated workload against ``database`` (``memctl workload``) and measure it.
+
+    ``flags`` is :func:`workload_flags`' mode. With ``snapshot_path`` the window's metrics
+    snapshot is rewritten every ``snapshot_interval`` seconds and once at the end, for
+    ``memctl gates --snapshot``. ``started`` is called with the driver once it exists, so
+    that the caller can stop it early (``Workload.stop``, from a signal handler); Ctrl-C
+    (``KeyboardInterrupt``) also ends the run early, and the report and snapshot are still
+    returned and written.
+    """
+    with Memory.open(database, embedder=embedder, flags=workload_flags(flags)) as memory:
+        # The window opens after Memory.open, whose schema creation is not workload.
+        writer = SnapshotWriter(snapshot_path, snapshot_interval) if snapshot_path else None
+        window = writer.window if writer is not None else SnapshotWindow()
+        driver = Workload(memory, config, progress)
+        if started is not None:
+            started(driver)
+        if writer is not None:
+            writer.start()
+        try:
+            report = driver.run()
+        except KeyboardInterrupt:
+            driver.stop()
+            report = driver.report
+        snapshot = writer.finish() if writer is not None else window.snapshot()
+    return WorkloadRun(report, snapshot, snapshot_path)
