@@ -23,9 +23,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def reports_errors(command: F) -> F:
-    """Turn the library's errors into one ``Error: ...`` line and exit status 1; a refusal
-    that names the options to give instead (:class:`memory.ops.RefusedError`) is a usage
-    error, exit status 2."""
+    """Turn the library's errors, database errors and file errors into one ``Error: ...`` line
+    and exit status 1; a refusal that names the options to give instead
+    (:class:`memory.ops.RefusedError`) is a usage error, exit status 2."""
 
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -37,6 +37,8 @@ def reports_errors(command: F) -> F:
             raise click.ClickException(str(error)) from error
         except DBAPIError as error:
             raise click.ClickException(f"database error: {error.orig}") from error
+        except OSError as error:  # a file or port the operator named: say which, no traceback
+            raise click.ClickException(str(error)) from error
 
     return wrapper  # type: ignore[return-value]
 

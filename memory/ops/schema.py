@@ -143,9 +143,10 @@ def rollback(
         before = database_revision(engine)
         if before is None:
             raise SchemaError("the database has no schema; nothing to roll back")
-        directory = Path(archive_dir) if archive_dir is not None else default_archive_directory(
-            before
-        )
+        if archive_dir is None:
+            directory = default_archive_directory(before)
+        else:
+            directory = Path(archive_dir)
         downgrade(engine, revision, directory)
         after = database_revision(engine)
     archived = directory if (directory / MANIFEST).exists() else None

@@ -42,3 +42,4 @@ def test_memctl_workload_ends_early_on_sigterm_with_its_summary(tmp_path: Path) 
     assert summary["elapsed_seconds"] < 100 and summary["total"] > 0
     assert summary["snapshot"] == str(snapshot_path)
     assert "Traceback" not in stderr
+
