@@ -37,7 +37,7 @@ def reports_errors(command: F) -> F:
             raise click.ClickException(str(error)) from error
         except DBAPIError as error:
             raise click.ClickException(f"database error: {error.orig}") from error
-        except OSError as error:  # a file or port the operator named: say which, no traceback
+        except OSError as error:  # a file or directory the operator named: say which, no traceback
             raise click.ClickException(str(error)) from error
 
     return wrapper  # type: ignore[return-value]
