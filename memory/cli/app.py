@@ -10,32 +10,31 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from datetime import UTC, datetime
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
 
 import click
 
-from memory.cli.common import engine_handle, memory_handle, reports_errors, scope_options
+from memory import MemoryRecord
+from memory import ops as ops
+from memory.cli.common import database_url, memory_handle, reports_errors, scope_options
+from memory.cli.demo import run_demo
 from memory.cli.events import register_event_commands
 from memory.cli.flags import flags_group
 from memory.cli.gates import gates_command
 from memory.cli.health import health
 from memory.cli.sharing import register as register_sharing_commands
 from memory.cli.workload import workload
-from memory.core.types import MemoryRecord, Tier
-from memory.store import backup, schema
-from memory.store.archive import restore_archive
-from memory.store.engine import DATABASE_URL_ENV
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--database-url",
-    envvar=DATABASE_URL_ENV,
+    envvar=ops.DATABASE_URL_ENV,
     default=None,
     metavar="URL",
-    help=f"sqlite:///path or postgresql://… (default: ${DATABASE_URL_ENV}, else memory.db).",
+    help=f"sqlite:///path or postgresql://… (default: ${ops.DATABASE_URL_ENV}, else memory.db).",
 )
 @click.pass_context
 def main(context: click.Context, database_url: str | None) -> None:
@@ -49,24 +48,11 @@ def main(context: click.Context, database_url: str | None) -> None:
 @reports_errors
 def migrate(context: click.Context, revision: str) -> None:
     """Upgrade the schema (one transaction; concurrent runs wait for each other)."""
-    with engine_handle(context) as engine:
-        before = schema.database_revision(engine)
-        if (
-            before is not None
-            and schema.known_revision(revision)
-            and revision != before
-            and schema.revision_at_least(before, revision)
-        ):
-            raise click.ClickException(
-                f"the database is at {before}, already past {revision}; "
-                f"to go back, use: memctl rollback --to {revision}"
-            )
-        schema.upgrade(engine, revision)
-        after = schema.database_revision(engine)
-    if before == after:
-        click.echo(f"already at {after}; nothing to do")
+    migration = ops.migrate(database_url(context), revision)
+    if migration.changed:
+        click.echo(f"migrated: {migration.before or 'empty'} -> {migration.after}")
     else:
-        click.echo(f"migrated: {before or 'empty'} -> {after}")
+        click.echo(f"already at {migration.after}; nothing to do")
 
 
 @main.command()
@@ -89,18 +75,10 @@ def migrate(context: click.Context, revision: str) -> None:
 @reports_errors
 def rollback(context: click.Context, revision: str, archive_dir: Path | None) -> None:
     """Downgrade the schema; rows of dropped tables are archived first, never lost."""
-    with engine_handle(context) as engine:
-        before = schema.database_revision(engine)
-        if before is None:
-            raise click.ClickException("the database has no schema; nothing to roll back")
-        if archive_dir is None:
-            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-            archive_dir = Path(f"memory-archive-{before}-{stamp}")
-        schema.downgrade(engine, revision, archive_dir)
-        after = schema.database_revision(engine)
-    click.echo(f"rolled back: {before} -> {after or 'empty'}")
-    if (archive_dir / "manifest.json").exists():
-        click.echo(f"archive: {archive_dir} (restore with: memctl restore-archive {archive_dir})")
+    done = ops.rollback(database_url(context), revision, archive_dir)
+    click.echo(f"rolled back: {done.before} -> {done.after or 'empty'}")
+    if done.archive is not None:
+        click.echo(f"archive: {done.archive} (restore with: memctl restore-archive {done.archive})")
 
 
 @main.command()
@@ -108,11 +86,9 @@ def rollback(context: click.Context, revision: str, archive_dir: Path | None) ->
 @reports_errors
 def current(context: click.Context) -> None:
     """Print the database's schema revision."""
-    with engine_handle(context) as engine:
-        revision = schema.database_revision(engine)
-    head = schema.head_revision()
-    suffix = " (head)" if revision == head else f" (head is {head})"
-    click.echo(f"{revision or 'empty'}{suffix}")
+    status = ops.current(database_url(context))
+    suffix = " (head)" if status.at_head else f" (head is {status.head})"
+    click.echo(f"{status.revision or 'empty'}{suffix}")
 
 
 @main.command()
@@ -120,10 +96,9 @@ def current(context: click.Context) -> None:
 @reports_errors
 def history(context: click.Context) -> None:
     """List every revision, oldest first; marks the database's current one."""
-    with engine_handle(context) as engine:
-        revision = schema.database_revision(engine)
-    for item in schema.history():
-        marker = "*" if item.revision == revision else " "
+    status = ops.current(database_url(context))
+    for item in status.revisions:
+        marker = "*" if item.revision == status.revision else " "
         click.echo(f"{marker} {item.revision}  {item.description.splitlines()[0]}")
 
 
@@ -132,13 +107,12 @@ def history(context: click.Context) -> None:
 @reports_errors
 def check(context: click.Context) -> None:
     """Exit 0 when the schema is at head, 1 otherwise."""
-    with engine_handle(context) as engine:
-        revision = schema.database_revision(engine)
-    head = schema.head_revision()
-    if revision != head:
-        click.echo(f"NOT AT HEAD: database at {revision or 'empty'}, head is {head}", err=True)
+    try:
+        status = ops.check(database_url(context))
+    except ops.NotAtHeadError as error:
+        click.echo(f"NOT AT HEAD: {error}", err=True)
         sys.exit(1)
-    click.echo(f"ok: at head {head}")
+    click.echo(f"ok: at head {status.head}")
 
 
 @main.command("restore-archive")
@@ -147,13 +121,12 @@ def check(context: click.Context) -> None:
 @reports_errors
 def restore_archive_command(context: click.Context, directory: Path) -> None:
     """Verify an archive written by `rollback` and restore its rows (all or nothing)."""
-    with engine_handle(context) as engine:
-        restored = restore_archive(engine, directory)
+    restored = ops.restore_archive(database_url(context), directory)
     for table, rows in restored.items():
         click.echo(f"restored {rows} rows into {table}")
 
 
-def _echo_backup(info: backup.BackupInfo) -> None:
+def _echo_backup(info: ops.BackupInfo) -> None:
     click.echo(
         f"  backend {info.backend}, method {info.method}, revision {info.revision}, "
         f"taken {info.created_at:%Y-%m-%d %H:%M:%S} UTC, {info.size_bytes / 1e6:.1f} MB"
@@ -173,7 +146,7 @@ def _echo_backup(info: backup.BackupInfo) -> None:
 )
 @click.option(
     "--method",
-    type=click.Choice(backup.BACKUP_METHODS),
+    type=click.Choice(ops.BACKUP_METHODS),
     default="auto",
     show_default=True,
     help="auto: the SQLite backup API, or pg_dump when it is at least the server's version, "
@@ -184,11 +157,12 @@ def _echo_backup(info: backup.BackupInfo) -> None:
 def backup_command(context: click.Context, directory: Path, verify_only: bool, method: str) -> None:
     """Back up the database into DIRECTORY (new or empty) while agents keep writing."""
     if verify_only:
-        info = backup.verify_backup(directory)
+        info = ops.verify_backup(directory)
         click.echo(f"backup ok: {directory} matches its manifest")
     else:
-        with engine_handle(context) as engine:
-            info = backup.backup(engine, directory, method=method)  # type: ignore[arg-type]
+        info = ops.backup(
+            database_url(context), directory, method=cast(ops.BackupMethod, method)
+        )
         click.echo(f"backup written: {directory}")
     _echo_backup(info)
 
@@ -199,8 +173,7 @@ def backup_command(context: click.Context, directory: Path, verify_only: bool, m
 @reports_errors
 def restore_command(context: click.Context, directory: Path) -> None:
     """Restore a backup into the (empty) database and verify it against the manifest."""
-    with engine_handle(context) as engine:
-        result = backup.restore_backup(engine, directory)
+    result = ops.restore_backup(database_url(context), directory)
     click.echo(
         f"restored {directory} into {result.backend}: {result.rows} rows in "
         f"{len(result.tables)} tables, revision {result.backup.revision}"
@@ -248,8 +221,6 @@ def export_mcp(context: click.Context, user: str, output: Any) -> None:
 @reports_errors
 def demo(path: Path | None) -> None:
     """Walk through the store on a fresh SQLite file and print what it stored."""
-    from memory.cli.demo import run_demo
-
     run_demo(path, click.echo)
 
 
@@ -289,20 +260,15 @@ def cleanup(
     """Enforce retention once: remove expired memories, consolidate working memories older
     than the window into episodic summaries, remove old session state. Prints the rows
     changed per step; the run is recorded for `memctl health`."""
-    import json
-    from datetime import timedelta
-
-    from memory.ops import retention as _retention
-
-    policy = _retention.RetentionPolicy(
+    policy = ops.RetentionPolicy(
         tiers={} if working_hours is None else {"working": timedelta(hours=working_hours)},
-        session_state=_retention.DEFAULT_SESSION_STATE_WINDOW
+        session_state=ops.DEFAULT_SESSION_STATE_WINDOW
         if session_state_hours is None
         else timedelta(hours=session_state_hours),
         summarize=summarize,
     )
     with memory_handle(context) as memory:
-        report = _retention.cleanup(memory, policy, dry_run=dry_run)
+        report = ops.cleanup(memory, policy, dry_run=dry_run)
     if as_json:
         click.echo(json.dumps(report.as_dict()))
         return
@@ -345,7 +311,7 @@ def add(
     user: str,
     agent: str,
     session: str | None,
-    tier: str,
+    tier: Any,  # one of the tiers: click.Choice checked it
     importance: float,
     metadata: str | None,
     as_json: bool,
@@ -360,7 +326,7 @@ def add(
     with memory_handle(context) as memory:
         record = memory.scope(user, agent, session).add(
             text,
-            tier=cast(Tier, tier),
+            tier=tier,
             importance=importance,
             metadata=extra,
         )
@@ -390,7 +356,7 @@ def search(
     user: str,
     agent: str,
     session: str | None,
-    tiers: tuple[str, ...],
+    tiers: tuple[Any, ...],  # tiers, checked by click.Choice
     limit: int,
     as_json: bool,
 ) -> None:
@@ -399,7 +365,7 @@ def search(
         hits = memory.scope(user, agent).search(
             query,
             limit=limit,
-            tiers=cast(tuple[Tier, ...], tiers),
+            tiers=tiers,
             session=session,
         )
     for hit in hits:
@@ -490,7 +456,7 @@ def reembed(context: click.Context, batch_size: int) -> None:
     click.echo(f"re-embedded {done} memories")
 
 
-# -- command groups defined in their own memory/_cli_*.py modules ------------------------------
+# -- command groups defined in their own memory/cli/*.py modules -------------------------------
 
 main.add_command(flags_group)
 main.add_command(workload)

@@ -1,7 +1,7 @@
-"""What every ``memctl`` command shares: error reporting, engine and store handles, scope options.
+"""What every ``memctl`` command shares: error reporting, the store handle, scope options.
 
-Command groups live in their own ``memory/_cli_*.py`` modules, built on these helpers, and
-``memory.cli`` registers them on the ``memctl`` group.
+Command groups live in their own ``memory/cli/*.py`` modules, built on these helpers, and
+``memory.cli.app`` registers them on the ``memctl`` group.
 """
 
 from __future__ import annotations
@@ -12,46 +12,46 @@ from functools import wraps
 from typing import Any, TypeVar
 
 import click
-from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError
 
-from memory.client import Memory
-from memory.core.errors import MemoryStoreError
-from memory.store.engine import create_engine
+from memory import Memory, MemoryStoreError
+from memory.ops import DatabaseError, RefusedError
 
-__all__ = ["F", "memory_handle", "engine_handle", "reports_errors", "scope_options"]
+__all__ = ["F", "database_url", "memory_handle", "reports_errors", "scope_options"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def reports_errors(command: F) -> F:
-    """Turn the library's errors into one ``Error: ...`` line and exit status 1."""
+    """Turn the library's errors, database errors and file errors into one ``Error: ...`` line
+    and exit status 1; a refusal that names the options to give instead
+    (:class:`memory.ops.RefusedError`) is a usage error, exit status 2."""
+
     @wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
+        except RefusedError as error:
+            raise click.UsageError(str(error)) from error
         except MemoryStoreError as error:
             raise click.ClickException(str(error)) from error
-        except DBAPIError as error:
+        except DatabaseError as error:
             raise click.ClickException(f"database error: {error.orig}") from error
+        except OSError as error:  # a file or directory the operator named: say which, no traceback
+            raise click.ClickException(str(error)) from error
 
     return wrapper  # type: ignore[return-value]
 
 
-@contextmanager
-def engine_handle(context: click.Context) -> Iterator[Engine]:
-    """An engine on the command's database URL, disposed when the command ends."""
-    engine = create_engine(context.obj["database_url"])
-    try:
-        yield engine
-    finally:
-        engine.dispose()
+def database_url(context: click.Context) -> str | None:
+    """The command's ``--database-url`` (None: the library's default)."""
+    url: str | None = context.obj["database_url"]
+    return url
 
 
 @contextmanager
 def memory_handle(context: click.Context) -> Iterator[Memory]:
     """A :class:`Memory` on the command's database URL, closed when the command ends."""
-    with Memory.open(context.obj["database_url"]) as memory:
+    with Memory.open(database_url(context)) as memory:
         yield memory
 
 

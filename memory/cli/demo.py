@@ -1,4 +1,5 @@
-"""The walk-through behind ``memctl demo``: two agents working for one user."""
+"""The walk-through behind ``memctl demo``: two agents working for one user, through the
+public API only (:mod:`memory` for the agents, :mod:`memory.ops` for the operator)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from flags import BUILTIN_FLAGS
-from memory.client import Memory
-from memory.core.errors import InvalidInputError
-from memory.store.engine import create_engine
-from memory.store.flags import DatabaseFlagProvider
-from memory.store.schema import database_revision, upgrade
+from memory import InvalidInputError, Memory, StaleVersionError
+from memory import ops as ops
 
 
 def run_demo(path: Path | None, say: Callable[[str], None]) -> None:
@@ -23,16 +21,15 @@ def run_demo(path: Path | None, say: Callable[[str], None]) -> None:
     url = f"sqlite:///{path}"
 
     say(f"== 1. Migrate a fresh SQLite file: {path}")
-    engine = create_engine(url)
-    upgrade(engine)
-    say(f"   schema at revision {database_revision(engine)}")
+    say(f"   schema at revision {ops.migrate(url).after}")
     # The rollout flags start off; the demo switches them on in its own store, as an operator
-    # would, so that the walk-through shows the behaviour they gate.
-    operator = DatabaseFlagProvider(engine)
+    # would (memctl flags set NAME --on --force: a new store has no traffic for a gate to
+    # judge), so that the walk-through shows the behaviour they gate.
     for name in sorted(BUILTIN_FLAGS):
-        operator.set_flag(name, on=True, actor="memctl demo", reason="the demo's own store")
+        ops.set_flag(
+            url, name, on=True, force=True, actor="memctl demo", reason="the demo's own store"
+        )
     say(f"   flags on in this store (memctl flags list): {', '.join(sorted(BUILTIN_FLAGS))}")
-    engine.dispose()
 
     with Memory.open(url) as memory:
         say("\n== 2. Phase 1 entity graph for user 'ada' (MCP memory server semantics)")
@@ -100,7 +97,7 @@ def run_demo(path: Path | None, say: Callable[[str], None]) -> None:
         say(f"   memory #{updated.id} now at version {updated.version}")
         try:
             planner.update(first.id, version=first.version, importance=0.1)
-        except Exception as error:  # shown to the reader, not swallowed
+        except StaleVersionError as error:  # shown to the reader, not swallowed
             say(f"   a stale update is refused: {error}")
 
         say("\n== 5. Preferences (one current value per user and key)")

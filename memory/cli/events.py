@@ -13,8 +13,8 @@ from typing import Any
 
 import click
 
-from memory.cli.common import memory_handle, reports_errors
-from memory.client import Memory
+from memory import Memory
+from memory.cli.common import database_url, memory_handle, reports_errors
 
 
 def _json_object(raw: str) -> dict[str, Any]:
@@ -92,7 +92,7 @@ def audit() -> None:
 @reports_errors
 def verify(context: click.Context) -> None:
     """Verify the hash chain of the event log; exit 1 at the first bad event."""
-    with Memory.open(context.obj["database_url"], embedder=None) as memory:
+    with Memory.open(database_url(context), embedder=None) as memory:
         report = memory.verify_events()
     if report.ok:
         click.echo(f"ok: {report.checked} events, the chain is intact")

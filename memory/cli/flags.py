@@ -1,11 +1,9 @@
 """``memctl flags``: what an operator runs to roll a feature out, and back.
 
-The state lives in the memory database (``memory.store.flags``), so one command changes
-every agent process on every host within its refresh interval (10 s by default). Each
-change is audited with who (``--actor``, default ``$USER``), when, old, new and why.
-
-A rollback starts with ``memctl flags reset``: every flag back to its built-in default
-(off), every allow/deny list and session override gone.
+Each command calls one function of :mod:`memory.ops` (``memory/ops/flags.py``), where the
+rules live: the state is in the memory database, every change is audited with who
+(``--actor``, default ``$USER``), when, old, new and why, and raising a rollout is held by
+the gates. A rollback starts with ``memctl flags reset``.
 """
 
 from __future__ import annotations
@@ -20,16 +18,9 @@ from typing import Any, TypeVar
 
 import click
 
-from flags import (
-    BUILTIN_FLAGS,
-    EvaluationContext,
-    FlagEvaluator,
-    FlagValueError,
-    read_environment,
-)
-from memory.cli.common import engine_handle, reports_errors
-from memory.cli.gates import gate_source_options, gated_reason
-from memory.store.flags import DatabaseFlagProvider, FlagAuditEntry, StoredFlag
+from memory import ops as ops
+from memory.cli.common import database_url, reports_errors
+from memory.cli.gates import gate_options, gate_source_options, gate_table
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -67,7 +58,7 @@ def _duration(text: str | None) -> timedelta | None:
     return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
 
 
-def _state(flag: StoredFlag) -> str:
+def _state(flag: ops.StoredFlag) -> str:
     if not flag.stored:
         return f"{'on' if flag.enabled else 'off'} (default)"
     if not flag.enabled:
@@ -75,9 +66,9 @@ def _state(flag: StoredFlag) -> str:
     return "on" if flag.rollout == 100 else f"rollout {flag.rollout}%"
 
 
-def _listing(flag: StoredFlag, environment: str | None) -> list[str]:
-    source = "environment" if environment is not None else "database" if flag.stored else "default"
-    lines = [f"{flag.name}: {_state(flag)}  [source: {source}]"]
+def _listing(listed: ops.ListedFlag) -> list[str]:
+    flag, environment = listed.flag, listed.environment
+    lines = [f"{flag.name}: {_state(flag)}  [source: {listed.source}]"]
     if environment is not None:
         lines.append(f"  environment: {flag.name}={environment!r} overrides the database here")
     if flag.updated_by is not None and flag.updated_at is not None:
@@ -108,24 +99,18 @@ def flags_group() -> None:
 def list_flags(context: click.Context, as_json: bool) -> None:
     """Every flag: state, rollout, overrides, allow/deny lists and where its state comes from
     (environment of this shell, database, or built-in default)."""
-    with engine_handle(context) as engine:
-        stored = DatabaseFlagProvider(engine).flags()
-    environment, errors = read_environment([flag.name for flag in stored], os.environ)
-    for error in errors:
-        click.echo(f"warning: {error}; it is ignored", err=True)
+    listing = ops.list_flags(database_url(context))
+    for warning in listing.warnings:
+        click.echo(f"warning: {warning}; it is ignored", err=True)
     if as_json:
         document = [
-            {
-                **flag.as_dict(),
-                "environment": environment[flag.name].value if flag.name in environment else None,
-            }
-            for flag in stored
+            {**listed.flag.as_dict(), "environment": listed.environment}
+            for listed in listing.flags
         ]
         click.echo(json.dumps(document, indent=2, ensure_ascii=False))
         return
-    for flag in stored:
-        env = environment.get(flag.name)
-        click.echo("\n".join(_listing(flag, env.value if env is not None else None)))
+    for listed in listing.flags:
+        click.echo("\n".join(_listing(listed)))
 
 
 @flags_group.command(name="set")
@@ -153,16 +138,18 @@ def set_flag(
 
     Raising a rollout moves one stage at a time (10 -> 50 -> 100 %) and only when the
     current stage's gate is GO (memctl gates; give --prometheus or --snapshot)."""
-    if (on is None) == (rollout is None):
-        raise click.UsageError("give exactly one of --on, --off and --rollout N")
-    with engine_handle(context) as engine:
-        provider = DatabaseFlagProvider(engine)
-        wanted = rollout if rollout is not None else (100 if on else 0)
-        reason = gated_reason(
-            context, provider, name, wanted, reason, force=force, source_options=gate_source
+    try:
+        change = ops.set_flag(
+            database_url(context), name, on=on, rollout=rollout, actor=actor, reason=reason,
+            force=force, gate=gate_options(gate_source),
         )
-        flag = provider.set_flag(name, on=on, rollout=rollout, actor=actor, reason=reason)
-    click.echo(f"{flag.name}: {_state(flag)}")
+    except ops.RefusedError as error:
+        if error.report is not None:
+            click.echo(gate_table(error.report), err=True)
+        raise
+    if change.gate_report is not None:
+        click.echo(gate_table(change.gate_report), err=True)
+    click.echo(f"{change.flag.name}: {_state(change.flag)}")
 
 
 @flags_group.command()
@@ -185,12 +172,10 @@ def override(
     actor: str,
 ) -> None:
     """Force NAME on or off for one session (until --ttl passes), or --clear it."""
-    if (on is not None) == clear:
-        raise click.UsageError("give exactly one of --on, --off and --clear")
-    with engine_handle(context) as engine:
-        DatabaseFlagProvider(engine).override(
-            name, session=session, on=on, ttl=_duration(ttl), actor=actor, reason=reason
-        )
+    ops.override_flag(
+        database_url(context), name, session=session, on=on, clear=clear,
+        ttl=_duration(ttl), actor=actor, reason=reason,
+    )
     if on is None:
         click.echo(f"{name}: override of session {session} cleared")
     else:
@@ -198,8 +183,7 @@ def override(
         click.echo(f"{name}: session {session} forced {'on' if on else 'off'}{until}")
 
 
-def _agent_command(kind: str) -> click.Command:
-    verb = "allow" if kind == "allow" else "deny"
+def _agent_command(verb: str, change: Callable[..., ops.StoredFlag]) -> click.Command:
 
     @click.argument("name")
     @click.option("--agent", required=True, help="The agent id.")
@@ -215,31 +199,25 @@ def _agent_command(kind: str) -> click.Command:
         reason: str | None,
         actor: str,
     ) -> None:
-        with engine_handle(context) as engine:
-            flag = DatabaseFlagProvider(engine).set_agent(
-                name,
-                agent,
-                kind="allow" if kind == "allow" else "deny",
-                present=not remove,
-                actor=actor,
-                reason=reason,
-            )
-        listed = flag.allowed_agents if kind == "allow" else flag.denied_agents
+        flag = change(
+            database_url(context), name, agent, remove=remove, actor=actor, reason=reason
+        )
+        listed = flag.allowed_agents if verb == "allow" else flag.denied_agents
         click.echo(f"{flag.name}: {verb} list: {', '.join(listed) or '-'}")
 
     command.__doc__ = (
         "Always turn NAME on for an agent (the deny list still wins)."
-        if kind == "allow"
+        if verb == "allow"
         else "Always turn NAME off for an agent, whatever else says on."
     )
     return click.command(name=verb)(command)
 
 
-flags_group.add_command(_agent_command("allow"))
-flags_group.add_command(_agent_command("deny"))
+flags_group.add_command(_agent_command("allow", ops.allow_agent))
+flags_group.add_command(_agent_command("deny", ops.deny_agent))
 
 
-def _audit_line(entry: FlagAuditEntry) -> str:
+def _audit_line(entry: ops.FlagAuditEntry) -> str:
     def show(value: Any) -> str:
         return "-" if value is None else json.dumps(value, sort_keys=True, ensure_ascii=False)
 
@@ -258,8 +236,7 @@ def _audit_line(entry: FlagAuditEntry) -> str:
 @reports_errors
 def audit(context: click.Context, name: str | None, limit: int, as_json: bool) -> None:
     """The newest flag changes (of NAME only, when given), newest first."""
-    with engine_handle(context) as engine:
-        entries = DatabaseFlagProvider(engine).audit(name, limit=limit)
+    entries = ops.audit_flags(database_url(context), name, limit=limit)
     if as_json:
         click.echo(json.dumps([e.as_dict() for e in entries], indent=2, ensure_ascii=False))
     elif not entries:
@@ -275,8 +252,7 @@ def audit(context: click.Context, name: str | None, limit: int, as_json: bool) -
 def reset(context: click.Context, reason: str | None, actor: str) -> None:
     """Every flag back to its built-in default (off), lists and overrides removed: the first
     step of every rollback."""
-    with engine_handle(context) as engine:
-        names = DatabaseFlagProvider(engine).reset(actor=actor, reason=reason)
+    names = ops.reset_flags(database_url(context), actor=actor, reason=reason)
     if names:
         click.echo(f"reset to defaults: {', '.join(names)}")
     else:
@@ -301,22 +277,9 @@ def explain(
 ) -> None:
     """Which rule decides NAME for this user, session and agent, as an agent on this host
     (same environment) would evaluate it now; the last line says enabled or disabled."""
-    if name not in BUILTIN_FLAGS:
-        raise click.ClickException(
-            f"unknown flag {name!r}; known flags: {', '.join(sorted(BUILTIN_FLAGS))}"
-        )
-    with engine_handle(context) as engine:
-        provider = DatabaseFlagProvider(engine)
-        provider.require_schema()
-        try:
-            evaluator = FlagEvaluator(provider)
-        except FlagValueError as error:
-            raise click.ClickException(str(error)) from error
-        if evaluator.stale:
-            raise click.ClickException("cannot read the flag state from the database")
-        decision = evaluator.explain(
-            name, EvaluationContext(user_id=user, session_id=session, agent_id=agent)
-        )
+    decision = ops.explain_flag(
+        database_url(context), name, user=user, session=session, agent=agent
+    )
     verdict = "enabled" if decision.enabled else "disabled"
     if as_json:
         document = {

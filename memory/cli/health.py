@@ -8,8 +8,8 @@ from typing import cast
 
 import click
 
-from memory.cli.common import reports_errors
-from memory.ops.health import EmbedderChoice, health_checks, run_health_checks
+from memory.cli.common import database_url, reports_errors
+from memory.ops import EmbedderChoice, health_checks, run_health_checks
 
 __all__ = ["health"]
 
@@ -52,7 +52,7 @@ def health(
             click.echo(f"{name:<16}{description}")
         return
     report = run_health_checks(
-        context.obj["database_url"],
+        database_url(context),
         embedder=cast(EmbedderChoice, embedder),
         redis_url=redis_url,
         only=only or None,

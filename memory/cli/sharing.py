@@ -1,36 +1,29 @@
 """``memctl forget``, ``share``, ``revoke``, ``grants`` and ``team``: sharing and the right to
 be forgotten from the shell.
 
-The CLI is an operator's tool, so it acts with the ``admin`` role and says so on stderr once
-per command. ``share`` and ``revoke`` still act as the agent named by ``--agent``: a grant is
-always made by the agent that owns what it shares.
+The CLI is an operator's tool: the :mod:`memory.ops` verbs it calls act with the ``admin``
+role, and it says so on stderr once per command. ``share`` and ``revoke`` still act as the
+agent named by ``--agent``: a grant is always made by the agent that owns what it shares.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import click
 
-from memory.cli.common import reports_errors, scope_options
-from memory.client import Memory
-from memory.core.errors import InvalidInputError
-from memory.store.sharing import Grant
+from memory import InvalidInputError
+from memory import ops as ops
+from memory.cli.common import database_url, reports_errors, scope_options
 
 
-@contextmanager
-def admin_handle(context: click.Context) -> Iterator[Memory]:
-    """A store opened with the admin role (no embedding model: these commands need none)."""
+def _as_admin() -> None:
     click.echo("memctl: acting as admin", err=True)
-    with Memory.open(context.obj["database_url"], embedder=None, role="admin") as memory:
-        yield memory
 
 
-def _grant_line(grant: Grant) -> str:
+def _grant_line(grant: ops.Grant) -> str:
     if grant.target == "memory":
         target = f"memory {grant.memory_id}"
     elif grant.target == "tier":
@@ -66,8 +59,8 @@ def forget(context: click.Context, user: str, yes: bool) -> None:
     """Remove every row of a user in every table and redact their events (admin)."""
     if not yes:
         click.confirm(f"forget user {user!r}: every row of theirs, irrecoverably?", abort=True)
-    with admin_handle(context) as memory:
-        report = memory.forget_user(user)
+    _as_admin()
+    report = ops.forget(database_url(context), user)
     click.echo(
         f"forgot user {user!r}: {report.total} rows removed, "
         f"{report.events_redacted} events redacted"
@@ -106,16 +99,20 @@ def share(
     until: datetime | None,
 ) -> None:
     """Share a memory, a tag or a tier of AGENT's memories with agents or teams."""
-    with admin_handle(context) as memory:
-        grants = memory.scope(user, agent, session).share(
-            memory_id=memory_id,
-            tag=_tag(tag),
-            tier=tier,
-            agents=agents,
-            teams=teams,
-            access=access,
-            expires_at=until.replace(tzinfo=UTC) if until is not None else None,
-        )
+    _as_admin()
+    grants = ops.share(
+        database_url(context),
+        user,
+        agent,
+        session,
+        memory_id=memory_id,
+        tag=_tag(tag),
+        tier=tier,
+        agents=agents,
+        teams=teams,
+        access=access,
+        expires_at=until.replace(tzinfo=UTC) if until is not None else None,
+    )
     for grant in grants:
         click.echo(_grant_line(grant))
 
@@ -129,8 +126,8 @@ def revoke(
     context: click.Context, user: str, agent: str, session: str | None, grant_id: int
 ) -> None:
     """Revoke grant GRANT_ID, made by AGENT."""
-    with admin_handle(context) as memory:
-        grant = memory.scope(user, agent, session).revoke(grant_id)
+    _as_admin()
+    grant = ops.revoke(database_url(context), user, agent, grant_id, session)
     click.echo(f"revoked {_grant_line(grant)}")
 
 
@@ -143,8 +140,8 @@ def grants(
     context: click.Context, user: str, agent: str, session: str | None, received: bool
 ) -> None:
     """List the live grants AGENT made (or, with --received, holds)."""
-    with admin_handle(context) as memory:
-        found = memory.scope(user, agent, session).grants(received=received)
+    _as_admin()
+    found = ops.grants(database_url(context), user, agent, session, received=received)
     for grant in found:
         click.echo(_grant_line(grant))
     if not found:
@@ -159,8 +156,8 @@ def grants(
 @reports_errors
 def team(context: click.Context, user: str, name: str, agents: tuple[str, ...]) -> None:
     """Make AGENTS the members of team NAME (no agents: dissolve it)."""
-    with admin_handle(context) as memory:
-        memory.set_team(user, name, agents)
+    _as_admin()
+    ops.set_team(database_url(context), user, name, agents)
     click.echo(f"team {name}: {', '.join(agents) if agents else '(dissolved)'}")
 
 

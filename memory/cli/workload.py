@@ -6,18 +6,15 @@ from __future__ import annotations
 import json
 import signal
 import sys
-import threading
 from pathlib import Path
 from types import FrameType
 from typing import Any, Literal, cast
 
 import click
 
-from memory.cli.common import reports_errors
-from memory.client import Memory
-from memory.ops.workload import Workload, WorkloadConfig, workload_flags
-from memory.search.embeddings import Embedder, HashingEmbedder, MiniLMEmbedder
-from memory.telemetry import export, snapshots
+from memory import Embedder, HashingEmbedder, MiniLMEmbedder
+from memory import ops as ops
+from memory.cli.common import database_url, reports_errors
 
 __all__ = ["workload"]
 
@@ -25,31 +22,6 @@ __all__ = ["workload"]
 def _embedder(name: str) -> Embedder:
     # hashing: instant and deterministic, for tests and demos; minilm: the real model.
     return HashingEmbedder() if name == "hashing" else MiniLMEmbedder()
-
-
-class _SnapshotWriter:
-    """Writes the window's snapshot every ``interval`` seconds and once at the end."""
-
-    def __init__(self, path: Path, interval: float) -> None:
-        self.path = path
-        self.window = snapshots.SnapshotWindow()
-        self._interval = interval
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="snapshot-writer", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._done.wait(self._interval):
-            snapshots.write_snapshot(self.path, self.window.snapshot())
-
-    def finish(self) -> snapshots.MetricsSnapshot:
-        self._done.set()
-        self._thread.join()
-        snapshot = self.window.snapshot()
-        snapshots.write_snapshot(self.path, snapshot)
-        return snapshot
 
 
 @click.command("workload")
@@ -104,7 +76,7 @@ def workload(
 
     SIGTERM or Ctrl-C ends the run early; the summary and the snapshot are still written.
     """
-    config = WorkloadConfig(
+    config = ops.WorkloadConfig(
         duration=duration,
         rate=rate,
         users=users,
@@ -115,36 +87,29 @@ def workload(
     )
     # The endpoint starts first so that its counters cover the whole run.
     endpoint = (
-        export.start_prometheus_endpoint(metrics_port, metrics_addr) if metrics_port else None
+        ops.start_prometheus_endpoint(metrics_port, metrics_addr) if metrics_port else None
     )
+    previous = signal.getsignal(signal.SIGTERM)
     try:
         if endpoint is not None:
             click.echo(f"serving metrics at {endpoint.url}", err=True)
-        with Memory.open(
-            context.obj["database_url"],
-            embedder=_embedder(embedder_name),
-            flags=workload_flags(cast(Literal["on", "stored"], flag_mode)),
-        ) as memory:
-            # The window opens after Memory.open, whose schema creation is not workload.
-            writer = _SnapshotWriter(snapshot_path, snapshot_interval) if snapshot_path else None
-            window = writer.window if writer is not None else snapshots.SnapshotWindow()
-            expected = max(1, int(duration * rate))
-            with click.progressbar(length=expected, label="workload", file=sys.stderr) as bar:
-                driver = Workload(memory, config, progress=bar.update)
-                previous = signal.signal(signal.SIGTERM, _stopper(driver))
-                if writer is not None:
-                    writer.start()
-                try:
-                    report = driver.run()
-                except KeyboardInterrupt:
-                    driver.stop()
-                    report = driver.report
-                finally:
-                    signal.signal(signal.SIGTERM, previous)
-            snapshot = writer.finish() if writer is not None else window.snapshot()
+        expected = max(1, int(duration * rate))
+        with click.progressbar(length=expected, label="workload", file=sys.stderr) as bar:
+            run = ops.drive_workload(
+                database_url(context),
+                config,
+                embedder=_embedder(embedder_name),
+                flags=cast(Literal["on", "stored"], flag_mode),
+                snapshot_path=snapshot_path,
+                snapshot_interval=snapshot_interval,
+                progress=bar.update,
+                started=_stop_on_sigterm,
+            )
     finally:
+        signal.signal(signal.SIGTERM, previous)
         if endpoint is not None:
             endpoint.close()
+    report, snapshot = run.report, run.snapshot
     summary: dict[str, Any] = {
         "operations": dict(sorted(report.operations.items())),
         "total": report.total,
@@ -179,8 +144,8 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 100:.2f} %"
 
 
-def _stopper(driver: Workload) -> Any:
+def _stop_on_sigterm(driver: ops.Workload) -> None:
     def stop(_signal: int, _frame: FrameType | None) -> None:
         driver.stop()
 
-    return stop
+    signal.signal(signal.SIGTERM, stop)

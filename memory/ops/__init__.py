@@ -1,12 +1,80 @@
-"""The operator API: what ``memctl`` runs, as functions that return typed results.
+"""The operator API: one public function per ``memctl`` verb, each returning a typed result.
 
-Schema migrations, backups and archives, rollout flags and gates, health checks, retention,
-and the metrics exporters and snapshots. Agents use :mod:`memory`.
+In the style of Alembic's ``command.py``: every verb takes plain arguments (a database URL
+or engine, or a :class:`memory.Memory`), enforces the rules ``memctl`` enforces, returns a
+record and never prints. ``memctl`` (``memory.cli``) is a thin client of this module.
+
+==========================  =========================================================
+``memctl`` command          function
+==========================  =========================================================
+migrate, rollback           :func:`migrate`, :func:`rollback`
+current, history, check     :func:`current`, :func:`current`, :func:`check`
+backup (--verify), restore  :func:`backup`, :func:`verify_backup`, :func:`restore_backup`
+restore-archive             :func:`restore_archive`
+cleanup                     :func:`cleanup`
+forget, team                :func:`forget`, :func:`set_team`
+share, revoke, grants       :func:`share`, :func:`revoke`, :func:`grants`
+flags list, set, override   :func:`list_flags`, :func:`set_flag`, :func:`override_flag`
+flags allow, deny           :func:`allow_agent`, :func:`deny_agent`
+flags audit, reset, explain :func:`audit_flags`, :func:`reset_flags`, :func:`explain_flag`
+gates (--record-baseline)   :func:`check_gate`, :func:`record_gate_baseline`
+health                      :func:`run_health_checks`
+workload                    :func:`drive_workload`
+==========================  =========================================================
+
+The agent-facing commands (``add``, ``search``, ``inject``, ``reembed``, ``record``,
+``audit verify``, ``import-mcp``, ``export-mcp``) call :class:`memory.Memory` and
+:class:`memory.Scope` directly: they are the agent API, used from the shell.
 """
 
 from memory.core.summary import extractive_summary
-from memory.ops.gates import GateReport, PrometheusSource, SnapshotSource, evaluate_gate
+from memory.ops.backup import (
+    BACKUP_METHODS,
+    BackupInfo,
+    BackupMethod,
+    RestoreResult,
+    TableChecksum,
+    backup,
+    restore_archive,
+    restore_backup,
+    table_checksums,
+    verify_archive,
+    verify_backup,
+)
+from memory.ops.flags import (
+    DatabaseFlagProvider,
+    FlagAuditEntry,
+    FlagChange,
+    FlagListing,
+    ListedFlag,
+    StoredFlag,
+    allow_agent,
+    audit_flags,
+    deny_agent,
+    explain_flag,
+    list_flags,
+    override_flag,
+    reset_flags,
+    set_flag,
+)
+from memory.ops.gates import (
+    BASELINE_ENV,
+    DEFAULT_BASELINE_PATH,
+    Baseline,
+    CriterionResult,
+    GateOptions,
+    GateReport,
+    MetricsSource,
+    PrometheusSource,
+    RecordedBaseline,
+    RefusedError,
+    SnapshotSource,
+    check_gate,
+    evaluate_gate,
+    record_gate_baseline,
+)
 from memory.ops.health import (
+    EmbedderChoice,
     HealthCheckResult,
     HealthContext,
     HealthReport,
@@ -16,18 +84,49 @@ from memory.ops.health import (
     unregister_health_check,
 )
 from memory.ops.retention import (
+    DEFAULT_SESSION_STATE_WINDOW,
+    DEFAULT_WORKING_WINDOW,
     CleanupReport,
     MaintenanceRun,
     RetentionPolicy,
     RetentionWorker,
+    Summarizer,
     cleanup,
     last_cleanup_run,
 )
-from memory.store.archive import TableChecksum, restore_archive, table_checksums, verify_archive
-from memory.store.backup import BackupInfo, RestoreResult, backup, restore_backup, verify_backup
-from memory.store.engine import DATABASE_URL_ENV, create_engine, resolve_database_url
-from memory.store.flags import DatabaseFlagProvider, FlagAuditEntry, StoredFlag
-from memory.store.schema import RevisionInfo, downgrade, head_revision, history, upgrade
+from memory.ops.schema import (
+    Migration,
+    NotAtHeadError,
+    RevisionInfo,
+    Rollback,
+    SchemaStatus,
+    check,
+    current,
+    default_archive_directory,
+    downgrade,
+    head_revision,
+    history,
+    migrate,
+    rollback,
+    upgrade,
+)
+from memory.ops.sharing import forget, grants, revoke, set_team, share
+from memory.ops.workload import (
+    SnapshotWriter,
+    Workload,
+    WorkloadConfig,
+    WorkloadReport,
+    WorkloadRun,
+    drive_workload,
+    run_workload,
+    workload_flags,
+)
+from memory.store.engine import (
+    DATABASE_URL_ENV,
+    DatabaseError,
+    create_engine,
+    resolve_database_url,
+)
 from memory.telemetry.export import (
     PrometheusEndpoint,
     start_otlp_exporter,
@@ -45,46 +144,95 @@ from memory.telemetry.snapshots import (
 from memory.updates import UPDATES_URL_ENV
 
 __all__ = [
+    "BACKUP_METHODS",
+    "BASELINE_ENV",
     "BackupInfo",
+    "BackupMethod",
+    "Baseline",
     "CleanupReport",
+    "CriterionResult",
     "DATABASE_URL_ENV",
+    "DEFAULT_BASELINE_PATH",
+    "DEFAULT_SESSION_STATE_WINDOW",
+    "DEFAULT_WORKING_WINDOW",
+    "DatabaseError",
     "DatabaseFlagProvider",
+    "EmbedderChoice",
     "FlagAuditEntry",
+    "FlagChange",
+    "FlagListing",
+    "GateOptions",
     "GateReport",
     "HealthCheckResult",
     "HealthContext",
     "HealthReport",
     "LatencySummary",
+    "ListedFlag",
     "MaintenanceRun",
     "MetricsSnapshot",
+    "MetricsSource",
+    "Migration",
+    "NotAtHeadError",
     "PrometheusEndpoint",
     "PrometheusSource",
+    "RecordedBaseline",
+    "RefusedError",
     "RestoreResult",
     "RetentionPolicy",
     "RetentionWorker",
     "RevisionInfo",
+    "Rollback",
+    "SchemaStatus",
     "SnapshotSource",
     "SnapshotWindow",
+    "SnapshotWriter",
     "StoredFlag",
+    "Summarizer",
     "TableChecksum",
     "UPDATES_URL_ENV",
+    "Workload",
+    "WorkloadConfig",
+    "WorkloadReport",
+    "WorkloadRun",
+    "allow_agent",
+    "audit_flags",
     "backup",
+    "check",
+    "check_gate",
     "cleanup",
     "create_engine",
+    "current",
+    "default_archive_directory",
+    "deny_agent",
     "downgrade",
+    "drive_workload",
     "evaluate_gate",
+    "explain_flag",
     "extractive_summary",
+    "forget",
+    "grants",
     "head_revision",
     "health_checks",
     "history",
     "last_cleanup_run",
+    "list_flags",
+    "migrate",
     "observe_flags",
+    "override_flag",
     "read_snapshot",
+    "record_gate_baseline",
     "register_health_check",
+    "reset_flags",
     "resolve_database_url",
     "restore_archive",
     "restore_backup",
+    "revoke",
+    "rollback",
     "run_health_checks",
+    "run_workload",
+    "set_flag",
+    "set_team",
+    "share",
     "start_otlp_exporter",
     "start_prometheus_endpoint",
     "stop_exporter",
@@ -93,5 +241,6 @@ __all__ = [
     "upgrade",
     "verify_archive",
     "verify_backup",
+    "workload_flags",
     "write_snapshot",
 ]

@@ -48,6 +48,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from memory.core.errors import InvalidInputError, MetricsSourceError
+from memory.store.engine import EngineOrUrl, engine_for
 from memory.store.flags import DatabaseFlagProvider
 from memory.store.tables import Base
 from memory.telemetry import snapshots
@@ -55,24 +56,30 @@ from memory.telemetry import snapshots
 __all__ = [
     "BASELINE_ENV",
     "BASELINE_TOLERANCE",
-    "DEFAULT_BASELINE_PATH",
-    "GATES",
-    "ROLLOUT_STAGES",
     "Baseline",
     "CriterionResult",
+    "DEFAULT_BASELINE_PATH",
+    "GATES",
+    "GateOptions",
     "GateReport",
     "MetricsSource",
     "MetricsSourceError",
     "Observations",
     "PrometheusSource",
+    "ROLLOUT_STAGES",
+    "RecordedBaseline",
+    "RefusedError",
     "RollbackEvent",
     "SnapshotSource",
     "baseline_path",
+    "check_gate",
     "evaluate_gate",
     "gate_for_raise",
+    "metrics_source",
     "parse_window",
     "read_baseline",
     "record_baseline",
+    "record_gate_baseline",
     "rollback_events",
 ]
 
@@ -564,3 +571,89 @@ def gate_for_raise(current: int, wanted: int) -> int | None:
         f"rollout: {current}% -> {wanted}% skips a stage; the next stage is "
         f"{ROLLOUT_STAGES[0]}% ({' -> '.join(map(str, ROLLOUT_STAGES))})"
     )
+
+
+# -- the verbs: memctl gates and its --record-baseline ----------------------------------------
+
+
+class RefusedError(InvalidInputError):
+    """A rule of the rollout refused the operation as asked; the message says what to give
+    instead (``memctl`` shows it as a usage error, exit status 2). ``report`` is the gate
+    evaluated to decide, when one was."""
+
+    def __init__(self, message: str, report: GateReport | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass(frozen=True)
+class GateOptions:
+    """Where a gate's numbers come from: exactly one of ``prometheus_url`` (with optional
+    ``matchers``, ``LABEL=VALUE``) and ``snapshot_path``; the ``window`` judged (``30s``,
+    ``15m``, ``1h``, ``2d``); and the baseline file (default: :func:`baseline_path`)."""
+
+    prometheus_url: str | None = None
+    snapshot_path: Path | None = None
+    window: str = "1h"
+    matchers: tuple[str, ...] = ()
+    baseline_file: Path | None = None
+
+    @property
+    def given(self) -> bool:
+        """True when a source is named (else a gate cannot be evaluated)."""
+        return self.prometheus_url is not None or self.snapshot_path is not None
+
+
+@dataclass(frozen=True)
+class RecordedBaseline:
+    """A baseline written by :func:`record_gate_baseline`, and the file it is in."""
+
+    baseline: Baseline
+    path: Path
+
+
+def metrics_source(options: GateOptions) -> MetricsSource:
+    """The source ``options`` name; :class:`RefusedError` unless exactly one is named and the
+    matchers are ``LABEL=VALUE`` for a Prometheus source."""
+    if (options.prometheus_url is None) == (options.snapshot_path is None):
+        raise RefusedError("give exactly one of --prometheus URL and --snapshot FILE")
+    if options.snapshot_path is not None:
+        if options.matchers:
+            raise RefusedError("--match applies to --prometheus only")
+        return SnapshotSource(options.snapshot_path)
+    labels = {}
+    for matcher in options.matchers:
+        label, equals, value = matcher.partition("=")
+        if not equals or not label.isidentifier() or not value:
+            raise RefusedError(f"--match {matcher!r}: expected LABEL=VALUE, e.g. job=memory")
+        labels[label] = value
+    assert options.prometheus_url is not None  # one of the two is given, checked above
+    return PrometheusSource(options.prometheus_url, labels)
+
+
+def check_gate(database: EngineOrUrl, gate: int, options: GateOptions) -> GateReport:
+    """Measure and judge ``gate`` from the source ``options`` name (``memctl gates --gate``).
+
+    Gate 3 also reads the flag audit of ``database`` for rollback events in the window;
+    gates 1 and 2 do not touch the database.
+    """
+    window = parse_window(options.window)
+    source = metrics_source(options)
+    observed = source.observe(window, worst=gate == 3)
+    rollbacks = None
+    if gate == 3:
+        with engine_for(database) as engine:
+            rollbacks = rollback_events(engine, datetime.now(UTC) - window)
+    return evaluate_gate(
+        gate, observed, source=source.description,
+        baseline=read_baseline(options.baseline_file), rollbacks=rollbacks, window=window,
+    )
+
+
+def record_gate_baseline(options: GateOptions) -> RecordedBaseline:
+    """Record the database p95 from the source ``options`` name as the gates' baseline
+    (``memctl gates --record-baseline``), before the rollout starts."""
+    baseline = record_baseline(
+        metrics_source(options), parse_window(options.window), options.baseline_file
+    )
+    return RecordedBaseline(baseline, baseline_path(options.baseline_file))

@@ -39,6 +39,21 @@ from memory.store.flags import DatabaseFlagProvider
 from memory.store.schema import database_revision, head_revision
 from memory.store.tables import utcnow
 
+__all__ = [
+    "CheckFunction",
+    "CheckOutcome",
+    "EmbedderChoice",
+    "HealthCheckResult",
+    "HealthContext",
+    "HealthReport",
+    "REDIS_URL_ENV",
+    "Status",
+    "health_checks",
+    "register_health_check",
+    "run_health_checks",
+    "unregister_health_check",
+]
+
 Status = Literal["ok", "warn", "fail", "skip"]
 CheckOutcome = tuple[Literal["ok", "warn", "fail", "skip"], str]
 CheckFunction = Callable[["HealthContext"], CheckOutcome]

@@ -27,14 +27,18 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy import event
+from sqlalchemy.engine import URL
 
 from flags import BUILTIN_FLAGS, FlagEvaluator
 from memory.client import Memory
 from memory.core.errors import InvalidInputError, NotFoundError
 from memory.scope import Scope
+from memory.search.embeddings import Embedder
+from memory.telemetry.snapshots import MetricsSnapshot, SnapshotWindow, write_snapshot
 
 AGENTS = ("planner", "coder", "reviewer")
 SESSIONS_PER_USER = 3
@@ -58,6 +62,19 @@ FINDINGS = (
     "regressed when the pool size changed",
 )
 LANGUAGES = ("python", "sql", "typescript")
+
+
+__all__ = [
+    "InjectedFault",
+    "SnapshotWriter",
+    "Workload",
+    "WorkloadConfig",
+    "WorkloadReport",
+    "WorkloadRun",
+    "drive_workload",
+    "run_workload",
+    "workload_flags",
+]
 
 
 def workload_flags(mode: Literal["on", "stored"]) -> FlagEvaluator | None:
@@ -316,3 +333,81 @@ def run_workload(
 ) -> WorkloadReport:
     """Run the simulated workload on ``memory`` (see the module docstring)."""
     return Workload(memory, config, progress).run()
+
+
+class SnapshotWriter:
+    """Writes the metrics snapshot of its window to ``path`` every ``interval`` seconds, on
+    a thread of its own, and once more at :meth:`finish` (``memctl workload --snapshot``), so
+    that ``memctl gates --snapshot`` can read a run that is still going or was cut short."""
+
+    def __init__(self, path: Path, interval: float) -> None:
+        self.path = path
+        self.window = SnapshotWindow()
+        self._interval = interval
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="snapshot-writer", daemon=True)
+
+    def start(self) -> None:
+        """Start rewriting the snapshot every interval."""
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._done.wait(self._interval):
+            write_snapshot(self.path, self.window.snapshot())
+
+    def finish(self) -> MetricsSnapshot:
+        """Stop the thread, write the final snapshot and return it."""
+        self._done.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        snapshot = self.window.snapshot()
+        write_snapshot(self.path, snapshot)
+        return snapshot
+
+
+@dataclass(frozen=True)
+class WorkloadRun:
+    """A finished :func:`drive_workload`: what the driver did, and the metrics of the run's
+    window (also written to ``snapshot_path``, when one was given)."""
+
+    report: WorkloadReport
+    snapshot: MetricsSnapshot
+    snapshot_path: Path | None
+
+
+def drive_workload(
+    database: str | URL | None,
+    config: WorkloadConfig,
+    *,
+    embedder: Embedder,
+    flags: Literal["on", "stored"] = "on",
+    snapshot_path: Path | None = None,
+    snapshot_interval: float = 5.0,
+    progress: Callable[[int], None] | None = None,
+    started: Callable[[Workload], None] | None = None,
+) -> WorkloadRun:
+    """Run the simulated workload against ``database`` (``memctl workload``) and measure it.
+
+    ``flags`` is :func:`workload_flags`' mode. With ``snapshot_path`` the window's metrics
+    snapshot is rewritten every ``snapshot_interval`` seconds and once at the end, for
+    ``memctl gates --snapshot``. ``started`` is called with the driver once it exists, so
+    that the caller can stop it early (``Workload.stop``, from a signal handler); Ctrl-C
+    (``KeyboardInterrupt``) also ends the run early, and the report and snapshot are still
+    returned and written.
+    """
+    with Memory.open(database, embedder=embedder, flags=workload_flags(flags)) as memory:
+        # The window opens after Memory.open, whose schema creation is not workload.
+        writer = SnapshotWriter(snapshot_path, snapshot_interval) if snapshot_path else None
+        window = writer.window if writer is not None else SnapshotWindow()
+        driver = Workload(memory, config, progress)
+        if started is not None:
+            started(driver)
+        if writer is not None:
+            writer.start()
+        try:
+            report = driver.run()
+        except KeyboardInterrupt:
+            driver.stop()
+            report = driver.report
+        snapshot = writer.finish() if writer is not None else window.snapshot()
+    return WorkloadRun(report, snapshot, snapshot_path)

@@ -56,7 +56,7 @@ from memory.store.archive import (
     table_checksums,
     verify_archive,
 )
-from memory.store.engine import create_engine, is_memory_sqlite
+from memory.store.engine import EngineOrUrl, engine_for, is_memory_sqlite
 from memory.store.schema import (
     current_revision,
     downgrade,
@@ -78,8 +78,6 @@ TABLES_DIR = "tables"
 _ALEMBIC_TABLE = "alembic_version"
 _BACKENDS = ("sqlite", "postgresql")
 _TOOL_TIMEOUT_SECONDS = 30
-
-EngineOrUrl = Engine | str | URL
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +129,7 @@ def backup(
     """
     target = Path(directory)
     _check_backup_directory(target)
-    with _engine_for(engine_or_url) as engine:
+    with engine_for(engine_or_url) as engine:
         _require_existing_sqlite_file(engine)
         chosen, tool = _choose_method(engine, method)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -486,7 +484,7 @@ def restore_backup(engine_or_url: EngineOrUrl, directory: str | os.PathLike[str]
             f"(newest known: {head_revision()}); restore it with a newer tiered-memory"
         )
     method = manifest["method"]
-    with _engine_for(engine_or_url) as engine:
+    with engine_for(engine_or_url) as engine:
         backend = engine.dialect.name
         if method != "logical" and backend != manifest["backend"]:
             raise InvalidInputError(
@@ -765,15 +763,3 @@ def _sqlite_driver(connection: Any) -> sqlite3.Connection:
     driver = connection.driver_connection
     assert isinstance(driver, sqlite3.Connection), type(driver)
     return driver
-
-
-@contextmanager
-def _engine_for(engine_or_url: EngineOrUrl) -> Iterator[Engine]:
-    if isinstance(engine_or_url, Engine):
-        yield engine_or_url
-        return
-    engine = create_engine(engine_or_url)
-    try:
-        yield engine
-    finally:
-        engine.dispose()

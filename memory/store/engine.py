@@ -9,16 +9,21 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.pool import StaticPool
 
 from memory.core.errors import InvalidInputError
 from memory.telemetry import instruments as telemetry
+
+EngineOrUrl = Engine | str | URL | None
+"""A configured engine, or a URL to open one on (None: ``$MEMORY_DATABASE_URL``)."""
 
 DATABASE_URL_ENV = "MEMORY_DATABASE_URL"
 DEFAULT_DATABASE_URL = "sqlite:///memory.db"
@@ -29,6 +34,10 @@ _BUSY_TIMEOUT_MS = int(BUSY_TIMEOUT_SECONDS * 1000)
 WRITE_LOCK_POLL_MS = 1
 POSTGRES_POOL_SIZE = 10
 POSTGRES_TIMEOUT_SECONDS = 5
+
+# What the database driver raises when a statement or connection fails and the library did
+# not turn it into one of its own errors; operators' tools catch it by this name.
+DatabaseError = DBAPIError
 
 
 def resolve_database_url(url: str | URL | None = None) -> URL:
@@ -86,6 +95,20 @@ def create_engine(url: str | URL | None = None, **overrides: Any) -> Engine:
     _measure_statements(engine)
     _count_connection_failures(engine)
     return engine
+
+
+@contextmanager
+def engine_for(engine_or_url: EngineOrUrl) -> Iterator[Engine]:
+    """``engine_or_url`` itself when it is an engine (left open: it is the caller's), else a
+    new engine on the URL, disposed when the block ends."""
+    if isinstance(engine_or_url, Engine):
+        yield engine_or_url
+        return
+    engine = create_engine(engine_or_url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 def _measure_statements(engine: Engine) -> None:

@@ -293,7 +293,7 @@ class DatabaseFlagProvider:
         (the kill switch) or ``rollout=N`` (on for N % of stickiness values, 0..100).
 
         This is the one write path of every switch and rollout change; ``memctl flags set``
-        checks the rollout gates (``memory.cli.gates``) before it calls it.
+        checks the rollout gates (``memory.ops.set_flag``) before it calls it.
         """
         if (on is None) == (rollout is None):
             raise InvalidInputError("give exactly one of on (True or False) and rollout")
