@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from memory import InvalidInputError
+from memory import Grant, InvalidInputError
 from memory import ops as ops
 from memory.cli.common import database_url, reports_errors, scope_options
 
@@ -23,7 +23,7 @@ def _as_admin() -> None:
     click.echo("memctl: acting as admin", err=True)
 
 
-def _grant_line(grant: ops.Grant) -> str:
+def _grant_line(grant: Grant) -> str:
     if grant.target == "memory":
         target = f"memory {grant.memory_id}"
     elif grant.target == "tier":
