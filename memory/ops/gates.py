@@ -44,13 +44,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from memory.core.errors import InvalidInputError, MetricsSourceError
 from memory.store.engine import EngineOrUrl, engine_for
 from memory.store.flags import DatabaseFlagProvider
-from memory.store.tables import Base
 from memory.telemetry import snapshots
 
 __all__ = [
@@ -88,8 +86,6 @@ DEFAULT_BASELINE_PATH = "gates-baseline.json"
 BASELINE_TOLERANCE = 0.10
 ROLLOUT_STAGES = (10, 50, 100)
 GATES = (1, 2, 3)
-
-flag_audit = Base.metadata.tables["flag_audit"]
 
 
 # -- what is observed -------------------------------------------------------------------------
@@ -391,25 +387,15 @@ def _effective_rollout(state: Mapping[str, Any] | None) -> int:
 
 def rollback_events(engine: Engine, since: datetime) -> list[RollbackEvent]:
     """Resets and rollout decreases in the flag audit since ``since``, oldest first."""
-    DatabaseFlagProvider(engine).require_schema()
-    statement = (
-        sa.select(flag_audit)
-        .where(flag_audit.c.at >= since, flag_audit.c.action.in_(("set", "reset")))
-        .order_by(flag_audit.c.id)
-    )
     events = []
-    with engine.connect() as connection:
-        for row in connection.execute(statement).mappings():
-            old = json.loads(row["old_value_json"]) if row["old_value_json"] else None
-            new = json.loads(row["new_value_json"]) if row["new_value_json"] else None
-            before, after = _effective_rollout(old), _effective_rollout(new)
-            if row["action"] == "reset" or after < before:
-                events.append(
-                    RollbackEvent(
-                        row["at"], row["flag_name"], row["action"], row["actor"],
-                        f"{before}% -> {after}%",
-                    )
+    for entry in DatabaseFlagProvider(engine).changes_since(since, ("set", "reset")):
+        before, after = _effective_rollout(entry.old), _effective_rollout(entry.new)
+        if entry.action == "reset" or after < before:
+            events.append(
+                RollbackEvent(
+                    entry.at, entry.flag, entry.action, entry.actor, f"{before}% -> {after}%"
                 )
+            )
     return events
 
 

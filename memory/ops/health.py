@@ -25,7 +25,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 
 from memory import updates
@@ -33,7 +32,15 @@ from memory.client import Memory
 from memory.core.errors import InvalidInputError
 from memory.ops.retention import last_cleanup_run
 from memory.search.embeddings import HashingEmbedder, MiniLMEmbedder
-from memory.store.engine import create_engine, is_memory_sqlite, resolve_database_url
+from memory.store.engine import (
+    DatabaseError,
+    PoolTimeoutError,
+    create_engine,
+    is_memory_sqlite,
+    ping,
+    resolve_database_url,
+    sqlite_settings,
+)
 from memory.store.events import CHANNEL
 from memory.store.flags import DatabaseFlagProvider
 from memory.store.schema import database_revision, head_revision
@@ -253,12 +260,11 @@ def check_database(context: HealthContext) -> CheckOutcome:
             return "fail", f"no SQLite database file at {url.database}"
     started = time.perf_counter()
     try:
-        with context.engine().connect() as connection:
-            connection.execute(sa.text("SELECT 1"))
-    except sa.exc.DBAPIError as error:
+        ping(context.engine())
+    except DatabaseError as error:
         first_line = str(error.orig).strip().splitlines()[0] if str(error.orig).strip() else ""
         return "fail", f"cannot reach {_redacted(context)}: {first_line or type(error.orig)}"
-    except sa.exc.TimeoutError as error:
+    except PoolTimeoutError as error:
         return "fail", f"no connection to {_redacted(context)} came free: {error}"
     return "ok", f"{_redacted(context)} answered in {(time.perf_counter() - started) * 1000:.1f} ms"
 
@@ -277,14 +283,12 @@ def check_sqlite(context: HealthContext) -> CheckOutcome:
     """SQLite runs in WAL mode with foreign keys enforced."""
     if context.url.get_backend_name() != "sqlite":
         return "skip", "not SQLite"
-    with context.engine().connect() as connection:
-        journal = str(connection.exec_driver_sql("PRAGMA journal_mode").scalar()).lower()
-        foreign_keys = connection.exec_driver_sql("PRAGMA foreign_keys").scalar()
+    journal, foreign_keys = sqlite_settings(context.engine())
     problems = []
     # An in-memory database has no WAL (journal "memory"); that is expected.
     if journal != "wal" and not is_memory_sqlite(context.url):
         problems.append(f"journal_mode is {journal}, not wal")
-    if foreign_keys != 1:
+    if not foreign_keys:
         problems.append("foreign_keys is off")
     if problems:
         return "fail", "; ".join(problems)

@@ -28,9 +28,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from sqlalchemy import event
 from sqlalchemy.engine import URL
 
 from flags import BUILTIN_FLAGS, FlagEvaluator
@@ -38,6 +37,7 @@ from memory.client import Memory
 from memory.core.errors import InvalidInputError, NotFoundError
 from memory.scope import Scope
 from memory.search.embeddings import Embedder
+from memory.store.engine import before_each_statement
 from memory.telemetry.snapshots import MetricsSnapshot, SnapshotWindow, write_snapshot
 
 AGENTS = ("planner", "coder", "reviewer")
@@ -143,8 +143,7 @@ class _Sabotage:
 
     def __init__(self, memory: Memory) -> None:
         self._plan = threading.local()
-        event.listen(memory.engine, "before_cursor_execute", self._before)
-        self._engine = memory.engine
+        self.remove = before_each_statement(memory.engine, self._before)
 
     def arm(self, *, delay_ms: float = 0.0, fail: bool = False) -> None:
         self._plan.delay_ms = delay_ms
@@ -153,7 +152,7 @@ class _Sabotage:
     def disarm(self) -> None:
         self.arm()
 
-    def _before(self, *_args: Any) -> None:
+    def _before(self) -> None:
         delay_ms: float = getattr(self._plan, "delay_ms", 0.0)
         fail: bool = getattr(self._plan, "fail", False)
         if not (delay_ms or fail):
@@ -163,9 +162,6 @@ class _Sabotage:
             time.sleep(delay_ms / 1000.0)
         if fail:
             raise InjectedFault("failure injected by memctl workload --error-rate")
-
-    def remove(self) -> None:
-        event.remove(self._engine, "before_cursor_execute", self._before)
 
 
 class _Pacer:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.pool import StaticPool
 
 from memory.core.errors import InvalidInputError
@@ -38,6 +39,8 @@ POSTGRES_TIMEOUT_SECONDS = 5
 # What the database driver raises when a statement or connection fails and the library did
 # not turn it into one of its own errors; operators' tools catch it by this name.
 DatabaseError = DBAPIError
+# What a pooled engine raises when no connection came free within its timeout.
+PoolTimeoutError = SQLAlchemyTimeoutError
 
 
 def resolve_database_url(url: str | URL | None = None) -> URL:
@@ -243,3 +246,31 @@ def write_options(deadline: float | None = None) -> dict[str, Any]:
     if deadline is not None:
         options["sqlite_lock_deadline"] = deadline
     return options
+
+
+def ping(engine: Engine) -> None:
+    """Run ``SELECT 1`` on a connection from ``engine``: raises :data:`DatabaseError` when the
+    database does not answer, :data:`PoolTimeoutError` when no connection came free."""
+    with engine.connect() as connection:
+        connection.execute(sa.text("SELECT 1"))
+
+
+def sqlite_settings(engine: Engine) -> tuple[str, bool]:
+    """The journal mode of a SQLite database and whether foreign keys are enforced, as a
+    connection of ``engine`` sees them."""
+    with engine.connect() as connection:
+        journal = str(connection.exec_driver_sql("PRAGMA journal_mode").scalar()).lower()
+        foreign_keys = connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    return journal, foreign_keys
+
+
+def before_each_statement(engine: Engine, hook: Callable[[], None]) -> Callable[[], None]:
+    """Call ``hook`` before every statement ``engine`` runs (it may sleep or raise, which is
+    how ``memctl workload`` injects slowness and failures); returns the function that
+    removes it."""
+
+    def before(*_args: Any) -> None:
+        hook()
+
+    event.listen(engine, "before_cursor_execute", before)
+    return lambda: event.remove(engine, "before_cursor_execute", before)

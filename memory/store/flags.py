@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -206,22 +206,26 @@ class DatabaseFlagProvider:
         if flag is not None:
             statement = statement.where(flag_audit.c.flag_name == flag)
 
-        def read(connection: Connection) -> list[FlagAuditEntry]:
-            return [
-                FlagAuditEntry(
-                    id=row["id"],
-                    at=row["at"],
-                    actor=row["actor"],
-                    flag=row["flag_name"],
-                    action=row["action"],
-                    old=_loads(row["old_value_json"]),
-                    new=_loads(row["new_value_json"]),
-                    reason=row["reason"],
-                )
-                for row in connection.execute(statement).mappings()
+        return self._db.read(
+            lambda connection: [
+                _audit_entry(row) for row in connection.execute(statement).mappings()
             ]
+        )
 
-        return self._db.read(read)
+    def changes_since(self, since: datetime, actions: Sequence[str]) -> list[FlagAuditEntry]:
+        """The audit rows of ``actions`` (``set``, ``reset``, ...) at or after ``since``,
+        oldest first (what the rollout gates read to find rollbacks)."""
+        self.require_schema()
+        statement = (
+            sa.select(flag_audit)
+            .where(flag_audit.c.at >= since, flag_audit.c.action.in_(tuple(actions)))
+            .order_by(flag_audit.c.id)
+        )
+        return self._db.read(
+            lambda connection: [
+                _audit_entry(row) for row in connection.execute(statement).mappings()
+            ]
+        )
 
     def _read(self, connection: Connection, now: datetime) -> list[StoredFlag]:
         rows = {row["name"]: row for row in connection.execute(sa.select(flag_state)).mappings()}
@@ -597,3 +601,16 @@ def _reason(reason: object) -> str | None:
             f"reason: must be text of at most {MAX_REASON_CHARS} characters, not {reason!r}"
         )
     return reason.strip() or None
+
+
+def _audit_entry(row: RowMapping) -> FlagAuditEntry:
+    return FlagAuditEntry(
+        id=row["id"],
+        at=row["at"],
+        actor=row["actor"],
+        flag=row["flag_name"],
+        action=row["action"],
+        old=_loads(row["old_value_json"]),
+        new=_loads(row["new_value_json"]),
+        reason=row["reason"],
+    )
