@@ -12,12 +12,12 @@ import sqlalchemy as sa
 
 from memory import Memory
 from memory.core.errors import ArchiveError, SchemaError
+from memory.ops import cleanup
 from memory.search.embeddings import HashingEmbedder
 from memory.store import schema
 from memory.store.archive import verify_archive
 from memory.store.backup import backup, verify_backup
 from memory.store.engine import create_engine
-from memory.store.retention import cleanup
 from memory.telemetry import instruments as telemetry
 
 
