@@ -25,7 +25,6 @@ from flags._environment import (
     parse_environment_override,
     read_environment,
 )
-from flags._evaluation import Decision, FlagSet, Rule
 from flags._evaluator import FlagEvaluator, FlagState, export_flag_states
 from flags._exceptions import (
     EnvironmentOverrideError,
@@ -36,6 +35,7 @@ from flags._exceptions import (
     FlagValueError,
     MissingPackageError,
 )
+from flags._flagset import Decision, FlagSet, Rule
 from flags._hashing import murmur3_32, normalized_hash
 from flags._providers import FlagProvider, InMemoryFlagProvider
 from flags._registry import (

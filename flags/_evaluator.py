@@ -21,9 +21,9 @@ from typing import Literal, TypedDict
 
 from flags._context import EvaluationContext
 from flags._definitions import FlagDefinition
-from flags._environment import read_environment
-from flags._evaluation import Decision, FlagSet, OnceLog, Rule, utc_now
+from flags._environment import EnvironmentOverride, read_environment
 from flags._exceptions import FlagDefinitionError, FlagProviderError, FlagValueError
+from flags._flagset import Decision, FlagSet, OnceLog, utc_now
 from flags._providers import FlagProvider
 from flags._registry import BUILTIN_FLAGS
 
@@ -31,7 +31,6 @@ __all__ = ["FlagEvaluator", "FlagState", "export_flag_states"]
 
 logger = logging.getLogger("flags")
 
-_EMPTY_CONTEXT = EvaluationContext()
 
 Source = Literal["environment", "provider", "last_known", "registry"]
 
@@ -103,7 +102,7 @@ class FlagEvaluator:
         self._last_snapshot: dict[str, FlagDefinition] | None = None
         self._failing = False
         # Validates the registry (cycles, names) before anything else can go wrong.
-        self._flags = FlagSet(fallbacks=self._registry, utcnow=utcnow)
+        self._flags = FlagSet(fallbacks=self._registry, utcnow=utcnow, log_once=self._log_once)
         self._next_refresh = 0.0
         with self._refresh_lock:
             self._load(strict=True)
@@ -130,13 +129,7 @@ class FlagEvaluator:
         default is returned and the failure logged once per flag.
         """
         self._refresh_if_due()
-        try:
-            enabled, rule = self._flags.decide(flag_name, context or _EMPTY_CONTEXT)
-        except Exception:  # evaluation must never take the agent down
-            return self._failed(flag_name)
-        if rule is Rule.UNKNOWN_FLAG:
-            self._log_unknown(flag_name)
-        return enabled
+        return self._flags.is_enabled(flag_name, context)
 
     def explain(self, flag_name: str, context: EvaluationContext | None = None) -> Decision:
         """Return the :class:`Decision` for ``flag_name``: value, deciding rule, detail text.
@@ -144,15 +137,7 @@ class FlagEvaluator:
         Never raises; a failure is reported as rule ``error`` with the registry default.
         """
         self._refresh_if_due()
-        try:
-            decision = self._flags.explain(flag_name, context or _EMPTY_CONTEXT)
-        except Exception as exc:  # evaluation must never take the agent down
-            return Decision(
-                flag_name, self._failed(flag_name), Rule.ERROR, f"evaluation failed: {exc!r}"
-            )
-        if decision.rule is Rule.UNKNOWN_FLAG:
-            self._log_unknown(flag_name)
-        return decision
+        return self._flags.explain(flag_name, context)
 
     def refresh(self) -> None:
         """Read the provider and the environment now, whatever the interval.
@@ -229,9 +214,7 @@ class FlagEvaluator:
             snapshot = self._read_provider()
             names = {*self._registry, *snapshot}
             environment, env_errors = read_environment(names, self._environ)
-            flags = FlagSet(
-                snapshot, fallbacks=self._registry, environment=environment, utcnow=self._utcnow
-            )
+            flags = self._flag_set(snapshot, environment)
         except Exception as exc:
             if not self._failing:
                 self._failing = True
@@ -243,9 +226,7 @@ class FlagEvaluator:
             names = {*self._registry, *base}
             environment, env_errors = read_environment(names, self._environ)
             # Both inputs were validated before, so this cannot fail for dependency reasons.
-            flags = FlagSet(
-                base, fallbacks=self._registry, environment=environment, utcnow=self._utcnow
-            )
+            flags = self._flag_set(base, environment)
         else:
             if self._failing:
                 self._failing = False
@@ -261,6 +242,19 @@ class FlagEvaluator:
             )
         if strict and env_errors:
             raise env_errors[0]
+
+    def _flag_set(
+        self,
+        snapshot: Mapping[str, FlagDefinition],
+        environment: Mapping[str, EnvironmentOverride],
+    ) -> FlagSet:
+        return FlagSet(
+            snapshot,
+            fallbacks=self._registry,
+            environment=environment,
+            utcnow=self._utcnow,
+            log_once=self._log_once,
+        )
 
     def _read_provider(self) -> dict[str, FlagDefinition]:
         if self._provider is None:
@@ -280,24 +274,6 @@ class FlagEvaluator:
                 )
             snapshot[name] = definition
         return snapshot
-
-    def _log_unknown(self, flag_name: str) -> None:
-        self._log_once(
-            ("unknown", flag_name), logging.WARNING, "unknown flag %r evaluated as off", flag_name
-        )
-
-    def _failed(self, flag_name: str) -> bool:
-        definition = self._flags.definitions.get(flag_name) or self._registry.get(flag_name)
-        fallback = definition.default if definition is not None else False
-        self._log_once(
-            ("failed", flag_name),
-            logging.ERROR,
-            "evaluating flag %r failed; using %s",
-            flag_name,
-            "on" if fallback else "off",
-            exc_info=True,
-        )
-        return fallback
 
 
 def export_flag_states(evaluator: FlagEvaluator) -> list[FlagState]:

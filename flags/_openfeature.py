@@ -37,9 +37,9 @@ from datetime import datetime
 from typing import TypeVar
 
 from flags._context import EvaluationContext
-from flags._evaluation import Rule
 from flags._evaluator import FlagEvaluator
 from flags._exceptions import FlagValueError, MissingPackageError
+from flags._flagset import Rule
 
 try:
     from openfeature.evaluation_context import EvaluationContext as OpenFeatureContext

@@ -45,13 +45,13 @@ from types import MappingProxyType
 from typing import Any
 
 from flags._definitions import FlagDefinition, Stickiness
-from flags._evaluation import OnceLog
 from flags._exceptions import (
     FlagDefinitionError,
     FlagProviderError,
     FlagValueError,
     MissingPackageError,
 )
+from flags._flagset import OnceLog
 
 try:
     from UnleashClient.cache import BaseCache

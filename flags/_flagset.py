@@ -186,6 +186,7 @@ class FlagSet:
     (normally the built-in registry) supply flags no provider knows, which are decided by
     their ``default``. A definition in both wins over the fallback. ``environment`` holds
     the parsed environment layer by flag name. ``utcnow`` is the clock for override expiry.
+    ``log_once`` is where unknown flags and failures are logged, once per flag.
 
     Raises :class:`FlagDependencyError` when a parent is missing or parents form a cycle.
 
@@ -203,6 +204,7 @@ class FlagSet:
         fallbacks: Iterable[FlagDefinition] | Mapping[str, FlagDefinition] = (),
         environment: Mapping[str, EnvironmentOverride] | None = None,
         utcnow: Callable[[], datetime] = utc_now,
+        log_once: OnceLog | None = None,
     ) -> None:
         provided = _by_name(definitions)
         defaults = _by_name(fallbacks)
@@ -215,7 +217,9 @@ class FlagSet:
         }
         self._definitions: Mapping[str, FlagDefinition] = MappingProxyType(merged)
         self._utcnow = utcnow
-        self._log_once = OnceLog()
+        # A FlagEvaluator passes its own, so that rebuilding the set on every refresh does
+        # not repeat the warnings already logged.
+        self._log_once = OnceLog() if log_once is None else log_once
 
     @property
     def definitions(self) -> Mapping[str, FlagDefinition]:
@@ -239,12 +243,7 @@ class FlagSet:
         except Exception:  # evaluation must never take the agent down
             return self._failed(flag_name)
         if rule is Rule.UNKNOWN_FLAG:
-            self._log_once(
-                ("unknown", flag_name),
-                logging.WARNING,
-                "unknown flag %r evaluated as off",
-                flag_name,
-            )
+            self._log_unknown(flag_name)
         return enabled
 
     def explain(self, flag_name: str, context: EvaluationContext | None = None) -> Decision:
@@ -254,10 +253,13 @@ class FlagSet:
         'rollout 0%: on for nobody'
         """
         try:
-            return self._explain(flag_name, context or _EMPTY_CONTEXT)
+            decision = self._explain(flag_name, context or _EMPTY_CONTEXT)
         except Exception as exc:  # evaluation must never take the agent down
             enabled = self._failed(flag_name)
             return Decision(flag_name, enabled, Rule.ERROR, f"evaluation failed: {exc!r}")
+        if decision.rule is Rule.UNKNOWN_FLAG:
+            self._log_unknown(flag_name)
+        return decision
 
     def decide(self, flag_name: str, context: EvaluationContext) -> tuple[bool, Rule]:
         """Return ``(enabled, rule)``: the evaluation without logging or a detail text.
@@ -293,6 +295,11 @@ class FlagSet:
         if value is None:
             return _ROLLOUT_OFF
         return _ROLLOUT_ON if entry.hasher.bucket(value) <= rollout else _ROLLOUT_OFF
+
+    def _log_unknown(self, flag_name: str) -> None:
+        self._log_once(
+            ("unknown", flag_name), logging.WARNING, "unknown flag %r evaluated as off", flag_name
+        )
 
     def _failed(self, flag_name: str) -> bool:
         entry = self._entries.get(flag_name)
