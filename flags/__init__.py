@@ -8,6 +8,8 @@ memory layer asks an evaluator "is this flag on for this context?".
 >>> evaluator = FlagEvaluator(environ={})
 >>> evaluator.is_enabled(USE_ENHANCED_INJECTION, EvaluationContext(user_id="u-1"))
 False
+>>> evaluator.variant(USE_ENHANCED_INJECTION, EvaluationContext(user_id="u-1")).name
+'disabled'
 
 The Unleash and OpenFeature providers (:class:`UnleashFlagProvider`,
 :class:`OpenFeatureFlagProvider`) need optional packages and are imported on first use, so
@@ -44,6 +46,7 @@ from flags._registry import (
     USE_ENHANCED_INJECTION,
     USE_HIERARCHICAL_TIERS,
 )
+from flags._variant import Variant, VariantPayload
 
 if TYPE_CHECKING:
     from flags._openfeature import OpenFeatureFlagProvider
@@ -91,6 +94,8 @@ __all__ = [
     "USE_ENHANCED_INJECTION",
     "USE_HIERARCHICAL_TIERS",
     "UnleashFlagProvider",
+    "Variant",
+    "VariantPayload",
     "check_dependencies",
     "export_flag_states",
     "murmur3_32",

@@ -21,11 +21,13 @@ from typing import Literal, TypedDict
 
 from flags._context import EvaluationContext
 from flags._definitions import FlagDefinition
+from flags._engine import EngineSnapshot
 from flags._environment import EnvironmentOverride, read_environment
 from flags._exceptions import FlagDefinitionError, FlagProviderError, FlagValueError
 from flags._flagset import Decision, FlagSet, OnceLog, utc_now
 from flags._providers import FlagProvider
 from flags._registry import BUILTIN_FLAGS
+from flags._variant import Variant
 
 __all__ = ["FlagEvaluator", "FlagState", "export_flag_states"]
 
@@ -99,7 +101,7 @@ class FlagEvaluator:
         self._environ: Mapping[str, str] = os.environ if environ is None else environ
         self._log_once = OnceLog()
         self._refresh_lock = threading.Lock()
-        self._last_snapshot: dict[str, FlagDefinition] | None = None
+        self._last_snapshot: Mapping[str, FlagDefinition] | None = None
         self._failing = False
         # Validates the registry (cycles, names) before anything else can go wrong.
         self._flags = FlagSet(fallbacks=self._registry, utcnow=utcnow, log_once=self._log_once)
@@ -138,6 +140,16 @@ class FlagEvaluator:
         """
         self._refresh_if_due()
         return self._flags.explain(flag_name, context)
+
+    def variant(self, flag_name: str, context: EvaluationContext | None = None) -> Variant:
+        """Return the :class:`Variant` ``context`` gets for ``flag_name``. Never raises.
+
+        Toggles read from Unleash answer Unleash's variant (strategy variants, stickiness,
+        overrides); every other flag has none and answers ``"disabled"``, with
+        ``feature_enabled`` saying whether it is on (see :meth:`FlagSet.variant`).
+        """
+        self._refresh_if_due()
+        return self._flags.variant(flag_name, context)
 
     def refresh(self) -> None:
         """Read the provider and the environment now, whatever the interval.
@@ -222,7 +234,7 @@ class FlagEvaluator:
                 logger.warning("flag provider failed (%r); using %s until it recovers", exc, kept)
             else:
                 logger.debug("flag provider still failing: %r", exc)
-            base = self._last_snapshot or {}
+            base = {} if self._last_snapshot is None else self._last_snapshot
             names = {*self._registry, *base}
             environment, env_errors = read_environment(names, self._environ)
             # Both inputs were validated before, so this cannot fail for dependency reasons.
@@ -256,7 +268,7 @@ class FlagEvaluator:
             log_once=self._log_once,
         )
 
-    def _read_provider(self) -> dict[str, FlagDefinition]:
+    def _read_provider(self) -> Mapping[str, FlagDefinition]:
         if self._provider is None:
             return {}
         raw = self._provider.snapshot()
@@ -273,7 +285,8 @@ class FlagEvaluator:
                     f"must be a FlagDefinition, got {type(definition).__name__}",
                 )
             snapshot[name] = definition
-        return snapshot
+        # An engine snapshot is immutable and carries its engine: kept as it is.
+        return raw if isinstance(raw, EngineSnapshot) else snapshot
 
 
 def export_flag_states(evaluator: FlagEvaluator) -> list[FlagState]:
