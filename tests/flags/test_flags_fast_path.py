@@ -14,7 +14,7 @@ import json
 from collections import Counter
 from typing import Any
 
-from hypothesis import event, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from flags import EvaluationContext, FlagSet, Rule
@@ -93,7 +93,10 @@ def contexts(draw: st.DrawFn) -> EvaluationContext:
     )
 
 
-@settings(database=None, deadline=None, max_examples=300)
+# Documents are large draws; on a busy machine generating them trips the too_slow check.
+@settings(
+    database=None, deadline=None, max_examples=300, suppress_health_check=[HealthCheck.too_slow]
+)
 @given(document=documents(), context_list=st.lists(contexts(), min_size=1, max_size=8))
 def test_the_fast_path_decides_as_the_engine(
     document: dict[str, Any], context_list: list[EvaluationContext]
@@ -130,7 +133,12 @@ def test_generated_documents_exercise_both_sides() -> None:
     """Guard against a generator that only ever produces engine toggles."""
     seen: Counter[str] = Counter()
 
-    @settings(database=None, deadline=None, max_examples=100)
+    @settings(
+        database=None,
+        deadline=None,
+        max_examples=100,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
     @given(document=documents())
     def count(document: dict[str, Any]) -> None:
         translation = translate_features(document)
