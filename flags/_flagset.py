@@ -207,6 +207,8 @@ class FlagSet:
     their ``default``. A definition in both wins over the fallback. ``environment`` holds
     the parsed environment layer by flag name. ``utcnow`` is the clock for override expiry.
     ``log_once`` is where unknown flags and failures are logged, once per flag.
+    ``definitions`` may be an :class:`EngineSnapshot`, whose engine then decides what its
+    definitions cannot (see the module docstring).
 
     Raises :class:`FlagDependencyError` when a parent is missing or parents form a cycle.
 
