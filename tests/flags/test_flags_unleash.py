@@ -36,6 +36,7 @@ from flags import (
 from flags._unleash import translate_features
 
 AGENTS = ["planner", "coder", "reviewer", "auditor", "intruder"]
+ADDRESSES = ["10.0.0.1", "10.0.0.2"]
 
 
 def rollout(
@@ -202,6 +203,29 @@ ENGINE = {
         toggle("DISABLED_STRATEGY", [rollout(100, disabled=True)]),
         "marked disabled",
     ),
+    "REMOTE_ADDRESS": (
+        toggle("REMOTE_ADDRESS", [{"name": "remoteAddress", "parameters": {"IPs": "10.0.0.1"}}]),
+        "strategy 'remoteAddress'",
+    ),
+    "APP_HOSTNAME": (
+        toggle(
+            "APP_HOSTNAME",
+            [{"name": "applicationHostname", "parameters": {"hostNames": socket.gethostname()}}],
+        ),
+        "strategy 'applicationHostname'",
+    ),
+    "GRADUAL_SESSION": (
+        toggle(
+            "GRADUAL_SESSION",
+            [
+                {
+                    "name": "gradualRolloutSessionId",
+                    "parameters": {"percentage": "40", "groupId": "g"},
+                }
+            ],
+        ),
+        "strategy 'gradualRolloutSessionId'",
+    ),
 }
 WITH_VARIANTS = toggle(
     "WITH_VARIANTS",
@@ -226,8 +250,10 @@ CHAIN = [
 ]
 
 # Off whatever the context (CASE_INSENSITIVE: Unleash's IN ignores caseInsensitive;
-# FRACTION: Unleash reads no whole percentage in "12.5"; a missing segment never matches).
+# FRACTION: Unleash reads no whole percentage in "12.5"; a missing segment never matches;
+# APP_HOSTNAME: UnleashClient 6 answers off even on the host it names, so we must too).
 OFF_FOR_EVERYONE = {
+    "APP_HOSTNAME",
     "FRACTION",
     "MISSING_SEGMENT",
     "DISABLED",
@@ -264,13 +290,15 @@ def contexts(count: int, seed: int) -> list[tuple[EvaluationContext, dict[str, A
             attributes["tenant"] = f"tenant-{rng.randrange(50)}"
         if rng.random() < 0.5:
             attributes["region"] = rng.choice(["eu-1", "eu-2", "us-1"])
+        properties = dict(attributes)
+        theirs: dict[str, Any] = {"sessionId": session, "properties": properties}
+        if rng.random() < 0.3:  # a context field beside the properties
+            attributes["remoteAddress"] = theirs["remoteAddress"] = rng.choice(ADDRESSES)
         ours = EvaluationContext(
             user_id=user, session_id=session, agent_id=agent, attributes=attributes
         )
-        properties = dict(attributes)
         if agent is not None:
             properties["agentId"] = agent
-        theirs: dict[str, Any] = {"sessionId": session, "properties": properties}
         if user is not None:
             theirs["userId"] = user
         result.append((ours, theirs))
