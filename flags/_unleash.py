@@ -21,7 +21,8 @@ The fast path takes a toggle when its decision can be written as our rules:
   ``IN``), the same on every strategy, is the deny list; constraints from segments count
   as the strategy's own;
 - at most one dependency: on a parent that is on (no variants required), where the parent
-  exists and depends on nothing itself.
+  exists, depends on nothing itself and is on the fast path too, with a ``groupId`` on
+  each rollout (Unleash hashes a parent's rollout without one by the child's name).
 
 Everything else goes to the engine: other strategies (``userWithId``, the gradual
 rollouts, ``remoteAddress``, ``applicationHostname``), constraints on any other field or
@@ -142,6 +143,21 @@ def translate_features(document: object, *, agent_field: str = DEFAULT_AGENT_FIE
             definition = _off(name)
         if definition is not None:
             result.definitions[name] = definition
+    for name, definition in list(result.definitions.items()):
+        parent = definition.parent
+        if parent is None or features[parent].get("enabled") is not True:
+            continue
+        # Unleash evaluates the parent inside the child's evaluation, where a rollout with
+        # no groupId hashes the child's name, not the parent's: only the engine knows that.
+        if parent in result.engine_only or any(
+            _get(strategy, "name") == "flexibleRollout"
+            and "groupId" not in (_get(strategy, "parameters") or {})
+            for strategy in features[parent].get("strategies") or ()
+        ):
+            result.engine_only[name] = (
+                f"its parent {parent!r} is decided by the engine or rolls out without a groupId"
+            )
+            result.definitions[name] = FlagDefinition(name)
     return result
 
 

@@ -190,6 +190,15 @@ ENGINE = {
         ),
         "requires the parent off or a variant",
     ),
+    # Unleash hashes a parent's rollout that names no groupId by the child's name.
+    "PARENT_WITHOUT_GROUP": (
+        toggle("PARENT_WITHOUT_GROUP", [rollout(100)], parent="ROLL_NO_GROUP"),
+        "rolls out without a groupId",
+    ),
+    "PARENT_BY_ENGINE": (
+        toggle("PARENT_BY_ENGINE", [rollout(100)], parent="OTHER_FIELD"),
+        "is decided by the engine",
+    ),
     "TWO_PARENTS": (
         toggle(
             "TWO_PARENTS",
@@ -245,7 +254,7 @@ OFF_BY_DEPENDENCIES = {
     "ORPHAN": toggle("ORPHAN", [rollout(100)], parent="NOT_IN_THE_DOCUMENT"),
 }
 CHAIN = [
-    toggle("GRANDPARENT", [rollout(100)]),
+    toggle("GRANDPARENT", [rollout(100, group="GRANDPARENT")]),
     toggle("PARENT", [rollout(100)], parent="GRANDPARENT"),
 ]
 
