@@ -130,7 +130,15 @@ class FlagEvaluator:
         An unknown flag is off and logged once. If evaluation itself fails, the registry
         default is returned and the failure logged once per flag.
         """
-        self._refresh_if_due()
+        # The hot path: the common "not due" check is made here rather than in a call to
+        # _refresh_if_due, which keeps a warm decision as cheap as before FlagSet.is_enabled
+        # took over the fallback.
+        try:
+            due = self._clock() >= self._next_refresh
+        except Exception:  # a broken clock: _refresh_if_due logs it
+            due = True
+        if due:
+            self._refresh_if_due()
         return self._flags.is_enabled(flag_name, context)
 
     def explain(self, flag_name: str, context: EvaluationContext | None = None) -> Decision:
