@@ -13,7 +13,8 @@ The fast path takes a toggle when its decision can be written as our rules:
 - a disabled toggle (in the client's environment): off for everyone;
 - an enabled toggle with no strategies: on for everyone;
 - ``default`` and ``flexibleRollout`` strategies (whole-percent rollout, ``default``,
-  ``userId``, ``sessionId`` or property stickiness, a non-empty ``groupId``); several
+  ``userId``, ``sessionId`` or property stickiness, a non-empty ``groupId`` or none,
+  which means the toggle's name); several
   rollout strategies must share stickiness and group (the largest rollout wins, their
   buckets are nested);
 - constraints only on the agent field (``agentId``, the ``agent_field`` argument): ``IN``
@@ -84,7 +85,6 @@ DEFAULT_AGENT_FIELD = "agentId"
 # the field. userId and sessionId come from the context's own ids only.
 _FIELDS = frozenset({"remoteAddress", "currentTime", "environment", "appName"})
 _IDS = frozenset({"userId", "sessionId"})
-logger = logging.getLogger("flags")
 
 
 class _Unsupported(Exception):
