@@ -8,6 +8,8 @@ memory layer asks an evaluator "is this flag on for this context?".
 >>> evaluator = FlagEvaluator(environ={})
 >>> evaluator.is_enabled(USE_ENHANCED_INJECTION, EvaluationContext(user_id="u-1"))
 False
+>>> evaluator.variant(USE_ENHANCED_INJECTION, EvaluationContext(user_id="u-1")).name
+'disabled'
 
 The Unleash and OpenFeature providers (:class:`UnleashFlagProvider`,
 :class:`OpenFeatureFlagProvider`) need optional packages and are imported on first use, so
@@ -25,7 +27,6 @@ from flags._environment import (
     parse_environment_override,
     read_environment,
 )
-from flags._evaluation import Decision, FlagSet, Rule
 from flags._evaluator import FlagEvaluator, FlagState, export_flag_states
 from flags._exceptions import (
     EnvironmentOverrideError,
@@ -36,6 +37,7 @@ from flags._exceptions import (
     FlagValueError,
     MissingPackageError,
 )
+from flags._flagset import Decision, FlagSet, Rule
 from flags._hashing import murmur3_32, normalized_hash
 from flags._providers import FlagProvider, InMemoryFlagProvider
 from flags._registry import (
@@ -44,6 +46,7 @@ from flags._registry import (
     USE_ENHANCED_INJECTION,
     USE_HIERARCHICAL_TIERS,
 )
+from flags._variant import Variant, VariantPayload
 
 if TYPE_CHECKING:
     from flags._openfeature import OpenFeatureFlagProvider
@@ -91,6 +94,8 @@ __all__ = [
     "USE_ENHANCED_INJECTION",
     "USE_HIERARCHICAL_TIERS",
     "UnleashFlagProvider",
+    "Variant",
+    "VariantPayload",
     "check_dependencies",
     "export_flag_states",
     "murmur3_32",

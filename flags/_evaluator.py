@@ -21,17 +21,18 @@ from typing import Literal, TypedDict
 
 from flags._context import EvaluationContext
 from flags._definitions import FlagDefinition
-from flags._environment import read_environment
-from flags._evaluation import Decision, FlagSet, OnceLog, Rule, utc_now
+from flags._engine import EngineSnapshot
+from flags._environment import EnvironmentOverride, read_environment
 from flags._exceptions import FlagDefinitionError, FlagProviderError, FlagValueError
+from flags._flagset import Decision, FlagSet, OnceLog, utc_now
 from flags._providers import FlagProvider
 from flags._registry import BUILTIN_FLAGS
+from flags._variant import Variant
 
 __all__ = ["FlagEvaluator", "FlagState", "export_flag_states"]
 
 logger = logging.getLogger("flags")
 
-_EMPTY_CONTEXT = EvaluationContext()
 
 Source = Literal["environment", "provider", "last_known", "registry"]
 
@@ -100,10 +101,10 @@ class FlagEvaluator:
         self._environ: Mapping[str, str] = os.environ if environ is None else environ
         self._log_once = OnceLog()
         self._refresh_lock = threading.Lock()
-        self._last_snapshot: dict[str, FlagDefinition] | None = None
+        self._last_snapshot: Mapping[str, FlagDefinition] | None = None
         self._failing = False
         # Validates the registry (cycles, names) before anything else can go wrong.
-        self._flags = FlagSet(fallbacks=self._registry, utcnow=utcnow)
+        self._flags = FlagSet(fallbacks=self._registry, utcnow=utcnow, log_once=self._log_once)
         self._next_refresh = 0.0
         with self._refresh_lock:
             self._load(strict=True)
@@ -129,14 +130,16 @@ class FlagEvaluator:
         An unknown flag is off and logged once. If evaluation itself fails, the registry
         default is returned and the failure logged once per flag.
         """
-        self._refresh_if_due()
+        # The hot path: the common "not due" check is made here rather than in a call to
+        # _refresh_if_due, which keeps a warm decision as cheap as before FlagSet.is_enabled
+        # took over the fallback.
         try:
-            enabled, rule = self._flags.decide(flag_name, context or _EMPTY_CONTEXT)
-        except Exception:  # evaluation must never take the agent down
-            return self._failed(flag_name)
-        if rule is Rule.UNKNOWN_FLAG:
-            self._log_unknown(flag_name)
-        return enabled
+            due = self._clock() >= self._next_refresh
+        except Exception:  # a broken clock: _refresh_if_due logs it
+            due = True
+        if due:
+            self._refresh_if_due()
+        return self._flags.is_enabled(flag_name, context)
 
     def explain(self, flag_name: str, context: EvaluationContext | None = None) -> Decision:
         """Return the :class:`Decision` for ``flag_name``: value, deciding rule, detail text.
@@ -144,15 +147,17 @@ class FlagEvaluator:
         Never raises; a failure is reported as rule ``error`` with the registry default.
         """
         self._refresh_if_due()
-        try:
-            decision = self._flags.explain(flag_name, context or _EMPTY_CONTEXT)
-        except Exception as exc:  # evaluation must never take the agent down
-            return Decision(
-                flag_name, self._failed(flag_name), Rule.ERROR, f"evaluation failed: {exc!r}"
-            )
-        if decision.rule is Rule.UNKNOWN_FLAG:
-            self._log_unknown(flag_name)
-        return decision
+        return self._flags.explain(flag_name, context)
+
+    def variant(self, flag_name: str, context: EvaluationContext | None = None) -> Variant:
+        """Return the :class:`Variant` ``context`` gets for ``flag_name``. Never raises.
+
+        Toggles read from Unleash answer Unleash's variant (strategy variants, stickiness,
+        overrides); every other flag has none and answers ``"disabled"``, with
+        ``feature_enabled`` saying whether it is on (see :meth:`FlagSet.variant`).
+        """
+        self._refresh_if_due()
+        return self._flags.variant(flag_name, context)
 
     def refresh(self) -> None:
         """Read the provider and the environment now, whatever the interval.
@@ -229,9 +234,7 @@ class FlagEvaluator:
             snapshot = self._read_provider()
             names = {*self._registry, *snapshot}
             environment, env_errors = read_environment(names, self._environ)
-            flags = FlagSet(
-                snapshot, fallbacks=self._registry, environment=environment, utcnow=self._utcnow
-            )
+            flags = self._flag_set(snapshot, environment)
         except Exception as exc:
             if not self._failing:
                 self._failing = True
@@ -239,13 +242,11 @@ class FlagEvaluator:
                 logger.warning("flag provider failed (%r); using %s until it recovers", exc, kept)
             else:
                 logger.debug("flag provider still failing: %r", exc)
-            base = self._last_snapshot or {}
+            base = {} if self._last_snapshot is None else self._last_snapshot
             names = {*self._registry, *base}
             environment, env_errors = read_environment(names, self._environ)
             # Both inputs were validated before, so this cannot fail for dependency reasons.
-            flags = FlagSet(
-                base, fallbacks=self._registry, environment=environment, utcnow=self._utcnow
-            )
+            flags = self._flag_set(base, environment)
         else:
             if self._failing:
                 self._failing = False
@@ -262,7 +263,20 @@ class FlagEvaluator:
         if strict and env_errors:
             raise env_errors[0]
 
-    def _read_provider(self) -> dict[str, FlagDefinition]:
+    def _flag_set(
+        self,
+        snapshot: Mapping[str, FlagDefinition],
+        environment: Mapping[str, EnvironmentOverride],
+    ) -> FlagSet:
+        return FlagSet(
+            snapshot,
+            fallbacks=self._registry,
+            environment=environment,
+            utcnow=self._utcnow,
+            log_once=self._log_once,
+        )
+
+    def _read_provider(self) -> Mapping[str, FlagDefinition]:
         if self._provider is None:
             return {}
         raw = self._provider.snapshot()
@@ -279,25 +293,8 @@ class FlagEvaluator:
                     f"must be a FlagDefinition, got {type(definition).__name__}",
                 )
             snapshot[name] = definition
-        return snapshot
-
-    def _log_unknown(self, flag_name: str) -> None:
-        self._log_once(
-            ("unknown", flag_name), logging.WARNING, "unknown flag %r evaluated as off", flag_name
-        )
-
-    def _failed(self, flag_name: str) -> bool:
-        definition = self._flags.definitions.get(flag_name) or self._registry.get(flag_name)
-        fallback = definition.default if definition is not None else False
-        self._log_once(
-            ("failed", flag_name),
-            logging.ERROR,
-            "evaluating flag %r failed; using %s",
-            flag_name,
-            "on" if fallback else "off",
-            exc_info=True,
-        )
-        return fallback
+        # An engine snapshot is immutable and carries its engine: kept as it is.
+        return raw if isinstance(raw, EngineSnapshot) else snapshot
 
 
 def export_flag_states(evaluator: FlagEvaluator) -> list[FlagState]:

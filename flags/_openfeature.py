@@ -20,7 +20,7 @@ decided (see :class:`flags.Rule`):
 - ``DEFAULT``: no provider has supplied the flag; the registry default decided;
 - ``DISABLED``: the flag is off for everyone (rollout 0 %, or an environment kill switch);
 - ``TARGETING_MATCH``: any other rule (rollout bucket, allow or deny list, session
-  override, parent flag, environment switch on);
+  override, parent flag, environment switch on, Unleash's engine);
 - ``ERROR``: the flag does not exist (``FLAG_NOT_FOUND``), the context is malformed
   (``INVALID_CONTEXT``), evaluation failed (``GENERAL``) or a non-boolean value was asked
   for (``TYPE_MISMATCH``); the caller's default value is returned.
@@ -37,9 +37,9 @@ from datetime import datetime
 from typing import TypeVar
 
 from flags._context import EvaluationContext
-from flags._evaluation import Rule
 from flags._evaluator import FlagEvaluator
 from flags._exceptions import FlagValueError, MissingPackageError
+from flags._flagset import Rule
 
 try:
     from openfeature.evaluation_context import EvaluationContext as OpenFeatureContext

@@ -36,6 +36,8 @@ EXPECTED_PUBLIC_NAMES = [
     "USE_ENHANCED_INJECTION",
     "USE_HIERARCHICAL_TIERS",
     "UnleashFlagProvider",
+    "Variant",
+    "VariantPayload",
     "check_dependencies",
     "export_flag_states",
     "murmur3_32",

@@ -1,25 +1,23 @@
-"""The Unleash provider: translation checked against UnleashClient, polling, staleness.
+"""The Unleash provider: decisions checked against UnleashClient, polling, staleness.
 
-The translation tests feed the same features document to our translation and to a real
-``UnleashClient`` (bootstrapped from memory, never contacting a server) and require the same
-answer for every generated context. Tests against a real unleash-server are in
-test_flags_unleash_server.py.
+The decision tests serve one features document to the provider over loopback HTTP and give
+the same document to a real ``UnleashClient`` (bootstrapped from memory, never contacting a
+server), and require the same answer for every toggle and generated context, whether the
+fast path or Unleash's engine decides it. Unleash's client specification runs in
+test_flags_unleash_spec.py, a real unleash-server in test_flags_unleash_server.py.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 import zlib
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +29,14 @@ from flags import (
     FlagEvaluator,
     FlagProvider,
     FlagProviderError,
-    FlagSet,
     FlagValueError,
     UnleashFlagProvider,
 )
 from flags._unleash import translate_features
-from tests.flags.unleash_offline import offline_client
+from tests.flags.unleash_offline import FeaturesServer, offline_client
 
 AGENTS = ["planner", "coder", "reviewer", "auditor", "intruder"]
+ADDRESSES = ["10.0.0.1", "10.0.0.2"]
 
 
 def rollout(
@@ -90,12 +88,13 @@ def toggle(
 
 DENY = agents("NOT_IN", "intruder")
 
-# Every shape the module docstring promises to translate faithfully.
-SUPPORTED = [
+# Every shape the fast path translates (the module docstring's list).
+FAST = [
     toggle("ROLL_10", [rollout(10, group="ROLL_10")]),
     toggle("ROLL_50_SESSION", [rollout(50, "sessionId", "ROLL_50_SESSION")]),
     toggle("ROLL_33_USER", [rollout(33, "userId", "shared-group")]),
     toggle("ROLL_70_TENANT", [rollout(70, "tenant", "ROLL_70_TENANT")]),
+    toggle("ROLL_100_USER", [rollout(100, "userId")]),
     toggle("ROLL_NO_GROUP", [rollout(42)]),
     toggle("ROLL_0", [rollout(0)]),
     toggle("ROLL_100", [rollout(100)]),
@@ -109,7 +108,6 @@ SUPPORTED = [
         [rollout(100)],
         dependencies=[{"feature": "ROLL_10", "enabled": True}] * 2,
     ),
-    toggle("ORPHAN", [rollout(100)], parent="NOT_IN_THE_DOCUMENT"),
     toggle(
         "ALLOW_DENY",
         [
@@ -122,27 +120,47 @@ SUPPORTED = [
     toggle("NESTED_ROLLOUTS", [rollout(15, group="g"), rollout(45, group="g")]),
     toggle("SEGMENTED", [rollout(100, "default", "SEGMENTED", segments=[7])]),
 ]
-SEGMENTS = [{"id": 7, "name": "no-intruders", "constraints": [DENY]}]
+SEGMENTS = [
+    {"id": 7, "name": "no-intruders", "constraints": [DENY]},
+    {
+        "id": 8,
+        "name": "eu-tenants",
+        "constraints": [{"contextName": "region", "operator": "STR_STARTS_WITH", "values": ["eu"]}],
+    },
+]
 
-UNSUPPORTED = {
+# Toggles the fast path hands to Unleash's engine, with (a part of) the reason.
+ENGINE = {
     "OTHER_STRATEGY": (
-        toggle("OTHER_STRATEGY", [{"name": "userWithId", "parameters": {"userIds": "u-1"}}]),
-        "strategy 'userWithId' is not supported",
+        toggle("OTHER_STRATEGY", [{"name": "userWithId", "parameters": {"userIds": "user-1"}}]),
+        "strategy 'userWithId'",
     ),
     "OTHER_FIELD": (
         toggle(
             "OTHER_FIELD",
             [
                 rollout(
-                    100, constraints=[{"contextName": "region", "operator": "IN", "values": ["eu"]}]
+                    100,
+                    constraints=[{"contextName": "region", "operator": "IN", "values": ["eu-1"]}],
                 )
             ],
         ),
         "constrained by 'region' 'IN'",
     ),
+    "OPERATOR_SEGMENT": (
+        toggle("OPERATOR_SEGMENT", [rollout(50, "sessionId", segments=[8])]),
+        "'STR_STARTS_WITH'",
+    ),
+    "CASE_INSENSITIVE": (
+        toggle(
+            "CASE_INSENSITIVE",
+            [rollout(100, constraints=[{**agents("IN", "AUDITOR"), "caseInsensitive": True}])],
+        ),
+        "constraint is",
+    ),
     "PARTIAL_ALLOW": (
         toggle("PARTIAL_ALLOW", [rollout(50, constraints=[agents("IN", "auditor")])]),
-        "must roll out to 100%",
+        "not a 100% rollout",
     ),
     "UNEVEN_DENY": (
         toggle(
@@ -155,14 +173,31 @@ UNSUPPORTED = {
         toggle("MIXED_GROUPS", [rollout(10, group="a"), rollout(20, group="b")]),
         "differ in stickiness or groupId",
     ),
-    "RANDOM": (toggle("RANDOM", [rollout(50, "random")]), "random stickiness"),
     "EMPTY_GROUP": (toggle("EMPTY_GROUP", [rollout(50, group="")]), "groupId ''"),
-    "FRACTION": (toggle("FRACTION", [rollout("12.5")]), "not a whole percentage"),
+    "FRACTION": (toggle("FRACTION", [rollout("12.5")]), "rollout '12.5'"),
+    "AGENT_STICKY": (toggle("AGENT_STICKY", [rollout(50, "agentId")]), "stickiness 'agentId'"),
     "PARENT_OFF": (
         toggle(
             "PARENT_OFF", [rollout(100)], dependencies=[{"feature": "ROLL_10", "enabled": False}]
         ),
         "requires the parent off",
+    ),
+    "PARENT_VARIANT": (
+        toggle(
+            "PARENT_VARIANT",
+            [rollout(100)],
+            dependencies=[{"feature": "WITH_VARIANTS", "variants": ["blue"]}],
+        ),
+        "requires the parent off or a variant",
+    ),
+    # Unleash hashes a parent's rollout that names no groupId by the child's name.
+    "PARENT_WITHOUT_GROUP": (
+        toggle("PARENT_WITHOUT_GROUP", [rollout(100)], parent="ROLL_NO_GROUP"),
+        "rolls out without a groupId",
+    ),
+    "PARENT_BY_ENGINE": (
+        toggle("PARENT_BY_ENGINE", [rollout(100)], parent="OTHER_FIELD"),
+        "is decided by the engine",
     ),
     "TWO_PARENTS": (
         toggle(
@@ -172,55 +207,170 @@ UNSUPPORTED = {
         ),
         "depends on 2 toggles",
     ),
-    "MISSING_SEGMENT": (
-        toggle("MISSING_SEGMENT", [rollout(100, segments=[99])]),
-        "segment 99",
+    "MISSING_SEGMENT": (toggle("MISSING_SEGMENT", [rollout(100, segments=[99])]), "segment 99"),
+    "DISABLED_STRATEGY": (
+        toggle("DISABLED_STRATEGY", [rollout(100, disabled=True)]),
+        "marked disabled",
+    ),
+    "REMOTE_ADDRESS": (
+        toggle("REMOTE_ADDRESS", [{"name": "remoteAddress", "parameters": {"IPs": "10.0.0.1"}}]),
+        "strategy 'remoteAddress'",
+    ),
+    "APP_HOSTNAME": (
+        toggle(
+            "APP_HOSTNAME",
+            [{"name": "applicationHostname", "parameters": {"hostNames": socket.gethostname()}}],
+        ),
+        "strategy 'applicationHostname'",
+    ),
+    "GRADUAL_SESSION": (
+        toggle(
+            "GRADUAL_SESSION",
+            [
+                {
+                    "name": "gradualRolloutSessionId",
+                    "parameters": {"percentage": "40", "groupId": "g"},
+                }
+            ],
+        ),
+        "strategy 'gradualRolloutSessionId'",
     ),
 }
+WITH_VARIANTS = toggle(
+    "WITH_VARIANTS",
+    [rollout(100)],
+    variants=[
+        {"name": "blue", "weight": 500, "stickiness": "default"},
+        {"name": "green", "weight": 500, "stickiness": "default"},
+    ],
+)
+
+# Unleash's dependency rules: one level; a missing parent, a parent with a parent of its
+# own, and every toggle in a cycle are off. GRANDPARENT and PARENT are evaluated normally.
+OFF_BY_DEPENDENCIES = {
+    "CYCLE_A": toggle("CYCLE_A", [rollout(100)], parent="CYCLE_B"),
+    "CYCLE_B": toggle("CYCLE_B", [rollout(100)], parent="CYCLE_A"),
+    "GRANDCHILD": toggle("GRANDCHILD", [rollout(100)], parent="PARENT"),
+    "ORPHAN": toggle("ORPHAN", [rollout(100)], parent="NOT_IN_THE_DOCUMENT"),
+}
+CHAIN = [
+    toggle("GRANDPARENT", [rollout(100, group="GRANDPARENT")]),
+    toggle("PARENT", [rollout(100)], parent="GRANDPARENT"),
+]
+
+# Off whatever the context (CASE_INSENSITIVE: Unleash's IN ignores caseInsensitive;
+# FRACTION: Unleash reads no whole percentage in "12.5"; a missing segment never matches;
+# APP_HOSTNAME: UnleashClient 6 answers off even on the host it names, so we must too).
+OFF_FOR_EVERYONE = {
+    "APP_HOSTNAME",
+    "FRACTION",
+    "MISSING_SEGMENT",
+    "DISABLED",
+    "ROLL_0",
+    "CHILD_OF_DISABLED",
+    "CASE_INSENSITIVE",
+    *OFF_BY_DEPENDENCIES,
+}
+
+ALL = [
+    *FAST,
+    *(t for t, _ in ENGINE.values()),
+    WITH_VARIANTS,
+    *OFF_BY_DEPENDENCIES.values(),
+    *CHAIN,
+]
+DOCUMENT = {"version": 2, "features": ALL, "segments": SEGMENTS}
 
 
 def contexts(count: int, seed: int) -> list[tuple[EvaluationContext, dict[str, Any]]]:
-    """Contexts with every stickiness value present, in our form and in Unleash's."""
+    """Contexts in our form and in Unleash's; any field may be missing except the session.
+
+    With the session always there no toggle draws Unleash's random bucket, so both sides
+    must give the same answer for every context.
+    """
     rng = random.Random(seed)
     result = []
     for _ in range(count):
-        user = f"user-{rng.randrange(max(1, count // 4))}"
+        user = f"user-{rng.randrange(max(1, count // 4))}" if rng.random() < 0.8 else None
         session = str(uuid.UUID(int=rng.getrandbits(128), version=4))
-        agent = rng.choice(AGENTS)
-        tenant = f"tenant-{rng.randrange(50)}"
+        agent = rng.choice(AGENTS) if rng.random() < 0.9 else None
+        attributes = {}
+        if rng.random() < 0.8:
+            attributes["tenant"] = f"tenant-{rng.randrange(50)}"
+        if rng.random() < 0.5:
+            attributes["region"] = rng.choice(["eu-1", "eu-2", "us-1"])
+        properties = dict(attributes)
+        theirs: dict[str, Any] = {"sessionId": session, "properties": properties}
+        if rng.random() < 0.3:  # a context field beside the properties
+            attributes["remoteAddress"] = theirs["remoteAddress"] = rng.choice(ADDRESSES)
         ours = EvaluationContext(
-            user_id=user, session_id=session, agent_id=agent, attributes={"tenant": tenant}
+            user_id=user, session_id=session, agent_id=agent, attributes=attributes
         )
-        theirs = {
-            "userId": user,
-            "sessionId": session,
-            "properties": {"agentId": agent, "tenant": tenant},
-        }
+        if agent is not None:
+            properties["agentId"] = agent
+        if user is not None:
+            theirs["userId"] = user
         result.append((ours, theirs))
     return result
 
 
-def test_supported_toggles_answer_exactly_as_unleash_client() -> None:
-    document = {"version": 2, "features": SUPPORTED, "segments": SEGMENTS}
-    definitions, problems = translate_features(document)
-    assert problems == {}
-    assert set(definitions) == {t["name"] for t in SUPPORTED}
-    ours = FlagSet(definitions)
-    client = offline_client(document, "translation-test")
+@pytest.fixture(scope="module")
+def served() -> Iterator[tuple[UnleashFlagProvider, FlagEvaluator]]:
+    """DOCUMENT served as the client API serves it, read by the provider."""
+    server = FeaturesServer()
+    server.document = DOCUMENT
+    provider = UnleashFlagProvider(server.url, refresh_interval=3600)
     try:
-        for name in definitions:
+        yield provider, FlagEvaluator(provider, registry={}, refresh_interval=3600, environ={})
+    finally:
+        provider.close()
+        server.close()
+
+
+def test_every_toggle_answers_exactly_as_unleash_client(
+    served: tuple[UnleashFlagProvider, FlagEvaluator],
+) -> None:
+    _, evaluator = served
+    client = offline_client(DOCUMENT, "translation-test")
+    try:
+        for name in (t["name"] for t in ALL):
             answers = [
-                (ours.is_enabled(name, mine), bool(client.is_enabled(name, theirs)))
+                (evaluator.is_enabled(name, mine), bool(client.is_enabled(name, theirs)))
                 for mine, theirs in contexts(2000, seed=zlib.crc32(name.encode()))
             ]
             mismatches = sum(a != b for a, b in answers)
             assert mismatches == 0, f"{name}: {mismatches} of {len(answers)} differ"
+            # Either way round would make a weak test: check that each side is seen.
+            assert any(a for a, _ in answers) != (name in OFF_FOR_EVERYONE), name
     finally:
         client.destroy()
 
 
-def test_translation_of_each_shape() -> None:
-    definitions, _ = translate_features({"features": SUPPORTED, "segments": SEGMENTS})
+def test_variants_are_unleash_clients(served: tuple[UnleashFlagProvider, FlagEvaluator]) -> None:
+    _, evaluator = served
+    client = offline_client(DOCUMENT, "variant-test")
+    try:
+        seen = set()
+        for ours, theirs in contexts(500, seed=3):
+            for name in ("WITH_VARIANTS", "PARENT_VARIANT", "ROLL_10", "DISABLED"):
+                expected = client.get_variant(name, theirs)
+                variant = evaluator.variant(name, ours)
+                assert (variant.name, variant.enabled, variant.feature_enabled) == (
+                    expected["name"],
+                    expected["enabled"],
+                    expected["feature_enabled"],
+                ), (name, ours)
+                seen.add((name, variant.name))
+        assert {("WITH_VARIANTS", "blue"), ("WITH_VARIANTS", "green")} <= seen
+    finally:
+        client.destroy()
+
+
+def test_what_the_fast_path_takes_and_what_it_hands_over() -> None:
+    translation = translate_features(DOCUMENT)
+    definitions = translation.definitions
+    fast = {t["name"] for t in FAST} | {t["name"] for t in CHAIN} | {"WITH_VARIANTS"}
+    assert fast.isdisjoint(translation.engine_only) and fast.isdisjoint(translation.off)
     assert definitions["ROLL_33_USER"].rollout == 33
     assert definitions["ROLL_33_USER"].stickiness == "userId"
     assert definitions["ROLL_33_USER"].group_id == "shared-group"
@@ -231,7 +381,7 @@ def test_translation_of_each_shape() -> None:
     assert definitions["CHILD"].parent == "ROLL_50_SESSION"
     assert definitions["CHILD"].denied_agents == frozenset({"intruder"})
     assert definitions["CHILD_LISTED_TWICE"].parent == "ROLL_10"
-    assert definitions["ORPHAN"].rollout == 0 and definitions["ORPHAN"].parent is None
+    assert definitions["PARENT"].parent == "GRANDPARENT"
     allow_deny = definitions["ALLOW_DENY"]
     assert (allow_deny.rollout, allow_deny.stickiness) == (20, "sessionId")
     assert allow_deny.allowed_agents == frozenset({"auditor", "intruder"})
@@ -241,26 +391,61 @@ def test_translation_of_each_shape() -> None:
     assert definitions["INVERTED"].denied_agents == frozenset({"intruder"})
     assert definitions["NESTED_ROLLOUTS"].rollout == 45
     assert definitions["SEGMENTED"].denied_agents == frozenset({"intruder"})
+    assert set(translation.engine_only) == set(ENGINE)
+    for name, (_, reason) in ENGINE.items():
+        assert reason in translation.engine_only[name], (name, translation.engine_only[name])
+        assert definitions[name].rollout == 0  # listed (export, metrics); the engine decides
+    assert set(translation.off) == set(OFF_BY_DEPENDENCIES)
+    assert "depends on another toggle" in translation.off["CYCLE_A"]
+    assert "depends on another toggle" in translation.off["GRANDCHILD"]
+    assert "not in the payload" in translation.off["ORPHAN"]
 
 
-@pytest.mark.parametrize("name", sorted(UNSUPPORTED))
-def test_unsupported_toggles_are_off_with_the_reason(name: str) -> None:
-    feature, reason = UNSUPPORTED[name]
-    document = {"features": [*SUPPORTED[:3], feature], "segments": []}
-    definitions, problems = translate_features(document)
-    assert set(problems) == {name}
-    assert reason in problems[name] and problems[name].endswith("it evaluates as off")
-    off = definitions[name]
-    assert (off.rollout, off.allowed_agents, off.parent) == (0, frozenset(), None)
-    assert not FlagSet(definitions).is_enabled(name, contexts(1, seed=1)[0][0])
+def test_the_engine_explains_what_it_decides(
+    served: tuple[UnleashFlagProvider, FlagEvaluator],
+) -> None:
+    _, evaluator = served
+    decision = evaluator.explain("OTHER_STRATEGY", EvaluationContext(user_id="user-1"))
+    assert (decision.enabled, decision.rule) == (True, "engine")
+    assert decision.detail == "the engine decides (strategy 'userWithId'): on"
+    # A fast-path toggle asks the engine only when the context lacks what it hashes:
+    # Unleash is off at 100 % by userId without a user id.
+    no_user = EvaluationContext(session_id="s-1")
+    assert evaluator.explain("ROLL_100_USER", no_user).rule == "engine"
+    assert not evaluator.is_enabled("ROLL_100_USER", no_user)
+    assert evaluator.explain("ROLL_100_USER", EvaluationContext(user_id="u")).rule == "rollout"
 
 
-def test_a_toggle_whose_name_is_no_flag_name_is_left_out() -> None:
-    definitions, problems = translate_features(
-        {"features": [toggle("has space", [rollout(100)]), toggle("OK", [rollout(100)])]}
-    )
-    assert set(definitions) == {"OK"}
-    assert "name" in problems["has space"] and problems["has space"].endswith("left out")
+def test_an_environment_variable_outranks_the_engine(
+    served: tuple[UnleashFlagProvider, FlagEvaluator],
+) -> None:
+    provider, _ = served
+    environ = {"OTHER_STRATEGY": "off", "OTHER_FIELD": "on", "OPERATOR_SEGMENT": "100%"}
+    evaluator = FlagEvaluator(provider, registry={}, environ=environ)
+    user_1 = EvaluationContext(user_id="user-1", session_id="s", attributes={"region": "us"})
+    assert evaluator.explain("OTHER_STRATEGY", user_1).rule == "environment"
+    assert not evaluator.is_enabled("OTHER_STRATEGY", user_1)
+    assert evaluator.is_enabled("OTHER_FIELD", user_1)  # region us: off in Unleash
+    assert evaluator.explain("OPERATOR_SEGMENT", user_1).rule == "rollout"
+    assert evaluator.variant("OTHER_FIELD", user_1).name == "disabled"
+
+
+def test_a_toggle_whose_name_is_no_flag_name_is_decided_by_the_engine(
+    features_server: FeaturesServer,
+) -> None:
+    features_server.document = {
+        "version": 2,
+        "features": [toggle("Hellø Wørld 😊", [rollout(100)]), toggle("OK", [rollout(100)])],
+    }
+    with UnleashFlagProvider(features_server.url) as provider:
+        snapshot = provider.snapshot()
+        assert set(snapshot) == {"OK"}
+        evaluator = FlagEvaluator(provider, registry={}, environ={})
+        context = EvaluationContext(user_id="u-1")
+        assert evaluator.is_enabled("Hellø Wørld 😊", context)
+        assert evaluator.explain("Hellø Wørld 😊", context).rule == "engine"
+        assert evaluator.variant("Hellø Wørld 😊", context).feature_enabled
+        assert "Hellø Wørld 😊" in evaluator.flags and len(evaluator.flags) == 2
 
 
 @pytest.mark.parametrize(
@@ -271,41 +456,6 @@ def test_a_toggle_whose_name_is_no_flag_name_is_left_out() -> None:
 def test_a_document_that_is_no_features_document_is_refused(document: object) -> None:
     with pytest.raises(FlagProviderError, match="features document"):
         translate_features(document)
-
-
-class FeaturesServer:
-    """A loopback HTTP server that answers the client API with a document the test sets."""
-
-    def __init__(self) -> None:
-        self.document: object = {"version": 2, "features": []}
-        self.requests: list[dict[str, str]] = []
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-                owner.requests.append(dict(self.headers))
-                body = (
-                    owner.document
-                    if isinstance(owner.document, str)
-                    else json.dumps(owner.document)
-                ).encode()
-                self.send_response(200 if self.path.startswith("/api/client/features") else 404)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/api"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 @pytest.fixture
@@ -324,7 +474,10 @@ class ManualClock:
 
 
 def test_provider_polls_translates_and_goes_stale(features_server: FeaturesServer) -> None:
-    features_server.document = {"features": [toggle("USE_ENHANCED_INJECTION", [rollout(30)])]}
+    features_server.document = {
+        "version": 2,
+        "features": [toggle("USE_ENHANCED_INJECTION", [rollout(30)])],
+    }
     clock = ManualClock()
     with UnleashFlagProvider(
         features_server.url,
@@ -356,17 +509,34 @@ def test_a_bad_answer_makes_snapshot_fail(features_server: FeaturesServer) -> No
             provider.snapshot()
 
 
-def test_unsupported_toggles_are_logged_once(
+def test_a_document_the_engine_refuses_makes_snapshot_fail(
+    features_server: FeaturesServer,
+) -> None:
+    # Without "version" Unleash's engine takes nothing, and would answer off for all.
+    features_server.document = {"features": [toggle("OK", [rollout(100)])]}
+    with UnleashFlagProvider(features_server.url) as provider:
+        with pytest.raises(FlagProviderError, match="engine did not take"):
+            provider.snapshot()
+
+
+def test_toggles_off_by_dependency_rules_are_named_in_one_warning(
     features_server: FeaturesServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    features_server.document = {"features": [UNSUPPORTED["RANDOM"][0]]}
+    features_server.document = {"version": 2, "features": [*OFF_BY_DEPENDENCIES.values(), *CHAIN]}
+    caplog.set_level(logging.WARNING, logger="flags")
     with UnleashFlagProvider(features_server.url) as provider:
-        caplog.set_level(logging.ERROR, logger="flags")
-        evaluator = FlagEvaluator(provider, refresh_interval=0, environ={})
+        evaluator = FlagEvaluator(provider, registry={}, refresh_interval=0, environ={})
+        context = contexts(1, seed=2)[0][0]
         for _ in range(5):
-            assert not evaluator.is_enabled("RANDOM", contexts(1, seed=2)[0][0])
-    logged = [r for r in caplog.records if r.name == "flags" and "RANDOM" in r.getMessage()]
-    assert len(logged) == 1 and "random stickiness" in logged[0].getMessage()
+            assert not any(evaluator.is_enabled(n, context) for n in OFF_BY_DEPENDENCIES)
+            # The rest of the payload is unaffected, and PARENT's one level is allowed.
+            assert evaluator.is_enabled("GRANDPARENT", context)
+            assert evaluator.is_enabled("PARENT", context)
+            assert not evaluator.stale
+    logged = [r.getMessage() for r in caplog.records if r.name == "flags"]
+    assert len(logged) == 1, logged
+    assert all(repr(name) in logged[0] for name in OFF_BY_DEPENDENCIES), logged[0]
+    assert "'PARENT':" not in logged[0] and "'GRANDPARENT':" not in logged[0]
 
 
 def free_port() -> int:

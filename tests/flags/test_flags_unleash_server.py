@@ -1,5 +1,9 @@
 """Against a real unleash-server: three providers agree on 10,000 sessions; outages are survived.
 
+Beside the rollout plan's three flags, a toggle with constraints (a property operator and a
+user-id list) and a segment is read from the same server: UnleashFlagProvider hands it to
+Unleash's engine, and FlagEvaluator must answer exactly what UnleashClient answers.
+
 The server is the npm package pinned in tests/unleash/ (installed by ./scripts/check), run
 by node against its own throwaway PostgreSQL database with authentication off, on a free
 loopback port. Missing node, a missing install or a server that does not come up FAIL the
@@ -49,6 +53,12 @@ FLAGS = (USE_ENHANCED_INJECTION, USE_CROSS_AGENT_SHARING, USE_HIERARCHICAL_TIERS
 AGENTS = ("planner", "coder", "reviewer", "auditor", "intruder")
 ALLOWED, DENIED = "auditor", "intruder"
 SESSIONS = 10_000
+# Decided by Unleash's engine: constraints on properties and a segment.
+CONSTRAINED = "USE_CONSTRAINED_ROLLOUT"
+SEGMENT = "eu-regions"
+TENANTS = ("acme", "acme-labs", "globex", "initech")
+REGIONS = ("eu-1", "eu-2", "us-1")
+EXCLUDED_USER = "user-7"
 
 
 class UnleashServer:
@@ -205,8 +215,41 @@ def _strategies(flag: str, percent: int) -> list[dict[str, Any]]:
     ]
 
 
+def set_up_constrained(server: UnleashServer, percent: int) -> None:
+    """CONSTRAINED: ``percent`` by session, for tenants starting with "acme" except one user,
+    in the segment of EU regions."""
+    for field in ("tenant", "region"):
+        server.admin("POST", "context", {"name": field, "stickiness": False})
+    region = {"contextName": "region", "operator": "IN", "values": ["eu-1", "eu-2"]}
+    server.admin("POST", "segments", {"name": SEGMENT, "constraints": [region]})
+    (segment,) = [s for s in server.admin("GET", "segments")["segments"] if s["name"] == SEGMENT]
+    project = "projects/default/features"
+    server.admin("POST", project, {"name": CONSTRAINED, "type": "release"})
+    strategy = {
+        **_rollout(
+            percent,
+            "sessionId",
+            CONSTRAINED,
+            {"contextName": "tenant", "operator": "STR_STARTS_WITH", "values": ["acme"]},
+            {"contextName": "userId", "operator": "NOT_IN", "values": [EXCLUDED_USER]},
+        ),
+        "segments": [segment["id"]],
+    }
+    path = f"{project}/{CONSTRAINED}/environments/{ENVIRONMENT}/strategies"
+    existing = server.admin("GET", path) or []
+    if existing:
+        server.admin("PUT", f"{path}/{existing[0]['id']}", strategy)
+    else:
+        server.admin("POST", path, strategy)
+    server.admin("POST", f"{project}/{CONSTRAINED}/environments/{ENVIRONMENT}/on")
+
+
 def set_up_flags(server: UnleashServer, percent: int) -> None:
-    """Create (once) and roll out the three flags to ``percent`` through the admin API."""
+    """Create (once) and roll out the three flags to ``percent`` through the admin API.
+
+    CONSTRAINED is set up first, so a provider that sees the three flags sees it too.
+    """
+    set_up_constrained(server, percent)
     server.admin("POST", "context", {"name": "agentId", "stickiness": False})
     project = "projects/default/features"
     for flag in FLAGS:
@@ -253,10 +296,17 @@ def sessions(count: int, seed: int) -> list[tuple[EvaluationContext, dict[str, A
         session = str(uuid.UUID(int=rng.getrandbits(128), version=4))
         user = f"user-{rng.randrange(count // 4)}" if rng.random() < 0.8 else None
         agent = rng.choice(AGENTS)
-        theirs: dict[str, Any] = {"sessionId": session, "properties": {"agentId": agent}}
+        attributes = {"tenant": rng.choice(TENANTS), "region": rng.choice(REGIONS)}
+        theirs: dict[str, Any] = {
+            "sessionId": session,
+            "properties": {"agentId": agent, **attributes},
+        }
         if user is not None:
             theirs["userId"] = user
-        result.append((EvaluationContext(user_id=user, session_id=session, agent_id=agent), theirs))
+        ours = EvaluationContext(
+            user_id=user, session_id=session, agent_id=agent, attributes=attributes
+        )
+        result.append((ours, theirs))
     return result
 
 
@@ -319,6 +369,22 @@ def test_database_unleash_provider_and_unleash_client_agree(
                     )
                 else:
                     assert abs(share - percent / 100) < 0.03, (flag, percent, share)
+            ours_on = [from_unleash.is_enabled(CONSTRAINED, ours) for ours, _ in generated]
+            theirs_on = [bool(client.is_enabled(CONSTRAINED, theirs)) for _, theirs in generated]
+            differing_constrained = sum(a != b for a, b in zip(ours_on, theirs_on, strict=True))
+            assert differing_constrained == 0, (
+                f"{CONSTRAINED} at {percent}%: {differing_constrained} of {SESSIONS} differ"
+            )
+            assert from_unleash.explain(CONSTRAINED, generated[0][0]).rule == "engine"
+            eligible = [
+                ours.attributes["tenant"].startswith("acme")
+                and ours.attributes["region"] in ("eu-1", "eu-2")
+                and ours.user_id != EXCLUDED_USER
+                for ours, _ in generated
+            ]
+            assert not any(on and not ok for on, ok in zip(ours_on, eligible, strict=True))
+            share = sum(ours_on) / sum(eligible)
+            assert abs(share - percent / 100) < 0.05, (CONSTRAINED, percent, share)
     finally:
         provider.close()
 
@@ -353,7 +419,9 @@ def test_evaluation_survives_the_server_going_down(
             time.sleep(0.3)
         with pytest.raises(FlagProviderError, match="has not answered for"):
             provider.snapshot()
-        assert [s["source"] for s in evaluator.export_state()] == ["last_known"] * 3
+        states = {s["name"]: s["source"] for s in evaluator.export_state()}
+        assert set(states) == {*FLAGS, CONSTRAINED}
+        assert set(states.values()) == {"last_known"}
         warnings = [r for r in caplog.records if r.name == "flags"]
         assert len(warnings) == 1, [r.getMessage() for r in warnings]
         assert "flag provider failed" in warnings[0].getMessage()

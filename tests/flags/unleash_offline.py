@@ -1,10 +1,14 @@
-"""An UnleashClient that never talks to a server: bootstrapped from a features document held
-in memory, so tests can ask the real client what it decides for a given toggle."""
+"""Unleash without an Unleash server: a client bootstrapped from a features document held in
+memory, so tests can ask the real client what it decides, and a loopback HTTP server that
+answers the client API with a document a test sets, so the provider reads it as it would
+from a server."""
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from UnleashClient import UnleashClient
@@ -46,3 +50,38 @@ def offline_client(document: Mapping[str, Any], app_name: str) -> UnleashClient:
         cache=MemoryCache(document),
         multiple_instance_mode=InstanceAllowType.SILENTLY_ALLOW,
     )
+
+
+class FeaturesServer:
+    """A loopback HTTP server that answers the client API with a document the test sets."""
+
+    def __init__(self) -> None:
+        self.document: object = {"version": 2, "features": []}
+        self.requests: list[dict[str, str]] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                owner.requests.append(dict(self.headers))
+                body = (
+                    owner.document
+                    if isinstance(owner.document, str)
+                    else json.dumps(owner.document)
+                ).encode()
+                self.send_response(200 if self.path.startswith("/api/client/features") else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/api"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -13,6 +13,13 @@ answers ``is_enabled`` / ``explain`` in memory without I/O. The rules, first mat
    ``default`` replaces this rule for a flag that no provider has supplied (only the
    built-in registry knows it): the definition's ``default`` decides.
 
+A provider that returns an :class:`EngineSnapshot` (the Unleash provider) hands the flags
+its definitions cannot express to an engine (Unleash's own), which then decides in place of
+rule 6 (rule ``engine``); its fast-path flags ask the engine too when the context lacks the
+stickiness value, where Unleash's rules (a random bucket, off even at 100 %) differ from a
+plain rollout. An environment variable still outranks the engine: ``on``/``off`` decide,
+and ``N%`` replaces the toggle's strategies with a rollout of N % by its stickiness.
+
 An unknown flag is off (rule ``unknown_flag``) and logged once; nothing here raises at
 evaluation time.
 """
@@ -29,9 +36,11 @@ from types import MappingProxyType
 
 from flags._context import EvaluationContext
 from flags._definitions import FlagDefinition, SessionOverride, Stickiness, check_dependencies
+from flags._engine import EngineSnapshot, FlagEngine
 from flags._environment import EnvironmentOverride
 from flags._exceptions import FlagDefinitionError
 from flags._hashing import GroupHasher
+from flags._variant import Variant
 
 __all__ = ["Decision", "FlagSet", "Rule"]
 
@@ -49,6 +58,7 @@ class Rule(StrEnum):
     ALLOW_LIST = "allow_list"
     ROLLOUT = "rollout"
     DEFAULT = "default"
+    ENGINE = "engine"
     ERROR = "error"
 
 
@@ -114,6 +124,8 @@ _ROLLOUT_ON = (True, Rule.ROLLOUT)
 _ROLLOUT_OFF = (False, Rule.ROLLOUT)
 _DEFAULT_ON = (True, Rule.DEFAULT)
 _DEFAULT_OFF = (False, Rule.DEFAULT)
+_ENGINE_ON = (True, Rule.ENGINE)
+_ENGINE_OFF = (False, Rule.ENGINE)
 
 _EMPTY_CONTEXT = EvaluationContext()
 
@@ -136,6 +148,8 @@ class _Entry:
         "hasher",
         "stickiness_kind",
         "stickiness",
+        "engine",
+        "engine_only",
     )
 
     def __init__(
@@ -143,6 +157,8 @@ class _Entry:
         definition: FlagDefinition,
         from_provider: bool,
         environment: EnvironmentOverride | None,
+        engine: FlagEngine | None = None,
+        engine_only: str | None = None,
     ) -> None:
         self.definition = definition
         self.from_provider = from_provider
@@ -164,6 +180,10 @@ class _Entry:
         self.hasher = GroupHasher(definition.group_id)
         self.stickiness = definition.stickiness
         self.stickiness_kind = _STICKINESS_KINDS.get(definition.stickiness, _BY_ATTRIBUTE)
+        # An environment variable replaces what the provider says, engine included.
+        self.engine = engine if environment is None else None
+        # Why only the engine can decide this flag; None when the fast path can.
+        self.engine_only = engine_only if self.engine is not None else None
 
     def stickiness_value(self, context: EvaluationContext) -> str | None:
         kind = self.stickiness_kind
@@ -186,6 +206,9 @@ class FlagSet:
     (normally the built-in registry) supply flags no provider knows, which are decided by
     their ``default``. A definition in both wins over the fallback. ``environment`` holds
     the parsed environment layer by flag name. ``utcnow`` is the clock for override expiry.
+    ``log_once`` is where unknown flags and failures are logged, once per flag.
+    ``definitions`` may be an :class:`EngineSnapshot`, whose engine then decides what its
+    definitions cannot (see the module docstring).
 
     Raises :class:`FlagDependencyError` when a parent is missing or parents form a cycle.
 
@@ -194,7 +217,7 @@ class FlagSet:
     True
     """
 
-    __slots__ = ("_entries", "_definitions", "_utcnow", "_log_once")
+    __slots__ = ("_entries", "_definitions", "_utcnow", "_log_once", "_engine", "_unnamed")
 
     def __init__(
         self,
@@ -203,19 +226,34 @@ class FlagSet:
         fallbacks: Iterable[FlagDefinition] | Mapping[str, FlagDefinition] = (),
         environment: Mapping[str, EnvironmentOverride] | None = None,
         utcnow: Callable[[], datetime] = utc_now,
+        log_once: OnceLog | None = None,
     ) -> None:
+        engine: FlagEngine | None = None
+        engine_only: Mapping[str, str] = {}
+        if isinstance(definitions, EngineSnapshot):
+            engine, engine_only = definitions.engine, definitions.engine_only
         provided = _by_name(definitions)
         defaults = _by_name(fallbacks)
         merged = {**defaults, **provided}
         check_dependencies(merged)
         env = environment or {}
         self._entries: dict[str, _Entry] = {
-            name: _Entry(definition, name in provided, env.get(name))
+            name: _Entry(definition, False, env.get(name))
+            if name not in provided
+            else _Entry(definition, True, env.get(name), engine, engine_only.get(name))
             for name, definition in merged.items()
+        }
+        self._engine = engine
+        # Toggles the engine knows under a name that no definition can carry (UTF-8 names):
+        # decided by the engine alone, out of reach of the environment layer.
+        self._unnamed: Mapping[str, str] = {
+            name: reason for name, reason in engine_only.items() if name not in merged
         }
         self._definitions: Mapping[str, FlagDefinition] = MappingProxyType(merged)
         self._utcnow = utcnow
-        self._log_once = OnceLog()
+        # A FlagEvaluator passes its own, so that rebuilding the set on every refresh does
+        # not repeat the warnings already logged.
+        self._log_once = OnceLog() if log_once is None else log_once
 
     @property
     def definitions(self) -> Mapping[str, FlagDefinition]:
@@ -223,10 +261,10 @@ class FlagSet:
         return self._definitions
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return name in self._entries or name in self._unnamed
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._entries) + len(self._unnamed)
 
     def is_enabled(self, flag_name: str, context: EvaluationContext | None = None) -> bool:
         """Return whether ``flag_name`` is on for ``context``; unknown flags are off.
@@ -239,12 +277,7 @@ class FlagSet:
         except Exception:  # evaluation must never take the agent down
             return self._failed(flag_name)
         if rule is Rule.UNKNOWN_FLAG:
-            self._log_once(
-                ("unknown", flag_name),
-                logging.WARNING,
-                "unknown flag %r evaluated as off",
-                flag_name,
-            )
+            self._log_unknown(flag_name)
         return enabled
 
     def explain(self, flag_name: str, context: EvaluationContext | None = None) -> Decision:
@@ -254,10 +287,36 @@ class FlagSet:
         'rollout 0%: on for nobody'
         """
         try:
-            return self._explain(flag_name, context or _EMPTY_CONTEXT)
+            decision = self._explain(flag_name, context or _EMPTY_CONTEXT)
         except Exception as exc:  # evaluation must never take the agent down
             enabled = self._failed(flag_name)
             return Decision(flag_name, enabled, Rule.ERROR, f"evaluation failed: {exc!r}")
+        if decision.rule is Rule.UNKNOWN_FLAG:
+            self._log_unknown(flag_name)
+        return decision
+
+    def variant(self, flag_name: str, context: EvaluationContext | None = None) -> Variant:
+        """Return the :class:`Variant` ``context`` gets for ``flag_name``. Never raises.
+
+        A flag the engine decides answers the engine's variant (Unleash's strategy variants,
+        stickiness and overrides); any other flag, or one an environment variable switches,
+        has no variants: ``"disabled"``, with ``feature_enabled`` from :meth:`is_enabled`.
+
+        >>> FlagSet([FlagDefinition("USE_X", rollout=100)]).variant("USE_X").feature_enabled
+        True
+        """
+        context = context or _EMPTY_CONTEXT
+        try:
+            entry = self._entries.get(flag_name)
+            engine = entry.engine if entry is not None else self._unnamed_engine(flag_name)
+            if engine is not None:
+                return engine.variant(flag_name, context)
+        except Exception:  # evaluation must never take the agent down
+            return Variant.disabled(feature_enabled=self._failed(flag_name))
+        return Variant.disabled(feature_enabled=self.is_enabled(flag_name, context))
+
+    def _unnamed_engine(self, flag_name: str) -> FlagEngine | None:
+        return self._engine if flag_name in self._unnamed else None
 
     def decide(self, flag_name: str, context: EvaluationContext) -> tuple[bool, Rule]:
         """Return ``(enabled, rule)``: the evaluation without logging or a detail text.
@@ -266,6 +325,9 @@ class FlagSet:
         """
         entry = self._entries.get(flag_name)
         if entry is None:
+            engine = self._unnamed_engine(flag_name)
+            if engine is not None:
+                return _ENGINE_ON if engine.is_enabled(flag_name, context) else _ENGINE_OFF
             return _UNKNOWN
         agent = context.agent_id
         if agent is not None and agent in entry.denied:
@@ -285,14 +347,25 @@ class FlagSet:
         rollout = entry.rollout
         if rollout is None:
             return entry.default_outcome
-        if rollout >= 100:
-            return _ROLLOUT_ON
+        engine = entry.engine
+        if engine is None:
+            if rollout >= 100:
+                return _ROLLOUT_ON
+        elif entry.engine_only is not None:
+            return _ENGINE_ON if engine.is_enabled(flag_name, context) else _ENGINE_OFF
         if rollout <= 0:
             return _ROLLOUT_OFF
         value = entry.stickiness_value(context)
         if value is None:
+            if engine is not None:
+                return _ENGINE_ON if engine.is_enabled(flag_name, context) else _ENGINE_OFF
             return _ROLLOUT_OFF
         return _ROLLOUT_ON if entry.hasher.bucket(value) <= rollout else _ROLLOUT_OFF
+
+    def _log_unknown(self, flag_name: str) -> None:
+        self._log_once(
+            ("unknown", flag_name), logging.WARNING, "unknown flag %r evaluated as off", flag_name
+        )
 
     def _failed(self, flag_name: str) -> bool:
         entry = self._entries.get(flag_name)
@@ -309,10 +382,13 @@ class FlagSet:
 
     def _explain(self, flag_name: str, context: EvaluationContext) -> Decision:
         enabled, rule = self.decide(flag_name, context)
+        state = "on" if enabled else "off"
         entry = self._entries.get(flag_name)
         if entry is None:
+            if rule is Rule.ENGINE:
+                reason = self._unnamed[flag_name]
+                return Decision(flag_name, enabled, rule, f"the engine decides ({reason}): {state}")
             return Decision(flag_name, False, rule, f"no flag named {flag_name!r} is defined")
-        state = "on" if enabled else "off"
         if rule is Rule.DENY_LIST:
             detail = f"agent {context.agent_id!r} is on the deny list"
         elif rule is Rule.PARENT:
@@ -333,6 +409,12 @@ class FlagSet:
             detail = f"agent {context.agent_id!r} is on the allow list"
         elif rule is Rule.DEFAULT:
             detail = f"no provider has supplied this flag; its default is {state}"
+        elif rule is Rule.ENGINE:
+            reason = entry.engine_only or (
+                f"the context has no {entry.stickiness} value to hash, where Unleash's rules "
+                "differ from a plain rollout"
+            )
+            detail = f"the engine decides ({reason}): {state}"
         else:
             detail = self._explain_rollout(entry, context)
         return Decision(flag_name, enabled, rule, detail)
