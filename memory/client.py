@@ -227,8 +227,9 @@ class Memory:
             db=self._db,
             revision=self.revision,
             embed=self._retriever.embed_contents,
-            tiered=lambda user, agent, session: self.scope(user, agent, session or None)
-            .flag_enabled(USE_HIERARCHICAL_TIERS),
+            tiered=lambda user, agent, session: self.flag_enabled(
+                USE_HIERARCHICAL_TIERS, self.scope(user, agent, session or None)
+            ),
         )
 
     @property
@@ -292,7 +293,7 @@ class Memory:
         10 s by default), so code that gates a behaviour asks per call and an operator's
         switch takes effect without a restart. Never raises; an unknown flag is off.
         """
-        return scope.flag_enabled(name)
+        return self.flags.is_enabled(name, scope.flag_context)
 
     # -- sharing and roles ----------------------------------------------------------------------
 
@@ -300,7 +301,7 @@ class Memory:
         """Whether ``USE_CROSS_AGENT_SHARING`` is on for this agent, user and session (its
         rollout, parent flag and agent allow/deny lists included). When it is off, an
         agent reads only its own memories, whatever grants exist."""
-        return self.scope(user, agent, session).flag_enabled(USE_CROSS_AGENT_SHARING)
+        return self.flag_enabled(USE_CROSS_AGENT_SHARING, self.scope(user, agent, session))
 
     def require_admin(self, operation: str) -> None:
         """Raise ``PermissionDeniedError`` unless this store was opened with ``role="admin"``:

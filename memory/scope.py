@@ -104,12 +104,10 @@ class Scope:
             user_id=owner.user, session_id=owner.session, agent_id=owner.agent
         )
 
-    def flag_enabled(self, name: str) -> bool:
-        """Whether flag ``name`` is on for this scope (its user, session and agent) now.
-
-        An in-memory lookup in the evaluator's cached state, so a gated call asks once per
-        call and an operator's switch takes effect without a restart. Never raises; an
-        unknown flag is off."""
+    def _flag_enabled(self, name: str) -> bool:
+        """Whether flag ``name`` is on for this scope now: an in-memory lookup in the
+        evaluator's cached state, so a gated call asks once per call and an operator's switch
+        takes effect without a restart. Never raises; an unknown flag is off."""
         return self._flags().is_enabled(name, self._flag_context)
 
     def _reader(self) -> Owner:
@@ -119,8 +117,8 @@ class Scope:
         default tier, tier filters ignored)."""
         return dataclasses.replace(
             self._owner,
-            shared=self.flag_enabled(USE_CROSS_AGENT_SHARING),
-            tiered=self.flag_enabled(USE_HIERARCHICAL_TIERS),
+            shared=self._flag_enabled(USE_CROSS_AGENT_SHARING),
+            tiered=self._flag_enabled(USE_HIERARCHICAL_TIERS),
         )
 
     @property
@@ -189,7 +187,7 @@ class Scope:
                 "ttl": ttl,
             },
         )
-        if not self.flag_enabled(USE_HIERARCHICAL_TIERS):
+        if not self._flag_enabled(USE_HIERARCHICAL_TIERS):
             item = item.model_copy(update={"tier": FLAT_TIER})
         return self._store.add_memories(self._owner, [item], self._embedded([item.content]))[0]
 
@@ -206,7 +204,7 @@ class Scope:
         validated = validate_many(NewMemory, as_mappings, "items")
         if not validated:
             return []
-        if not self.flag_enabled(USE_HIERARCHICAL_TIERS):
+        if not self._flag_enabled(USE_HIERARCHICAL_TIERS):
             validated = [item.model_copy(update={"tier": FLAT_TIER}) for item in validated]
         vectors = self._embedded(item.content for item in validated)
         return self._store.add_memories(self._owner, validated, vectors)
@@ -396,7 +394,7 @@ class Scope:
         Where ``USE_ENHANCED_INJECTION`` is off for this scope, the context is empty and
         names the flag in ``disabled_by`` (see ``memory.inject.disabled_context``)."""
         checked = validate(InjectRequest, {"text": query, "budget_tokens": budget_tokens})
-        if not self.flag_enabled(USE_ENHANCED_INJECTION):
+        if not self._flag_enabled(USE_ENHANCED_INJECTION):
             return disabled_context(checked.budget_tokens, USE_ENHANCED_INJECTION)
         context = self._injector.inject(self._reader(), checked.text, checked.budget_tokens)
         # Logged on every call, a cached context included: each hands the memories over.
