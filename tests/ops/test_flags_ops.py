@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -14,40 +14,12 @@ import pytest
 from flags import USE_CROSS_AGENT_SHARING, USE_ENHANCED_INJECTION, USE_HIERARCHICAL_TIERS
 from memory import InvalidInputError, SchemaError
 from memory import ops as ops
+from tests.ops.healthy import HEALTHY, latency
 
 # The flags are tested as an operator's store holds them, not switched on by the environment.
 pytestmark = pytest.mark.flags_as_configured
 
 FLAG = USE_ENHANCED_INJECTION
-NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-
-
-def latency(p95: float) -> ops.LatencySummary:
-    return ops.LatencySummary(100, 10.0, p95, p95, p95, p95)
-
-
-HEALTHY = ops.MetricsSnapshot(
-    window_start=NOW - timedelta(hours=1),
-    window_end=NOW,
-    injection_latency=latency(120.0),
-    db_query_duration=latency(4.0),
-    rag_search_duration=latency(80.0),
-    cache_hits=80,
-    cache_misses=20,
-    cache_hit_rate=0.8,
-    operations=10_000,
-    errors=5,
-    error_rate=0.0005,
-    errors_by_operation={"add": 5},
-    heap_used_mb=150.0,
-    overflow_events=0,
-    resumption_attempts=10,
-    resumption_successes=10,
-    resumption_success_rate=1.0,
-    cross_agent_failures=0,
-    degraded_searches=0,
-    flags={},
-)
 SLOW = replace(HEALTHY, injection_latency=latency(350.0))
 
 

@@ -22,36 +22,7 @@ from memory.core.errors import InvalidInputError
 from memory.ops import gates as gates
 from memory.store.flags import DatabaseFlagProvider
 from memory.telemetry import snapshots
-
-NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-
-
-def latency(p95: float | None) -> snapshots.LatencySummary:
-    return snapshots.LatencySummary(100, 10.0, p95, p95, p95, p95)
-
-
-HEALTHY = snapshots.MetricsSnapshot(
-    window_start=NOW - timedelta(hours=1),
-    window_end=NOW,
-    injection_latency=latency(120.0),
-    db_query_duration=latency(4.0),
-    rag_search_duration=latency(80.0),
-    cache_hits=80,
-    cache_misses=20,
-    cache_hit_rate=0.8,
-    operations=10_000,
-    errors=5,
-    error_rate=0.0005,
-    errors_by_operation={"add": 5},
-    heap_used_mb=150.0,
-    overflow_events=0,
-    resumption_attempts=10,
-    resumption_successes=10,
-    resumption_success_rate=1.0,
-    cross_agent_failures=0,
-    degraded_searches=0,
-    flags={},
-)
+from tests.ops.healthy import HEALTHY, NOW, latency
 
 
 def observed(**changes: Any) -> gates.Observations:
