@@ -24,7 +24,6 @@ from memory.core.inputs import checked_count
 from memory.store.engine import is_memory_sqlite
 from memory.store.retention import (
     DEFAULT_BATCH_SIZE,
-    DEFAULT_INTERVAL,
     DEFAULT_SESSION_STATE_WINDOW,
     DEFAULT_WORKING_WINDOW,
     MAX_BATCH_SIZE,
@@ -52,9 +51,7 @@ __all__ = [
 
 logger = logging.getLogger("memory.retention")
 
-
-def _never() -> bool:
-    return False
+DEFAULT_INTERVAL = timedelta(hours=1)
 
 
 def cleanup(
@@ -65,7 +62,7 @@ def cleanup(
     summarizer: Summarizer | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     dry_run: bool = False,
-    should_stop: Callable[[], bool] = _never,
+    should_stop: Callable[[], bool] | None = None,
 ) -> CleanupReport:
     """Enforce ``policy`` (default: ``RetentionPolicy()``) once, in batches of
     ``batch_size`` rows per transaction, and record the run in ``maintenance_runs``.

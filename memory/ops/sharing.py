@@ -12,8 +12,7 @@ always made by the agent that owns what it shares.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -29,10 +28,9 @@ __all__ = ["ForgetReport", "Grant", "forget", "grants", "revoke", "set_team", "s
 DatabaseURL = str | URL | None
 
 
-@contextmanager
-def _as_admin(database: DatabaseURL) -> Iterator[Memory]:
-    with Memory.open(database, embedder=None, role="admin") as memory:
-        yield memory
+def _as_admin(database: DatabaseURL) -> Memory:
+    """The store at ``database`` opened as admin, to be used in a ``with`` block."""
+    return Memory.open(database, embedder=None, role="admin")
 
 
 def forget(database: DatabaseURL, user: str) -> ForgetReport:

@@ -108,7 +108,6 @@ DEFAULT_WORKING_WINDOW = timedelta(hours=24)
 DEFAULT_SESSION_STATE_WINDOW = timedelta(hours=24)
 DEFAULT_BATCH_SIZE = 500
 MAX_BATCH_SIZE = 10_000
-DEFAULT_INTERVAL = timedelta(hours=1)
 MAX_ERROR_CHARS = 4_000
 CONSOLIDATED_FROM = "consolidated_from"
 CONSOLIDATED_BY = "consolidated_by"
@@ -798,19 +797,21 @@ def run_cleanup(
     summarizer: Summarizer | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     dry_run: bool = False,
-    should_stop: Callable[[], bool] = _never,
+    should_stop: Callable[[], bool] | None = None,
 ) -> CleanupReport:
     """Run every step of ``policy`` once on ``db``, in batches of ``batch_size`` rows per
     transaction, and record the run in ``maintenance_runs`` (not a dry run).
 
     ``embed`` gives consolidated summaries their vectors; ``tiered(user, agent, session)``
     says whether USE_HIERARCHICAL_TIERS is on for a group (off: nothing is consolidated or
-    promoted). ``should_stop`` is asked between batches; a run it stops is recorded as
+    promoted). ``should_stop`` (if given) is asked between batches; a run it stops is recorded as
     ``interrupted``. A failing run is recorded as ``failed`` and its error raised; the
     batches committed before the failure stay done.
     """
     require_schema(revision)
     policy = checked_policy(policy, summarizer)
+    if should_stop is not None and not callable(should_stop):
+        raise InvalidInputError(f"should_stop: must be callable, not {should_stop!r}")
     batch_size = checked_count("batch_size", batch_size, MAX_BATCH_SIZE)
     if now is not None and (not isinstance(now, datetime) or now.tzinfo is None):
         raise InvalidInputError(f"now: must be a timezone-aware datetime, not {now!r}")
@@ -822,7 +823,7 @@ def run_cleanup(
         dry_run=dry_run,
         summarizer=(summarizer or extractive_summary) if policy.summarize else None,
         embed=embed,
-        should_stop=should_stop,
+        should_stop=should_stop or _never,
         counts={name: 0 for step in STEPS for name in step.counts},
         tiered=tiered,
     )
