@@ -122,6 +122,8 @@ def set_flag(
     """
     if (on is None) == (rollout is None):
         raise RefusedError("give exactly one of --on, --off and --rollout N")
+    if on is not None and not isinstance(on, bool):
+        raise InvalidInputError(f"on: must be True or False, not {on!r}")
     with engine_for(database) as engine:
         provider = DatabaseFlagProvider(engine)
         stored = next((flag for flag in provider.flags() if flag.name == name), None)
@@ -129,7 +131,7 @@ def set_flag(
         note: str | None = None
         report: GateReport | None = None
         # An unknown flag or a bad percentage: provider.set_flag names the problem.
-        if stored is not None and 0 <= wanted <= 100:
+        if stored is not None and type(wanted) is int and 0 <= wanted <= 100:
             current = stored.rollout if stored.enabled else 0
             note, report = _gate_rollout(
                 engine, name, current, wanted, force=force, options=gate or GateOptions()

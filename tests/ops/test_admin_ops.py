@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from memory import HashingEmbedder, Memory, PermissionDeniedError
+from memory import HashingEmbedder, InvalidInputError, Memory, PermissionDeniedError
 from memory import ops as ops
 
 
@@ -89,3 +89,17 @@ def test_cleanup_and_last_cleanup_run_on_a_memory(database: str) -> None:
         assert report.counts["working_memories"] == 1
         last = ops.last_cleanup_run(memory)
         assert last is not None and (last.id, last.status) == (report.run_id, "ok")
+
+
+def test_cleanup_stops_between_batches_when_asked_and_refuses_a_stop_that_is_no_function(
+    database: str,
+) -> None:
+    with agent_store(database) as memory:
+        memory.scope("ada", "planner", "s1").add("working note")
+        policy = ops.RetentionPolicy(tiers={"working": timedelta(hours=1)})
+        later = datetime.now(UTC) + timedelta(hours=2)
+        with pytest.raises(InvalidInputError, match="should_stop: must be callable"):
+            ops.cleanup(memory, policy, now=later, should_stop=3)  # type: ignore[arg-type]
+        assert ops.last_cleanup_run(memory) is None  # refused before a run was recorded
+        report = ops.cleanup(memory, policy, now=later, should_stop=lambda: True)
+        assert (report.status, report.counts["working_memories"]) == ("interrupted", 0)

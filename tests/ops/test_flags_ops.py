@@ -171,6 +171,21 @@ def test_an_unknown_flag_and_a_bad_percentage_are_named(database: str) -> None:
     assert ops.audit_flags(database) == []
 
 
+@pytest.mark.parametrize("rollout", ["10", 12.5, True])
+def test_a_rollout_of_the_wrong_type_is_named_and_writes_nothing(
+    database: str, rollout: object
+) -> None:
+    with pytest.raises(InvalidInputError, match="rollout: must be a whole percentage"):
+        ops.set_flag(database, FLAG, rollout=rollout, actor="alice")  # type: ignore[arg-type]
+    assert ops.audit_flags(database) == []
+
+
+def test_on_must_be_a_boolean(database: str) -> None:
+    with pytest.raises(InvalidInputError, match="on: must be True or False"):
+        ops.set_flag(database, FLAG, on="yes", actor="alice")  # type: ignore[arg-type]
+    assert ops.audit_flags(database) == []
+
+
 def test_override_needs_exactly_one_of_on_and_clear(database: str) -> None:
     for on, clear in ((None, False), (True, True)):
         with pytest.raises(ops.RefusedError, match="give exactly one of --on, --off and --clear"):
