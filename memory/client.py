@@ -319,7 +319,9 @@ class Memory:
         checked = validate(
             TeamInput, {"user": user, "team": team, "agents": as_list(agents, "agents")}
         )
-        self._db.write(lambda connection: sharing.set_team(connection, "admin", checked))
+        self._db.write(
+            lambda connection: sharing.set_team(connection, "admin", checked), user=checked.user
+        )
         self._injector.invalidate({checked.user})
 
     def teams(self, user: str) -> dict[str, builtins.list[str]]:

@@ -24,6 +24,7 @@ polled only until the deadline.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import threading
 import time
@@ -61,6 +62,23 @@ _RETRYABLE_SQLSTATES = {
     "57P02",  # crash shutdown
     "57P03",  # the server is starting up or shutting down
 }
+
+
+def lock_user(connection: Connection, user: str, *, exclusive: bool = False) -> None:
+    """Hold ``user``'s lock until the transaction ends: shared for a write of their rows,
+    exclusive for ``forget_user``.
+
+    So a write that began before a forget commits before the forget reads anything, and one
+    that begins during it waits until the forget has committed: each is entirely forgotten
+    or entirely after the forget. On PostgreSQL a transaction-level advisory lock (keyed
+    by a digest of the user id; a collision only makes another user's writes wait for a
+    forget); SQLite's ``BEGIN IMMEDIATE`` already serialises every writer.
+    """
+    if connection.dialect.name != "postgresql":
+        return
+    key = int.from_bytes(hashlib.sha256(f"user:{user}".encode()).digest()[:8], signed=True)
+    function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+    connection.execute(sa.text(f"SELECT {function}(:key)"), {"key": key})
 
 
 def is_transient(error: DBAPIError) -> bool:
@@ -178,11 +196,17 @@ class Database:
         """Run ``operation`` in a read transaction, retrying transient failures."""
         return self._run(operation, writes=False)
 
-    def write(self, operation: Callable[[Connection], T]) -> T:
-        """Run ``operation`` in a write transaction, retrying transient failures."""
-        return self._run(operation, writes=True)
+    def write(self, operation: Callable[[Connection], T], *, user: str | None = None) -> T:
+        """Run ``operation`` in a write transaction, retrying transient failures.
 
-    def _run(self, operation: Callable[[Connection], T], *, writes: bool) -> T:
+        ``user``: whose rows it writes; the transaction then holds that user's lock shared
+        (``lock_user``), so that it cannot straddle a forget of them.
+        """
+        return self._run(operation, writes=True, user=user)
+
+    def _run(
+        self, operation: Callable[[Connection], T], *, writes: bool, user: str | None = None
+    ) -> T:
         deadline = time.monotonic() + self.timeout
         options = write_options(deadline) if writes else {}
         delay = _FIRST_BACKOFF_SECONDS
@@ -196,6 +220,8 @@ class Database:
                     # attempt that failed before commit left behind.
                     connection.info.pop(PENDING_KEY, None)
                     with connection.begin():
+                        if user is not None:
+                            lock_user(connection, user)
                         result = operation(connection)
                     committed = connection.info.pop(PENDING_KEY, None)
                 # Published outside the gates: a slow bus must not hold the write lock.

@@ -229,6 +229,9 @@ def redact_user(connection: Connection, user: str, agent: str) -> int:
     ``events.redact`` event (by ``agent``, with no user) that lists the redacted sequence
     numbers as ranges. Returns how many events were redacted.
     """
+    # With the chain's lock held no event can be appended until commit, so the events read
+    # here are all there are; exactly these are redacted and listed.
+    _lock_chain(connection)
     seqs = list(
         connection.execute(
             sa.select(events.c.seq).where(events.c.user_id == user).order_by(events.c.seq)
@@ -241,11 +244,12 @@ def redact_user(connection: Connection, user: str, agent: str) -> int:
             "forget: the event chain does not verify, so the user's events from before "
             "revision 0010 cannot be re-hashed; they are redacted anyway and will not verify"
         )
-    connection.execute(
-        sa.update(events)
-        .where(events.c.user_id == user)
-        .values(user_id="", target="", payload_json=None, redacted=True)
-    )
+    for start in range(0, len(seqs), _BATCH):
+        connection.execute(
+            sa.update(events)
+            .where(events.c.seq.in_(seqs[start : start + _BATCH]))
+            .values(user_id="", target="", payload_json=None, redacted=True)
+        )
     append_event(connection, "", agent, REDACT_OPERATION, "events", {"seqs": _ranges(seqs)})
     return len(seqs)
 

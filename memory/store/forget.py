@@ -26,6 +26,12 @@ the pages as they were before. On PostgreSQL the rows are deleted in the same wa
 dead tuples stay in the table files until ``VACUUM`` (autovacuum, or ``VACUUM FULL`` to
 return the space) rewrites them: see the README.
 
+Concurrent writes. The forget holds the user's lock exclusively from its first statement
+(``memory.store.db.lock_user``; every write of a user's rows holds it shared), so a write
+of the user is either committed before the forget reads anything, and forgotten whole, or
+waits and commits after it, with its events numbered after ``user.forget``. The redaction
+then holds the chain's lock and redacts exactly the events it listed.
+
 The caller drops the user from its in-process caches (``Memory.forget_user`` does).
 """
 
@@ -40,7 +46,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from memory.core.inputs import canonical_json
-from memory.store.db import Database
+from memory.store.db import Database, lock_user
 from memory.store.engine import is_memory_sqlite
 from memory.store.events import append_event, redact_user
 from memory.store.tables import SQLITE_FTS_TABLE, Base
@@ -165,6 +171,9 @@ def _redact_flag_audit(connection: Connection, sessions: set[str]) -> int:
 
 
 def _forget(connection: Connection, user: str, actor: str, sqlite: bool) -> ForgetReport:
+    # Writes of the user that began before this point commit first (and are forgotten);
+    # those that begin later wait for the commit (and come after it). See ``lock_user``.
+    lock_user(connection, user, exclusive=True)
     if sqlite:
         connection.exec_driver_sql("PRAGMA secure_delete = ON")
     sessions = _sessions(connection, user)

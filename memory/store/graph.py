@@ -152,12 +152,16 @@ class EntityGraph:
         ...                         "observations": ["writes Python"]}])  # doctest: +SKIP
         """
         validated = validate_many(EntityInput, items, "entities")
-        return self._db.write(lambda connection: self._create_entities(connection, validated))
+        return self._db.write(
+            lambda connection: self._create_entities(connection, validated), user=self.user
+        )
 
     def create_relations(self, items: Iterable[Mapping[str, Any]]) -> list[Relation]:
         """Create relations (``from``, ``to``, ``relationType``); return the new ones."""
         validated = validate_many(RelationInput, items, "relations")
-        return self._db.write(lambda connection: self._create_relations(connection, validated))
+        return self._db.write(
+            lambda connection: self._create_relations(connection, validated), user=self.user
+        )
 
     def add_observations(self, items: Iterable[Mapping[str, Any]]) -> list[AddedObservations]:
         """Add observations to existing entities; return what was not already there."""
@@ -173,7 +177,7 @@ class EntityGraph:
                 for item in validated
             ]
 
-        return self._db.write(operation)
+        return self._db.write(operation, user=self.user)
 
     def delete_entities(self, names: Iterable[str]) -> None:
         """Delete entities with their observations and relations; unknown names are ignored."""
@@ -187,7 +191,7 @@ class EntityGraph:
                     )
                 )
 
-        self._db.write(operation)
+        self._db.write(operation, user=self.user)
 
     def delete_observations(self, items: Iterable[Mapping[str, Any]]) -> None:
         """Delete the named observations; unknown entities and observations are ignored."""
@@ -206,7 +210,7 @@ class EntityGraph:
                         )
                     )
 
-        self._db.write(operation)
+        self._db.write(operation, user=self.user)
 
     def delete_relations(self, items: Iterable[Mapping[str, Any]]) -> None:
         """Delete the given relations; ones that do not exist are ignored."""
@@ -224,7 +228,7 @@ class EntityGraph:
                         )
                     )
 
-        self._db.write(operation)
+        self._db.write(operation, user=self.user)
 
     def read_graph(self) -> KnowledgeGraph:
         """The user's whole graph: entities in creation order, then relations."""
@@ -326,7 +330,7 @@ class EntityGraph:
                     self._add_observations(connection, ids[item.name], item.observations)
             return len(created), len(self._create_relations(connection, new_relations))
 
-        return self._db.write(operation)
+        return self._db.write(operation, user=self.user)
 
 
 def validate_name(name: object) -> str:

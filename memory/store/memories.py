@@ -146,7 +146,9 @@ class Store:
         same content. The unique key makes concurrent adds of one content yield one row.
         ``vectors`` maps content to its embedding (absent when the embedder failed)."""
 
-        return self.db.write(lambda connection: self._insert(connection, owner, items, vectors))
+        return self.db.write(
+            lambda connection: self._insert(connection, owner, items, vectors), user=owner.user
+        )
 
     def _insert(
         self,
@@ -293,7 +295,7 @@ class Store:
             record_reads(connection, owner.user, owner.agent, [record])
             return record
 
-        return self.db.write(operation)
+        return self.db.write(operation, user=owner.user)
 
     def update_memory(
         self,
@@ -382,7 +384,7 @@ class Store:
                     )
             return self._with_metadata(connection, [row])[0]
 
-        return self.db.write(operation)
+        return self.db.write(operation, user=owner.user)
 
     def list_memories(self, owner: Owner, query: MemoryQuery) -> list[MemoryRecord]:
         """The live memories ``owner`` may see (its own, and those shared with it when
@@ -452,19 +454,22 @@ class Store:
                 {"memory_id": memory_id, "request": request},
             )
 
-        self.db.write(operation)
+        self.db.write(operation, user=owner.user)
 
     # -- sharing ------------------------------------------------------------------------------
 
     def share(self, owner: Owner, item: NewGrant) -> list[Grant]:
         """Grant access to what ``item`` names (see ``memory.store.sharing.share``)."""
         return self.db.write(
-            lambda connection: sharing.share(connection, self.db.insert, owner, item)
+            lambda connection: sharing.share(connection, self.db.insert, owner, item),
+            user=owner.user,
         )
 
     def revoke(self, owner: Owner, grant_id: int) -> Grant:
         """Revoke one of ``owner``'s grants."""
-        return self.db.write(lambda connection: sharing.revoke(connection, owner, grant_id))
+        return self.db.write(
+            lambda connection: sharing.revoke(connection, owner, grant_id), user=owner.user
+        )
 
     def grants(self, owner: Owner, received: bool) -> list[Grant]:
         """The live grants ``owner`` made (or holds, with ``received``)."""
@@ -473,7 +478,8 @@ class Store:
     def record_reads(self, owner: Owner, records: Sequence[MemoryRecord]) -> None:
         """Log that ``owner`` read these memories of other agents (``memory.read`` events)."""
         self.db.write(
-            lambda connection: record_reads(connection, owner.user, owner.agent, records)
+            lambda connection: record_reads(connection, owner.user, owner.agent, records),
+            user=owner.user,
         )
 
     def consolidate(
@@ -513,7 +519,7 @@ class Store:
             return tuple(gone)
 
         try:
-            return self.db.write(operation)
+            return self.db.write(operation, user=owner.user)
         except _NothingToConsolidate:
             return ()
 
@@ -548,7 +554,7 @@ class Store:
             )
             return tuple(sorted(rows))
 
-        return self.db.write(operation)
+        return self.db.write(operation, user=owner.user)
 
     def record_uses(self, uses: Mapping[int, tuple[int, datetime]]) -> None:
         """Add uses (accesses) to memories, as injection batches them: ``uses`` maps a
@@ -603,7 +609,7 @@ class Store:
                 connection, owner.user, owner.agent, event, target, payload
             ), stored
 
-        return self.db.write(operation)
+        return self.db.write(operation, user=owner.user)
 
 
 @dataclass(frozen=True, slots=True)

@@ -60,7 +60,7 @@ class Preferences:
             )
             return stored
 
-        return self.db.write(operation)
+        return self.db.write(operation, user=owner.user)
 
     def get_preference(self, owner: Owner, key: str) -> Preference | None:
         """The user's current value for ``key``, or None."""
@@ -99,7 +99,7 @@ class Preferences:
                 {"key": key},
             )
 
-        self.db.write(operation)
+        self.db.write(operation, user=owner.user)
 
     # -- code patterns ------------------------------------------------------------------------
 
@@ -138,7 +138,7 @@ class Preferences:
             )
             return stored
 
-        return self.db.write(operation)
+        return self.db.write(operation, user=owner.user)
 
     def use_pattern(self, owner: Owner, pattern_id: int) -> CodePattern:
         """Count one use of a pattern; returns it as updated."""
@@ -158,7 +158,7 @@ class Preferences:
                 raise NotFoundError(f"code pattern {pattern_id} does not exist for this user")
             return pattern_of(row)
 
-        return self.db.write(operation)
+        return self.db.write(operation, user=owner.user)
 
     def find_patterns(self, owner: Owner, query: CodePatternQuery) -> list[CodePattern]:
         """The user's patterns matching ``query``, most used first."""

@@ -89,7 +89,7 @@ class Sessions:
             )
             return checkpoint
 
-        return self.db.write(operation)
+        return self.db.write(operation, user=owner.user)
 
     def merge_context(
         self,
@@ -137,7 +137,7 @@ class Sessions:
                 checkpoint.state, checkpoint.checkpoint_seq, appended.seq, tuple(conflicts)
             )
 
-        return self.db.write(operation)
+        return self.db.write(operation, user=owner.user)
 
     def latest(self, owner: Owner, session: str) -> SessionCheckpoint | None:
         """The latest checkpoint of ``session``, expired or not."""
