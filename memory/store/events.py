@@ -42,6 +42,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -57,6 +59,7 @@ from memory.store.tables import Base, UTCDateTime, utcnow
 events = Base.metadata.tables["memory_events"]
 logger = logging.getLogger("memory.events")
 
+# The prefix of every store's updates channel (``store_channel``).
 CHANNEL = "memory:updates"
 GENESIS_HASH = "0" * 64
 REDACT_OPERATION = "events.redact"
@@ -380,13 +383,9 @@ def _event(row: RowMapping) -> MemoryEvent:
     )
 
 
-def events_after(
-    connection: Connection, seq: int, limit: int = _BATCH, through: int | None = None
-) -> list[MemoryEvent]:
-    """Committed events numbered above ``seq`` (up to ``through``), in order."""
+def events_after(connection: Connection, seq: int, limit: int = _BATCH) -> list[MemoryEvent]:
+    """Committed events numbered above ``seq``, in order."""
     statement = sa.select(events).where(events.c.seq > seq)
-    if through is not None:
-        statement = statement.where(events.c.seq <= through)
     rows = connection.execute(statement.order_by(events.c.seq).limit(limit)).mappings()
     return [_event(row) for row in rows]
 
@@ -397,6 +396,30 @@ def events_of(connection: Connection, target: str) -> list[MemoryEvent]:
         sa.select(events).where(events.c.target == target).order_by(events.c.seq)
     ).mappings()
     return [_event(row) for row in rows]
+
+
+def store_channel(connection: Connection) -> str:
+    """The updates channel of the database ``connection`` is on: ``memory:updates:<digest>``.
+
+    The digest is of what identifies the database wherever it is opened from: on
+    PostgreSQL the cluster's system identifier and the database's oid, on SQLite the
+    file's real path (a database in memory is private to its engine: a random channel). A
+    digest, so that no path or host name is published on a bus others share.
+    """
+    if connection.dialect.name == "postgresql":
+        identity = str(
+            connection.execute(
+                sa.text(
+                    "SELECT system_identifier::text || '/' || (SELECT oid FROM pg_database "
+                    "WHERE datname = current_database())::text FROM pg_control_system()"
+                )
+            ).scalar_one()
+        )
+    else:
+        files = {row[1]: row[2] for row in connection.exec_driver_sql("PRAGMA database_list")}
+        path = files.get("main") or ""
+        identity = os.path.realpath(path) if path else f"memory/{uuid.uuid4()}"
+    return f"{CHANNEL}:{_sha256(f'{connection.dialect.name}:{identity}')[:16]}"
 
 
 def latest_seq(connection: Connection, user: str | None = None) -> int:
