@@ -7,7 +7,7 @@ runtime can catch one type::
     ├── InvalidInputError (ValueError)     a public input broke a rule; names field and limit
     ├── NotFoundError (LookupError)        no such memory, entity or session in this scope
     │   └── SessionExpiredError            the session's saved state has expired
-    ├── PermissionDeniedError (PermissionError)  the call needs the admin role
+    ├── PermissionDeniedError (PermissionError)  the call needs the admin role or the owner
     ├── ConflictError                      the write collides with what is stored
     │   └── StaleVersionError              optimistic locking: the row changed since it was read
     ├── SchemaError                        the database schema does not fit this code
@@ -75,7 +75,8 @@ class ExporterUnavailableError(MemoryStoreError):
 
 
 class PermissionDeniedError(MemoryStoreError, PermissionError):
-    """The call needs a role the caller does not have (``Memory.open(..., role="admin")``)."""
+    """The call needs a role the caller does not have (``Memory.open(..., role="admin")``),
+    or is the owner's alone (changing a shared memory's tier or metadata)."""
 
 
 class MetricsSourceError(MemoryStoreError):

@@ -19,7 +19,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import IntegrityError
 
-from memory.core.errors import ConflictError, NotFoundError, StaleVersionError
+from memory.core.errors import (
+    ConflictError,
+    NotFoundError,
+    PermissionDeniedError,
+    StaleVersionError,
+)
 from memory.core.inputs import (
     CodePatternQuery,
     MemoryChanges,
@@ -315,8 +320,22 @@ class Store:
 
         def operation(connection: Connection) -> MemoryRecord:
             now = utcnow()
-            # The owner, or a holder of a live read-write grant, may update.
+            # The owner, or a holder of a live read-write grant, may update; but only the
+            # owner changes what grants depend on (tier grants, tag grants on metadata), or
+            # a grantee could widen a grant to agents the owner never chose.
             writable = visible(connection, owner, "write")
+            if changes.tier is not None or changes.metadata is not None:
+                owning = connection.execute(
+                    sa.select(memories.c.agent_id).where(
+                        memories.c.id == memory_id, writable, unexpired(now)
+                    )
+                ).scalar()
+                if owning is not None and owning != owner.agent:
+                    raise PermissionDeniedError(
+                        f"memory {memory_id}: only its owner agent may change its tier or "
+                        "metadata (grants depend on them); a write grant allows content "
+                        "and importance"
+                    )
             values: dict[str, Any] = {"updated_at": now, "version": memories.c.version + 1}
             if changes.content is not None:
                 values["content"] = changes.content

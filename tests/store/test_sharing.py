@@ -500,6 +500,8 @@ class SharingMachine(RuleBasedStateMachine):
         self.model: dict[int, tuple[str, str, str, str]] = {}
         # grant id -> (user, owner, kind, value, grantee agent)
         self.live: dict[int, tuple[str, str, str, object, str]] = {}
+        # ids of the live grants above that give write access (memory grants only)
+        self.writers: set[int] = set()
         self.counter = 0
 
     def scope(self, user_index: int, agent: str):  # type: ignore[no-untyped-def]
@@ -541,14 +543,58 @@ class SharingMachine(RuleBasedStateMachine):
         self.model[record.id] = (self.users[user_index], agent, tier, tag)
         return record.id
 
-    @rule(target=grants, memory_id=memories, grantee=st.sampled_from(AGENTS))
-    def share_memory(self, memory_id: int, grantee: str) -> int:
+    @rule(
+        target=grants,
+        memory_id=memories,
+        grantee=st.sampled_from(AGENTS),
+        access=st.sampled_from(["read", "write"]),
+    )
+    def share_memory(self, memory_id: int, grantee: str, access: str) -> int:
         user, owner, _, _ = self.model[memory_id]
         if grantee == owner:
             return -1
-        (grant,) = self.store.scope(user, owner, "s").share(memory_id=memory_id, agents=[grantee])
+        (grant,) = self.store.scope(user, owner, "s").share(
+            memory_id=memory_id, agents=[grantee], access=access  # type: ignore[arg-type]
+        )
         self.live[grant.id] = (user, owner, "memory", memory_id, grantee)
+        if access == "write":
+            self.writers.add(grant.id)
         return grant.id
+
+    @rule(
+        user_index=st.integers(0, 1),
+        agent=st.sampled_from(AGENTS),
+        memory_id=memories,
+        tier=st.sampled_from(TIERS),
+        tag=st.sampled_from(TAGS),
+        change_tier=st.booleans(),
+    )
+    def change_tier_or_tag(
+        self, user_index: int, agent: str, memory_id: int, tier: str, tag: str, change_tier: bool
+    ) -> None:
+        """Only the owner changes what grants depend on; a write grantee is refused."""
+        user = self.users[user_index]
+        scope = self.scope(user_index, agent)
+        change = {"tier": tier} if change_tier else {"metadata": {"tag": tag}}
+        if memory_id not in self.may_see(user, agent):
+            with pytest.raises(NotFoundError):
+                scope.update(memory_id, version=1, **change)  # type: ignore[arg-type]
+            return
+        version = scope.get(memory_id).version
+        owner_user, owner, old_tier, old_tag = self.model[memory_id]
+        if owner == agent:
+            scope.update(memory_id, version=version, **change)  # type: ignore[arg-type]
+            self.model[memory_id] = (
+                owner_user, owner, tier if change_tier else old_tier,
+                old_tag if change_tier else tag,
+            )
+            return
+        writable = any(
+            self.live[grant_id][3] == memory_id and self.live[grant_id][4] == agent
+            for grant_id in self.writers & set(self.live)
+        )
+        with pytest.raises(PermissionDeniedError if writable else NotFoundError):
+            scope.update(memory_id, version=version, **change)  # type: ignore[arg-type]
 
     @rule(
         target=grants,
