@@ -26,6 +26,7 @@ from memory.core.errors import (
 )
 from memory.core.inputs import (
     ScopeInput,
+    UserInput,
     as_list,
     validate,
 )
@@ -326,7 +327,7 @@ class Memory:
 
     def teams(self, user: str) -> dict[str, builtins.list[str]]:
         """Every team of ``user`` with its members."""
-        checked = validate(ScopeInput, {"user": user, "agent": "admin"})
+        checked = validate(UserInput, {"user": user})
         return self._db.read(lambda connection: sharing.team_members(connection, checked.user))
 
     def forget_user(self, user: str) -> ForgetReport:
@@ -336,7 +337,7 @@ class Memory:
         index drop the user too. The operation is written to the event log.
         """
         self.require_admin("forgetting a user")
-        checked = validate(ScopeInput, {"user": user, "agent": "admin"})
+        checked = validate(UserInput, {"user": user})
         report = forget_user(self._db, checked.user, "admin")
         self._retriever.forget(checked.user)
         self._injector.invalidate({checked.user})

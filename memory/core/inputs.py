@@ -187,9 +187,24 @@ class _Input(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
+# The agent name the library acts under for operators (forget, teams): no caller's agent
+# may take it, so that the log's "admin" entries are the operators' alone.
+ADMIN_AGENT = "admin"
+
+
+def _not_admin(value: str) -> str:
+    if value.strip().casefold() == ADMIN_AGENT:
+        raise ValueError(f"{ADMIN_AGENT!r} is reserved for the operators' own log entries")
+    return value
+
+
+class UserInput(_Input):
+    user: Identifier
+
+
 class ScopeInput(_Input):
     user: Identifier
-    agent: Identifier
+    agent: Annotated[Identifier, AfterValidator(_not_admin)]
     session: Identifier | None = None
 
 
@@ -290,7 +305,7 @@ class ContextPatch(_Input):
 # Event types the library writes itself: an external event may not pose as one of them.
 RESERVED_EVENT_PREFIXES = (
     "context.", "events.", "grant.", "memory.", "pattern.", "preference.", "retention.",
-    "share.", "sharing.", "state.", "user.",
+    "share.", "sharing.", "state.", "team.", "user.",
 )
 
 
