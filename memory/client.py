@@ -47,7 +47,7 @@ from memory.search.retriever import RetrievalStats, Retriever
 from memory.store import sharing as sharing
 from memory.store.db import Database
 from memory.store.engine import create_engine
-from memory.store.events import ChainReport, verify_chain
+from memory.store.events import ChainReport, audit_key, verify_chain
 from memory.store.flags import default_evaluator
 from memory.store.forget import FORGET_OPERATION, ForgetReport, forget_user
 from memory.store.graph import EntityGraph
@@ -121,7 +121,7 @@ class Memory:
         except FlagValueError as error:  # USE_...=maybe in the environment
             raise InvalidInputError(str(error)) from None
         telemetry.observe_flags(self.flags)  # the memory.flag.* gauges
-        self._db = Database(engine)
+        self._db = Database(engine, audit_key(os.environ))
         self._store = Store(self._db)
         self._preferences = Preferences(self._db)
         self._sessions = Sessions(self._db)

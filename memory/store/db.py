@@ -48,7 +48,7 @@ from memory.store.engine import (
     sqlite_locked,
     write_options,
 )
-from memory.store.events import PENDING_KEY
+from memory.store.events import AUDIT_KEY_INFO, PENDING_KEY
 
 T = TypeVar("T")
 
@@ -177,8 +177,11 @@ class Database:
     see every caller.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, audit_key: bytes | None = None) -> None:
         self.engine = engine
+        # The key of the event log's digests (``memory.store.events.audit_key``), handed to
+        # every transaction; never stored in the database.
+        self.audit_key = audit_key
         self.dialect = engine.dialect.name
         # Called with the events a transaction appended, after it has committed (and only
         # then): the publisher of ``memory:updates``.
@@ -219,6 +222,7 @@ class Database:
                     # The info dict lives as long as the pooled connection: drop what an
                     # attempt that failed before commit left behind.
                     connection.info.pop(PENDING_KEY, None)
+                    connection.info[AUDIT_KEY_INFO] = self.audit_key
                     with connection.begin():
                         if user is not None:
                             lock_user(connection, user)
