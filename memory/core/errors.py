@@ -13,6 +13,7 @@ runtime can catch one type::
     ├── SchemaError                        the database schema does not fit this code
     ├── ArchiveError                       a migration archive is missing, corrupt or unusable
     ├── DatabaseUnavailableError           the database could not be reached or stayed locked
+    ├── StorageError                       the database could not store the write (disk full, I/O)
     ├── EmbedderUnavailableError           the embedding model cannot be loaded
     ├── ExporterUnavailableError           a metrics exporter's extra is not installed
     └── MetricsSourceError                 memctl gates could not read Prometheus
@@ -64,6 +65,11 @@ class ArchiveError(MemoryStoreError):
 
 class DatabaseUnavailableError(MemoryStoreError):
     """The database could not be reached, or stayed locked past the retry budget."""
+
+
+class StorageError(MemoryStoreError):
+    """The database could not store the write: its disk is full, or an I/O error. The
+    transaction was rolled back, so nothing of it was written."""
 
 
 class EmbedderUnavailableError(MemoryStoreError):

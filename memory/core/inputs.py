@@ -38,6 +38,11 @@ MAX_BATCH = 10_000
 MAX_QUERY_CHARS = 4_096
 MAX_TTL = timedelta(days=3650)
 MAX_EVENT_DATA_BYTES = 65_536
+# JSON values may nest this deep (counting every object and list, the outermost included);
+# far below Python's recursion limit, so serialising and redacting a value cannot overflow.
+MAX_JSON_DEPTH = 32
+# The largest integer the database stores (a signed 64-bit BIGINT).
+MAX_INT = 2**63 - 1
 
 
 class _HasId(Protocol):
@@ -126,6 +131,9 @@ def canonical_json(value: Any) -> str:
     >>> canonical_json({"b": 1, "a": [True, None]})
     '{"a":[true,null],"b":1}'
     """
+    depth = json_depth(value)
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"is nested {depth} levels deep; at most {MAX_JSON_DEPTH} are allowed")
     try:
         text = json.dumps(
             value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
@@ -134,6 +142,22 @@ def canonical_json(value: Any) -> str:
         raise ValueError(f"is not JSON-serialisable: {exc}") from None
     _decode_text(text)  # lone surrogates pass json.dumps but cannot be stored
     return text
+
+
+def json_depth(value: Any, stop: int = MAX_JSON_DEPTH + 1) -> int:
+    """How deeply ``value`` nests mappings and lists (0 for a scalar), counted without
+    recursion and no further than ``stop`` (a hostile value may nest a million levels)."""
+    deepest = 0
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, Mapping | list | tuple):
+            deepest = max(deepest, depth)
+            if depth >= stop:
+                return depth
+            children = item.values() if isinstance(item, Mapping) else item
+            pending.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def content_hash(text: str) -> str:
@@ -218,7 +242,7 @@ class NewMemory(_Input):
 
 
 class MemoryChanges(_Input):
-    version: Annotated[int, Field(ge=1)]
+    version: Annotated[int, Field(ge=1, le=MAX_INT)]
     content: Content | None = None
     tier: Tier | None = None
     importance: Unit | None = None
@@ -231,7 +255,7 @@ class MemoryQuery(_Input):
     metadata: Metadata = Field(default_factory=dict)
     created_after: AwareDatetime = None
     created_before: AwareDatetime = None
-    before_id: Annotated[int, Field(ge=1)] | None = None
+    before_id: Annotated[int, Field(ge=1, le=MAX_INT)] | None = None
     limit: Annotated[int, Field(ge=1, le=1000)] = 100
 
 
@@ -297,7 +321,7 @@ class ContextPatch(_Input):
     patch: Annotated[
         dict[Identifier, Any], _json_within(MAX_STATE_BYTES), AfterValidator(_non_empty)
     ]
-    seen: Annotated[int, Field(ge=0)] | None = None
+    seen: Annotated[int, Field(ge=0, le=MAX_INT)] | None = None
     timestamp: AwareDatetime = None
     ttl: Ttl = None
 

@@ -36,11 +36,11 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import QueuePool, StaticPool
 
-from memory.core.errors import DatabaseUnavailableError
+from memory.core.errors import DatabaseUnavailableError, InvalidInputError, StorageError
 from memory.core.types import MemoryEvent
 from memory.store.engine import (
     BUSY_TIMEOUT_SECONDS,
@@ -79,6 +79,27 @@ def lock_user(connection: Connection, user: str, *, exclusive: bool = False) -> 
     key = int.from_bytes(hashlib.sha256(f"user:{user}".encode()).digest()[:8], signed=True)
     function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
     connection.execute(sa.text(f"SELECT {function}(:key)"), {"key": key})
+
+
+# What a database says when it cannot store a write: SQLite's SQLITE_FULL and SQLITE_IOERR
+# messages, PostgreSQL's classes 53 (insufficient resources: disk full, out of memory) and
+# 58 (system error: I/O).
+_SQLITE_STORAGE = ("database or disk is full", "disk i/o error")
+_STORAGE_SQLSTATE_CLASSES = ("53", "58")
+
+
+def _mapped(error: DBAPIError) -> Exception:
+    """The error-tree exception for a database failure that retrying cannot overcome, or
+    ``error`` itself when it is not one the caller can act on (a bug)."""
+    sqlstate = getattr(error.orig, "sqlstate", None) or ""
+    message = str(error.orig).lower()
+    if sqlstate.startswith(_STORAGE_SQLSTATE_CLASSES) or any(
+        text in message for text in _SQLITE_STORAGE
+    ):
+        return StorageError(f"the database could not store the write: {error.orig}")
+    if isinstance(error, DataError):
+        return InvalidInputError(f"the database refused a value: {error.orig}")
+    return error
 
 
 def is_transient(error: DBAPIError) -> bool:
@@ -238,7 +259,7 @@ class Database:
                 ) from error
             except DBAPIError as error:
                 if not is_transient(error):
-                    raise
+                    raise _mapped(error) from error
                 # Jitter keeps writers that collided from colliding again in step.
                 pause = delay * (0.5 + random.random())
                 if time.monotonic() + pause >= deadline:
