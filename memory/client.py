@@ -49,7 +49,12 @@ from memory.store.db import Database
 from memory.store.engine import create_engine
 from memory.store.events import ChainReport, audit_key, verify_chain
 from memory.store.flags import default_evaluator
-from memory.store.forget import FORGET_OPERATION, ForgetReport, forget_user
+from memory.store.forget import (
+    FORGET_OPERATION,
+    BackgroundCheckpoint,
+    ForgetReport,
+    forget_user,
+)
 from memory.store.graph import EntityGraph
 from memory.store.memories import Store
 from memory.store.preferences import Preferences
@@ -122,6 +127,7 @@ class Memory:
             raise InvalidInputError(str(error)) from None
         telemetry.observe_flags(self.flags)  # the memory.flag.* gauges
         self._db = Database(engine, audit_key(os.environ))
+        self._checkpoints = BackgroundCheckpoint(self._db)
         self._store = Store(self._db)
         self._preferences = Preferences(self._db)
         self._sessions = Sessions(self._db)
@@ -339,6 +345,8 @@ class Memory:
         self.require_admin("forgetting a user")
         checked = validate(UserInput, {"user": user})
         report = forget_user(self._db, checked.user, "admin")
+        if not report.complete:
+            self._checkpoints.request()
         self._retriever.forget(checked.user)
         self._injector.invalidate({checked.user})
         return report
@@ -388,6 +396,7 @@ class Memory:
         self._injector.flush()  # the uses of injected memories counted but not written yet
         telemetry.stop_observing_flags(self.flags)
         self._updates.close()
+        self._checkpoints.close()
         self.engine.dispose()
 
     def __enter__(self) -> Memory:

@@ -39,6 +39,8 @@ alert rules and ``memctl gates`` are written against these names):
 - ``memory.updates.bus_failures`` counter, the ``memory:updates`` bus (Redis, PostgreSQL
   LISTEN/NOTIFY) failing, so updates run degraded from the log; role=publish|subscribe →
   ``memory_updates_bus_failures_total``
+- ``memory.forget.incomplete`` counter, forgets whose bytes could not be cleared from the
+  SQLite files yet (a reader held the WAL) → ``memory_forget_incomplete_total``
 
 Series carry no instrumentation-scope labels; the endpoint adds ``target_info``. Histograms
 share the bucket boundaries ``LATENCY_BUCKETS_MS``. An endpoint reports what is recorded
@@ -135,6 +137,7 @@ MIGRATION_FAILURES = "memory.migration.failures"
 INTEGRITY_FAILURES = "memory.integrity.failures"
 CLEANUP_RUNS = "memory.cleanup.runs"
 UPDATES_BUS_FAILURES = "memory.updates.bus_failures"
+FORGET_INCOMPLETE = "memory.forget.incomplete"
 
 #: Every instrument's Prometheus series (histograms: the ``_bucket`` series; ``_sum`` and
 #: ``_count`` come with it). Tests scrape ``/metrics`` for each of these.
@@ -160,6 +163,7 @@ PROMETHEUS_SERIES: Mapping[str, str] = {
     INTEGRITY_FAILURES: "memory_integrity_failures_total",
     CLEANUP_RUNS: "memory_cleanup_runs_total",
     UPDATES_BUS_FAILURES: "memory_updates_bus_failures_total",
+    FORGET_INCOMPLETE: "memory_forget_incomplete_total",
 }
 
 # A caller's mistake is an answer, not a fault of the system: not counted in memory.errors.
@@ -296,6 +300,7 @@ class Instruments:
     integrity_failures: CounterRecorder
     cleanup_runs: CounterRecorder
     updates_bus_failures: CounterRecorder
+    forget_incomplete: CounterRecorder
 
     def __init__(self, meter: Meter, *, observe: bool = True, queued: bool = False) -> None:
         def histogram(name: str, unit: str, description: str) -> HistogramRecorder:
@@ -351,6 +356,10 @@ class Instruments:
         self.updates_bus_failures = counter(
             UPDATES_BUS_FAILURES,
             description="Failures of the memory:updates bus; updates then come from the log.",
+        )
+        self.forget_incomplete = counter(
+            FORGET_INCOMPLETE,
+            description="Forgets whose bytes were not yet cleared from the database files.",
         )
         if observe:
             meter.create_observable_gauge(
@@ -475,7 +484,9 @@ CROSS_AGENT_OPERATIONS = ("read", "write", "share", "revoke")
 for _operation in CROSS_AGENT_OPERATIONS:
     declare_series("cross_agent_failures", {"operation": _operation})
 # The alerts on these fire on any increase, which needs the series to exist before it.
-for _counter in ("db_connection_failures", "migration_failures", "integrity_failures"):
+for _counter in (
+    "db_connection_failures", "migration_failures", "integrity_failures", "forget_incomplete"
+):
     declare_series(_counter, {})
 for _status in ("ok", "failed", "interrupted"):
     declare_series("cleanup_runs", {"status": _status})
