@@ -291,6 +291,7 @@ class Memory:
             Owner(checked.user, checked.agent, checked.session),
             self.redaction,
             lambda: self.flags,
+            self._updates,
         )
 
     def flag_enabled(self, name: str, scope: Scope) -> bool:
@@ -368,9 +369,12 @@ class Memory:
         """Call ``callback`` with every event committed after ``after_seq`` (default: from
         now on), of ``user`` only if given, in order and once each, on a thread of its own;
         ``close()`` the subscription to stop. Survives the bus going down (see
-        ``memory.updates``)."""
+        ``memory.updates``). Every user's events: admin only; an agent subscribes through
+        its scope (``Scope.subscribe``), which sees only what the scope may read."""
+        self.require_admin("subscribing to every user's events (agents use Scope.subscribe)")
         self._require_events()
-        return self._updates.subscribe(callback, after_seq=after_seq, user=user)
+        admits = None if user is None else (lambda event: event.user_id == user)
+        return self._updates.subscribe(callback, after_seq=after_seq, admits=admits)
 
     def updates_status(self) -> UpdatesStatus:
         """The ``memory:updates`` backend and whether it is degraded (for health checks)."""

@@ -22,6 +22,7 @@ from memory.core.errors import (
     NotFoundError,
 )
 from memory.core.inputs import (
+    MAX_INT,
     CodePatternQuery,
     ContextPatch,
     InjectRequest,
@@ -65,6 +66,7 @@ from memory.store.sessions import Sessions
 from memory.store.sharing import Access, Grant, NewGrant
 from memory.store.tables import utcnow
 from memory.telemetry import instruments as telemetry
+from memory.updates import Subscription, Updates
 
 # While USE_HIERARCHICAL_TIERS is off, every memory is stored in the default tier of ``add``.
 FLAT_TIER: Tier = "working"
@@ -89,6 +91,7 @@ class Scope:
         owner: Owner,
         redaction: Redaction,
         flags: Callable[[], FlagEvaluator],
+        updates: Updates,
     ) -> None:
         self._store = store
         self._preferences = preferences
@@ -99,6 +102,7 @@ class Scope:
         self._redaction = redaction
         # Read at each decision: whoever holds the Memory may replace its evaluator.
         self._flags = flags
+        self._updates = updates
         # The one place a scope becomes a flag context: every decision below reads it.
         self._flag_context = EvaluationContext(
             user_id=owner.user, session_id=owner.session, agent_id=owner.agent
@@ -414,6 +418,22 @@ class Scope:
         self._record_shared_reads(resumed.working_memory)
         return resumed
 
+    # -- events -------------------------------------------------------------------------------
+
+    def subscribe(
+        self, callback: Callable[[MemoryEvent], None], *, after_seq: int | None = None
+    ) -> Subscription:
+        """Call ``callback`` with the events committed after ``after_seq`` (default: from
+        now on) that this scope may read (``memory.store.sharing.event_readable``), in
+        order, once each, on a thread of its own. USE_CROSS_AGENT_SHARING is decided once,
+        now, for the whole subscription."""
+        reader = self._reader()
+        return self._updates.subscribe(
+            callback,
+            after_seq=None if after_seq is None else _sequence(after_seq),
+            admits=lambda event: sharing.event_readable(reader, event),
+        )
+
     # -- preferences --------------------------------------------------------------------------
 
     @telemetry.counted("set_preference")
@@ -593,6 +613,12 @@ def _redacted_item(item: Any, redaction: Redaction) -> Any:
         if field in redacted:
             redacted[field] = redaction.value(redacted[field])
     return redacted
+
+
+def _sequence(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INT:
+        raise InvalidInputError(f"after_seq: must be an event number from 0, not {value!r}")
+    return value
 
 
 def _memory_id(value: Any, what: str = "memory_id") -> int:

@@ -372,15 +372,16 @@ class Updates:
         callback: Callable[[MemoryEvent], None],
         *,
         after_seq: int | None = None,
-        user: str | None = None,
+        admits: Callable[[MemoryEvent], bool] | None = None,
         poll_interval: float = 0.5,
         idle_check: float = 5.0,
     ) -> Subscription:
         """Call ``callback`` with every event committed after ``after_seq`` (default: from
-        now on), in order, once each, on a thread of its own (see the module docstring)."""
+        now on) that ``admits`` (if given) lets through, in order, once each, on a thread of
+        its own (see the module docstring)."""
         if after_seq is None:
             after_seq = self._db.read(latest_seq)
-        subscription = Subscription(self, callback, after_seq, user, poll_interval, idle_check)
+        subscription = Subscription(self, callback, after_seq, admits, poll_interval, idle_check)
         with self._lock:
             self._subscriptions = [s for s in self._subscriptions if s.running]
             self._subscriptions.append(subscription)
@@ -418,13 +419,13 @@ class Subscription:
         updates: Updates,
         callback: Callable[[MemoryEvent], None],
         after_seq: int,
-        user: str | None,
+        admits: Callable[[MemoryEvent], bool] | None,
         poll_interval: float,
         idle_check: float,
     ) -> None:
         self._updates = updates
         self._callback = callback
-        self._user = user
+        self._admits = admits
         self._poll_interval = poll_interval
         self._idle_check = idle_check
         self.last_seq = after_seq
@@ -519,7 +520,7 @@ class Subscription:
 
     def _deliver(self, event: MemoryEvent) -> None:
         self.last_seq = event.seq
-        if self._user is not None and event.user_id != self._user:
+        if self._admits is not None and not self._admits(event):
             return
         try:
             self._callback(event)

@@ -37,7 +37,7 @@ WRITER = """
 import json, sys, time
 from memory import Memory
 url, updates, count, pause = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-with Memory.open(url, embedder=None, updates=updates) as store:
+with Memory.open(url, embedder=None, updates=updates, role="admin") as store:
     scope = store.scope("ada", "writer", "s")
     for index in range(count):
         scope.add(f"note {index}")
@@ -180,7 +180,7 @@ def postgres_store_url(make_postgres_database: Callable[[], str]) -> str:
 def test_in_process_updates_reach_a_subscriber_in_order(
     tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
-    with Memory.open(f"sqlite:///{tmp_path / 'm.db'}", embedder=None) as store:
+    with Memory.open(f"sqlite:///{tmp_path / 'm.db'}", embedder=None, role="admin") as store:
         collector = Collector()
         with store.subscribe(collector):
             scopes = [store.scope("ada", f"agent-{n}") for n in range(4)]
@@ -205,7 +205,7 @@ def test_a_writer_process_reaches_a_subscriber_process(
 ) -> None:
     url = request.getfixturevalue("postgres_store_url")
     updates = backend if backend == "postgresql" else request.getfixturevalue("redis_server").url
-    with Memory.open(url, embedder=None, updates=updates) as store:
+    with Memory.open(url, embedder=None, updates=updates, role="admin") as store:
         collector = Collector()
         start = _head(store)
         with store.subscribe(collector):
@@ -224,7 +224,7 @@ def test_redis_stopped_and_restarted_mid_stream_loses_nothing(
     redis_server: RedisServer, postgres_store_url: str
 ) -> None:
     url = postgres_store_url
-    with Memory.open(url, embedder=None, updates=redis_server.url) as store:
+    with Memory.open(url, embedder=None, updates=redis_server.url, role="admin") as store:
         collector = Collector()
         start = _head(store)
         with store.subscribe(collector) as subscription:
@@ -259,7 +259,7 @@ def test_postgres_notification_connection_dropped_loses_nothing(
 ) -> None:
     url = postgres_store_url
     database = sa.engine.make_url(url).database
-    with Memory.open(url, embedder=None, updates="postgresql") as store:
+    with Memory.open(url, embedder=None, updates="postgresql", role="admin") as store:
         collector = Collector()
         start = _head(store)
         with store.subscribe(collector) as subscription:
@@ -322,7 +322,9 @@ def _bus_failures(role: str) -> float:
 def test_an_unreachable_redis_degrades_but_never_fails_a_write(tmp_path: Path) -> None:
     dead = f"redis://127.0.0.1:{_free_port()}/0"
     before = {role: _bus_failures(role) for role in ("publish", "subscribe")}
-    with Memory.open(f"sqlite:///{tmp_path / 'm.db'}", embedder=None, updates=dead) as store:
+    with Memory.open(
+        f"sqlite:///{tmp_path / 'm.db'}", embedder=None, updates=dead, role="admin"
+    ) as store:
         collector = Collector()
         with store.subscribe(collector):
             scope = store.scope("ada", "planner")
@@ -386,7 +388,7 @@ def test_a_forged_message_delivers_nothing_and_loses_no_real_event(
 ) -> None:
     url = request.getfixturevalue("postgres_store_url")
     updates = backend if backend == "postgresql" else request.getfixturevalue("redis_server").url
-    with Memory.open(url, embedder=None, updates=updates) as store:
+    with Memory.open(url, embedder=None, updates=updates, role="admin") as store:
         with store.engine.connect() as connection:
             channel = store_channel(connection)
         scope = store.scope("ada", "planner")
@@ -418,7 +420,7 @@ def test_two_stores_on_one_redis_hear_only_their_own_events(
     with Memory.open(
         f"sqlite:///{tmp_path / 'a.db'}", embedder=None, updates=f"{base}/9"
     ) as first, Memory.open(
-        f"sqlite:///{tmp_path / 'b.db'}", embedder=None, updates=f"{base}/10"
+        f"sqlite:///{tmp_path / 'b.db'}", embedder=None, updates=f"{base}/10", role="admin"
     ) as second:
         heard = Collector()
         with second.subscribe(heard):
