@@ -449,12 +449,12 @@ class Scope:
     def get_preference(self, key: str) -> Preference | None:
         """The user's current value for ``key``, or None."""
         checked = validate(NewPreference, {"key": key, "value": None})
-        return self._preferences.get_preference(self._owner, checked.key)
+        return self._preferences.get_preference(self._reader(), checked.key)
 
     @telemetry.counted("list_preferences")
     def list_preferences(self) -> builtins.list[Preference]:
         """All of the user's preferences, by key."""
-        return self._preferences.list_preferences(self._owner)
+        return self._preferences.list_preferences(self._reader())
 
     @telemetry.counted("delete_preference")
     def delete_preference(self, key: str) -> None:
@@ -507,7 +507,7 @@ class Scope:
         query = validate(
             CodePatternQuery, {"language": language, "tag": tag, "text": text, "limit": limit}
         )
-        return self._preferences.find_patterns(self._owner, query)
+        return self._preferences.find_patterns(self._reader(), query)
 
     # -- session state ------------------------------------------------------------------------
 
@@ -536,7 +536,7 @@ class Scope:
     @telemetry.counted("load_state")
     def load_state(self) -> SessionCheckpoint | None:
         """The latest live checkpoint of this session, or None."""
-        return self._sessions.load_state(self._owner, self._require_session())
+        return self._sessions.load_state(self._reader(), self._require_session())
 
     def merge_context(
         self,

@@ -69,7 +69,7 @@ class Preferences:
             row = (
                 connection.execute(
                     sa.select(preferences).where(
-                        preferences.c.user_id == owner.user, preferences.c.key == key
+                        *_readable_preferences(owner), preferences.c.key == key
                     )
                 )
                 .mappings()
@@ -196,11 +196,20 @@ def pattern_of(row: RowMapping) -> CodePattern:
     )
 
 
+def _readable_preferences(owner: Owner) -> list[sa.ColumnElement[bool]]:
+    """The user's preferences ``owner`` may read: all of them with ``owner.shared``
+    (USE_CROSS_AGENT_SHARING), else those its own agent set, as for memories."""
+    rules = [preferences.c.user_id == owner.user]
+    if not owner.shared:
+        rules.append(preferences.c.source_agent == owner.agent)
+    return rules
+
+
 def list_preferences(connection: Connection, owner: Owner) -> list[Preference]:
-    """Every preference of ``owner``'s user, by key, inside a transaction."""
+    """Every preference of ``owner``'s user it may read, by key, inside a transaction."""
     rows = connection.execute(
         sa.select(preferences)
-        .where(preferences.c.user_id == owner.user)
+        .where(*_readable_preferences(owner))
         .order_by(preferences.c.key)
     ).mappings()
     return [preference_of(row) for row in rows]
@@ -211,6 +220,8 @@ def find_patterns(
 ) -> list[CodePattern]:
     """The user's patterns matching ``query``, most used first, inside a transaction."""
     conditions = [patterns.c.user_id == owner.user]
+    if not owner.shared:  # as for memories: other agents' patterns only while sharing is on
+        conditions.append(patterns.c.agent_id == owner.agent)
     if query.language is not None:
         conditions.append(patterns.c.language == query.language)
     rows = connection.execute(

@@ -164,14 +164,16 @@ def checkpoint_of(row: RowMapping) -> SessionCheckpoint:
 def latest_checkpoint(
     connection: Connection, owner: Owner, session: str
 ) -> SessionCheckpoint | None:
-    """The latest checkpoint of ``session``, expired or not, inside a transaction."""
+    """The latest checkpoint of ``session`` that ``owner`` may read, expired or not, inside a
+    transaction: any agent's with ``owner.shared`` (USE_CROSS_AGENT_SHARING), else its own
+    agent's, as for memories."""
+    rules = [session_state.c.user_id == owner.user, session_state.c.session_id == session]
+    if not owner.shared:
+        rules.append(session_state.c.agent_id == owner.agent)
     row = (
         connection.execute(
             sa.select(session_state)
-            .where(
-                session_state.c.user_id == owner.user,
-                session_state.c.session_id == session,
-            )
+            .where(*rules)
             .order_by(session_state.c.checkpoint_seq.desc())
             .limit(1)
         )
