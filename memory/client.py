@@ -355,7 +355,7 @@ class Memory:
     def graph(self, user: str) -> EntityGraph:
         """The Phase 1 entity knowledge graph of ``user``."""
         checked = validate(ScopeInput, {"user": user, "agent": "graph"})
-        return EntityGraph(self._db, checked.user)
+        return EntityGraph(self._db, checked.user, self.redaction)
 
     # -- the event log and memory:updates ------------------------------------------------------
 

@@ -327,8 +327,9 @@ class Scope:
             NewGrant,
             {
                 "memory_id": memory_id,
-                "tag_key": tag[0] if tag is not None else None,
-                "tag_value": tag[1] if tag is not None else None,
+                # Redacted as the metadata they match was.
+                "tag_key": self._redaction.value(tag[0]) if tag is not None else None,
+                "tag_value": self._redaction.value(tag[1]) if tag is not None else None,
                 "tier": tier,
                 "agents": as_list(agents, "agents"),
                 "teams": as_list(teams, "teams"),
@@ -441,14 +442,18 @@ class Scope:
         """Set the user's current value for ``key`` (JSON-serialisable), as this agent."""
         item = validate(
             NewPreference,
-            {"key": key, "value": self._redaction.value(value), "confidence": confidence},
+            {
+                "key": self._redaction.value(key),
+                "value": self._redaction.value(value),
+                "confidence": confidence,
+            },
         )
         return self._preferences.set_preference(self._owner, item)
 
     @telemetry.counted("get_preference")
     def get_preference(self, key: str) -> Preference | None:
         """The user's current value for ``key``, or None."""
-        checked = validate(NewPreference, {"key": key, "value": None})
+        checked = validate(NewPreference, {"key": self._redaction.value(key), "value": None})
         return self._preferences.get_preference(self._reader(), checked.key)
 
     @telemetry.counted("list_preferences")
@@ -459,7 +464,7 @@ class Scope:
     @telemetry.counted("delete_preference")
     def delete_preference(self, key: str) -> None:
         """Remove the user's preference ``key``. Raises ``NotFoundError``."""
-        checked = validate(NewPreference, {"key": key, "value": None})
+        checked = validate(NewPreference, {"key": self._redaction.value(key), "value": None})
         self._preferences.delete_preference(self._owner, checked.key)
 
     # -- code patterns ------------------------------------------------------------------------
@@ -556,8 +561,8 @@ class Scope:
         session = self._require_session()
         item = validate(
             ContextPatch,
-            {"patch": dict(patch) if isinstance(patch, Mapping) else patch, "seen": seen,
-             "timestamp": timestamp, "ttl": ttl},
+            {"patch": self._redaction.value(dict(patch) if isinstance(patch, Mapping) else patch),
+             "seen": seen, "timestamp": timestamp, "ttl": ttl},
         )
         return self._sessions.merge_context(
             self._owner, session, item.patch, item.timestamp or utcnow(), item.seen, item.ttl
@@ -574,7 +579,15 @@ class Scope:
         store ``memory`` (the keyword arguments of ``add``, with ``content``) with it, in one
         transaction. For external dispatchers and consumers (``memctl record``)."""
         checked = validate(
-            RecordedEvent, {"event": event, "data": dict(data or {}), "memory": memory}
+            RecordedEvent,
+            {
+                "event": event,
+                "data": self._redaction.value(dict(data or {})),
+                "memory": (
+                    _redacted_item(memory, self._redaction)
+                    if isinstance(memory, Mapping) else memory
+                ),
+            },
         )
         vectors = (
             self._embedded([checked.memory.content]) if checked.memory is not None else None

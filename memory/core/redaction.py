@@ -129,7 +129,7 @@ class Redaction:
         return text
 
     def value(self, value: Any, _depth: int = 0) -> Any:
-        """A JSON-like value with every string in it (keys excepted) redacted; text given
+        """A JSON-like value with every string in it (keys included) redacted; text given
         as UTF-8 bytes is redacted as text (other bytes are left for validation to refuse).
         Below ``_BEYOND_DEPTH`` levels a value is returned as it is: far deeper than
         validation allows (``memory.core.inputs.MAX_JSON_DEPTH``), which refuses it, and
@@ -144,7 +144,11 @@ class Redaction:
             except UnicodeDecodeError:
                 return value
         if isinstance(value, Mapping):
-            return {key: self.value(item, _depth + 1) for key, item in value.items()}
+            # Keys too: a metadata, preference or state key can hold a secret as well.
+            return {
+                self.text(key) if isinstance(key, str) else key: self.value(item, _depth + 1)
+                for key, item in value.items()
+            }
         if isinstance(value, list | tuple):
             return [self.value(item, _depth + 1) for item in value]
         return value

@@ -28,6 +28,7 @@ from memory.core.inputs import (
     validate,
     validate_many,
 )
+from memory.core.redaction import NO_REDACTION, Redaction
 from memory.core.types import AddedObservations, Entity, KnowledgeGraph, Relation
 from memory.store.db import Database
 from memory.store.tables import Base, utcnow
@@ -43,9 +44,16 @@ _to = entities.alias("target")
 class EntityGraph:
     """One user's knowledge graph. Get it from ``Memory.graph(user)``."""
 
-    def __init__(self, db: Database, user: str) -> None:
+    def __init__(self, db: Database, user: str, redaction: Redaction = NO_REDACTION) -> None:
         self._db = db
         self.user = user
+        # Every input is redacted as memories are (names, types, observations), and names
+        # looked up the same way, so that they still match what was stored.
+        self._redaction = redaction
+
+    def _redacted(self, items: Iterable[Any], what: str) -> list[Any]:
+        redacted: list[Any] = self._redaction.value(as_list(items, what))
+        return redacted
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -151,21 +159,23 @@ class EntityGraph:
         >>> graph.create_entities([{"name": "Ada", "entityType": "person",
         ...                         "observations": ["writes Python"]}])  # doctest: +SKIP
         """
-        validated = validate_many(EntityInput, items, "entities")
+        validated = validate_many(EntityInput, self._redacted(items, "entities"), "entities")
         return self._db.write(
             lambda connection: self._create_entities(connection, validated), user=self.user
         )
 
     def create_relations(self, items: Iterable[Mapping[str, Any]]) -> list[Relation]:
         """Create relations (``from``, ``to``, ``relationType``); return the new ones."""
-        validated = validate_many(RelationInput, items, "relations")
+        validated = validate_many(RelationInput, self._redacted(items, "relations"), "relations")
         return self._db.write(
             lambda connection: self._create_relations(connection, validated), user=self.user
         )
 
     def add_observations(self, items: Iterable[Mapping[str, Any]]) -> list[AddedObservations]:
         """Add observations to existing entities; return what was not already there."""
-        validated = validate_many(ObservationInput, items, "observations")
+        validated = validate_many(
+            ObservationInput, self._redacted(items, "observations"), "observations"
+        )
 
         def operation(connection: Connection) -> list[AddedObservations]:
             ids = self._require(connection, [item.entityName for item in validated])
@@ -181,7 +191,7 @@ class EntityGraph:
 
     def delete_entities(self, names: Iterable[str]) -> None:
         """Delete entities with their observations and relations; unknown names are ignored."""
-        wanted = [validate_name(name) for name in as_list(names, "entity names")]
+        wanted = [validate_name(name) for name in self._redacted(names, "entity names")]
 
         def operation(connection: Connection) -> None:
             if wanted:
@@ -195,7 +205,9 @@ class EntityGraph:
 
     def delete_observations(self, items: Iterable[Mapping[str, Any]]) -> None:
         """Delete the named observations; unknown entities and observations are ignored."""
-        validated = validate_many(ObservationDeletion, items, "deletions")
+        validated = validate_many(
+            ObservationDeletion, self._redacted(items, "deletions"), "deletions"
+        )
 
         def operation(connection: Connection) -> None:
             ids = self._entity_ids(connection, [item.entityName for item in validated])
@@ -214,7 +226,7 @@ class EntityGraph:
 
     def delete_relations(self, items: Iterable[Mapping[str, Any]]) -> None:
         """Delete the given relations; ones that do not exist are ignored."""
-        validated = validate_many(RelationInput, items, "relations")
+        validated = validate_many(RelationInput, self._redacted(items, "relations"), "relations")
 
         def operation(connection: Connection) -> None:
             ids = self._entity_ids(connection, [n for r in validated for n in (r.from_, r.to)])
@@ -268,7 +280,7 @@ class EntityGraph:
         with the relations among them."""
         if not isinstance(query, str):
             raise InvalidInputError(f"query: must be a string, not {type(query).__name__}")
-        needle = query.casefold()
+        needle = self._redaction.text(query).casefold()
         graph = self.read_graph()
         # Case folding in Python, not SQL: SQLite's lower() only folds ASCII, and the result
         # must be the same on every backend (and as the reference server's toLowerCase).
@@ -283,7 +295,7 @@ class EntityGraph:
 
     def open_nodes(self, names: Iterable[str]) -> KnowledgeGraph:
         """The named entities with the relations among them; unknown names are ignored."""
-        wanted = {validate_name(name) for name in as_list(names, "entity names")}
+        wanted = {validate_name(name) for name in self._redacted(names, "entity names")}
         return _subgraph(self.read_graph(), lambda entity: entity.name in wanted)
 
     # -- memory.jsonl -------------------------------------------------------------------------
@@ -310,6 +322,7 @@ class EntityGraph:
                 raise InvalidInputError(f"line {number}: not JSON: {exc}") from None
             if not isinstance(record, dict):
                 raise InvalidInputError(f"line {number}: expected a JSON object")
+            record = self._redaction.value(record)
             kind = record.pop("type", None)
             try:
                 if kind == "entity":
