@@ -25,6 +25,7 @@ from memory.core.errors import (
     SchemaError,
 )
 from memory.core.inputs import (
+    Quotas,
     ScopeInput,
     UserInput,
     as_list,
@@ -128,7 +129,7 @@ class Memory:
         telemetry.observe_flags(self.flags)  # the memory.flag.* gauges
         self._db = Database(engine, audit_key(os.environ))
         self._checkpoints = BackgroundCheckpoint(self._db)
-        self._store = Store(self._db)
+        self._store = Store(self._db, Quotas.from_environment(os.environ))
         self._preferences = Preferences(self._db)
         self._sessions = Sessions(self._db)
         self._retriever = Retriever(self._db, self._store, embedder)

@@ -5,6 +5,7 @@ runtime can catch one type::
 
     MemoryStoreError
     ├── InvalidInputError (ValueError)     a public input broke a rule; names field and limit
+    │   └── QuotaExceededError             the write would take the user past a quota
     ├── NotFoundError (LookupError)        no such memory, entity or session in this scope
     │   └── SessionExpiredError            the session's saved state has expired
     ├── PermissionDeniedError (PermissionError)  the call needs the admin role or the owner
@@ -28,6 +29,11 @@ class MemoryStoreError(Exception):
 
 class InvalidInputError(MemoryStoreError, ValueError):
     """A public input failed validation; the message names the field and the limit."""
+
+
+class QuotaExceededError(InvalidInputError):
+    """The write would take the user past a per-user quota (``memory.core.inputs.Quotas``);
+    nothing of it was written."""
 
 
 class NotFoundError(MemoryStoreError, LookupError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Protocol, TypeVar
 
@@ -205,6 +206,30 @@ def _aware(value: datetime | None) -> datetime | None:
 
 Ttl = Annotated[timedelta | None, AfterValidator(_positive_ttl)]
 AwareDatetime = Annotated[datetime | None, AfterValidator(_aware)]
+
+
+QUOTA_MEMORIES_ENV = "MEMORY_MAX_MEMORIES_PER_USER"
+
+
+@dataclass(frozen=True, slots=True)
+class Quotas:
+    """Per-user limits of a deployment. ``memories``: live memories a user may hold (None:
+    no limit); the shared context of a session (``merge_context``) is held to the state
+    limit, ``MAX_STATE_BYTES``, like ``save_state``."""
+
+    memories: int | None = None
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> Quotas:
+        """The quotas ``$MEMORY_MAX_MEMORIES_PER_USER`` sets (a positive whole number)."""
+        raw = environ.get(QUOTA_MEMORIES_ENV, "").strip()
+        if not raw:
+            return cls()
+        if not raw.isascii() or not raw.isdigit() or int(raw) < 1:
+            raise InvalidInputError(
+                f"{QUOTA_MEMORIES_ENV}: must be a positive whole number, not {raw!r}"
+            )
+        return cls(memories=int(raw))
 
 
 class _Input(BaseModel):

@@ -23,13 +23,16 @@ from memory.core.errors import (
     ConflictError,
     NotFoundError,
     PermissionDeniedError,
+    QuotaExceededError,
     StaleVersionError,
 )
 from memory.core.inputs import (
+    QUOTA_MEMORIES_ENV,
     CodePatternQuery,
     MemoryChanges,
     MemoryQuery,
     NewMemory,
+    Quotas,
     canonical_json,
     content_hash,
 )
@@ -139,8 +142,26 @@ def _committed_earlier(
 class Store:
     """Phase 2 repositories over one database."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, quotas: Quotas | None = None) -> None:
         self.db = db
+        self.quotas = quotas or Quotas()
+
+    def _check_memory_quota(self, connection: Connection, user: str) -> None:
+        """Refuse (``QuotaExceededError``, so the transaction rolls back) a write that leaves
+        ``user`` with more memories than the quota. Counted after the insert, so content
+        that was already stored costs nothing; writers of one user running at once on
+        PostgreSQL may each see the count before the other's commit."""
+        limit = self.quotas.memories
+        if limit is None:
+            return
+        held = connection.execute(
+            sa.select(sa.func.count()).select_from(memories).where(memories.c.user_id == user)
+        ).scalar_one()
+        if held > limit:
+            raise QuotaExceededError(
+                f"user {user!r} would hold {held} memories; the quota is {limit} "
+                f"(${QUOTA_MEMORIES_ENV}): delete or consolidate memories first"
+            )
 
     # -- memories -----------------------------------------------------------------------------
 
@@ -193,6 +214,8 @@ class Store:
             .returning(memories.c.id, memories.c.content_hash)
         )
         inserted = {row.content_hash: row.id for row in connection.execute(statement, rows)}
+        if inserted:
+            self._check_memory_quota(connection, owner.user)
         append_events(
             connection,
             [

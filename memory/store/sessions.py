@@ -13,7 +13,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
-from memory.core.inputs import NewSessionState, canonical_json
+from memory.core.errors import QuotaExceededError
+from memory.core.inputs import MAX_STATE_BYTES, NewSessionState, canonical_json
 from memory.core.merge import (
     CONFLICT_OPERATION,
     PATCH_OPERATION,
@@ -130,9 +131,15 @@ class Sessions:
                     for conflict in conflicts
                 ],
             )
-            checkpoint = self._insert_checkpoint(
-                connection, owner, session, merge_patches(history), ttl
-            )
+            merged = merge_patches(history)
+            size = len(canonical_json(merged).encode("utf-8"))
+            if size > MAX_STATE_BYTES:
+                # The whole context is one checkpoint: held to the limit save_state has.
+                raise QuotaExceededError(
+                    f"session {session!r}: the merged context would be {size} bytes as JSON; "
+                    f"at most {MAX_STATE_BYTES}: remove keys (patch them to null) first"
+                )
+            checkpoint = self._insert_checkpoint(connection, owner, session, merged, ttl)
             return MergedContext(
                 checkpoint.state, checkpoint.checkpoint_seq, appended.seq, tuple(conflicts)
             )
