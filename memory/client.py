@@ -46,6 +46,7 @@ from memory.search import reembed as reembedding
 from memory.search.embeddings import Embedder, LazyTokenCounter, TokenCounter, default_embedder
 from memory.search.retriever import RetrievalStats, Retriever, index_budget
 from memory.store import sharing as sharing
+from memory.store.changes import event_key
 from memory.store.db import Database
 from memory.store.engine import create_engine
 from memory.store.events import ChainReport, audit_key, verify_chain
@@ -127,7 +128,7 @@ class Memory:
         except FlagValueError as error:  # USE_...=maybe in the environment
             raise InvalidInputError(str(error)) from None
         telemetry.observe_flags(self.flags)  # the memory.flag.* gauges
-        self._db = Database(engine, audit_key(os.environ))
+        self._db = Database(engine, audit_key(os.environ), event_key(os.environ))
         self._checkpoints = BackgroundCheckpoint(self._db)
         quotas = Quotas.from_environment(os.environ)
         self._store = Store(self._db, quotas)

@@ -42,6 +42,7 @@ from sqlalchemy.pool import QueuePool, StaticPool
 
 from memory.core.errors import DatabaseUnavailableError, InvalidInputError, StorageError
 from memory.core.types import MemoryEvent
+from memory.store.changes import EVENT_KEY_INFO
 from memory.store.engine import (
     BUSY_TIMEOUT_SECONDS,
     POSTGRES_TIMEOUT_SECONDS,
@@ -198,11 +199,15 @@ class Database:
     see every caller.
     """
 
-    def __init__(self, engine: Engine, audit_key: bytes | None = None) -> None:
+    def __init__(
+        self, engine: Engine, audit_key: bytes | None = None, event_key: bytes | None = None
+    ) -> None:
         self.engine = engine
-        # The key of the event log's digests (``memory.store.events.audit_key``), handed to
+        # The key of the event log's digests (``memory.store.events.audit_key``) and the key
+        # that wraps the users' data keys (``memory.store.changes.event_key``), handed to
         # every transaction; never stored in the database.
         self.audit_key = audit_key
+        self.event_key = event_key
         self.dialect = engine.dialect.name
         # Called with the events a transaction appended, after it has committed (and only
         # then): the publisher of ``memory:updates``.
@@ -244,6 +249,7 @@ class Database:
                     # attempt that failed before commit left behind.
                     connection.info.pop(PENDING_KEY, None)
                     connection.info[AUDIT_KEY_INFO] = self.audit_key
+                    connection.info[EVENT_KEY_INFO] = self.event_key
                     with connection.begin():
                         if user is not None:
                             lock_user(connection, user)

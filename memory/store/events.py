@@ -57,7 +57,7 @@ import json
 import logging
 import os
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -68,6 +68,7 @@ from sqlalchemy.engine import Connection, RowMapping
 from memory.core.errors import InvalidInputError
 from memory.core.inputs import canonical_json
 from memory.core.types import MemoryEvent
+from memory.store.changes import CHANGE_FORMAT, data_key, seal_change
 from memory.store.tables import Base, UTCDateTime, utcnow
 
 events = Base.metadata.tables["memory_events"]
@@ -99,6 +100,9 @@ class NewEvent:
     operation: str
     target: str
     data: dict[str, Any]
+    # The rows the write left (``memory.store.changes``), sealed under the user's data key
+    # when the deployment has an event key; what a replay applies.
+    change: list[dict[str, Any]] | None = None
 
 
 def audit_key(environ: Mapping[str, str]) -> bytes | None:
@@ -147,12 +151,17 @@ def event_hash(
     target: str,
     digest: str,
     prev_hash: str,
+    change_format: int | None = None,
+    change_sealed: str | None = None,
 ) -> str:
     """The chain hash of one event (see the module docstring): ``target`` is the target's
-    digest, or for an event written before revision 0010, the target itself."""
-    return _sha256(
-        canonical_json([seq, created_at.isoformat(), agent, operation, target, digest, prev_hash])
-    )
+    digest, or for an event written before revision 0010, the target itself. An event that
+    carries a sealed change (revision 0011) is hashed with its format and sealed bytes, so
+    the chain covers the ciphertext and still verifies once the key is shredded."""
+    fields: list[Any] = [seq, created_at.isoformat(), agent, operation, target, digest, prev_hash]
+    if change_sealed is not None:
+        fields += [change_format, change_sealed]
+    return _sha256(canonical_json(fields))
 
 
 def _sha256(text: str) -> str:
@@ -165,7 +174,8 @@ def _lock_chain(connection: Connection) -> None:
         connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CHAIN_LOCK_KEY})
 
 
-def _head(connection: Connection) -> tuple[int, str]:
+def chain_head(connection: Connection) -> tuple[int, str]:
+    """The newest event's number and hash ((0, genesis) for an empty log)."""
     # max(seq) is answered from the primary key's last entry on both backends (an indexed
     # lookup in the plan), and the row is then fetched by its key.
     newest = sa.select(sa.func.max(events.c.seq)).scalar_subquery()
@@ -183,8 +193,9 @@ def append_events(connection: Connection, drafts: Sequence[NewEvent]) -> list[Me
     if not drafts:
         return []
     _lock_chain(connection)
-    seq, prev_hash = _head(connection)
+    seq, prev_hash = chain_head(connection)
     key = _key(connection)
+    data_keys: dict[str, bytes | None] = {}
     now = utcnow()
     rows = []
     appended = []
@@ -192,8 +203,17 @@ def append_events(connection: Connection, drafts: Sequence[NewEvent]) -> list[Me
         seq += 1
         digest = payload_digest(draft.user, draft.data, key)
         covered_target = target_digest(draft.user, draft.target, key)
+        sealed = None
+        if draft.change is not None and draft.user:
+            if draft.user not in data_keys:
+                data_keys[draft.user] = data_key(connection, draft.user, create=True)
+            user_key = data_keys[draft.user]
+            if user_key is not None:
+                sealed = seal_change(user_key, seq, draft.user, draft.change)
+        change_format = CHANGE_FORMAT if sealed is not None else None
         digest_hash = event_hash(
-            seq, now, draft.agent, draft.operation, covered_target, digest, prev_hash
+            seq, now, draft.agent, draft.operation, covered_target, digest, prev_hash,
+            change_format, sealed,
         )
         rows.append(
             {
@@ -209,6 +229,8 @@ def append_events(connection: Connection, drafts: Sequence[NewEvent]) -> list[Me
                 "redacted": False,
                 "prev_hash": prev_hash,
                 "hash": digest_hash,
+                "change_format": change_format,
+                "change_sealed": sealed,
             }
         )
         appended.append(
@@ -223,10 +245,10 @@ def append_events(connection: Connection, drafts: Sequence[NewEvent]) -> list[Me
 
 def append_event(
     connection: Connection, user: str, agent: str, operation: str, target: str,
-    data: dict[str, Any],
+    data: dict[str, Any], change: list[dict[str, Any]] | None = None,
 ) -> MemoryEvent:
     """Append one event (see ``append_events``)."""
-    return append_events(connection, [NewEvent(user, agent, operation, target, data)])[0]
+    return append_events(connection, [NewEvent(user, agent, operation, target, data, change)])[0]
 
 
 def memory_target(memory_id: int) -> str:
@@ -376,7 +398,8 @@ def rechain(connection: Connection, table: sa.Table, *, with_target_digests: boo
             values["prev_hash"] = prev_hash
             values["hash"] = event_hash(
                 row["seq"], row["created_at"], row["agent_id"], row["operation"], covered,
-                row["payload_digest"], prev_hash,
+                row["payload_digest"], prev_hash, row.get("change_format"),
+                row.get("change_sealed"),
             )
             if any(row[name] != value for name, value in values.items()):
                 updates.append({"at_seq": row["seq"], **values})
@@ -499,6 +522,20 @@ def verify_chain(connection: Connection, table: sa.Table = events) -> ChainRepor
     hash), or redacted without a redaction event that lists it. ``table`` is the log as a
     migration sees it (``event_table``), if not the current one.
     """
+    checked = 0
+    for _row, bad in walk_chain(connection, table):
+        if bad is not None:
+            return bad
+        checked += 1
+    return ChainReport(checked)
+
+
+def walk_chain(
+    connection: Connection, table: sa.Table = events
+) -> Iterator[tuple[RowMapping, ChainReport | None]]:
+    """Every event in order, each with None while the chain holds; the first bad event
+    comes with the report ``verify_chain`` gives for it, and the walk ends there. A replay
+    applies events as this hands them out, so it stops at the first bad link."""
     covered = _redaction_coverage(connection, table)
     # Events written before an audit key was configured have plain digests.
     key = _key(connection)
@@ -510,11 +547,13 @@ def verify_chain(connection: Connection, table: sa.Table = events) -> ChainRepor
             sa.select(table).where(table.c.seq > last).order_by(table.c.seq).limit(_BATCH)
         ).mappings().all()
         if not rows:
-            return ChainReport(checked)
+            return
         for row in rows:
             problem = _problem(row, expected_seq, prev_hash, covered, keys)
             if problem is not None:
-                return ChainReport(checked, min(row["seq"], expected_seq), problem)
+                yield row, ChainReport(checked, min(row["seq"], expected_seq), problem)
+                return
+            yield row, None
             checked += 1
             expected_seq, prev_hash = row["seq"] + 1, row["hash"]
         last = rows[-1]["seq"]
@@ -557,6 +596,7 @@ def _problem(
     recomputed = event_hash(
         seq, row["created_at"], row["agent_id"], row["operation"],
         digest if digest is not None else row["target"], row["payload_digest"], row["prev_hash"],
+        row.get("change_format"), row.get("change_sealed"),
     )
     if recomputed != row["hash"]:
         return f"event {seq}: its hash does not match its contents (edited)"

@@ -11,8 +11,10 @@
 - the flag overrides of the user's sessions (every session id the user's memories, session
   state or events name);
 
-redacts the user's events in ``memory_events`` (``memory.store.events.redact_user``: user id,
-target and payload blanked, digests kept, so the chain still verifies), replaces the user's
+deletes the user's data key (``memory.store.changes.shred``: the changes their events carry,
+sealed under it, can no longer be opened), redacts the user's events in ``memory_events``
+(``memory.store.events.redact_user``: user id, target and payload blanked, digests kept, so
+the chain still verifies), replaces the user's
 session ids in the ``flag_audit`` entries of their session overrides by ``[forgotten]``
 (the entries stay: who changed which flag when), then appends one ``user.forget`` event
 with the counts and no user id.
@@ -55,6 +57,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from memory.core.inputs import canonical_json
+from memory.store.changes import shred
 from memory.store.db import Database, lock_user
 from memory.store.engine import is_memory_sqlite
 from memory.store.events import append_event, redact_user
@@ -253,6 +256,8 @@ def _forget(connection: Connection, user: str, actor: str, sqlite: bool) -> Forg
     )
     audited = _redact_flag_audit(connection, sessions)
     redacted = redact_user(connection, user, actor)
+    # Crypto-shredding: the sealed changes stay in the chain, and nothing opens them now.
+    rows["memory_event_keys"] = shred(connection, user)
     if sqlite:
         # Rebuild the full-text index without the delete markers (see the module docstring).
         connection.exec_driver_sql(

@@ -45,6 +45,7 @@ from memory.core.types import (
     SessionCheckpoint,
 )
 from memory.store import sharing as sharing
+from memory.store.changes import memory_changes
 from memory.store.db import Database
 from memory.store.events import (
     PENDING_KEY,
@@ -216,6 +217,14 @@ class Store:
         inserted = {row.content_hash: row.id for row in connection.execute(statement, rows)}
         if inserted:
             self._check_memory_quota(connection, owner.user)
+        metadata_rows = [
+            {"memory_id": memory_id, "key": key, "value_json": canonical_json(value)}
+            for digest, memory_id in inserted.items()
+            for key, value in by_hash[digest].metadata.items()
+        ]
+        if metadata_rows:
+            connection.execute(metadata_table.insert(), metadata_rows)
+        changes = memory_changes(connection, list(inserted.values()))
         append_events(
             connection,
             [
@@ -230,17 +239,11 @@ class Store:
                         "tier": by_hash[digest].tier,
                         "content_hash": digest,
                     },
+                    changes[memory_id],
                 )
                 for digest, memory_id in inserted.items()
             ],
         )
-        metadata_rows = [
-            {"memory_id": memory_id, "key": key, "value_json": canonical_json(value)}
-            for digest, memory_id in inserted.items()
-            for key, value in by_hash[digest].metadata.items()
-        ]
-        if metadata_rows:
-            connection.execute(metadata_table.insert(), metadata_rows)
         write_index(
             connection,
             [
@@ -399,13 +402,6 @@ class Store:
                 name for name in ("content", "tier", "importance", "metadata")
                 if getattr(changes, name) is not None
             )
-            append_event(
-                connection, owner.user, owner.agent, "memory.update", memory_target(memory_id),
-                {
-                    "memory_id": memory_id, "version": row["version"], "changed": changed,
-                    "request": request,
-                },
-            )
             if changes.content is not None:
                 vector = vectors.vectors.get(changes.content) if vectors else None
                 entry = IndexEntry(memory_id, owner.user, changes.content, vector)
@@ -424,6 +420,14 @@ class Store:
                             for key, v in changes.metadata.items()
                         ],
                     )
+            append_event(
+                connection, owner.user, owner.agent, "memory.update", memory_target(memory_id),
+                {
+                    "memory_id": memory_id, "version": row["version"], "changed": changed,
+                    "request": request,
+                },
+                memory_changes(connection, [memory_id])[memory_id],
+            )
             return self._with_metadata(connection, [row])[0]
 
         return self.db.write(operation, user=owner.user)
@@ -494,6 +498,7 @@ class Store:
             append_event(
                 connection, owner.user, owner.agent, "memory.delete", memory_target(memory_id),
                 {"memory_id": memory_id, "request": request},
+                memory_changes(connection, [memory_id])[memory_id],
             )
 
         self.db.write(operation, user=owner.user)
@@ -554,9 +559,11 @@ class Store:
             (stored,) = self._insert(
                 connection, owner, [item], Embedded(*vectors) if vectors else None
             )
+            removed = memory_changes(connection, gone)
             append_event(
                 connection, owner.user, owner.agent, "memory.consolidate",
                 memory_target(stored.id), {"memory_id": stored.id, "consolidated_from": gone},
+                [entry for memory_id in gone for entry in removed[memory_id]],
             )
             return tuple(gone)
 
@@ -586,11 +593,12 @@ class Store:
                 .all()
             )
             log_changes(connection, [(owner.user, memory_id) for memory_id in rows])
+            promoted = memory_changes(connection, list(rows))
             append_events(
                 connection,
                 [
                     NewEvent(owner.user, owner.agent, "memory.promote", memory_target(memory_id),
-                             {"memory_id": memory_id, "tier": "semantic"})
+                             {"memory_id": memory_id, "tier": "semantic"}, promoted[memory_id])
                     for memory_id in sorted(rows)
                 ],
             )

@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection, RowMapping
 from memory.core.errors import NotFoundError
 from memory.core.inputs import CodePatternQuery, NewCodePattern, NewPreference, canonical_json
 from memory.core.types import CodePattern, Owner, Preference
+from memory.store.changes import delete, upsert
 from memory.store.db import Database
 from memory.store.events import append_event
 from memory.store.tables import Base, utcnow
@@ -53,10 +54,11 @@ class Preferences:
                     "updated_at": statement.excluded.updated_at,
                 },
             ).returning(*preferences.c)
-            stored = preference_of(connection.execute(statement).mappings().one())
+            row = connection.execute(statement).mappings().one()
+            stored = preference_of(row)
             append_event(
                 connection, owner.user, owner.agent, "preference.set", f"preference:{item.key}",
-                {"key": item.key, "confidence": item.confidence},
+                {"key": item.key, "confidence": item.confidence}, [upsert(preferences, row)],
             )
             return stored
 
@@ -96,7 +98,7 @@ class Preferences:
                 raise NotFoundError(f"preference {key!r} does not exist for this user")
             append_event(
                 connection, owner.user, owner.agent, "preference.delete", f"preference:{key}",
-                {"key": key},
+                {"key": key}, [delete(preferences, {"user_id": owner.user, "key": key})],
             )
 
         self.db.write(operation, user=owner.user)
@@ -131,10 +133,12 @@ class Preferences:
                     "updated_at": statement.excluded.updated_at,
                 },
             ).returning(*patterns.c)
-            stored = pattern_of(connection.execute(statement).mappings().one())
+            row = connection.execute(statement).mappings().one()
+            stored = pattern_of(row)
             append_event(
                 connection, owner.user, owner.agent, "pattern.record", f"pattern:{stored.id}",
                 {"pattern_id": stored.id, "language": stored.language, "name": stored.name},
+                [upsert(patterns, row)],
             )
             return stored
 

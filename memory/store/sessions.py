@@ -23,6 +23,7 @@ from memory.core.merge import (
     merge_patches,
 )
 from memory.core.types import MemoryEvent, Owner, SessionCheckpoint
+from memory.store.changes import delete, upsert
 from memory.store.db import Database
 from memory.store.events import NewEvent, append_event, append_events, events_of
 from memory.store.tables import Base, utcnow
@@ -46,7 +47,9 @@ class Sessions:
         session: str,
         state: dict[str, Any],
         ttl: timedelta | None,
-    ) -> SessionCheckpoint:
+    ) -> tuple[SessionCheckpoint, list[dict[str, Any]]]:
+        """The new checkpoint, and the change it makes: its row, and the deletion of the
+        checkpoints the quota no longer keeps."""
         now = utcnow()
         if self.db.dialect == "postgresql":
             # Agents checkpointing one session at once take turns, so each reads the
@@ -78,6 +81,7 @@ class Sessions:
             .mappings()
             .one()
         )
+        change = [upsert(session_state, row)]
         kept = self.quotas.checkpoints
         if kept is not None:
             # The newest ``kept`` of this agent's checkpoints of the session stay; another
@@ -93,21 +97,30 @@ class Sessions:
                 .order_by(session_state.c.checkpoint_seq.desc())
                 .limit(kept)
             )
-            connection.execute(
-                sa.delete(session_state).where(
-                    mine, session_state.c.checkpoint_seq.not_in(newest.scalar_subquery())
+            trimmed = connection.execute(
+                sa.delete(session_state)
+                .where(mine, session_state.c.checkpoint_seq.not_in(newest.scalar_subquery()))
+                .returning(session_state.c.checkpoint_seq)
+            ).scalars()
+            change += [
+                delete(
+                    session_state,
+                    {"user_id": owner.user, "session_id": session, "checkpoint_seq": seq},
                 )
-            )
-        return checkpoint_of(row)
+                for seq in sorted(trimmed)
+            ]
+        return checkpoint_of(row), change
 
     def save_state(self, owner: Owner, session: str, item: NewSessionState) -> SessionCheckpoint:
         """Append the next checkpoint of ``session``."""
 
         def operation(connection: Connection) -> SessionCheckpoint:
-            checkpoint = self._insert_checkpoint(connection, owner, session, item.state, item.ttl)
+            checkpoint, change = self._insert_checkpoint(
+                connection, owner, session, item.state, item.ttl
+            )
             append_event(
                 connection, owner.user, owner.agent, "state.save", session_target(session),
-                {"session": session, "checkpoint_seq": checkpoint.checkpoint_seq},
+                {"session": session, "checkpoint_seq": checkpoint.checkpoint_seq}, change,
             )
             return checkpoint
 
@@ -160,7 +173,13 @@ class Sessions:
                     f"session {session!r}: the merged context would be {size} bytes as JSON; "
                     f"at most {MAX_STATE_BYTES}: remove keys (patch them to null) first"
                 )
-            checkpoint = self._insert_checkpoint(connection, owner, session, merged, ttl)
+            checkpoint, change = self._insert_checkpoint(connection, owner, session, merged, ttl)
+            # The merged checkpoint is the change; the patch events before it carry none
+            # (a replay applies the row, it does not merge again).
+            append_event(
+                connection, owner.user, owner.agent, "state.merge", target,
+                {"session": session, "checkpoint_seq": checkpoint.checkpoint_seq}, change,
+            )
             return MergedContext(
                 checkpoint.state, checkpoint.checkpoint_seq, appended.seq, tuple(conflicts)
             )

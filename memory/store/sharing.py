@@ -46,6 +46,7 @@ from sqlalchemy.engine import Connection, RowMapping
 from memory.core.errors import InvalidInputError, NotFoundError
 from memory.core.inputs import AwareDatetime, Identifier, _Input, canonical_json
 from memory.core.types import MemoryEvent, Owner, Tier
+from memory.store.changes import delete, upsert
 from memory.store.events import append_event
 from memory.store.tables import Base, utcnow
 
@@ -217,8 +218,9 @@ def share(connection: Connection, db_insert: Any, owner: Owner, item: NewGrant) 
         for kind, name in grantees
     ]
     # One statement per row: RETURNING of a multi-row upsert is not ordered on every backend.
-    written = [_grant(connection.execute(_upsert(db_insert), row).mappings().one()) for row in rows]
-    for grant in written:
+    stored = [connection.execute(_upsert(db_insert), row).mappings().one() for row in rows]
+    written = [_grant(row) for row in stored]
+    for grant, row in zip(written, stored, strict=True):
         append_event(
             connection,
             owner.user,
@@ -226,6 +228,7 @@ def share(connection: Connection, db_insert: Any, owner: Owner, item: NewGrant) 
             "grant.share",
             f"grant:{grant.id}",
             _describe(grant),
+            [upsert(grants, row)],
         )
     return written
 
@@ -263,7 +266,8 @@ def revoke(connection: Connection, owner: Owner, grant_id: int) -> Grant:
         raise NotFoundError(f"grant {grant_id} does not exist or was not made by this agent")
     grant = _grant(row)
     append_event(
-        connection, owner.user, owner.agent, "grant.revoke", f"grant:{grant.id}", _describe(grant)
+        connection, owner.user, owner.agent, "grant.revoke", f"grant:{grant.id}", _describe(grant),
+        [delete(grants, {"id": grant.id})],
     )
     return grant
 
@@ -296,8 +300,14 @@ def set_team(connection: Connection, actor: str, item: TeamInput) -> None:
         )
     # The team's name goes in the payload, not the target: targets are hashed into the
     # chain and survive redaction, and a name can say something about the user.
+    team = sa.and_(teams.c.user_id == item.user, teams.c.team == item.team)
+    change = [delete(teams, {"user_id": item.user, "team": item.team})] + [
+        upsert(teams, row)
+        for row in connection.execute(sa.select(teams).where(team).order_by(teams.c.id)).mappings()
+    ]
     append_event(
-        connection, item.user, actor, "team.set", "teams", {"team": item.team, "agents": members}
+        connection, item.user, actor, "team.set", "teams", {"team": item.team, "agents": members},
+        change,
     )
 
 

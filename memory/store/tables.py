@@ -438,6 +438,11 @@ class MemoryEventRow(Base):
     redacted: Mapped[bool] = mapped_column(sa.Boolean())
     prev_hash: Mapped[str] = mapped_column(sa.String(HASH_LENGTH))
     hash: Mapped[str] = mapped_column(sa.String(HASH_LENGTH))
+    # Revision 0011 (``memory.store.changes``): the format of the change the event carries
+    # (NULL: written without one; 0: from before 0011, not reconstructible) and the change
+    # itself, sealed under the user's data key. The hash covers both when sealed is set.
+    change_format: Mapped[int | None] = mapped_column(sa.SmallInteger(), nullable=True)
+    change_sealed: Mapped[str | None] = mapped_column(sa.Text(), nullable=True)
 
     __table_args__ = (
         # A user's events (cache versions, redaction) and one target's history (merging a
@@ -447,7 +452,19 @@ class MemoryEventRow(Base):
     )
 
 
-EVENT_TABLES = ("memory_events",)
+class EventKeyRow(Base):
+    """One user's data key for the changes events carry (revision 0011), wrapped by the
+    deployment's event key (``$MEMORY_EVENT_KEY``, never stored here). Forgetting the user
+    deletes the row: their sealed changes can no longer be opened (crypto-shredding)."""
+
+    __tablename__ = "memory_event_keys"
+
+    user_id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), primary_key=True)
+    wrapped_key: Mapped[str] = mapped_column(sa.String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+EVENT_TABLES = ("memory_events", "memory_event_keys")
 
 
 # -- Sharing (0009): grants of a memory, a tag or a tier, and the teams grants can name -------
