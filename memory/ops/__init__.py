@@ -83,6 +83,13 @@ from memory.ops.health import (
     run_health_checks,
     unregister_health_check,
 )
+from memory.ops.replay import (
+    ReplayPoint,
+    ReplayReport,
+    parse_until,
+    replay,
+    restore_and_replay,
+)
 from memory.ops.retention import (
     DEFAULT_SESSION_STATE_WINDOW,
     DEFAULT_WORKING_WINDOW,
@@ -177,6 +184,8 @@ __all__ = [
     "PrometheusSource",
     "RecordedBaseline",
     "RefusedError",
+    "ReplayPoint",
+    "ReplayReport",
     "RestoreResult",
     "RetentionPolicy",
     "RetentionWorker",
@@ -219,11 +228,14 @@ __all__ = [
     "migrate",
     "observe_flags",
     "override_flag",
+    "parse_until",
     "read_snapshot",
     "record_gate_baseline",
     "register_health_check",
+    "replay",
     "reset_flags",
     "resolve_database_url",
+    "restore_and_replay",
     "restore_archive",
     "restore_backup",
     "revoke",

@@ -341,7 +341,7 @@ def restore_archive(engine: Engine, directory: str | os.PathLike[str]) -> dict[s
                 _insert_file(
                     connection, table, _archive_file(root, manifest["tables"][name]["file"])
                 )
-                _advance_sequence(connection, table)
+                advance_sequence(connection, table)
             # A later revision may have added columns (NULL in the restored rows): compare
             # what the archive holds.
             restored = table_checksums(
@@ -389,7 +389,8 @@ def _insert_file(connection: Connection, table: sa.Table, path: Path) -> None:
         connection.execute(table.insert(), batch)
 
 
-def _advance_sequence(connection: Connection, table: sa.Table) -> None:
+def advance_sequence(connection: Connection, table: sa.Table) -> None:
+    """Move PostgreSQL's sequence of ``table`` past the ids rows were inserted with."""
     # Rows came back with their own ids; PostgreSQL's sequence must move past them or the
     # next insert would collide. SQLite derives the next rowid from the maximum by itself.
     # Any single integer key may own the sequence (memory_changes.seq, not only id); a key

@@ -492,7 +492,7 @@ def restore_backup(engine_or_url: EngineOrUrl, directory: str | os.PathLike[str]
                 f"{backend}; take one with `memctl backup --method logical` to move backends"
             )
         tool = _pg_restore_for(manifest) if method == "pg_dump" else None
-        target_revision = _require_empty(engine)
+        target_revision = require_empty(engine)
         _verify(root, manifest)
         if method == "sqlite":
             _restore_sqlite(engine, root / SQLITE_FILE)
@@ -507,7 +507,7 @@ def restore_backup(engine_or_url: EngineOrUrl, directory: str | os.PathLike[str]
     return RestoreResult(backup=_info(root, manifest), backend=backend, tables=restored)
 
 
-def _require_empty(engine: Engine) -> str | None:
+def require_empty(engine: Engine) -> str | None:
     """Refuse a target where any table holds a row; return its revision."""
     with engine.connect() as connection:
         occupied = [

@@ -1,0 +1,235 @@
+"""Rebuild a database from another's event log (``memory.ops.replay``, ``memctl replay``).
+
+``replay`` walks the source's chain in order (``memory.store.events.walk_chain``) inside
+one read transaction, so it reads one consistent log, and for every event that holds
+(up to ``until_seq`` / ``until_time``, if given):
+
+- copies the event itself, verbatim, into the target's log (its chain then verifies there
+  as it did in the source), and the wrapped data key of its user the first time the user
+  appears (the same ``$MEMORY_EVENT_KEY`` opens it there);
+- opens the change it carries with its user's data key and applies the rows
+  (``memory.store.changes``): an upsert on the table's primary key, or a delete of the
+  rows matching the key it lists.
+
+It stops at the first event that breaks the chain, and reports it: nothing after a bad
+link is trusted. Events whose user was forgotten (their key is gone) cannot be opened and
+are counted, not applied; so are events that carry no change (written before revision 0011,
+without an event key, or by writes that do not carry one yet, listed by operation).
+
+Derived tables are rebuilt, not replayed: keyword terms and the change log
+(``rebuild_missing_terms``; on SQLite the FTS5 triggers fire on insert), and the
+embeddings by the caller (``memory.ops.replay`` re-embeds with the store's embedder).
+
+The target is empty (a fresh database, or one with a schema and no rows), or a restored
+backup of the source: its log must then be a prefix of the source's (its newest event has
+the same number and hash there), and the replay goes on from the event after it. That is
+point-in-time recovery past the last backup (``memctl restore DIR --replay-until``). The
+target's batches commit as they go (``_BATCH`` events each), so a replay that stops leaves
+the events before the bad link applied: the point in time just before it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, RowMapping
+
+from memory.core.errors import InvalidInputError
+from memory.store.archive import advance_sequence
+from memory.store.backup import require_empty
+from memory.store.changes import CHANGE_FORMAT, data_key, keys_table, open_change
+from memory.store.db import Database
+from memory.store.events import ChainReport, chain_head, events, walk_chain
+from memory.store.indexing import rebuild_missing_terms
+from memory.store.tables import Base, UTCDateTime
+
+_BATCH = 1000
+# Operations whose events carry nothing to apply by design: the log's own bookkeeping
+# (a redaction, a forget: their rows are absent from the source already), and reads.
+_NOTHING_TO_APPLY = frozenset(
+    {"events.redact", "user.forget", "memory.read", "context.patch", "context.conflict"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayReport:
+    """What ``replay`` did, and where it stopped if the chain broke."""
+
+    events: int  # copied into the target's log
+    applied: int  # whose change was applied
+    last_seq: int  # the newest event replayed (0: none)
+    forgotten: int  # whose user's key is gone (forgotten): not applied
+    without_change: dict[str, int] = field(default_factory=dict)  # by operation
+    terms_rebuilt: int = 0
+    broken: ChainReport | None = None  # the first bad event, if the walk met one
+
+    @property
+    def ok(self) -> bool:
+        return self.broken is None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready (``memctl replay --json``)."""
+        return {
+            "ok": self.ok,
+            "events": self.events,
+            "applied": self.applied,
+            "last_seq": self.last_seq,
+            "forgotten": self.forgotten,
+            "without_change": dict(sorted(self.without_change.items())),
+            "terms_rebuilt": self.terms_rebuilt,
+            "first_bad_seq": self.broken.first_bad_seq if self.broken else None,
+            "reason": self.broken.reason if self.broken else None,
+        }
+
+
+def replay(
+    source: Database,
+    target: Database,
+    *,
+    until_seq: int | None = None,
+    until_time: datetime | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ReplayReport:
+    """Rebuild ``target`` (empty, at the same schema revision) from ``source``'s log (see
+    the module docstring). ``progress`` is called with the number of events done."""
+    if until_time is not None and until_time.tzinfo is None:
+        raise InvalidInputError("replay --until: give the time with its zone (e.g. ...Z)")
+    return source.read(
+        lambda connection: _replay(connection, target, until_seq, until_time, progress)
+    )
+
+
+def _replay(
+    reader: Connection,
+    target: Database,
+    until_seq: int | None,
+    until_time: datetime | None,
+    progress: Callable[[int], None] | None,
+) -> ReplayReport:
+    start_seq, start_hash = target.read(chain_head)
+    if start_seq == 0:
+        require_empty(target.engine)
+    keys: dict[str, bytes | None] = {}
+    copied_keys = set(target.read(
+        lambda connection: connection.execute(sa.select(keys_table.c.user_id)).scalars().all()
+    ))
+    without: Counter[str] = Counter()
+    copied = applied = forgotten = last = 0
+    broken: ChainReport | None = None
+    batch: list[RowMapping] = []
+    touched: set[str] = set()
+
+    def flush() -> None:
+        nonlocal applied, forgotten
+        with target.engine.begin() as writer:
+            writer.execute(events.insert(), [dict(row) for row in batch])
+            for row in batch:
+                outcome = _apply(reader, writer, row, keys, copied_keys, touched)
+                if outcome == "applied":
+                    applied += 1
+                elif outcome == "forgotten":
+                    forgotten += 1
+                elif outcome == "without":
+                    without[row["operation"]] += 1
+        batch.clear()
+        if progress is not None:
+            progress(copied)
+
+    for row, bad in walk_chain(reader):
+        if bad is not None:
+            broken = bad
+            break
+        if row["seq"] <= start_seq:
+            if row["seq"] == start_seq and row["hash"] != start_hash:
+                raise InvalidInputError(
+                    f"replay: the target's log is not a prefix of the source's (its event "
+                    f"{start_seq} differs); replay into an empty database or a backup of "
+                    "this store"
+                )
+            last = row["seq"]
+            continue
+        if (until_seq is not None and row["seq"] > until_seq) or (
+            until_time is not None and row["created_at"] > until_time
+        ):
+            break
+        batch.append(row)
+        copied += 1
+        last = row["seq"]
+        if len(batch) >= _BATCH:
+            flush()
+    if batch:
+        flush()
+    with target.engine.begin() as writer:
+        for name in sorted(touched):
+            advance_sequence(writer, Base.metadata.tables[name])
+        terms = rebuild_missing_terms(writer)
+    return ReplayReport(copied, applied, last, forgotten, dict(without), terms, broken)
+
+
+def _apply(
+    reader: Connection,
+    writer: Connection,
+    row: RowMapping,
+    keys: dict[str, bytes | None],
+    copied_keys: set[str],
+    touched: set[str],
+) -> str:
+    sealed = row["change_sealed"]
+    if sealed is None:
+        return "nothing" if row["operation"] in _NOTHING_TO_APPLY else "without"
+    if row["change_format"] != CHANGE_FORMAT:
+        raise InvalidInputError(
+            f"event {row['seq']}: change format {row['change_format']} is not one this "
+            f"version reads ({CHANGE_FORMAT}); upgrade tiered-memory to replay this log"
+        )
+    user = row["user_id"]
+    if user not in keys:
+        keys[user] = data_key(reader, user, create=False) if user else None
+    key = keys[user]
+    if key is None:
+        return "forgotten"
+    if user not in copied_keys:
+        wrapped = reader.execute(
+            sa.select(keys_table).where(keys_table.c.user_id == user)
+        ).mappings().one()
+        writer.execute(keys_table.insert(), dict(wrapped))
+        copied_keys.add(user)
+    for entry in open_change(key, row["seq"], user, sealed):
+        table = Base.metadata.tables[entry["table"]]
+        if entry["op"] == "upsert":
+            _upsert(writer, table, _decoded(table, entry["row"]))
+            touched.add(table.name)
+        else:
+            match = _decoded(table, entry["key"])
+            writer.execute(
+                sa.delete(table).where(*(table.c[name] == value for name, value in match.items()))
+            )
+    return "applied"
+
+
+def _decoded(table: sa.Table, values: dict[str, Any]) -> dict[str, Any]:
+    return {
+        name: datetime.fromisoformat(value)
+        if value is not None and isinstance(table.c[name].type, sa.DateTime | UTCDateTime)
+        and isinstance(value, str)
+        else value
+        for name, value in values.items()
+    }
+
+
+def _upsert(writer: Connection, table: sa.Table, values: dict[str, Any]) -> None:
+    insert = (postgresql.insert if writer.dialect.name == "postgresql" else sqlite.insert)(table)
+    key = [column.name for column in table.primary_key.columns]
+    rest = {name: insert.excluded[name] for name in values if name not in key}
+    statement = insert.values(values)
+    writer.execute(
+        statement.on_conflict_do_update(index_elements=key, set_=rest)
+        if rest
+        else statement.on_conflict_do_nothing(index_elements=key)
+    )
