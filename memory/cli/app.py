@@ -20,7 +20,12 @@ from memory import MemoryRecord
 from memory import ops as ops
 from memory.cli.common import database_url, memory_handle, reports_errors, scope_options
 from memory.cli.demo import run_demo
-from memory.cli.events import register_event_commands
+from memory.cli.events import (
+    NO_REEMBED,
+    register_event_commands,
+    replay_progress,
+    report_replay,
+)
 from memory.cli.flags import flags_group
 from memory.cli.gates import gates_command
 from memory.cli.health import health
@@ -169,16 +174,58 @@ def backup_command(context: click.Context, directory: Path, verify_only: bool, m
 
 @main.command("restore")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--replay-until",
+    default=None,
+    metavar="SEQ|TIME|end",
+    help="Then replay the events after the backup from --events-from, up to this event "
+    "number or ISO 8601 time, or to the end.",
+)
+@click.option(
+    "--events-from",
+    default=None,
+    metavar="URL",
+    help="The store whose event log --replay-until replays (the damaged database).",
+)
+@NO_REEMBED
+@click.option("--json", "as_json", is_flag=True, help="With --replay-until: the replay as JSON.")
 @click.pass_context
 @reports_errors
-def restore_command(context: click.Context, directory: Path) -> None:
+def restore_command(
+    context: click.Context,
+    directory: Path,
+    replay_until: str | None,
+    events_from: str | None,
+    no_reembed: bool,
+    as_json: bool,
+) -> None:
     """Restore a backup into the (empty) database and verify it against the manifest."""
-    result = ops.restore_backup(database_url(context), directory)
+    if (replay_until is None) != (events_from is None):
+        raise click.UsageError("--replay-until and --events-from go together")
+    if replay_until is None or events_from is None:
+        result = ops.restore_backup(database_url(context), directory)
+    else:
+        point = ops.parse_until(None if replay_until == "end" else replay_until)
+        with replay_progress("replaying") as progress:
+            result, replayed = ops.restore_and_replay(
+                events_from,
+                database_url(context),
+                directory,
+                point,
+                None if no_reembed else "default",
+                progress,
+            )
     click.echo(
         f"restored {directory} into {result.backend}: {result.rows} rows in "
-        f"{len(result.tables)} tables, revision {result.backup.revision}"
+        f"{len(result.tables)} tables, revision {result.backup.revision}",
+        err=as_json,
     )
-    click.echo("verified: every table's row count and checksum and the revision match the manifest")
+    click.echo(
+        "verified: every table's row count and checksum and the revision match the manifest",
+        err=as_json,
+    )
+    if replay_until is not None:
+        report_replay(context, replayed, as_json)
 
 
 @main.command("import-mcp")

@@ -1,19 +1,26 @@
-"""``memctl record`` and ``memctl audit verify``: the event log from the shell.
+"""``memctl record``, ``memctl audit verify`` and ``memctl replay``: the event log from the
+shell.
 
 ``record`` lets an external dispatcher or consumer report a result in one line; an event
 whose data carries a ``memory`` object stores that memory in the same transaction.
-``audit verify`` walks the hash chain and exits 1 at the first bad event.
+``audit verify`` walks the hash chain and exits 1 at the first bad event. ``replay``
+rebuilds a fresh database from the log (``memory.ops.replay``) and exits 1 if the chain
+broke on the way.
 """
 
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 
 from memory import Memory
+from memory import ops as ops
 from memory.cli.common import database_url, memory_handle, reports_errors
 
 
@@ -101,7 +108,84 @@ def verify(context: click.Context) -> None:
     context.exit(1)
 
 
+NO_REEMBED = click.option(
+    "--no-reembed",
+    is_flag=True,
+    help="Leave the embeddings to a later `memctl reembed` (keyword search until then).",
+)
+
+
+@contextmanager
+def replay_progress(label: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar on standard error when it is a terminal: event numbers done of the
+    last one the replay goes to."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    bar: Any = None
+    try:
+
+        def advance(done: int, end: int) -> None:
+            nonlocal bar
+            if bar is None:
+                bar = click.progressbar(length=max(end, 1), label=label, file=sys.stderr)
+                bar.__enter__()
+            bar.update(done - bar.pos)
+
+        yield advance
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+
+
+def report_replay(context: click.Context, report: ops.ReplayReport, as_json: bool) -> None:
+    """Print a replay's report (one JSON object with ``--json``); exit 1 if it stopped at
+    a bad event."""
+    if as_json:
+        click.echo(json.dumps(report.as_dict()))
+    else:
+        click.echo(
+            f"replayed {report.events} events up to {report.last_seq}: {report.applied} "
+            f"changes applied, {report.forgotten} of forgotten users skipped, "
+            f"{report.terms_rebuilt} memories indexed"
+        )
+        for operation, count in sorted(report.without_change.items()):
+            click.echo(f"not reconstructible: {count} {operation} events carry no change")
+        if report.broken is not None:
+            click.echo(
+                f"STOPPED at event {report.broken.first_bad_seq}: {report.broken.reason}; "
+                "the target holds the events before it"
+            )
+    if not report.ok:
+        context.exit(1)
+
+
+@click.command()
+@click.option("--to", "target", required=True, metavar="URL", help="The new database to build.")
+@click.option(
+    "--until",
+    default=None,
+    metavar="SEQ|TIME",
+    help="Stop after this event number, or the last event at this ISO 8601 time (with zone).",
+)
+@NO_REEMBED
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@click.pass_context
+@reports_errors
+def replay(
+    context: click.Context, target: str, until: str | None, no_reembed: bool, as_json: bool
+) -> None:
+    """Rebuild a fresh database from this store's event log, verifying the chain."""
+    point = ops.parse_until(until)
+    with replay_progress("replaying") as progress:
+        report = ops.replay(
+            database_url(context), target, point, None if no_reembed else "default", progress
+        )
+    report_replay(context, report, as_json)
+
+
 def register_event_commands(main: click.Group) -> None:
-    """Add ``record`` and ``audit`` to ``memctl``."""
+    """Add ``record``, ``audit`` and ``replay`` to ``memctl``."""
     main.add_command(record)
     main.add_command(audit)
+    main.add_command(replay)

@@ -16,9 +16,10 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from memory.core.errors import InvalidInputError
-from memory.search.embeddings import Embedder
+from memory.search.embeddings import Embedder, default_embedder
 from memory.search.reembed import reembed
 from memory.store.backup import RestoreResult, restore_backup
 from memory.store.changes import event_key
@@ -64,10 +65,11 @@ def replay(
     source: EngineOrUrl,
     target: EngineOrUrl,
     until: ReplayPoint | None = None,
-    embedder: Embedder | None = None,
-    progress: Callable[[int], None] | None = None,
+    embedder: Embedder | None | Literal["default"] = "default",
+    progress: Callable[[int, int], None] | None = None,
 ) -> ReplayReport:
-    """Rebuild ``target`` from ``source``'s log up to ``until`` (see the module docstring)."""
+    """Rebuild ``target`` from ``source``'s log up to ``until`` (see the module docstring).
+    ``embedder``: as ``Memory.open``'s (None: keyword search only, nothing embedded)."""
     point = until or ReplayPoint()
     with engine_for(source) as source_engine, engine_for(target) as target_engine:
         if source_engine.url == target_engine.url:
@@ -82,8 +84,9 @@ def replay(
             until_time=point.time,
             progress=progress,
         )
-        if embedder is not None:
-            reembed(target_db, embedder)
+        chosen = default_embedder() if embedder == "default" else embedder
+        if chosen is not None:
+            reembed(target_db, chosen)
     return report
 
 
@@ -92,8 +95,8 @@ def restore_and_replay(
     target: EngineOrUrl,
     backup: str | os.PathLike[str],
     until: ReplayPoint | None = None,
-    embedder: Embedder | None = None,
-    progress: Callable[[int], None] | None = None,
+    embedder: Embedder | None | Literal["default"] = "default",
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[RestoreResult, ReplayReport]:
     """Restore ``backup`` into ``target`` (empty), then replay ``source``'s events after
     it up to ``until``: recovery to a point after the last backup."""

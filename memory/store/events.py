@@ -343,9 +343,9 @@ def adopt_legacy_events(connection: Connection, user: str | None = None) -> bool
     return True
 
 
-def event_table(with_target_digest: bool) -> sa.Table:
-    """``memory_events`` as revision 0010 (``with_target_digest``) or 0008 defines it, for
-    the migration that moves the chain from one form to the other."""
+def event_table(with_target_digest: bool, with_changes: bool = False) -> sa.Table:
+    """``memory_events`` as revision 0011 (``with_changes``), 0010 (``with_target_digest``)
+    or 0008 defines it, for the migrations that move the chain from one form to another."""
     columns: list[sa.Column[Any]] = [
         sa.Column("seq", sa.BigInteger(), primary_key=True),
         sa.Column("created_at", UTCDateTime()),
@@ -361,6 +361,9 @@ def event_table(with_target_digest: bool) -> sa.Table:
     ]
     if with_target_digest:
         columns.append(sa.Column("target_digest", sa.String()))
+    if with_changes:
+        columns.append(sa.Column("change_format", sa.SmallInteger()))
+        columns.append(sa.Column("change_sealed", sa.Text()))
     return sa.Table("memory_events", sa.MetaData(), *columns)
 
 

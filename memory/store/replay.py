@@ -94,10 +94,11 @@ def replay(
     *,
     until_seq: int | None = None,
     until_time: datetime | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ReplayReport:
-    """Rebuild ``target`` (empty, at the same schema revision) from ``source``'s log (see
-    the module docstring). ``progress`` is called with the number of events done."""
+    """Rebuild ``target`` (empty, or a backup of the source) from ``source``'s log (see the
+    module docstring). ``progress`` is called with the newest event number done and the
+    number it will end at, as batches commit."""
     if until_time is not None and until_time.tzinfo is None:
         raise InvalidInputError("replay --until: give the time with its zone (e.g. ...Z)")
     return source.read(
@@ -110,9 +111,12 @@ def _replay(
     target: Database,
     until_seq: int | None,
     until_time: datetime | None,
-    progress: Callable[[int], None] | None,
+    progress: Callable[[int, int], None] | None,
 ) -> ReplayReport:
     start_seq, start_hash = target.read(chain_head)
+    end = chain_head(reader)[0]
+    if until_seq is not None:
+        end = min(end, until_seq)
     if start_seq == 0:
         require_empty(target.engine)
     keys: dict[str, bytes | None] = {}
@@ -139,7 +143,7 @@ def _replay(
                     without[row["operation"]] += 1
         batch.clear()
         if progress is not None:
-            progress(copied)
+            progress(last, end)
 
     for row, bad in walk_chain(reader):
         if bad is not None:
