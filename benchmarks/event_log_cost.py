@@ -1,20 +1,31 @@
-"""What the hash-chained event log costs a write: ``add`` and ``add_many`` with and without it.
+"""What the hash-chained event log costs a write, with and without the changes events carry,
+and how fast a replay rebuilds a database from the log.
 
-Every write appends its event to ``memory_events`` in the same transaction (on PostgreSQL
-after taking the chain's advisory lock and reading its head). The baseline is the same store,
-in the same process and run, with the append replaced by a no-op: the only difference
-between the two is the event log. Each round runs the two variants in a shuffled order so
-that machine noise hits them alike; each round times ``--adds`` single adds (each its own
-transaction) and one ``add_many`` of ``--batch`` memories, wall time and this process' CPU
-time (the database server's CPU is in the wall time only).
+Write cost. Every write appends its event to ``memory_events`` in the same transaction (on
+PostgreSQL after taking the chain's advisory lock and reading its head); with
+``$MEMORY_EVENT_KEY`` set (as here) the event also carries the rows the write left, sealed
+with AES-GCM under the user's data key (issue 18). Three variants of the same store, in the
+same process and run: "changes" (as shipped), "identifiers" (the events as before issue 18:
+the change is not read back nor sealed) and "no log" (the append replaced by a no-op).
+Each round runs them in a shuffled order so that machine noise hits them alike, and times
+``--adds`` single adds (each its own transaction) and one ``add_many`` of ``--batch``
+memories, wall time and this process' CPU time (the server's CPU is in the wall time only).
+Target: "changes" at most +30-40 % over "identifiers".
+
+Replay speed. A source with ``--replay-events`` events (memories added ``--batch`` at a
+time) is replayed into a new database ``--replay-rounds`` times (derived tables rebuilt,
+no re-embedding); the baseline, in the same run, is walking and verifying the same chain
+without applying anything (``memory.store.events.verify_chain``). Target: at least 5,000
+events/s.
 
 Run (from the repository root)::
 
     .venv/bin/python benchmarks/event_log_cost.py
     .venv/bin/python benchmarks/event_log_cost.py --backends sqlite --rounds 20
+    .venv/bin/python benchmarks/event_log_cost.py --replay-events 1000000 --replay-rounds 1
 
-Output: a table per backend (median and p95 per variant, the log's cost in %) and one JSON
-line each (``grep '^{'``). The log has no target of its own: the figures say what it costs.
+Output: tables per backend (median and p95 per variant, costs in %; events/s) and one JSON
+line each (``grep '^{'``).
 """
 
 from __future__ import annotations
@@ -31,14 +42,24 @@ from typing import Any
 from _scratch import DEFAULT_POSTGRES_URL, scratch_database
 from measure import emit, load_average, shuffled_rounds, summary, table, timed
 
+import memory.ops
 import memory.store.memories as store_module
 from memory import HashingEmbedder, Memory, Scope
+from memory.store.changes import EVENT_KEY_ENV
+from memory.store.events import verify_chain
 
-VARIANTS = ("with the log", "without the log")
+VARIANTS = ("changes", "identifiers", "no log")
+# A key for the benchmark's scratch databases only.
+BENCH_EVENT_KEY = "event-log-cost-benchmark-key-0123456789abcdef"
+
+
+def _no_changes(connection: Any, memory_ids: list[int], *, new: bool = False) -> dict[int, None]:
+    return dict.fromkeys(memory_ids)
 
 
 def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
     real_append = store_module.append_events
+    real_changes = store_module.memory_changes
     samples: dict[str, dict[str, list[float]]] = {
         variant: {"add wall": [], "add cpu": [], "add_many wall": [], "add_many cpu": []}
         for variant in VARIANTS
@@ -52,7 +73,10 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
             for round_number, order in enumerate(rounds):
                 for variant in order:
                     store_module.append_events = (
-                        real_append if variant == VARIANTS[0] else lambda connection, drafts: []
+                        real_append if variant != "no log" else lambda connection, drafts: []
+                    )
+                    store_module.memory_changes = (  # type: ignore[assignment]
+                        real_changes if variant == "changes" else _no_changes
                     )
                     scope: Scope = memory.scope("bench-user", "planner", uuid.uuid4().hex[:12])
                     for _ in range(args.adds):
@@ -68,23 +92,81 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
                         samples[variant]["add_many cpu"].append(many.cpu)
         finally:
             store_module.append_events = real_append
+            store_module.memory_changes = real_changes
     result: dict[str, Any] = {"benchmark": "event_log_cost", "backend": backend}
     rows = []
     for measure in samples[VARIANTS[0]]:
         row = {
             f"{prefix}_{name}": value
-            for prefix, variant in zip(("with", "without"), VARIANTS, strict=True)
+            for prefix, variant in zip(("changes", "identifiers", "nolog"), VARIANTS, strict=True)
             for name, value in summary(samples[variant][measure], ("median", "p95")).items()
         }
-        row["cost_median"] = round(row["with_median_ms"] / row["without_median_ms"] - 1, 4)
-        row["cost_p95"] = round(row["with_p95_ms"] / row["without_p95_ms"] - 1, 4)
+        for stat in ("median", "p95"):
+            changes, ids, none = (
+                row[f"{p}_{stat}_ms"] for p in ("changes", "identifiers", "nolog")
+            )
+            # What the richer events add to a write, and what the log costs, then and now.
+            row[f"changes_vs_identifiers_{stat}"] = round(changes / ids - 1, 4)
+            row[f"log_cost_identifiers_{stat}"] = round(ids / none - 1, 4)
+            row[f"log_cost_changes_{stat}"] = round(changes / none - 1, 4)
         result[measure] = row
-        *figures, cost_median, cost_p95 = row.values()
-        rows.append([measure, *figures, f"{cost_median:+.1%}", f"{cost_p95:+.1%}"])
+        rows.append([
+            measure,
+            *(row[f"{p}_{stat}_ms"] for p in ("changes", "identifiers", "nolog")
+              for stat in ("median", "p95")),
+            *(f"{row[f'{name}_{stat}']:+.1%}" for name in
+              ("changes_vs_identifiers", "log_cost_identifiers", "log_cost_changes")
+              for stat in ("median", "p95")),
+        ])  # fmt: skip
     print(f"\n{backend}: {args.rounds} rounds of {args.adds} adds and one add_many of "
           f"{args.batch}; ms")  # fmt: skip
-    header = ["measure", "with median", "p95", "without median", "p95", "cost median", "p95"]
+    header = [
+        "measure", "changes med", "p95", "identifiers med", "p95", "no log med", "p95",
+        "changes/ids med", "p95", "log cost then med", "p95", "log cost now med", "p95",
+    ]
     print(table(header, rows))
+    if args.replay_events:
+        result["replay"] = run_replay(backend, args)
+    return result
+
+
+def run_replay(backend: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Replay speed at ``--replay-events`` events, against verifying the chain alone."""
+    with scratch_database(backend, args.postgres_url, "replaybench") as source:
+        with Memory.open(source, embedder=None) as store:
+            scope = store.scope("bench-user", "planner", "replay")
+            for start in range(0, args.replay_events, args.batch):
+                count = min(args.batch, args.replay_events - start)
+                scope.add_many([f"replayed {start + n} {uuid.uuid4().hex}" for n in range(count)])
+        engine = memory.ops.create_engine(source)
+        verify: list[float] = []
+        replay: list[float] = []
+        events = 0
+        for _ in range(args.replay_rounds):
+            with engine.connect() as connection:
+                report, walk = timed(verify_chain, connection)
+            verify.append(report.checked / (walk.wall / 1000))
+            with scratch_database(backend, args.postgres_url, "replaytarget") as target:
+                replayed, run = timed(memory.ops.replay, source, target, None, None)
+            assert replayed.ok, replayed.as_dict()
+            events = replayed.events
+            replay.append(events / (run.wall / 1000))
+        engine.dispose()
+    result = {
+        "events": events,
+        "replay": summary(replay, ("n", "median", "p95"), unit="events_per_s", digits=0),
+        "verify_only": summary(verify, ("n", "median", "p95"), unit="events_per_s", digits=0),
+    }
+    print(f"\n{backend}: replay of {events} events, {args.replay_rounds} rounds; events/s")
+    print(table(
+        ["measure", "median", "p95 (slowest 5 %)"],
+        [
+            ["replay (apply, rebuild terms)", result["replay"]["median_events_per_s"],
+             result["replay"]["p95_events_per_s"]],
+            ["baseline: verify the chain only", result["verify_only"]["median_events_per_s"],
+             result["verify_only"]["p95_events_per_s"]],
+        ],
+    ))  # fmt: skip
     return result
 
 
@@ -96,7 +178,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--adds", type=int, default=50, help="single adds per round")
     parser.add_argument("--batch", type=int, default=1000, help="memories per add_many")
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
+    parser.add_argument("--replay-events", type=int, default=100_000,
+                        help="events in the replayed log (0: no replay)")
+    parser.add_argument("--replay-rounds", type=int, default=3)
     args = parser.parse_args(argv)
+    os.environ.setdefault(EVENT_KEY_ENV, BENCH_EVENT_KEY)
     print(f"event_log_cost: cpus={os.cpu_count()} loadavg={load_average()}")
     for backend in args.backends.split(","):
         emit(run_backend(backend, args), sort_keys=True)

@@ -224,7 +224,7 @@ class Store:
         ]
         if metadata_rows:
             connection.execute(metadata_table.insert(), metadata_rows)
-        changes = memory_changes(connection, list(inserted.values()))
+        changes = memory_changes(connection, list(inserted.values()), new=True)
         append_events(
             connection,
             [

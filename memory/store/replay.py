@@ -133,14 +133,17 @@ def _replay(
         nonlocal applied, forgotten
         with target.engine.begin() as writer:
             writer.execute(events.insert(), [dict(row) for row in batch])
+            statements = _Statements(writer.dialect.name)
             for row in batch:
-                outcome = _apply(reader, writer, row, keys, copied_keys, touched)
+                outcome = _apply(reader, writer, row, keys, copied_keys, statements)
                 if outcome == "applied":
                     applied += 1
                 elif outcome == "forgotten":
                     forgotten += 1
                 elif outcome == "without":
                     without[row["operation"]] += 1
+            statements.run(writer)
+            touched.update(statements.upserted)
         batch.clear()
         if progress is not None:
             progress(last, end)
@@ -182,7 +185,7 @@ def _apply(
     row: RowMapping,
     keys: dict[str, bytes | None],
     copied_keys: set[str],
-    touched: set[str],
+    statements: _Statements,
 ) -> str:
     sealed = row["change_sealed"]
     if sealed is None:
@@ -207,13 +210,9 @@ def _apply(
     for entry in open_change(key, row["seq"], user, sealed):
         table = Base.metadata.tables[entry["table"]]
         if entry["op"] == "upsert":
-            _upsert(writer, table, _decoded(table, entry["row"]))
-            touched.add(table.name)
+            statements.add(table, "upsert", _decoded(table, entry["row"]))
         else:
-            match = _decoded(table, entry["key"])
-            writer.execute(
-                sa.delete(table).where(*(table.c[name] == value for name, value in match.items()))
-            )
+            statements.add(table, "delete", _decoded(table, entry["key"]))
     return "applied"
 
 
@@ -227,13 +226,47 @@ def _decoded(table: sa.Table, values: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _upsert(writer: Connection, table: sa.Table, values: dict[str, Any]) -> None:
-    insert = (postgresql.insert if writer.dialect.name == "postgresql" else sqlite.insert)(table)
-    key = [column.name for column in table.primary_key.columns]
-    rest = {name: insert.excluded[name] for name in values if name not in key}
-    statement = insert.values(values)
-    writer.execute(
-        statement.on_conflict_do_update(index_elements=key, set_=rest)
-        if rest
-        else statement.on_conflict_do_nothing(index_elements=key)
-    )
+class _Statements:
+    """The row changes of one batch, in order, run as few statements as the order allows:
+    consecutive changes of the same shape (table, operation, columns) go in one
+    executemany, with one statement built per shape (building one per row was the
+    replay's main cost)."""
+
+    def __init__(self, dialect: str) -> None:
+        self._insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        self._built: dict[tuple[str, str, tuple[str, ...]], Any] = {}
+        self._runs: list[tuple[Any, list[dict[str, Any]]]] = []
+        self._last: tuple[str, str, tuple[str, ...]] | None = None
+        self.upserted: set[str] = set()
+
+    def add(self, table: sa.Table, op: str, values: dict[str, Any]) -> None:
+        shape = (table.name, op, tuple(values))
+        if shape != self._last:
+            if shape not in self._built:
+                self._built[shape] = self._build(table, op, shape[2])
+            self._runs.append((self._built[shape], []))
+            self._last = shape
+        if op == "upsert":
+            self._runs[-1][1].append(values)
+            self.upserted.add(table.name)
+        else:
+            self._runs[-1][1].append({f"key_{name}": value for name, value in values.items()})
+
+    def _build(self, table: sa.Table, op: str, columns: tuple[str, ...]) -> Any:
+        if op == "delete":
+            # Bound under other names than the columns' (as ``events._flush`` does).
+            return sa.delete(table).where(
+                *(table.c[name] == sa.bindparam(f"key_{name}") for name in columns)
+            )
+        insert = self._insert(table)
+        key = [column.name for column in table.primary_key.columns]
+        rest = {name: insert.excluded[name] for name in columns if name not in key}
+        if not rest:
+            return insert.on_conflict_do_nothing(index_elements=key)
+        return insert.on_conflict_do_update(index_elements=key, set_=rest)
+
+    def run(self, writer: Connection) -> None:
+        for statement, rows in self._runs:
+            writer.execute(statement, rows)
+        self._runs.clear()
+        self._last = None

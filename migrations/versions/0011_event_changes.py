@@ -10,7 +10,9 @@ Downgrade keeps every event. It refuses a chain that does not verify (re-hashing
 that), archives the sealed changes (as the table ``memory_event_changes``: seq, format,
 sealed) and the wrapped keys (``memory_event_keys``) like every dropped table (``memctl
 rollback --archive DIR``; refused without one if there are any), re-hashes the chain
-without the changes, and drops the columns and the key table.
+without the changes, and drops the columns and the key table. The archive keeps them; an
+upgrade again marks the events not reconstructible (``restore-archive`` has no table
+``memory_event_changes`` to put them back into: replay from a database at 0011 instead).
 
 Revision ID: 0011
 Revises: 0010
@@ -34,17 +36,6 @@ depends_on = None
 _CHANGES = "memory_event_changes"
 
 
-def _with_changes() -> sa.Table:
-    table = event_table(with_target_digest=True)
-    return sa.Table(
-        table.name,
-        sa.MetaData(),
-        *(column.copy() for column in table.columns),
-        sa.Column("change_format", sa.SmallInteger()),
-        sa.Column("change_sealed", sa.Text()),
-    )
-
-
 def upgrade() -> None:
     op.create_table(
         "memory_event_keys",
@@ -61,7 +52,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     bind = op.get_bind()
-    table = _with_changes()
+    table = event_table(with_target_digest=True, with_changes=True)
     report = verify_chain(bind, table)
     if not report.ok:
         raise SchemaError(
@@ -85,7 +76,15 @@ def downgrade() -> None:
             ),
         )
     )
-    archive_before_drop([_CHANGES, "memory_event_keys"], revision)
+    # As 0008 does for the log: empty tables leave no archive file behind.
+    archive_before_drop(
+        [
+            name
+            for name in (_CHANGES, "memory_event_keys")
+            if bind.execute(sa.select(sa.func.count()).select_from(sa.table(name))).scalar_one()
+        ],
+        revision,
+    )
     op.drop_table(_CHANGES)
     op.drop_table("memory_event_keys")
     bind.execute(sa.update(table).values(change_format=None, change_sealed=None))
