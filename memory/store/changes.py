@@ -187,11 +187,10 @@ def shred(connection: Connection, user: str) -> int:
 
 
 def memory_changes(
-    connection: Connection, memory_ids: list[int], *, new: bool = False
+    connection: Connection, memory_ids: list[int]
 ) -> dict[int, list[dict[str, Any]]]:
     """The change of each memory in ``memory_ids`` as it now is: its row and its metadata
-    (replacing what was there, unless the memories are ``new``: there was none), or, if it
-    is gone, the deletion of both."""
+    (replacing what was there), or, if it is gone, the deletion of both."""
     memories = Base.metadata.tables["memories"]
     metadata = Base.metadata.tables["memory_metadata"]
     rows = {
@@ -209,8 +208,7 @@ def memory_changes(
         entries.setdefault(row["memory_id"], []).append(upsert(metadata, row))
     return {
         memory_id: (
-            [upsert(memories, rows[memory_id])]
-            + ([] if new else [delete(metadata, {"memory_id": memory_id})])
+            [upsert(memories, rows[memory_id]), delete(metadata, {"memory_id": memory_id})]
             + entries.get(memory_id, [])
             if memory_id in rows
             else [delete(metadata, {"memory_id": memory_id}), delete(memories, {"id": memory_id})]

@@ -45,7 +45,7 @@ from memory.core.types import (
     SessionCheckpoint,
 )
 from memory.store import sharing as sharing
-from memory.store.changes import memory_changes
+from memory.store.changes import memory_changes, upsert
 from memory.store.db import Database
 from memory.store.events import (
     PENDING_KEY,
@@ -212,9 +212,10 @@ class Store:
             .on_conflict_do_nothing(
                 index_elements=["user_id", "agent_id", "session_id", "content_hash"]
             )
-            .returning(memories.c.id, memories.c.content_hash)
+            .returning(*memories.c)
         )
-        inserted = {row.content_hash: row.id for row in connection.execute(statement, rows)}
+        stored = connection.execute(statement, rows).mappings().all()
+        inserted = {row["content_hash"]: row["id"] for row in stored}
         if inserted:
             self._check_memory_quota(connection, owner.user)
         metadata_rows = [
@@ -224,7 +225,10 @@ class Store:
         ]
         if metadata_rows:
             connection.execute(metadata_table.insert(), metadata_rows)
-        changes = memory_changes(connection, list(inserted.values()), new=True)
+        # The change of a new memory is what was just written: no need to read it back.
+        changes = {row["id"]: [upsert(memories, row)] for row in stored}
+        for metadata_row in metadata_rows:
+            changes[metadata_row["memory_id"]].append(upsert(metadata_table, metadata_row))
         append_events(
             connection,
             [
@@ -652,11 +656,13 @@ class Store:
             stored = self._insert(connection, owner, [item], vectors)[0] if item else None
             payload = dict(data)
             target = "external"
+            change: list[dict[str, Any]] = []  # an external event alone changes no row
             if stored is not None:
                 payload["memory_id"] = stored.id
                 target = memory_target(stored.id)
+                change = memory_changes(connection, [stored.id])[stored.id]
             return append_event(
-                connection, owner.user, owner.agent, event, target, payload
+                connection, owner.user, owner.agent, event, target, payload, change
             ), stored
 
         return self.db.write(operation, user=owner.user)
