@@ -18,6 +18,7 @@ from memory.core.errors import (
     DatabaseUnavailableError,
     EmbedderUnavailableError,
     ExporterUnavailableError,
+    FlagOffWarning,
     InvalidInputError,
     MemoryStoreError,
     MetricsSourceError,
@@ -26,6 +27,7 @@ from memory.core.errors import (
     SchemaError,
     SessionExpiredError,
     StaleVersionError,
+    StoreClosedError,
 )
 from memory.core.merge import ContextConflict, ContextWrite, MergedContext, merge_patches
 from memory.core.redaction import Redaction
@@ -65,6 +67,7 @@ __all__ = [
     "Entity",
     "EntityGraph",
     "ExporterUnavailableError",
+    "FlagOffWarning",
     "ForgetReport",
     "Grant",
     "HashingEmbedder",
@@ -90,6 +93,7 @@ __all__ = [
     "SessionCheckpoint",
     "SessionExpiredError",
     "StaleVersionError",
+    "StoreClosedError",
     "Subscription",
     "TokenCounter",
     "UpdatesStatus",

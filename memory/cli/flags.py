@@ -150,6 +150,8 @@ def set_flag(
     if change.gate_report is not None:
         click.echo(gate_table(change.gate_report), err=True)
     click.echo(f"{change.flag.name}: {_state(change.flag)}")
+    if change.note is not None:
+        click.echo(f"  ({change.note}; recorded in the audit)")
 
 
 @flags_group.command()

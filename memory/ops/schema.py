@@ -22,6 +22,7 @@ from pathlib import Path
 from memory.core.errors import InvalidInputError, SchemaError
 from memory.store.archive import MANIFEST
 from memory.store.engine import EngineOrUrl, engine_for
+from memory.store.flags import start_new_store
 from memory.store.schema import (
     RevisionInfo,
     database_revision,
@@ -116,7 +117,7 @@ def migrate(database: EngineOrUrl, revision: str = "head") -> Migration:
                 f"the database is at {before}, already past {revision}; "
                 f"to go back, use: memctl rollback --to {revision}"
             )
-        upgrade(engine, revision)
+        upgrade(engine, revision, on_create=start_new_store)
         return Migration(before, database_revision(engine))
 
 

@@ -161,10 +161,32 @@ def _checked_target(revision: str) -> str:
     return revision
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Upgrade the schema to ``revision`` in one transaction (on SQLite too)."""
+def upgrade(
+    engine: Engine,
+    revision: str = "head",
+    *,
+    on_create: Callable[[sa.Connection], None] | None = None,
+) -> None:
+    """Upgrade the schema to ``revision`` in one transaction (on SQLite too).
+
+    ``on_create`` runs in that transaction when the database had no schema and now has
+    the flag tables: the start of a store this library created (``Memory.open`` and
+    ``memctl migrate`` pass :func:`memory.store.flags.start_new_store`; a restore does not).
+    """
     target = _checked_target(revision)
-    _run(engine, lambda config: command.upgrade(config, target), alembic_config())
+
+    def action(config: Config) -> None:
+        connection: sa.Connection = config.attributes["connection"]
+        created = current_revision(connection) is None
+        command.upgrade(config, target)
+        if (
+            on_create is not None
+            and created
+            and revision_at_least(current_revision(connection), FLAGS_REVISION)
+        ):
+            on_create(connection)
+
+    _run(engine, action, alembic_config())
 
 
 def downgrade(

@@ -15,6 +15,7 @@ from flags import USE_CROSS_AGENT_SHARING, USE_ENHANCED_INJECTION, USE_HIERARCHI
 from memory import InvalidInputError, SchemaError
 from memory import ops as ops
 from tests.ops.healthy import HEALTHY, latency
+from tests.stores import upgraded_from_phase_1
 
 # The flags are tested as an operator's store holds them, not switched on by the environment.
 pytestmark = pytest.mark.flags_as_configured
@@ -25,14 +26,14 @@ SLOW = replace(HEALTHY, injection_latency=latency(350.0))
 
 @pytest.fixture(params=["sqlite-file", "postgresql"])
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A new database at head: a SQLite file, or a throwaway PostgreSQL database."""
+    """A database at head that agents already use, with every flag off as a store upgraded
+    from Phase 1 has them: a SQLite file, or a throwaway PostgreSQL database."""
     if request.param == "sqlite-file":
         url = f"sqlite:///{tmp_path / 'flags.db'}"
     else:
         make: Callable[[], str] = request.getfixturevalue("make_postgres_database")
         url = make()
-    ops.migrate(url)
-    return url
+    return upgraded_from_phase_1(url)
 
 
 @pytest.fixture
@@ -72,7 +73,7 @@ def set_to(
 
 def test_entering_the_first_stage_needs_no_gate(database: str) -> None:
     change = set_to(database, 10, reason="start")
-    assert (change.flag.rollout, change.gate_report, change.forced) == (10, None, None)
+    assert (change.flag.rollout, change.gate_report, change.note) == (10, None, None)
     assert state(database) == (10, "start")
 
 
@@ -93,7 +94,7 @@ def test_a_go_gate_raises_one_stage(database: str, healthy: ops.GateOptions) -> 
     change = set_to(database, 50, gate=healthy, reason="gate 1 passed")
     assert change.gate_report is not None
     assert (change.gate_report.gate, change.gate_report.verdict) == (1, "GO")
-    assert (change.flag.rollout, change.forced) == (50, None)
+    assert (change.flag.rollout, change.note) == (50, None)
     assert state(database) == (50, "gate 1 passed")
 
 
@@ -125,7 +126,7 @@ def test_force_goes_past_a_no_go_gate_and_the_audit_says_so(
     set_to(database, 10)
     set_to(database, 50, gate=healthy)
     change = set_to(database, 100, gate=slow, force=True, reason="incident 42")
-    assert change.forced == "forced past gate 2 (NO-GO: injection latency p95)"
+    assert change.note == "forced past gate 2 (NO-GO: injection latency p95)"
     assert change.gate_report is not None and not change.gate_report.go
     assert state(database) == (
         100, "incident 42; forced past gate 2 (NO-GO: injection latency p95)"
@@ -134,14 +135,14 @@ def test_force_goes_past_a_no_go_gate_and_the_audit_says_so(
 
 def test_force_without_a_source_and_past_a_skipped_stage_is_audited(database: str) -> None:
     set_to(database, 10)
-    assert set_to(database, 50, force=True).forced == "forced past gate 1 without evaluating it"
+    assert set_to(database, 50, force=True).note == "forced past gate 1 without evaluating it"
     assert state(database) == (50, "forced past gate 1 without evaluating it")
     set_to(database, 0)
     skipped = set_to(database, 100, force=True)
-    assert skipped.forced is not None and skipped.forced.startswith(
+    assert skipped.note is not None and skipped.note.startswith(
         "forced: rollout: 0% -> 100% skips a stage; the next stage is 10%"
     )
-    assert state(database) == (100, skipped.forced)
+    assert state(database) == (100, skipped.note)
 
 
 def test_lowering_and_switching_off_are_never_held(database: str) -> None:
@@ -149,7 +150,7 @@ def test_lowering_and_switching_off_are_never_held(database: str) -> None:
     set_to(database, 50, force=True)
     assert set_to(database, 10).gate_report is None
     change = ops.set_flag(database, FLAG, on=False, actor="alice")
-    assert (change.flag.enabled, change.forced) == (False, None)
+    assert (change.flag.enabled, change.note) == (False, None)
 
 
 @pytest.mark.parametrize(

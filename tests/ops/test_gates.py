@@ -23,6 +23,7 @@ from memory.ops import gates as gates
 from memory.store.flags import DatabaseFlagProvider
 from memory.telemetry import snapshots
 from tests.ops.healthy import HEALTHY, NOW, latency
+from tests.stores import upgraded_from_phase_1
 
 
 def observed(**changes: Any) -> gates.Observations:
@@ -191,10 +192,7 @@ def test_a_baseline_needs_database_durations(tmp_path: Path) -> None:
 
 @pytest.fixture
 def database(tmp_path: Path) -> Iterator[str]:
-    url = f"sqlite:///{tmp_path / 'gates.db'}"
-    with Memory.open(url):
-        pass  # the schema, at head
-    yield url
+    yield upgraded_from_phase_1(f"sqlite:///{tmp_path / 'gates.db'}")
 
 
 def test_rollback_events_are_resets_and_lowered_rollouts(database: str) -> None:
