@@ -8,27 +8,24 @@ whose data carries a ``memory`` object stores that memory in the same transactio
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import click
 
 from memory import Memory
-from memory.cli.common import database_url, memory_handle, reports_errors
+from memory.cli.common import (
+    database_url,
+    echo_json,
+    json_option,
+    memory_handle,
+    text_argument,
+)
 
 
 def _json_object(raw: str) -> dict[str, Any]:
-    """``--data``: a JSON object, inline or ``@file``."""
-    text = raw
-    if raw.startswith("@"):
-        try:
-            text = Path(raw[1:]).read_text("utf-8")
-        except (OSError, UnicodeDecodeError) as error:
-            raise click.BadParameter(
-                f"cannot read {raw[1:]!r}: {error}", param_hint="--data"
-            ) from error
+    """``--data``: a JSON object, inline, ``@FILE`` or ``-``."""
     try:
-        value = json.loads(text)
+        value = json.loads(text_argument(raw, "--data"))
     except ValueError as error:
         raise click.BadParameter(f"not JSON: {error}", param_hint="--data") from error
     if not isinstance(value, dict):
@@ -42,14 +39,13 @@ def _json_object(raw: str) -> dict[str, Any]:
 @click.option(
     "--data",
     required=True,
-    metavar="JSON|@FILE",
+    metavar="JSON|@FILE|-",
     help='The event data, a JSON object; a "memory" object in it (content, tier, importance, '
     "visibility, metadata) is stored as a memory with the event.",
 )
 @click.option("--user", required=True, help="The user the event (and memory) belong to.")
 @click.option("--session", default=None, help="Session id (optional).")
 @click.pass_context
-@reports_errors
 def record(
     context: click.Context,
     agent: str,
@@ -70,15 +66,13 @@ def record(
         event, stored = memory.scope(user, agent, session).record_event(
             event_type, payload, memory=carried
         )
-    click.echo(
-        json.dumps(
-            {
-                "seq": event.seq,
-                "event": event.operation,
-                "agent": event.agent_id,
-                "memory_id": stored.id if stored is not None else None,
-            }
-        )
+    echo_json(
+        {
+            "seq": event.seq,
+            "event": event.operation,
+            "agent": event.agent_id,
+            "memory_id": stored.id if stored is not None else None,
+        }
     )
 
 
@@ -88,17 +82,20 @@ def audit() -> None:
 
 
 @audit.command()
+@json_option
 @click.pass_context
-@reports_errors
-def verify(context: click.Context) -> None:
+def verify(context: click.Context, as_json: bool) -> None:
     """Verify the hash chain of the event log; exit 1 at the first bad event."""
-    with Memory.open(database_url(context), embedder=None) as memory:
+    with Memory.open(database_url(context, existing=True), embedder=None) as memory:
         report = memory.verify_events()
-    if report.ok:
+    if as_json:
+        echo_json(report)
+    elif report.ok:
         click.echo(f"ok: {report.checked} events, the chain is intact")
-        return
-    click.echo(f"TAMPERED: first bad event {report.first_bad_seq}: {report.reason}")
-    context.exit(1)
+    else:
+        click.echo(f"TAMPERED: first bad event {report.first_bad_seq}: {report.reason}")
+    if not report.ok:
+        context.exit(1)
 
 
 def register_event_commands(main: click.Group) -> None:

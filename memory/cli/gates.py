@@ -104,6 +104,8 @@ def gates_command(
         return
     if gate is None:
         raise click.UsageError("give --gate 1, 2 or 3 (or --record-baseline)")
-    report = ops.check_gate(database_url(context), gate, gate_options(source_options))
+    report = ops.check_gate(
+        database_url(context, existing=True), gate, gate_options(source_options)
+    )
     click.echo(json.dumps(report.as_dict(), indent=2) if as_json else gate_table(report))
     context.exit(0 if report.go else 1)

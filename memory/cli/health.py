@@ -52,7 +52,7 @@ def health(
             click.echo(f"{name:<16}{description}")
         return
     report = run_health_checks(
-        database_url(context),
+        database_url(context, existing=True),
         embedder=cast(EmbedderChoice, embedder),
         redis_url=redis_url,
         only=only or None,

@@ -27,6 +27,7 @@ from sqlalchemy.engine import Engine
 from flags import (
     BUILTIN_FLAGS,
     Decision,
+    EnvironmentOverride,
     EvaluationContext,
     FlagEvaluator,
     FlagValueError,
@@ -62,6 +63,18 @@ class ListedFlag:
 
     flag: StoredFlag
     environment: str | None
+    # The environment's value, parsed: what it forces (on or off) or the rollout it sets.
+    override: EnvironmentOverride | None = None
+
+    @property
+    def effective(self) -> tuple[bool, int]:
+        """Whether the flag is on and at what rollout for an agent in this environment: the
+        environment's value where it is set, else the stored state."""
+        if self.override is not None and self.override.forced is not None:
+            return self.override.forced, 100 if self.override.forced else 0
+        if self.override is not None and self.override.rollout is not None:
+            return True, self.override.rollout
+        return self.flag.enabled, self.flag.rollout
 
     @property
     def source(self) -> str:
@@ -100,7 +113,11 @@ def list_flags(database: EngineOrUrl, environ: Mapping[str, str] | None = None) 
         [flag.name for flag in stored], os.environ if environ is None else environ
     )
     listed = tuple(
-        ListedFlag(flag, environment[flag.name].value if flag.name in environment else None)
+        ListedFlag(
+            flag,
+            environment[flag.name].value if flag.name in environment else None,
+            environment.get(flag.name),
+        )
         for flag in stored
     )
     return FlagListing(listed, tuple(str(error) for error in errors))

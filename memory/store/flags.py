@@ -359,9 +359,14 @@ class DatabaseFlagProvider:
         cleared); ``on=None`` clears the session's override."""
         if on is not None and not isinstance(on, bool):
             raise InvalidInputError(f"on: must be True, False or None (clear), not {on!r}")
-        if not isinstance(session, str) or not 1 <= len(session) <= ID_LENGTH:
+        if (
+            not isinstance(session, str)
+            or not 1 <= len(session) <= ID_LENGTH
+            or session != session.strip()
+        ):
             raise InvalidInputError(
-                f"session: must be a session id of 1 to {ID_LENGTH} characters, not {session!r}"
+                f"session: must be a session id of 1 to {ID_LENGTH} characters without "
+                f"surrounding spaces, not {session!r}"
             )
         if ttl is not None and (
             not isinstance(ttl, timedelta) or not timedelta(0) < ttl <= MAX_OVERRIDE_TTL

@@ -92,6 +92,8 @@ def known_revision(revision: str | None) -> bool:
     """True when this code has a script for ``revision`` (None, an empty database, is known)."""
     if revision is None:
         return True
+    if not revision.strip():  # Alembic asserts on an empty identifier
+        return False
     try:
         return script_directory().get_revision(revision) is not None
     except CommandError:
@@ -154,6 +156,10 @@ def _pragma_outside_transaction(connection: sa.Connection, pragma: str) -> None:
 
 
 def _checked_target(revision: str) -> str:
+    if not isinstance(revision, str) or not revision.strip():
+        raise InvalidInputError(
+            f"revision: give a revision id (see `memctl history`), head or base, not {revision!r}"
+        )
     if revision in {"head", "base"} or revision.startswith(("-", "+")):
         return revision
     if not known_revision(revision):

@@ -70,6 +70,7 @@ EXPECTED_PUBLIC_NAMES = [
     "check",
     "check_gate",
     "cleanup",
+    "command_database",
     "create_engine",
     "current",
     "default_archive_directory",
