@@ -6,10 +6,11 @@ Every change is audited with who (``actor``), when, old, new and why (``reason``
 
 The rollout rule lives here, in :func:`set_flag`: raising a rollout moves one stage at a time
 (10 -> 50 -> 100 %) and only when the gate of the stage it leaves is GO
-(:mod:`memory.ops.gates`), once agents use the store: on a store no agent has written to
-yet there is no stage to protect, and any change goes ahead (the audit reason says so).
-``force`` goes past a failing, skipped or unevaluated gate, and the audit reason says so.
-Lowering a rollout or switching a flag off is never held.
+(:mod:`memory.ops.gates`), judged on evidence from that stage only, once agents use the
+store: on a store no agent has written to yet there is no stage to protect, and any change
+goes ahead (the audit reason says so). ``force`` goes past a failing, skipped or
+unevaluated gate, and the audit reason says so. Lowering a rollout or switching a flag off
+is never held.
 
 A rollback starts with :func:`reset_flags`: every flag back to its built-in default (off),
 every allow/deny list and session override gone.
@@ -206,10 +207,14 @@ def _gate_rollout(
             f"{flag}: raising the rollout {current}% -> {wanted}% needs gate {gate}; "
             "give --prometheus URL or --snapshot FILE to evaluate it (or --force)"
         )
-    report = check_gate(engine, gate, options)
+    report = check_gate(engine, gate, options, flag=flag)
     if report.go:
         return None, report
-    failed = ", ".join(result.criterion for result in report.results if not result.passed)
+    failed = ", ".join(
+        result.criterion + ("" if result.checked else " (not checked)")
+        for result in report.results
+        if not result.passed
+    )
     if force:
         return f"forced past gate {gate} (NO-GO: {failed})", report
     raise RefusedError(

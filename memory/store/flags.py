@@ -218,15 +218,22 @@ class DatabaseFlagProvider:
             ]
         )
 
-    def changes_since(self, since: datetime, actions: Sequence[str]) -> list[FlagAuditEntry]:
-        """The audit rows of ``actions`` (``set``, ``reset``, ...) at or after ``since``,
-        oldest first (what the rollout gates read to find rollbacks)."""
+    def changes_since(
+        self, since: datetime, actions: Sequence[str], *, flag: str | None = None
+    ) -> list[FlagAuditEntry]:
+        """The audit rows of ``actions`` (``set``, ``reset``, ...) at or after ``since`` (of
+        ``flag`` only, when given), oldest first: what the rollout gates read to find
+        rollbacks and when a flag's current stage began."""
+        if flag is not None:
+            self._known(flag)
         self.require_schema()
         statement = (
             sa.select(flag_audit)
             .where(flag_audit.c.at >= since, flag_audit.c.action.in_(tuple(actions)))
             .order_by(flag_audit.c.id)
         )
+        if flag is not None:
+            statement = statement.where(flag_audit.c.flag_name == flag)
         return self._db.read(
             lambda connection: [
                 _audit_entry(row) for row in connection.execute(statement).mappings()
