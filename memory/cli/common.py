@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
@@ -92,8 +93,15 @@ class Memctl(click.Group):
     :func:`reported_errors`, so no command can show a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        with reported_errors():
+        with reported_errors(), warnings.catch_warnings():
+            warnings.showwarning = _show_warning
             return super().invoke(ctx)
+
+
+def _show_warning(message: Warning | str, *_: Any, **__: Any) -> None:
+    """A warning (such as :class:`memory.FlagOffWarning`) as one ``warning:`` line on stderr,
+    without the source line Python would print under it."""
+    click.echo(f"warning: {message}", err=True)
 
 
 def database_url(context: click.Context, *, existing: bool = False) -> str:
