@@ -46,13 +46,14 @@ def health(
     list_checks: bool,
 ) -> None:
     """Check the database, schema, SQLite settings, embedder, flag provider, Redis and the
-    cleanup job. Exit status 1 when any check fails."""
+    cleanup job. Exit status 1 when any check fails (a missing SQLite file is a failed
+    check, and is not created)."""
     if list_checks:
         for name, description in health_checks().items():
             click.echo(f"{name:<16}{description}")
         return
     report = run_health_checks(
-        database_url(context, existing=True),
+        database_url(context),
         embedder=cast(EmbedderChoice, embedder),
         redis_url=redis_url,
         only=only or None,

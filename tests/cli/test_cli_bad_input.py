@@ -94,7 +94,7 @@ BAD_INPUT: dict[str, list[list[str]]] = {
               [*DB, "gates", "--gate", "1", "--flag", "USE_ENHANCED_INJECTION", "--snapshot",
                "{latin1}"],
               [*DB, "gates", "--gate", "1", "--flag", "USE_NOTHING", "--snapshot", "{file}"]],
-    "health": [[*MISSING, "health"], [*DB, "health", "--check", "nothing"]],
+    "health": [[*IN_MEMORY, "health"], [*DB, "health", "--check", "nothing"]],
     "workload": [[*DB, "workload", "--duration", "0"], [*IN_MEMORY, "workload"]],
     "share": [[*DB, "share", *SCOPE], [*DB, "share", *SCOPE, "--memory", "1"],
               [*DB, "share", *SCOPE, "--tag", "no-equals", "--with-agent", "b"]],
