@@ -59,14 +59,19 @@ def directory_mib(path: Path) -> float:
     return total / 2**20
 
 
-def run_round(ref: str, workdir: Path, cold: bool) -> dict[str, Any]:
-    """Export ``ref`` into ``workdir``, run its README's first command there; the figures."""
-    tree = workdir / "tree"
+def export(ref: str, tree: Path) -> Path:
+    """The files of commit ``ref`` in a new directory ``tree``."""
     tree.mkdir()
     archive = subprocess.run(
         ["git", "archive", ref], cwd=REPOSITORY, capture_output=True, check=True
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    return tree
+
+
+def run_round(tree: Path, workdir: Path, cold: bool) -> dict[str, Any]:
+    """Run the first command of ``tree``'s README in ``tree``; the figures, and the output
+    of its last part (the demo)."""
     command = readme_first_command((tree / "README.md").read_text("utf-8"))
     env = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "PYTHONPATH"}}
     env["XDG_CACHE_HOME"] = str(workdir / "cache")  # a new machine's empty cache
@@ -79,6 +84,7 @@ def run_round(ref: str, workdir: Path, cold: bool) -> dict[str, Any]:
             check=True,
         ).stdout.strip()  # fmt: skip
     parts = {}
+    output = ""
     for part in command.split(" && "):
         start = time.perf_counter()
         completed = subprocess.run(
@@ -88,6 +94,7 @@ def run_round(ref: str, workdir: Path, cold: bool) -> dict[str, Any]:
         parts[part] = (time.perf_counter() - start) * 1000
         if completed.returncode != 0:
             raise RuntimeError(f"{part!r} exited {completed.returncode}:\n{completed.stderr}")
+        output = completed.stdout
     probe = "import importlib.util as u; print(','.join(m for m in %r if u.find_spec(m)))"
     heavy = subprocess.run(
         [str(tree / ".venv/bin/python"), "-c", probe % (HEAVY,)],
@@ -99,6 +106,7 @@ def run_round(ref: str, workdir: Path, cold: bool) -> dict[str, Any]:
         "total_ms": sum(parts.values()),
         "venv_mib": directory_mib(tree / ".venv"),
         "heavy": heavy,
+        "output": output,
     }
 
 
@@ -124,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             if len(results[ref]) < refs[ref]:
                 with tempfile.TemporaryDirectory(prefix="first-command-") as workdir:
                     print(f"{ref}: round {len(results[ref]) + 1} ...", file=sys.stderr)
-                    results[ref].append(run_round(ref, Path(workdir), args.cold))
+                    tree = export(ref, Path(workdir) / "tree")
+                    results[ref].append(run_round(tree, Path(workdir), args.cold))
     rows = []
     for ref, rounds in results.items():
         total = summary([r["total_ms"] / 1000 for r in rounds], ("n", "p50", "p95"), unit="s")
