@@ -33,6 +33,7 @@ from memory.cli.events import register_event_commands
 from memory.cli.flags import flags_group
 from memory.cli.gates import gates_command
 from memory.cli.health import health
+from memory.cli.mcp import mcp_command
 from memory.cli.memories import (
     TIERS,
     memories,
@@ -577,3 +578,4 @@ main.add_command(memories)
 main.add_command(preferences)
 main.add_command(patterns)
 main.add_command(state)
+main.add_command(mcp_command)
