@@ -746,7 +746,12 @@ RESOURCES: tuple[types.Resource, ...] = (
 
 def _validation_message(name: str, error: jsonschema.ValidationError) -> str:
     where = "/".join(str(part) for part in error.absolute_path) or "arguments"
-    return f"Input validation error: Invalid arguments for tool {name}: {error.message} at {where}"
+    message = error.message
+    shown = repr(error.instance)
+    if len(shown) > 80:  # name a huge value by its size instead of echoing it back
+        size = len(error.instance) if hasattr(error.instance, "__len__") else "?"
+        message = message.replace(shown, f"the {type(error.instance).__name__} of size {size}")
+    return f"Input validation error: Invalid arguments for tool {name}: {message} at {where}"
 
 
 def build_server(memory: Memory, identity: Identity) -> Server[Any]:
