@@ -207,6 +207,9 @@ class TieredStore(BaseStore):
             )
         if not isinstance(key, str):
             raise InvalidInputError(f"key: must be a string, not {type(key).__name__}")
+        # PostgreSQL's JSON cannot hold NUL, so neither may a label or key on any backend.
+        if any("\x00" in text for text in (key, *namespace)):
+            raise InvalidInputError("namespace and key: must not contain a NUL character")
         return {_NS: json.dumps(list(namespace), ensure_ascii=False), _KEY: key}
 
     def _records(self, prefix: tuple[str, ...]) -> Iterator[MemoryRecord]:
