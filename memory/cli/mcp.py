@@ -76,14 +76,16 @@ def mcp_command(
 ) -> None:
     """Serve the store over MCP: a drop-in for @modelcontextprotocol/server-memory (its nine
     graph tools) plus remember, recall, context, forget, preferences and session tools."""
-    server = _server_module()
+    module = _server_module()
     token = os.environ.get(TOKEN_ENV, "")
     if port is not None and not token:
         raise click.UsageError(f"--http needs a bearer token in ${TOKEN_ENV}")
     with memory_handle(context) as memory:
-        identity = server.Identity(user=user, agent=agent, session=session)
+        built = module.build_server(
+            memory, module.Identity(user=user, agent=agent, session=session)
+        )
         if port is None:
-            anyio.run(server.serve_stdio, memory, identity)
+            anyio.run(module.serve_stdio, built)
         else:
             click.echo(f"serving MCP on http://{host}:{port}/mcp", err=True)
-            server.serve_http(memory, identity, token, port, host)
+            module.serve_http(built, token, port, host)

@@ -50,10 +50,11 @@ from memory import (
     MemoryRecord,
     MemoryStoreError,
     Relation,
+    SchemaError,
     Scope,
 )
 
-__all__ = ["Identity", "build_server", "serve_http", "serve_stdio", "tool_names"]
+__all__ = ["Identity", "build_server", "http_app", "serve_http", "serve_stdio"]
 
 SERVER_NAME = "tiered-memory"
 SERVER_VERSION = "0.1.0"
@@ -497,11 +498,6 @@ _VALIDATORS = {
 _LONG_CALLS = frozenset({"recall", "context", "resume_session", "read_graph", "search_nodes"})
 
 
-def tool_names() -> list[str]:
-    """Every tool the server lists, graph tools first."""
-    return list(TOOLS)
-
-
 # -- results ------------------------------------------------------------------------------------
 
 
@@ -574,11 +570,14 @@ class _Tools:
         self._identity = identity
         self._graph = memory.graph(identity.user)
         self._scope: Scope | None = None
+        try:  # checks the identity now, not at the first call
+            self._scope = memory.scope(identity.user, identity.agent, identity.session)
+        except SchemaError:
+            pass  # a database behind the memories revision still serves the graph
 
     @property
     def scope(self) -> Scope:
-        # Made on first use: a database behind the memories revision still serves the graph.
-        if self._scope is None:
+        if self._scope is None:  # raises the SchemaError that names `memctl migrate`
             identity = self._identity
             self._scope = self._memory.scope(identity.user, identity.agent, identity.session)
         return self._scope
@@ -828,9 +827,9 @@ def build_server(memory: Memory, identity: Identity) -> Server[Any]:
     )
 
 
-async def serve_stdio(memory: Memory, identity: Identity) -> None:
-    """Serve over this process's standard input and output until the client closes them."""
-    server = build_server(memory, identity)
+async def serve_stdio(server: Server[Any]) -> None:
+    """Serve ``server`` over this process's standard input and output until the client
+    closes them."""
     async with stdio_server() as (read_stream, write_stream):
         await server.run(read_stream, write_stream, server.create_initialization_options())
 
@@ -839,40 +838,32 @@ class _ConfiguredToken:
     """The SDK's ``TokenVerifier``: one bearer token from the configuration, compared in
     constant time."""
 
-    def __init__(self, token: str, identity: Identity) -> None:
+    def __init__(self, token: str) -> None:
         self._token = token.encode("utf-8")
-        self._client = f"{identity.user}/{identity.agent}"
 
     async def verify_token(self, token: str) -> AccessToken | None:
         if not secrets.compare_digest(token.encode("utf-8"), self._token):
             return None
-        return AccessToken(token=token, client_id=self._client, scopes=[])
+        # Whom the server acts for is its configuration; the token only lets a client in.
+        return AccessToken(token=token, client_id="configured-token", scopes=[])
 
 
-def http_app(memory: Memory, identity: Identity, token: str, host: str, port: int) -> Any:
-    """The streamable-HTTP ASGI app at ``/mcp``, behind the bearer ``token`` (the SDK's own
-    bearer middleware: 401 without it) and the SDK's DNS-rebinding protection on loopback."""
+def http_app(server: Server[Any], token: str, host: str, port: int) -> Any:
+    """``server`` as a streamable-HTTP ASGI app at ``/mcp``, behind the bearer ``token`` (the
+    SDK's own bearer middleware: 401 without it) and the SDK's DNS-rebinding protection on
+    loopback."""
     if len(token) < 16:
         raise InvalidInputError("token: the bearer token must be at least 16 characters")
-    server = build_server(memory, identity)
-    base = f"http://{host}:{port}"
     return server.streamable_http_app(
         host=host,
         # The token is configured here, not issued by an OAuth server: the issuer is this
         # server itself, and no authorization routes are mounted (no provider is given).
-        auth=AuthSettings(issuer_url=base, resource_server_url=None),
-        token_verifier=_ConfiguredToken(token, identity),
+        auth=AuthSettings(issuer_url=f"http://{host}:{port}", resource_server_url=None),
+        token_verifier=_ConfiguredToken(token),
     )
 
 
-def serve_http(
-    memory: Memory,
-    identity: Identity,
-    token: str,
-    port: int,
-    host: str = "127.0.0.1",
-) -> None:
-    """Serve streamable HTTP on ``host:port`` (loopback by default) until interrupted."""
-    app = http_app(memory, identity, token, host, port)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
-    uvicorn.Server(config).run()
+def serve_http(server: Server[Any], token: str, port: int, host: str = "127.0.0.1") -> None:
+    """Serve ``server`` over streamable HTTP on ``host:port`` until interrupted."""
+    app = http_app(server, token, host, port)
+    uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning")).run()

@@ -5,6 +5,7 @@ progress, the bearer token over HTTP, and the graph shared with import-mcp/expor
 from __future__ import annotations
 
 import json
+import os
 import select
 import subprocess
 from pathlib import Path
@@ -249,10 +250,26 @@ def test_http_needs_the_configured_bearer_token(url: str) -> None:
         assert len(server.call(recall)["hits"]) == 1  # the refused calls wrote nothing
 
 
-def test_http_refuses_to_start_without_a_token(url: str) -> None:
-    result = memctl(url, "mcp", "--user", "ada", "--http", "8")
-    assert result.returncode == 2
-    assert "MEMORY_MCP_TOKEN" in result.stderr and "Traceback" not in result.stderr
+@pytest.mark.parametrize(
+    "arguments, env, status, message",
+    [
+        (["--user", "ada", "--http", "8"], {}, 2, "MEMORY_MCP_TOKEN"),
+        (["--user", "ada", "--http", "8"], {"MEMORY_MCP_TOKEN": "short"}, 1, "16 characters"),
+        (["--user", "ada\nmallory"], {}, 1, "control characters"),
+        (["--user", "ada", "--agent", " "], {}, 1, "agent"),
+        (["--user", "ada", "--http", "70000"], {}, 2, "70000"),
+    ],
+)
+def test_a_bad_configuration_stops_the_server_with_one_line(
+    url: str, arguments: list[str], env: dict[str, str], status: int, message: str
+) -> None:
+    result = subprocess.run(
+        [str(MEMCTL), "--database-url", url, "mcp", *arguments],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        env={**os.environ, **env},
+    )
+    assert result.returncode == status, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
 
 
 def test_broken_encodings_leave_the_server_answering(url: str) -> None:
