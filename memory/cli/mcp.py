@@ -7,7 +7,6 @@ import importlib
 import os
 from types import ModuleType
 
-import anyio
 import click
 
 from memory.cli.common import memory_handle, reports_errors
@@ -85,7 +84,7 @@ def mcp_command(
             memory, module.Identity(user=user, agent=agent, session=session)
         )
         if port is None:
-            anyio.run(module.serve_stdio, built)
+            module.serve_stdio(built)
         else:
             click.echo(f"serving MCP on http://{host}:{port}/mcp", err=True)
             module.serve_http(built, token, port, host)

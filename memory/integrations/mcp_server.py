@@ -823,11 +823,15 @@ def build_server(memory: Memory, identity: Identity) -> Server[Any]:
     )
 
 
-async def serve_stdio(server: Server[Any]) -> None:
+def serve_stdio(server: Server[Any]) -> None:
     """Serve ``server`` over this process's standard input and output until the client
     closes them."""
-    async with stdio_server() as (read_stream, write_stream):
-        await server.run(read_stream, write_stream, server.create_initialization_options())
+
+    async def serve() -> None:
+        async with stdio_server() as (read_stream, write_stream):
+            await server.run(read_stream, write_stream, server.create_initialization_options())
+
+    anyio.run(serve)
 
 
 class _ConfiguredToken:

@@ -8,6 +8,7 @@ import json
 import os
 import select
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -324,3 +325,20 @@ def test_broken_encodings_leave_the_server_answering(url: str) -> None:
             process.kill()
             process.wait(timeout=10)
         process.stdout.close()
+
+
+def test_without_the_mcp_extra_memctl_says_what_to_install(url: str) -> None:
+    """memctl itself imports nothing of the extra; `memctl mcp` names the pip command."""
+    blocked = "import sys; sys.modules['mcp'] = None; from memory.cli import main; main()"
+    result = subprocess.run(
+        [sys.executable, "-c", blocked, "--database-url", url, "mcp", "--user", "ada"],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "pip install 'tiered-memory[mcp]'" in result.stderr
+    assert "Traceback" not in result.stderr
+    status = subprocess.run(
+        [sys.executable, "-c", blocked, "--database-url", url, "current"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert status.returncode == 0, status.stderr
