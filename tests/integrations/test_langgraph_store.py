@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
 from langgraph.store.base import BaseStore, GetOp, Item, PutOp, SearchOp
 from langgraph.store.memory import InMemoryStore
+from typing_extensions import TypedDict
 
 from memory import HashingEmbedder, InvalidInputError, Memory
 from memory.integrations.langgraph import TieredStore
@@ -229,17 +232,14 @@ def test_abatch_does_not_block_the_event_loop(tiered: TieredStore) -> None:
     assert tiered.get(("a",), "k") is not None
 
 
+class State(TypedDict):
+    user_text: str
+    answer: str
+
+
 def test_a_compiled_state_graph_reads_and_writes_through_the_store(
     tiered: TieredStore,
 ) -> None:
-    from langgraph.graph import END, START, StateGraph
-    from langgraph.runtime import Runtime
-    from typing_extensions import TypedDict
-
-    class State(TypedDict):
-        user_text: str
-        answer: str
-
     def remember(state: State, runtime: Runtime[None]) -> dict[str, Any]:
         assert runtime.store is not None
         runtime.store.put(("facts",), "drink", {"text": state["user_text"]})
