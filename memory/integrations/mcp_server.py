@@ -674,10 +674,7 @@ class _Tools:
         )
 
     def _get_preferences(self, args: dict[str, Any]) -> types.CallToolResult:
-        return _result({"preferences": self._preferences()})
-
-    def _preferences(self) -> dict[str, Any]:
-        return {p.key: p.value for p in self.scope.list_preferences()}
+        return _result({"preferences": self.preferences()})
 
     def _save_session_state(self, args: dict[str, Any]) -> types.CallToolResult:
         checkpoint = self.scope.save_state(args["state"])
@@ -701,6 +698,12 @@ class _Tools:
         )
 
     # resources
+
+    def knowledge_graph(self) -> dict[str, Any]:
+        return _graph_json(self._graph.read_graph())
+
+    def preferences(self) -> dict[str, Any]:
+        return {p.key: p.value for p in self.scope.list_preferences()}
 
     def session_state(self) -> dict[str, Any]:
         if self._identity.session is None:
@@ -785,8 +788,8 @@ def build_server(memory: Memory, identity: Identity) -> Server[Any]:
         return types.ListResourcesResult(resources=list(RESOURCES))
 
     readers: Mapping[str, Callable[[], Any]] = {
-        "memory://knowledge-graph": lambda: _graph_json(memory.graph(identity.user).read_graph()),
-        "memory://preferences": tools._preferences,
+        "memory://knowledge-graph": tools.knowledge_graph,
+        "memory://preferences": tools.preferences,
         "memory://session": tools.session_state,
     }
 

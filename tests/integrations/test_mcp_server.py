@@ -180,6 +180,10 @@ def test_memory_tools_resources_and_progress(url: str) -> None:
                               "memory://session"}
             preferences = await session.read_resource("memory://preferences")
             assert json.loads(preferences.contents[0].text) == {"answer_style": "short"}
+            structured(await session.call_tool("create_entities", {"entities": [
+                {"name": "Ada", "entityType": "person", "observations": []}]}))
+            graph = await session.read_resource("memory://knowledge-graph")
+            assert json.loads(graph.contents[0].text)["entities"][0]["name"] == "Ada"
             state = await session.read_resource("memory://session")
             assert json.loads(state.contents[0].text)["state"] == {"step": 3, "plan": ["a"]}
 
