@@ -288,24 +288,21 @@ def _namespace(record: MemoryRecord) -> tuple[str, ...]:
     return tuple(json.loads(record.metadata[_NS]))
 
 
-def _search_item(record: MemoryRecord, score: float | None = None) -> SearchItem:
+def _fields(record: MemoryRecord) -> dict[str, Any]:
+    """An item's fields, from the memory that stores it."""
     document = json.loads(record.content)
-    return SearchItem(
-        namespace=tuple(document["namespace"]),
-        key=document["key"],
-        value=document["value"],
-        created_at=record.created_at,
-        updated_at=record.updated_at,
-        score=score,
-    )
+    return {
+        "namespace": tuple(document["namespace"]),
+        "key": document["key"],
+        "value": document["value"],
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+    }
+
+
+def _search_item(record: MemoryRecord, score: float | None = None) -> SearchItem:
+    return SearchItem(**_fields(record), score=score)
 
 
 def _item(record: MemoryRecord) -> Item:
-    document = json.loads(record.content)
-    return Item(
-        value=document["value"],
-        key=document["key"],
-        namespace=tuple(document["namespace"]),
-        created_at=record.created_at,
-        updated_at=record.updated_at,
-    )
+    return Item(**_fields(record))
