@@ -9,7 +9,7 @@ from types import ModuleType
 
 import click
 
-from memory.cli.common import memory_handle, reports_errors
+from memory.cli.common import memory_handle
 
 # The bearer token for --http comes from the environment, never an argument: arguments show
 # in every process listing.
@@ -64,7 +64,6 @@ def _server_module() -> ModuleType:
     help="Interface for --http (loopback by default; anything else exposes the store).",
 )
 @click.pass_context
-@reports_errors
 def mcp_command(
     context: click.Context,
     user: str,
