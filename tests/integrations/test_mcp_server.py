@@ -345,7 +345,7 @@ def test_without_the_mcp_extra_memctl_says_what_to_install(url: str) -> None:
     assert "pip install 'tiered-memory[mcp]'" in result.stderr
     assert "Traceback" not in result.stderr
     status = subprocess.run(
-        [sys.executable, "-c", blocked, "--database-url", url, "current"],
+        [sys.executable, "-c", blocked, "--database-url", url, "migrate"],
         capture_output=True, text=True, timeout=120,
     )
     assert status.returncode == 0, status.stderr
