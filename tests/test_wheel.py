@@ -89,6 +89,8 @@ def test_wheel_ships_the_migrations_and_memctl_migrates_from_it(tmp_path: Path) 
         "memory/_migrations/versions/0001_entity_graph.py",
         "memory/_migrations/versions/0004_phase_2_hierarchical_memory.py",
         "flags/__init__.py",
+        "memory/integrations/mcp_server.py",
+        "memory/integrations/langgraph.py",
     ):
         assert expected in names, f"{expected} is missing from {wheel.name}"
     top_level = {name.split("/", 1)[0] for name in names}

@@ -33,6 +33,7 @@ from memory.cli.events import register_event_commands
 from memory.cli.flags import flags_group
 from memory.cli.gates import gates_command
 from memory.cli.health import health
+from memory.cli.mcp import mcp_command
 from memory.cli.memories import (
     TIERS,
     memories,
@@ -66,6 +67,7 @@ def main(context: click.Context, database_url: str | None) -> None:
     Data:       backup, restore, restore-archive, cleanup, forget, reembed
     Memories:   add, search, inject, memories, preferences, patterns, state
     Graph:      import-mcp, export-mcp
+    Agents:     mcp (serve MCP hosts: the reference memory server's tools and more)
     Sharing:    share, revoke, grants, team
     Events:     record, audit
     Rollout:    flags, gates, health, workload
@@ -577,3 +579,4 @@ main.add_command(memories)
 main.add_command(preferences)
 main.add_command(patterns)
 main.add_command(state)
+main.add_command(mcp_command)

@@ -45,6 +45,8 @@ BAD_INPUT: dict[str, list[list[str]]] = {
                    [*DB, "import-mcp", "{deep}", "--user", "ada"],
                    [*DB, "import-mcp", "{file}", "--user", LONG]],
     "export-mcp": [[*DB, "export-mcp", "--user", LONG], [*MISSING, "export-mcp", "--user", "ada"]],
+    "mcp": [[*DB, "mcp", "--user", LONG], [*DB, "mcp", "--user", "ada", "--session", " s"],
+            [*IN_MEMORY, "mcp", "--user", "ada"], [*DB, "mcp", "--user", "ada", "--http", "0"]],
     "demo": [["demo", "--database", "/proc/x/demo.db"], ["demo", "--database", "{file}/demo.db"]],
     "cleanup": [[*DB, "cleanup", "--working-hours", "-1"], [*MISSING, "cleanup"]],
     "add": [[*DB, "add", "x", "--user", LONG], [*DB, "add", "x", *SCOPE, "--metadata", "[1]"],
