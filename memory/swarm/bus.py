@@ -394,7 +394,8 @@ redis.call('PEXPIRE', KEYS[1], ARGV[11])
 return {'ok'}
 """
 
-# KEYS: record, index, task. ARGV: swarm, ttl ms, index score, record id, field/value pairs.
+# KEYS: record, index, task. ARGV: swarm, ttl ms, index score (time in µs), record id,
+# field/value pairs.
 # A finding or an escalation, written only under an existing task of the same swarm.
 _UNDER_TASK = """
 local swarm = redis.call('HGET', KEYS[3], 'swarm')
@@ -1006,7 +1007,7 @@ class SwarmBus:
         with self._errors():
             answer = self._under_task(
                 keys=[key, index, self._task_key(task_id)],
-                args=[self.swarm, _ms(ttl), int(time.time() * 1000), record_id, *pairs],
+                args=[self.swarm, _ms(ttl), time.time_ns() // 1000, record_id, *pairs],
             )
         if answer == "no_task":
             raise NotFoundError(f"task {task_id}: no such task (or it expired)")
