@@ -55,12 +55,14 @@ def test_exactly_one_of_many_racing_claims_wins(swarm: Swarm) -> None:
         start = threading.Barrier(len(workers))
         won: list[str] = []
 
-        def claim(bus: SwarmBus, task_id: str = task.id, start: threading.Barrier = start) -> None:
+        def claim(bus: SwarmBus, task_id: str, start: threading.Barrier, won: list[str]) -> None:
             start.wait()
             if bus.claim_task(task_id) is not None:
                 won.append(bus.agent)
 
-        threads = [threading.Thread(target=claim, args=(bus,)) for bus in workers]
+        threads = [
+            threading.Thread(target=claim, args=(bus, task.id, start, won)) for bus in workers
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
