@@ -25,6 +25,7 @@ from memory.cli.flags import flags_group
 from memory.cli.gates import gates_command
 from memory.cli.health import health
 from memory.cli.sharing import register as register_sharing_commands
+from memory.cli.swarm import swarm_group
 from memory.cli.workload import workload
 
 
@@ -464,3 +465,4 @@ main.add_command(health)
 register_sharing_commands(main)
 main.add_command(gates_command)
 register_event_commands(main)
+main.add_command(swarm_group)
