@@ -9,18 +9,22 @@ The bus is chosen by ``--redis-url`` (``$MEMORY_SWARM_REDIS_URL``), ``--swarm``
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from memory import InvalidInputError
 from memory.cli.common import reports_errors
-from memory.swarm import AgentKey, SwarmBus, Task
+
+if TYPE_CHECKING:
+    from memory.swarm import SwarmBus, Task
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -57,13 +61,25 @@ def swarm_group(
     context.obj = {**(context.obj or {}), "swarm": (redis_url, swarm_id, agent, key_file, prefix)}
 
 
+def _swarm() -> ModuleType:
+    """``memory.swarm``, imported when a swarm command runs: it needs the ``swarm`` extra
+    (redis-py, cryptography), and ``memctl`` must work without it."""
+    try:
+        return importlib.import_module("memory.swarm")
+    except ImportError as error:
+        raise click.ClickException(
+            f"memctl swarm needs the package {error.name!r}: pip install 'tiered-memory[swarm]'"
+        ) from None
+
+
 @contextmanager
 def _bus(context: click.Context) -> Iterator[SwarmBus]:
     redis_url, swarm_id, agent, key_file, prefix = context.obj["swarm"]
     if swarm_id is None:
         raise click.UsageError("--swarm (or $MEMORY_SWARM) is required")
-    key = AgentKey.load(key_file.read_bytes()) if key_file is not None else None
-    bus = SwarmBus.open(redis_url, swarm_id, agent, key=key, prefix=prefix)
+    swarm = _swarm()
+    key = swarm.AgentKey.load(key_file.read_bytes()) if key_file is not None else None
+    bus: SwarmBus = swarm.SwarmBus.open(redis_url, swarm_id, agent, key=key, prefix=prefix)
     try:
         yield bus
     finally:
@@ -96,7 +112,7 @@ def keys_group() -> None:
 @reports_errors
 def keys_generate(path: Path) -> None:
     """Write a new private key to PATH (mode 0600, never overwritten); print its public key."""
-    key = AgentKey.generate()
+    key = _swarm().AgentKey.generate()
     # O_EXCL: an existing key file is an agent's identity; replacing it is never a side effect.
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "wb") as file:
@@ -109,7 +125,7 @@ def keys_generate(path: Path) -> None:
 @reports_errors
 def keys_public(path: Path) -> None:
     """Print the public key of the private key in PATH."""
-    click.echo(AgentKey.load(path.read_bytes()).public_key)
+    click.echo(_swarm().AgentKey.load(path.read_bytes()).public_key)
 
 
 @keys_group.command("add")

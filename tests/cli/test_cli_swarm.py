@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -136,3 +138,28 @@ def test_a_dead_server_a_missing_swarm_and_a_bad_key_file(prefix: str, tmp_path:
     bad_key.write_text("not a key")
     result = memctl(prefix, "health", key=bad_key)
     assert result.exit_code == 1 and "private key: not an unencrypted PEM key" in result.output
+
+
+def test_without_the_swarm_extra_memctl_works_and_swarm_says_what_to_install(
+    tmp_path: Path,
+) -> None:
+    # A fresh interpreter where redis cannot be imported, as after `pip install tiered-memory`.
+    script = (
+        "import sys; sys.modules['redis'] = None\n"
+        "from click.testing import CliRunner\n"
+        "from memory.cli import main\n"
+        "print(CliRunner().invoke(main, ['--help']).exit_code)\n"
+        f"arguments = ['swarm', 'keys', 'generate', {str(tmp_path / 'k')!r}]\n"
+        "result = CliRunner().invoke(main, arguments)\n"
+        "print(result.exit_code, result.output)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == "0"
+    assert lines[1] == (
+        "1 Error: memctl swarm needs the package 'redis': pip install 'tiered-memory[swarm]'"
+    )
+    assert not (tmp_path / "k").exists()
