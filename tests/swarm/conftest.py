@@ -8,6 +8,7 @@ Tests FAIL (not skip) when Redis is unreachable or ``redis-server`` is missing.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import socket
@@ -17,12 +18,16 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from flags import USE_SWARM_SIGNATURE_ENFORCEMENT, FlagEvaluator
 from memory.swarm import AgentKey, SwarmBus, connect
@@ -117,7 +122,7 @@ class RedisServer:
     """A redis-server of our own: loopback only, a temporary directory, AOF on (fsync on
     every write, so an acknowledged write is on disk), stopped and removed at the end."""
 
-    def __init__(self, *extra: str) -> None:
+    def __init__(self, tls: Path | None = None) -> None:
         executable = shutil.which("redis-server")
         if executable is None:
             pytest.fail(
@@ -126,9 +131,20 @@ class RedisServer:
         self.executable = executable
         self.directory = Path(tempfile.mkdtemp(prefix="tiered-memory-swarm-redis-"))
         self.port = free_port()
-        self.extra = extra
-        self.process: subprocess.Popen[bytes] | None = None
+        # With ``tls`` (a directory holding ca.pem, server.pem, server.key), the port speaks
+        # only TLS: clients use rediss:// and must trust ca.pem.
+        self.extra: tuple[str, ...] = ()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        if tls is not None:
+            self.extra = (
+                "--port", "0", "--tls-port", str(self.port),
+                "--tls-cert-file", str(tls / "server.pem"),
+                "--tls-key-file", str(tls / "server.key"),
+                "--tls-ca-cert-file", str(tls / "ca.pem"),
+                "--tls-auth-clients", "no",
+            )  # fmt: skip
+            self.url = f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={tls / 'ca.pem'}"
+        self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.process = subprocess.Popen(
@@ -178,6 +194,61 @@ class RedisServer:
 @pytest.fixture
 def own_redis() -> Iterator[RedisServer]:
     server = RedisServer()
+    server.start()
+    yield server
+    server.remove()
+
+
+def make_certificates(directory: Path) -> Path:
+    """A throwaway CA and a server certificate for 127.0.0.1 signed by it, valid one hour:
+    ca.pem, server.pem and server.key in ``directory``."""
+    now = datetime.now(UTC)
+
+    def certificate(
+        subject: str,
+        key: ec.EllipticCurvePrivateKey,
+        issuer: x509.Name,
+        signer: ec.EllipticCurvePrivateKey,
+        ca: bool,
+    ) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(hours=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False,
+            )
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key, server_key = (
+        ec.generate_private_key(ec.SECP256R1()),
+        ec.generate_private_key(ec.SECP256R1()),
+    )
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "swarm test CA")])
+    ca = certificate("swarm test CA", ca_key, ca_name, ca_key, ca=True)
+    server = certificate("127.0.0.1", server_key, ca_name, ca_key, ca=False)
+    pem = serialization.Encoding.PEM
+    (directory / "ca.pem").write_bytes(ca.public_bytes(pem))
+    (directory / "server.pem").write_bytes(server.public_bytes(pem))
+    (directory / "server.key").write_bytes(
+        server_key.private_bytes(
+            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return directory
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tls=make_certificates(tmp_path))
     server.start()
     yield server
     server.remove()

@@ -407,6 +407,19 @@ def test_acl_users_and_a_dead_server(own_redis: Any) -> None:
     bus.close()
 
 
+def test_tls_with_rediss(tls_redis: Any) -> None:
+    bus = SwarmBus.open(tls_redis.url, "tls", "w1", flags=enforcement(False))
+    task = bus.create_task("over TLS")
+    assert bus.check_task_status(task.id).description == "over TLS"
+    bus.close()
+    plain = f"redis://127.0.0.1:{tls_redis.port}/0"
+    with pytest.raises(SwarmUnavailableError):
+        SwarmBus.open(plain, "tls", "w1")
+    untrusted = f"rediss://127.0.0.1:{tls_redis.port}/0"  # the system CAs do not know ours
+    with pytest.raises(SwarmUnavailableError, match="certificate verify failed"):
+        SwarmBus.open(untrusted, "tls", "w1")
+
+
 # -- context, summaries, the scan -----------------------------------------------------------------
 
 
