@@ -35,6 +35,10 @@ class SignatureError(SwarmError):
         self.problems = problems
         super().__init__(f"envelope {tracking_id} refused: {'; '.join(problems)}")
 
+    def __reduce__(self) -> tuple[type[SignatureError], tuple[str, list[str]]]:
+        # Rebuilt from its fields, so it survives pickling (a worker process reporting it).
+        return (SignatureError, (self.tracking_id, self.problems))
+
 
 class LeaseLostError(SwarmError):
     """The task's lease expired and another worker took it, or it was never this worker's."""

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import pickle
 
 import pytest
 
 from memory import InvalidInputError
-from memory.swarm import AgentKey, Envelope, SpeechAct, verify
+from memory.swarm import AgentKey, Envelope, SignatureError, SpeechAct, verify
 
 AT = "2026-12-07T20:00:00+00:00"
 
@@ -128,3 +129,12 @@ def test_keys_load_from_pem_and_refuse_other_material() -> None:
     assert AgentKey.load(key.pem()).public_key == key.public_key
     with pytest.raises(InvalidInputError, match="not an unencrypted PEM key"):
         AgentKey.load(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+
+
+def test_a_signature_error_survives_pickling() -> None:
+    # A worker process reports it to its parent (multiprocessing pickles exceptions).
+    error = SignatureError("t-1", ["custody entry 0 is unsigned"])
+    again = pickle.loads(pickle.dumps(error))
+    assert (again.tracking_id, again.problems, str(again)) == (
+        error.tracking_id, error.problems, str(error)
+    )  # fmt: skip
