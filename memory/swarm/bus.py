@@ -748,7 +748,8 @@ class SwarmBus:
     def get_unassigned_task(self, block: timedelta | None = None) -> Claim | None:
         """Claim the next task of this swarm's queue: one whose worker's lease expired
         first, else the oldest not yet delivered. None when there is none (after waiting up
-        to ``block`` for one)."""
+        to ``block`` for one). A task whose envelope is refused (``SignatureError``) is
+        taken out of the queue, so the next call goes on with the others."""
         deadline = time.monotonic() + (block.total_seconds() if block else 0.0)
         while True:
             with self._errors():
@@ -763,8 +764,19 @@ class SwarmBus:
                     self._ensure_group()  # the queue expired (idle for a day): start anew
                     continue
             if found:
-                task_id, flat = found[1], found[2]
-                claim = self._claim_fields(task_id, dict(zip(flat[::2], flat[1::2], strict=True)))
+                entry, task_id, flat = found
+                try:
+                    claim = self._claim_fields(
+                        task_id, dict(zip(flat[::2], flat[1::2], strict=True))
+                    )
+                except SignatureError:
+                    # Refused: out of the queue, or every worker would meet it again after
+                    # each lease. The task itself stays for `memctl swarm task show`.
+                    with self._errors(), self._redis.pipeline(transaction=True) as pipe:
+                        pipe.xack(self.queue_key, GROUP, entry)
+                        pipe.xdel(self.queue_key, entry)
+                        pipe.execute()
+                    raise
                 if claim is not None:
                     return claim
                 continue

@@ -201,6 +201,21 @@ def test_tampered_tasks_are_refused_with_enforcement_on(swarm: Swarm) -> None:
     assert swarm.client.hget(f"{swarm.prefix}task:{changed.id}", "status") == "PENDING"
 
 
+def test_a_refused_task_leaves_the_queue_and_the_others_go_on(swarm: Swarm) -> None:
+    planner, worker = swarm.bus("planner"), swarm.bus("w1")
+    bad = planner.create_task("pay 10")
+    good = planner.create_task("fine")
+    _tamper(swarm, bad.id, description="pay 10000")
+    with pytest.raises(SignatureError):
+        worker.get_unassigned_task()
+    claim = worker.get_unassigned_task()
+    assert claim is not None and claim.task.id == good.id
+    worker.complete_task(claim)
+    assert worker.get_unassigned_task() is None
+    assert swarm.client.xlen(planner.queue_key) == 0
+    assert swarm.client.hget(f"{swarm.prefix}task:{bad.id}", "status") == "PENDING"
+
+
 def test_an_unregistered_or_unsigned_agent_is_refused(swarm: Swarm) -> None:
     planner = swarm.bus("planner")
     stranger = SwarmBus(
