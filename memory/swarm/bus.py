@@ -128,6 +128,8 @@ def _redis_errors(client: redis.Redis) -> Iterator[None]:
         ) from None
     except redis.exceptions.ResponseError as error:
         raise SwarmError(f"Redis refused a command: {error}") from None
+    except redis.exceptions.RedisError as error:
+        raise SwarmError(f"Redis: {error}") from None
 
 
 def _too_old(version: str) -> bool:
@@ -458,6 +460,8 @@ class SwarmBus:
         self.agent = check_name("agent", agent)
         if not isinstance(prefix, str) or any(c in prefix for c in "*?[]\\ \n"):
             raise InvalidInputError(f"prefix: must be text without glob characters, not {prefix!r}")
+        if key is not None and not isinstance(key, AgentKey):
+            raise InvalidInputError(f"key: must be an AgentKey, not {type(key).__name__}")
         for name, value in (("lease", lease), ("task_ttl", task_ttl)):
             if not isinstance(value, timedelta) or value.total_seconds() < 0.01:
                 raise InvalidInputError(f"{name}: must be a timedelta of at least 10 ms")
@@ -587,8 +591,14 @@ class SwarmBus:
         for field, value in fields.items():
             kind, _, name = field.partition(":")
             if kind == "agent":
-                entry = json.loads(value)
-                agents[name] = (entry["role"], entry["public_key"])
+                try:
+                    entry = json.loads(value)
+                    agents[name] = (str(entry["role"]), str(entry["public_key"]))
+                except (ValueError, KeyError, TypeError):
+                    raise SwarmError(
+                        f"swarm {swarm}'s registry is malformed at {field!r} (changed outside "
+                        "the bus): memctl swarm scan shows it, keys add rewrites it"
+                    ) from None
             elif kind == "reader":
                 readers.add(name)
             elif kind == "artifact":
@@ -1223,15 +1233,18 @@ class SwarmBus:
             fields = self._redis.hgetall(key)
         if not fields:
             raise NotFoundError(f"context {scope}:{name}: no such context (or it expired)")
-        return Context(
-            scope,
-            name,
-            json.loads(fields["notes"]),
-            json.loads(fields["timeline"]),
-            json.loads(fields["topics"]),
-            json.loads(fields["shared"]),
-            fields.get("updated_at", ""),
-        )
+        try:
+            return Context(
+                scope,
+                name,
+                json.loads(fields["notes"]),
+                json.loads(fields["timeline"]),
+                json.loads(fields["topics"]),
+                json.loads(fields["shared"]),
+                fields.get("updated_at", ""),
+            )
+        except (KeyError, ValueError):
+            raise SwarmError(f"{key} is malformed (changed outside the bus)") from None
 
     def record_session_summary(
         self, label: str, metrics: Mapping[str, float], day: date | None = None
@@ -1249,6 +1262,8 @@ class SwarmBus:
                 raise InvalidInputError(
                     f"metrics[{metric!r}]: must be a finite number, not {value!r}"
                 )
+        if day is not None and not isinstance(day, date):
+            raise InvalidInputError(f"day: must be a date, not {type(day).__name__}")
         day = day or datetime.now(UTC).date()
         key = f"{self.prefix}session:infrafabric:{day.isoformat()}:{check_name('label', label)}"
         with self._errors(), self._redis.pipeline(transaction=True) as pipe:

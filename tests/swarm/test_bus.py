@@ -22,6 +22,7 @@ from memory.swarm import (
     RememberFindings,
     SignatureError,
     SwarmBus,
+    SwarmError,
     SwarmUnavailableError,
     TaskStatus,
 )
@@ -497,6 +498,21 @@ def test_the_scan_finds_and_cleans_what_is_wrong(swarm: Swarm) -> None:
     }
     assert bus.check_task_status(task.id).status is TaskStatus.PENDING
     assert [i.kind for i in bus.scan().issues] == ["unknown"]
+
+
+def test_records_changed_outside_the_bus_are_clear_errors(swarm: Swarm) -> None:
+    bus = swarm.bus("planner")
+    bus.put_context("plan", notes=["a"])
+    swarm.client.hset(f"{swarm.prefix}context:research:plan", "notes", "{not json")
+    with pytest.raises(SwarmError, match="context:research:plan is malformed"):
+        bus.get_context("plan")
+    swarm.client.hset(f"{swarm.prefix}swarm:registry:research", "agent:evil", "{not json")
+    with pytest.raises(SwarmError, match="registry is malformed at 'agent:evil'"):
+        bus.registry(fresh=True)
+    with pytest.raises(InvalidInputError, match="key: must be an AgentKey"):
+        SwarmBus(swarm.client, "research", "w9", key="secret", prefix=swarm.prefix)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="day: must be a date"):
+        bus.record_session_summary("daily", {"n": 1}, day="2026-12-07")  # type: ignore[arg-type]
 
 
 def test_health_check(swarm: Swarm) -> None:
