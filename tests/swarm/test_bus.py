@@ -515,6 +515,32 @@ def test_records_changed_outside_the_bus_are_clear_errors(swarm: Swarm) -> None:
         bus.record_session_summary("daily", {"n": 1}, day="2026-12-07")  # type: ignore[arg-type]
 
 
+def test_the_bus_counts_what_happens(swarm: Swarm) -> None:
+    planner, worker = swarm.bus("planner"), swarm.bus("w1")
+    names = ("claims", "findings", "conflicts", "lease_expiries")
+
+    def counts() -> dict[str, float]:
+        now = totals()
+        found = {name: now.counter(f"memory.swarm.{name}") for name in names}
+        for status in ("PENDING", "IN_PROGRESS", "COMPLETED"):
+            found[status] = now.counter("memory.swarm.tasks", status=status)
+        return found
+
+    before = counts()
+    task = planner.create_task("count me")
+    claim = worker.get_unassigned_task()
+    assert claim is not None
+    worker.post_finding(task.id, "yes", 0.9)
+    worker.post_finding(task.id, "yes", 0.3)
+    assert len(worker.detect_finding_conflicts(task.id, 0.5)) == 1
+    worker.complete_task(claim)
+    after = counts()
+    assert {name: after[name] - before[name] for name in after} == {
+        "claims": 1, "findings": 2, "conflicts": 1, "lease_expiries": 0,
+        "PENDING": 1, "IN_PROGRESS": 1, "COMPLETED": 1,
+    }  # fmt: skip
+
+
 def test_health_check(swarm: Swarm) -> None:
     planner = swarm.bus("planner")
     planner.create_task("one")
