@@ -291,10 +291,14 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
-# KEYS: task, queue. ARGV: task id, task ttl ms, queue ttl ms, then field/value pairs.
+# KEYS: task, queue. ARGV: task id, task ttl ms, queue ttl ms, group, then field/value pairs.
+# A queue is born with its consumer group, so that the scripts below find it.
 _CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  redis.pcall('XGROUP', 'CREATE', KEYS[2], ARGV[4], '0', 'MKSTREAM')
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
 local id = redis.call('XADD', KEYS[2], '*', 'task', ARGV[1])
 redis.call('HSET', KEYS[1], 'entry', id)
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -344,13 +348,15 @@ end
 if status == 'IN_PROGRESS' and tonumber(h[2]) > now then return {'leased', h[4]} end
 if status ~= 'PENDING' and status ~= 'IN_PROGRESS' then return {'held', status} end
 if h[3] ~= ARGV[5] then return {'stale'} end
+-- Own the stream entry (and restart its idle clock), so XAUTOCLAIM finds it after a lease.
+-- First: a script that fails (NOGROUP) must fail before it writes, as Redis keeps the
+-- writes a script made before an error.
+redis.call('XCLAIM', KEYS[2], ARGV[1], ARGV[2], 0, h[5], 'JUSTID')
 local n = tonumber(h[3])
 local token = redis.call('HINCRBY', KEYS[1], 'token', 1)
 redis.call('HSET', KEYS[1], 'status', 'IN_PROGRESS', 'assignee', ARGV[2],
   'lease_until', now + tonumber(ARGV[3]), 'updated_at', ARGV[6],
   'custody:' .. n, ARGV[4], 'custody_n', n + 1)
--- Own the stream entry (and restart its idle clock), so XAUTOCLAIM finds it after a lease.
-redis.call('XCLAIM', KEYS[2], ARGV[1], ARGV[2], 0, h[5], 'JUSTID')
 local reclaimed = 0
 if status == 'IN_PROGRESS' then reclaimed = 1 end
 return {'ok', token, reclaimed, h[4]}
@@ -363,8 +369,8 @@ _HEARTBEAT = (
     + """
 local h = redis.call('HMGET', KEYS[1], 'status', 'assignee', 'token', 'entry')
 if h[1] ~= 'IN_PROGRESS' or h[2] ~= ARGV[2] or h[3] ~= ARGV[3] then return 0 end
-redis.call('HSET', KEYS[1], 'lease_until', now + tonumber(ARGV[4]))
 redis.call('XCLAIM', KEYS[2], ARGV[1], ARGV[2], 0, h[4], 'JUSTID')
+redis.call('HSET', KEYS[1], 'lease_until', now + tonumber(ARGV[4]))
 return 1
 """
 )
@@ -492,7 +498,6 @@ class SwarmBus:
                 raise SwarmUnavailableError(
                     f"the swarm bus needs Redis 6.2 or later (XAUTOCLAIM), not {version}"
                 )
-            self._ensure_group()
 
     @classmethod
     def open(cls, url: str, swarm: str, agent: str, **options: Any) -> SwarmBus:
@@ -512,7 +517,21 @@ class SwarmBus:
     def _errors(self) -> Any:
         return _redis_errors(self._redis)
 
+    def _queue_script(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """Run a script that uses the queue's consumer group, making the group first if
+        this is the swarm's first worker (or the queue expired, idle for a day)."""
+        with self._errors():
+            try:
+                return script(keys=keys, args=args)
+            except redis.exceptions.ResponseError as error:
+                if "NOGROUP" not in str(error):
+                    raise
+                self._ensure_group()
+                return script(keys=keys, args=args)
+
     def _ensure_group(self) -> None:
+        # Made when a worker first asks for work (NOGROUP), not when a bus opens: opening
+        # one to read (memctl swarm task show, escalations list) writes nothing.
         try:
             self._redis.xgroup_create(self.queue_key, GROUP, id="0", mkstream=True)
         except redis.exceptions.ResponseError as error:
@@ -697,7 +716,7 @@ class SwarmBus:
         with self._errors():
             entry = self._create(
                 keys=[self._task_key(task_id), self.queue_key],
-                args=[task_id, self._task_ttl_ms, self._task_ttl_ms, *pairs],
+                args=[task_id, self._task_ttl_ms, self._task_ttl_ms, GROUP, *pairs],
             )
         if not entry:
             raise SwarmError(f"task {task_id} exists already")
@@ -762,17 +781,9 @@ class SwarmBus:
         taken out of the queue, so the next call goes on with the others."""
         deadline = time.monotonic() + (block.total_seconds() if block else 0.0)
         while True:
-            with self._errors():
-                try:
-                    found = self._next(
-                        keys=[self.queue_key],
-                        args=[GROUP, self.agent, self._lease_ms + 5, self.prefix],
-                    )
-                except redis.exceptions.ResponseError as error:
-                    if "NOGROUP" not in str(error):
-                        raise
-                    self._ensure_group()  # the queue expired (idle for a day): start anew
-                    continue
+            found = self._queue_script(
+                self._next, [self.queue_key], [GROUP, self.agent, self._lease_ms + 5, self.prefix]
+            )
             if found:
                 entry, task_id, flat = found
                 try:
@@ -816,18 +827,18 @@ class SwarmBus:
             entry = self._hop(
                 task.envelope, SpeechAct.AGREE, at, _task_state("IN_PROGRESS", self.agent, None)
             )
-            with self._errors():
-                answer = self._claim(
-                    keys=[self._task_key(task_id), self.queue_key],
-                    args=[
-                        GROUP,
-                        self.agent,
-                        self._lease_ms,
-                        canonical(entry.as_dict()).decode(),
-                        str(len(task.envelope.chain_of_custody)),
-                        at,
-                    ],
-                )
+            answer = self._queue_script(
+                self._claim,
+                [self._task_key(task_id), self.queue_key],
+                [
+                    GROUP,
+                    self.agent,
+                    self._lease_ms,
+                    canonical(entry.as_dict()).decode(),
+                    str(len(task.envelope.chain_of_custody)),
+                    at,
+                ],
+            )
             if answer[0] == "ok":
                 recording = instruments()
                 recording.swarm_claims.add(1)
@@ -854,11 +865,11 @@ class SwarmBus:
 
     def heartbeat(self, claim: Claim) -> None:
         """Extend the lease by a full lease from now; ``LeaseLostError`` if it is gone."""
-        with self._errors():
-            kept = self._heartbeat(
-                keys=[self._task_key(claim.task.id), self.queue_key],
-                args=[GROUP, self.agent, claim.token, self._lease_ms],
-            )
+        kept = self._queue_script(
+            self._heartbeat,
+            [self._task_key(claim.task.id), self.queue_key],
+            [GROUP, self.agent, claim.token, self._lease_ms],
+        )
         if not kept:
             raise LeaseLostError(f"task {claim.task.id}: the lease is no longer {self.agent!r}'s")
 
@@ -1304,8 +1315,8 @@ class SwarmBus:
             try:
                 pending = int(self._redis.xpending(self.queue_key, GROUP)["pending"])
             except redis.exceptions.ResponseError:
-                pending = 0
-                problems.append(f"the queue {self.queue_key} has no consumer group {GROUP!r}")
+                pending = 0  # no worker has asked for work yet: no consumer group
+
             escalations = int(self._redis.zcard(f"{self.prefix}swarm:escalations:{self.swarm}"))
         agents = len(self.registry(fresh=True).agents)
         if _too_old(version):

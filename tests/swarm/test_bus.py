@@ -410,8 +410,10 @@ def test_acl_users_and_a_dead_server(own_redis: Any) -> None:
     assert bus.create_task("over ACL").status is TaskStatus.PENDING
     with pytest.raises(SwarmUnavailableError, match="credentials"):
         SwarmBus.open(f"redis://swarm:wrong@127.0.0.1:{own_redis.port}/0", "acl", "w1")
+    reader = SwarmBus.open(f"redis://reader:r@127.0.0.1:{own_redis.port}/0", "acl", "w2")
     with pytest.raises(SwarmUnavailableError, match="ACL refused"):
-        SwarmBus.open(f"redis://reader:r@127.0.0.1:{own_redis.port}/0", "acl", "w2")
+        reader.create_task("not allowed to write")
+    reader.close()
     own_redis.kill()
     with pytest.raises(SwarmUnavailableError, match="is unreachable"):
         bus.create_task("nobody listens")
@@ -539,6 +541,15 @@ def test_the_bus_counts_what_happens(swarm: Swarm) -> None:
         "claims": 1, "findings": 2, "conflicts": 1, "lease_expiries": 0,
         "PENDING": 1, "IN_PROGRESS": 1, "COMPLETED": 1,
     }  # fmt: skip
+
+
+def test_opening_a_bus_to_read_writes_nothing(swarm: Swarm) -> None:
+    reader = swarm.bus("reader", signed=False)
+    assert reader.escalations() == []
+    assert reader.health_check().queue_length == 0
+    assert reader.get_unassigned_task() is None  # a worker's first poll makes the group
+    assert keys_under(swarm.client, swarm.prefix).keys() == {reader.queue_key}
+    assert swarm.client.pttl(reader.queue_key) > 0
 
 
 def test_health_check(swarm: Swarm) -> None:
