@@ -298,9 +298,9 @@ if redis.call('EXISTS', KEYS[1]) == 1 then return false end
 if redis.call('EXISTS', KEYS[2]) == 0 then
   redis.pcall('XGROUP', 'CREATE', KEYS[2], ARGV[4], '0', 'MKSTREAM')
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+-- XADD first: it fails on a queue key of the wrong type, and then nothing is written.
 local id = redis.call('XADD', KEYS[2], '*', 'task', ARGV[1])
-redis.call('HSET', KEYS[1], 'entry', id)
+redis.call('HSET', KEYS[1], 'entry', id, unpack(ARGV, 5))
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return id

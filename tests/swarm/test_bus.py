@@ -310,6 +310,15 @@ def test_invalid_tasks_are_clear_errors_and_write_nothing(
     assert keys_under(swarm.client, swarm.prefix) == before
 
 
+def test_a_queue_key_of_the_wrong_type_fails_cleanly(swarm: Swarm) -> None:
+    planner = swarm.bus("planner")
+    swarm.client.set(planner.queue_key, "not a stream", px=60_000)
+    before = keys_under(swarm.client, swarm.prefix)
+    with pytest.raises(SwarmError, match="WRONGTYPE"):
+        planner.create_task("t")
+    assert keys_under(swarm.client, swarm.prefix) == before
+
+
 def test_hostile_ids_are_refused_before_reaching_redis(swarm: Swarm) -> None:
     bus = swarm.bus("w1")
     for bad in ("*", "task:1", "a b", "", "x" * 200, "../etc"):
