@@ -266,12 +266,34 @@ def health() -> dashboard.Dashboard:
                query(f"count by (flag) ({series('memory_flag_state')} == 0)", "{{flag}} off",
                      "B")], "none"),
     )
+    swarm = (
+        graph("Swarm tasks", "Tasks entering each status per second (memory.swarm).",
+              [query(per_second("memory_swarm_tasks_total", "status"), "{{status}}")], "ops",
+              width=8),
+        graph("Claims and lease expiries", "Claims won, and claims of a task whose worker's "
+              "lease expired; over 5 % for 10 minutes warns (MemorySwarmLeaseExpiriesHigh).",
+              [query(per_second("memory_swarm_claims_total"), "claims", "A"),
+               query(per_second("memory_swarm_lease_expiries_total"), "lease expiries", "B")],
+              "ops", width=8),
+        graph("Findings, conflicts, escalations", "Findings posted, conflicting pairs "
+              "found, escalations to a human by cause (MemorySwarmEscalationsPiling).",
+              [query(per_second("memory_swarm_findings_total"), "findings", "A"),
+               query(per_second("memory_swarm_conflicts_total"), "conflicts", "B"),
+               query(per_second("memory_swarm_escalations_total", "cause"),
+                     "escalations {{cause}}", "C")], "ops", width=8),
+        graph("Signature failures", "Envelopes whose custody chain did not verify, refused "
+              "or only warned about; any one warns (MemorySwarmSignatureFailures).",
+              [query(f"sum by (outcome) (increase("
+                     f"{series('memory_swarm_signature_failures_total')}[10m]))",
+                     "{{outcome}} in 10 min")], "none", width=24,
+              limits=thresholds((None, "green"), (1, "red"))),
+    )
     return board(
         "tiered-memory-health", "tiered-memory: health",
-        "Database, schema, embedder, cleanup job and flag provider; each panel names the "
-        "alert it feeds (runbooks/monitoring.md).",
+        "Database, schema, embedder, cleanup job, flag provider and swarm bus; each panel "
+        "names the alert it feeds (runbooks/monitoring.md).",
         [("Database", database), ("Schema and integrity", schema), ("Embedder", embedder),
-         ("Cleanup job and flag provider", cleanup_and_flags)],
+         ("Cleanup job and flag provider", cleanup_and_flags), ("Swarm bus", swarm)],
     )
 
 

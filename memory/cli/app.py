@@ -45,6 +45,7 @@ from memory.cli.memories import (
     state,
 )
 from memory.cli.sharing import register as register_sharing_commands
+from memory.cli.swarm import swarm_group
 from memory.cli.workload import workload
 
 
@@ -580,3 +581,4 @@ main.add_command(preferences)
 main.add_command(patterns)
 main.add_command(state)
 main.add_command(mcp_command)
+main.add_command(swarm_group)

@@ -39,6 +39,17 @@ alert rules and ``memctl gates`` are written against these names):
 - ``memory.updates.bus_failures`` counter, the ``memory:updates`` bus (Redis, PostgreSQL
   LISTEN/NOTIFY) failing, so updates run degraded from the log; role=publish|subscribe →
   ``memory_updates_bus_failures_total``
+- ``memory.swarm.tasks`` counter of swarm tasks entering a status; status=PENDING|IN_PROGRESS|
+  NEEDS_ASSIST|COMPLETED|FAILED|BLOCKED → ``memory_swarm_tasks_total``
+- ``memory.swarm.claims`` / ``memory.swarm.lease_expiries`` counters, claims won and claims
+  of a task whose lease had expired (its worker died or hung) →
+  ``memory_swarm_claims_total`` / ``memory_swarm_lease_expiries_total``
+- ``memory.swarm.findings`` / ``memory.swarm.conflicts`` counters → ``memory_swarm_findings_total``
+  / ``memory_swarm_conflicts_total``
+- ``memory.swarm.escalations`` counter; cause=automatic (confidence below 0.2)|manual →
+  ``memory_swarm_escalations_total``
+- ``memory.swarm.signature_failures`` counter, envelopes whose custody chain does not verify;
+  outcome=warned (enforcement off)|refused → ``memory_swarm_signature_failures_total``
 
 Series carry no instrumentation-scope labels; the endpoint adds ``target_info``. Histograms
 share the bucket boundaries ``LATENCY_BUCKETS_MS``. An endpoint reports what is recorded
@@ -135,6 +146,13 @@ MIGRATION_FAILURES = "memory.migration.failures"
 INTEGRITY_FAILURES = "memory.integrity.failures"
 CLEANUP_RUNS = "memory.cleanup.runs"
 UPDATES_BUS_FAILURES = "memory.updates.bus_failures"
+SWARM_TASKS = "memory.swarm.tasks"
+SWARM_CLAIMS = "memory.swarm.claims"
+SWARM_LEASE_EXPIRIES = "memory.swarm.lease_expiries"
+SWARM_FINDINGS = "memory.swarm.findings"
+SWARM_CONFLICTS = "memory.swarm.conflicts"
+SWARM_ESCALATIONS = "memory.swarm.escalations"
+SWARM_SIGNATURE_FAILURES = "memory.swarm.signature_failures"
 
 #: Every instrument's Prometheus series (histograms: the ``_bucket`` series; ``_sum`` and
 #: ``_count`` come with it). Tests scrape ``/metrics`` for each of these.
@@ -160,6 +178,13 @@ PROMETHEUS_SERIES: Mapping[str, str] = {
     INTEGRITY_FAILURES: "memory_integrity_failures_total",
     CLEANUP_RUNS: "memory_cleanup_runs_total",
     UPDATES_BUS_FAILURES: "memory_updates_bus_failures_total",
+    SWARM_TASKS: "memory_swarm_tasks_total",
+    SWARM_CLAIMS: "memory_swarm_claims_total",
+    SWARM_LEASE_EXPIRIES: "memory_swarm_lease_expiries_total",
+    SWARM_FINDINGS: "memory_swarm_findings_total",
+    SWARM_CONFLICTS: "memory_swarm_conflicts_total",
+    SWARM_ESCALATIONS: "memory_swarm_escalations_total",
+    SWARM_SIGNATURE_FAILURES: "memory_swarm_signature_failures_total",
 }
 
 # A caller's mistake is an answer, not a fault of the system: not counted in memory.errors.
@@ -296,6 +321,13 @@ class Instruments:
     integrity_failures: CounterRecorder
     cleanup_runs: CounterRecorder
     updates_bus_failures: CounterRecorder
+    swarm_tasks: CounterRecorder
+    swarm_claims: CounterRecorder
+    swarm_lease_expiries: CounterRecorder
+    swarm_findings: CounterRecorder
+    swarm_conflicts: CounterRecorder
+    swarm_escalations: CounterRecorder
+    swarm_signature_failures: CounterRecorder
 
     def __init__(self, meter: Meter, *, observe: bool = True, queued: bool = False) -> None:
         def histogram(name: str, unit: str, description: str) -> HistogramRecorder:
@@ -351,6 +383,22 @@ class Instruments:
         self.updates_bus_failures = counter(
             UPDATES_BUS_FAILURES,
             description="Failures of the memory:updates bus; updates then come from the log.",
+        )
+        self.swarm_tasks = counter(SWARM_TASKS, description="Swarm tasks entering a status.")
+        self.swarm_claims = counter(SWARM_CLAIMS, description="Swarm task claims won.")
+        self.swarm_lease_expiries = counter(
+            SWARM_LEASE_EXPIRIES, description="Swarm tasks reclaimed after their lease expired."
+        )
+        self.swarm_findings = counter(SWARM_FINDINGS, description="Swarm findings posted.")
+        self.swarm_conflicts = counter(
+            SWARM_CONFLICTS, description="Pairs of conflicting swarm findings detected."
+        )
+        self.swarm_escalations = counter(
+            SWARM_ESCALATIONS, description="Swarm escalations to a human, by cause."
+        )
+        self.swarm_signature_failures = counter(
+            SWARM_SIGNATURE_FAILURES,
+            description="Swarm envelopes whose custody chain did not verify, by outcome.",
         )
         if observe:
             meter.create_observable_gauge(
@@ -481,6 +529,16 @@ for _status in ("ok", "failed", "interrupted"):
     declare_series("cleanup_runs", {"status": _status})
 for _role in ("publish", "subscribe"):
     declare_series("updates_bus_failures", {"role": _role})
+# The swarm bus (memory.swarm); its dashboard row and alerts read these from 0.
+SWARM_TASK_STATUSES = ("PENDING", "IN_PROGRESS", "NEEDS_ASSIST", "COMPLETED", "FAILED", "BLOCKED")
+for _status in SWARM_TASK_STATUSES:
+    declare_series("swarm_tasks", {"status": _status})
+for _counter in ("swarm_claims", "swarm_lease_expiries", "swarm_findings", "swarm_conflicts"):
+    declare_series(_counter, {})
+for _cause in ("automatic", "manual"):
+    declare_series("swarm_escalations", {"cause": _cause})
+for _outcome in ("warned", "refused"):
+    declare_series("swarm_signature_failures", {"outcome": _outcome})
 
 
 def instruments() -> Instruments:

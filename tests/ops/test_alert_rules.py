@@ -63,6 +63,9 @@ def test_the_issue_asks_for_these_alerts() -> None:
         "MemoryOverflowRateHigh": "warning",
         "MemoryCleanupFailures": "warning",
         "MemoryUnexpectedFlagChange": "warning",
+        "MemorySwarmSignatureFailures": "warning",
+        "MemorySwarmLeaseExpiriesHigh": "warning",
+        "MemorySwarmEscalationsPiling": "warning",
     }
 
 
