@@ -68,7 +68,8 @@ def main(context: click.Context, database_url: str | None) -> None:
     Data:       backup, restore, restore-archive, cleanup, forget, reembed
     Memories:   add, search, inject, memories, preferences, patterns, state
     Graph:      import-mcp, export-mcp
-    Agents:     mcp (serve MCP hosts: the reference memory server's tools and more)
+    Agents:     mcp (serve MCP hosts: the reference memory server's tools and more),
+                swarm (the swarm bus on Redis: tasks, findings, escalations)
     Sharing:    share, revoke, grants, team
     Events:     record, audit
     Rollout:    flags, gates, health, workload

@@ -25,6 +25,7 @@ DB = ["--database-url", "{db}"]
 MISSING = ["--database-url", "{missing}"]
 IN_MEMORY = ["--database-url", "sqlite:///:memory:"]
 SCOPE = ["--user", "ada", "--agent", "planner"]
+DEAD_REDIS = ["--redis-url", "redis://127.0.0.1:1/0", "--swarm", "s1"]  # nothing listens
 
 BAD_INPUT: dict[str, list[list[str]]] = {
     "migrate": [[*DB, "migrate", "--to", ""], [*DB, "migrate", "--to", "0003"],
@@ -111,6 +112,23 @@ BAD_INPUT: dict[str, list[list[str]]] = {
                [*DB, "record", "--agent", "a", "--event", "e", "--data", "@{latin1}",
                 "--user", "u"]],
     "audit verify": [[*MISSING, "audit", "verify"], [*IN_MEMORY, "audit", "verify"]],
+    "swarm keys generate": [["swarm", "keys", "generate", "{file}"],
+                            ["swarm", "keys", "generate", "{file}/key.pem"]],
+    "swarm keys public": [["swarm", "keys", "public", "{latin1}"],
+                          ["swarm", "keys", "public", "{missing}"]],
+    "swarm keys add": [["swarm", *DEAD_REDIS, "keys", "add", "a", "not-base64"]],
+    "swarm keys remove": [["swarm", *DEAD_REDIS, "keys", "remove", "a"]],
+    "swarm keys list": [["swarm", *DEAD_REDIS, "keys", "list"],
+                        ["swarm", "--redis-url", "nope://", "--swarm", "s", "keys", "list"]],
+    "swarm allow": [["swarm", *DEAD_REDIS, "allow", "r"]],
+    "swarm disallow": [["swarm", *DEAD_REDIS, "disallow", "r"]],
+    "swarm task create": [["swarm", *DEAD_REDIS, "task", "create", "x", "--data", "[1"],
+                          ["swarm", *DEAD_REDIS, "task", "create", "x", "--data", "@{deep}"]],
+    "swarm task show": [["swarm", *DEAD_REDIS, "task", "show", "nope"]],
+    "swarm escalations list": [["swarm", *DEAD_REDIS, "escalations", "list"]],
+    "swarm escalations resolve": [["swarm", *DEAD_REDIS, "escalations", "resolve", "e", "r"]],
+    "swarm scan": [["swarm", *DEAD_REDIS, "scan"]],
+    "swarm health": [["swarm", *DEAD_REDIS, "health"]],
 }  # fmt: skip
 
 

@@ -21,8 +21,9 @@ def test_the_readme_shows_every_command() -> None:
         if not subcommands and not re.search(rf"memctl [^\n]*\b{re.escape(name)}\b", README):
             missing.append(name)
         for sub in subcommands:
-            # "memctl flags set", or "memctl memories list|get|update|delete"
-            pattern = rf"memctl {re.escape(name)} (\S*[|])?{re.escape(sub)}\b"
+            # "memctl flags set", "memctl memories list|get|update|delete", or with the
+            # group's options between: "memctl swarm --swarm research task show"
+            pattern = rf"memctl {re.escape(name)}\b[^\n]*[ |]{re.escape(sub)}\b"
             if not re.search(pattern, README):
                 missing.append(f"{name} {sub}")
     assert missing == []
