@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from memory import InvalidInputError
-from memory.cli.common import reports_errors
+from memory.cli.common import echo_json, json_option, text_argument
 
 if TYPE_CHECKING:
     from memory.swarm import SwarmBus, Task
@@ -86,6 +86,10 @@ def _bus(context: click.Context) -> Iterator[SwarmBus]:
         bus.close()
 
 
+def _say(as_json: bool, document: Any, text: str) -> None:
+    echo_json(document) if as_json else click.echo(text)
+
+
 def _task_lines(task: Task) -> Iterator[str]:
     yield f"task {task.id} ({task.type}) in swarm {task.swarm}: {task.status.value}"
     yield f"  description: {task.description}"
@@ -109,23 +113,26 @@ def keys_group() -> None:
 
 @keys_group.command("generate")
 @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
-@reports_errors
-def keys_generate(path: Path) -> None:
+@json_option
+def keys_generate(path: Path, as_json: bool) -> None:
     """Write a new private key to PATH (mode 0600, never overwritten); print its public key."""
     key = _swarm().AgentKey.generate()
     # O_EXCL: an existing key file is an agent's identity; replacing it is never a side effect.
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "wb") as file:
         file.write(key.pem())
-    click.echo(key.public_key)
+    echo_json({"path": path, "public_key": key.public_key}) if as_json else click.echo(
+        key.public_key
+    )
 
 
 @keys_group.command("public")
 @click.argument("path", type=click.Path(dir_okay=False, exists=True, path_type=Path))
-@reports_errors
-def keys_public(path: Path) -> None:
+@json_option
+def keys_public(path: Path, as_json: bool) -> None:
     """Print the public key of the private key in PATH."""
-    click.echo(_swarm().AgentKey.load(path.read_bytes()).public_key)
+    public_key = _swarm().AgentKey.load(path.read_bytes()).public_key
+    echo_json({"path": path, "public_key": public_key}) if as_json else click.echo(public_key)
 
 
 @keys_group.command("add")
@@ -133,32 +140,43 @@ def keys_public(path: Path) -> None:
 @click.argument("public_key")
 @click.option("--role", default="worker", show_default=True)
 @click.pass_context
-@reports_errors
-def keys_add(context: click.Context, agent: str, public_key: str, role: str) -> None:
+@json_option
+def keys_add(context: click.Context, agent: str, public_key: str, role: str, as_json: bool) -> None:
     """Register AGENT's PUBLIC_KEY (base64, from `keys generate`) in the swarm."""
     with _bus(context) as bus:
         bus.register_agent(agent, public_key, role)
-        click.echo(f"registered {agent} ({role}) in swarm {bus.swarm}")
+        _say(
+            as_json,
+            {"registered": agent, "role": role, "swarm": bus.swarm},
+            f"registered {agent} ({role}) in swarm {bus.swarm}",
+        )
 
 
 @keys_group.command("remove")
 @click.argument("agent")
 @click.pass_context
-@reports_errors
-def keys_remove(context: click.Context, agent: str) -> None:
+@json_option
+def keys_remove(context: click.Context, agent: str, as_json: bool) -> None:
     """Remove AGENT from the swarm: what it signs stops verifying."""
     with _bus(context) as bus:
         bus.unregister_agent(agent)
-        click.echo(f"removed {agent} from swarm {bus.swarm}")
+        _say(
+            as_json,
+            {"removed": agent, "swarm": bus.swarm},
+            f"removed {agent} from swarm {bus.swarm}",
+        )
 
 
 @keys_group.command("list")
 @click.pass_context
-@reports_errors
-def keys_list(context: click.Context) -> None:
+@json_option
+def keys_list(context: click.Context, as_json: bool) -> None:
     """The swarm's registry: agents, roles and keys; readers; artifacts."""
     with _bus(context) as bus:
         registry = bus.registry(fresh=True)
+    if as_json:
+        echo_json(registry)
+        return
     for agent, (role, public_key) in sorted(registry.agents.items()):
         click.echo(f"{agent}\t{role}\t{public_key}")
     for reader in sorted(registry.readers):
@@ -173,23 +191,31 @@ def keys_list(context: click.Context) -> None:
 @swarm_group.command("allow")
 @click.argument("reader")
 @click.pass_context
-@reports_errors
-def allow(context: click.Context, reader: str) -> None:
+@json_option
+def allow(context: click.Context, reader: str, as_json: bool) -> None:
     """Let agents of swarm READER read this swarm's tasks, findings and context."""
     with _bus(context) as bus:
         bus.allow_reader(reader)
-        click.echo(f"swarm {reader} may read swarm {bus.swarm}")
+        _say(
+            as_json,
+            {"swarm": bus.swarm, "reader": reader, "allowed": True},
+            f"swarm {reader} may read swarm {bus.swarm}",
+        )
 
 
 @swarm_group.command("disallow")
 @click.argument("reader")
 @click.pass_context
-@reports_errors
-def disallow(context: click.Context, reader: str) -> None:
+@json_option
+def disallow(context: click.Context, reader: str, as_json: bool) -> None:
     """Withdraw `allow READER`."""
     with _bus(context) as bus:
         bus.disallow_reader(reader)
-        click.echo(f"swarm {reader} may no longer read swarm {bus.swarm}")
+        _say(
+            as_json,
+            {"swarm": bus.swarm, "reader": reader, "allowed": False},
+            f"swarm {reader} may no longer read swarm {bus.swarm}",
+        )
 
 
 # -- tasks ----------------------------------------------------------------------------------------
@@ -202,29 +228,36 @@ def task_group() -> None:
 
 @task_group.command("create")
 @click.argument("description")
-@click.option("--data", default="null", metavar="JSON", help="The task's data, as JSON.")
+@click.option("--data", default="null", metavar="JSON|@FILE|-", help="The task's data, as JSON.")
 @click.option("--type", "type_", default="task", show_default=True)
 @click.pass_context
-@reports_errors
-def task_create(context: click.Context, description: str, data: str, type_: str) -> None:
+@json_option
+def task_create(
+    context: click.Context, description: str, data: str, type_: str, as_json: bool
+) -> None:
     """Queue a task for the swarm's workers; print its id."""
     try:
-        parsed: Any = json.loads(data)
+        parsed: Any = json.loads(text_argument(data, "--data"))
     except ValueError as error:
         raise InvalidInputError(f"--data: not valid JSON ({error})") from None
     with _bus(context) as bus:
-        click.echo(bus.create_task(description, parsed, type_).id)
+        task = bus.create_task(description, parsed, type_)
+    echo_json(task) if as_json else click.echo(task.id)
 
 
 @task_group.command("show")
 @click.argument("task_id")
 @click.pass_context
-@reports_errors
-def task_show(context: click.Context, task_id: str) -> None:
+@json_option
+def task_show(context: click.Context, task_id: str, as_json: bool) -> None:
     """A task, verified, with who did what to it."""
     with _bus(context) as bus:
-        for line in _task_lines(bus.check_task_status(task_id)):
-            click.echo(line)
+        task = bus.check_task_status(task_id)
+    if as_json:
+        echo_json(task)
+        return
+    for line in _task_lines(task):
+        click.echo(line)
 
 
 # -- escalations ----------------------------------------------------------------------------------
@@ -238,11 +271,14 @@ def escalations_group() -> None:
 @escalations_group.command("list")
 @click.option("--all", "include_resolved", is_flag=True, help="Resolved ones too.")
 @click.pass_context
-@reports_errors
-def escalations_list(context: click.Context, include_resolved: bool) -> None:
+@json_option
+def escalations_list(context: click.Context, include_resolved: bool, as_json: bool) -> None:
     """The swarm's open escalations (with --all, resolved ones too), oldest first."""
     with _bus(context) as bus:
         found = bus.escalations(include_resolved)
+    if as_json:
+        echo_json(found)
+        return
     for escalation in found:
         click.echo(
             f"{escalation.id}\t{escalation.status}\t{escalation.cause}\ttask {escalation.task}\t"
@@ -258,12 +294,14 @@ def escalations_list(context: click.Context, include_resolved: bool) -> None:
 @click.argument("escalation_id")
 @click.argument("resolution")
 @click.pass_context
-@reports_errors
-def escalations_resolve(context: click.Context, escalation_id: str, resolution: str) -> None:
+@json_option
+def escalations_resolve(
+    context: click.Context, escalation_id: str, resolution: str, as_json: bool
+) -> None:
     """Resolve an open escalation with RESOLUTION, as --agent."""
     with _bus(context) as bus:
         resolved = bus.resolve_escalation(escalation_id, resolution)
-    click.echo(f"resolved {resolved.id} (task {resolved.task})")
+    _say(as_json, resolved, f"resolved {resolved.id} (task {resolved.task})")
 
 
 # -- scan and health ------------------------------------------------------------------------------
@@ -273,11 +311,16 @@ def escalations_resolve(context: click.Context, escalation_id: str, resolution: 
 @click.option("--clean", is_flag=True, help="Delete wrong types and schema violations; set TTLs.")
 @click.option("--type", "scan_type", default="full", show_default=True, help="Recorded as.")
 @click.pass_context
-@reports_errors
-def scan(context: click.Context, clean: bool, scan_type: str) -> None:
+@json_option
+def scan(context: click.Context, clean: bool, scan_type: str, as_json: bool) -> None:
     """Walk the bus's keys; exit 1 if something is wrong and was not fixed."""
     with _bus(context) as bus:
         report = bus.scan(clean=clean, scan_type=scan_type)
+    if as_json:
+        echo_json(report)
+        if any(issue.fixed is None for issue in report.issues):
+            raise SystemExit(1)
+        return
     kinds = ", ".join(f"{kind} {count}" for kind, count in sorted(report.kinds.items()))
     click.echo(
         f"scanned {report.scanned} keys ({kinds or 'none'}); recorded at {report.recorded_at}"
@@ -291,11 +334,16 @@ def scan(context: click.Context, clean: bool, scan_type: str) -> None:
 
 @swarm_group.command("health")
 @click.pass_context
-@reports_errors
-def health(context: click.Context) -> None:
+@json_option
+def health(context: click.Context, as_json: bool) -> None:
     """Ping Redis and report on the bus; exit 1 if there are problems."""
     with _bus(context) as bus:
         report = bus.health_check()
+    if as_json:
+        echo_json(report)
+        if report.problems:
+            raise SystemExit(1)
+        return
     click.echo(
         f"redis {report.redis_version}, round trip {report.round_trip_ms} ms, "
         f"AOF {'on' if report.aof_enabled else 'off'}; queue {report.queue_length}, "

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import uuid
@@ -89,6 +90,15 @@ def test_an_operator_registers_keys_queues_work_and_resolves_escalations(
     assert "scanned " in scanned.output and "swarm:remediation:" in scanned.output
     health = memctl(prefix, "health", key=key_file)
     assert "redis 7" in health.output or "redis 6" in health.output
+
+    # --json: one document each, the same facts.
+    assert json.loads(memctl(prefix, "task", "show", task_id, "--json").output)["id"] == task_id
+    registry = json.loads(memctl(prefix, "keys", "list", "--json").output)
+    assert registry["agents"]["ops"] == ["operator", public_key]
+    (escalation,) = json.loads(memctl(prefix, "escalations", "list", "--all", "--json").output)
+    assert (escalation["id"], escalation["resolution"]) == (escalation_id, "checked by hand")
+    checked = json.loads(memctl(prefix, "health", "--json").output)
+    assert checked["redis_version"] in health.output and checked["queue_length"] == 1
     worker.close()
 
 
