@@ -59,7 +59,7 @@ INSERT_CHUNK = 10_000
 PROBE_PAUSE_SECONDS = 0.02
 
 
-# -- building the databases -----------------------------------------------------------------------
+# -- building the databases ------------------------------------------------------------------------
 
 
 def plain_engine(url: str) -> sa.Engine:
@@ -134,7 +134,7 @@ def build_head_minus_one(url: str, memories: int, seed: int) -> tuple[int, str]:
     return stored, done.after or ""
 
 
-# -- probing for locks ----------------------------------------------------------------------------
+# -- probing for locks -----------------------------------------------------------------------------
 
 
 @dataclass
@@ -183,7 +183,8 @@ PROBES = {
     # takes the lock an append takes (a no-op UPDATE: the chain stays as it is).
     "head-1": {
         "read": "SELECT content FROM memories WHERE id = (SELECT min(id) FROM memories)",
-        "write": "UPDATE memory_events SET seq = seq WHERE seq = (SELECT min(seq) FROM memory_events)",
+        "write": "UPDATE memory_events SET seq = seq "
+        "WHERE seq = (SELECT min(seq) FROM memory_events)",
     },
 }
 
@@ -221,7 +222,7 @@ def measure_upgrade(url: str, scenario: str) -> dict[str, Any]:
     return figures
 
 
-# -- the run ----------------------------------------------------------------------------------------
+# -- the run ---------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -252,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.append([
                 backend, scenario, count, f"{revision} -> {head_revision()}", figures["seconds"],
                 figures["read_longest_wait_s"], figures["write_longest_wait_s"],
-                figures["read_baseline"]["max_ms"] / 1000, figures["write_baseline"]["max_ms"] / 1000,
+                figures["read_baseline"]["max_ms"] / 1000,
+                figures["write_baseline"]["max_ms"] / 1000,
                 "PASS" if passed else "FAIL",
             ])  # fmt: skip
             emit({
