@@ -233,23 +233,74 @@ def _echo_backup(info: ops.BackupInfo) -> None:
     help="auto: the SQLite backup API, or pg_dump when it is at least the server's version, "
     "else logical (JSON Lines per table, restorable into either backend).",
 )
+@click.option(
+    "--keep",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Scheduled: DIRECTORY holds backups; write a new one named after the UTC time, "
+    "verify it, keep the newest N.",
+)
+@click.option(
+    "--max-age",
+    metavar="DURATION",
+    default=None,
+    help="Scheduled, like --keep: also remove backups older than this (e.g. 36h, 7d).",
+)
+@click.option(
+    "--metrics-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Scheduled: write the last good backup's time here for node_exporter's textfile "
+    "collector (the MemoryBackupStale alert).",
+)
 @json_option
 @click.pass_context
 def backup_command(
-    context: click.Context, directory: Path, verify_only: bool, method: str, as_json: bool
+    context: click.Context,
+    directory: Path,
+    verify_only: bool,
+    method: str,
+    keep: int | None,
+    max_age: str | None,
+    metrics_file: Path | None,
+    as_json: bool,
 ) -> None:
-    """Back up the database into DIRECTORY (new or empty) while agents keep writing."""
+    """Back up the database into DIRECTORY (new or empty) while agents keep writing; with
+    --keep or --max-age, into a new backup inside DIRECTORY, removing the old ones."""
+    scheduled = keep is not None or max_age is not None
+    if metrics_file is not None and not scheduled:
+        raise click.UsageError("--metrics-file goes with --keep or --max-age (a schedule)")
+    if verify_only and scheduled:
+        raise click.UsageError("--verify checks one backup; it takes no --keep or --max-age")
+    removed: tuple[Path, ...] = ()
     if verify_only:
         info = ops.verify_backup(directory)
+    elif scheduled:
+        run = ops.scheduled_backup(
+            database_url(context, existing=True),
+            directory,
+            keep=keep,
+            max_age=max_age,
+            method=cast(ops.BackupMethod, method),
+            metrics_file=metrics_file,
+        )
+        info, removed = run.backup, run.removed
     else:
         info = ops.backup(
             database_url(context, existing=True), directory, method=cast(ops.BackupMethod, method)
         )
     if as_json:
-        echo_json({"verified" if verify_only else "written": True, **_backup_json(info)})
+        result = {"verified" if verify_only else "written": True, **_backup_json(info)}
+        if scheduled:
+            result |= {"verified": True, "removed": list(removed)}
+        echo_json(result)
         return
     if verify_only:
         click.echo(f"backup ok: {directory} matches its manifest")
+    elif scheduled:
+        click.echo(f"backup written and verified: {info.directory}")
+        for old in removed:
+            click.echo(f"removed old backup: {old}")
     else:
         click.echo(f"backup written: {directory}")
     _echo_backup(info)

@@ -133,13 +133,14 @@ class MetricsSource(Protocol):
         ...
 
 
-def parse_window(text: str) -> timedelta:
-    """``30s``, ``15m``, ``1h``, ``2d`` (a whole number and a unit) as a timedelta."""
+def parse_window(text: str, field: str = "window") -> timedelta:
+    """``30s``, ``15m``, ``1h``, ``2d`` (a whole number and a unit) as a timedelta; an error
+    names ``field``."""
     units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
     value, unit = text.strip()[:-1], text.strip()[-1:]
     if unit not in units or not value.isdigit() or int(value) == 0:
         raise InvalidInputError(
-            f"window: {text!r} is not a duration like 30s, 15m, 1h or 2d"
+            f"{field}: {text!r} is not a duration like 30s, 15m, 1h or 2d"
         )
     return timedelta(**{units[unit]: int(value)})
 

@@ -14,7 +14,9 @@ import pytest
 import memory.ops
 
 EXPECTED_PUBLIC_NAMES = [
+    "BACKUP_DIR_ENV",
     "BACKUP_METHODS",
+    "BACKUP_RPO",
     "BASELINE_ENV",
     "BackupInfo",
     "BackupMethod",
@@ -52,6 +54,7 @@ EXPECTED_PUBLIC_NAMES = [
     "RetentionWorker",
     "RevisionInfo",
     "Rollback",
+    "ScheduledBackup",
     "SchemaStatus",
     "SnapshotSource",
     "SnapshotWindow",
@@ -86,6 +89,7 @@ EXPECTED_PUBLIC_NAMES = [
     "health_checks",
     "history",
     "last_cleanup_run",
+    "latest_backup",
     "list_flags",
     "migrate",
     "observe_flags",
@@ -101,6 +105,7 @@ EXPECTED_PUBLIC_NAMES = [
     "rollback",
     "run_health_checks",
     "run_workload",
+    "scheduled_backup",
     "set_flag",
     "set_team",
     "share",
