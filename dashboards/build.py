@@ -241,6 +241,14 @@ def health() -> dashboard.Dashboard:
               [query(f"sum by (check) (increase({series('memory_integrity_failures_total')}"
                      f"[15m]))", "{{check}}")], "none",
               limits=thresholds((None, "green"), (1, "red"))),
+        single("Schema revision", "The schema revision the agents' stores were opened at "
+               "(the lowest, when they differ: the process furthest behind a migration).",
+               f"min ({series('memory_schema_revision')})", "none", width=12),
+        # The backup job writes this series through node_exporter, under its own job.
+        single("Last good backup age", "Since the last verified scheduled backup (memctl "
+               "backup --metrics-file); over the 1 h RPO for 5 minutes alerts.",
+               "time() - max (memory_backup_last_success_timestamp_seconds)", "s", width=12,
+               limits=thresholds((None, "green"), (3000, "yellow"), (3600, "red"))),
     )
     embedder = (
         graph("Work done without the embedder", "Searches answered by keywords only and "

@@ -121,6 +121,7 @@ class Memory:
         except FlagValueError as error:  # USE_...=maybe in the environment
             raise InvalidInputError(str(error)) from None
         telemetry.observe_flags(self.flags)  # the memory.flag.* gauges
+        telemetry.observe_schema(self)  # the memory.schema.revision gauge
         self._db = Database(engine)
         self._store = Store(self._db)
         self._preferences = Preferences(self._db)
@@ -395,6 +396,7 @@ class Memory:
             return
         self._injector.flush()  # the uses of injected memories counted but not written yet
         telemetry.stop_observing_flags(self.flags)
+        telemetry.stop_observing_schema(self)
         self._updates.close()
         self._db.close()
         self.engine.dispose()

@@ -29,6 +29,9 @@ alert rules and ``memctl gates`` are written against these names):
   ``memory_flag_state``
 - ``memory.flag.rollout_percentage`` observable gauge, 0-100; flag →
   ``memory_flag_rollout_percentage``
+- ``memory.schema.revision`` observable gauge, the schema revision the process's open stores
+  were opened at, as a number (``0010`` → 10; the lowest when several; 0: no schema) →
+  ``memory_schema_revision``
 - ``memory.db.connection_failures`` counter; backend →
   ``memory_db_connection_failures_total``
 - ``memory.migration.failures`` counter → ``memory_migration_failures_total``
@@ -140,6 +143,7 @@ OPERATIONS = "memory.operations"
 ERRORS = "memory.errors"
 FLAG_STATE = "memory.flag.state"
 FLAG_ROLLOUT = "memory.flag.rollout_percentage"
+SCHEMA_REVISION = "memory.schema.revision"
 # The failures the critical alerts watch (dashboards/alerts.yml).
 DB_CONNECTION_FAILURES = "memory.db.connection_failures"
 MIGRATION_FAILURES = "memory.migration.failures"
@@ -418,6 +422,11 @@ class Instruments:
                 callbacks=[_observe_flag_rollout],
                 description="The flag's effective rollout percentage.",
             )
+            meter.create_observable_gauge(
+                SCHEMA_REVISION,
+                callbacks=[_observe_schema_revision],
+                description="The schema revision this process's stores were opened at.",
+            )
 
 
 # -- observable gauges --------------------------------------------------------------------------
@@ -461,6 +470,39 @@ def _flag_states() -> dict[str, tuple[int, int]]:
             on = state["enabled_by_default"] or state["rollout"] > 0
             states[state["name"]] = (int(on), state["rollout"])
     return states
+
+
+class SchemaSource(Protocol):
+    """What the schema gauge reads: an open store (``memory.Memory``) and its revision."""
+
+    revision: str | None
+
+
+# Weak, like the flag sources: a store is published while it is open.
+_schema_sources: weakref.WeakSet[SchemaSource] = weakref.WeakSet()
+
+
+def observe_schema(store: SchemaSource) -> None:
+    """Publish ``store.revision`` as ``memory.schema.revision`` while ``store`` lives."""
+    with _flag_lock:
+        _schema_sources.add(store)
+
+
+def stop_observing_schema(store: SchemaSource) -> None:
+    """Stop publishing ``store``'s revision."""
+    with _flag_lock:
+        _schema_sources.discard(store)
+
+
+def _observe_schema_revision(_options: CallbackOptions) -> Iterable[Observation]:
+    with _flag_lock:
+        revisions = [store.revision for store in _schema_sources]
+    if not revisions:
+        return []
+    # Revision ids are numbered scripts (0001 ...): the lowest is the store furthest behind,
+    # which is what a dashboard watching a migration needs to see.
+    numbers = [int(r) if r is not None and r.isdigit() else 0 for r in revisions]
+    return [Observation(min(numbers))]
 
 
 def _observe_heap(_options: CallbackOptions) -> Iterable[Observation]:
