@@ -111,6 +111,14 @@ def scheduled_backup(
     directory = Path(root)
     if directory.exists() and not directory.is_dir():
         raise InvalidInputError(f"{directory}: exists and is not a directory")
+    if metrics_file is not None and (
+        Path(metrics_file).is_dir() or not Path(metrics_file).parent.is_dir()
+    ):
+        # Checked first: a backup must not be taken (and old ones removed) only for the
+        # run to fail at its last step.
+        raise InvalidInputError(
+            f"metrics_file: {metrics_file} is a directory or its directory does not exist"
+        )
     target = directory / datetime.now(UTC).strftime(_SCHEDULED_NAME)
     if target.exists():
         raise InvalidInputError(f"{target}: a backup started in this same second exists")

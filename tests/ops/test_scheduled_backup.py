@@ -132,6 +132,16 @@ def test_a_file_where_the_backups_go_is_refused(tmp_path: Path) -> None:
         scheduled_backup(url, tmp_path / "backups", keep=1)
 
 
+def test_a_metrics_file_that_cannot_be_written_is_refused_before_the_backup(
+    tmp_path: Path,
+) -> None:
+    url = seeded(f"sqlite:///{tmp_path / 'memory.db'}")
+    for metrics in (tmp_path / "missing" / "backup.prom", tmp_path):
+        with pytest.raises(InvalidInputError, match="metrics_file"):
+            scheduled_backup(url, tmp_path / "backups", keep=1, metrics_file=metrics)
+    assert not (tmp_path / "backups").exists()
+
+
 def backup_check(backups: Path | None) -> tuple[str, str]:
     report = run_health_checks(
         "sqlite://", embedder="none", backup_dir=backups, only=["backup"]
