@@ -10,6 +10,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -187,6 +188,14 @@ def test_memctl_runs_the_schedule_and_health_shows_the_age(tmp_path: Path) -> No
                                   "--backups", str(root), "--check", "backup"])
     assert result.exit_code == 0, result.output
     assert "last good backup 0 min old" in result.output
+    first = next(root.iterdir())
+    time.sleep(1.1)  # backups are named by the second
+    result = runner.invoke(main, ["--database-url", database, "backup", str(root), "--keep",
+                                  "1", "--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.output)
+    assert document["written"] is True and document["verified"] is True
+    assert document["removed"] == [str(first)] and not first.exists()
     # Wrong options: one line naming the problem, no traceback, nothing written.
     for arguments, message in [
         (["--max-age", "soon"], "max_age: 'soon' is not a duration"),
