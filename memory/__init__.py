@@ -23,9 +23,11 @@ from memory.core.errors import (
     MetricsSourceError,
     NotFoundError,
     PermissionDeniedError,
+    QuotaExceededError,
     SchemaError,
     SessionExpiredError,
     StaleVersionError,
+    StorageError,
 )
 from memory.core.merge import ContextConflict, ContextWrite, MergedContext, merge_patches
 from memory.core.redaction import Redaction
@@ -81,6 +83,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "Preference",
+    "QuotaExceededError",
     "Redaction",
     "Relation",
     "ResumedSession",
@@ -90,6 +93,7 @@ __all__ = [
     "SessionCheckpoint",
     "SessionExpiredError",
     "StaleVersionError",
+    "StorageError",
     "Subscription",
     "TokenCounter",
     "UpdatesStatus",

@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from memory import HashingEmbedder, InvalidInputError, Memory, MemoryStoreError
-from memory.core.errors import StorageError
+from memory import HashingEmbedder, InvalidInputError, Memory, MemoryStoreError, StorageError
 from memory.core.inputs import MAX_JSON_DEPTH
 
 

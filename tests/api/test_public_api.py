@@ -17,9 +17,10 @@ AGENT_API = [
     "ForgetReport", "Grant", "HashingEmbedder", "InjectedContext", "InvalidInputError",
     "KnowledgeGraph", "Memory", "MemoryEvent", "MemoryRecord", "MemoryStoreError",
     "MergedContext", "MetricsSourceError", "MiniLMEmbedder", "NotFoundError",
-    "PermissionDeniedError", "Preference", "Redaction", "Relation", "ResumedSession",
-    "SchemaError", "Scope", "SearchHit", "SessionCheckpoint", "SessionExpiredError",
-    "StaleVersionError", "Subscription", "TokenCounter", "UpdatesStatus", "merge_patches",
+    "PermissionDeniedError", "Preference", "QuotaExceededError", "Redaction", "Relation",
+    "ResumedSession", "SchemaError", "Scope", "SearchHit", "SessionCheckpoint",
+    "SessionExpiredError", "StaleVersionError", "StorageError", "Subscription",
+    "TokenCounter", "UpdatesStatus", "merge_patches",
 ]  # fmt: skip
 
 

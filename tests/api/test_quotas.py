@@ -10,8 +10,7 @@ from collections.abc import Callable
 import pytest
 import sqlalchemy as sa
 
-from memory import HashingEmbedder, InvalidInputError, Memory
-from memory.core.errors import QuotaExceededError
+from memory import HashingEmbedder, InvalidInputError, Memory, QuotaExceededError
 from memory.core.inputs import MAX_STATE_BYTES
 
 
