@@ -44,7 +44,7 @@ from memory.inject import (
 from memory.scope import Scope
 from memory.search import reembed as reembedding
 from memory.search.embeddings import Embedder, LazyTokenCounter, TokenCounter, default_embedder
-from memory.search.retriever import RetrievalStats, Retriever
+from memory.search.retriever import RetrievalStats, Retriever, index_budget
 from memory.store import sharing as sharing
 from memory.store.db import Database
 from memory.store.engine import create_engine
@@ -132,7 +132,9 @@ class Memory:
         self._store = Store(self._db, Quotas.from_environment(os.environ))
         self._preferences = Preferences(self._db)
         self._sessions = Sessions(self._db)
-        self._retriever = Retriever(self._db, self._store, embedder)
+        self._retriever = Retriever(
+            self._db, self._store, embedder, index_budget=index_budget(os.environ)
+        )
         self._injector = Injector(
             self._store,
             self._sessions,

@@ -39,6 +39,8 @@ alert rules and ``memctl gates`` are written against these names):
 - ``memory.updates.bus_failures`` counter, the ``memory:updates`` bus (Redis, PostgreSQL
   LISTEN/NOTIFY) failing, so updates run degraded from the log; role=publish|subscribe →
   ``memory_updates_bus_failures_total``
+- ``memory.index.held_bytes`` observable gauge, bytes the in-process search indexes hold
+  (within ``$MEMORY_INDEX_BUDGET_MB``) → ``memory_index_held_bytes``
 - ``memory.forget.incomplete`` counter, forgets whose bytes could not be cleared from the
   SQLite files yet (a reader held the WAL) → ``memory_forget_incomplete_total``
 
@@ -138,6 +140,7 @@ INTEGRITY_FAILURES = "memory.integrity.failures"
 CLEANUP_RUNS = "memory.cleanup.runs"
 UPDATES_BUS_FAILURES = "memory.updates.bus_failures"
 FORGET_INCOMPLETE = "memory.forget.incomplete"
+INDEX_HELD_BYTES = "memory.index.held_bytes"
 
 #: Every instrument's Prometheus series (histograms: the ``_bucket`` series; ``_sum`` and
 #: ``_count`` come with it). Tests scrape ``/metrics`` for each of these.
@@ -164,6 +167,7 @@ PROMETHEUS_SERIES: Mapping[str, str] = {
     CLEANUP_RUNS: "memory_cleanup_runs_total",
     UPDATES_BUS_FAILURES: "memory_updates_bus_failures_total",
     FORGET_INCOMPLETE: "memory_forget_incomplete_total",
+    INDEX_HELD_BYTES: "memory_index_held_bytes",
 }
 
 # A caller's mistake is an answer, not a fault of the system: not counted in memory.errors.
@@ -370,6 +374,11 @@ class Instruments:
                 description="Resident memory of the process, in MB.",
             )
             meter.create_observable_gauge(
+                INDEX_HELD_BYTES,
+                callbacks=[_observe_index],
+                description="Bytes the in-process search indexes hold.",
+            )
+            meter.create_observable_gauge(
                 FLAG_STATE,
                 callbacks=[_observe_flag_state],
                 description="1 when the flag is on by default or rolled out at all, else 0.",
@@ -394,6 +403,27 @@ class FlagStates(Protocol):
 # Weak: an evaluator is published while its owner (a Memory, a workload) lives.
 _flag_sources: weakref.WeakKeyDictionary[FlagStates, None] = weakref.WeakKeyDictionary()
 _flag_lock = threading.Lock()
+
+
+class HeldBytes(Protocol):
+    def held_bytes(self) -> int: ...
+
+
+_index_sources: weakref.WeakKeyDictionary[HeldBytes, None] = weakref.WeakKeyDictionary()
+_index_lock = threading.Lock()
+
+
+def observe_index(source: HeldBytes) -> None:
+    """Publish ``source.held_bytes()`` (summed over every source) as
+    ``memory.index.held_bytes``, for as long as ``source`` lives (held weakly)."""
+    with _index_lock:
+        _index_sources[source] = None
+
+
+def _observe_index(_options: CallbackOptions) -> Iterable[Observation]:
+    with _index_lock:
+        sources = list(_index_sources)
+    return [Observation(sum(source.held_bytes() for source in sources))]
 
 
 def observe_flags(evaluator: FlagStates) -> None:
