@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 
 from memory.core.errors import InvalidInputError, NotFoundError
 from memory.core.inputs import (
+    MAX_STATE_BYTES,
     EntityInput,
     EntityName,
     ObservationDeletion,
@@ -39,6 +40,10 @@ relations = Base.metadata.tables["relations"]
 
 _from = entities.alias("source")
 _to = entities.alias("target")
+
+
+# The longest memory.jsonl line import_jsonl parses: as much as a session's state.
+MAX_IMPORT_LINE_CHARS = MAX_STATE_BYTES
 
 
 class EntityGraph:
@@ -314,6 +319,12 @@ class EntityGraph:
         new_entities: list[EntityInput] = []
         new_relations: list[RelationInput] = []
         for number, line in enumerate(lines, start=1):
+            if len(line) > MAX_IMPORT_LINE_CHARS:
+                # Refused before parsing: a huge line costs many times its size as objects.
+                raise InvalidInputError(
+                    f"line {number}: {len(line)} characters; a memory.jsonl line may have at "
+                    f"most {MAX_IMPORT_LINE_CHARS}"
+                )
             if not line.strip():
                 continue
             try:

@@ -5,6 +5,7 @@ error that writes nothing.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
@@ -12,6 +13,7 @@ import sqlalchemy as sa
 
 from memory import HashingEmbedder, InvalidInputError, Memory, QuotaExceededError
 from memory.core.inputs import MAX_STATE_BYTES
+from memory.store.graph import MAX_IMPORT_LINE_CHARS
 
 
 def _events(store: Memory) -> int:
@@ -62,3 +64,15 @@ def test_merge_context_keeps_to_the_state_limit(
         assert _events(store) == before
         assert set(scope.load_state().state) == {"a", "b"}  # type: ignore[union-attr]
         scope.merge_context({"a": None, "c": chunk})  # making room works
+
+
+def test_import_mcp_refuses_a_huge_line_before_parsing_it(
+    url_for: Callable[[str], str], user: str
+) -> None:
+    line = json.dumps({"type": "entity", "name": "big", "entityType": "t",
+                       "observations": ["x" * 30_000] * (MAX_IMPORT_LINE_CHARS // 30_000 + 1)})
+    with Memory.open(url_for("sqlite-file"), embedder=None) as store:
+        graph = store.graph(user)
+        with pytest.raises(InvalidInputError, match="line 2: .* at most"):
+            graph.import_jsonl(['{"type": "entity", "name": "small", "entityType": "t"}', line])
+        assert not graph.read_graph().entities
