@@ -637,6 +637,36 @@ class SharingMachine(RuleBasedStateMachine):
             with pytest.raises(NotFoundError):
                 scope.get(memory_id)
 
+    @rule(user_index=st.integers(0, 1), agent=st.sampled_from(AGENTS))
+    def subscription_sees_only_what_the_scope_may_read(self, user_index: int, agent: str) -> None:
+        """A scope's subscription from the start of the log: its user's events only, other
+        agents' memory and grant events never, and every event its own agent wrote."""
+        user = self.users[user_index]
+        with self.store.engine.connect() as connection:
+            head = connection.execute(sa.text("SELECT max(seq) FROM memory_events")).scalar()
+            own = set(
+                connection.execute(
+                    sa.text(
+                        "SELECT seq FROM memory_events WHERE user_id = :u AND agent_id = :a"
+                    ),
+                    {"u": user, "a": agent},
+                ).scalars()
+            )
+        heard: list[object] = []
+        subscription = self.scope(user_index, agent).subscribe(heard.append, after_seq=0)
+        try:
+            deadline = time.monotonic() + 10
+            while subscription.last_seq < (head or 0):
+                assert time.monotonic() < deadline, "the subscription never caught up"
+                time.sleep(0.01)
+        finally:
+            subscription.close()
+        for event in heard:
+            assert event.user_id == user  # type: ignore[attr-defined]
+            if event.agent_id != agent:  # type: ignore[attr-defined]
+                assert not event.operation.startswith(("memory.", "grant."))  # type: ignore[attr-defined]
+        assert own <= {event.seq for event in heard}  # type: ignore[attr-defined]
+
     @invariant()
     def every_read_path_returns_exactly_what_is_permitted(self) -> None:
         for user_index, user in enumerate(self.users):
