@@ -129,9 +129,10 @@ class Memory:
         telemetry.observe_flags(self.flags)  # the memory.flag.* gauges
         self._db = Database(engine, audit_key(os.environ))
         self._checkpoints = BackgroundCheckpoint(self._db)
-        self._store = Store(self._db, Quotas.from_environment(os.environ))
+        quotas = Quotas.from_environment(os.environ)
+        self._store = Store(self._db, quotas)
         self._preferences = Preferences(self._db)
-        self._sessions = Sessions(self._db)
+        self._sessions = Sessions(self._db, quotas)
         self._retriever = Retriever(
             self._db, self._store, embedder, index_budget=index_budget(os.environ)
         )

@@ -209,27 +209,37 @@ AwareDatetime = Annotated[datetime | None, AfterValidator(_aware)]
 
 
 QUOTA_MEMORIES_ENV = "MEMORY_MAX_MEMORIES_PER_USER"
+QUOTA_CHECKPOINTS_ENV = "MEMORY_MAX_CHECKPOINTS_PER_SESSION"
 
 
 @dataclass(frozen=True, slots=True)
 class Quotas:
-    """Per-user limits of a deployment. ``memories``: live memories a user may hold (None:
-    no limit); the shared context of a session (``merge_context``) is held to the state
-    limit, ``MAX_STATE_BYTES``, like ``save_state``."""
+    """Per-user limits of a deployment. ``memories``: live memories a user may hold;
+    ``checkpoints``: checkpoints kept per session and agent, the newest (older ones are
+    deleted as new ones are saved). None: no limit. The shared context of a session
+    (``merge_context``) is held to the state limit, ``MAX_STATE_BYTES``, like
+    ``save_state``."""
 
     memories: int | None = None
+    checkpoints: int | None = None
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> Quotas:
-        """The quotas ``$MEMORY_MAX_MEMORIES_PER_USER`` sets (a positive whole number)."""
-        raw = environ.get(QUOTA_MEMORIES_ENV, "").strip()
-        if not raw:
-            return cls()
-        if not raw.isascii() or not raw.isdigit() or int(raw) < 1:
-            raise InvalidInputError(
-                f"{QUOTA_MEMORIES_ENV}: must be a positive whole number, not {raw!r}"
-            )
-        return cls(memories=int(raw))
+        """The quotas ``$MEMORY_MAX_MEMORIES_PER_USER`` and
+        ``$MEMORY_MAX_CHECKPOINTS_PER_SESSION`` set (positive whole numbers)."""
+        return cls(
+            memories=_positive_setting(environ, QUOTA_MEMORIES_ENV),
+            checkpoints=_positive_setting(environ, QUOTA_CHECKPOINTS_ENV),
+        )
+
+
+def _positive_setting(environ: Mapping[str, str], name: str) -> int | None:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.isascii() or not raw.isdigit() or int(raw) < 1:
+        raise InvalidInputError(f"{name}: must be a positive whole number, not {raw!r}")
+    return int(raw)
 
 
 class _Input(BaseModel):

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
 from memory.core.errors import QuotaExceededError
-from memory.core.inputs import MAX_STATE_BYTES, NewSessionState, canonical_json
+from memory.core.inputs import MAX_STATE_BYTES, NewSessionState, Quotas, canonical_json
 from memory.core.merge import (
     CONFLICT_OPERATION,
     PATCH_OPERATION,
@@ -33,8 +33,9 @@ session_state = Base.metadata.tables["session_state"]
 class Sessions:
     """Checkpoints of a session's state, shared by the agents working in it."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, quotas: Quotas | None = None) -> None:
         self.db = db
+        self.quotas = quotas or Quotas()
 
     # -- session state ------------------------------------------------------------------------
 
@@ -77,6 +78,26 @@ class Sessions:
             .mappings()
             .one()
         )
+        kept = self.quotas.checkpoints
+        if kept is not None:
+            # The newest ``kept`` of this agent's checkpoints of the session stay; another
+            # agent's are its own to keep (with sharing off it reads only those).
+            mine = sa.and_(
+                session_state.c.user_id == owner.user,
+                session_state.c.session_id == session,
+                session_state.c.agent_id == owner.agent,
+            )
+            newest = (
+                sa.select(session_state.c.checkpoint_seq)
+                .where(mine)
+                .order_by(session_state.c.checkpoint_seq.desc())
+                .limit(kept)
+            )
+            connection.execute(
+                sa.delete(session_state).where(
+                    mine, session_state.c.checkpoint_seq.not_in(newest.scalar_subquery())
+                )
+            )
         return checkpoint_of(row)
 
     def save_state(self, owner: Owner, session: str, item: NewSessionState) -> SessionCheckpoint:

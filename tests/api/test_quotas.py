@@ -76,3 +76,28 @@ def test_import_mcp_refuses_a_huge_line_before_parsing_it(
         with pytest.raises(InvalidInputError, match="line 2: .* at most"):
             graph.import_jsonl(['{"type": "entity", "name": "small", "entityType": "t"}', line])
         assert not graph.read_graph().entities
+
+
+@pytest.mark.parametrize("backend", ["sqlite-file", "postgresql"])
+def test_only_the_newest_checkpoints_are_kept(
+    backend: str, url_for: Callable[[str], str], user: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MEMORY_MAX_CHECKPOINTS_PER_SESSION", "3")
+    with Memory.open(url_for(backend), embedder=None) as store:
+        planner, coder = store.scope(user, "planner", "s1"), store.scope(user, "coder", "s1")
+        for step in range(5):
+            planner.save_state({"step": step})
+        coder.save_state({"coder": 1})
+        planner.save_state({"step": 5})
+        with store.engine.connect() as connection:
+            kept = connection.execute(
+                sa.text(
+                    "SELECT agent_id, checkpoint_seq FROM session_state WHERE user_id = :u "
+                    "ORDER BY checkpoint_seq"
+                ),
+                {"u": user},
+            ).all()
+        assert [tuple(row) for row in kept] == [
+            ("planner", 4), ("planner", 5), ("coder", 6), ("planner", 7)
+        ]
+        assert planner.load_state().state == {"step": 5}  # type: ignore[union-attr]
