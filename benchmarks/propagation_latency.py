@@ -70,7 +70,7 @@ if mode == "memory":
         if got[0] >= count:
             done.set()
     updates = sys.argv[4]
-    with Memory.open(url, embedder=None, updates=updates) as store:
+    with Memory.open(url, embedder=None, updates=updates, role="admin") as store:
         with store.subscribe(callback):
             time.sleep(0.5)  # the listener is connected
             print("READY", flush=True)
@@ -143,7 +143,7 @@ def measure_library(
 ) -> list[float]:
     """Commit ``count`` memories; latency from each commit to its callback."""
     committed: dict[int, float] = {}
-    with Memory.open(url, embedder=None, updates=updates) as store:
+    with Memory.open(url, embedder=None, updates=updates, role="admin") as store:
         # Stamped right after commit, before the event is published.
         store._updates.observe(
             lambda events: committed.update({event.seq: time.time() for event in events})

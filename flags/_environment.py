@@ -7,9 +7,9 @@ database or Unleash access. Accepted values, case-insensitive and trimmed:
 - ``on``, ``true``, ``1``: on for every context, except a deny-listed agent or a context
   whose parent flag is off;
 - ``off``, ``false``, ``0``: off for every context (the kill switch: nothing turns it on);
-- ``N%`` with whole N in 0..100: the rollout becomes N percent; the flag's deny list, session
-  overrides and allow list still apply. So ``0%`` keeps allow-listed agents on, ``off``
-  does not;
+- ``N%`` with whole N in 0..100 in ASCII digits: the rollout becomes N percent; the flag's
+  deny list, session overrides and allow list still apply. So ``0%`` keeps allow-listed
+  agents on, ``off`` does not;
 - empty: as if the variable were unset.
 
 Anything else is a mistake that must not pass silently: :class:`flags.FlagEvaluator` raises
@@ -31,7 +31,8 @@ __all__ = ["EnvironmentOverride", "parse_environment_override", "read_environmen
 
 _ON = frozenset({"on", "true", "1"})
 _OFF = frozenset({"off", "false", "0"})
-_PERCENT = re.compile(r"(\d{1,3})\s*%")
+# ASCII digits only: \d and int() also take other scripts' digits ("٥٠%" would be 50 %).
+_PERCENT = re.compile(r"([0-9]{1,3})\s*%", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,9 +24,11 @@ from memory.core.errors import (
     MetricsSourceError,
     NotFoundError,
     PermissionDeniedError,
+    QuotaExceededError,
     SchemaError,
     SessionExpiredError,
     StaleVersionError,
+    StorageError,
     StoreClosedError,
 )
 from memory.core.merge import ContextConflict, ContextWrite, MergedContext, merge_patches
@@ -84,6 +86,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "Preference",
+    "QuotaExceededError",
     "Redaction",
     "Relation",
     "ResumedSession",
@@ -93,6 +96,7 @@ __all__ = [
     "SessionCheckpoint",
     "SessionExpiredError",
     "StaleVersionError",
+    "StorageError",
     "StoreClosedError",
     "Subscription",
     "TokenCounter",

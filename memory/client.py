@@ -26,7 +26,9 @@ from memory.core.errors import (
     StoreClosedError,
 )
 from memory.core.inputs import (
+    Quotas,
     ScopeInput,
+    UserInput,
     as_list,
     validate,
 )
@@ -43,13 +45,18 @@ from memory.inject import (
 from memory.scope import Scope
 from memory.search import reembed as reembedding
 from memory.search.embeddings import Embedder, LazyTokenCounter, TokenCounter, default_embedder
-from memory.search.retriever import RetrievalStats, Retriever
+from memory.search.retriever import RetrievalStats, Retriever, index_budget
 from memory.store import sharing as sharing
 from memory.store.db import Database
 from memory.store.engine import create_engine
-from memory.store.events import ChainReport, verify_chain
+from memory.store.events import ChainReport, audit_key, verify_chain
 from memory.store.flags import default_evaluator, start_new_store
-from memory.store.forget import FORGET_OPERATION, ForgetReport, forget_user
+from memory.store.forget import (
+    FORGET_OPERATION,
+    BackgroundCheckpoint,
+    ForgetReport,
+    forget_user,
+)
 from memory.store.graph import EntityGraph
 from memory.store.memories import Store
 from memory.store.preferences import Preferences
@@ -122,11 +129,15 @@ class Memory:
             raise InvalidInputError(str(error)) from None
         telemetry.observe_flags(self.flags)  # the memory.flag.* gauges
         telemetry.observe_schema(self)  # the memory.schema.revision gauge
-        self._db = Database(engine)
-        self._store = Store(self._db)
+        self._db = Database(engine, audit_key(os.environ))
+        self._checkpoints = BackgroundCheckpoint(self._db)
+        quotas = Quotas.from_environment(os.environ)
+        self._store = Store(self._db, quotas)
         self._preferences = Preferences(self._db)
-        self._sessions = Sessions(self._db)
-        self._retriever = Retriever(self._db, self._store, embedder)
+        self._sessions = Sessions(self._db, quotas)
+        self._retriever = Retriever(
+            self._db, self._store, embedder, index_budget=index_budget(os.environ)
+        )
         self._injector = Injector(
             self._store,
             self._sessions,
@@ -287,6 +298,7 @@ class Memory:
             Owner(checked.user, checked.agent, checked.session),
             self.redaction,
             lambda: self.flags,
+            self._updates,
         )
 
     def flag_enabled(self, name: str, scope: Scope) -> bool:
@@ -322,12 +334,14 @@ class Memory:
         checked = validate(
             TeamInput, {"user": user, "team": team, "agents": as_list(agents, "agents")}
         )
-        self._db.write(lambda connection: sharing.set_team(connection, "admin", checked))
+        self._db.write(
+            lambda connection: sharing.set_team(connection, "admin", checked), user=checked.user
+        )
         self._injector.invalidate({checked.user})
 
     def teams(self, user: str) -> dict[str, builtins.list[str]]:
         """Every team of ``user`` with its members."""
-        checked = validate(ScopeInput, {"user": user, "agent": "admin"})
+        checked = validate(UserInput, {"user": user})
         return self._db.read(lambda connection: sharing.team_members(connection, checked.user))
 
     def forget_user(self, user: str) -> ForgetReport:
@@ -337,8 +351,10 @@ class Memory:
         index drop the user too. The operation is written to the event log.
         """
         self.require_admin("forgetting a user")
-        checked = validate(ScopeInput, {"user": user, "agent": "admin"})
+        checked = validate(UserInput, {"user": user})
         report = forget_user(self._db, checked.user, "admin")
+        if not report.complete:
+            self._checkpoints.request()
         self._retriever.forget(checked.user)
         self._injector.invalidate({checked.user})
         return report
@@ -347,7 +363,7 @@ class Memory:
         """The Phase 1 entity knowledge graph of ``user``."""
         self._require_open()
         checked = validate(ScopeInput, {"user": user, "agent": "graph"})
-        return EntityGraph(self._db, checked.user)
+        return EntityGraph(self._db, checked.user, self.redaction)
 
     # -- the event log and memory:updates ------------------------------------------------------
 
@@ -361,9 +377,12 @@ class Memory:
         """Call ``callback`` with every event committed after ``after_seq`` (default: from
         now on), of ``user`` only if given, in order and once each, on a thread of its own;
         ``close()`` the subscription to stop. Survives the bus going down (see
-        ``memory.updates``)."""
+        ``memory.updates``). Every user's events: admin only; an agent subscribes through
+        its scope (``Scope.subscribe``), which sees only what the scope may read."""
+        self.require_admin("subscribing to every user's events (agents use Scope.subscribe)")
         self._require_events()
-        return self._updates.subscribe(callback, after_seq=after_seq, user=user)
+        admits = None if user is None else (lambda event: event.user_id == user)
+        return self._updates.subscribe(callback, after_seq=after_seq, admits=admits)
 
     def updates_status(self) -> UpdatesStatus:
         """The ``memory:updates`` backend and whether it is degraded (for health checks)."""
@@ -398,6 +417,7 @@ class Memory:
         telemetry.stop_observing_flags(self.flags)
         telemetry.stop_observing_schema(self)
         self._updates.close()
+        self._checkpoints.close()
         self._db.close()
         self.engine.dispose()
 

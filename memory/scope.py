@@ -25,6 +25,7 @@ from memory.core.errors import (
     NotFoundError,
 )
 from memory.core.inputs import (
+    MAX_INT,
     CodePatternQuery,
     ContextPatch,
     InjectRequest,
@@ -68,6 +69,7 @@ from memory.store.sessions import Sessions
 from memory.store.sharing import Access, Grant, NewGrant
 from memory.store.tables import utcnow
 from memory.telemetry import instruments as telemetry
+from memory.updates import Subscription, Updates
 
 # While USE_HIERARCHICAL_TIERS is off, every memory is stored in the default tier of ``add``.
 FLAT_TIER: Tier = "working"
@@ -111,6 +113,7 @@ class Scope:
         owner: Owner,
         redaction: Redaction,
         flags: Callable[[], FlagEvaluator],
+        updates: Updates,
     ) -> None:
         self._store = store
         self._preferences = preferences
@@ -121,6 +124,7 @@ class Scope:
         self._redaction = redaction
         # Read at each decision: whoever holds the Memory may replace its evaluator.
         self._flags = flags
+        self._updates = updates
         # The one place a scope becomes a flag context: every decision below reads it.
         self._flag_context = EvaluationContext(
             user_id=owner.user, session_id=owner.session, agent_id=owner.agent
@@ -354,8 +358,9 @@ class Scope:
             NewGrant,
             {
                 "memory_id": memory_id,
-                "tag_key": tag[0] if tag is not None else None,
-                "tag_value": tag[1] if tag is not None else None,
+                # Redacted as the metadata they match was.
+                "tag_key": self._redaction.value(tag[0]) if tag is not None else None,
+                "tag_value": self._redaction.value(tag[1]) if tag is not None else None,
                 "tier": tier,
                 "agents": as_list(agents, "agents"),
                 "teams": as_list(teams, "teams"),
@@ -453,6 +458,22 @@ class Scope:
         self._record_shared_reads(resumed.working_memory)
         return resumed
 
+    # -- events -------------------------------------------------------------------------------
+
+    def subscribe(
+        self, callback: Callable[[MemoryEvent], None], *, after_seq: int | None = None
+    ) -> Subscription:
+        """Call ``callback`` with the events committed after ``after_seq`` (default: from
+        now on) that this scope may read (``memory.store.sharing.event_readable``), in
+        order, once each, on a thread of its own. USE_CROSS_AGENT_SHARING is decided once,
+        now, for the whole subscription."""
+        reader = self._reader()
+        return self._updates.subscribe(
+            callback,
+            after_seq=None if after_seq is None else _sequence(after_seq),
+            admits=lambda event: sharing.event_readable(reader, event),
+        )
+
     # -- preferences --------------------------------------------------------------------------
 
     @telemetry.counted("set_preference")
@@ -460,25 +481,29 @@ class Scope:
         """Set the user's current value for ``key`` (JSON-serialisable), as this agent."""
         item = validate(
             NewPreference,
-            {"key": key, "value": self._redaction.value(value), "confidence": confidence},
+            {
+                "key": self._redaction.value(key),
+                "value": self._redaction.value(value),
+                "confidence": confidence,
+            },
         )
         return self._preferences.set_preference(self._owner, item)
 
     @telemetry.counted("get_preference")
     def get_preference(self, key: str) -> Preference | None:
         """The user's current value for ``key``, or None."""
-        checked = validate(NewPreference, {"key": key, "value": None})
-        return self._preferences.get_preference(self._owner, checked.key)
+        checked = validate(NewPreference, {"key": self._redaction.value(key), "value": None})
+        return self._preferences.get_preference(self._reader(), checked.key)
 
     @telemetry.counted("list_preferences")
     def list_preferences(self) -> builtins.list[Preference]:
         """All of the user's preferences, by key."""
-        return self._preferences.list_preferences(self._owner)
+        return self._preferences.list_preferences(self._reader())
 
     @telemetry.counted("delete_preference")
     def delete_preference(self, key: str) -> None:
         """Remove the user's preference ``key``. Raises ``NotFoundError``."""
-        checked = validate(NewPreference, {"key": key, "value": None})
+        checked = validate(NewPreference, {"key": self._redaction.value(key), "value": None})
         self._preferences.delete_preference(self._owner, checked.key)
 
     # -- code patterns ------------------------------------------------------------------------
@@ -526,7 +551,7 @@ class Scope:
         query = validate(
             CodePatternQuery, {"language": language, "tag": tag, "text": text, "limit": limit}
         )
-        return self._preferences.find_patterns(self._owner, query)
+        return self._preferences.find_patterns(self._reader(), query)
 
     # -- session state ------------------------------------------------------------------------
 
@@ -555,7 +580,7 @@ class Scope:
     @telemetry.counted("load_state")
     def load_state(self) -> SessionCheckpoint | None:
         """The latest live checkpoint of this session, or None."""
-        return self._sessions.load_state(self._owner, self._require_session())
+        return self._sessions.load_state(self._reader(), self._require_session())
 
     def merge_context(
         self,
@@ -575,8 +600,8 @@ class Scope:
         session = self._require_session()
         item = validate(
             ContextPatch,
-            {"patch": dict(patch) if isinstance(patch, Mapping) else patch, "seen": seen,
-             "timestamp": timestamp, "ttl": ttl},
+            {"patch": self._redaction.value(dict(patch) if isinstance(patch, Mapping) else patch),
+             "seen": seen, "timestamp": timestamp, "ttl": ttl},
         )
         return self._sessions.merge_context(
             self._owner, session, item.patch, item.timestamp or utcnow(), item.seen, item.ttl
@@ -593,7 +618,15 @@ class Scope:
         store ``memory`` (the keyword arguments of ``add``, with ``content``) with it, in one
         transaction. For external dispatchers and consumers (``memctl record``)."""
         checked = validate(
-            RecordedEvent, {"event": event, "data": dict(data or {}), "memory": memory}
+            RecordedEvent,
+            {
+                "event": event,
+                "data": self._redaction.value(dict(data or {})),
+                "memory": (
+                    _redacted_item(memory, self._redaction)
+                    if isinstance(memory, Mapping) else memory
+                ),
+            },
         )
         vectors = (
             self._embedded([checked.memory.content]) if checked.memory is not None else None
@@ -632,6 +665,12 @@ def _redacted_item(item: Any, redaction: Redaction) -> Any:
         if field in redacted:
             redacted[field] = redaction.value(redacted[field])
     return redacted
+
+
+def _sequence(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_INT:
+        raise InvalidInputError(f"after_seq: must be an event number from 0, not {value!r}")
+    return value
 
 
 def _memory_id(value: Any, what: str = "memory_id") -> int:

@@ -1,4 +1,4 @@
-"""Real-time updates: every committed event, published on the channel ``memory:updates``.
+"""Real-time updates: every commit rings the store's doorbell on ``memory:updates:<store>``.
 
 Backends (``Memory.open(..., updates=...)`` or ``$MEMORY_UPDATES_URL``):
 
@@ -10,24 +10,32 @@ Publishing happens after commit only (``memory.store.db.Database.after_commit``)
 of a write that was rolled back. A publish that fails never fails the write: the
 publisher marks itself degraded, and retries the bus at most once a second meanwhile.
 
-Nothing is lost, because the bus is only a doorbell: the log in ``memory_events`` is the
-truth. A subscriber remembers the last sequence number it delivered and
+The bus is only a doorbell, and carries nothing else: a message is empty, and whatever a
+message says is ignored. Anyone who can reach the bus can publish on it, so a subscriber
+never takes an event from a message: on any message it reads the events after the last one
+it delivered from ``memory_events``, the truth. No payload, user id or key travels on the
+bus; a forged message costs one read of the log and delivers nothing that is not there.
+
+Each store rings its own channel, ``memory:updates:<store>``, where ``<store>`` is a digest
+of the database's identity (``memory.store.events.store_channel``): two stores on one Redis
+(whatever their Redis database numbers: pub/sub ignores them) do not hear each other.
+
+A subscriber remembers the last sequence number it delivered and
 
 - on (re)connecting, listens first and then reads every event after that number from the
   log, so nothing committed while it was away is missed;
-- on a message numbered beyond the next one (a message lost, or published out of order by
-  concurrent writers), reads the gap from the log first;
-- drops a message numbered at or below the last one (a duplicate);
+- on a message, reads the log after that number;
 - when the bus is down, reads the log every ``poll_interval`` (degraded, but delivering),
-  and when the bus has been silent for ``idle_check`` seconds, looks at the log once.
+  and when the bus has been silent for ``idle_check`` seconds, looks at the log once (a
+  publish that failed leaves no doorbell).
 
-Committed event ``n`` implies ``1..n`` are committed (``memory.store.events``), so reading a gap
-from the log is always complete. Callbacks therefore see every event once, in order.
+Committed event ``n`` implies ``1..n`` are committed (``memory.store.events``), so reading
+the log after a number is always complete. Callbacks therefore see every event once, in
+order.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -41,15 +49,12 @@ from sqlalchemy.engine import Engine, make_url
 from memory.core.errors import DatabaseUnavailableError, InvalidInputError, MemoryStoreError
 from memory.core.types import MemoryEvent
 from memory.store.db import Database
-from memory.store.events import CHANNEL, events_after, latest_seq
+from memory.store.events import events_after, latest_seq, store_channel
 from memory.telemetry import instruments as telemetry
 
 logger = logging.getLogger(__name__)
 
 UPDATES_URL_ENV = "MEMORY_UPDATES_URL"
-# PostgreSQL refuses NOTIFY payloads of 8,000 bytes or more; a larger event is announced by
-# its number alone and the subscriber reads it from the log.
-_NOTIFY_LIMIT = 7900
 _RETRY_SECONDS = 1.0
 _BUS_TIMEOUT_SECONDS = 1.0
 
@@ -59,7 +64,8 @@ class BusError(MemoryStoreError):
 
 
 class _Listener(Protocol):
-    def poll(self, timeout: float) -> list[str]: ...
+    def poll(self, timeout: float) -> int:
+        """Wait up to ``timeout`` seconds for the doorbell; how many rings were heard."""
 
     def close(self) -> None: ...
 
@@ -67,7 +73,7 @@ class _Listener(Protocol):
 class _Backend(Protocol):
     name: str
 
-    def publish(self, messages: list[str]) -> None: ...
+    def publish(self) -> None: ...
 
     def listen(self) -> _Listener: ...
 
@@ -80,18 +86,20 @@ class _Backend(Protocol):
 class _QueueListener:
     def __init__(self, bus: _InProcessBackend) -> None:
         self._bus = bus
-        self.queue: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self.queue: queue.SimpleQueue[None] = queue.SimpleQueue()
 
-    def poll(self, timeout: float) -> list[str]:
+    def poll(self, timeout: float) -> int:
         try:
-            found = [self.queue.get(timeout=timeout)]
+            self.queue.get(timeout=timeout)
         except queue.Empty:
-            return []
+            return 0
+        heard = 1
         while True:
             try:
-                found.append(self.queue.get_nowait())
+                self.queue.get_nowait()
             except queue.Empty:
-                return found
+                return heard
+            heard += 1
 
     def close(self) -> None:
         self._bus.remove(self)
@@ -104,12 +112,11 @@ class _InProcessBackend:
         self._lock = threading.Lock()
         self._listeners: list[_QueueListener] = []
 
-    def publish(self, messages: list[str]) -> None:
+    def publish(self) -> None:
         with self._lock:
             listeners = list(self._listeners)
         for listener in listeners:
-            for message in messages:
-                listener.queue.put(message)
+            listener.queue.put(None)
 
     def listen(self) -> _Listener:
         listener = _QueueListener(self)
@@ -140,24 +147,24 @@ def _psycopg_connect(dsn: str) -> Any:
 
 
 class _PostgresListener:
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, channel: str) -> None:
         self._connection = _psycopg_connect(dsn)
         try:
-            self._connection.execute(f'LISTEN "{CHANNEL}"')
+            self._connection.execute(f'LISTEN "{channel}"')
         except Exception as error:
             self._connection.close()
             raise BusError(f"LISTEN failed: {error}") from error
 
-    def poll(self, timeout: float) -> list[str]:
+    def poll(self, timeout: float) -> int:
         import psycopg
 
         try:
             # Return at the first notification: without stop_after the generator keeps
             # collecting until the timeout, which would delay every update by up to it.
-            found = [n.payload for n in self._connection.notifies(timeout=timeout, stop_after=1)]
-            if found:
-                found.extend(n.payload for n in self._connection.notifies(timeout=0))
-            return found
+            heard = sum(1 for _ in self._connection.notifies(timeout=timeout, stop_after=1))
+            if heard:
+                heard += sum(1 for _ in self._connection.notifies(timeout=0))
+            return heard
         except psycopg.Error as error:
             raise BusError(f"the PostgreSQL notification connection dropped: {error}") from error
 
@@ -168,23 +175,20 @@ class _PostgresListener:
 class _PostgresBackend:
     name = "postgresql"
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, channel: str) -> None:
         self._dsn = dsn
+        self._channel = channel
         self._lock = threading.Lock()
         self._connection: Any = None
 
-    def publish(self, messages: list[str]) -> None:
+    def publish(self) -> None:
         import psycopg
 
         with self._lock:
             try:
                 if self._connection is None or self._connection.closed:
                     self._connection = _psycopg_connect(self._dsn)
-                with self._connection.pipeline():
-                    for message in messages:
-                        if len(message.encode("utf-8")) > _NOTIFY_LIMIT:
-                            message = json.dumps({"seq": json.loads(message)["seq"]})
-                        self._connection.execute("SELECT pg_notify(%s, %s)", (CHANNEL, message))
+                self._connection.execute("SELECT pg_notify(%s, '')", (self._channel,))
             except psycopg.Error as error:
                 self._drop()
                 raise BusError(f"NOTIFY failed: {error}") from error
@@ -195,7 +199,7 @@ class _PostgresBackend:
         self._connection = None
 
     def listen(self) -> _Listener:
-        return _PostgresListener(self._dsn)
+        return _PostgresListener(self._dsn, self._channel)
 
     def close(self) -> None:
         with self._lock:
@@ -217,28 +221,27 @@ def _redis_module() -> Any:
 
 
 class _RedisListener:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, channel: str) -> None:
         redis = _redis_module()
         self._errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
         self._client = redis.Redis.from_url(url, socket_connect_timeout=_BUS_TIMEOUT_SECONDS)
         self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
         try:
-            self._pubsub.subscribe(CHANNEL)
+            self._pubsub.subscribe(channel)
         except self._errors as error:
             self.close()
             raise BusError(f"Redis SUBSCRIBE failed: {error}") from error
 
-    def poll(self, timeout: float) -> list[str]:
-        found = []
+    def poll(self, timeout: float) -> int:
+        heard = 0
         try:
             message = self._pubsub.get_message(timeout=timeout)
             while message is not None:
-                if message["type"] == "message":
-                    found.append(message["data"].decode("utf-8"))
+                heard += message["type"] == "message"
                 message = self._pubsub.get_message(timeout=0)
         except self._errors as error:
             raise BusError(f"the Redis subscription dropped: {error}") from error
-        return found
+        return heard
 
     def close(self) -> None:
         try:
@@ -250,9 +253,10 @@ class _RedisListener:
 class _RedisBackend:
     name = "redis"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, channel: str) -> None:
         redis = _redis_module()
         self._url = url
+        self._channel = channel
         self._errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
         self._client = redis.Redis.from_url(
             url,
@@ -260,27 +264,21 @@ class _RedisBackend:
             socket_timeout=_BUS_TIMEOUT_SECONDS,
         )
 
-    def publish(self, messages: list[str]) -> None:
+    def publish(self) -> None:
         try:
-            if len(messages) == 1:
-                self._client.publish(CHANNEL, messages[0])
-            else:
-                with self._client.pipeline(transaction=False) as pipe:
-                    for message in messages:
-                        pipe.publish(CHANNEL, message)
-                    pipe.execute()
+            self._client.publish(self._channel, b"")
         except self._errors as error:
             raise BusError(f"Redis PUBLISH failed: {error}") from error
 
     def listen(self) -> _Listener:
-        return _RedisListener(self._url)
+        return _RedisListener(self._url, self._channel)
 
     def close(self) -> None:
         self._client.close()
 
 
 def _backend(setting: str, db: Database) -> _Backend:
-    if setting == "inprocess":
+    if setting == "inprocess":  # the process's own store object: its own bus already
         return _InProcessBackend()
     if setting == "postgresql":
         if db.dialect != "postgresql":
@@ -289,13 +287,17 @@ def _backend(setting: str, db: Database) -> _Backend:
                 "use 'inprocess' or a redis:// URL"
             )
         url = db.engine.url.set(drivername="postgresql")
-        return _PostgresBackend(url.render_as_string(hide_password=False))
+        return _PostgresBackend(url.render_as_string(hide_password=False), _channel(db))
     if setting.startswith(("redis://", "rediss://", "unix://")):
         make_url(setting)  # a clear error for a malformed URL, before any connection
-        return _RedisBackend(setting)
+        return _RedisBackend(setting, _channel(db))
     raise InvalidInputError(
         f"updates: {setting!r} is not a backend; use 'inprocess', 'postgresql' or redis://HOST"
     )
+
+
+def _channel(db: Database) -> str:
+    return db.read(store_channel)
 
 
 # -- status, publisher, subscriptions --------------------------------------------------------
@@ -351,9 +353,8 @@ class Updates:
             if self._publish_degraded and now < self._next_attempt:
                 self._publish_failures += 1
                 return
-        messages = [json.dumps(event.message(), ensure_ascii=False) for event in committed]
         try:
-            self._backend.publish(messages)
+            self._backend.publish()
         except BusError as error:
             telemetry.instruments().updates_bus_failures.add(1, {"role": "publish"})
             with self._lock:
@@ -371,15 +372,16 @@ class Updates:
         callback: Callable[[MemoryEvent], None],
         *,
         after_seq: int | None = None,
-        user: str | None = None,
+        admits: Callable[[MemoryEvent], bool] | None = None,
         poll_interval: float = 0.5,
         idle_check: float = 5.0,
     ) -> Subscription:
         """Call ``callback`` with every event committed after ``after_seq`` (default: from
-        now on), in order, once each, on a thread of its own (see the module docstring)."""
+        now on) that ``admits`` (if given) lets through, in order, once each, on a thread of
+        its own (see the module docstring)."""
         if after_seq is None:
             after_seq = self._db.read(latest_seq)
-        subscription = Subscription(self, callback, after_seq, user, poll_interval, idle_check)
+        subscription = Subscription(self, callback, after_seq, admits, poll_interval, idle_check)
         with self._lock:
             self._subscriptions = [s for s in self._subscriptions if s.running]
             self._subscriptions.append(subscription)
@@ -417,13 +419,13 @@ class Subscription:
         updates: Updates,
         callback: Callable[[MemoryEvent], None],
         after_seq: int,
-        user: str | None,
+        admits: Callable[[MemoryEvent], bool] | None,
         poll_interval: float,
         idle_check: float,
     ) -> None:
         self._updates = updates
         self._callback = callback
-        self._user = user
+        self._admits = admits
         self._poll_interval = poll_interval
         self._idle_check = idle_check
         self.last_seq = after_seq
@@ -487,10 +489,9 @@ class Subscription:
     def _listen(self, listener: _Listener) -> None:
         quiet_since = time.monotonic()
         while not self._stop.is_set():
-            raw = listener.poll(0.2)
-            for message in raw:
-                self._receive(message)
-            if raw:
+            if listener.poll(0.2):
+                # A doorbell, whoever rang it: the log says what is new.
+                self._catch_up()
                 quiet_since = time.monotonic()
             elif time.monotonic() - quiet_since > self._idle_check:
                 # A publish that failed while this listener was fine leaves no doorbell.
@@ -507,25 +508,10 @@ class Subscription:
                 self.last_error = str(error)
             self._stop.wait(min(self._poll_interval, max(0.0, deadline - time.monotonic())))
 
-    def _receive(self, raw: str) -> None:
-        try:
-            message = json.loads(raw)
-            seq = int(message["seq"])
-        except (ValueError, TypeError, KeyError):
-            # Not one of ours (anyone may publish on the channel): the log decides.
-            logger.warning("memory:updates: ignored a malformed message %.80r", raw)
-            return
-        if seq <= self.last_seq:
-            return  # a duplicate, or already read from the log
-        if seq > self.last_seq + 1 or "event" not in message:
-            self._catch_up(through=seq)
-            return
-        self._deliver(MemoryEvent.from_message(message))
-
-    def _catch_up(self, through: int | None = None) -> None:
+    def _catch_up(self) -> None:
         while not self._stop.is_set():
             found = self._updates._db.read(
-                lambda connection: events_after(connection, self.last_seq, through=through)
+                lambda connection: events_after(connection, self.last_seq)
             )
             if not found:
                 return
@@ -534,7 +520,7 @@ class Subscription:
 
     def _deliver(self, event: MemoryEvent) -> None:
         self.last_seq = event.seq
-        if self._user is not None and event.user_id != self._user:
+        if self._admits is not None and not self._admits(event):
             return
         try:
             self._callback(event)

@@ -24,7 +24,23 @@ from memory.cli.gates import gate_options, gate_source_options, gate_table
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_DURATION = re.compile(r"(\d+)\s*([smhd])")
+# ASCII digits only (\d and int() also take other scripts' digits).
+_DURATION = re.compile(r"([0-9]+)\s*([smhd])", re.ASCII)
+
+
+class _Percentage(click.ParamType[int]):
+    """A whole percentage written in ASCII digits (click's int takes "٥٠" as 50)."""
+
+    name = "N"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        text = str(value).strip()
+        if not re.fullmatch(r"-?[0-9]+", text, re.ASCII):
+            self.fail(f"{value!r} is not a whole number in ASCII digits", param, ctx)
+        return int(text)
+
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
@@ -126,7 +142,9 @@ def list_flags(context: click.Context, as_json: bool) -> None:
 @flags_group.command(name="set")
 @click.argument("name")
 @click.option("--on/--off", "on", default=None, help="On for everyone, or the kill switch.")
-@click.option("--rollout", type=int, default=None, metavar="N", help="On for N % (0..100).")
+@click.option(
+    "--rollout", type=_Percentage(), default=None, metavar="N", help="On for N % (0..100)."
+)
 @_change_options
 @click.option("--force", is_flag=True, help="Raise past a failing or skipped gate (audited).")
 @gate_source_options

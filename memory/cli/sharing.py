@@ -56,24 +56,48 @@ def _tag(text: str | None) -> tuple[str, Any] | None:
         return key, value
 
 
+# The exit status of a forget that removed the rows but could not clear their bytes from
+# the SQLite files yet (a reader held the WAL): not an error, but not done either.
+FORGET_INCOMPLETE_EXIT = 3
+_BYTES = {
+    True: "the bytes are gone from the database files",
+    None: "PostgreSQL keeps the deleted row versions in its files until VACUUM FULL "
+    "(see SECURITY.md)",
+    False: "INCOMPLETE: a reader holds an old snapshot, so the WAL file still holds the "
+    "forgotten rows; stop long-running readers and run this command again",
+}
+
+
 @click.command()
 @click.option("--user", required=True, help="The user to forget.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @click.pass_context
 @reports_errors
-def forget(context: click.Context, user: str, yes: bool) -> None:
-    """Remove every row of a user in every table and redact their events (admin)."""
+def forget(context: click.Context, user: str, yes: bool, as_json: bool) -> None:
+    """Remove every row of a user in every table and redact their events (admin).
+
+    Exit status 3: the rows are gone, but their bytes are still in the SQLite WAL file."""
     if not yes:
         click.confirm(f"forget user {user!r}: every row of theirs, irrecoverably?", abort=True)
     _as_admin()
     report = ops.forget(database_url(context, existing=True), user)
-    click.echo(
-        f"forgot user {user!r}: {report.total} rows removed, "
-        f"{report.events_redacted} events redacted"
-    )
-    for table, count in report.rows.items():
-        if count:
-            click.echo(f"  {table}: {count}")
+    if as_json:
+        echo_json({"user": user, **report.as_dict()})
+    elif not report.found:
+        click.echo(f"nothing to forget: user {user!r} has no rows or events in this database")
+    else:
+        click.echo(
+            f"forgot user {user!r}: {report.total} rows removed, "
+            f"{report.events_redacted} events redacted"
+        )
+        for table, count in report.rows.items():
+            if count:
+                click.echo(f"  {table}: {count}")
+    if not as_json:
+        click.echo(_BYTES[report.bytes_cleared], err=not report.complete)
+    if not report.complete:
+        context.exit(FORGET_INCOMPLETE_EXIT)
 
 
 @click.command()

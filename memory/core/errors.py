@@ -5,14 +5,16 @@ runtime can catch one type::
 
     MemoryStoreError
     ├── InvalidInputError (ValueError)     a public input broke a rule; names field and limit
+    │   └── QuotaExceededError             the write would take the user past a quota
     ├── NotFoundError (LookupError)        no such memory, entity or session in this scope
     │   └── SessionExpiredError            the session's saved state has expired
-    ├── PermissionDeniedError (PermissionError)  the call needs the admin role
+    ├── PermissionDeniedError (PermissionError)  the call needs the admin role or the owner
     ├── ConflictError                      the write collides with what is stored
     │   └── StaleVersionError              optimistic locking: the row changed since it was read
     ├── SchemaError                        the database schema does not fit this code
     ├── ArchiveError                       a migration archive is missing, corrupt or unusable
     ├── DatabaseUnavailableError           the database could not be reached or stayed locked
+    ├── StorageError                       the database could not store the write (disk full, I/O)
     ├── EmbedderUnavailableError           the embedding model cannot be loaded
     ├── ExporterUnavailableError           a metrics exporter's extra is not installed
     └── MetricsSourceError                 memctl gates could not read Prometheus
@@ -33,6 +35,11 @@ class FlagOffWarning(UserWarning):
 
 class InvalidInputError(MemoryStoreError, ValueError):
     """A public input failed validation; the message names the field and the limit."""
+
+
+class QuotaExceededError(InvalidInputError):
+    """The write would take the user past a per-user quota (``memory.core.inputs.Quotas``);
+    nothing of it was written."""
 
 
 class NotFoundError(MemoryStoreError, LookupError):
@@ -76,6 +83,11 @@ class DatabaseUnavailableError(MemoryStoreError):
     """The database could not be reached, or stayed locked past the retry budget."""
 
 
+class StorageError(MemoryStoreError):
+    """The database could not store the write: its disk is full, or an I/O error. The
+    transaction was rolled back, so nothing of it was written."""
+
+
 class EmbedderUnavailableError(MemoryStoreError):
     """The embedding model cannot be loaded (for example, the extra is not installed)."""
 
@@ -85,7 +97,8 @@ class ExporterUnavailableError(MemoryStoreError):
 
 
 class PermissionDeniedError(MemoryStoreError, PermissionError):
-    """The call needs a role the caller does not have (``Memory.open(..., role="admin")``)."""
+    """The call needs a role the caller does not have (``Memory.open(..., role="admin")``),
+    or is the owner's alone (changing a shared memory's tier or metadata)."""
 
 
 class MetricsSourceError(MemoryStoreError):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Protocol, TypeVar
 
@@ -38,6 +39,11 @@ MAX_BATCH = 10_000
 MAX_QUERY_CHARS = 4_096
 MAX_TTL = timedelta(days=3650)
 MAX_EVENT_DATA_BYTES = 65_536
+# JSON values may nest this deep (counting every object and list, the outermost included);
+# far below Python's recursion limit, so serialising and redacting a value cannot overflow.
+MAX_JSON_DEPTH = 32
+# The largest integer the database stores (a signed 64-bit BIGINT).
+MAX_INT = 2**63 - 1
 
 
 class _HasId(Protocol):
@@ -126,6 +132,9 @@ def canonical_json(value: Any) -> str:
     >>> canonical_json({"b": 1, "a": [True, None]})
     '{"a":[true,null],"b":1}'
     """
+    depth = json_depth(value)
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"is nested {depth} levels deep; at most {MAX_JSON_DEPTH} are allowed")
     try:
         text = json.dumps(
             value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
@@ -134,6 +143,22 @@ def canonical_json(value: Any) -> str:
         raise ValueError(f"is not JSON-serialisable: {exc}") from None
     _decode_text(text)  # lone surrogates pass json.dumps but cannot be stored
     return text
+
+
+def json_depth(value: Any, stop: int = MAX_JSON_DEPTH + 1) -> int:
+    """How deeply ``value`` nests mappings and lists (0 for a scalar), counted without
+    recursion and no further than ``stop`` (a hostile value may nest a million levels)."""
+    deepest = 0
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, Mapping | list | tuple):
+            deepest = max(deepest, depth)
+            if depth >= stop:
+                return depth
+            children = item.values() if isinstance(item, Mapping) else item
+            pending.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def content_hash(text: str) -> str:
@@ -183,13 +208,62 @@ Ttl = Annotated[timedelta | None, AfterValidator(_positive_ttl)]
 AwareDatetime = Annotated[datetime | None, AfterValidator(_aware)]
 
 
+QUOTA_MEMORIES_ENV = "MEMORY_MAX_MEMORIES_PER_USER"
+QUOTA_CHECKPOINTS_ENV = "MEMORY_MAX_CHECKPOINTS_PER_SESSION"
+
+
+@dataclass(frozen=True, slots=True)
+class Quotas:
+    """Per-user limits of a deployment. ``memories``: live memories a user may hold;
+    ``checkpoints``: checkpoints kept per session and agent, the newest (older ones are
+    deleted as new ones are saved). None: no limit. The shared context of a session
+    (``merge_context``) is held to the state limit, ``MAX_STATE_BYTES``, like
+    ``save_state``."""
+
+    memories: int | None = None
+    checkpoints: int | None = None
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str]) -> Quotas:
+        """The quotas ``$MEMORY_MAX_MEMORIES_PER_USER`` and
+        ``$MEMORY_MAX_CHECKPOINTS_PER_SESSION`` set (positive whole numbers)."""
+        return cls(
+            memories=_positive_setting(environ, QUOTA_MEMORIES_ENV),
+            checkpoints=_positive_setting(environ, QUOTA_CHECKPOINTS_ENV),
+        )
+
+
+def _positive_setting(environ: Mapping[str, str], name: str) -> int | None:
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return None
+    if not raw.isascii() or not raw.isdigit() or int(raw) < 1:
+        raise InvalidInputError(f"{name}: must be a positive whole number, not {raw!r}")
+    return int(raw)
+
+
 class _Input(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
+# The agent name the library acts under for operators (forget, teams): no caller's agent
+# may take it, so that the log's "admin" entries are the operators' alone.
+ADMIN_AGENT = "admin"
+
+
+def _not_admin(value: str) -> str:
+    if value.strip().casefold() == ADMIN_AGENT:
+        raise ValueError(f"{ADMIN_AGENT!r} is reserved for the operators' own log entries")
+    return value
+
+
+class UserInput(_Input):
+    user: Identifier
+
+
 class ScopeInput(_Input):
     user: Identifier
-    agent: Identifier
+    agent: Annotated[Identifier, AfterValidator(_not_admin)]
     session: Identifier | None = None
 
 
@@ -203,7 +277,7 @@ class NewMemory(_Input):
 
 
 class MemoryChanges(_Input):
-    version: Annotated[int, Field(ge=1)]
+    version: Annotated[int, Field(ge=1, le=MAX_INT)]
     content: Content | None = None
     tier: Tier | None = None
     importance: Unit | None = None
@@ -216,7 +290,7 @@ class MemoryQuery(_Input):
     metadata: Metadata = Field(default_factory=dict)
     created_after: AwareDatetime = None
     created_before: AwareDatetime = None
-    before_id: Annotated[int, Field(ge=1)] | None = None
+    before_id: Annotated[int, Field(ge=1, le=MAX_INT)] | None = None
     limit: Annotated[int, Field(ge=1, le=1000)] = 100
 
 
@@ -282,7 +356,7 @@ class ContextPatch(_Input):
     patch: Annotated[
         dict[Identifier, Any], _json_within(MAX_STATE_BYTES), AfterValidator(_non_empty)
     ]
-    seen: Annotated[int, Field(ge=0)] | None = None
+    seen: Annotated[int, Field(ge=0, le=MAX_INT)] | None = None
     timestamp: AwareDatetime = None
     ttl: Ttl = None
 
@@ -290,7 +364,7 @@ class ContextPatch(_Input):
 # Event types the library writes itself: an external event may not pose as one of them.
 RESERVED_EVENT_PREFIXES = (
     "context.", "events.", "grant.", "memory.", "pattern.", "preference.", "retention.",
-    "share.", "sharing.", "state.", "user.",
+    "share.", "sharing.", "state.", "team.", "user.",
 )
 
 

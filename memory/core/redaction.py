@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from typing import Any
 
 MARK = "[REDACTED:{}]"
+# How deep ``Redaction.value`` descends (see there).
+_BEYOND_DEPTH = 100
 
 # (kind, pattern): the whole match is replaced, unless the pattern has a group named
 # "value", in which case only that group is.
@@ -126,10 +128,13 @@ class Redaction:
             text = _PHONE.sub(_phone, text)
         return text
 
-    def value(self, value: Any) -> Any:
-        """A JSON-like value with every string in it (keys excepted) redacted; text given
-        as UTF-8 bytes is redacted as text (other bytes are left for validation to refuse)."""
-        if not self.active:
+    def value(self, value: Any, _depth: int = 0) -> Any:
+        """A JSON-like value with every string in it (keys included) redacted; text given
+        as UTF-8 bytes is redacted as text (other bytes are left for validation to refuse).
+        Below ``_BEYOND_DEPTH`` levels a value is returned as it is: far deeper than
+        validation allows (``memory.core.inputs.MAX_JSON_DEPTH``), which refuses it, and
+        far from Python's recursion limit."""
+        if not self.active or _depth > _BEYOND_DEPTH:
             return value
         if isinstance(value, str):
             return self.text(value)
@@ -139,9 +144,13 @@ class Redaction:
             except UnicodeDecodeError:
                 return value
         if isinstance(value, Mapping):
-            return {key: self.value(item) for key, item in value.items()}
+            # Keys too: a metadata, preference or state key can hold a secret as well.
+            return {
+                self.text(key) if isinstance(key, str) else key: self.value(item, _depth + 1)
+                for key, item in value.items()
+            }
         if isinstance(value, list | tuple):
-            return [self.value(item) for item in value]
+            return [self.value(item, _depth + 1) for item in value]
         return value
 
 

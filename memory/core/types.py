@@ -151,7 +151,7 @@ class SearchHit:
 
 @dataclass(frozen=True, slots=True)
 class MemoryEvent:
-    """One committed event, as the log stores it and ``memory:updates`` publishes it.
+    """One committed event, as the log stores it and subscribers receive it.
 
     ``data`` is None once the event has been redacted (its user forgotten).
     """
@@ -164,35 +164,6 @@ class MemoryEvent:
     target: str
     data: dict[str, Any] | None
     redacted: bool = False
-
-    def message(self) -> dict[str, Any]:
-        """The JSON object published on ``memory:updates``.
-
-        ``{agent, event, timestamp, data}`` as the issue specifies, plus ``seq`` (what a
-        subscriber resumes from), ``user`` and ``target``.
-        """
-        return {
-            "seq": self.seq,
-            "agent": self.agent_id,
-            "event": self.operation,
-            "timestamp": self.created_at.isoformat(),
-            "data": self.data,
-            "user": self.user_id,
-            "target": self.target,
-        }
-
-    @classmethod
-    def from_message(cls, message: dict[str, Any]) -> MemoryEvent:
-        """The event a published message describes (the inverse of ``message``)."""
-        return cls(
-            seq=int(message["seq"]),
-            created_at=datetime.fromisoformat(message["timestamp"]),
-            user_id=message["user"],
-            agent_id=message["agent"],
-            operation=message["event"],
-            target=message["target"],
-            data=message["data"],
-        )
 
 
 @dataclass(frozen=True, slots=True)

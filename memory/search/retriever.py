@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -44,6 +44,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from memory.core.errors import InvalidInputError
 from memory.core.inputs import SearchQuery
 from memory.core.ranking import Facts, FusionWeights, Neighbours, rank, relevance
 from memory.core.text import terms
@@ -109,6 +110,23 @@ class RetrievalStats:
         )
 
 
+INDEX_BUDGET_ENV = "MEMORY_INDEX_BUDGET_MB"
+DEFAULT_INDEX_BUDGET_MB = 1024
+
+
+def index_budget(environ: Mapping[str, str]) -> int:
+    """The in-process index budget in bytes: ``$MEMORY_INDEX_BUDGET_MB`` (a positive whole
+    number of megabytes), else ``DEFAULT_INDEX_BUDGET_MB``."""
+    raw = environ.get(INDEX_BUDGET_ENV, "").strip()
+    if not raw:
+        return DEFAULT_INDEX_BUDGET_MB * 2**20
+    if not raw.isascii() or not raw.isdigit() or int(raw) < 1:
+        raise InvalidInputError(
+            f"{INDEX_BUDGET_ENV}: must be a positive whole number of megabytes, not {raw!r}"
+        )
+    return int(raw) * 2**20
+
+
 class Retriever:
     """Hybrid search over one database, for every user this process asks about."""
 
@@ -119,6 +137,7 @@ class Retriever:
         embedder: Embedder | None,
         weights: FusionWeights | None = None,
         query_cache_size: int = 1024,
+        index_budget: int | None = None,
     ) -> None:
         self._db = db
         self._store = store
@@ -133,9 +152,15 @@ class Retriever:
             ("cache_misses", _QUERY_EMBEDDING_CACHE),
         ):
             telemetry.declare_series(counter, attributes)
-        self._users: dict[str, UserVectors] = {}
+        # Per-user indexes in least-recently-used order, with the bytes each holds: past
+        # ``index_budget`` bytes in all, the least recently used users' indexes are dropped
+        # (they load again from the database on their next search).
+        self._users: OrderedDict[str, UserVectors] = OrderedDict()
         self._terms: dict[str, UserTerms] = {}
+        self._held: dict[str, int] = {}
+        self._index_budget = index_budget
         self._users_lock = threading.Lock()
+        telemetry.observe_index(self)
         self._query_vectors: OrderedDict[str, np.ndarray] = OrderedDict()
         self._query_cache_size = query_cache_size
         self._cache_lock = threading.Lock()
@@ -225,11 +250,41 @@ class Retriever:
             if index is None or (version == 0 and index.last_seq > 0):
                 index = self._users[user] = UserVectors(self.embedder.dimension)
                 self._terms[user] = UserTerms(index.lock)
+            self._users.move_to_end(user)
             postings = self._terms[user]
         with index.lock:
             if index.last_seq < version:
                 self._catch_up(connection, user, index, postings)
+                held = index.nbytes() + postings.nbytes()
+            else:
+                held = -1
+        if held >= 0:
+            self._account(user, index, held)
         return index, postings
+
+    def _account(self, user: str, index: UserVectors, held: int) -> None:
+        """Record what ``user``'s index holds, and drop the least recently used other
+        users' indexes while all of them hold more than the budget."""
+        with self._users_lock:
+            if self._users.get(user) is not index:
+                return  # forgotten or replaced meanwhile
+            self._held[user] = held
+            if self._index_budget is None:
+                return
+            total = sum(self._held.values())
+            while total > self._index_budget and len(self._users) > 1:
+                oldest = next(iter(self._users))
+                if oldest == user:
+                    break
+                self._users.pop(oldest)
+                self._terms.pop(oldest, None)
+                total -= self._held.pop(oldest, 0)
+
+    def held_bytes(self) -> int:
+        """Bytes the per-user indexes held at their last change (``index_bytes`` counts
+        them now); the ``memory.index.held_bytes`` gauge."""
+        with self._users_lock:
+            return sum(self._held.values())
 
     def _catch_up(
         self, connection: Connection, user: str, index: UserVectors, postings: UserTerms
@@ -300,6 +355,7 @@ class Retriever:
             for name in list(self._users) if user is None else [user]:
                 self._users.pop(name, None)
                 self._terms.pop(name, None)
+                self._held.pop(name, None)
         with self._cache_lock:
             self._query_vectors.clear()
         self._readers.forget(user)

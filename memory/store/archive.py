@@ -8,6 +8,13 @@ rows back, in one transaction, into the empty tables that a later upgrade recrea
 
 The same serialisation gives ``table_checksums``, so a live table and an archive can be
 compared exactly.
+
+Archives hold users' memories, so they are kept like backups: the directory is created
+0700 and refused if it is a symbolic link or open to other users; files are created 0600
+through ``tempfile.mkstemp`` (a new name, ``O_EXCL``: a link planted in the directory is
+never followed) and renamed into place; a manifest may only name plain files inside its
+directory; and restored rows pass the same rules as API writes (``_check_row``), so an
+edited archive cannot bring back what the API refuses.
 """
 
 from __future__ import annotations
@@ -16,16 +23,21 @@ import base64
 import hashlib
 import json
 import os
+import stat
+import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import sqlalchemy as sa
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.engine import Connection, Engine
 
 from memory.core.errors import ArchiveError, SchemaError
+from memory.core.inputs import MAX_JSON_DEPTH, MAX_STATE_BYTES, Content, Identifier, json_depth
 from memory.store.engine import write_options
 from memory.store.events import adopt_legacy_events
 from memory.store.indexing import rebuild_missing_terms
@@ -105,13 +117,42 @@ def _read_manifest(directory: Path) -> dict[str, Any]:
     return manifest
 
 
+def _private_directory(directory: Path) -> None:
+    """Create ``directory`` 0700, or check that an existing one is a real directory only
+    its owner can enter (an archive holds users' memories)."""
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        status = os.lstat(directory)
+    except OSError as error:
+        raise ArchiveError(f"{directory}: cannot create the archive directory: {error}") from error
+    if stat.S_ISLNK(status.st_mode) or not stat.S_ISDIR(status.st_mode):
+        raise ArchiveError(f"{directory}: is a symbolic link or not a directory; refused")
+    if status.st_mode & 0o077:
+        raise ArchiveError(
+            f"{directory}: other users can open it (mode {stat.S_IMODE(status.st_mode):o}); "
+            "an archive holds users' memories: chmod 700 it or name a new directory"
+        )
+
+
+@contextmanager
+def _new_file(path: Path) -> Iterator[IO[bytes]]:
+    """A new 0600 file under a fresh name beside ``path``, renamed to ``path`` when the
+    block ends without error (removed otherwise): nothing already there is followed."""
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
 def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as handle:
+    with _new_file(path) as handle:
         handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 def archive_table(
@@ -131,22 +172,18 @@ def archive_table(
                 "give an archive directory (memctl rollback --archive DIR)"
             )
         return TableChecksum(rows=0, sha256=hashlib.sha256().hexdigest())
-    directory.mkdir(parents=True, exist_ok=True)
+    _private_directory(directory)
     manifest = _read_manifest(directory)
     if table_name in manifest["tables"]:
         raise ArchiveError(f"{directory} already holds an archive of {table_name!r}")
     file_name = f"{table_name}.jsonl"
     digest = hashlib.sha256()
     count = 0
-    temporary = directory / (file_name + ".tmp")
-    with open(temporary, "wb") as handle:
+    with _new_file(directory / file_name) as handle:
         for line in _rows_as_lines(connection, table):
             handle.write(line)
             digest.update(line)
             count += 1
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, directory / file_name)
     manifest["tables"][table_name] = {
         "file": file_name,
         "revision": revision,
@@ -183,7 +220,7 @@ def verify_archive(directory: str | os.PathLike[str]) -> dict[str, TableChecksum
     manifest = _read_manifest(root)
     verified = {}
     for name, entry in manifest["tables"].items():
-        path = root / entry["file"]
+        path = _archive_file(root, entry.get("file") if isinstance(entry, dict) else None)
         digest = hashlib.sha256()
         count = 0
         try:
@@ -202,6 +239,65 @@ def verify_archive(directory: str | os.PathLike[str]) -> dict[str, TableChecksum
             )
         verified[name] = TableChecksum(rows=count, sha256=entry["sha256"])
     return verified
+
+
+def _archive_file(root: Path, name: object) -> Path:
+    """The file a manifest names, if it is a plain file directly inside ``root``."""
+    if (
+        not isinstance(name, str)
+        or not name
+        or name != Path(name).name
+        or name in {".", ".."}
+        or "\x00" in name
+    ):
+        raise ArchiveError(f"{root / MANIFEST}: names {name!r}, not a file in the archive")
+    path = root / name
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError as error:
+        raise ArchiveError(f"{path}: cannot read the archive file: {error.strerror}") from error
+    if not stat.S_ISREG(mode):
+        raise ArchiveError(f"{path}: is a symbolic link or not a regular file; refused")
+    return path
+
+
+_IDENTIFIER: TypeAdapter[str] = TypeAdapter(Identifier)
+_CONTENT: TypeAdapter[str] = TypeAdapter(Content)
+# Columns that hold a user, agent or session id wherever they appear; the API's identifier
+# rules apply. Blank is what no session, and a redacted or operator's event, store.
+_IDENTIFIER_COLUMNS = frozenset(
+    {"user_id", "agent_id", "session_id", "source_agent", "owner_agent", "grantee"}
+)
+_BLANK_ALLOWED = {"session_id": None, "user_id": "memory_events", "agent_id": "memory_events"}
+
+
+def _check_row(table: sa.Table, row: Mapping[str, Any]) -> None:
+    """Refuse a restored value the API would refuse (``ValueError`` naming the column)."""
+    for column, value in row.items():
+        if not isinstance(value, str):
+            continue
+        where = f"{table.name}.{column}"
+        blank_ok = column in _BLANK_ALLOWED and _BLANK_ALLOWED[column] in (None, table.name)
+        try:
+            if column in _IDENTIFIER_COLUMNS and not (blank_ok and value == ""):
+                _IDENTIFIER.validate_python(value)
+            elif column == "content":
+                _CONTENT.validate_python(value)
+            elif "\x00" in value:
+                raise ValueError("contains a NUL character")
+        except ValidationError as error:
+            raise ValueError(f"{where}: {error.errors()[0]['msg']}") from None
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
+        if len(value) > MAX_STATE_BYTES:
+            raise ValueError(f"{where}: {len(value)} characters; at most {MAX_STATE_BYTES}")
+        if column.endswith("_json"):
+            try:
+                depth = json_depth(json.loads(value))
+            except (ValueError, RecursionError):
+                raise ValueError(f"{where}: not JSON") from None
+            if depth > MAX_JSON_DEPTH:
+                raise ValueError(f"{where}: nested deeper than {MAX_JSON_DEPTH} levels")
 
 
 def _decode_row(table: sa.Table, record: dict[str, Any]) -> dict[str, Any]:
@@ -242,7 +338,9 @@ def restore_archive(engine: Engine, directory: str | os.PathLike[str]) -> dict[s
                         f"table {name!r} already has {existing} rows; an archive is restored "
                         "into the empty tables that `memctl migrate` recreates"
                     )
-                _insert_file(connection, table, root / manifest["tables"][name]["file"])
+                _insert_file(
+                    connection, table, _archive_file(root, manifest["tables"][name]["file"])
+                )
                 _advance_sequence(connection, table)
             # A later revision may have added columns (NULL in the restored rows): compare
             # what the archive holds.
@@ -277,8 +375,13 @@ def _dependency_order(tables: dict[str, sa.Table]) -> list[str]:
 def _insert_file(connection: Connection, table: sa.Table, path: Path) -> None:
     batch: list[dict[str, Any]] = []
     with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            batch.append(_decode_row(table, json.loads(line)))
+        for number, line in enumerate(handle, 1):
+            row = _decode_row(table, json.loads(line))
+            try:
+                _check_row(table, row)
+            except ValueError as error:
+                raise ArchiveError(f"{path}: line {number}: {error}; nothing restored") from None
+            batch.append(row)
             if len(batch) == _INSERT_CHUNK:
                 connection.execute(table.insert(), batch)
                 batch = []

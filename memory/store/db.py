@@ -24,6 +24,7 @@ polled only until the deadline.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import threading
 import time
@@ -35,11 +36,16 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import QueuePool, StaticPool
 
-from memory.core.errors import DatabaseUnavailableError, StoreClosedError
+from memory.core.errors import (
+    DatabaseUnavailableError,
+    InvalidInputError,
+    StorageError,
+    StoreClosedError,
+)
 from memory.core.types import MemoryEvent
 from memory.store.engine import (
     BUSY_TIMEOUT_SECONDS,
@@ -47,7 +53,7 @@ from memory.store.engine import (
     sqlite_locked,
     write_options,
 )
-from memory.store.events import PENDING_KEY
+from memory.store.events import AUDIT_KEY_INFO, PENDING_KEY
 
 T = TypeVar("T")
 
@@ -61,6 +67,44 @@ _RETRYABLE_SQLSTATES = {
     "57P02",  # crash shutdown
     "57P03",  # the server is starting up or shutting down
 }
+
+
+def lock_user(connection: Connection, user: str, *, exclusive: bool = False) -> None:
+    """Hold ``user``'s lock until the transaction ends: shared for a write of their rows,
+    exclusive for ``forget_user``.
+
+    So a write that began before a forget commits before the forget reads anything, and one
+    that begins during it waits until the forget has committed: each is entirely forgotten
+    or entirely after the forget. On PostgreSQL a transaction-level advisory lock (keyed
+    by a digest of the user id; a collision only makes another user's writes wait for a
+    forget); SQLite's ``BEGIN IMMEDIATE`` already serialises every writer.
+    """
+    if connection.dialect.name != "postgresql":
+        return
+    key = int.from_bytes(hashlib.sha256(f"user:{user}".encode()).digest()[:8], signed=True)
+    function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+    connection.execute(sa.text(f"SELECT {function}(:key)"), {"key": key})
+
+
+# What a database says when it cannot store a write: SQLite's SQLITE_FULL and SQLITE_IOERR
+# messages, PostgreSQL's classes 53 (insufficient resources: disk full, out of memory) and
+# 58 (system error: I/O).
+_SQLITE_STORAGE = ("database or disk is full", "disk i/o error")
+_STORAGE_SQLSTATE_CLASSES = ("53", "58")
+
+
+def _mapped(error: DBAPIError) -> Exception:
+    """The error-tree exception for a database failure that retrying cannot overcome, or
+    ``error`` itself when it is not one the caller can act on (a bug)."""
+    sqlstate = getattr(error.orig, "sqlstate", None) or ""
+    message = str(error.orig).lower()
+    if sqlstate.startswith(_STORAGE_SQLSTATE_CLASSES) or any(
+        text in message for text in _SQLITE_STORAGE
+    ):
+        return StorageError(f"the database could not store the write: {error.orig}")
+    if isinstance(error, DataError):
+        return InvalidInputError(f"the database refused a value: {error.orig}")
+    return error
 
 
 def is_transient(error: DBAPIError) -> bool:
@@ -159,8 +203,11 @@ class Database:
     see every caller.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, audit_key: bytes | None = None) -> None:
         self.engine = engine
+        # The key of the event log's digests (``memory.store.events.audit_key``), handed to
+        # every transaction; never stored in the database.
+        self.audit_key = audit_key
         self.dialect = engine.dialect.name
         # Called with the events a transaction appended, after it has committed (and only
         # then): the publisher of ``memory:updates``.
@@ -184,11 +231,17 @@ class Database:
         """Run ``operation`` in a read transaction, retrying transient failures."""
         return self._run(operation, writes=False)
 
-    def write(self, operation: Callable[[Connection], T]) -> T:
-        """Run ``operation`` in a write transaction, retrying transient failures."""
-        return self._run(operation, writes=True)
+    def write(self, operation: Callable[[Connection], T], *, user: str | None = None) -> T:
+        """Run ``operation`` in a write transaction, retrying transient failures.
 
-    def _run(self, operation: Callable[[Connection], T], *, writes: bool) -> T:
+        ``user``: whose rows it writes; the transaction then holds that user's lock shared
+        (``lock_user``), so that it cannot straddle a forget of them.
+        """
+        return self._run(operation, writes=True, user=user)
+
+    def _run(
+        self, operation: Callable[[Connection], T], *, writes: bool, user: str | None = None
+    ) -> T:
         if self.closed:
             raise StoreClosedError("this memory store is closed; open it again with Memory.open")
         deadline = time.monotonic() + self.timeout
@@ -203,7 +256,10 @@ class Database:
                     # The info dict lives as long as the pooled connection: drop what an
                     # attempt that failed before commit left behind.
                     connection.info.pop(PENDING_KEY, None)
+                    connection.info[AUDIT_KEY_INFO] = self.audit_key
                     with connection.begin():
+                        if user is not None:
+                            lock_user(connection, user)
                         result = operation(connection)
                     committed = connection.info.pop(PENDING_KEY, None)
                 # Published outside the gates: a slow bus must not hold the write lock.
@@ -216,7 +272,7 @@ class Database:
                 ) from error
             except DBAPIError as error:
                 if not is_transient(error):
-                    raise
+                    raise _mapped(error) from error
                 # Jitter keeps writers that collided from colliding again in step.
                 pause = delay * (0.5 + random.random())
                 if time.monotonic() + pause >= deadline:

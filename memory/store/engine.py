@@ -183,6 +183,10 @@ def _create_sqlite_engine(url: URL, **overrides: Any) -> Engine:
                 cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
             cursor.execute("PRAGMA foreign_keys=ON")
+            # Deleted rows are overwritten with zeros, not left in free pages: SQLite's stock
+            # default is off (some builds turn it on), and forget must not depend on the
+            # build or on which connection deleted a row.
+            cursor.execute("PRAGMA secure_delete=ON")
         finally:
             cursor.close()
 

@@ -22,6 +22,18 @@ keeping ``payload_digest`` and ``target_digest``: the chain still verifies (the 
 the digests, not the data), and a SHA-256 digest of a JSON document cannot be turned back
 into it. What stays readable is the agent and the operation, which identify no person.
 
+Keyed digests. A plain SHA-256 digest of ``{"user", "target"}`` lets anyone who can read
+the log test a guess: the right user id and a plausible target (``memory:17``) reproduce
+the digest of a forgotten user's event. With an audit key configured
+(``$MEMORY_AUDIT_KEY``, a per-deployment secret kept outside the database: an attacker
+who reads the database must not read the key), digests are HMAC-SHA256 under that key, and
+a guess cannot be checked without it. Verification needs the key to check the digests of
+events that are not redacted (their user, target and payload against the digest); events
+written before the key was configured keep plain digests and verify as such. The chain
+hash itself stays unkeyed: anyone may check that the log is linked and complete. Events
+redacted before a key was configured keep their plain digests (they cannot be re-keyed:
+their data is gone).
+
 Events written before revision 0010 have no ``target_digest`` (NULL): their hash covers the
 target itself. Revision 0010 re-hashes the whole chain in the new form (after verifying it
 in the old one) and ``redact_user`` does the same if such rows come back from an archive,
@@ -40,9 +52,12 @@ events commit in sequence order and a committed event ``n`` means ``1..n`` are c
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
-from collections.abc import Iterable, Sequence
+import os
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -50,6 +65,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
+from memory.core.errors import InvalidInputError
 from memory.core.inputs import canonical_json
 from memory.core.types import MemoryEvent
 from memory.store.tables import Base, UTCDateTime, utcnow
@@ -57,9 +73,15 @@ from memory.store.tables import Base, UTCDateTime, utcnow
 events = Base.metadata.tables["memory_events"]
 logger = logging.getLogger("memory.events")
 
+# The prefix of every store's updates channel (``store_channel``).
 CHANNEL = "memory:updates"
 GENESIS_HASH = "0" * 64
 REDACT_OPERATION = "events.redact"
+# The deployment's secret for keyed digests, kept outside the database (see the module
+# docstring), and where a transaction finds it (``memory.store.db.Database`` puts it there).
+AUDIT_KEY_ENV = "MEMORY_AUDIT_KEY"
+AUDIT_KEY_INFO = "memory.audit_key"
+MIN_AUDIT_KEY_CHARS = 32
 # A constant key for pg_advisory_xact_lock: every writer of the chain takes this one lock.
 _CHAIN_LOCK_KEY = 0x6D656D5F65767473  # "mem_evts"
 # Events committed but not yet published, kept on the connection until the commit is done
@@ -79,14 +101,42 @@ class NewEvent:
     data: dict[str, Any]
 
 
-def payload_digest(user: str, data: dict[str, Any]) -> str:
-    """The digest the chain covers instead of the user id and payload themselves."""
-    return _sha256(canonical_json({"user": user, "data": data}))
+def audit_key(environ: Mapping[str, str]) -> bytes | None:
+    """The deployment's audit key from ``$MEMORY_AUDIT_KEY`` (None if unset); at least
+    32 characters, or ``InvalidInputError``. See "Keyed digests" in the module docstring."""
+    value = environ.get(AUDIT_KEY_ENV, "")
+    if not value:
+        return None
+    if len(value) < MIN_AUDIT_KEY_CHARS:
+        raise InvalidInputError(
+            f"{AUDIT_KEY_ENV}: the audit key must be at least {MIN_AUDIT_KEY_CHARS} characters "
+            f"(it has {len(value)}); generate one with: python -c "
+            "'import secrets; print(secrets.token_hex(32))'"
+        )
+    return value.encode("utf-8")
 
 
-def target_digest(user: str, target: str) -> str:
+def _digest(key: bytes | None, document: dict[str, Any]) -> str:
+    text = canonical_json(document).encode("utf-8")
+    if key is None:
+        return hashlib.sha256(text).hexdigest()
+    return hmac.new(key, text, hashlib.sha256).hexdigest()
+
+
+def payload_digest(user: str, data: dict[str, Any], key: bytes | None = None) -> str:
+    """The digest the chain covers instead of the user id and payload themselves (keyed
+    with the audit key when one is configured)."""
+    return _digest(key, {"user": user, "data": data})
+
+
+def target_digest(user: str, target: str, key: bytes | None = None) -> str:
     """The digest the chain covers instead of the target itself (see the module docstring)."""
-    return _sha256(canonical_json({"user": user, "target": target}))
+    return _digest(key, {"user": user, "target": target})
+
+
+def _key(connection: Connection) -> bytes | None:
+    key: bytes | None = connection.info.get(AUDIT_KEY_INFO)
+    return key
 
 
 def event_hash(
@@ -134,13 +184,14 @@ def append_events(connection: Connection, drafts: Sequence[NewEvent]) -> list[Me
         return []
     _lock_chain(connection)
     seq, prev_hash = _head(connection)
+    key = _key(connection)
     now = utcnow()
     rows = []
     appended = []
     for draft in drafts:
         seq += 1
-        digest = payload_digest(draft.user, draft.data)
-        covered_target = target_digest(draft.user, draft.target)
+        digest = payload_digest(draft.user, draft.data, key)
+        covered_target = target_digest(draft.user, draft.target, key)
         digest_hash = event_hash(
             seq, now, draft.agent, draft.operation, covered_target, digest, prev_hash
         )
@@ -229,6 +280,9 @@ def redact_user(connection: Connection, user: str, agent: str) -> int:
     ``events.redact`` event (by ``agent``, with no user) that lists the redacted sequence
     numbers as ranges. Returns how many events were redacted.
     """
+    # With the chain's lock held no event can be appended until commit, so the events read
+    # here are all there are; exactly these are redacted and listed.
+    _lock_chain(connection)
     seqs = list(
         connection.execute(
             sa.select(events.c.seq).where(events.c.user_id == user).order_by(events.c.seq)
@@ -241,11 +295,12 @@ def redact_user(connection: Connection, user: str, agent: str) -> int:
             "forget: the event chain does not verify, so the user's events from before "
             "revision 0010 cannot be re-hashed; they are redacted anyway and will not verify"
         )
-    connection.execute(
-        sa.update(events)
-        .where(events.c.user_id == user)
-        .values(user_id="", target="", payload_json=None, redacted=True)
-    )
+    for start in range(0, len(seqs), _BATCH):
+        connection.execute(
+            sa.update(events)
+            .where(events.c.seq.in_(seqs[start : start + _BATCH]))
+            .values(user_id="", target="", payload_json=None, redacted=True)
+        )
     append_event(connection, "", agent, REDACT_OPERATION, "events", {"seqs": _ranges(seqs)})
     return len(seqs)
 
@@ -376,13 +431,9 @@ def _event(row: RowMapping) -> MemoryEvent:
     )
 
 
-def events_after(
-    connection: Connection, seq: int, limit: int = _BATCH, through: int | None = None
-) -> list[MemoryEvent]:
-    """Committed events numbered above ``seq`` (up to ``through``), in order."""
+def events_after(connection: Connection, seq: int, limit: int = _BATCH) -> list[MemoryEvent]:
+    """Committed events numbered above ``seq``, in order."""
     statement = sa.select(events).where(events.c.seq > seq)
-    if through is not None:
-        statement = statement.where(events.c.seq <= through)
     rows = connection.execute(statement.order_by(events.c.seq).limit(limit)).mappings()
     return [_event(row) for row in rows]
 
@@ -393,6 +444,30 @@ def events_of(connection: Connection, target: str) -> list[MemoryEvent]:
         sa.select(events).where(events.c.target == target).order_by(events.c.seq)
     ).mappings()
     return [_event(row) for row in rows]
+
+
+def store_channel(connection: Connection) -> str:
+    """The updates channel of the database ``connection`` is on: ``memory:updates:<digest>``.
+
+    The digest is of what identifies the database wherever it is opened from: on
+    PostgreSQL the cluster's system identifier and the database's oid, on SQLite the
+    file's real path (a database in memory is private to its engine: a random channel). A
+    digest, so that no path or host name is published on a bus others share.
+    """
+    if connection.dialect.name == "postgresql":
+        identity = str(
+            connection.execute(
+                sa.text(
+                    "SELECT system_identifier::text || '/' || (SELECT oid FROM pg_database "
+                    "WHERE datname = current_database())::text FROM pg_control_system()"
+                )
+            ).scalar_one()
+        )
+    else:
+        files = {row[1]: row[2] for row in connection.exec_driver_sql("PRAGMA database_list")}
+        path = files.get("main") or ""
+        identity = os.path.realpath(path) if path else f"memory/{uuid.uuid4()}"
+    return f"{CHANNEL}:{_sha256(f'{connection.dialect.name}:{identity}')[:16]}"
 
 
 def latest_seq(connection: Connection, user: str | None = None) -> int:
@@ -425,6 +500,9 @@ def verify_chain(connection: Connection, table: sa.Table = events) -> ChainRepor
     migration sees it (``event_table``), if not the current one.
     """
     covered = _redaction_coverage(connection, table)
+    # Events written before an audit key was configured have plain digests.
+    key = _key(connection)
+    keys = (None,) if key is None else (key, None)
     expected_seq, prev_hash, checked = 1, GENESIS_HASH, 0
     last = 0
     while True:
@@ -434,7 +512,7 @@ def verify_chain(connection: Connection, table: sa.Table = events) -> ChainRepor
         if not rows:
             return ChainReport(checked)
         for row in rows:
-            problem = _problem(row, expected_seq, prev_hash, covered)
+            problem = _problem(row, expected_seq, prev_hash, covered, keys)
             if problem is not None:
                 return ChainReport(checked, min(row["seq"], expected_seq), problem)
             checked += 1
@@ -443,7 +521,11 @@ def verify_chain(connection: Connection, table: sa.Table = events) -> ChainRepor
 
 
 def _problem(
-    row: RowMapping, expected_seq: int, prev_hash: str, covered: list[tuple[int, int, int]]
+    row: RowMapping,
+    expected_seq: int,
+    prev_hash: str,
+    covered: list[tuple[int, int, int]],
+    keys: tuple[bytes | None, ...],
 ) -> str | None:
     seq = row["seq"]
     digest = row.get("target_digest")
@@ -458,10 +540,20 @@ def _problem(
             return f"event {seq} is redacted, but no later redaction event lists it"
     else:
         data = json.loads(row["payload_json"]) if row["payload_json"] is not None else None
-        if data is None or payload_digest(row["user_id"], data) != row["payload_digest"]:
-            return f"event {seq}: the user or payload does not match its digest (edited)"
-        if digest is not None and target_digest(row["user_id"], row["target"]) != digest:
-            return f"event {seq}: the target does not match its digest (edited)"
+        if data is None or row["payload_digest"] not in {
+            payload_digest(row["user_id"], data, key) for key in keys
+        }:
+            return (
+                f"event {seq}: the user or payload does not match its digest (edited, or "
+                f"written with another {AUDIT_KEY_ENV})"
+            )
+        if digest is not None and digest not in {
+            target_digest(row["user_id"], row["target"], key) for key in keys
+        }:
+            return (
+                f"event {seq}: the target does not match its digest (edited, or written "
+                f"with another {AUDIT_KEY_ENV})"
+            )
     recomputed = event_hash(
         seq, row["created_at"], row["agent_id"], row["operation"],
         digest if digest is not None else row["target"], row["payload_digest"], row["prev_hash"],

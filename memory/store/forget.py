@@ -17,33 +17,48 @@ session ids in the ``flag_audit`` entries of their session overrides by ``[forgo
 (the entries stay: who changed which flag when), then appends one ``user.forget`` event
 with the counts and no user id.
 
-Nothing recoverable, on SQLite: the transaction runs with ``PRAGMA secure_delete = ON``, so
-freed cells and pages are overwritten with zeros instead of left in place; the FTS5 index is
-merged (``optimize``), because FTS5 deletes by appending delete markers and the old index
-segments would otherwise keep the user's terms; and a ``wal_checkpoint(TRUNCATE)`` after the
-commit copies the zeroed pages into the database file and empties the WAL, which still held
-the pages as they were before. On PostgreSQL the rows are deleted in the same way, and the
-dead tuples stay in the table files until ``VACUUM`` (autovacuum, or ``VACUUM FULL`` to
-return the space) rewrites them: see the README.
+Nothing recoverable, on SQLite: every connection runs with ``PRAGMA secure_delete = ON``
+(``memory.store.engine``), so freed cells and pages are overwritten with zeros instead of
+left in place, whichever connection deletes; the FTS5 index is merged (``optimize``),
+because FTS5 deletes by appending delete markers and the old index segments would otherwise
+keep the user's terms; and a ``wal_checkpoint(TRUNCATE)`` after the commit copies the
+zeroed pages into the database file and empties the WAL, which still held the pages as
+they were before. A reader holding an old snapshot blocks that checkpoint: it waits for up
+to ``CHECKPOINT_WAIT_SECONDS``, and if still blocked the report says the bytes are
+not cleared yet (``bytes_cleared=False``, the ``memory.forget.incomplete`` metric), and
+``BackgroundCheckpoint`` keeps trying. On PostgreSQL the rows are deleted in the same way,
+and the dead tuples stay in the table files (and the server's WAL) until ``VACUUM FULL``
+rewrites them, which the library does not run: ``bytes_cleared`` is None (see
+SECURITY.md).
+
+Concurrent writes. The forget holds the user's lock exclusively from its first statement
+(``memory.store.db.lock_user``; every write of a user's rows holds it shared), so a write
+of the user is either committed before the forget reads anything, and forgotten whole, or
+waits and commits after it, with its events numbered after ``user.forget``. The redaction
+then holds the chain's lock and redacts exactly the events it listed.
 
 The caller drops the user from its in-process caches (``Memory.forget_user`` does).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from memory.core.inputs import canonical_json
-from memory.store.db import Database
-from memory.store.engine import is_memory_sqlite
+from memory.store.db import Database, lock_user
+from memory.store.engine import BUSY_TIMEOUT_SECONDS, is_memory_sqlite
 from memory.store.events import append_event, redact_user
 from memory.store.tables import SQLITE_FTS_TABLE, Base
+from memory.telemetry import instruments as telemetry
 
 logger = logging.getLogger("memory.forget")
 
@@ -62,6 +77,10 @@ _CHUNK = 500
 
 # The event a forget appends. It names no user (forget leaves no identifier).
 FORGET_OPERATION = "user.forget"
+# How long forget waits for a WAL checkpoint that a reader blocks before reporting the
+# bytes as not cleared yet, and how often ``BackgroundCheckpoint`` tries again after that.
+CHECKPOINT_WAIT_SECONDS = 5.0
+BACKGROUND_RETRY_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +91,33 @@ class ForgetReport:
     events_redacted: int
     # flag_audit entries whose session id was replaced (the entries themselves stay).
     audit_entries_redacted: int = 0
+    # Whether the user's bytes are gone from the database files too. True: SQLite, zeroed
+    # and the WAL emptied (or a database in memory); False: the WAL still holds them, a
+    # reader blocked the checkpoint (it is retried in the background); None: PostgreSQL,
+    # where dead row versions stay in the files until VACUUM FULL.
+    bytes_cleared: bool | None = None
+
+    @property
+    def complete(self) -> bool:
+        """False while the bytes are known to be still in the files."""
+        return self.bytes_cleared is not False
+
+    @property
+    def found(self) -> bool:
+        """Whether the user had anything to forget: rows or events."""
+        return bool(self.total or self.events_redacted or self.audit_entries_redacted)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready values (``memctl forget --json``)."""
+        return {
+            "found": self.found,
+            "rows_removed": self.total,
+            "rows": {name: count for name, count in sorted(self.rows.items()) if count},
+            "events_redacted": self.events_redacted,
+            "flag_audit_entries_redacted": self.audit_entries_redacted,
+            "bytes_cleared": self.bytes_cleared,
+            "complete": self.complete,
+        }
 
     @property
     def total(self) -> int:
@@ -165,8 +211,9 @@ def _redact_flag_audit(connection: Connection, sessions: set[str]) -> int:
 
 
 def _forget(connection: Connection, user: str, actor: str, sqlite: bool) -> ForgetReport:
-    if sqlite:
-        connection.exec_driver_sql("PRAGMA secure_delete = ON")
+    # Writes of the user that began before this point commit first (and are forgotten);
+    # those that begin later wait for the commit (and come after it). See ``lock_user``.
+    lock_user(connection, user, exclusive=True)
     sessions = _sessions(connection, user)
     owned_entities = sa.select(entities.c.id).where(entities.c.user_id == user)
     # Children before parents, so that every count is the table's own rows and nothing
@@ -221,20 +268,87 @@ def _forget(connection: Connection, user: str, actor: str, sqlite: bool) -> Forg
             "flag_audit": audited,
         },
     )
-    if sqlite:
-        connection.exec_driver_sql("PRAGMA secure_delete = OFF")
     return ForgetReport(rows, redacted, audited)
 
 
-def forget_user(db: Database, user: str, actor: str) -> ForgetReport:
-    """Remove every row of ``user`` (see the module docstring); ``actor`` is logged."""
+def forget_user(
+    db: Database, user: str, actor: str, wait: float | None = None
+) -> ForgetReport:
+    """Remove every row of ``user`` (see the module docstring); ``actor`` is logged. On a
+    SQLite file, waits up to ``wait`` seconds (default ``CHECKPOINT_WAIT_SECONDS``) for the
+    checkpoint that clears the WAL."""
+    if wait is None:
+        wait = CHECKPOINT_WAIT_SECONDS
     sqlite = db.dialect == "sqlite"
     report = db.write(lambda connection: _forget(connection, user, actor, sqlite))
-    if sqlite and not is_memory_sqlite(db.engine.url):
-        with db.engine.connect() as connection:
+    if not sqlite:
+        return report
+    cleared = is_memory_sqlite(db.engine.url) or checkpoint(db, wait)
+    if not cleared:
+        telemetry.instruments().forget_incomplete.add(1)
+        logger.warning(
+            "forget: a reader holds an old snapshot, so the WAL still holds the forgotten "
+            "rows; the checkpoint is retried in the background"
+        )
+    return dataclasses.replace(report, bytes_cleared=cleared)
+
+
+def checkpoint(db: Database, wait: float) -> bool:
+    """Copy the WAL into the SQLite file and empty it, waiting up to ``wait`` seconds for
+    readers that block it; True once done.
+
+    TRUNCATE waits for readers through the busy handler, so the connection's busy timeout
+    is the bound (set to ``wait`` for this statement, and back after).
+    """
+    with db.engine.connect() as connection:
+        connection.exec_driver_sql(f"PRAGMA busy_timeout={int(wait * 1000)}")
+        try:
             busy, _, _ = connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
-        if busy:
-            # A reader still holds an old snapshot: the WAL could not be emptied yet. The
-            # rows are gone from every query; the next checkpoint clears the file.
-            logger.warning("forget: the WAL checkpoint was blocked by a reader; retry later")
-    return report
+        finally:
+            connection.exec_driver_sql(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
+    return not busy
+
+
+class BackgroundCheckpoint:
+    """Finishes the checkpoints forgets could not: a thread that retries every
+    ``BACKGROUND_RETRY_SECONDS`` until one succeeds or ``close()``."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def pending(self) -> bool:
+        """Whether a checkpoint is still to be done."""
+        with self._lock:
+            return self._thread is not None and self._thread.is_alive()
+
+    def request(self) -> None:
+        """Start retrying, unless already retrying."""
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._thread = threading.Thread(
+                target=self._run, name="memory-forget-checkpoint", daemon=True
+            )
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(BACKGROUND_RETRY_SECONDS):
+            try:
+                if checkpoint(self._db, 0):
+                    logger.info("forget: the delayed WAL checkpoint is done")
+                    return
+            except sa.exc.DBAPIError:  # the database went away: the next forget tries again
+                logger.exception("forget: the delayed WAL checkpoint failed")
+                return
+
+    def close(self) -> None:
+        """Stop retrying and wait for the thread."""
+        self._stop.set()
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join(10)

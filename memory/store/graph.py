@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 
 from memory.core.errors import InvalidInputError, NotFoundError
 from memory.core.inputs import (
+    MAX_STATE_BYTES,
     EntityInput,
     EntityName,
     ObservationDeletion,
@@ -28,6 +29,7 @@ from memory.core.inputs import (
     validate,
     validate_many,
 )
+from memory.core.redaction import NO_REDACTION, Redaction
 from memory.core.types import AddedObservations, Entity, KnowledgeGraph, Relation
 from memory.store.db import Database
 from memory.store.tables import Base, utcnow
@@ -40,12 +42,23 @@ _from = entities.alias("source")
 _to = entities.alias("target")
 
 
+# The longest memory.jsonl line import_jsonl parses: as much as a session's state.
+MAX_IMPORT_LINE_CHARS = MAX_STATE_BYTES
+
+
 class EntityGraph:
     """One user's knowledge graph. Get it from ``Memory.graph(user)``."""
 
-    def __init__(self, db: Database, user: str) -> None:
+    def __init__(self, db: Database, user: str, redaction: Redaction = NO_REDACTION) -> None:
         self._db = db
         self.user = user
+        # Every input is redacted as memories are (names, types, observations), and names
+        # looked up the same way, so that they still match what was stored.
+        self._redaction = redaction
+
+    def _redacted(self, items: Iterable[Any], what: str) -> list[Any]:
+        redacted: list[Any] = self._redaction.value(as_list(items, what))
+        return redacted
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -151,17 +164,23 @@ class EntityGraph:
         >>> graph.create_entities([{"name": "Ada", "entityType": "person",
         ...                         "observations": ["writes Python"]}])  # doctest: +SKIP
         """
-        validated = validate_many(EntityInput, items, "entities")
-        return self._db.write(lambda connection: self._create_entities(connection, validated))
+        validated = validate_many(EntityInput, self._redacted(items, "entities"), "entities")
+        return self._db.write(
+            lambda connection: self._create_entities(connection, validated), user=self.user
+        )
 
     def create_relations(self, items: Iterable[Mapping[str, Any]]) -> list[Relation]:
         """Create relations (``from``, ``to``, ``relationType``); return the new ones."""
-        validated = validate_many(RelationInput, items, "relations")
-        return self._db.write(lambda connection: self._create_relations(connection, validated))
+        validated = validate_many(RelationInput, self._redacted(items, "relations"), "relations")
+        return self._db.write(
+            lambda connection: self._create_relations(connection, validated), user=self.user
+        )
 
     def add_observations(self, items: Iterable[Mapping[str, Any]]) -> list[AddedObservations]:
         """Add observations to existing entities; return what was not already there."""
-        validated = validate_many(ObservationInput, items, "observations")
+        validated = validate_many(
+            ObservationInput, self._redacted(items, "observations"), "observations"
+        )
 
         def operation(connection: Connection) -> list[AddedObservations]:
             ids = self._require(connection, [item.entityName for item in validated])
@@ -173,11 +192,11 @@ class EntityGraph:
                 for item in validated
             ]
 
-        return self._db.write(operation)
+        return self._db.write(operation, user=self.user)
 
     def delete_entities(self, names: Iterable[str]) -> None:
         """Delete entities with their observations and relations; unknown names are ignored."""
-        wanted = [validate_name(name) for name in as_list(names, "entity names")]
+        wanted = [validate_name(name) for name in self._redacted(names, "entity names")]
 
         def operation(connection: Connection) -> None:
             if wanted:
@@ -187,11 +206,13 @@ class EntityGraph:
                     )
                 )
 
-        self._db.write(operation)
+        self._db.write(operation, user=self.user)
 
     def delete_observations(self, items: Iterable[Mapping[str, Any]]) -> None:
         """Delete the named observations; unknown entities and observations are ignored."""
-        validated = validate_many(ObservationDeletion, items, "deletions")
+        validated = validate_many(
+            ObservationDeletion, self._redacted(items, "deletions"), "deletions"
+        )
 
         def operation(connection: Connection) -> None:
             ids = self._entity_ids(connection, [item.entityName for item in validated])
@@ -206,11 +227,11 @@ class EntityGraph:
                         )
                     )
 
-        self._db.write(operation)
+        self._db.write(operation, user=self.user)
 
     def delete_relations(self, items: Iterable[Mapping[str, Any]]) -> None:
         """Delete the given relations; ones that do not exist are ignored."""
-        validated = validate_many(RelationInput, items, "relations")
+        validated = validate_many(RelationInput, self._redacted(items, "relations"), "relations")
 
         def operation(connection: Connection) -> None:
             ids = self._entity_ids(connection, [n for r in validated for n in (r.from_, r.to)])
@@ -224,7 +245,7 @@ class EntityGraph:
                         )
                     )
 
-        self._db.write(operation)
+        self._db.write(operation, user=self.user)
 
     def read_graph(self) -> KnowledgeGraph:
         """The user's whole graph: entities in creation order, then relations."""
@@ -264,7 +285,7 @@ class EntityGraph:
         with the relations that touch them."""
         if not isinstance(query, str):
             raise InvalidInputError(f"query: must be a string, not {type(query).__name__}")
-        needle = query.casefold()
+        needle = self._redaction.text(query).casefold()
         graph = self.read_graph()
         # Case folding in Python, not SQL: SQLite's lower() only folds ASCII, and the result
         # must be the same on every backend (and as the reference server's toLowerCase).
@@ -280,7 +301,7 @@ class EntityGraph:
     def open_nodes(self, names: Iterable[str]) -> KnowledgeGraph:
         """The named entities with the relations that touch them; unknown names are
         ignored."""
-        wanted = {validate_name(name) for name in as_list(names, "entity names")}
+        wanted = {validate_name(name) for name in self._redacted(names, "entity names")}
         return _subgraph(self.read_graph(), lambda entity: entity.name in wanted)
 
     # -- memory.jsonl -------------------------------------------------------------------------
@@ -299,6 +320,12 @@ class EntityGraph:
         new_entities: list[EntityInput] = []
         new_relations: list[RelationInput] = []
         for number, line in enumerate(lines, start=1):
+            if len(line) > MAX_IMPORT_LINE_CHARS:
+                # Refused before parsing: a huge line costs many times its size as objects.
+                raise InvalidInputError(
+                    f"line {number}: {len(line)} characters; a memory.jsonl line may have at "
+                    f"most {MAX_IMPORT_LINE_CHARS}"
+                )
             if not line.strip():
                 continue
             try:
@@ -307,6 +334,7 @@ class EntityGraph:
                 raise InvalidInputError(f"line {number}: not JSON: {exc}") from None
             if not isinstance(record, dict):
                 raise InvalidInputError(f"line {number}: expected a JSON object")
+            record = self._redaction.value(record)
             kind = record.pop("type", None)
             try:
                 if kind == "entity":
@@ -327,7 +355,7 @@ class EntityGraph:
                     self._add_observations(connection, ids[item.name], item.observations)
             return len(created), len(self._create_relations(connection, new_relations))
 
-        return self._db.write(operation)
+        return self._db.write(operation, user=self.user)
 
 
 def validate_name(name: object) -> str:

@@ -19,12 +19,20 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 from sqlalchemy.exc import IntegrityError
 
-from memory.core.errors import ConflictError, NotFoundError, StaleVersionError
+from memory.core.errors import (
+    ConflictError,
+    NotFoundError,
+    PermissionDeniedError,
+    QuotaExceededError,
+    StaleVersionError,
+)
 from memory.core.inputs import (
+    QUOTA_MEMORIES_ENV,
     CodePatternQuery,
     MemoryChanges,
     MemoryQuery,
     NewMemory,
+    Quotas,
     canonical_json,
     content_hash,
 )
@@ -134,8 +142,26 @@ def _committed_earlier(
 class Store:
     """Phase 2 repositories over one database."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, quotas: Quotas | None = None) -> None:
         self.db = db
+        self.quotas = quotas or Quotas()
+
+    def _check_memory_quota(self, connection: Connection, user: str) -> None:
+        """Refuse (``QuotaExceededError``, so the transaction rolls back) a write that leaves
+        ``user`` with more memories than the quota. Counted after the insert, so content
+        that was already stored costs nothing; writers of one user running at once on
+        PostgreSQL may each see the count before the other's commit."""
+        limit = self.quotas.memories
+        if limit is None:
+            return
+        held = connection.execute(
+            sa.select(sa.func.count()).select_from(memories).where(memories.c.user_id == user)
+        ).scalar_one()
+        if held > limit:
+            raise QuotaExceededError(
+                f"user {user!r} would hold {held} memories; the quota is {limit} "
+                f"(${QUOTA_MEMORIES_ENV}): delete or consolidate memories first"
+            )
 
     # -- memories -----------------------------------------------------------------------------
 
@@ -146,7 +172,9 @@ class Store:
         same content. The unique key makes concurrent adds of one content yield one row.
         ``vectors`` maps content to its embedding (absent when the embedder failed)."""
 
-        return self.db.write(lambda connection: self._insert(connection, owner, items, vectors))
+        return self.db.write(
+            lambda connection: self._insert(connection, owner, items, vectors), user=owner.user
+        )
 
     def _insert(
         self,
@@ -186,6 +214,8 @@ class Store:
             .returning(memories.c.id, memories.c.content_hash)
         )
         inserted = {row.content_hash: row.id for row in connection.execute(statement, rows)}
+        if inserted:
+            self._check_memory_quota(connection, owner.user)
         append_events(
             connection,
             [
@@ -293,7 +323,7 @@ class Store:
             record_reads(connection, owner.user, owner.agent, [record])
             return record
 
-        return self.db.write(operation)
+        return self.db.write(operation, user=owner.user)
 
     def update_memory(
         self,
@@ -313,8 +343,22 @@ class Store:
 
         def operation(connection: Connection) -> MemoryRecord:
             now = utcnow()
-            # The owner, or a holder of a live read-write grant, may update.
+            # The owner, or a holder of a live read-write grant, may update; but only the
+            # owner changes what grants depend on (tier grants, tag grants on metadata), or
+            # a grantee could widen a grant to agents the owner never chose.
             writable = visible(connection, owner, "write")
+            if changes.tier is not None or changes.metadata is not None:
+                owning = connection.execute(
+                    sa.select(memories.c.agent_id).where(
+                        memories.c.id == memory_id, writable, unexpired(now)
+                    )
+                ).scalar()
+                if owning is not None and owning != owner.agent:
+                    raise PermissionDeniedError(
+                        f"memory {memory_id}: only its owner agent may change its tier or "
+                        "metadata (grants depend on them); a write grant allows content "
+                        "and importance"
+                    )
             values: dict[str, Any] = {"updated_at": now, "version": memories.c.version + 1}
             if changes.content is not None:
                 values["content"] = changes.content
@@ -382,7 +426,7 @@ class Store:
                     )
             return self._with_metadata(connection, [row])[0]
 
-        return self.db.write(operation)
+        return self.db.write(operation, user=owner.user)
 
     def list_memories(self, owner: Owner, query: MemoryQuery) -> list[MemoryRecord]:
         """The live memories ``owner`` may see (its own, and those shared with it when
@@ -452,19 +496,22 @@ class Store:
                 {"memory_id": memory_id, "request": request},
             )
 
-        self.db.write(operation)
+        self.db.write(operation, user=owner.user)
 
     # -- sharing ------------------------------------------------------------------------------
 
     def share(self, owner: Owner, item: NewGrant) -> list[Grant]:
         """Grant access to what ``item`` names (see ``memory.store.sharing.share``)."""
         return self.db.write(
-            lambda connection: sharing.share(connection, self.db.insert, owner, item)
+            lambda connection: sharing.share(connection, self.db.insert, owner, item),
+            user=owner.user,
         )
 
     def revoke(self, owner: Owner, grant_id: int) -> Grant:
         """Revoke one of ``owner``'s grants."""
-        return self.db.write(lambda connection: sharing.revoke(connection, owner, grant_id))
+        return self.db.write(
+            lambda connection: sharing.revoke(connection, owner, grant_id), user=owner.user
+        )
 
     def grants(self, owner: Owner, received: bool) -> list[Grant]:
         """The live grants ``owner`` made (or holds, with ``received``)."""
@@ -473,7 +520,8 @@ class Store:
     def record_reads(self, owner: Owner, records: Sequence[MemoryRecord]) -> None:
         """Log that ``owner`` read these memories of other agents (``memory.read`` events)."""
         self.db.write(
-            lambda connection: record_reads(connection, owner.user, owner.agent, records)
+            lambda connection: record_reads(connection, owner.user, owner.agent, records),
+            user=owner.user,
         )
 
     def consolidate(
@@ -513,7 +561,7 @@ class Store:
             return tuple(gone)
 
         try:
-            return self.db.write(operation)
+            return self.db.write(operation, user=owner.user)
         except _NothingToConsolidate:
             return ()
 
@@ -548,7 +596,7 @@ class Store:
             )
             return tuple(sorted(rows))
 
-        return self.db.write(operation)
+        return self.db.write(operation, user=owner.user)
 
     def record_uses(self, uses: Mapping[int, tuple[int, datetime]]) -> None:
         """Add uses (accesses) to memories, as injection batches them: ``uses`` maps a
@@ -603,7 +651,7 @@ class Store:
                 connection, owner.user, owner.agent, event, target, payload
             ), stored
 
-        return self.db.write(operation)
+        return self.db.write(operation, user=owner.user)
 
 
 @dataclass(frozen=True, slots=True)

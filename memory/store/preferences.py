@@ -60,7 +60,7 @@ class Preferences:
             )
             return stored
 
-        return self.db.write(operation)
+        return self.db.write(operation, user=owner.user)
 
     def get_preference(self, owner: Owner, key: str) -> Preference | None:
         """The user's current value for ``key``, or None."""
@@ -69,7 +69,7 @@ class Preferences:
             row = (
                 connection.execute(
                     sa.select(preferences).where(
-                        preferences.c.user_id == owner.user, preferences.c.key == key
+                        *_readable_preferences(owner), preferences.c.key == key
                     )
                 )
                 .mappings()
@@ -99,7 +99,7 @@ class Preferences:
                 {"key": key},
             )
 
-        self.db.write(operation)
+        self.db.write(operation, user=owner.user)
 
     # -- code patterns ------------------------------------------------------------------------
 
@@ -138,7 +138,7 @@ class Preferences:
             )
             return stored
 
-        return self.db.write(operation)
+        return self.db.write(operation, user=owner.user)
 
     def use_pattern(self, owner: Owner, pattern_id: int) -> CodePattern:
         """Count one use of a pattern; returns it as updated."""
@@ -158,7 +158,7 @@ class Preferences:
                 raise NotFoundError(f"code pattern {pattern_id} does not exist for this user")
             return pattern_of(row)
 
-        return self.db.write(operation)
+        return self.db.write(operation, user=owner.user)
 
     def find_patterns(self, owner: Owner, query: CodePatternQuery) -> list[CodePattern]:
         """The user's patterns matching ``query``, most used first."""
@@ -196,11 +196,20 @@ def pattern_of(row: RowMapping) -> CodePattern:
     )
 
 
+def _readable_preferences(owner: Owner) -> list[sa.ColumnElement[bool]]:
+    """The user's preferences ``owner`` may read: all of them with ``owner.shared``
+    (USE_CROSS_AGENT_SHARING), else those its own agent set, as for memories."""
+    rules = [preferences.c.user_id == owner.user]
+    if not owner.shared:
+        rules.append(preferences.c.source_agent == owner.agent)
+    return rules
+
+
 def list_preferences(connection: Connection, owner: Owner) -> list[Preference]:
-    """Every preference of ``owner``'s user, by key, inside a transaction."""
+    """Every preference of ``owner``'s user it may read, by key, inside a transaction."""
     rows = connection.execute(
         sa.select(preferences)
-        .where(preferences.c.user_id == owner.user)
+        .where(*_readable_preferences(owner))
         .order_by(preferences.c.key)
     ).mappings()
     return [preference_of(row) for row in rows]
@@ -211,6 +220,8 @@ def find_patterns(
 ) -> list[CodePattern]:
     """The user's patterns matching ``query``, most used first, inside a transaction."""
     conditions = [patterns.c.user_id == owner.user]
+    if not owner.shared:  # as for memories: other agents' patterns only while sharing is on
+        conditions.append(patterns.c.agent_id == owner.agent)
     if query.language is not None:
         conditions.append(patterns.c.language == query.language)
     rows = connection.execute(

@@ -13,7 +13,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
-from memory.core.inputs import NewSessionState, canonical_json
+from memory.core.errors import QuotaExceededError
+from memory.core.inputs import MAX_STATE_BYTES, NewSessionState, Quotas, canonical_json
 from memory.core.merge import (
     CONFLICT_OPERATION,
     PATCH_OPERATION,
@@ -32,8 +33,9 @@ session_state = Base.metadata.tables["session_state"]
 class Sessions:
     """Checkpoints of a session's state, shared by the agents working in it."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, quotas: Quotas | None = None) -> None:
         self.db = db
+        self.quotas = quotas or Quotas()
 
     # -- session state ------------------------------------------------------------------------
 
@@ -76,6 +78,26 @@ class Sessions:
             .mappings()
             .one()
         )
+        kept = self.quotas.checkpoints
+        if kept is not None:
+            # The newest ``kept`` of this agent's checkpoints of the session stay; another
+            # agent's are its own to keep (with sharing off it reads only those).
+            mine = sa.and_(
+                session_state.c.user_id == owner.user,
+                session_state.c.session_id == session,
+                session_state.c.agent_id == owner.agent,
+            )
+            newest = (
+                sa.select(session_state.c.checkpoint_seq)
+                .where(mine)
+                .order_by(session_state.c.checkpoint_seq.desc())
+                .limit(kept)
+            )
+            connection.execute(
+                sa.delete(session_state).where(
+                    mine, session_state.c.checkpoint_seq.not_in(newest.scalar_subquery())
+                )
+            )
         return checkpoint_of(row)
 
     def save_state(self, owner: Owner, session: str, item: NewSessionState) -> SessionCheckpoint:
@@ -89,7 +111,7 @@ class Sessions:
             )
             return checkpoint
 
-        return self.db.write(operation)
+        return self.db.write(operation, user=owner.user)
 
     def merge_context(
         self,
@@ -130,14 +152,20 @@ class Sessions:
                     for conflict in conflicts
                 ],
             )
-            checkpoint = self._insert_checkpoint(
-                connection, owner, session, merge_patches(history), ttl
-            )
+            merged = merge_patches(history)
+            size = len(canonical_json(merged).encode("utf-8"))
+            if size > MAX_STATE_BYTES:
+                # The whole context is one checkpoint: held to the limit save_state has.
+                raise QuotaExceededError(
+                    f"session {session!r}: the merged context would be {size} bytes as JSON; "
+                    f"at most {MAX_STATE_BYTES}: remove keys (patch them to null) first"
+                )
+            checkpoint = self._insert_checkpoint(connection, owner, session, merged, ttl)
             return MergedContext(
                 checkpoint.state, checkpoint.checkpoint_seq, appended.seq, tuple(conflicts)
             )
 
-        return self.db.write(operation)
+        return self.db.write(operation, user=owner.user)
 
     def latest(self, owner: Owner, session: str) -> SessionCheckpoint | None:
         """The latest checkpoint of ``session``, expired or not."""
@@ -164,14 +192,16 @@ def checkpoint_of(row: RowMapping) -> SessionCheckpoint:
 def latest_checkpoint(
     connection: Connection, owner: Owner, session: str
 ) -> SessionCheckpoint | None:
-    """The latest checkpoint of ``session``, expired or not, inside a transaction."""
+    """The latest checkpoint of ``session`` that ``owner`` may read, expired or not, inside a
+    transaction: any agent's with ``owner.shared`` (USE_CROSS_AGENT_SHARING), else its own
+    agent's, as for memories."""
+    rules = [session_state.c.user_id == owner.user, session_state.c.session_id == session]
+    if not owner.shared:
+        rules.append(session_state.c.agent_id == owner.agent)
     row = (
         connection.execute(
             sa.select(session_state)
-            .where(
-                session_state.c.user_id == owner.user,
-                session_state.c.session_id == session,
-            )
+            .where(*rules)
             .order_by(session_state.c.checkpoint_seq.desc())
             .limit(1)
         )

@@ -45,7 +45,7 @@ from sqlalchemy.engine import Connection, RowMapping
 
 from memory.core.errors import InvalidInputError, NotFoundError
 from memory.core.inputs import AwareDatetime, Identifier, _Input, canonical_json
-from memory.core.types import Owner, Tier
+from memory.core.types import MemoryEvent, Owner, Tier
 from memory.store.events import append_event
 from memory.store.tables import Base, utcnow
 
@@ -442,6 +442,24 @@ def visible_with(
         memories.c.agent_id.in_(sorted({owner.agent, *held.owners})),
         sa.or_(memories.c.agent_id == owner.agent, *admitted),
     )
+
+
+# Events about memories, grants and teams: another agent's say which memories exist, whom
+# they are shared with and what they hold, so they reach only the agent that acted.
+_AGENT_PRIVATE_EVENTS = ("memory.", "grant.", "team.")
+
+
+def event_readable(owner: Owner, event: MemoryEvent) -> bool:
+    """Whether ``owner`` may see ``event`` on a subscription: its own user's events that
+    its own agent wrote, and with ``owner.shared`` (USE_CROSS_AGENT_SHARING) also the
+    user's preference, pattern, session-state and context events of other agents, which
+    its reads then see too. Never another user's, nor an operator's or a redacted event.
+    The one rule every subscriber (in process, or the service) applies."""
+    if event.redacted or event.user_id != owner.user:
+        return False
+    if event.agent_id == owner.agent:
+        return True
+    return owner.shared and not event.operation.startswith(_AGENT_PRIVATE_EVENTS)
 
 
 @dataclass(frozen=True, slots=True)

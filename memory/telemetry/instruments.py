@@ -53,6 +53,10 @@ alert rules and ``memctl gates`` are written against these names):
   ``memory_swarm_escalations_total``
 - ``memory.swarm.signature_failures`` counter, envelopes whose custody chain does not verify;
   outcome=warned (enforcement off)|refused → ``memory_swarm_signature_failures_total``
+- ``memory.index.held_bytes`` observable gauge, bytes the in-process search indexes hold
+  (within ``$MEMORY_INDEX_BUDGET_MB``) → ``memory_index_held_bytes``
+- ``memory.forget.incomplete`` counter, forgets whose bytes could not be cleared from the
+  SQLite files yet (a reader held the WAL) → ``memory_forget_incomplete_total``
 
 Series carry no instrumentation-scope labels; the endpoint adds ``target_info``. Histograms
 share the bucket boundaries ``LATENCY_BUCKETS_MS``. An endpoint reports what is recorded
@@ -157,6 +161,8 @@ SWARM_FINDINGS = "memory.swarm.findings"
 SWARM_CONFLICTS = "memory.swarm.conflicts"
 SWARM_ESCALATIONS = "memory.swarm.escalations"
 SWARM_SIGNATURE_FAILURES = "memory.swarm.signature_failures"
+FORGET_INCOMPLETE = "memory.forget.incomplete"
+INDEX_HELD_BYTES = "memory.index.held_bytes"
 
 #: Every instrument's Prometheus series (histograms: the ``_bucket`` series; ``_sum`` and
 #: ``_count`` come with it). Tests scrape ``/metrics`` for each of these.
@@ -189,6 +195,8 @@ PROMETHEUS_SERIES: Mapping[str, str] = {
     SWARM_CONFLICTS: "memory_swarm_conflicts_total",
     SWARM_ESCALATIONS: "memory_swarm_escalations_total",
     SWARM_SIGNATURE_FAILURES: "memory_swarm_signature_failures_total",
+    FORGET_INCOMPLETE: "memory_forget_incomplete_total",
+    INDEX_HELD_BYTES: "memory_index_held_bytes",
 }
 
 # A caller's mistake is an answer, not a fault of the system: not counted in memory.errors.
@@ -332,6 +340,7 @@ class Instruments:
     swarm_conflicts: CounterRecorder
     swarm_escalations: CounterRecorder
     swarm_signature_failures: CounterRecorder
+    forget_incomplete: CounterRecorder
 
     def __init__(self, meter: Meter, *, observe: bool = True, queued: bool = False) -> None:
         def histogram(name: str, unit: str, description: str) -> HistogramRecorder:
@@ -404,6 +413,10 @@ class Instruments:
             SWARM_SIGNATURE_FAILURES,
             description="Swarm envelopes whose custody chain did not verify, by outcome.",
         )
+        self.forget_incomplete = counter(
+            FORGET_INCOMPLETE,
+            description="Forgets whose bytes were not yet cleared from the database files.",
+        )
         if observe:
             meter.create_observable_gauge(
                 HEAP_USED_MB,
@@ -411,6 +424,11 @@ class Instruments:
                 # No unit: the exporter would append it (memory_heap_used_mb_MB); the name
                 # already says megabytes.
                 description="Resident memory of the process, in MB.",
+            )
+            meter.create_observable_gauge(
+                INDEX_HELD_BYTES,
+                callbacks=[_observe_index],
+                description="Bytes the in-process search indexes hold.",
             )
             meter.create_observable_gauge(
                 FLAG_STATE,
@@ -442,6 +460,27 @@ class FlagStates(Protocol):
 # Weak: an evaluator is published while its owner (a Memory, a workload) lives.
 _flag_sources: weakref.WeakKeyDictionary[FlagStates, None] = weakref.WeakKeyDictionary()
 _flag_lock = threading.Lock()
+
+
+class HeldBytes(Protocol):
+    def held_bytes(self) -> int: ...
+
+
+_index_sources: weakref.WeakKeyDictionary[HeldBytes, None] = weakref.WeakKeyDictionary()
+_index_lock = threading.Lock()
+
+
+def observe_index(source: HeldBytes) -> None:
+    """Publish ``source.held_bytes()`` (summed over every source) as
+    ``memory.index.held_bytes``, for as long as ``source`` lives (held weakly)."""
+    with _index_lock:
+        _index_sources[source] = None
+
+
+def _observe_index(_options: CallbackOptions) -> Iterable[Observation]:
+    with _index_lock:
+        sources = list(_index_sources)
+    return [Observation(sum(source.held_bytes() for source in sources))]
 
 
 def observe_flags(evaluator: FlagStates) -> None:
@@ -565,7 +604,9 @@ CROSS_AGENT_OPERATIONS = ("read", "write", "share", "revoke")
 for _operation in CROSS_AGENT_OPERATIONS:
     declare_series("cross_agent_failures", {"operation": _operation})
 # The alerts on these fire on any increase, which needs the series to exist before it.
-for _counter in ("db_connection_failures", "migration_failures", "integrity_failures"):
+for _counter in (
+    "db_connection_failures", "migration_failures", "integrity_failures", "forget_incomplete"
+):
     declare_series(_counter, {})
 for _status in ("ok", "failed", "interrupted"):
     declare_series("cleanup_runs", {"status": _status})

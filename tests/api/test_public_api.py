@@ -17,10 +17,10 @@ AGENT_API = [
     "FlagOffWarning", "ForgetReport", "Grant", "HashingEmbedder", "InjectedContext",
     "InvalidInputError", "KnowledgeGraph", "Memory", "MemoryEvent", "MemoryRecord",
     "MemoryStoreError", "MergedContext", "MetricsSourceError", "MiniLMEmbedder",
-    "NotFoundError", "PermissionDeniedError", "Preference", "Redaction", "Relation",
-    "ResumedSession", "SchemaError", "Scope", "SearchHit", "SessionCheckpoint",
-    "SessionExpiredError", "StaleVersionError", "StoreClosedError", "Subscription",
-    "TokenCounter", "UpdatesStatus", "merge_patches",
+    "NotFoundError", "PermissionDeniedError", "Preference", "QuotaExceededError", "Redaction",
+    "Relation", "ResumedSession", "SchemaError", "Scope", "SearchHit", "SessionCheckpoint",
+    "SessionExpiredError", "StaleVersionError", "StorageError", "StoreClosedError",
+    "Subscription", "TokenCounter", "UpdatesStatus", "merge_patches",
 ]  # fmt: skip
 
 

@@ -30,13 +30,14 @@ import sqlalchemy as sa
 
 from memory import HashingEmbedder, InvalidInputError, Memory, MemoryEvent
 from memory.ops import run_health_checks
+from memory.store.events import store_channel
 from memory.telemetry import instruments as telemetry
 
 WRITER = """
 import json, sys, time
 from memory import Memory
 url, updates, count, pause = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-with Memory.open(url, embedder=None, updates=updates) as store:
+with Memory.open(url, embedder=None, updates=updates, role="admin") as store:
     scope = store.scope("ada", "writer", "s")
     for index in range(count):
         scope.add(f"note {index}")
@@ -179,7 +180,7 @@ def postgres_store_url(make_postgres_database: Callable[[], str]) -> str:
 def test_in_process_updates_reach_a_subscriber_in_order(
     tmp_path: Path, record_property: Callable[[str, object], None]
 ) -> None:
-    with Memory.open(f"sqlite:///{tmp_path / 'm.db'}", embedder=None) as store:
+    with Memory.open(f"sqlite:///{tmp_path / 'm.db'}", embedder=None, role="admin") as store:
         collector = Collector()
         with store.subscribe(collector):
             scopes = [store.scope("ada", f"agent-{n}") for n in range(4)]
@@ -204,7 +205,7 @@ def test_a_writer_process_reaches_a_subscriber_process(
 ) -> None:
     url = request.getfixturevalue("postgres_store_url")
     updates = backend if backend == "postgresql" else request.getfixturevalue("redis_server").url
-    with Memory.open(url, embedder=None, updates=updates) as store:
+    with Memory.open(url, embedder=None, updates=updates, role="admin") as store:
         collector = Collector()
         start = _head(store)
         with store.subscribe(collector):
@@ -223,7 +224,7 @@ def test_redis_stopped_and_restarted_mid_stream_loses_nothing(
     redis_server: RedisServer, postgres_store_url: str
 ) -> None:
     url = postgres_store_url
-    with Memory.open(url, embedder=None, updates=redis_server.url) as store:
+    with Memory.open(url, embedder=None, updates=redis_server.url, role="admin") as store:
         collector = Collector()
         start = _head(store)
         with store.subscribe(collector) as subscription:
@@ -258,7 +259,7 @@ def test_postgres_notification_connection_dropped_loses_nothing(
 ) -> None:
     url = postgres_store_url
     database = sa.engine.make_url(url).database
-    with Memory.open(url, embedder=None, updates="postgresql") as store:
+    with Memory.open(url, embedder=None, updates="postgresql", role="admin") as store:
         collector = Collector()
         start = _head(store)
         with store.subscribe(collector) as subscription:
@@ -321,7 +322,9 @@ def _bus_failures(role: str) -> float:
 def test_an_unreachable_redis_degrades_but_never_fails_a_write(tmp_path: Path) -> None:
     dead = f"redis://127.0.0.1:{_free_port()}/0"
     before = {role: _bus_failures(role) for role in ("publish", "subscribe")}
-    with Memory.open(f"sqlite:///{tmp_path / 'm.db'}", embedder=None, updates=dead) as store:
+    with Memory.open(
+        f"sqlite:///{tmp_path / 'm.db'}", embedder=None, updates=dead, role="admin"
+    ) as store:
         collector = Collector()
         with store.subscribe(collector):
             scope = store.scope("ada", "planner")
@@ -356,3 +359,96 @@ def test_memctl_health_checks_the_updates_bus(
     redis_server.stop()
     status, detail = updates_check()
     assert status == "warn" and detail.startswith("degraded: Redis SUBSCRIBE failed")
+
+
+# -- the bus is a doorbell: forged messages, stores sharing a bus -----------------------------
+
+
+def _forge(updates: str, url: str, channel: str, message: str) -> None:
+    """Publish ``message`` on ``channel`` as anyone who can reach the bus could."""
+    if updates == "postgresql":
+        engine = sa.create_engine(url)
+        try:
+            with engine.begin() as connection:
+                connection.execute(
+                    sa.text("SELECT pg_notify(:c, :m)"), {"c": channel, "m": message}
+                )
+        finally:
+            engine.dispose()
+    else:
+        import redis
+
+        with redis.Redis.from_url(updates) as client:
+            client.publish(channel, message)
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "redis"])
+def test_a_forged_message_delivers_nothing_and_loses_no_real_event(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    url = request.getfixturevalue("postgres_store_url")
+    updates = backend if backend == "postgresql" else request.getfixturevalue("redis_server").url
+    with Memory.open(url, embedder=None, updates=updates, role="admin") as store:
+        with store.engine.connect() as connection:
+            channel = store_channel(connection)
+        scope = store.scope("ada", "planner")
+        collector = Collector()
+        start = _head(store)
+        with store.subscribe(collector):
+            time.sleep(0.3)  # the listener is connected
+            forged = json.dumps({
+                "seq": start + 1, "event": "memory.delete", "agent": "attacker", "user": "ada",
+                "target": "memory:1", "timestamp": datetime.now(UTC).isoformat(), "data": {},
+            })
+            # On the store's channel and on the one channel every store used to share.
+            for name in (channel, "memory:updates"):
+                _forge(updates, url, name, forged)
+            time.sleep(0.5)
+            scope.add("a real note")
+            collector.wait_for(start + 1)
+            time.sleep(0.3)
+        assert collector.seqs() == [start + 1]
+        (event,) = collector.events
+        assert (event.agent_id, event.operation) == ("planner", "memory.add")
+
+
+def test_two_stores_on_one_redis_hear_only_their_own_events(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    # Redis pub/sub ignores the database number: db 9 and db 10 share every channel.
+    base = redis_server.url.rsplit("/", 1)[0]
+    with Memory.open(
+        f"sqlite:///{tmp_path / 'a.db'}", embedder=None, updates=f"{base}/9"
+    ) as first, Memory.open(
+        f"sqlite:///{tmp_path / 'b.db'}", embedder=None, updates=f"{base}/10", role="admin"
+    ) as second:
+        heard = Collector()
+        with second.subscribe(heard):
+            time.sleep(0.3)
+            first.scope("ada", "planner").add("the first store's note")
+            time.sleep(0.5)  # a message from the first store would have arrived by now
+            second.scope("bob", "planner").add("the second store's note")
+            heard.wait_for(1)
+            time.sleep(0.3)
+        assert [(e.seq, e.user_id) for e in heard.events] == [(1, "bob")]
+
+
+def test_nothing_but_a_doorbell_travels_on_the_bus(
+    postgres_store_url: str, redis_server: RedisServer
+) -> None:
+    import redis
+
+    with redis.Redis.from_url(redis_server.url) as client, client.pubsub() as spy:
+        spy.psubscribe("*")
+        with Memory.open(postgres_store_url, embedder=None, updates=redis_server.url) as store:
+            store.scope("user-canary", "planner").add("content canary", metadata={"key": "k"})
+        messages = []
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            message = spy.get_message(timeout=0.1)
+            if message is not None and message["type"] == "pmessage":
+                messages.append((message["channel"], message["data"]))
+        assert messages, "the store published nothing"
+        assert all(data == b"" for _, data in messages)
+        assert len({channel for channel, _ in messages}) == 1
+        assert b"canary" not in repr(messages).encode()

@@ -203,7 +203,7 @@ def test_an_update_cut_at_commit_is_applied_once_and_succeeds(
     with Memory.open(proxied(postgres_url, cutter), embedder=HashingEmbedder()) as memory:
         scope = memory.scope(user, "writer", "s1")
         note = scope.add("the deploy is on Tuesday", metadata={"topic": "release"})
-        subscription = memory.subscribe(published.append, user=user)
+        subscription = scope.subscribe(published.append)
         try:
             cutter.arm(mode, b"UPDATE memories")
             updated = scope.update(
@@ -237,7 +237,7 @@ def test_a_delete_cut_at_commit_is_applied_once_and_succeeds(
     with Memory.open(proxied(postgres_url, cutter), embedder=HashingEmbedder()) as memory:
         scope = memory.scope(user, "writer", "s1")
         note = scope.add("the old staging password is in the vault")
-        subscription = memory.subscribe(published.append, user=user)
+        subscription = scope.subscribe(published.append)
         try:
             cutter.arm(mode, b"DELETE FROM memories")
             scope.delete(note.id)

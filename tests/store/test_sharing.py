@@ -297,6 +297,11 @@ def test_sharing_flag_off_means_no_cross_agent_read_and_no_failure(
     with pytest.raises(NotFoundError):
         coder.update(note.id, version=1, content="changed")
     planner.save_state({"step": 1})
+    # With sharing off the planner's session state is not the coder's to resume ...
+    with pytest.raises(NotFoundError):
+        coder.resume("s1")
+    # ... and resuming its own shows none of the planner's memories.
+    coder.save_state({"step": 1})
     assert note.id not in ids(coder.resume("s1").working_memory)
     assert telemetry.totals().counter(telemetry.CROSS_AGENT_FAILURES) == before
     assert _reads(store, user) == []
@@ -500,6 +505,8 @@ class SharingMachine(RuleBasedStateMachine):
         self.model: dict[int, tuple[str, str, str, str]] = {}
         # grant id -> (user, owner, kind, value, grantee agent)
         self.live: dict[int, tuple[str, str, str, object, str]] = {}
+        # ids of the live grants above that give write access (memory grants only)
+        self.writers: set[int] = set()
         self.counter = 0
 
     def scope(self, user_index: int, agent: str):  # type: ignore[no-untyped-def]
@@ -541,14 +548,58 @@ class SharingMachine(RuleBasedStateMachine):
         self.model[record.id] = (self.users[user_index], agent, tier, tag)
         return record.id
 
-    @rule(target=grants, memory_id=memories, grantee=st.sampled_from(AGENTS))
-    def share_memory(self, memory_id: int, grantee: str) -> int:
+    @rule(
+        target=grants,
+        memory_id=memories,
+        grantee=st.sampled_from(AGENTS),
+        access=st.sampled_from(["read", "write"]),
+    )
+    def share_memory(self, memory_id: int, grantee: str, access: str) -> int:
         user, owner, _, _ = self.model[memory_id]
         if grantee == owner:
             return -1
-        (grant,) = self.store.scope(user, owner, "s").share(memory_id=memory_id, agents=[grantee])
+        (grant,) = self.store.scope(user, owner, "s").share(
+            memory_id=memory_id, agents=[grantee], access=access  # type: ignore[arg-type]
+        )
         self.live[grant.id] = (user, owner, "memory", memory_id, grantee)
+        if access == "write":
+            self.writers.add(grant.id)
         return grant.id
+
+    @rule(
+        user_index=st.integers(0, 1),
+        agent=st.sampled_from(AGENTS),
+        memory_id=memories,
+        tier=st.sampled_from(TIERS),
+        tag=st.sampled_from(TAGS),
+        change_tier=st.booleans(),
+    )
+    def change_tier_or_tag(
+        self, user_index: int, agent: str, memory_id: int, tier: str, tag: str, change_tier: bool
+    ) -> None:
+        """Only the owner changes what grants depend on; a write grantee is refused."""
+        user = self.users[user_index]
+        scope = self.scope(user_index, agent)
+        change = {"tier": tier} if change_tier else {"metadata": {"tag": tag}}
+        if memory_id not in self.may_see(user, agent):
+            with pytest.raises(NotFoundError):
+                scope.update(memory_id, version=1, **change)  # type: ignore[arg-type]
+            return
+        version = scope.get(memory_id).version
+        owner_user, owner, old_tier, old_tag = self.model[memory_id]
+        if owner == agent:
+            scope.update(memory_id, version=version, **change)  # type: ignore[arg-type]
+            self.model[memory_id] = (
+                owner_user, owner, tier if change_tier else old_tier,
+                old_tag if change_tier else tag,
+            )
+            return
+        writable = any(
+            self.live[grant_id][3] == memory_id and self.live[grant_id][4] == agent
+            for grant_id in self.writers & set(self.live)
+        )
+        with pytest.raises(PermissionDeniedError if writable else NotFoundError):
+            scope.update(memory_id, version=version, **change)  # type: ignore[arg-type]
 
     @rule(
         target=grants,
@@ -590,6 +641,36 @@ class SharingMachine(RuleBasedStateMachine):
         else:
             with pytest.raises(NotFoundError):
                 scope.get(memory_id)
+
+    @rule(user_index=st.integers(0, 1), agent=st.sampled_from(AGENTS))
+    def subscription_sees_only_what_the_scope_may_read(self, user_index: int, agent: str) -> None:
+        """A scope's subscription from the start of the log: its user's events only, other
+        agents' memory and grant events never, and every event its own agent wrote."""
+        user = self.users[user_index]
+        with self.store.engine.connect() as connection:
+            head = connection.execute(sa.text("SELECT max(seq) FROM memory_events")).scalar()
+            own = set(
+                connection.execute(
+                    sa.text(
+                        "SELECT seq FROM memory_events WHERE user_id = :u AND agent_id = :a"
+                    ),
+                    {"u": user, "a": agent},
+                ).scalars()
+            )
+        heard: list[object] = []
+        subscription = self.scope(user_index, agent).subscribe(heard.append, after_seq=0)
+        try:
+            deadline = time.monotonic() + 10
+            while subscription.last_seq < (head or 0):
+                assert time.monotonic() < deadline, "the subscription never caught up"
+                time.sleep(0.01)
+        finally:
+            subscription.close()
+        for event in heard:
+            assert event.user_id == user  # type: ignore[attr-defined]
+            if event.agent_id != agent:  # type: ignore[attr-defined]
+                assert not event.operation.startswith(("memory.", "grant."))  # type: ignore[attr-defined]
+        assert own <= {event.seq for event in heard}  # type: ignore[attr-defined]
 
     @invariant()
     def every_read_path_returns_exactly_what_is_permitted(self) -> None:
