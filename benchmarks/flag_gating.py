@@ -124,7 +124,8 @@ def main() -> int:
             results |= per_call_us(
                 {
                     "Scope.list(limit=20)": (
-                        lambda s: s.list(limit=20), [scope] * options.list_batch_size
+                        lambda s: s.list(limit=20),
+                        [scope] * options.list_batch_size,
                     ),
                     "Store.list_memories (baseline)": (
                         lambda o: store._store.list_memories(o, query),

@@ -72,9 +72,6 @@ def _flags(on: bool) -> FlagEvaluator:
     return FlagEvaluator(InMemoryFlagProvider(definitions), environ={}, refresh_interval=3600)
 
 
-
-
-
 def _load(store: Memory, total: int, rng: random.Random) -> dict[str, list[int]]:
     """Write ``total`` memories, agents taking turns by session; returns ids per agent."""
     ids: dict[str, list[int]] = {agent: [] for agent in AGENTS}
@@ -158,8 +155,10 @@ def run(backend: str, url: str, args: argparse.Namespace) -> dict[str, object]:
         "grants": held,
         "samples": args.samples,
     }
-    print(f"\n{backend}: {args.memories:,} memories, coder holds {held:,} grants, "
-          f"{args.samples} searches per variant (load average {load_average()[0]:.2f})")
+    print(
+        f"\n{backend}: {args.memories:,} memories, coder holds {held:,} grants, "
+        f"{args.samples} searches per variant (load average {load_average()[0]:.2f})"
+    )
     baseline = summary(timings["unshared"], ("median", "p95"))
     rows = []
     for name, values in timings.items():
@@ -176,8 +175,10 @@ def run(backend: str, url: str, args: argparse.Namespace) -> dict[str, object]:
     report["target_met"] = (
         granted["median_overhead"] < TARGET_OVERHEAD and granted["p95_overhead"] < TARGET_OVERHEAD
     )
-    print(f"target: < {TARGET_OVERHEAD:.0%} over unshared (median and p95): "
-          f"{'PASS' if report['target_met'] else 'FAIL'}")
+    print(
+        f"target: < {TARGET_OVERHEAD:.0%} over unshared (median and p95): "
+        f"{'PASS' if report['target_met'] else 'FAIL'}"
+    )
     return report
 
 

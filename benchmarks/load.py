@@ -607,9 +607,6 @@ def open_memory(url: str, embedder: str) -> Memory:
     return Memory.open(url) if embedder == "default" else Memory.open(url, embedder=None)
 
 
-
-
-
 def measure(label: str, work: Callable[[], Outcome]) -> tuple[dict[str, Any], Outcome]:
     """Run ``work`` and summarise it, with the machine's CPU use meanwhile."""
     busy, began = machine_cpu_seconds()[0], time.perf_counter()

@@ -109,7 +109,9 @@ class Subscriber:
     def __init__(self, *args: str) -> None:
         self.process = subprocess.Popen(
             [sys.executable, "-c", SUBSCRIBER, *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         assert self.process.stdout is not None
         line = self.process.stdout.readline().strip()
@@ -136,14 +138,16 @@ def paced(count: int, interval: float, send: Callable[[int], None]) -> None:
             time.sleep(remaining)
 
 
-def measure_library(url: str, updates: str, count: int, interval: float,
-                    in_process: bool) -> list[float]:
+def measure_library(
+    url: str, updates: str, count: int, interval: float, in_process: bool
+) -> list[float]:
     """Commit ``count`` memories; latency from each commit to its callback."""
     committed: dict[int, float] = {}
     with Memory.open(url, embedder=None, updates=updates, role="admin") as store:
         # Stamped right after commit, before the event is published.
-        store._updates.observe(lambda events: committed.update(
-            {event.seq: time.time() for event in events}))
+        store._updates.observe(
+            lambda events: committed.update({event.seq: time.time() for event in events})
+        )
         scope = store.scope("bench", "writer", uuid.uuid4().hex[:8])
         if in_process:
             arrived: dict[int, float] = {}
@@ -183,8 +187,9 @@ def measure_queue(count: int, interval: float) -> list[float]:
     return latencies
 
 
-def measure_raw(mode: str, url: str, count: int, interval: float,
-                send: Callable[[str], None]) -> list[float]:
+def measure_raw(
+    mode: str, url: str, count: int, interval: float, send: Callable[[str], None]
+) -> list[float]:
     sent: dict[int, float] = {}
     subscriber = Subscriber(mode, url, str(count))
 
@@ -214,9 +219,21 @@ def start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
         raise SystemExit("redis-server is not installed")
     port = free_port()
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(directory)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(directory),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     import redis
 
@@ -237,16 +254,22 @@ def start_redis(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=1000, help="events per backend")
-    parser.add_argument("--interval-ms", type=float, default=5.0,
-                        help="pause between commits (default 5 ms)")
+    parser.add_argument(
+        "--interval-ms", type=float, default=5.0, help="pause between commits (default 5 ms)"
+    )
     parser.add_argument("--backends", default="inprocess,postgresql,redis")
-    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL,
-                        help="an existing database, used only to CREATE and DROP a throwaway one")
+    parser.add_argument(
+        "--postgres-url",
+        default=DEFAULT_POSTGRES_URL,
+        help="an existing database, used only to CREATE and DROP a throwaway one",
+    )
     args = parser.parse_args()
     interval = args.interval_ms / 1000
     backends = args.backends.split(",")
-    print(f"propagation_latency: events={args.events} interval={args.interval_ms} ms "
-          f"cpus={os.cpu_count()} loadavg={load_average()}")
+    print(
+        f"propagation_latency: events={args.events} interval={args.interval_ms} ms "
+        f"cpus={os.cpu_count()} loadavg={load_average()}"
+    )
 
     results: list[dict[str, Any]] = []
     redis_process = None
@@ -263,40 +286,52 @@ def main() -> int:
                 redis_process, redis_url = start_redis(Path(scratch))
             for backend in backends:
                 if backend == "inprocess":
-                    library = measure_library(sqlite_url, "inprocess", args.events, interval,
-                                              in_process=True)
+                    library = measure_library(
+                        sqlite_url, "inprocess", args.events, interval, in_process=True
+                    )
                     baseline = measure_queue(args.events, interval)
                     baseline_name = "queue.SimpleQueue hand-off"
                 elif backend == "postgresql":
-                    library = measure_library(pg, "postgresql", args.events, interval,
-                                              in_process=False)
+                    library = measure_library(
+                        pg, "postgresql", args.events, interval, in_process=False
+                    )
                     import psycopg
 
                     with psycopg.connect(raw_pg, autocommit=True) as notifier:
                         baseline = measure_raw(
-                            "raw-pg", raw_pg, args.events, interval,
+                            "raw-pg",
+                            raw_pg,
+                            args.events,
+                            interval,
                             lambda payload: notifier.execute(
-                                "SELECT pg_notify(%s, %s)", (BASELINE_CHANNEL, payload)),
+                                "SELECT pg_notify(%s, %s)", (BASELINE_CHANNEL, payload)
+                            ),
                         )
                     baseline_name = "bare NOTIFY -> LISTEN"
                 elif backend == "redis":
-                    library = measure_library(sqlite_url, redis_url, args.events, interval,
-                                              in_process=False)
+                    library = measure_library(
+                        sqlite_url, redis_url, args.events, interval, in_process=False
+                    )
                     import redis
 
                     with redis.Redis.from_url(redis_url) as publisher:
                         baseline = measure_raw(
-                            "raw-redis", redis_url, args.events, interval,
+                            "raw-redis",
+                            redis_url,
+                            args.events,
+                            interval,
                             publisher_of(publisher),
                         )
                     baseline_name = "bare PUBLISH -> SUBSCRIBE"
                 else:
                     raise SystemExit(f"unknown backend {backend!r}")
-                results.append({
-                    "backend": backend,
-                    "library": summary(library, STATS),
-                    "baseline": {"what": baseline_name, **summary(baseline, STATS)},
-                })
+                results.append(
+                    {
+                        "backend": backend,
+                        "library": summary(library, STATS),
+                        "baseline": {"what": baseline_name, **summary(baseline, STATS)},
+                    }
+                )
         finally:
             if redis_process is not None:
                 redis_process.terminate()

@@ -65,27 +65,54 @@ EMBEDDING_DIMENSION = 384
 
 PEOPLE = ("Ada", "Grace", "Linus", "Priya", "Tomás", "Chen", "Fatima", "Kwame", "Yuki", "Sofia")
 THINGS = (
-    "billing export", "OAuth token refresh", "nightly ETL job", "search index",
-    "rate limiter", "CSV importer", "feature flag rollout", "latency dashboard",
-    "payment webhook handler", "audit log table", "retry policy", "session cache",
-    "GraphQL schema", "CI pipeline", "database migration", "health check endpoint",
+    "billing export",
+    "OAuth token refresh",
+    "nightly ETL job",
+    "search index",
+    "rate limiter",
+    "CSV importer",
+    "feature flag rollout",
+    "latency dashboard",
+    "payment webhook handler",
+    "audit log table",
+    "retry policy",
+    "session cache",
+    "GraphQL schema",
+    "CI pipeline",
+    "database migration",
+    "health check endpoint",
 )
 VERBS = (
-    ("refactor", "refactored"), ("migrate", "migrated"), ("fix", "fixed"),
-    ("review", "reviewed"), ("document", "documented"), ("benchmark", "benchmarked"),
-    ("deploy", "deployed"), ("rewrite", "rewrote"), ("test", "tested"),
-    ("simplify", "simplified"), ("roll back", "rolled back"), ("instrument", "instrumented"),
+    ("refactor", "refactored"),
+    ("migrate", "migrated"),
+    ("fix", "fixed"),
+    ("review", "reviewed"),
+    ("document", "documented"),
+    ("benchmark", "benchmarked"),
+    ("deploy", "deployed"),
+    ("rewrite", "rewrote"),
+    ("test", "tested"),
+    ("simplify", "simplified"),
+    ("roll back", "rolled back"),
+    ("instrument", "instrumented"),
 )
 DEADLINES = ("Friday", "the end of the sprint", "tomorrow morning", "the customer demo")
 REACTIONS = (
-    "approved the plan", "asked for smaller pull requests", "wanted more tests first",
-    "asked to keep the old endpoint for a month", "signed off on the schema change",
-    "requested a rollback plan", "liked the shorter summary format",
+    "approved the plan",
+    "asked for smaller pull requests",
+    "wanted more tests first",
+    "asked to keep the old endpoint for a month",
+    "signed off on the schema change",
+    "requested a rollback plan",
+    "liked the shorter summary format",
 )
 FACTS = (
-    "runs on PostgreSQL 15 behind PgBouncer", "is deployed to eu-west-1 every Tuesday",
-    "keeps 30 days of audit logs", "has a p95 latency budget of 200 ms",
-    "is owned by the payments team", "shares its Redis cluster with the session service",
+    "runs on PostgreSQL 15 behind PgBouncer",
+    "is deployed to eu-west-1 every Tuesday",
+    "keeps 30 days of audit logs",
+    "has a p95 latency budget of 200 ms",
+    "is owned by the payments team",
+    "shares its Redis cluster with the session service",
 )
 TEMPLATES = {
     "working": (
@@ -124,10 +151,18 @@ class DenseEmbedder:
 def _sentence(rng: random.Random, tier: str, agent: str, number: int) -> str:
     verb, verbed = rng.choice(VERBS)
     text = rng.choice(TEMPLATES[tier]).format(
-        person=rng.choice(PEOPLE), agent=agent, verb=verb, verbed=verbed,
-        verb2=rng.choice(VERBS)[0], thing=rng.choice(THINGS), thing2=rng.choice(THINGS),
-        deadline=rng.choice(DEADLINES), reaction=rng.choice(REACTIONS),
-        fact=rng.choice(FACTS), n=rng.randint(2, 40), ticket=f"MEM-{number:06d}",
+        person=rng.choice(PEOPLE),
+        agent=agent,
+        verb=verb,
+        verbed=verbed,
+        verb2=rng.choice(VERBS)[0],
+        thing=rng.choice(THINGS),
+        thing2=rng.choice(THINGS),
+        deadline=rng.choice(DEADLINES),
+        reaction=rng.choice(REACTIONS),
+        fact=rng.choice(FACTS),
+        n=rng.randint(2, 40),
+        ticket=f"MEM-{number:06d}",
     )
     while len(text) < 60:
         text += f"; {rng.choice(PEOPLE)} {rng.choice(REACTIONS)}"
@@ -144,13 +179,15 @@ def _batch(rng: random.Random, agent: str, start: int) -> list[dict[str, Any]]:
             metadata["topic"] = rng.choice(("performance", "security", "testing", "deploy"))
         if rng.random() < 0.3:
             metadata["priority"] = rng.choice(("low", "normal", "high"))
-        items.append({
-            "content": _sentence(rng, tier, agent, number),
-            "tier": tier,
-            "importance": round(rng.random(), 3),
-            "metadata": metadata,
-            "ttl": timedelta(hours=24) if tier == "working" else None,
-        })
+        items.append(
+            {
+                "content": _sentence(rng, tier, agent, number),
+                "tier": tier,
+                "importance": round(rng.random(), 3),
+                "metadata": metadata,
+                "ttl": timedelta(hours=24) if tier == "working" else None,
+            }
+        )
     return items
 
 
@@ -173,13 +210,19 @@ def build(url: str, memories: int, seed: int, embedder: Any) -> int:
                 scope.record_pattern("python", name, f"# {name}\npass\n", tags=["benchmark"])
             graph = store.graph(user)
             graph.create_entities(
-                {"name": f"{thing} ({user})", "entityType": "component",
-                 "observations": [f"{thing} {fact}" for fact in FACTS[:3]]}
+                {
+                    "name": f"{thing} ({user})",
+                    "entityType": "component",
+                    "observations": [f"{thing} {fact}" for fact in FACTS[:3]],
+                }
                 for thing in THINGS
             )
             graph.create_relations(
-                {"from": f"{THINGS[i]} ({user})", "to": f"{THINGS[i + 1]} ({user})",
-                 "relationType": "depends on"}
+                {
+                    "from": f"{THINGS[i]} ({user})",
+                    "to": f"{THINGS[i + 1]} ({user})",
+                    "relationType": "depends on",
+                }
                 for i in range(len(THINGS) - 1)
             )
     return stored
@@ -223,8 +266,9 @@ def measure(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backends", nargs="+", default=["sqlite", "postgresql"],
-                        choices=["sqlite", "postgresql"])
+    parser.add_argument(
+        "--backends", nargs="+", default=["sqlite", "postgresql"], choices=["sqlite", "postgresql"]
+    )
     parser.add_argument("--memories", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=20240601)
     parser.add_argument(
@@ -241,9 +285,12 @@ def main() -> int:
         "none": lambda: None,
     }[args.embedder]()
 
-    print(f"# restore_time: {args.memories:,} memories, seed {args.seed}, embedder "
-          f"{args.embedder}; Python {platform.python_version()}, {os.cpu_count()} CPUs, "
-          f"load average {load_average()[0]:.1f}", flush=True)
+    print(
+        f"# restore_time: {args.memories:,} memories, seed {args.seed}, embedder "
+        f"{args.embedder}; Python {platform.python_version()}, {os.cpu_count()} CPUs, "
+        f"load average {load_average()[0]:.1f}",
+        flush=True,
+    )
     rows: list[dict[str, Any]] = []
     for backend in args.backends:
         methods = ["auto"] if backend == "sqlite" else ["pg_dump", "logical"]
@@ -262,10 +309,28 @@ def main() -> int:
             finally:
                 shutil.rmtree(scratch, ignore_errors=True)
 
-    header = ("backend", "method", "memories", "rows", "backup MB", "backup s", "verify s",
-              "restore s", "RTO 30 min")
-    keys = ("backend", "method", "memories", "rows", "backup_mb", "backup_s", "verify_s",
-            "restore_s", "rto")
+    header = (
+        "backend",
+        "method",
+        "memories",
+        "rows",
+        "backup MB",
+        "backup s",
+        "verify s",
+        "restore s",
+        "RTO 30 min",
+    )
+    keys = (
+        "backend",
+        "method",
+        "memories",
+        "rows",
+        "backup_mb",
+        "backup_s",
+        "verify_s",
+        "restore_s",
+        "rto",
+    )
     print("\n" + table(header, [[row[key] for key in keys] for row in rows], labels=2))
     print()
     for row in rows:

@@ -366,9 +366,6 @@ def deep_size(root: object) -> int:
     return total
 
 
-
-
-
 # -- data ---------------------------------------------------------------------------------------
 
 
@@ -680,8 +677,9 @@ def print_case(result: dict[str, Any], budget: int) -> None:
         "vector_step": f"baseline: vector step alone (best {VECTOR_CANDIDATES})",
         "keyword_step": f"baseline: keyword step alone (best {KEYWORD_KEPT})",
     }
-    rows = [[title, latency[key]["p50_ms"], latency[key]["p95_ms"]] 
-            for key, title in titles.items()]
+    rows = [
+        [title, latency[key]["p50_ms"], latency[key]["p95_ms"]] for key, title in titles.items()
+    ]
     print(table(["operation (ms)", "p50", "p95"], rows))
     print(
         f"inject: {latency['mean_inject_items']} items per context, "

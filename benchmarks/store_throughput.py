@@ -103,90 +103,211 @@ SESSIONLESS_SHARE = 0.15  # long-lived facts stored without a session
 # -- word lists ---------------------------------------------------------------------------------
 
 PERSONS = (
-    "Ada", "Grace", "Linus", "Margaret", "Priya", "Tomás", "Chen", "Fatima", "Kwame",
-    "Ingrid", "Diego", "Yuki", "Olu", "Sofia", "Rahul", "Hannah", "Mateo", "Aiko",
+    "Ada",
+    "Grace",
+    "Linus",
+    "Margaret",
+    "Priya",
+    "Tomás",
+    "Chen",
+    "Fatima",
+    "Kwame",
+    "Ingrid",
+    "Diego",
+    "Yuki",
+    "Olu",
+    "Sofia",
+    "Rahul",
+    "Hannah",
+    "Mateo",
+    "Aiko",
 )
 ROLES = (
-    "the user", "the team lead", "the on-call engineer", "the product owner",
-    "the security reviewer", "the data analyst", "the release manager",
+    "the user",
+    "the team lead",
+    "the on-call engineer",
+    "the product owner",
+    "the security reviewer",
+    "the data analyst",
+    "the release manager",
 )
 THINGS = (
-    "billing export", "invoice PDF renderer", "OAuth token refresh", "nightly ETL job",
-    "search index", "rate limiter", "onboarding email flow", "CSV importer",
-    "feature flag rollout", "latency dashboard", "payment webhook handler",
-    "user settings page", "audit log table", "Kafka consumer", "retry policy",
-    "session cache", "GraphQL schema", "Terraform module", "CI pipeline", "release notes",
-    "database migration", "error budget report", "mobile push service", "pricing calculator",
-    "SSO login page", "S3 lifecycle rules", "dependency lockfile", "health check endpoint",
+    "billing export",
+    "invoice PDF renderer",
+    "OAuth token refresh",
+    "nightly ETL job",
+    "search index",
+    "rate limiter",
+    "onboarding email flow",
+    "CSV importer",
+    "feature flag rollout",
+    "latency dashboard",
+    "payment webhook handler",
+    "user settings page",
+    "audit log table",
+    "Kafka consumer",
+    "retry policy",
+    "session cache",
+    "GraphQL schema",
+    "Terraform module",
+    "CI pipeline",
+    "release notes",
+    "database migration",
+    "error budget report",
+    "mobile push service",
+    "pricing calculator",
+    "SSO login page",
+    "S3 lifecycle rules",
+    "dependency lockfile",
+    "health check endpoint",
 )
 VERBS = (
-    ("refactor", "refactored", "refactoring"), ("migrate", "migrated", "migrating"),
-    ("fix", "fixed", "fixing"), ("review", "reviewed", "reviewing"),
-    ("document", "documented", "documenting"), ("benchmark", "benchmarked", "benchmarking"),
-    ("split", "split", "splitting"), ("deploy", "deployed", "deploying"),
-    ("rewrite", "rewrote", "rewriting"), ("test", "tested", "testing"),
-    ("profile", "profiled", "profiling"), ("simplify", "simplified", "simplifying"),
-    ("harden", "hardened", "hardening"), ("roll back", "rolled back", "rolling back"),
-    ("instrument", "instrumented", "instrumenting"), ("cache", "cached", "caching"),
+    ("refactor", "refactored", "refactoring"),
+    ("migrate", "migrated", "migrating"),
+    ("fix", "fixed", "fixing"),
+    ("review", "reviewed", "reviewing"),
+    ("document", "documented", "documenting"),
+    ("benchmark", "benchmarked", "benchmarking"),
+    ("split", "split", "splitting"),
+    ("deploy", "deployed", "deploying"),
+    ("rewrite", "rewrote", "rewriting"),
+    ("test", "tested", "testing"),
+    ("profile", "profiled", "profiling"),
+    ("simplify", "simplified", "simplifying"),
+    ("harden", "hardened", "hardening"),
+    ("roll back", "rolled back", "rolling back"),
+    ("instrument", "instrumented", "instrumenting"),
+    ("cache", "cached", "caching"),
 )
 DEADLINES = (
-    "Friday", "the end of the sprint", "the 3pm standup", "tomorrow morning", "next Tuesday",
-    "the quarterly review", "the customer demo", "Monday's planning meeting",
-    "the code freeze", "the {release} release",
+    "Friday",
+    "the end of the sprint",
+    "the 3pm standup",
+    "tomorrow morning",
+    "next Tuesday",
+    "the quarterly review",
+    "the customer demo",
+    "Monday's planning meeting",
+    "the code freeze",
+    "the {release} release",
 )
 PATHS = (
-    "src/billing/export.py", "services/auth/refresh.ts", "etl/nightly/jobs.sql",
-    "api/handlers/webhooks.go", "web/src/settings/Page.tsx", "infra/modules/vpc/main.tf",
-    "scripts/release.sh", "lib/ratelimit/bucket.py", "search/indexer/worker.py",
-    "migrations/0042_audit_log.sql", "mobile/push/Sender.kt", "pricing/calculator.rs",
+    "src/billing/export.py",
+    "services/auth/refresh.ts",
+    "etl/nightly/jobs.sql",
+    "api/handlers/webhooks.go",
+    "web/src/settings/Page.tsx",
+    "infra/modules/vpc/main.tf",
+    "scripts/release.sh",
+    "lib/ratelimit/bucket.py",
+    "search/indexer/worker.py",
+    "migrations/0042_audit_log.sql",
+    "mobile/push/Sender.kt",
+    "pricing/calculator.rs",
 )
 REACTIONS = (
-    "approved the plan", "asked for smaller pull requests", "was unhappy with the p95 latency",
-    "wanted more test coverage first", "agreed to postpone the cleanup",
-    "asked to keep the old endpoint for a month", "signed off on the schema change",
-    "flagged a GDPR concern", "requested a rollback plan", "liked the shorter summary format",
-    "asked for a follow-up ticket", "wants a demo before merging",
+    "approved the plan",
+    "asked for smaller pull requests",
+    "was unhappy with the p95 latency",
+    "wanted more test coverage first",
+    "agreed to postpone the cleanup",
+    "asked to keep the old endpoint for a month",
+    "signed off on the schema change",
+    "flagged a GDPR concern",
+    "requested a rollback plan",
+    "liked the shorter summary format",
+    "asked for a follow-up ticket",
+    "wants a demo before merging",
 )
 EVENTS = (
-    "last deploy", "dependency upgrade", "schema migration", "config change",
-    "traffic spike on Monday", "certificate rotation", "switch to the new queue",
+    "last deploy",
+    "dependency upgrade",
+    "schema migration",
+    "config change",
+    "traffic spike on Monday",
+    "certificate rotation",
+    "switch to the new queue",
     "region failover drill",
 )
 STYLES = (
-    "short answers with code first", "type hints on every public function",
-    "tabs over spaces", "British spelling in documentation", "pytest over unittest",
-    "small focused commits", "explanations before code", "upper-case SQL keywords",
-    "metric units", "ISO 8601 dates", "no emojis in commit messages",
-    "bullet-point summaries", "links to the relevant runbook",
+    "short answers with code first",
+    "type hints on every public function",
+    "tabs over spaces",
+    "British spelling in documentation",
+    "pytest over unittest",
+    "small focused commits",
+    "explanations before code",
+    "upper-case SQL keywords",
+    "metric units",
+    "ISO 8601 dates",
+    "no emojis in commit messages",
+    "bullet-point summaries",
+    "links to the relevant runbook",
 )
 CONTEXTS = (
-    "reviewing pull requests", "debugging production incidents", "writing design documents",
-    "pairing on refactors", "answering support tickets", "planning the sprint",
-    "reading long logs", "estimating new work",
+    "reviewing pull requests",
+    "debugging production incidents",
+    "writing design documents",
+    "pairing on refactors",
+    "answering support tickets",
+    "planning the sprint",
+    "reading long logs",
+    "estimating new work",
 )
 FACTS = (
-    "runs on PostgreSQL 15 behind PgBouncer", "is deployed to eu-west-1 every Tuesday",
-    "keeps 30 days of audit logs", "uses feature flags for every risky change",
-    "has a p95 latency budget of 200 ms", "stores invoices as PDF in object storage",
-    "still depends on the legacy SOAP gateway", "is owned by the payments team",
+    "runs on PostgreSQL 15 behind PgBouncer",
+    "is deployed to eu-west-1 every Tuesday",
+    "keeps 30 days of audit logs",
+    "uses feature flags for every risky change",
+    "has a p95 latency budget of 200 ms",
+    "stores invoices as PDF in object storage",
+    "still depends on the legacy SOAP gateway",
+    "is owned by the payments team",
     "pages the on-call engineer after 5 failed health checks",
     "shares its Redis cluster with the session service",
 )
 PIPELINES = (
-    "GitHub Actions and Argo CD", "the blue-green pipeline", "a canary stage at 5 percent",
+    "GitHub Actions and Argo CD",
+    "the blue-green pipeline",
+    "a canary stage at 5 percent",
     "the weekly release train",
 )
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday")
 TIMEZONES = ("Europe/Berlin", "America/New_York", "Asia/Tokyo", "Africa/Lagos", "Asia/Kolkata")
 PROJECTS = (
-    ("billing", "BILL"), ("checkout", "CHK"), ("search", "SRCH"), ("identity", "IDN"),
-    ("analytics", "ANL"), ("mobile", "MOB"), ("notifications", "NTF"), ("reporting", "REP"),
-    ("onboarding", "ONB"), ("pricing", "PRC"), ("infra", "INF"), ("support-portal", "SUP"),
+    ("billing", "BILL"),
+    ("checkout", "CHK"),
+    ("search", "SRCH"),
+    ("identity", "IDN"),
+    ("analytics", "ANL"),
+    ("mobile", "MOB"),
+    ("notifications", "NTF"),
+    ("reporting", "REP"),
+    ("onboarding", "ONB"),
+    ("pricing", "PRC"),
+    ("infra", "INF"),
+    ("support-portal", "SUP"),
 )
 TOPICS = (
-    "performance", "security", "testing", "deployment", "refactoring", "documentation",
-    "observability", "data-quality", "accessibility", "cost", "incident", "api-design",
-    "onboarding", "compliance", "caching", "migrations", "ux", "reliability", "planning",
+    "performance",
+    "security",
+    "testing",
+    "deployment",
+    "refactoring",
+    "documentation",
+    "observability",
+    "data-quality",
+    "accessibility",
+    "cost",
+    "incident",
+    "api-design",
+    "onboarding",
+    "compliance",
+    "caching",
+    "migrations",
+    "ux",
+    "reliability",
+    "planning",
     "dependencies",
 )
 SOURCES = ("chat", "tool", "import", "summary", "code-review")
@@ -251,17 +372,46 @@ PREFERENCE_KEYS: tuple[tuple[str, Callable[[random.Random], Any]], ...] = (
 )
 LANGUAGES = (("python", 0.4), ("typescript", 0.25), ("sql", 0.15), ("go", 0.1), ("bash", 0.1))
 PATTERN_NAMES = (
-    "retry with exponential backoff", "paginate with keyset cursor", "context manager for timing",
-    "batch insert with returning", "idempotent webhook handler", "structured logging setup",
-    "feature flag guard", "typed config loader", "graceful shutdown", "circuit breaker",
-    "upsert on conflict", "rate limit token bucket", "async worker pool", "cache aside read",
-    "CSV streaming parser", "JWT verification", "health check endpoint", "test fixture factory",
-    "migration with backfill", "dead letter queue consumer", "window function ranking",
-    "deterministic hashing for rollout", "property based test", "dependency injection root",
+    "retry with exponential backoff",
+    "paginate with keyset cursor",
+    "context manager for timing",
+    "batch insert with returning",
+    "idempotent webhook handler",
+    "structured logging setup",
+    "feature flag guard",
+    "typed config loader",
+    "graceful shutdown",
+    "circuit breaker",
+    "upsert on conflict",
+    "rate limit token bucket",
+    "async worker pool",
+    "cache aside read",
+    "CSV streaming parser",
+    "JWT verification",
+    "health check endpoint",
+    "test fixture factory",
+    "migration with backfill",
+    "dead letter queue consumer",
+    "window function ranking",
+    "deterministic hashing for rollout",
+    "property based test",
+    "dependency injection root",
 )
 PATTERN_TAGS = (
-    "resilience", "database", "http", "testing", "async", "logging", "security", "performance",
-    "config", "queues", "sql", "cli", "observability", "caching",
+    "resilience",
+    "database",
+    "http",
+    "testing",
+    "async",
+    "logging",
+    "security",
+    "performance",
+    "config",
+    "queues",
+    "sql",
+    "cli",
+    "observability",
+    "caching",
 )
 SEARCH_WORDS = ("retry", "cursor", "upsert", "cache", "token", "queue", "hash", "test")
 
@@ -331,8 +481,13 @@ class Slots(dict[str, str]):
         elif key == "path":
             value = r.choice(PATHS)
         elif key == "branch":
-            value = r.choice(("main", f"release/{r.randint(1, 4)}.{r.randint(0, 12)}",
-                              f"feature/{self.project[0]}-{r.randint(10, 999)}"))
+            value = r.choice(
+                (
+                    "main",
+                    f"release/{r.randint(1, 4)}.{r.randint(0, 12)}",
+                    f"feature/{self.project[0]}-{r.randint(10, 999)}",
+                )
+            )
         elif key == "n":
             value = str(r.randint(2, 48))
         elif key == "reaction":
@@ -427,8 +582,7 @@ class Generator:
             elif key == "source":
                 result[key] = r.choice(SOURCES)
             elif key == "priority":
-                result[key] = r.choices([p for p, _ in PRIORITIES],
-                                        [w for _, w in PRIORITIES])[0]
+                result[key] = r.choices([p for p, _ in PRIORITIES], [w for _, w in PRIORITIES])[0]
             else:
                 result[key] = f"{project[1]}-{r.randint(100, 9999)}"
         return result
@@ -439,8 +593,9 @@ class Generator:
         item: dict[str, Any] = {
             "content": self.factory.sentence(tier, agent, project),
             "tier": tier,
-            "importance": round(min(1.0, max(0.0, r.betavariate(2, 3) + (tier == "semantic")
-                                              * 0.3)), 3),
+            "importance": round(
+                min(1.0, max(0.0, r.betavariate(2, 3) + (tier == "semantic") * 0.3)), 3
+            ),
             "visibility": "shared" if r.random() < 0.15 else "private",
             "metadata": self.metadata(profile, project),
         }
@@ -453,9 +608,7 @@ class Generator:
 
     def build(self, size: int) -> Dataset:
         r = self.rng
-        users = [
-            UserProfile(f"user-{index:03d}", r.sample(PROJECTS, 3)) for index in range(USERS)
-        ]
+        users = [UserProfile(f"user-{index:03d}", r.sample(PROJECTS, 3)) for index in range(USERS)]
         # Mild skew between users; ~2,000 memories for a typical user at 100k.
         weights = [r.lognormvariate(0, 0.25) for _ in users]
         total_weight = sum(weights)
@@ -481,8 +634,9 @@ class Generator:
             # Sessions of a few dozen to a few hundred memories, spread over the agents.
             remaining = in_sessions
             while remaining > 0:
-                take = min(remaining, max(5, round(r.lognormvariate(0, 0.6)
-                                                   * SESSION_MEAN_MEMORIES / 1.2)))
+                take = min(
+                    remaining, max(5, round(r.lognormvariate(0, 0.6) * SESSION_MEAN_MEMORIES / 1.2))
+                )
                 remaining -= take
                 session = self.session_id()
                 profile.sessions.append(session)
@@ -511,8 +665,7 @@ class Generator:
         for profile in users:
             names: set[tuple[str, str]] = set()
             for _ in range(r.randint(10, 40)):
-                language = r.choices([lang for lang, _ in LANGUAGES],
-                                     [w for _, w in LANGUAGES])[0]
+                language = r.choices([lang for lang, _ in LANGUAGES], [w for _, w in LANGUAGES])[0]
                 name = f"{r.choice(PATTERN_NAMES)} ({profile.projects[0][0]} v{r.randint(1, 9)})"
                 if (language, name) in names:
                     continue
@@ -532,8 +685,18 @@ class Generator:
                 for step in range(1, r.randint(1, 4) + 1):
                     checkpoints.append((profile.user, agent, session, self.state(profile, step)))
 
-        return Dataset(size, users, batches, preferences, patterns, pattern_uses, checkpoints,
-                       per_user, self.factory, r)
+        return Dataset(
+            size,
+            users,
+            batches,
+            preferences,
+            patterns,
+            pattern_uses,
+            checkpoints,
+            per_user,
+            self.factory,
+            r,
+        )
 
     def snippet(self, language: str, name: str) -> str:
         r = self.rng
@@ -591,8 +754,14 @@ def server_info(memory: Memory) -> dict[str, Any]:
         info: dict[str, Any] = {
             "server_version": connection.exec_driver_sql("SHOW server_version").scalar()
         }
-        for setting in ("fsync", "synchronous_commit", "shared_buffers", "autovacuum",
-                        "random_page_cost", "jit"):
+        for setting in (
+            "fsync",
+            "synchronous_commit",
+            "shared_buffers",
+            "autovacuum",
+            "random_page_cost",
+            "jit",
+        ):
             info[setting] = connection.exec_driver_sql(f"SHOW {setting}").scalar()
         return info
 
@@ -626,8 +795,9 @@ def database_size(memory: Memory, url: str, baseline: int, memories: int) -> dic
             raw.close()
         path = make_url(url).database
         files = {
-            suffix or "db": (Path(f"{path}{suffix}").stat().st_size
-                             if Path(f"{path}{suffix}").exists() else 0)
+            suffix or "db": (
+                Path(f"{path}{suffix}").stat().st_size if Path(f"{path}{suffix}").exists() else 0
+            )
             for suffix in ("", "-wal", "-shm")
         }
         total = sum(files.values())
@@ -656,9 +826,11 @@ def database_size(memory: Memory, url: str, baseline: int, memories: int) -> dic
     detail = {row[0]: {"heap": row[2], "indexes": row[3], "toast": row[4]} for row in rows}
     # The memories and every per-memory table (metadata, and whatever later revisions add
     # beside it), without embeddings: the size target excludes them.
-    counted = [name for name in relations
-               if name == "memories" or (name.startswith("memory_")
-                                         and name != "memory_embeddings")]
+    counted = [
+        name
+        for name in relations
+        if name == "memories" or (name.startswith("memory_") and name != "memory_embeddings")
+    ]
     memory_bytes = sum(relations[name] for name in counted)
     return {
         "method": "pg_total_relation_size of " + " + ".join(counted) + " after VACUUM (ANALYZE)",
@@ -702,8 +874,9 @@ def pick_target_user(dataset: Dataset) -> str:
     return ranked[len(ranked) // 2][0]
 
 
-def build_ops(memory: Memory, dataset: Dataset, user: str, iterations: int,
-              rng: random.Random) -> tuple[list[Op], dict[str, Any]]:
+def build_ops(
+    memory: Memory, dataset: Dataset, user: str, iterations: int, rng: random.Random
+) -> tuple[list[Op], dict[str, Any]]:
     engine = memory.engine
     scopes: dict[tuple[str, str | None], Scope] = {}
 
@@ -828,8 +1001,7 @@ def build_ops(memory: Memory, dataset: Dataset, user: str, iterations: int,
         Op("list.session", "floor.read", list_session),
         Op("get_preference", "floor.read", get_preference),
         Op("load_state", "floor.read", load_state),
-        Op("find_patterns.language", "floor.read",
-           find_patterns_language),
+        Op("find_patterns.language", "floor.read", find_patterns_language),
         Op("find_patterns.text", "floor.read", find_patterns_text),
     ]
     user_metadata_values = {(row[1], row[2]) for row in metadata_rows}
@@ -942,15 +1114,23 @@ def probed_pids(memory: Memory) -> list[int | str]:
     pids: list[int | str] = ["self"]
     if memory.backend == "postgresql":
         with memory.engine.connect() as connection:
-            pids.extend(connection.exec_driver_sql(
-                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                "AND backend_type = 'client backend'"
-            ).scalars())
+            pids.extend(
+                connection.exec_driver_sql(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND backend_type = 'client backend'"
+                ).scalars()
+            )
     return pids
 
 
-def measure_queries(ops: list[Op], warmup: int, samples: int, rng: random.Random,
-                    probe: RunQueueWait, memory: Memory) -> None:
+def measure_queries(
+    ops: list[Op],
+    warmup: int,
+    samples: int,
+    rng: random.Random,
+    probe: RunQueueWait,
+    memory: Memory,
+) -> None:
     gc.collect()
     for iteration, order in enumerate(shuffled_rounds(ops, warmup + samples, rng)):
         if iteration == warmup:
@@ -996,16 +1176,21 @@ def load_dataset(memory: Memory, dataset: Dataset) -> dict[str, Any]:
         scope(user, agent).set_preference(key, value, confidence=confidence)
     pattern_ids: dict[tuple[str, str, str], int] = {}
     for user, agent, language, name, snippet, description, tags in dataset.patterns:
-        pattern = scope(user, agent).record_pattern(language, name, snippet,
-                                                    description=description, tags=tags)
+        pattern = scope(user, agent).record_pattern(
+            language, name, snippet, description=description, tags=tags
+        )
         pattern_ids[(user, language, name)] = pattern.id
     for user, agent, language, name in dataset.pattern_uses:
         scope(user, agent).use_pattern(pattern_ids[(user, language, name)])
     for user, agent, session, state in dataset.checkpoints:
         scope(user, agent, session).save_state(state, ttl=STATE_TTL)
     extras_seconds = time.perf_counter() - start
-    extras = (len(dataset.preferences) + len(dataset.patterns) + len(dataset.pattern_uses)
-              + len(dataset.checkpoints))
+    extras = (
+        len(dataset.preferences)
+        + len(dataset.patterns)
+        + len(dataset.pattern_uses)
+        + len(dataset.checkpoints)
+    )
     with memory.engine.connect() as connection:
         stored = connection.exec_driver_sql("SELECT COUNT(*) FROM memories").scalar_one()
     if stored != dataset.size:
@@ -1024,8 +1209,15 @@ def load_dataset(memory: Memory, dataset: Dataset) -> dict[str, Any]:
     }
 
 
-def measure_inserts(memory: Memory, dataset: Dataset, user: str, single: int, rounds: int,
-                    rng: random.Random, probe: RunQueueWait) -> dict[str, Any]:
+def measure_inserts(
+    memory: Memory,
+    dataset: Dataset,
+    user: str,
+    single: int,
+    rounds: int,
+    rng: random.Random,
+    probe: RunQueueWait,
+) -> dict[str, Any]:
     gen = Generator(0)
     gen.rng = rng
     gen.factory = dataset.factory  # keeps contents unique against everything stored
@@ -1107,10 +1299,12 @@ def run_case(backend: str, size: int, args: argparse.Namespace) -> dict[str, Any
         "sessions": sum(len(p.sessions) for p in dataset.users),
         "tiers": dict(sorted(tiers.items())),
         "with_metadata_share": round(with_metadata / size, 3),
-        "content_chars": {"min": min(lengths), "mean": round(sum(lengths) / len(lengths), 1),
-                          "max": max(lengths)},
-        "per_user": {"min": min(dataset.per_user.values()),
-                     "max": max(dataset.per_user.values())},
+        "content_chars": {
+            "min": min(lengths),
+            "mean": round(sum(lengths) / len(lengths), 1),
+            "max": max(lengths),
+        },
+        "per_user": {"min": min(dataset.per_user.values()), "max": max(dataset.per_user.values())},
         "preferences": len(dataset.preferences),
         "code_patterns": len(dataset.patterns),
         "checkpoints": len(dataset.checkpoints),
@@ -1132,8 +1326,10 @@ def run_case(backend: str, size: int, args: argparse.Namespace) -> dict[str, Any
             with CpuMeter(memory) as load_cpu:
                 load = load_dataset(memory, dataset)
             load["cpu"] = load_cpu.result
-            log(f"{backend} @ {size:,}: loaded in {load['seconds']} s "
-                f"({load['rows_per_s']:,.0f} rows/s); extras {load['extras_seconds']} s")
+            log(
+                f"{backend} @ {size:,}: loaded in {load['seconds']} s "
+                f"({load['rows_per_s']:,.0f} rows/s); extras {load['extras_seconds']} s"
+            )
             vacuum_analyze(memory)
             size_info = database_size(memory, url, baseline, load["memories"])
             rng = random.Random(args.seed * 7 + size)
@@ -1144,8 +1340,10 @@ def run_case(backend: str, size: int, args: argparse.Namespace) -> dict[str, Any
             dataset.batches = []  # drop 100k dicts before timing: less GC work
             del batches
             gc.collect()
-            log(f"{backend} @ {size:,}: {len(ops)} operations x {args.samples} samples "
-                f"(+{args.warmup} warm-up), interleaved")
+            log(
+                f"{backend} @ {size:,}: {len(ops)} operations x {args.samples} samples "
+                f"(+{args.warmup} warm-up), interleaved"
+            )
             probe = RunQueueWait(probed_pids(memory))
             try:
                 with CpuMeter(memory) as query_cpu:
@@ -1153,12 +1351,15 @@ def run_case(backend: str, size: int, args: argparse.Namespace) -> dict[str, Any
                 context["cpu"] = query_cpu.result
                 wire.invalidate()  # switched to autocommit: never give it back to the pool
                 wire = None
-                log(f"{backend} @ {size:,}: inserts ({args.single_inserts} single, "
-                    f"{args.batch_rounds} x 500 and x 1000 batched)")
+                log(
+                    f"{backend} @ {size:,}: inserts ({args.single_inserts} single, "
+                    f"{args.batch_rounds} x 500 and x 1000 batched)"
+                )
                 probe.open(probed_pids(memory))
                 with CpuMeter(memory) as insert_cpu:
-                    inserts = measure_inserts(memory, dataset, user, args.single_inserts,
-                                              args.batch_rounds, rng, probe)
+                    inserts = measure_inserts(
+                        memory, dataset, user, args.single_inserts, args.batch_rounds, rng, probe
+                    )
                 inserts["cpu"] = insert_cpu.result
             finally:
                 probe.close()
@@ -1203,8 +1404,9 @@ def run_case(backend: str, size: int, args: argparse.Namespace) -> dict[str, Any
     }
 
 
-def evaluate_targets(backend: str, size: int, latency: dict[str, Any],
-                     size_info: dict[str, Any]) -> list[dict[str, Any]]:
+def evaluate_targets(
+    backend: str, size: int, latency: dict[str, Any], size_info: dict[str, Any]
+) -> list[dict[str, Any]]:
     targets = []
     if backend == "sqlite" and size >= LATENCY_TARGET_SIZE:
         for name, stats in latency.items():
@@ -1218,20 +1420,24 @@ def evaluate_targets(backend: str, size: int, latency: dict[str, Any],
             ]
             for label, values in checks:
                 adjusted = values["without_cpu_wait"]["p95"]
-                targets.append({
-                    "target": f"p95 {label} < {LATENCY_TARGET_MS:g} ms",
-                    "value": values["p95"],
-                    "value_without_cpu_wait": adjusted,
-                    "pass_as_measured": values["p95"] < LATENCY_TARGET_MS,
-                    # The verdict: what the store costs, not what other processes took.
-                    "pass": adjusted < LATENCY_TARGET_MS,
-                })
-    targets.append({
-        "target": f"database size < {SIZE_TARGET_MB_PER_10K:g} MB per 10,000 memories",
-        "value": size_info["mb_per_10k"],
-        "pass_as_measured": size_info["mb_per_10k"] < SIZE_TARGET_MB_PER_10K,
-        "pass": size_info["mb_per_10k"] < SIZE_TARGET_MB_PER_10K,
-    })
+                targets.append(
+                    {
+                        "target": f"p95 {label} < {LATENCY_TARGET_MS:g} ms",
+                        "value": values["p95"],
+                        "value_without_cpu_wait": adjusted,
+                        "pass_as_measured": values["p95"] < LATENCY_TARGET_MS,
+                        # The verdict: what the store costs, not what other processes took.
+                        "pass": adjusted < LATENCY_TARGET_MS,
+                    }
+                )
+    targets.append(
+        {
+            "target": f"database size < {SIZE_TARGET_MB_PER_10K:g} MB per 10,000 memories",
+            "value": size_info["mb_per_10k"],
+            "pass_as_measured": size_info["mb_per_10k"] < SIZE_TARGET_MB_PER_10K,
+            "pass": size_info["mb_per_10k"] < SIZE_TARGET_MB_PER_10K,
+        }
+    )
     return targets
 
 
@@ -1254,57 +1460,86 @@ def print_report(result: dict[str, Any]) -> None:
     backend, size = result["backend"], result["size"]
     data, ctx, load = result["data"], result["query_context"], result["load"]
     print()
-    print(f"=== {backend} | {size:,} memories | seed {result['seed']} | "
-          f"{result['samples']} samples/op (+{result['warmup']} warm-up) | "
-          f"case took {result['seconds']} s ===")
+    print(
+        f"=== {backend} | {size:,} memories | seed {result['seed']} | "
+        f"{result['samples']} samples/op (+{result['warmup']} warm-up) | "
+        f"case took {result['seconds']} s ==="
+    )
     print("server: " + ", ".join(f"{k}={v}" for k, v in result["server"].items()))
-    print(f"data: {data['users']} users x {data['agents']} agents, {data['sessions']:,} sessions, "
-          f"tiers {data['tiers']}, metadata on {data['with_metadata_share']:.0%}, content "
-          f"{data['content_chars']['min']}-{data['content_chars']['max']} chars "
-          f"(mean {data['content_chars']['mean']}), per user {data['per_user']['min']:,}-"
-          f"{data['per_user']['max']:,}")
-    print(f"      {data['preferences']} preferences, {data['code_patterns']} code patterns, "
-          f"{data['checkpoints']:,} session checkpoints")
-    print(f"queried user: {data['target_user']} ({ctx['user_memories']:,} memories, "
-          f"{ctx['user_sessions']} sessions; per agent {ctx['user_agent_memories']}); "
-          f"metadata filters match {ctx['metadata_filter_rows_all_users']['min']:,}-"
-          f"{ctx['metadata_filter_rows_all_users']['max']:,} rows across all users")
+    print(
+        f"data: {data['users']} users x {data['agents']} agents, {data['sessions']:,} sessions, "
+        f"tiers {data['tiers']}, metadata on {data['with_metadata_share']:.0%}, content "
+        f"{data['content_chars']['min']}-{data['content_chars']['max']} chars "
+        f"(mean {data['content_chars']['mean']}), per user {data['per_user']['min']:,}-"
+        f"{data['per_user']['max']:,}"
+    )
+    print(
+        f"      {data['preferences']} preferences, {data['code_patterns']} code patterns, "
+        f"{data['checkpoints']:,} session checkpoints"
+    )
+    print(
+        f"queried user: {data['target_user']} ({ctx['user_memories']:,} memories, "
+        f"{ctx['user_sessions']} sessions; per agent {ctx['user_agent_memories']}); "
+        f"metadata filters match {ctx['metadata_filter_rows_all_users']['min']:,}-"
+        f"{ctx['metadata_filter_rows_all_users']['max']:,} rows across all users"
+    )
     print()
-    print(f"load   add_many: {load['memories']:,} rows in {load['seconds']:.2f} s = "
-          f"{load['rows_per_s']:,.0f} rows/s ({load['add_many_calls']:,} calls, one per "
-          f"user/agent/session; batch mean {load['batch_size_mean']}, max "
-          f"{load['batch_size_max']})")
+    print(
+        f"load   add_many: {load['memories']:,} rows in {load['seconds']:.2f} s = "
+        f"{load['rows_per_s']:,.0f} rows/s ({load['add_many_calls']:,} calls, one per "
+        f"user/agent/session; batch mean {load['batch_size_mean']}, max "
+        f"{load['batch_size_max']})"
+    )
     load_cpu = load.get("cpu", {})
     if "own_runqueue_wait_ms" in load_cpu:
-        waited = (load_cpu["own_runqueue_wait_ms"]
-                  + load_cpu["postgres_backends_runqueue_wait_ms"]) / 1000
+        waited = (
+            load_cpu["own_runqueue_wait_ms"] + load_cpu["postgres_backends_runqueue_wait_ms"]
+        ) / 1000
         busy = load["seconds"] + load["extras_seconds"]
         share = min(0.95, waited / busy) if busy else 0.0
-        print(f"       (the load phase waited {share:.0%} of its time for a CPU: about "
-              f"{load['rows_per_s'] / (1 - share):,.0f} rows/s on an unshared machine)")
-    print(f"       preferences/patterns/checkpoints: {load['extras_single_writes']:,} single "
-          f"writes in {load['extras_seconds']:.2f} s = {load['extras_writes_per_s']:,.0f}/s")
+        print(
+            f"       (the load phase waited {share:.0%} of its time for a CPU: about "
+            f"{load['rows_per_s'] / (1 - share):,.0f} rows/s on an unshared machine)"
+        )
+    print(
+        f"       preferences/patterns/checkpoints: {load['extras_single_writes']:,} single "
+        f"writes in {load['extras_seconds']:.2f} s = {load['extras_writes_per_s']:,.0f}/s"
+    )
     single = result["inserts"]["single"]
     lat = single["latency_ms"]
     adj = lat["without_cpu_wait"]
-    print(f"insert Scope.add x {single['count']:,} (1 txn each): {single['per_s']:,.0f} inserts/s"
-          f" ({single['per_s_without_cpu_wait']:,.0f}/s without CPU wait); latency p50 "
-          f"{lat['p50']:.3f} p95 {lat['p95']:.3f} p99 {lat['p99']:.3f} ms (without CPU wait "
-          f"{adj['p50']:.3f} / {adj['p95']:.3f} / {adj['p99']:.3f})")
+    print(
+        f"insert Scope.add x {single['count']:,} (1 txn each): {single['per_s']:,.0f} inserts/s"
+        f" ({single['per_s_without_cpu_wait']:,.0f}/s without CPU wait); latency p50 "
+        f"{lat['p50']:.3f} p95 {lat['p95']:.3f} p99 {lat['p99']:.3f} ms (without CPU wait "
+        f"{adj['p50']:.3f} / {adj['p95']:.3f} / {adj['p99']:.3f})"
+    )
     for batch_size, stats in result["inserts"]["batched"].items():
         ms = stats["batch_ms"]
-        print(f"insert Scope.add_many batch {batch_size:>4} x {stats['batches']}: "
-              f"{stats['rows_per_s']:,.0f} rows/s ({stats['rows_per_s_without_cpu_wait']:,.0f}"
-              f" without CPU wait); per batch p50 {ms['p50']:.1f} ms, max {ms['max']:.1f} ms")
+        print(
+            f"insert Scope.add_many batch {batch_size:>4} x {stats['batches']}: "
+            f"{stats['rows_per_s']:,.0f} rows/s ({stats['rows_per_s_without_cpu_wait']:,.0f}"
+            f" without CPU wait); per batch p50 {ms['p50']:.1f} ms, max {ms['max']:.1f} ms"
+        )
     print()
-    print("latencies in ms; * = without the time spent waiting for a CPU (run-queue wait of "
-          "this process and its postgres backends, measured per sample)")
+    print(
+        "latencies in ms; * = without the time spent waiting for a CPU (run-queue wait of "
+        "this process and its postgres backends, measured per sample)"
+    )
     latency = result["latency_ms"]
 
     def row(label: str, stats: dict[str, Any], *extra: str) -> list[object]:
         adj = stats["without_cpu_wait"]
-        return [label, *(stats[key] for key in ("p50", "p95", "p99", "max")), *extra, "|",
-                adj["p50"], adj["p95"], adj["p99"], f"{stats['cpu_wait_share']:.0%}"]
+        return [
+            label,
+            *(stats[key] for key in ("p50", "p95", "p99", "max")),
+            *extra,
+            "|",
+            adj["p50"],
+            adj["p95"],
+            adj["p99"],
+            f"{stats['cpu_wait_share']:.0%}",
+        ]
 
     rows = []
     for name, stats in latency.items():
@@ -1313,36 +1548,57 @@ def print_report(result: dict[str, Any]) -> None:
             floor = latency[stats["floor"]]
             floor_text = f"{floor['p50']:.3f}/{floor['p95']:.3f}"
             ratio = f"{stats['x_floor_p50']:.1f}x"
-            verdict = ("ok" if stats["without_cpu_wait"]["p95"] < LATENCY_TARGET_MS
-                       else "OVER")
+            verdict = "ok" if stats["without_cpu_wait"]["p95"] < LATENCY_TARGET_MS else "OVER"
         extra = (f"{stats['rows_mean']:.1f}", floor_text, ratio)
         rows.append(row(OP_LABELS.get(name, name), stats, *extra) + [verdict])
         for variant, vstats in stats.get("variants", {}).items():
             rows.append(row("    " + variant, vstats, "", "", "") + [""])
-    header = ["operation", "p50", "p95", "p99", "max", "rows", "floor p50/p95", "x floor", "|",
-              "p50*", "p95*", "p99*", "wait", "<5ms*"]
+    header = [
+        "operation",
+        "p50",
+        "p95",
+        "p99",
+        "max",
+        "rows",
+        "floor p50/p95",
+        "x floor",
+        "|",
+        "p50*",
+        "p95*",
+        "p99*",
+        "wait",
+        "<5ms*",
+    ]
     print(table(header, rows, digits=3))
     print()
     cpus = os.cpu_count() or 0
-    for phase, cpu in (("load", load.get("cpu", {})), ("queries", ctx.get("cpu", {})),
-                       ("inserts", result["inserts"].get("cpu", {}))):
+    for phase, cpu in (
+        ("load", load.get("cpu", {})),
+        ("queries", ctx.get("cpu", {})),
+        ("inserts", result["inserts"].get("cpu", {})),
+    ):
         if "other_cores" not in cpu:
             continue
         wait = cpu["own_runqueue_wait_ms"] + cpu["postgres_backends_runqueue_wait_ms"]
-        noisy = (cpu["runqueue_wait_share"] > NOISY_WAIT_SHARE
-                 and cpu["other_cores"] > NOISY_OTHER_CORES)
+        noisy = (
+            cpu["runqueue_wait_share"] > NOISY_WAIT_SHARE and cpu["other_cores"] > NOISY_OTHER_CORES
+        )
         warning = "  <- CPU contention: tails inflated" if noisy else ""
-        print(f"cpu during {phase:<7} {cpu['wall_s']:>5.1f} s: cores used by this process "
-              f"{cpu['own_cores']:.2f}, postgres {cpu['postgres_cores']:.2f}, other processes "
-              f"{cpu['other_cores']:.2f} (of {cpus}); waited for a CPU {wait:,.0f} ms "
-              f"({cpu['runqueue_wait_share']:.1%} of the time){warning}")
+        print(
+            f"cpu during {phase:<7} {cpu['wall_s']:>5.1f} s: cores used by this process "
+            f"{cpu['own_cores']:.2f}, postgres {cpu['postgres_cores']:.2f}, other processes "
+            f"{cpu['other_cores']:.2f} (of {cpus}); waited for a CPU {wait:,.0f} ms "
+            f"({cpu['runqueue_wait_share']:.1%} of the time){warning}"
+        )
     size_info = result["database_size"]
     if backend == "sqlite":
         files = size_info["files_bytes"]
-        print(f"size: {size_info['total_bytes'] / 1e6:.2f} MB on disk (db {files['db']:,} B, "
-              f"wal {files['-wal']:,} B, shm {files['-shm']:,} B; {size_info['page_count']:,} "
-              f"pages of {size_info['page_size']}, {size_info['freelist_pages']} free) = "
-              f"{size_info['mb_per_10k']:.2f} MB per 10,000 memories")
+        print(
+            f"size: {size_info['total_bytes'] / 1e6:.2f} MB on disk (db {files['db']:,} B, "
+            f"wal {files['-wal']:,} B, shm {files['-shm']:,} B; {size_info['page_count']:,} "
+            f"pages of {size_info['page_size']}, {size_info['freelist_pages']} free) = "
+            f"{size_info['mb_per_10k']:.2f} MB per 10,000 memories"
+        )
         if size_info["objects_bytes"]:
             top = list(size_info["objects_bytes"].items())[:8]
             print("      largest objects: " + ", ".join(f"{n} {b / 1e6:.2f} MB" for n, b in top))
@@ -1351,13 +1607,19 @@ def print_report(result: dict[str, Any]) -> None:
         parts = []
         for name in size_info["counted_tables"]:
             det = size_info["relation_detail_bytes"][name]
-            parts.append(f"{name} {rel[name] / 1e6:.2f} MB (heap {det['heap'] / 1e6:.2f}, "
-                         f"indexes {det['indexes'] / 1e6:.2f}, toast {det['toast'] / 1e6:.2f})")
-        print("size: " + " + ".join(parts) + f" = {size_info['mb_per_10k']:.2f} MB per "
-              "10,000 memories")
-        print(f"      pg_database_size delta {size_info['database_delta_bytes'] / 1e6:.2f} MB = "
-              f"{size_info['database_delta_mb_per_10k']:.2f} MB per 10,000 memories (all tables, "
-              f"incl. preferences, patterns, session state)")
+            parts.append(
+                f"{name} {rel[name] / 1e6:.2f} MB (heap {det['heap'] / 1e6:.2f}, "
+                f"indexes {det['indexes'] / 1e6:.2f}, toast {det['toast'] / 1e6:.2f})"
+            )
+        print(
+            "size: " + " + ".join(parts) + f" = {size_info['mb_per_10k']:.2f} MB per "
+            "10,000 memories"
+        )
+        print(
+            f"      pg_database_size delta {size_info['database_delta_bytes'] / 1e6:.2f} MB = "
+            f"{size_info['database_delta_mb_per_10k']:.2f} MB per 10,000 memories (all tables, "
+            f"incl. preferences, patterns, session state)"
+        )
     print()
     for target in result["targets"]:
         print(target_line(backend, size, target))
@@ -1394,27 +1656,50 @@ def versions() -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--backends", default="sqlite,postgresql",
-                        help="comma-separated: sqlite, postgresql (default: both)")
-    parser.add_argument("--sizes", default="10000,100000",
-                        help="comma-separated memory counts (default: 10000,100000)")
-    parser.add_argument("--samples", type=int, default=1000,
-                        help="timed samples per query (default: 1000)")
-    parser.add_argument("--warmup", type=int, default=100,
-                        help="untimed rounds before the samples (default: 100)")
-    parser.add_argument("--single-inserts", type=int, default=1000,
-                        help="Scope.add calls to time (default: 1000)")
-    parser.add_argument("--batch-rounds", type=int, default=3,
-                        help="add_many batches of 500 and of 1000 to time (default: 3 each)")
-    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL,
-                        help="an existing database to connect to for CREATE/DROP DATABASE of a "
-                        f"throwaway benchmark database (default: {DEFAULT_POSTGRES_URL})")
+    parser.add_argument(
+        "--backends",
+        default="sqlite,postgresql",
+        help="comma-separated: sqlite, postgresql (default: both)",
+    )
+    parser.add_argument(
+        "--sizes",
+        default="10000,100000",
+        help="comma-separated memory counts (default: 10000,100000)",
+    )
+    parser.add_argument(
+        "--samples", type=int, default=1000, help="timed samples per query (default: 1000)"
+    )
+    parser.add_argument(
+        "--warmup", type=int, default=100, help="untimed rounds before the samples (default: 100)"
+    )
+    parser.add_argument(
+        "--single-inserts", type=int, default=1000, help="Scope.add calls to time (default: 1000)"
+    )
+    parser.add_argument(
+        "--batch-rounds",
+        type=int,
+        default=3,
+        help="add_many batches of 500 and of 1000 to time (default: 3 each)",
+    )
+    parser.add_argument(
+        "--postgres-url",
+        default=DEFAULT_POSTGRES_URL,
+        help="an existing database to connect to for CREATE/DROP DATABASE of a "
+        f"throwaway benchmark database (default: {DEFAULT_POSTGRES_URL})",
+    )
     parser.add_argument("--seed", type=int, default=20240601, help="RNG seed (default: 20240601)")
-    parser.add_argument("--embedder", choices=("none", "default"), default="none",
-                        help="none (default): measure the store alone, no vectors; default: "
-                        "the library's default embedder computes a vector on every write")
-    parser.add_argument("--json", metavar="PATH",
-                        help="also write the JSON lines (one per backend and size) to PATH")
+    parser.add_argument(
+        "--embedder",
+        choices=("none", "default"),
+        default="none",
+        help="none (default): measure the store alone, no vectors; default: "
+        "the library's default embedder computes a vector on every write",
+    )
+    parser.add_argument(
+        "--json",
+        metavar="PATH",
+        help="also write the JSON lines (one per backend and size) to PATH",
+    )
     args = parser.parse_args(argv)
     args.backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     for backend in args.backends:
@@ -1441,9 +1726,11 @@ def main(argv: list[str] | None = None) -> int:
     env = versions()
     started = time.perf_counter()
     print("store_throughput: " + ", ".join(f"{k}={v}" for k, v in (run_facts() | env).items()))
-    print(f"args: backends={','.join(args.backends)} sizes={','.join(map(str, args.sizes))} "
-          f"samples={args.samples} warmup={args.warmup} single_inserts={args.single_inserts} "
-          f"batch_rounds={args.batch_rounds} seed={args.seed} embedder={args.embedder}")
+    print(
+        f"args: backends={','.join(args.backends)} sizes={','.join(map(str, args.sizes))} "
+        f"samples={args.samples} warmup={args.warmup} single_inserts={args.single_inserts} "
+        f"batch_rounds={args.batch_rounds} seed={args.seed} embedder={args.embedder}"
+    )
     results = []
     for backend in args.backends:
         for size in args.sizes:
@@ -1462,8 +1749,7 @@ def main(argv: list[str] | None = None) -> int:
             print(target_line(result["backend"], result["size"], target))
     if "sqlite" in args.backends and not any(s >= LATENCY_TARGET_SIZE for s in args.sizes):
         print(f"n/a   the latency target is defined at {LATENCY_TARGET_SIZE:,} memories on SQLite")
-    print(f"total run time {time.perf_counter() - started:.0f} s; "
-          f"loadavg now {load_average()}")
+    print(f"total run time {time.perf_counter() - started:.0f} s; loadavg now {load_average()}")
     print()
     lines = [emit(result, sort_keys=True) for result in results]
     if args.json:

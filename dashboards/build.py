@@ -241,6 +241,14 @@ def health() -> dashboard.Dashboard:
               [query(f"sum by (check) (increase({series('memory_integrity_failures_total')}"
                      f"[15m]))", "{{check}}")], "none",
               limits=thresholds((None, "green"), (1, "red"))),
+        single("Schema revision", "The schema revision the agents' stores were opened at "
+               "(the lowest, when they differ: the process furthest behind a migration).",
+               f"min ({series('memory_schema_revision')})", "none", width=12),
+        # The backup job writes this series through node_exporter, under its own job.
+        single("Last good backup age", "Since the last verified scheduled backup (memctl "
+               "backup --metrics-file); over the 1 h RPO for 5 minutes alerts.",
+               "time() - max (memory_backup_last_success_timestamp_seconds)", "s", width=12,
+               limits=thresholds((None, "green"), (3000, "yellow"), (3600, "red"))),
     )
     embedder = (
         graph("Work done without the embedder", "Searches answered by keywords only and "
@@ -266,12 +274,34 @@ def health() -> dashboard.Dashboard:
                query(f"count by (flag) ({series('memory_flag_state')} == 0)", "{{flag}} off",
                      "B")], "none"),
     )
+    swarm = (
+        graph("Swarm tasks", "Tasks entering each status per second (memory.swarm).",
+              [query(per_second("memory_swarm_tasks_total", "status"), "{{status}}")], "ops",
+              width=8),
+        graph("Claims and lease expiries", "Claims won, and claims of a task whose worker's "
+              "lease expired; over 5 % for 10 minutes warns (MemorySwarmLeaseExpiriesHigh).",
+              [query(per_second("memory_swarm_claims_total"), "claims", "A"),
+               query(per_second("memory_swarm_lease_expiries_total"), "lease expiries", "B")],
+              "ops", width=8),
+        graph("Findings, conflicts, escalations", "Findings posted, conflicting pairs "
+              "found, escalations to a human by cause (MemorySwarmEscalationsPiling).",
+              [query(per_second("memory_swarm_findings_total"), "findings", "A"),
+               query(per_second("memory_swarm_conflicts_total"), "conflicts", "B"),
+               query(per_second("memory_swarm_escalations_total", "cause"),
+                     "escalations {{cause}}", "C")], "ops", width=8),
+        graph("Signature failures", "Envelopes whose custody chain did not verify, refused "
+              "or only warned about; any one warns (MemorySwarmSignatureFailures).",
+              [query(f"sum by (outcome) (increase("
+                     f"{series('memory_swarm_signature_failures_total')}[10m]))",
+                     "{{outcome}} in 10 min")], "none", width=24,
+              limits=thresholds((None, "green"), (1, "red"))),
+    )
     return board(
         "tiered-memory-health", "tiered-memory: health",
-        "Database, schema, embedder, cleanup job and flag provider; each panel names the "
-        "alert it feeds (runbooks/monitoring.md).",
+        "Database, schema, embedder, cleanup job, flag provider and swarm bus; each panel "
+        "names the alert it feeds (runbooks/monitoring.md).",
         [("Database", database), ("Schema and integrity", schema), ("Embedder", embedder),
-         ("Cleanup job and flag provider", cleanup_and_flags)],
+         ("Cleanup job and flag provider", cleanup_and_flags), ("Swarm bus", swarm)],
     )
 
 

@@ -45,6 +45,7 @@ from flags._registry import (
     USE_CROSS_AGENT_SHARING,
     USE_ENHANCED_INJECTION,
     USE_HIERARCHICAL_TIERS,
+    USE_SWARM_SIGNATURE_ENFORCEMENT,
 )
 from flags._variant import Variant, VariantPayload
 
@@ -93,6 +94,7 @@ __all__ = [
     "USE_CROSS_AGENT_SHARING",
     "USE_ENHANCED_INJECTION",
     "USE_HIERARCHICAL_TIERS",
+    "USE_SWARM_SIGNATURE_ENFORCEMENT",
     "UnleashFlagProvider",
     "Variant",
     "VariantPayload",

@@ -16,11 +16,13 @@ __all__ = [
     "USE_CROSS_AGENT_SHARING",
     "USE_ENHANCED_INJECTION",
     "USE_HIERARCHICAL_TIERS",
+    "USE_SWARM_SIGNATURE_ENFORCEMENT",
 ]
 
 USE_ENHANCED_INJECTION = "USE_ENHANCED_INJECTION"
 USE_CROSS_AGENT_SHARING = "USE_CROSS_AGENT_SHARING"
 USE_HIERARCHICAL_TIERS = "USE_HIERARCHICAL_TIERS"
+USE_SWARM_SIGNATURE_ENFORCEMENT = "USE_SWARM_SIGNATURE_ENFORCEMENT"
 
 _FLAGS = (
     FlagDefinition(
@@ -47,6 +49,17 @@ _FLAGS = (
         description="Store memories in working, episodic and semantic tiers with compaction.",
         default=False,
         rollout=0,
+        stickiness=Stickiness.DEFAULT.value,
+    ),
+    FlagDefinition(
+        name=USE_SWARM_SIGNATURE_ENFORCEMENT,
+        description=(
+            "Refuse swarm bus envelopes whose custody chain is unsigned or badly signed; "
+            "off, they are only warned about."
+        ),
+        default=False,
+        rollout=0,
+        # The swarm bus decides with the swarm id as the user: a whole swarm enforces or not.
         stickiness=Stickiness.DEFAULT.value,
     ),
 )

@@ -18,6 +18,7 @@ from memory.core.errors import (
     DatabaseUnavailableError,
     EmbedderUnavailableError,
     ExporterUnavailableError,
+    FlagOffWarning,
     InvalidInputError,
     MemoryStoreError,
     MetricsSourceError,
@@ -28,6 +29,7 @@ from memory.core.errors import (
     SessionExpiredError,
     StaleVersionError,
     StorageError,
+    StoreClosedError,
 )
 from memory.core.merge import ContextConflict, ContextWrite, MergedContext, merge_patches
 from memory.core.redaction import Redaction
@@ -67,6 +69,7 @@ __all__ = [
     "Entity",
     "EntityGraph",
     "ExporterUnavailableError",
+    "FlagOffWarning",
     "ForgetReport",
     "Grant",
     "HashingEmbedder",
@@ -94,6 +97,7 @@ __all__ = [
     "SessionExpiredError",
     "StaleVersionError",
     "StorageError",
+    "StoreClosedError",
     "Subscription",
     "TokenCounter",
     "UpdatesStatus",

@@ -23,6 +23,7 @@ from memory.core.errors import (
     InvalidInputError,
     PermissionDeniedError,
     SchemaError,
+    StoreClosedError,
 )
 from memory.core.inputs import (
     Quotas,
@@ -50,7 +51,7 @@ from memory.store.changes import event_key
 from memory.store.db import Database
 from memory.store.engine import create_engine
 from memory.store.events import ChainReport, audit_key, verify_chain
-from memory.store.flags import default_evaluator
+from memory.store.flags import default_evaluator, start_new_store
 from memory.store.forget import (
     FORGET_OPERATION,
     BackgroundCheckpoint,
@@ -128,6 +129,7 @@ class Memory:
         except FlagValueError as error:  # USE_...=maybe in the environment
             raise InvalidInputError(str(error)) from None
         telemetry.observe_flags(self.flags)  # the memory.flag.* gauges
+        telemetry.observe_schema(self)  # the memory.schema.revision gauge
         self._db = Database(engine, audit_key(os.environ), event_key(os.environ))
         self._checkpoints = BackgroundCheckpoint(self._db)
         quotas = Quotas.from_environment(os.environ)
@@ -196,7 +198,7 @@ class Memory:
         try:
             revision = database_revision(engine)
             if revision is None:
-                upgrade(engine)
+                upgrade(engine, on_create=start_new_store)
                 revision = head_revision()
         except DBAPIError as error:
             engine.dispose()
@@ -281,6 +283,7 @@ class Memory:
 
     def scope(self, user: str, agent: str, session: str | None = None) -> Scope:
         """A handle that reads and writes as ``agent`` for ``user`` in ``session``."""
+        self._require_open()
         if not revision_at_least(self.revision, MEMORIES_REVISION):
             raise SchemaError(
                 f"memories need schema revision {MEMORIES_REVISION}; the database is at "
@@ -359,6 +362,7 @@ class Memory:
 
     def graph(self, user: str) -> EntityGraph:
         """The Phase 1 entity knowledge graph of ``user``."""
+        self._require_open()
         checked = validate(ScopeInput, {"user": user, "agent": "graph"})
         return EntityGraph(self._db, checked.user, self.redaction)
 
@@ -393,7 +397,12 @@ class Memory:
             telemetry.instruments().integrity_failures.add(1, {"check": "event_chain"})
         return report
 
+    def _require_open(self) -> None:
+        if self._db.closed:
+            raise StoreClosedError("this memory store is closed; open it again with Memory.open")
+
     def _require_events(self) -> None:
+        self._require_open()
         if not revision_at_least(self.revision, MEMORIES_REVISION):
             raise SchemaError(
                 f"the event log needs schema revision {MEMORIES_REVISION}; the database is at "
@@ -401,11 +410,16 @@ class Memory:
             )
 
     def close(self) -> None:
-        """Stop subscriptions and release every pooled connection."""
+        """Stop subscriptions and release every pooled connection; every later call of this
+        store, its scopes and graphs raises ``StoreClosedError``. Closing twice is harmless."""
+        if self._db.closed:
+            return
         self._injector.flush()  # the uses of injected memories counted but not written yet
         telemetry.stop_observing_flags(self.flags)
+        telemetry.stop_observing_schema(self)
         self._updates.close()
         self._checkpoints.close()
+        self._db.close()
         self.engine.dispose()
 
     def __enter__(self) -> Memory:

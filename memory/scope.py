@@ -6,6 +6,8 @@ from __future__ import annotations
 import builtins
 import contextlib
 import dataclasses
+import threading
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -18,6 +20,7 @@ from flags import (
     FlagEvaluator,
 )
 from memory.core.errors import (
+    FlagOffWarning,
     InvalidInputError,
     NotFoundError,
 )
@@ -70,6 +73,25 @@ from memory.updates import Subscription, Updates
 
 # While USE_HIERARCHICAL_TIERS is off, every memory is stored in the default tier of ``add``.
 FLAT_TIER: Tier = "working"
+
+# The flags whose FlagOffWarning this process has issued: a flag that is off is said once,
+# not on every call of an agent that runs for days.
+_warned_flags: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def _say_flag_off(flag: str, effect: str) -> None:
+    """Warn once per process that ``flag`` being off did ``effect`` to a call."""
+    with _warned_lock:
+        if flag in _warned_flags:
+            return
+        _warned_flags.add(flag)
+    warnings.warn(
+        f"{flag} is off for this scope, so {effect}; turn it on with: "
+        f"memctl flags set {flag} --on (see: memctl flags explain {flag})",
+        FlagOffWarning,
+        stacklevel=4,
+    )
 
 
 class Scope:
@@ -192,6 +214,8 @@ class Scope:
             },
         )
         if not self._flag_enabled(USE_HIERARCHICAL_TIERS):
+            if item.tier != FLAT_TIER:
+                _say_flag_off(USE_HIERARCHICAL_TIERS, f"the tier {item.tier!r} was ignored")
             item = item.model_copy(update={"tier": FLAT_TIER})
         return self._store.add_memories(self._owner, [item], self._embedded([item.content]))[0]
 
@@ -209,6 +233,9 @@ class Scope:
         if not validated:
             return []
         if not self._flag_enabled(USE_HIERARCHICAL_TIERS):
+            ignored = sorted({item.tier for item in validated} - {FLAT_TIER})
+            if ignored:
+                _say_flag_off(USE_HIERARCHICAL_TIERS, f"the tiers {ignored} were ignored")
             validated = [item.model_copy(update={"tier": FLAT_TIER}) for item in validated]
         vectors = self._embedded(item.content for item in validated)
         return self._store.add_memories(self._owner, validated, vectors)
@@ -252,6 +279,8 @@ class Scope:
         )
         reader = self._reader()
         if not reader.tiered:  # one flat tier: a memory keeps the tier it has
+            if changes.tier is not None:
+                _say_flag_off(USE_HIERARCHICAL_TIERS, "the tier change was ignored")
             changes = changes.model_copy(update={"tier": None})
         vectors = self._embedded([changes.content]) if changes.content is not None else None
         checked = _memory_id(memory_id)
@@ -289,6 +318,8 @@ class Scope:
         )
         reader = self._reader()
         if not reader.tiered:  # one flat tier: no tier filter
+            if query.tier is not None:
+                _say_flag_off(USE_HIERARCHICAL_TIERS, "the tier filter was ignored")
             query = query.model_copy(update={"tier": None})
         found = self._store.list_memories(reader, query)
         self._record_shared_reads(found)
@@ -338,7 +369,12 @@ class Scope:
             },
         )
         with _cross_agent("share"):
-            return self._store.share(self._owner, item)
+            granted = self._store.share(self._owner, item)
+        if not self._flag_enabled(USE_CROSS_AGENT_SHARING):
+            _say_flag_off(
+                USE_CROSS_AGENT_SHARING, "the grant is stored but gives no access until it is on"
+            )
+        return granted
 
     @telemetry.counted("revoke")
     def revoke(self, grant_id: int) -> Grant:
@@ -385,6 +421,8 @@ class Scope:
         )
         reader = self._reader()
         if not reader.tiered:  # one flat tier: no tier filter (nor tier weights)
+            if checked.tiers:
+                _say_flag_off(USE_HIERARCHICAL_TIERS, "the tier filter was ignored")
             checked = checked.model_copy(update={"tiers": []})
         hits = self._retriever.search(reader, checked)
         self._record_shared_reads(hit.memory for hit in hits)
@@ -400,6 +438,7 @@ class Scope:
         names the flag in ``disabled_by`` (see ``memory.inject.disabled_context``)."""
         checked = validate(InjectRequest, {"text": query, "budget_tokens": budget_tokens})
         if not self._flag_enabled(USE_ENHANCED_INJECTION):
+            _say_flag_off(USE_ENHANCED_INJECTION, "inject() returns an empty context")
             return disabled_context(checked.budget_tokens, USE_ENHANCED_INJECTION)
         context = self._injector.inject(self._reader(), checked.text, checked.budget_tokens)
         # Logged on every call, a cached context included: each hands the memories over.

@@ -9,6 +9,7 @@ from a directory where the source tree cannot be imported.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -20,6 +21,7 @@ import pytest
 
 import memory
 import memory.ops
+from benchmarks.first_command import run_round
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 SOURCES = ("pyproject.toml", "README.md", "memory", "migrations", "flags")
@@ -87,6 +89,8 @@ def test_wheel_ships_the_migrations_and_memctl_migrates_from_it(tmp_path: Path) 
         "memory/_migrations/versions/0001_entity_graph.py",
         "memory/_migrations/versions/0004_phase_2_hierarchical_memory.py",
         "flags/__init__.py",
+        "memory/integrations/mcp_server.py",
+        "memory/integrations/langgraph.py",
     ):
         assert expected in names, f"{expected} is missing from {wheel.name}"
     top_level = {name.split("/", 1)[0] for name in names}
@@ -147,3 +151,17 @@ def test_wheel_ships_the_migrations_and_memctl_migrates_from_it(tmp_path: Path) 
     _run([memctl, "--database-url", url, "restore-archive", archive_dir], elsewhere, env)
     _run([memctl, "--database-url", url, "check"], elsewhere, env)
     assert sorted(path.name for path in elsewhere.iterdir()) == []
+
+
+def test_the_readmes_first_command_installs_no_torch_and_the_demo_embeds(tmp_path: Path) -> None:
+    """The README's first command in a new directory (benchmarks/first_command.py times it):
+    a light install, and a demo whose search scores by vectors, not keywords alone."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    _copy_sources(tree)
+    result = run_round(tree, tmp_path, cold=False)
+    assert result["heavy"] == "", f"installed: {result['heavy']}"
+    # torch alone takes about 750 MiB; the light install about 410 MiB (README).
+    assert result["venv_mib"] < 500, result["venv_mib"]
+    vector_scores = [float(s) for s in re.findall(r", vector (\d+\.\d+)\)", result["output"])]
+    assert len(vector_scores) == 3 and max(vector_scores) > 0, result["output"]

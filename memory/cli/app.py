@@ -1,14 +1,13 @@
 """``memctl``: the operator's command line for the memory store.
 
 Every command reads the database URL from ``--database-url`` or ``$MEMORY_DATABASE_URL``
-(default: ``memory.db`` in the working directory). Errors print one line naming the problem
-and exit 1; ``memctl check`` exits 1 when the schema is not at head.
+(default: ``memory.db`` in the working directory; a plain path is a SQLite file). Errors
+print one line naming the problem and exit 1 (2 for a usage error); ``memctl check`` exits
+1 when the schema is not at head. Every command that prints takes ``--json``.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -16,9 +15,19 @@ from typing import Any, cast
 
 import click
 
-from memory import MemoryRecord
+from flags import USE_HIERARCHICAL_TIERS
+from memory import NotFoundError
 from memory import ops as ops
-from memory.cli.common import database_url, memory_handle, reports_errors, scope_options
+from memory.cli.common import (
+    Memctl,
+    database_url,
+    echo_json,
+    json_option,
+    memory_handle,
+    plural,
+    scope_options,
+    text_argument,
+)
 from memory.cli.demo import run_demo
 from memory.cli.events import (
     NO_REEMBED,
@@ -29,32 +38,63 @@ from memory.cli.events import (
 from memory.cli.flags import flags_group
 from memory.cli.gates import gates_command
 from memory.cli.health import health
+from memory.cli.mcp import mcp_command
+from memory.cli.memories import (
+    TIERS,
+    memories,
+    metadata_option,
+    nothing_found,
+    patterns,
+    preferences,
+    record_json,
+    state,
+)
 from memory.cli.sharing import register as register_sharing_commands
+from memory.cli.swarm import swarm_group
 from memory.cli.workload import workload
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Memctl, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tiered-memory", prog_name="memctl")
 @click.option(
     "--database-url",
     envvar=ops.DATABASE_URL_ENV,
     default=None,
     metavar="URL",
-    help=f"sqlite:///path or postgresql://… (default: ${ops.DATABASE_URL_ENV}, else memory.db).",
+    help=f"sqlite:///path, a plain file path, or postgresql://… "
+    f"(default: ${ops.DATABASE_URL_ENV}, else memory.db).",
 )
 @click.pass_context
 def main(context: click.Context, database_url: str | None) -> None:
-    """Operate a tiered-memory store: migrate, roll back, inspect, import and export."""
+    """Operate a tiered-memory store.
+
+    \b
+    Schema:     migrate, rollback, current, history, check
+    Data:       backup, restore, restore-archive, cleanup, forget, reembed
+    Memories:   add, search, inject, memories, preferences, patterns, state
+    Graph:      import-mcp, export-mcp
+    Agents:     mcp (serve MCP hosts: the reference memory server's tools and more),
+                swarm (the swarm bus on Redis: tasks, findings, escalations)
+    Sharing:    share, revoke, grants, team
+    Events:     record, audit
+    Rollout:    flags, gates, health, workload
+    Start here: demo
+    """
     context.obj = {"database_url": database_url}
 
 
 @main.command()
 @click.option("--to", "revision", default="head", show_default=True, help="Target revision.")
+@json_option
 @click.pass_context
-@reports_errors
-def migrate(context: click.Context, revision: str) -> None:
+def migrate(context: click.Context, revision: str, as_json: bool) -> None:
     """Upgrade the schema (one transaction; concurrent runs wait for each other)."""
     migration = ops.migrate(database_url(context), revision)
-    if migration.changed:
+    if as_json:
+        echo_json(
+            {"before": migration.before, "after": migration.after, "changed": migration.changed}
+        )
+    elif migration.changed:
         click.echo(f"migrated: {migration.before or 'empty'} -> {migration.after}")
     else:
         click.echo(f"already at {migration.after}; nothing to do")
@@ -76,59 +116,100 @@ def migrate(context: click.Context, revision: str) -> None:
     help="Where dropped tables' rows are archived "
     "(default: ./memory-archive-<revision>-<UTC time>).",
 )
+@json_option
 @click.pass_context
-@reports_errors
-def rollback(context: click.Context, revision: str, archive_dir: Path | None) -> None:
+def rollback(
+    context: click.Context, revision: str, archive_dir: Path | None, as_json: bool
+) -> None:
     """Downgrade the schema; rows of dropped tables are archived first, never lost."""
-    done = ops.rollback(database_url(context), revision, archive_dir)
+    done = ops.rollback(database_url(context, existing=True), revision, archive_dir)
+    if as_json:
+        echo_json({"before": done.before, "after": done.after, "archive": done.archive})
+        return
     click.echo(f"rolled back: {done.before} -> {done.after or 'empty'}")
     if done.archive is not None:
         click.echo(f"archive: {done.archive} (restore with: memctl restore-archive {done.archive})")
+    else:
+        click.echo("archive: none (no table with rows was dropped)")
 
 
 @main.command()
+@json_option
 @click.pass_context
-@reports_errors
-def current(context: click.Context) -> None:
+def current(context: click.Context, as_json: bool) -> None:
     """Print the database's schema revision."""
-    status = ops.current(database_url(context))
+    status = ops.current(database_url(context, existing=True))
+    if as_json:
+        echo_json({"revision": status.revision, "head": status.head, "at_head": status.at_head})
+        return
     suffix = " (head)" if status.at_head else f" (head is {status.head})"
     click.echo(f"{status.revision or 'empty'}{suffix}")
 
 
 @main.command()
+@json_option
 @click.pass_context
-@reports_errors
-def history(context: click.Context) -> None:
-    """List every revision, oldest first; marks the database's current one."""
-    status = ops.current(database_url(context))
-    for item in status.revisions:
-        marker = "*" if item.revision == status.revision else " "
-        click.echo(f"{marker} {item.revision}  {item.description.splitlines()[0]}")
+def history(context: click.Context, as_json: bool) -> None:
+    """List every revision, oldest first; marks the database's current one (when there is
+    a database)."""
+    revisions = ops.history()
+    try:
+        revision = ops.current(database_url(context, existing=True)).revision
+    except NotFoundError:  # no database yet: the revisions this code knows
+        revision = None
+    if as_json:
+        echo_json(
+            {
+                "current": revision,
+                "revisions": [
+                    {**vars_of(item), "current": item.revision == revision} for item in revisions
+                ],
+            }
+        )
+        return
+    for item in revisions:
+        marker = "*" if item.revision == revision else " "
+        # The first paragraph of the migration's docstring, whole: its summary.
+        summary = " ".join(item.description.split("\n\n")[0].split())
+        click.echo(f"{marker} {item.revision}  {summary}")
+
+
+def vars_of(item: ops.RevisionInfo) -> dict[str, Any]:
+    return {
+        "revision": item.revision,
+        "down_revision": item.down_revision,
+        "description": item.description,
+    }
 
 
 @main.command()
+@json_option
 @click.pass_context
-@reports_errors
-def check(context: click.Context) -> None:
+def check(context: click.Context, as_json: bool) -> None:
     """Exit 0 when the schema is at head, 1 otherwise."""
-    try:
-        status = ops.check(database_url(context))
-    except ops.NotAtHeadError as error:
-        click.echo(f"NOT AT HEAD: {error}", err=True)
+    status = ops.current(database_url(context, existing=True))
+    if as_json:
+        echo_json({"revision": status.revision, "head": status.head, "at_head": status.at_head})
+    elif status.at_head:
+        click.echo(f"ok: at head {status.head}")
+    else:
+        click.echo(f"NOT AT HEAD: {ops.NotAtHeadError(status)}", err=True)
+    if not status.at_head:
         sys.exit(1)
-    click.echo(f"ok: at head {status.head}")
 
 
 @main.command("restore-archive")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@json_option
 @click.pass_context
-@reports_errors
-def restore_archive_command(context: click.Context, directory: Path) -> None:
+def restore_archive_command(context: click.Context, directory: Path, as_json: bool) -> None:
     """Verify an archive written by `rollback` and restore its rows (all or nothing)."""
-    restored = ops.restore_archive(database_url(context), directory)
+    restored = ops.restore_archive(database_url(context, existing=True), directory)
+    if as_json:
+        echo_json({"directory": directory, "restored": restored})
+        return
     for table, rows in restored.items():
-        click.echo(f"restored {rows} rows into {table}")
+        click.echo(f"restored {plural(rows, 'row')} into {table}")
 
 
 def _echo_backup(info: ops.BackupInfo) -> None:
@@ -157,19 +238,92 @@ def _echo_backup(info: ops.BackupInfo) -> None:
     help="auto: the SQLite backup API, or pg_dump when it is at least the server's version, "
     "else logical (JSON Lines per table, restorable into either backend).",
 )
+@click.option(
+    "--keep",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Scheduled: DIRECTORY holds backups; write a new one named after the UTC time, "
+    "verify it, keep the newest N.",
+)
+@click.option(
+    "--max-age",
+    metavar="DURATION",
+    default=None,
+    help="Scheduled, like --keep: also remove backups older than this (e.g. 36h, 7d).",
+)
+@click.option(
+    "--metrics-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Scheduled: write the last good backup's time here for node_exporter's textfile "
+    "collector (the MemoryBackupStale alert).",
+)
+@json_option
 @click.pass_context
-@reports_errors
-def backup_command(context: click.Context, directory: Path, verify_only: bool, method: str) -> None:
-    """Back up the database into DIRECTORY (new or empty) while agents keep writing."""
+def backup_command(
+    context: click.Context,
+    directory: Path,
+    verify_only: bool,
+    method: str,
+    keep: int | None,
+    max_age: str | None,
+    metrics_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Back up the database into DIRECTORY (new or empty) while agents keep writing; with
+    --keep or --max-age, into a new backup inside DIRECTORY, removing the old ones."""
+    scheduled = keep is not None or max_age is not None
+    if metrics_file is not None and not scheduled:
+        raise click.UsageError("--metrics-file goes with --keep or --max-age (a schedule)")
+    if verify_only and scheduled:
+        raise click.UsageError("--verify checks one backup; it takes no --keep or --max-age")
+    removed: tuple[Path, ...] = ()
     if verify_only:
         info = ops.verify_backup(directory)
-        click.echo(f"backup ok: {directory} matches its manifest")
+    elif scheduled:
+        run = ops.scheduled_backup(
+            database_url(context, existing=True),
+            directory,
+            keep=keep,
+            max_age=max_age,
+            method=cast(ops.BackupMethod, method),
+            metrics_file=metrics_file,
+        )
+        info, removed = run.backup, run.removed
     else:
         info = ops.backup(
-            database_url(context), directory, method=cast(ops.BackupMethod, method)
+            database_url(context, existing=True), directory, method=cast(ops.BackupMethod, method)
         )
+    if as_json:
+        result = {"verified" if verify_only else "written": True, **_backup_json(info)}
+        if scheduled:
+            result |= {"verified": True, "removed": list(removed)}
+        echo_json(result)
+        return
+    if verify_only:
+        click.echo(f"backup ok: {directory} matches its manifest")
+    elif scheduled:
+        click.echo(f"backup written and verified: {info.directory}")
+        for old in removed:
+            click.echo(f"removed old backup: {old}")
+    else:
         click.echo(f"backup written: {directory}")
     _echo_backup(info)
+
+
+def _backup_json(info: ops.BackupInfo) -> dict[str, Any]:
+    return {
+        "directory": info.directory,
+        "backend": info.backend,
+        "method": info.method,
+        "revision": info.revision,
+        "created_at": info.created_at,
+        "size_bytes": info.size_bytes,
+        "tables": {
+            name: {"rows": checksum.rows, "sha256": checksum.sha256}
+            for name, checksum in sorted(info.tables.items())
+        },
+    }
 
 
 @main.command("restore")
@@ -179,7 +333,7 @@ def backup_command(context: click.Context, directory: Path, verify_only: bool, m
     default=None,
     metavar="SEQ|TIME|end",
     help="Then replay the events after the backup from --events-from, up to this event "
-    "number or ISO 8601 time, or to the end.",
+    "number or ISO 8601 time, or to the end (point-in-time recovery).",
 )
 @click.option(
     "--events-from",
@@ -188,9 +342,8 @@ def backup_command(context: click.Context, directory: Path, verify_only: bool, m
     help="The store whose event log --replay-until replays (the damaged database).",
 )
 @NO_REEMBED
-@click.option("--json", "as_json", is_flag=True, help="With --replay-until: the replay as JSON.")
+@json_option
 @click.pass_context
-@reports_errors
 def restore_command(
     context: click.Context,
     directory: Path,
@@ -199,9 +352,11 @@ def restore_command(
     no_reembed: bool,
     as_json: bool,
 ) -> None:
-    """Restore a backup into the (empty) database and verify it against the manifest."""
+    """Restore a backup into the (empty) database and verify it against the manifest;
+    with --replay-until, then replay the events after it."""
     if (replay_until is None) != (events_from is None):
         raise click.UsageError("--replay-until and --events-from go together")
+    replayed = None
     if replay_until is None or events_from is None:
         result = ops.restore_backup(database_url(context), directory)
     else:
@@ -215,29 +370,46 @@ def restore_command(
                 None if no_reembed else "default",
                 progress,
             )
+    if as_json:
+        echo_json(
+            {
+                "directory": directory,
+                "backend": result.backend,
+                "revision": result.backup.revision,
+                "rows": result.rows,
+                "tables": {name: checksum.rows for name, checksum in result.tables.items()},
+                "verified": True,
+                "replay": replayed.as_dict() if replayed is not None else None,
+            }
+        )
+        if replayed is not None and not replayed.ok:
+            context.exit(1)
+        return
     click.echo(
-        f"restored {directory} into {result.backend}: {result.rows} rows in "
-        f"{len(result.tables)} tables, revision {result.backup.revision}",
-        err=as_json,
+        f"restored {directory} into {result.backend}: {plural(result.rows, 'row')} in "
+        f"{plural(len(result.tables), 'table')}, revision {result.backup.revision}"
     )
-    click.echo(
-        "verified: every table's row count and checksum and the revision match the manifest",
-        err=as_json,
-    )
-    if replay_until is not None:
-        report_replay(context, replayed, as_json)
+    click.echo("verified: every table's row count and checksum and the revision match the manifest")
+    if replayed is not None:
+        report_replay(context, replayed, as_json=False)
 
 
 @main.command("import-mcp")
 @click.argument("file", type=click.File("r", encoding="utf-8"))
 @click.option("--user", required=True, help="The user whose graph receives the entities.")
+@json_option
 @click.pass_context
-@reports_errors
-def import_mcp(context: click.Context, file: Any, user: str) -> None:
+def import_mcp(context: click.Context, file: Any, user: str, as_json: bool) -> None:
     """Import an MCP memory server memory.jsonl file ('-' reads standard input)."""
     with memory_handle(context) as memory:
         entities, relations = memory.graph(user).import_jsonl(file)
-    click.echo(f"imported {entities} entities and {relations} relations for {user}")
+    if as_json:
+        echo_json({"user": user, "entities": entities, "relations": relations})
+    else:
+        click.echo(
+            f"imported {plural(entities, 'entity', 'entities')} and "
+            f"{plural(relations, 'relation')} for {user}"
+        )
 
 
 @main.command("export-mcp")
@@ -249,10 +421,9 @@ def import_mcp(context: click.Context, file: Any, user: str) -> None:
     help="File to write (default: standard output).",
 )
 @click.pass_context
-@reports_errors
 def export_mcp(context: click.Context, user: str, output: Any) -> None:
-    """Export a user's entity graph as MCP memory server memory.jsonl lines."""
-    with memory_handle(context) as memory:
+    """Export a user's entity graph as MCP memory server memory.jsonl lines (JSON already)."""
+    with memory_handle(context, existing=True) as memory:
         for line in memory.graph(user).export_jsonl():
             output.write(line + "\n")
 
@@ -265,7 +436,6 @@ def export_mcp(context: click.Context, user: str, output: Any) -> None:
     default=None,
     help="SQLite file to create (default: a new temporary file).",
 )
-@reports_errors
 def demo(path: Path | None) -> None:
     """Walk through the store on a fresh SQLite file and print what it stored."""
     run_demo(path, click.echo)
@@ -293,9 +463,8 @@ def demo(path: Path | None) -> None:
     show_default=True,
     help="Consolidate old working memories into episodic summaries before removing them.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@json_option
 @click.pass_context
-@reports_errors
 def cleanup(
     context: click.Context,
     dry_run: bool,
@@ -314,44 +483,43 @@ def cleanup(
         else timedelta(hours=session_state_hours),
         summarize=summarize,
     )
-    with memory_handle(context) as memory:
+    with memory_handle(context, existing=True) as memory:
         report = ops.cleanup(memory, policy, dry_run=dry_run)
     if as_json:
-        click.echo(json.dumps(report.as_dict()))
-        return
-    if dry_run:
-        click.echo("dry run, nothing changed; a cleanup would change:")
+        echo_json(report.as_dict())
     else:
-        click.echo(f"cleanup {report.status} (run {report.run_id}):")
-    width = max(len(name) for name in report.counts)
-    for name, count in report.counts.items():
-        click.echo(f"  {name:<{width}}  {count}")
+        if dry_run:
+            click.echo("dry run, nothing changed; a cleanup would change:")
+        else:
+            click.echo(f"cleanup {report.status} (run {report.run_id}):")
+        width = max(len(name) for name in report.counts)
+        for name, count in report.counts.items():
+            click.echo(f"  {name:<{width}}  {count}")
+    tiers = next(
+        item.flag
+        for item in ops.list_flags(database_url(context, existing=True)).flags
+        if item.flag.name == USE_HIERARCHICAL_TIERS
+    )
+    if not tiers.enabled or tiers.rollout == 0:
+        click.echo(
+            f"note: {USE_HIERARCHICAL_TIERS} is off, so memories are one flat tier and no "
+            "working memory was consolidated; turn it on with: memctl flags set "
+            f"{USE_HIERARCHICAL_TIERS} --on",
+            err=True,
+        )
 
 
-# -- memories from the shell: add, search, inject, reembed -----------------------------------
-
-
-def _record_json(record: MemoryRecord) -> dict[str, Any]:
-    data = dataclasses.asdict(record)
-    for key in ("created_at", "updated_at", "last_accessed_at", "expires_at"):
-        data[key] = data[key].isoformat() if data[key] is not None else None
-    return data
+# -- memories from the shell: add, search, inject, reembed (memories.py: the rest) -----------
 
 
 @main.command()
 @click.argument("text")
 @scope_options
-@click.option(
-    "--tier",
-    type=click.Choice(["working", "episodic", "semantic"]),
-    default="working",
-    show_default=True,
-)
+@click.option("--tier", type=click.Choice(TIERS), default="working", show_default=True)
 @click.option("--importance", type=float, default=0.5, show_default=True)
-@click.option("--metadata", default=None, metavar="JSON", help="A JSON object of metadata.")
-@click.option("--json", "as_json", is_flag=True, help="Print the stored memory as JSON.")
+@click.option("--metadata", default=None, metavar="JSON|@FILE", help="A JSON object of metadata.")
+@json_option
 @click.pass_context
-@reports_errors
 def add(
     context: click.Context,
     text: str,
@@ -363,22 +531,19 @@ def add(
     metadata: str | None,
     as_json: bool,
 ) -> None:
-    """Store TEXT as a memory (the same content in the same scope is stored once)."""
-    try:
-        extra = json.loads(metadata) if metadata is not None else {}
-    except ValueError as error:
-        raise click.BadParameter(f"not JSON: {error}", param_hint="--metadata") from error
-    if not isinstance(extra, dict):
-        raise click.BadParameter("must be a JSON object", param_hint="--metadata")
+    """Store TEXT as a memory ('-' reads standard input, @FILE a file; the same content in
+    the same scope is stored once)."""
+    content = text_argument(text, "TEXT")
+    extra = metadata_option(metadata) or {}
     with memory_handle(context) as memory:
         record = memory.scope(user, agent, session).add(
-            text,
+            content,
             tier=tier,
             importance=importance,
             metadata=extra,
         )
     if as_json:
-        click.echo(json.dumps(_record_json(record), ensure_ascii=False))
+        echo_json(record_json(record))
     else:
         click.echo(f"memory {record.id} ({record.tier}, version {record.version})")
 
@@ -386,17 +551,10 @@ def add(
 @main.command()
 @click.argument("query")
 @scope_options
-@click.option(
-    "--tier",
-    "tiers",
-    multiple=True,
-    type=click.Choice(["working", "episodic", "semantic"]),
-    help="Repeatable.",
-)
-@click.option("--limit", type=int, default=10, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per hit.")
+@click.option("--tier", "tiers", multiple=True, type=click.Choice(TIERS), help="Repeatable.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=10, show_default=True)
+@json_option
 @click.pass_context
-@reports_errors
 def search(
     context: click.Context,
     query: str,
@@ -408,39 +566,40 @@ def search(
     as_json: bool,
 ) -> None:
     """Find the memories most relevant to QUERY (hybrid keyword and vector search)."""
-    with memory_handle(context) as memory:
+    with memory_handle(context, existing=True) as memory:
         hits = memory.scope(user, agent).search(
-            query,
+            text_argument(query, "QUERY"),
             limit=limit,
             tiers=tiers,
             session=session,
         )
-    for hit in hits:
-        if as_json:
-            click.echo(
-                json.dumps(
-                    {
-                        "score": hit.score,
-                        "keyword_score": hit.keyword_score,
-                        "vector_score": hit.vector_score,
-                        "memory": _record_json(hit.memory),
-                    },
-                    ensure_ascii=False,
-                )
-            )
-        else:
+    if as_json:
+        echo_json(
+            [
+                {
+                    "score": hit.score,
+                    "keyword_score": hit.keyword_score,
+                    "vector_score": hit.vector_score,
+                    "memory": record_json(hit.memory),
+                }
+                for hit in hits
+            ]
+        )
+    else:
+        for hit in hits:
             click.echo(
                 f"{hit.score:.3f}  #{hit.memory.id} {hit.memory.tier:8} {hit.memory.content}"
             )
+    if not hits:
+        nothing_found("memories matching the query", user, agent)
 
 
 @main.command()
 @click.argument("query")
 @scope_options
-@click.option("--budget", type=int, default=512, show_default=True, help="Token budget.")
-@click.option("--json", "as_json", is_flag=True, help="The structured context as JSON.")
+@click.option("--budget", type=click.IntRange(1), default=512, show_default=True, help="Tokens.")
+@json_option
 @click.pass_context
-@reports_errors
 def inject(
     context: click.Context,
     query: str,
@@ -451,24 +610,23 @@ def inject(
     as_json: bool,
 ) -> None:
     """Show the context block an agent would get for QUERY, and where each line came from."""
-    with memory_handle(context) as memory:
-        result = memory.scope(user, agent, session).inject(query, budget_tokens=budget)
+    with memory_handle(context, existing=True) as memory:
+        result = memory.scope(user, agent, session).inject(
+            text_argument(query, "QUERY"), budget_tokens=budget
+        )
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "text": result.text,
-                    "tokens": result.tokens,
-                    "budget": result.budget,
-                    "overflow": result.overflow,
-                    "left_out": result.left_out,
-                    "compacted": list(result.compacted),
-                    "promoted": list(result.promoted),
-                    "disabled_by": result.disabled_by,
-                    "items": [dataclasses.asdict(item) for item in result.items],
-                },
-                ensure_ascii=False,
-            )
+        echo_json(
+            {
+                "text": result.text,
+                "tokens": result.tokens,
+                "budget": result.budget,
+                "overflow": result.overflow,
+                "left_out": result.left_out,
+                "compacted": list(result.compacted),
+                "promoted": list(result.promoted),
+                "disabled_by": result.disabled_by,
+                "items": result.items,
+            }
         )
         return
     if result.disabled_by is not None:
@@ -485,22 +643,28 @@ def inject(
     )
     for item in result.items:
         click.echo(f"   [{item.section}] {item.source}  score={item.score}  tokens={item.tokens}")
+    if not result.items:
+        nothing_found("memories, preferences or state for this query", user, agent)
 
 
 @main.command()
 @click.option("--batch-size", type=click.IntRange(1, 10_000), default=256, show_default=True)
+@json_option
 @click.pass_context
-@reports_errors
-def reembed(context: click.Context, batch_size: int) -> None:
+def reembed(context: click.Context, batch_size: int, as_json: bool) -> None:
     """Give every memory a vector from the current embedding model, in batches."""
-    with memory_handle(context) as memory:
+    done = 0
+    with memory_handle(context, existing=True) as memory:
         stale = memory.embeddings_needing_refresh()
-        if stale == 0:
-            click.echo("every memory has a vector from the current model")
-            return
-        with click.progressbar(length=stale, label="re-embedding", file=sys.stderr) as bar:
-            done = memory.reembed(batch_size=batch_size, progress=bar.update)
-    click.echo(f"re-embedded {done} memories")
+        if stale:
+            with click.progressbar(length=stale, label="re-embedding", file=sys.stderr) as bar:
+                done = memory.reembed(batch_size=batch_size, progress=bar.update)
+    if as_json:
+        echo_json({"reembedded": done})
+    elif done == 0:
+        click.echo("every memory has a vector from the current model")
+    else:
+        click.echo(f"re-embedded {plural(done, 'memory', 'memories')}")
 
 
 # -- command groups defined in their own memory/cli/*.py modules -------------------------------
@@ -511,3 +675,9 @@ main.add_command(health)
 register_sharing_commands(main)
 main.add_command(gates_command)
 register_event_commands(main)
+main.add_command(memories)
+main.add_command(preferences)
+main.add_command(patterns)
+main.add_command(state)
+main.add_command(mcp_command)
+main.add_command(swarm_group)

@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from flags import BUILTIN_FLAGS
+from flags import USE_CROSS_AGENT_SHARING, USE_ENHANCED_INJECTION
 from memory import InvalidInputError, Memory, StaleVersionError
 from memory import ops as ops
 
@@ -22,14 +22,10 @@ def run_demo(path: Path | None, say: Callable[[str], None]) -> None:
 
     say(f"== 1. Migrate a fresh SQLite file: {path}")
     say(f"   schema at revision {ops.migrate(url).after}")
-    # The rollout flags start off; the demo switches them on in its own store, as an operator
-    # would (memctl flags set NAME --on --force: a new store has no traffic for a gate to
-    # judge), so that the walk-through shows the behaviour they gate.
-    for name in sorted(BUILTIN_FLAGS):
-        ops.set_flag(
-            url, name, on=True, force=True, actor="memctl demo", reason="the demo's own store"
-        )
-    say(f"   flags on in this store (memctl flags list): {', '.join(sorted(BUILTIN_FLAGS))}")
+    # A store this library creates starts with its features on (memctl flags audit says so);
+    # an operator upgrading a Phase 1 store rolls them out stage by stage instead.
+    on = [item.flag.name for item in ops.list_flags(url).flags if item.flag.enabled]
+    say(f"   features on in a new store (memctl flags list): {', '.join(on)}")
 
     with Memory.open(url) as memory:
         say("\n== 2. Phase 1 entity graph for user 'ada' (MCP memory server semantics)")
@@ -135,13 +131,17 @@ def run_demo(path: Path | None, say: Callable[[str], None]) -> None:
             f"saved by {checkpoint.agent_id}: {checkpoint.state}"
         )
 
+        query = "why did exporting big customers fail?"
         say("\n== 8. Hybrid search (keywords + all-MiniLM-L6-v2 vectors, offline)")
-        for hit in planner.search("why did exporting big customers fail?", limit=3):
+        say(f"   the planner asks: {query!r}")
+        for hit in planner.search(query, limit=3):
             say(f"   {hit.score:.3f} (keyword {hit.keyword_score:.2f}, vector "
                 f"{hit.vector_score:.2f})  {hit.memory.content}")
 
+        task = "plan the invoice export change"
         say("\n== 9. Context injection within a 96-token budget")
-        context = planner.inject("plan the invoice export change", budget_tokens=96)
+        say(f"   the planner's next task: {task!r}")
+        context = planner.inject(task, budget_tokens=96)
         for line in context.text.splitlines():
             say(f"   {line}")
         say(f"   -- {context.tokens}/{context.budget} tokens; sources: "
@@ -150,6 +150,49 @@ def run_demo(path: Path | None, say: Callable[[str], None]) -> None:
         say("\n== 10. Resuming the session in a new process would restore")
         resumed = coder.resume()
         say(f"   checkpoint {resumed.checkpoint.checkpoint_seq}: {resumed.checkpoint.state}; "
-            f"{len(resumed.working_memory)} working memories of the coder")
+            f"{len(resumed.working_memory)} working "
+            f"{'memory' if len(resumed.working_memory) == 1 else 'memories'} of the coder")
 
-    say(f"\nDone. Inspect it with: memctl --database-url sqlite:///{path} history")
+        say("\n== 11. Sharing between agents: memories are private until shared")
+        note = planner.list(tier="semantic")[0]
+        before = [hit.memory.id for hit in coder.search("feature flag billing", limit=3)]
+        say(f"   the coder searches 'feature flag billing': planner's #{note.id} "
+            f"{'found' if note.id in before else 'not visible'}")
+        (grant,) = planner.share(memory_id=note.id, agents=["coder"])
+        after = [hit.memory.id for hit in coder.search("feature flag billing", limit=3)]
+        say(f"   planner shares #{note.id} with the coder (grant {grant.id}, {grant.access}); "
+            f"now {'found' if note.id in after else 'still not visible'}")
+        say(f"   ({USE_CROSS_AGENT_SHARING} decides where grants apply: memctl flags explain)")
+
+        say("\n== 12. A flag switched off and back on (the operator's kill switch)")
+        ops.set_flag(url, USE_ENHANCED_INJECTION, on=False, actor="memctl demo",
+                     reason="demo: kill switch")
+        memory.flags.refresh()  # agents pick a change up within 10 s; the demo reads it now
+        off = planner.inject(task, budget_tokens=96)
+        say(f"   {USE_ENHANCED_INJECTION} off: inject() is empty ({off.tokens} tokens), "
+            f"disabled_by={off.disabled_by}")
+        # Back on at once: a store with traffic normally climbs 10 -> 50 -> 100 % through
+        # the gates; --force goes past them and the audit says so.
+        ops.set_flag(url, USE_ENHANCED_INJECTION, on=True, force=True, actor="memctl demo",
+                     reason="demo: back on")
+        memory.flags.refresh()
+        again = planner.inject(task, budget_tokens=96)
+        say(f"   back on: {again.tokens} tokens again; memctl flags audit shows both changes")
+
+    say("\n== 13. Forgetting a user (the right to be forgotten)")
+    with Memory.open(url) as memory:
+        bob = memory.scope(user="bob", agent="planner", session="s1")
+        bob.add("Bob's card ends in 4242", tier="semantic")
+        bob.set_preference("language", "fr")
+        bob.save_state({"step": "checkout"})
+    report = ops.forget(url, "bob")
+    say(f"   forgot user 'bob': {report.total} rows removed, "
+        f"{report.events_redacted} events redacted")
+    with Memory.open(url) as memory:
+        left = memory.scope(user="bob", agent="planner").search("card", limit=3)
+        chain = memory.verify_events()
+    say(f"   a search as bob finds {len(left)} memories; the event log's hash chain "
+        f"{'still verifies' if chain.ok else 'is BROKEN'} ({chain.checked} events)")
+
+    say(f"\nDone. Inspect it with: memctl --database-url sqlite:///{path} memories list "
+        "--user ada --agent planner")

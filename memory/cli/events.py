@@ -4,7 +4,7 @@ shell.
 ``record`` lets an external dispatcher or consumer report a result in one line; an event
 whose data carries a ``memory`` object stores that memory in the same transaction.
 ``audit verify`` walks the hash chain and exits 1 at the first bad event. ``replay``
-rebuilds a fresh database from the log (``memory.ops.replay``) and exits 1 if the chain
+rebuilds a new database from the log (``memory.ops.replay``) and exits 1 if the chain
 broke on the way.
 """
 
@@ -14,28 +14,25 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import click
 
 from memory import Memory
 from memory import ops as ops
-from memory.cli.common import database_url, memory_handle, reports_errors
+from memory.cli.common import (
+    database_url,
+    echo_json,
+    json_option,
+    memory_handle,
+    text_argument,
+)
 
 
 def _json_object(raw: str) -> dict[str, Any]:
-    """``--data``: a JSON object, inline or ``@file``."""
-    text = raw
-    if raw.startswith("@"):
-        try:
-            text = Path(raw[1:]).read_text("utf-8")
-        except (OSError, UnicodeDecodeError) as error:
-            raise click.BadParameter(
-                f"cannot read {raw[1:]!r}: {error}", param_hint="--data"
-            ) from error
+    """``--data``: a JSON object, inline, ``@FILE`` or ``-``."""
     try:
-        value = json.loads(text)
+        value = json.loads(text_argument(raw, "--data"))
     except ValueError as error:
         raise click.BadParameter(f"not JSON: {error}", param_hint="--data") from error
     if not isinstance(value, dict):
@@ -49,14 +46,13 @@ def _json_object(raw: str) -> dict[str, Any]:
 @click.option(
     "--data",
     required=True,
-    metavar="JSON|@FILE",
+    metavar="JSON|@FILE|-",
     help='The event data, a JSON object; a "memory" object in it (content, tier, importance, '
     "visibility, metadata) is stored as a memory with the event.",
 )
 @click.option("--user", required=True, help="The user the event (and memory) belong to.")
 @click.option("--session", default=None, help="Session id (optional).")
 @click.pass_context
-@reports_errors
 def record(
     context: click.Context,
     agent: str,
@@ -77,15 +73,13 @@ def record(
         event, stored = memory.scope(user, agent, session).record_event(
             event_type, payload, memory=carried
         )
-    click.echo(
-        json.dumps(
-            {
-                "seq": event.seq,
-                "event": event.operation,
-                "agent": event.agent_id,
-                "memory_id": stored.id if stored is not None else None,
-            }
-        )
+    echo_json(
+        {
+            "seq": event.seq,
+            "event": event.operation,
+            "agent": event.agent_id,
+            "memory_id": stored.id if stored is not None else None,
+        }
     )
 
 
@@ -95,17 +89,20 @@ def audit() -> None:
 
 
 @audit.command()
+@json_option
 @click.pass_context
-@reports_errors
-def verify(context: click.Context) -> None:
+def verify(context: click.Context, as_json: bool) -> None:
     """Verify the hash chain of the event log; exit 1 at the first bad event."""
-    with Memory.open(database_url(context), embedder=None) as memory:
+    with Memory.open(database_url(context, existing=True), embedder=None) as memory:
         report = memory.verify_events()
-    if report.ok:
+    if as_json:
+        echo_json(report)
+    elif report.ok:
         click.echo(f"ok: {report.checked} events, the chain is intact")
-        return
-    click.echo(f"TAMPERED: first bad event {report.first_bad_seq}: {report.reason}")
-    context.exit(1)
+    else:
+        click.echo(f"TAMPERED: first bad event {report.first_bad_seq}: {report.reason}")
+    if not report.ok:
+        context.exit(1)
 
 
 NO_REEMBED = click.option(
@@ -142,7 +139,7 @@ def report_replay(context: click.Context, report: ops.ReplayReport, as_json: boo
     """Print a replay's report (one JSON object with ``--json``); exit 1 if it stopped at
     a bad event."""
     if as_json:
-        click.echo(json.dumps(report.as_dict()))
+        echo_json(report.as_dict())
     else:
         click.echo(
             f"replayed {report.events} events up to {report.last_seq}: {report.applied} "
@@ -169,18 +166,16 @@ def report_replay(context: click.Context, report: ops.ReplayReport, as_json: boo
     help="Stop after this event number, or the last event at this ISO 8601 time (with zone).",
 )
 @NO_REEMBED
-@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+@json_option
 @click.pass_context
-@reports_errors
 def replay(
     context: click.Context, target: str, until: str | None, no_reembed: bool, as_json: bool
 ) -> None:
-    """Rebuild a fresh database from this store's event log, verifying the chain."""
+    """Rebuild a new database from this store's event log, verifying the chain."""
     point = ops.parse_until(until)
+    source = database_url(context, existing=True)
     with replay_progress("replaying") as progress:
-        report = ops.replay(
-            database_url(context), target, point, None if no_reembed else "default", progress
-        )
+        report = ops.replay(source, target, point, None if no_reembed else "default", progress)
     report_replay(context, report, as_json)
 
 

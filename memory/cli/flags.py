@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import click
 
 from memory import ops as ops
-from memory.cli.common import database_url, reports_errors
+from memory.cli.common import database_url, echo_json, json_option
 from memory.cli.gates import gate_options, gate_source_options, gate_table
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -84,9 +84,16 @@ def _state(flag: ops.StoredFlag) -> str:
 
 def _listing(listed: ops.ListedFlag) -> list[str]:
     flag, environment = listed.flag, listed.environment
-    lines = [f"{flag.name}: {_state(flag)}  [source: {listed.source}]"]
-    if environment is not None:
-        lines.append(f"  environment: {flag.name}={environment!r} overrides the database here")
+    if environment is None:
+        lines = [f"{flag.name}: {_state(flag)}  [source: {listed.source}]"]
+    else:
+        enabled, rollout = listed.effective
+        here = "off" if not enabled else ("on" if rollout == 100 else f"rollout {rollout}%")
+        lines = [
+            f"{flag.name}: {here}  [source: environment]",
+            f"  environment: {flag.name}={environment!r} overrides the database here "
+            f"(database: {_state(flag)})",
+        ]
     if flag.updated_by is not None and flag.updated_at is not None:
         lines.append(f"  changed by {flag.updated_by} at {flag.updated_at.isoformat()}")
     lines.append(f"  parent: {flag.parent or '-'}  stickiness: {flag.stickiness}")
@@ -109,18 +116,21 @@ def flags_group() -> None:
 
 
 @flags_group.command(name="list")
-@click.option("--json", "as_json", is_flag=True, help="One JSON document.")
+@json_option
 @click.pass_context
-@reports_errors
 def list_flags(context: click.Context, as_json: bool) -> None:
     """Every flag: state, rollout, overrides, allow/deny lists and where its state comes from
     (environment of this shell, database, or built-in default)."""
-    listing = ops.list_flags(database_url(context))
+    listing = ops.list_flags(database_url(context, existing=True))
     for warning in listing.warnings:
         click.echo(f"warning: {warning}; it is ignored", err=True)
     if as_json:
         document = [
-            {**listed.flag.as_dict(), "environment": listed.environment}
+            {
+                **listed.flag.as_dict(),
+                "environment": listed.environment,
+                "effective": dict(zip(("enabled", "rollout"), listed.effective, strict=True)),
+            }
             for listed in listing.flags
         ]
         click.echo(json.dumps(document, indent=2, ensure_ascii=False))
@@ -138,8 +148,8 @@ def list_flags(context: click.Context, as_json: bool) -> None:
 @_change_options
 @click.option("--force", is_flag=True, help="Raise past a failing or skipped gate (audited).")
 @gate_source_options
+@json_option
 @click.pass_context
-@reports_errors
 def set_flag(
     context: click.Context,
     /,
@@ -149,6 +159,7 @@ def set_flag(
     reason: str | None,
     actor: str,
     force: bool,
+    as_json: bool,
     **gate_source: Any,
 ) -> None:
     """Switch NAME on or off, or roll it out to N percent of users (sessions for a
@@ -158,8 +169,8 @@ def set_flag(
     current stage's gate is GO (memctl gates; give --prometheus or --snapshot)."""
     try:
         change = ops.set_flag(
-            database_url(context), name, on=on, rollout=rollout, actor=actor, reason=reason,
-            force=force, gate=gate_options(gate_source),
+            database_url(context, existing=True), name, on=on, rollout=rollout, actor=actor,
+            reason=reason, force=force, gate=gate_options(gate_source),
         )
     except ops.RefusedError as error:
         if error.report is not None:
@@ -167,7 +178,12 @@ def set_flag(
         raise
     if change.gate_report is not None:
         click.echo(gate_table(change.gate_report), err=True)
+    if as_json:
+        echo_json({**change.flag.as_dict(), "note": change.note})
+        return
     click.echo(f"{change.flag.name}: {_state(change.flag)}")
+    if change.note is not None:
+        click.echo(f"  ({change.note}; recorded in the audit)")
 
 
 @flags_group.command()
@@ -177,8 +193,8 @@ def set_flag(
 @click.option("--clear", is_flag=True, help="Remove the session's override.")
 @click.option("--ttl", default=None, metavar="DURATION", help="Expire after, e.g. 30m, 2h, 7d.")
 @_change_options
+@json_option
 @click.pass_context
-@reports_errors
 def override(
     context: click.Context,
     name: str,
@@ -188,13 +204,16 @@ def override(
     ttl: str | None,
     reason: str | None,
     actor: str,
+    as_json: bool,
 ) -> None:
     """Force NAME on or off for one session (until --ttl passes), or --clear it."""
-    ops.override_flag(
-        database_url(context), name, session=session, on=on, clear=clear,
+    flag = ops.override_flag(
+        database_url(context, existing=True), name, session=session, on=on, clear=clear,
         ttl=_duration(ttl), actor=actor, reason=reason,
     )
-    if on is None:
+    if as_json:
+        echo_json(flag.as_dict())
+    elif on is None:
         click.echo(f"{name}: override of session {session} cleared")
     else:
         until = f" for {ttl}" if ttl else " until cleared"
@@ -207,8 +226,8 @@ def _agent_command(verb: str, change: Callable[..., ops.StoredFlag]) -> click.Co
     @click.option("--agent", required=True, help="The agent id.")
     @click.option("--remove", is_flag=True, help=f"Take the agent off the {verb} list.")
     @_change_options
+    @json_option
     @click.pass_context
-    @reports_errors
     def command(
         context: click.Context,
         name: str,
@@ -216,10 +235,15 @@ def _agent_command(verb: str, change: Callable[..., ops.StoredFlag]) -> click.Co
         remove: bool,
         reason: str | None,
         actor: str,
+        as_json: bool,
     ) -> None:
         flag = change(
-            database_url(context), name, agent, remove=remove, actor=actor, reason=reason
+            database_url(context, existing=True), name, agent, remove=remove, actor=actor,
+            reason=reason,
         )
+        if as_json:
+            echo_json(flag.as_dict())
+            return
         listed = flag.allowed_agents if verb == "allow" else flag.denied_agents
         click.echo(f"{flag.name}: {verb} list: {', '.join(listed) or '-'}")
 
@@ -249,12 +273,11 @@ def _audit_line(entry: ops.FlagAuditEntry) -> str:
 @flags_group.command()
 @click.argument("name", required=False)
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="One JSON document.")
+@json_option
 @click.pass_context
-@reports_errors
 def audit(context: click.Context, name: str | None, limit: int, as_json: bool) -> None:
     """The newest flag changes (of NAME only, when given), newest first."""
-    entries = ops.audit_flags(database_url(context), name, limit=limit)
+    entries = ops.audit_flags(database_url(context, existing=True), name, limit=limit)
     if as_json:
         click.echo(json.dumps([e.as_dict() for e in entries], indent=2, ensure_ascii=False))
     elif not entries:
@@ -265,13 +288,15 @@ def audit(context: click.Context, name: str | None, limit: int, as_json: bool) -
 
 @flags_group.command()
 @_change_options
+@json_option
 @click.pass_context
-@reports_errors
-def reset(context: click.Context, reason: str | None, actor: str) -> None:
+def reset(context: click.Context, reason: str | None, actor: str, as_json: bool) -> None:
     """Every flag back to its built-in default (off), lists and overrides removed: the first
     step of every rollback."""
-    names = ops.reset_flags(database_url(context), actor=actor, reason=reason)
-    if names:
+    names = ops.reset_flags(database_url(context, existing=True), actor=actor, reason=reason)
+    if as_json:
+        echo_json({"reset": names})
+    elif names:
         click.echo(f"reset to defaults: {', '.join(names)}")
     else:
         click.echo("every flag was already at its default")
@@ -282,9 +307,8 @@ def reset(context: click.Context, reason: str | None, actor: str) -> None:
 @click.option("--user", default=None, help="User id of the context.")
 @click.option("--session", default=None, help="Session id of the context.")
 @click.option("--agent", default=None, help="Agent id of the context.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON document.")
+@json_option
 @click.pass_context
-@reports_errors
 def explain(
     context: click.Context,
     name: str,
@@ -296,7 +320,7 @@ def explain(
     """Which rule decides NAME for this user, session and agent, as an agent on this host
     (same environment) would evaluate it now; the last line says enabled or disabled."""
     decision = ops.explain_flag(
-        database_url(context), name, user=user, session=session, agent=agent
+        database_url(context, existing=True), name, user=user, session=session, agent=agent
     )
     verdict = "enabled" if decision.enabled else "disabled"
     if as_json:

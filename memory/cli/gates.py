@@ -56,10 +56,10 @@ def gate_options(source_options: dict[str, Any]) -> ops.GateOptions:
 
 
 def gate_table(report: ops.GateReport) -> str:
-    """The gate's table of criteria and its verdict, as ``memctl gates`` prints it."""
+    """The gate's table of criteria, its notes and its verdict, as ``memctl gates`` prints
+    it."""
     rows = [("criterion", "threshold", "observed", "result")] + [
-        (r.criterion, r.threshold, r.observed, "PASS" if r.passed else "FAIL")
-        for r in report.results
+        (r.criterion, r.threshold, r.observed, r.result) for r in report.results
     ]
     widths = [max(len(row[column]) for row in rows) for column in range(3)]
     lines = [
@@ -70,14 +70,17 @@ def gate_table(report: ops.GateReport) -> str:
     window = timedelta(seconds=report.window_seconds)
     header = (
         f"gate {report.gate} from {report.source}: window {window}, "
-        f"{report.coverage} of {timedelta(seconds=round(report.covered_seconds))}"
+        f"{report.coverage} of {timedelta(seconds=int(report.covered_seconds))}"
     )
-    return "\n".join([header, *lines, f"GATE {report.gate}: {report.verdict}"])
+    notes = [f"note: {note}" for note in report.notes]
+    return "\n".join([header, *lines, *notes, f"GATE {report.gate}: {report.verdict}"])
 
 
 @click.command("gates")
 @click.option("--gate", type=click.IntRange(1, 3), default=None,
               help="1: 10% -> 50%; 2: 50% -> 100%; 3: 100% held, rollout done.")
+@click.option("--flag", default=None, metavar="NAME",
+              help="The flag being rolled out: only evidence from its current stage counts.")
 @click.option("--record-baseline", is_flag=True,
               help="Record the database p95 as the baseline for gate 2 (before the rollout).")
 @gate_source_options
@@ -85,17 +88,20 @@ def gate_table(report: ops.GateReport) -> str:
 @click.pass_context
 @reports_errors
 def gates_command(
-    context: click.Context, /, gate: int | None, record_baseline: bool, as_json: bool,
-    **source_options: Any,
+    context: click.Context, /, gate: int | None, flag: str | None, record_baseline: bool,
+    as_json: bool, **source_options: Any,
 ) -> None:
-    """Evaluate a rollout gate: a table of criterion, threshold, observed, PASS/FAIL and a
-    final GO (exit 0) or NO-GO (exit 1).
+    """Evaluate a rollout gate for a flag: a table of criterion, threshold, observed,
+    PASS/FAIL/NOT CHECKED and a final GO (exit 0) or NO-GO (exit 1).
 
-    Gate 3 also reads the flag audit in the database (--database-url) for rollback events.
+    Evidence from before the flag's current stage began (read from the flag audit in the
+    database, --database-url), or shorter than --window, is refused; what the source cannot
+    show (alerts, from a snapshot) is NOT CHECKED. Both mean NO-GO. Gate 3 also reads the
+    flag audit for rollback events.
     """
     if record_baseline:
-        if gate is not None:
-            raise click.UsageError("--record-baseline takes no --gate")
+        if gate is not None or flag is not None:
+            raise click.UsageError("--record-baseline takes no --gate and no --flag")
         recorded = ops.record_gate_baseline(gate_options(source_options))
         click.echo(
             f"baseline recorded in {recorded.path}: "
@@ -104,6 +110,12 @@ def gates_command(
         return
     if gate is None:
         raise click.UsageError("give --gate 1, 2 or 3 (or --record-baseline)")
-    report = ops.check_gate(database_url(context), gate, gate_options(source_options))
+    if flag is None:
+        raise click.UsageError(
+            "give --flag NAME: the gate judges evidence from that flag's current stage"
+        )
+    report = ops.check_gate(
+        database_url(context, existing=True), gate, gate_options(source_options), flag=flag
+    )
     click.echo(json.dumps(report.as_dict(), indent=2) if as_json else gate_table(report))
     context.exit(0 if report.go else 1)

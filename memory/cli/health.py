@@ -4,6 +4,7 @@ JSON, exit 1 when any check failed."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import cast
 
 import click
@@ -29,6 +30,14 @@ __all__ = ["health"]
     help="Check this Redis too (default: $MEMORY_REDIS_URL; unset: skipped).",
 )
 @click.option(
+    "--backups",
+    "backup_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Report the age of the last good backup in this directory (default: "
+    "$MEMORY_BACKUP_DIR; unset: skipped).",
+)
+@click.option(
     "--check",
     "only",
     multiple=True,
@@ -42,11 +51,13 @@ def health(
     as_json: bool,
     embedder: str,
     redis_url: str | None,
+    backup_dir: Path | None,
     only: tuple[str, ...],
     list_checks: bool,
 ) -> None:
-    """Check the database, schema, SQLite settings, embedder, flag provider, Redis and the
-    cleanup job. Exit status 1 when any check fails."""
+    """Check the database, schema, SQLite settings, embedder, flag provider, Redis, the
+    cleanup job and the last backup's age. Exit status 1 when any check fails (a missing
+    SQLite file is a failed check, and is not created)."""
     if list_checks:
         for name, description in health_checks().items():
             click.echo(f"{name:<16}{description}")
@@ -55,6 +66,7 @@ def health(
         database_url(context),
         embedder=cast(EmbedderChoice, embedder),
         redis_url=redis_url,
+        backup_dir=backup_dir,
         only=only or None,
     )
     if as_json:

@@ -16,7 +16,13 @@ import click
 
 from memory import Grant, InvalidInputError
 from memory import ops as ops
-from memory.cli.common import database_url, reports_errors, scope_options
+from memory.cli.common import (
+    database_url,
+    echo_json,
+    json_option,
+    reports_errors,
+    scope_options,
+)
 
 
 def _as_admin() -> None:
@@ -75,9 +81,9 @@ def forget(context: click.Context, user: str, yes: bool, as_json: bool) -> None:
     if not yes:
         click.confirm(f"forget user {user!r}: every row of theirs, irrecoverably?", abort=True)
     _as_admin()
-    report = ops.forget(database_url(context), user)
+    report = ops.forget(database_url(context, existing=True), user)
     if as_json:
-        click.echo(json.dumps({"user": user, **report.as_dict()}, ensure_ascii=False))
+        echo_json({"user": user, **report.as_dict()})
     elif not report.found:
         click.echo(f"nothing to forget: user {user!r} has no rows or events in this database")
     else:
@@ -107,8 +113,8 @@ def forget(context: click.Context, user: str, yes: bool, as_json: bool) -> None:
 @click.option(
     "--until", type=click.DateTime(), default=None, help="Expiry (UTC); default: until revoked."
 )
+@json_option
 @click.pass_context
-@reports_errors
 def share(
     context: click.Context,
     user: str,
@@ -121,11 +127,12 @@ def share(
     teams: tuple[str, ...],
     access: Any,
     until: datetime | None,
+    as_json: bool,
 ) -> None:
     """Share a memory, a tag or a tier of AGENT's memories with agents or teams."""
     _as_admin()
     grants = ops.share(
-        database_url(context),
+        database_url(context, existing=True),
         user,
         agent,
         session,
@@ -137,6 +144,9 @@ def share(
         access=access,
         expires_at=until.replace(tzinfo=UTC) if until is not None else None,
     )
+    if as_json:
+        echo_json(grants)
+        return
     for grant in grants:
         click.echo(_grant_line(grant))
 
@@ -144,45 +154,68 @@ def share(
 @click.command()
 @scope_options
 @click.argument("grant_id", type=int)
+@json_option
 @click.pass_context
-@reports_errors
 def revoke(
-    context: click.Context, user: str, agent: str, session: str | None, grant_id: int
+    context: click.Context,
+    user: str,
+    agent: str,
+    session: str | None,
+    grant_id: int,
+    as_json: bool,
 ) -> None:
     """Revoke grant GRANT_ID, made by AGENT."""
     _as_admin()
-    grant = ops.revoke(database_url(context), user, agent, grant_id, session)
-    click.echo(f"revoked {_grant_line(grant)}")
+    grant = ops.revoke(database_url(context, existing=True), user, agent, grant_id, session)
+    if as_json:
+        echo_json(grant)
+    else:
+        click.echo(f"revoked {_grant_line(grant)}")
 
 
 @click.command()
 @scope_options
 @click.option("--received", is_flag=True, help="Grants AGENT holds, not those it made.")
+@json_option
 @click.pass_context
-@reports_errors
 def grants(
-    context: click.Context, user: str, agent: str, session: str | None, received: bool
+    context: click.Context,
+    user: str,
+    agent: str,
+    session: str | None,
+    received: bool,
+    as_json: bool,
 ) -> None:
     """List the live grants AGENT made (or, with --received, holds)."""
     _as_admin()
-    found = ops.grants(database_url(context), user, agent, session, received=received)
+    found = ops.grants(
+        database_url(context, existing=True), user, agent, session, received=received
+    )
+    if as_json:
+        echo_json(found)
+        return
     for grant in found:
         click.echo(_grant_line(grant))
     if not found:
-        click.echo("no grants")
+        click.echo(f"no live grants {'held by' if received else 'made by'} agent {agent!r}")
 
 
 @click.command()
 @click.option("--user", required=True, help="The user whose team this is.")
 @click.argument("name")
 @click.argument("agents", nargs=-1)
+@json_option
 @click.pass_context
-@reports_errors
-def team(context: click.Context, user: str, name: str, agents: tuple[str, ...]) -> None:
+def team(
+    context: click.Context, user: str, name: str, agents: tuple[str, ...], as_json: bool
+) -> None:
     """Make AGENTS the members of team NAME (no agents: dissolve it)."""
     _as_admin()
-    ops.set_team(database_url(context), user, name, agents)
-    click.echo(f"team {name}: {', '.join(agents) if agents else '(dissolved)'}")
+    ops.set_team(database_url(context, existing=True), user, name, agents)
+    if as_json:
+        echo_json({"user": user, "team": name, "agents": list(agents)})
+    else:
+        click.echo(f"team {name}: {', '.join(agents) if agents else '(dissolved)'}")
 
 
 def register(group: click.Group) -> None:

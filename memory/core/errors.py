@@ -27,6 +27,12 @@ class MemoryStoreError(Exception):
     """Base class of every error raised by the memory layer."""
 
 
+class FlagOffWarning(UserWarning):
+    """A rollout flag that is off changed what a call did (a tier ignored, an empty
+    injection, a grant that cannot apply yet). Issued once per flag and process; the
+    message names the flag and the command that turns it on."""
+
+
 class InvalidInputError(MemoryStoreError, ValueError):
     """A public input failed validation; the message names the field and the limit."""
 
@@ -67,6 +73,10 @@ class SchemaError(MemoryStoreError):
 
 class ArchiveError(MemoryStoreError):
     """A migration archive could not be written, verified or restored."""
+
+
+class StoreClosedError(MemoryStoreError):
+    """The ``Memory`` (or a scope or graph it handed out) was used after ``close()``."""
 
 
 class DatabaseUnavailableError(MemoryStoreError):

@@ -10,6 +10,7 @@ record and never prints. ``memctl`` (``memory.cli``) is a thin client of this mo
 migrate, rollback           :func:`migrate`, :func:`rollback`
 current, history, check     :func:`current`, :func:`current`, :func:`check`
 backup (--verify), restore  :func:`backup`, :func:`verify_backup`, :func:`restore_backup`
+backup --keep/--max-age     :func:`scheduled_backup` (:func:`latest_backup` for health)
 restore-archive             :func:`restore_archive`
 cleanup                     :func:`cleanup`
 forget, team                :func:`forget`, :func:`set_team`
@@ -29,14 +30,19 @@ The agent-facing commands (``add``, ``search``, ``inject``, ``reembed``, ``recor
 
 from memory.core.summary import extractive_summary
 from memory.ops.backup import (
+    BACKUP_DIR_ENV,
     BACKUP_METHODS,
+    BACKUP_RPO,
     BackupInfo,
     BackupMethod,
     RestoreResult,
+    ScheduledBackup,
     TableChecksum,
     backup,
+    latest_backup,
     restore_archive,
     restore_backup,
+    scheduled_backup,
     table_checksums,
     verify_archive,
     verify_backup,
@@ -108,6 +114,7 @@ from memory.ops.schema import (
     Rollback,
     SchemaStatus,
     check,
+    command_database,
     current,
     default_archive_directory,
     downgrade,
@@ -151,7 +158,9 @@ from memory.telemetry.snapshots import (
 from memory.updates import UPDATES_URL_ENV
 
 __all__ = [
+    "BACKUP_DIR_ENV",
     "BACKUP_METHODS",
+    "BACKUP_RPO",
     "BASELINE_ENV",
     "BackupInfo",
     "BackupMethod",
@@ -191,6 +200,7 @@ __all__ = [
     "RetentionWorker",
     "RevisionInfo",
     "Rollback",
+    "ScheduledBackup",
     "SchemaStatus",
     "SnapshotSource",
     "SnapshotWindow",
@@ -209,6 +219,7 @@ __all__ = [
     "check",
     "check_gate",
     "cleanup",
+    "command_database",
     "create_engine",
     "current",
     "default_archive_directory",
@@ -224,6 +235,7 @@ __all__ = [
     "health_checks",
     "history",
     "last_cleanup_run",
+    "latest_backup",
     "list_flags",
     "migrate",
     "observe_flags",
@@ -242,6 +254,7 @@ __all__ = [
     "rollback",
     "run_health_checks",
     "run_workload",
+    "scheduled_backup",
     "set_flag",
     "set_team",
     "share",

@@ -6,8 +6,11 @@ Every change is audited with who (``actor``), when, old, new and why (``reason``
 
 The rollout rule lives here, in :func:`set_flag`: raising a rollout moves one stage at a time
 (10 -> 50 -> 100 %) and only when the gate of the stage it leaves is GO
-(:mod:`memory.ops.gates`). ``force`` goes past a failing, skipped or unevaluated gate, and
-the audit reason says so. Lowering a rollout or switching a flag off is never held.
+(:mod:`memory.ops.gates`), judged on evidence from that stage only, once agents use the
+store: on a store no agent has written to yet there is no stage to protect, and any change
+goes ahead (the audit reason says so). ``force`` goes past a failing, skipped or
+unevaluated gate, and the audit reason says so. Lowering a rollout or switching a flag off
+is never held.
 
 A rollback starts with :func:`reset_flags`: every flag back to its built-in default (off),
 every allow/deny list and session override gone.
@@ -20,9 +23,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 
+from sqlalchemy.engine import Engine
+
 from flags import (
     BUILTIN_FLAGS,
     Decision,
+    EnvironmentOverride,
     EvaluationContext,
     FlagEvaluator,
     FlagValueError,
@@ -31,7 +37,7 @@ from flags import (
 from memory.core.errors import DatabaseUnavailableError, InvalidInputError
 from memory.ops.gates import GateOptions, GateReport, RefusedError, check_gate, gate_for_raise
 from memory.store.engine import EngineOrUrl, engine_for
-from memory.store.flags import DatabaseFlagProvider, FlagAuditEntry, StoredFlag
+from memory.store.flags import DatabaseFlagProvider, FlagAuditEntry, StoredFlag, has_traffic
 
 __all__ = [
     "DatabaseFlagProvider",
@@ -58,6 +64,18 @@ class ListedFlag:
 
     flag: StoredFlag
     environment: str | None
+    # The environment's value, parsed: what it forces (on or off) or the rollout it sets.
+    override: EnvironmentOverride | None = None
+
+    @property
+    def effective(self) -> tuple[bool, int]:
+        """Whether the flag is on and at what rollout for an agent in this environment: the
+        environment's value where it is set, else the stored state."""
+        if self.override is not None and self.override.forced is not None:
+            return self.override.forced, 100 if self.override.forced else 0
+        if self.override is not None and self.override.rollout is not None:
+            return True, self.override.rollout
+        return self.flag.enabled, self.flag.rollout
 
     @property
     def source(self) -> str:
@@ -79,11 +97,12 @@ class FlagListing:
 @dataclass(frozen=True, slots=True)
 class FlagChange:
     """A flag after :func:`set_flag`; the gate evaluated to allow it (None: no gate was
-    evaluated) and the note added to the audit reason when ``force`` went past a gate."""
+    evaluated) and the note added to the audit reason when no gate held the change:
+    ``force`` went past one, or the store has no traffic yet."""
 
     flag: StoredFlag
     gate_report: GateReport | None
-    forced: str | None
+    note: str | None
 
 
 def list_flags(database: EngineOrUrl, environ: Mapping[str, str] | None = None) -> FlagListing:
@@ -95,7 +114,11 @@ def list_flags(database: EngineOrUrl, environ: Mapping[str, str] | None = None) 
         [flag.name for flag in stored], os.environ if environ is None else environ
     )
     listed = tuple(
-        ListedFlag(flag, environment[flag.name].value if flag.name in environment else None)
+        ListedFlag(
+            flag,
+            environment[flag.name].value if flag.name in environment else None,
+            environment.get(flag.name),
+        )
         for flag in stored
     )
     return FlagListing(listed, tuple(str(error) for error in errors))
@@ -146,8 +169,12 @@ def set_flag(
     return FlagChange(flag, report, note)
 
 
+# The audit note of a rollout raised on a store that no agent has written to yet.
+NO_TRAFFIC_NOTE = "no traffic yet: no stage to protect"
+
+
 def _gate_rollout(
-    database: EngineOrUrl,
+    engine: Engine,
     flag: str,
     current: int,
     wanted: int,
@@ -161,11 +188,18 @@ def _gate_rollout(
     try:
         gate = gate_for_raise(current, wanted)
     except InvalidInputError as error:
-        if not force:
-            raise RefusedError(f"{error} (--force to override)") from error
-        return f"forced: {error}", None
+        if force:
+            return f"forced: {error}", None
+        if not has_traffic(engine):
+            return NO_TRAFFIC_NOTE, None
+        raise RefusedError(
+            f"{error}; the store has traffic, so each stage must pass its gate "
+            "(--force to override; it is audited)"
+        ) from error
     if gate is None:
         return None, None
+    if not has_traffic(engine):
+        return NO_TRAFFIC_NOTE, None
     if not options.given:
         if force:
             return f"forced past gate {gate} without evaluating it", None
@@ -173,10 +207,14 @@ def _gate_rollout(
             f"{flag}: raising the rollout {current}% -> {wanted}% needs gate {gate}; "
             "give --prometheus URL or --snapshot FILE to evaluate it (or --force)"
         )
-    report = check_gate(database, gate, options)
+    report = check_gate(engine, gate, options, flag=flag)
     if report.go:
         return None, report
-    failed = ", ".join(result.criterion for result in report.results if not result.passed)
+    failed = ", ".join(
+        result.criterion + ("" if result.checked else " (not checked)")
+        for result in report.results
+        if not result.passed
+    )
     if force:
         return f"forced past gate {gate} (NO-GO: {failed})", report
     raise RefusedError(

@@ -15,14 +15,20 @@ Gate 3 (at 100 %, to call the rollout done)
     gate 2 held throughout the window: each criterion's *worst* value over the window's
     slices passes, no critical alert fired at any time in it, and no rollback event
     happened in it (``memctl flags reset``, or a flag's rollout lowered, read from the flag
-    audit table); and the data covers the whole window (a server that began scraping ten
-    minutes ago cannot vouch for an hour).
+    audit table).
+
+Every gate judges only evidence from the flag's current stage, and all of the window: it
+refuses (NO-GO, with a note saying how to get fresh evidence) a snapshot or a Prometheus
+window that starts before the stage began (the flag's last rollout change in the flag
+audit, :func:`current_stage`), or that covers less than the window (a server that began
+scraping ten minutes ago cannot vouch for an hour). A criterion its source cannot show
+(alerts, from a snapshot) reads "not checked" and counts against GO, as a failure does.
 
 Observations come from a source: :class:`PrometheusSource` asks a Prometheus server's HTTP
 API over a window (``increase`` over the window for gates 1 and 2; per-slice values and
 their worst for gate 3), :class:`SnapshotSource` reads a metrics snapshot file written by
-the library (``memctl workload --snapshot``; one window, so gate 3 on a snapshot needs a
-snapshot whose window covers the one asked for).
+the library (``memctl workload --snapshot``): one window, and no alerts, so a gate on a
+snapshot is never GO; it is a rehearsal of the numbers before the gate on Prometheus.
 
 The baseline is a small JSON file (:func:`record_baseline`, ``memctl gates
 --record-baseline``), by default ``gates-baseline.json`` in the working directory or
@@ -38,8 +44,8 @@ import os
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -69,8 +75,10 @@ __all__ = [
     "RefusedError",
     "RollbackEvent",
     "SnapshotSource",
+    "Stage",
     "baseline_path",
     "check_gate",
+    "current_stage",
     "evaluate_gate",
     "gate_for_raise",
     "metrics_source",
@@ -93,18 +101,26 @@ GATES = (1, 2, 3)
 
 @dataclass(frozen=True)
 class Observations:
-    """The numbers a gate judges; None where the source had no data for one."""
+    """The numbers a gate judges, and the evidence they come from; None where the source had
+    no data for one, or cannot show it (then ``unchecked`` says why)."""
 
     injection_p95_ms: float | None
     cache_hit_rate: float | None
     error_rate: float | None
     heap_mb: float | None
     db_p95_ms: float | None
-    # Names of the critical alerts firing (in the window, for gate 3); None: unknown.
+    # Names of the critical alerts firing (in the window, for gate 3).
     critical_alerts: tuple[str, ...] | None
     # What the numbers cover: "worst slice" values or one aggregate, and how long.
     coverage: str
     covered_seconds: float
+    # The span the evidence is from: a snapshot's window, or the window asked of Prometheus.
+    starts_at: datetime
+    ends_at: datetime
+    # Why the source cannot show a figure, by field name: its criterion reads "not checked".
+    unchecked: Mapping[str, str] = field(default_factory=dict)
+    # How to get evidence from later, or over more time, from this kind of source.
+    refresh: str = ""
 
 
 class MetricsSource(Protocol):
@@ -117,13 +133,14 @@ class MetricsSource(Protocol):
         ...
 
 
-def parse_window(text: str) -> timedelta:
-    """``30s``, ``15m``, ``1h``, ``2d`` (a whole number and a unit) as a timedelta."""
+def parse_window(text: str, field: str = "window") -> timedelta:
+    """``30s``, ``15m``, ``1h``, ``2d`` (a whole number and a unit) as a timedelta; an error
+    names ``field``."""
     units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
     value, unit = text.strip()[:-1], text.strip()[-1:]
     if unit not in units or not value.isdigit() or int(value) == 0:
         raise InvalidInputError(
-            f"window: {text!r} is not a duration like 30s, 15m, 1h or 2d"
+            f"{field}: {text!r} is not a duration like 30s, 15m, 1h or 2d"
         )
     return timedelta(**{units[unit]: int(value)})
 
@@ -173,15 +190,20 @@ class PrometheusSource:
             raise MetricsSourceError(f"prometheus: {path} failed: {document.get('error')}")
         return document["data"]
 
-    def query(self, expr: str) -> list[tuple[dict[str, str], float]]:
-        """An instant query now: each series' labels and value."""
-        data = self._get("/api/v1/query", {"query": expr})
+    def query(
+        self, expr: str, at: datetime | None = None
+    ) -> list[tuple[dict[str, str], float]]:
+        """An instant query at ``at`` (default: now): each series' labels and value."""
+        parameters = {"query": expr}
+        if at is not None:
+            parameters["time"] = f"{at.timestamp():.3f}"
+        data = self._get("/api/v1/query", parameters)
         if data["resultType"] == "scalar":
             return [({}, float(data["result"][1]))]
         return [(item["metric"], float(item["value"][1])) for item in data["result"]]
 
-    def _scalar(self, expr: str) -> float | None:
-        values = [value for _, value in self.query(expr)]
+    def _scalar(self, expr: str, at: datetime) -> float | None:
+        values = [value for _, value in self.query(expr, at)]
         return _number(values[0]) if values else None
 
     def _selector(self, name: str, extra: str = "") -> str:
@@ -224,18 +246,19 @@ class PrometheusSource:
         }
         heap = f"max(max_over_time({self._selector('memory_heap_used_mb')}[{span}]))"
         alerts = self._selector("ALERTS", 'alertstate="firing", severity="critical"')
-        if not worst:
-            return {**plain, "heap_mb": heap, "critical_alerts": alerts}
         step_seconds = max(int(window.total_seconds()) // 60, 1)
         step = f"{step_seconds}s"
-        over = {"cache_hit_rate": "min_over_time"}
         operations = self._selector("memory_operations_total")
+        # How much of the window has data: from its oldest sample (within one step).
+        covered = (
+            f"time() - min(min_over_time(timestamp({operations})[{span}:{step}]))"
+            f" + {step_seconds}"
+        )
+        if not worst:
+            return {**plain, "heap_mb": heap, "critical_alerts": alerts, "covered_seconds": covered}
+        over = {"cache_hit_rate": "min_over_time"}
         return {
-            # How much of the window has data: from its oldest sample (within one step).
-            "covered_seconds": (
-                f"time() - min(min_over_time(timestamp({operations})[{span}:{step}]))"
-                f" + {step_seconds}"
-            ),
+            "covered_seconds": covered,
             **{
                 key: f"{over.get(key, 'max_over_time')}(({expr})[{span}:{step}])"
                 for key, expr in plain.items()
@@ -245,16 +268,23 @@ class PrometheusSource:
         }
 
     def observe(self, window: timedelta, *, worst: bool) -> Observations:
-        """Ask Prometheus for every observation (see :meth:`expressions`)."""
+        """Ask Prometheus for every observation (see :meth:`expressions`), all at one instant,
+        so that the window judged is exactly the ``window`` before it."""
+        at = datetime.now(UTC)
         exprs = self.expressions(window, worst=worst)
         values = {
-            key: self._scalar(expr) for key, expr in exprs.items() if key != "critical_alerts"
+            key: self._scalar(expr, at) for key, expr in exprs.items() if key != "critical_alerts"
         }
         alerts: tuple[str, ...] | None = None
+        unchecked = {}
         if self._critical_rules_loaded():
             alerts = tuple(
                 sorted({labels.get("alertname", "?") for labels, _ in self.query(
-                    exprs["critical_alerts"])})
+                    exprs["critical_alerts"], at)})
+            )
+        else:
+            unchecked["critical_alerts"] = (
+                "no critical alert rules loaded (load dashboards/alerts.yml)"
             )
         return Observations(
             injection_p95_ms=values["injection_p95_ms"],
@@ -264,35 +294,39 @@ class PrometheusSource:
             db_p95_ms=values["db_p95_ms"],
             critical_alerts=alerts,
             coverage="worst slice" if worst else "aggregate",
-            covered_seconds=(
-                min(values["covered_seconds"] or 0.0, window.total_seconds())
-                if worst else window.total_seconds()
+            covered_seconds=min(values["covered_seconds"] or 0.0, window.total_seconds()),
+            starts_at=at - window,
+            ends_at=at,
+            unchecked=unchecked,
+            refresh=(
+                "For fresh evidence, wait until the current stage is as old as the window and "
+                "judge again, or give a shorter --window, no longer than the stage's age."
             ),
         )
 
 
-# The critical alerts a snapshot can show by itself: the conditions of dashboards/alerts.yml
-# that its figures hold (the other critical alerts need series a snapshot does not keep).
-_SNAPSHOT_CRITICAL: Mapping[str, Callable[[snapshots.MetricsSnapshot], bool]] = {
-    "MemoryHeapAbove1GB": lambda snapshot: snapshot.heap_used_mb > 1024,
-    "MemoryRetrievalUnavailable": lambda snapshot: (
-        snapshot.errors_by_operation.get("search", 0) * 2
-        > max(snapshot.rag_search_duration.count, 1)
-    ),
-}
-
-
 class SnapshotSource:
-    """Observations from a metrics snapshot file (``telemetry.snapshots.write_snapshot``)."""
+    """Observations from a metrics snapshot file (``telemetry.snapshots.write_snapshot``).
+
+    A snapshot holds figures, not alerts: whether a critical alert fired needs the alert
+    rules evaluated over the series, which only Prometheus does, so it reads "not checked".
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.snapshot = snapshots.read_snapshot(self.path)
         self.description = f"snapshot {self.path}"
+        for edge in (self.snapshot.window_start, self.snapshot.window_end):
+            # A naive time cannot be placed against the flag audit's UTC times.
+            if edge.tzinfo is None:
+                raise InvalidInputError(
+                    f"snapshot {self.path}: its window time {edge.isoformat()} has no "
+                    "time zone"
+                )
 
     def observe(self, window: timedelta, *, worst: bool) -> Observations:
         """The snapshot's figures; it has one window, so ``worst`` is its aggregate."""
-        del window  # a snapshot covers its own window; the report states how long
+        del window  # a snapshot covers its own window; the gate judges whether it is enough
         snapshot = self.snapshot
         return Observations(
             injection_p95_ms=snapshot.injection_latency.p95_ms,
@@ -300,11 +334,19 @@ class SnapshotSource:
             error_rate=snapshot.error_rate,
             heap_mb=snapshot.heap_used_mb,
             db_p95_ms=snapshot.db_query_duration.p95_ms,
-            critical_alerts=tuple(
-                name for name, firing in _SNAPSHOT_CRITICAL.items() if firing(snapshot)
-            ),
+            critical_alerts=None,
             coverage="snapshot",
-            covered_seconds=snapshot.window_seconds,
+            covered_seconds=max(snapshot.window_seconds, 0.0),
+            starts_at=snapshot.window_start,
+            ends_at=snapshot.window_end,
+            unchecked={
+                "critical_alerts": "a snapshot carries no alerts (judge with --prometheus)"
+            },
+            refresh=(
+                "For fresh evidence, write a new snapshot that starts after the stage began "
+                "and lasts at least the window (memctl workload --snapshot FILE --duration "
+                "SECONDS), or judge Prometheus (--prometheus URL), which also shows alerts."
+            ),
         )
 
 
@@ -364,7 +406,7 @@ def read_baseline(path: str | os.PathLike[str] | None = None) -> Baseline | None
         raise InvalidInputError(f"baseline: {source} is not a gates baseline: {error}") from error
 
 
-# -- rollback events ------------------------------------------------------------------------
+# -- the flag audit: rollback events and the current stage --------------------------------
 
 
 @dataclass(frozen=True)
@@ -376,6 +418,21 @@ class RollbackEvent:
     action: str
     actor: str
     detail: str
+
+
+@dataclass(frozen=True)
+class Stage:
+    """The stage a flag is at: its effective rollout, and the audited change that began it."""
+
+    flag: str
+    rollout: int
+    previous: int
+    started_at: datetime
+    audit_id: int
+
+
+# Before every audit row: the whole history of a flag.
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _effective_rollout(state: Mapping[str, Any] | None) -> int:
@@ -399,22 +456,49 @@ def rollback_events(engine: Engine, since: datetime) -> list[RollbackEvent]:
     return events
 
 
+def current_stage(engine: Engine, flag: str) -> Stage:
+    """When ``flag``'s current stage began: its newest audited change of effective rollout
+    (a ``set`` that changed nothing, or an allow list or override, begins no stage).
+
+    :class:`RefusedError` when the audit has no such change: the flag was never rolled out,
+    so there is no stage to judge.
+    """
+    changes = DatabaseFlagProvider(engine).changes_since(_EPOCH, ("set", "reset"), flag=flag)
+    for entry in reversed(changes):
+        before, after = _effective_rollout(entry.old), _effective_rollout(entry.new)
+        if before != after:
+            return Stage(flag, after, before, entry.at, entry.id)
+    raise RefusedError(
+        f"{flag}: the flag audit has no rollout change of it, so it is at no stage a gate "
+        f"could judge (memctl flags set {flag} --rollout {ROLLOUT_STAGES[0]} begins the first)"
+    )
+
+
 # -- the verdict ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class CriterionResult:
-    """One row of a gate's table."""
+    """One row of a gate's table. ``checked`` false: the source cannot show this criterion,
+    so it did not pass (``observed`` says why)."""
 
     criterion: str
     threshold: str
     observed: str
     passed: bool
+    checked: bool = True
+
+    @property
+    def result(self) -> str:
+        """``PASS``, ``FAIL`` or ``NOT CHECKED``."""
+        if not self.checked:
+            return "NOT CHECKED"
+        return "PASS" if self.passed else "FAIL"
 
 
 @dataclass(frozen=True)
 class GateReport:
-    """A gate's table and verdict."""
+    """A gate's table, its verdict, and notes on what to do about refused evidence."""
 
     gate: int
     source: str
@@ -422,10 +506,11 @@ class GateReport:
     coverage: str
     covered_seconds: float
     results: tuple[CriterionResult, ...]
+    notes: tuple[str, ...] = ()
 
     @property
     def go(self) -> bool:
-        """GO when every criterion passed."""
+        """GO when every criterion was checked and passed."""
         return bool(self.results) and all(result.passed for result in self.results)
 
     @property
@@ -442,52 +527,135 @@ class GateReport:
             "window_seconds": self.window_seconds,
             "coverage": self.coverage,
             "covered_seconds": self.covered_seconds,
-            "criteria": [asdict(result) for result in self.results],
+            "criteria": [{**asdict(result), "result": result.result} for result in self.results],
+            "notes": list(self.notes),
         }
 
 
-def _upper(name: str, value: float | None, limit: float, unit: str) -> CriterionResult:
+def _time(at: datetime) -> str:
+    return f"{at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+
+
+def _span(seconds: float) -> str:
+    """A duration as an operator writes one: 45s, 12m30s, 1h, 2d3h; whole seconds, rounded
+    down, so that 19.9 s of evidence never reads as the 20 s it falls short of."""
+    rest = math.floor(abs(seconds))
+    parts: list[str] = []
+    for unit, size in (("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)):
+        if rest >= size or (unit == "s" and not parts):
+            parts.append(f"{rest // size}{unit}")
+            rest %= size
+    return "".join(parts)
+
+
+def _figure(
+    observed: Observations, key: str, name: str, threshold: str, passed: bool, shown: str
+) -> CriterionResult:
+    reason = observed.unchecked.get(key)
+    if reason is not None:
+        return CriterionResult(name, threshold, f"not checked: {reason}", False, checked=False)
+    return CriterionResult(name, threshold, shown, passed)
+
+
+def _upper(
+    observed: Observations, key: str, name: str, limit: float, unit: str
+) -> CriterionResult:
+    value = getattr(observed, key)
     shown = "no data" if value is None else f"{value:.1f} {unit}"
-    return CriterionResult(name, f"< {limit:g} {unit}", shown, value is not None and value < limit)
+    return _figure(
+        observed, key, name, f"< {limit:g} {unit}", value is not None and value < limit, shown
+    )
 
 
-def _share(name: str, value: float | None, limit: float, above: bool) -> CriterionResult:
+def _share(
+    observed: Observations, key: str, name: str, limit: float, above: bool
+) -> CriterionResult:
+    value = getattr(observed, key)
     shown = "no data" if value is None else f"{value * 100:.2f} %"
     passed = value is not None and (value > limit if above else value < limit)
-    return CriterionResult(name, f"{'>' if above else '<'} {limit * 100:g} %", shown, passed)
+    return _figure(
+        observed, key, name, f"{'>' if above else '<'} {limit * 100:g} %", passed, shown
+    )
+
+
+def _evidence(
+    observed: Observations, stage: Stage, window: timedelta, source: str
+) -> tuple[list[CriterionResult], list[str]]:
+    """The rows that refuse stale or short evidence, and the notes that say what to do."""
+    began, starts = stage.started_at, observed.starts_at
+    fresh = starts >= began
+    wanted = window.total_seconds()
+    long_enough = observed.covered_seconds >= wanted
+    early = "" if fresh else f", {_span((began - starts).total_seconds())} earlier"
+    rows = [
+        CriterionResult(
+            "evidence from the current stage",
+            f"starts at or after {_time(began)} ({stage.flag} at {stage.rollout}%)",
+            f"starts {_time(starts)}{early}",
+            fresh,
+        ),
+        CriterionResult(
+            "evidence covers the window",
+            f">= {_span(wanted)} of data",
+            f"{_span(observed.covered_seconds)} ({observed.coverage})",
+            long_enough,
+        ),
+    ]
+    notes = []
+    if not fresh:
+        at_stage = (observed.ends_at - began).total_seconds()
+        notes.append(
+            f"Stale evidence: {stage.flag} went {stage.previous}% -> {stage.rollout}% at "
+            f"{_time(began)} (flag audit #{stage.audit_id}), but the evidence from {source} "
+            f"starts at {_time(starts)}, in the stage before; "
+            + (
+                f"only its last {_span(at_stage)} is at this stage."
+                if at_stage > 0 else "all of it is from before this stage."
+            )
+        )
+    if not long_enough:
+        notes.append(
+            f"Short evidence: the gate judges a window of {_span(wanted)}, the evidence from "
+            f"{source} covers {_span(observed.covered_seconds)}."
+        )
+    if notes and observed.refresh:
+        notes.append(observed.refresh)
+    return rows, notes
 
 
 def evaluate_gate(
     gate: int,
     observed: Observations,
     *,
+    stage: Stage,
+    window: timedelta,
     source: str = "",
     baseline: Baseline | None = None,
     rollbacks: Sequence[RollbackEvent] | None = None,
-    window: timedelta | None = None,
 ) -> GateReport:
-    """Judge ``observed`` against gate ``gate`` (1, 2 or 3).
+    """Judge ``observed`` against gate ``gate`` (1, 2 or 3), for the flag at ``stage``.
 
-    Gates 2 and 3 need ``baseline`` (a missing one fails its criterion); gate 3 needs the
-    ``rollbacks`` in the window and fails when the observations cover less than ``window``.
+    Every gate refuses evidence that starts before ``stage`` began or covers less than
+    ``window``; a criterion the source cannot show is "not checked", and not passed. Gates
+    2 and 3 need ``baseline`` (a missing one fails its criterion); gate 3 needs the
+    ``rollbacks`` in the window.
     """
     if gate not in GATES:
         raise InvalidInputError(f"gate: must be 1, 2 or 3, not {gate!r}")
     strict = gate >= 2
-    results = [
-        _upper("injection latency p95", observed.injection_p95_ms, 200, "ms"),
-        _share("cache hit rate", observed.cache_hit_rate, 0.70 if strict else 0.60, above=True),
-        _share("error rate", observed.error_rate, 0.001 if strict else 0.005, above=False),
-        _upper("heap", observed.heap_mb, 500, "MB"),
+    results, notes = _evidence(observed, stage, window, source or "the source")
+    results += [
+        _upper(observed, "injection_p95_ms", "injection latency p95", 200, "ms"),
+        _share(observed, "cache_hit_rate", "cache hit rate", 0.70 if strict else 0.60, True),
+        _share(observed, "error_rate", "error rate", 0.001 if strict else 0.005, False),
+        _upper(observed, "heap_mb", "heap", 500, "MB"),
     ]
     alerts = observed.critical_alerts
     results.append(
-        CriterionResult(
-            "no critical alert firing" + (" in the window" if gate == 3 else ""),
-            "none",
-            "unknown: no critical alert rules loaded" if alerts is None
-            else (", ".join(alerts) or "none"),
-            alerts == (),
+        _figure(
+            observed, "critical_alerts",
+            "no critical alert firing" + (" in the window" if gate == 3 else ""), "none",
+            alerts == (), "no data" if alerts is None else (", ".join(alerts) or "none"),
         )
     )
     if strict:
@@ -502,23 +670,15 @@ def evaluate_gate(
             limit = baseline.db_p95_ms * (1 + BASELINE_TOLERANCE)
             value = observed.db_p95_ms
             results.append(
-                CriterionResult(
-                    "database p95 vs baseline",
+                _figure(
+                    observed, "db_p95_ms", "database p95 vs baseline",
                     f"<= {limit:.2f} ms (baseline {baseline.db_p95_ms:.2f} ms "
                     f"+ {BASELINE_TOLERANCE:.0%})",
-                    "no data" if value is None else f"{value:.2f} ms",
                     value is not None and value <= limit,
+                    "no data" if value is None else f"{value:.2f} ms",
                 )
             )
     if gate == 3:
-        wanted = (window or timedelta()).total_seconds()
-        results.append(
-            CriterionResult(
-                "held over the window", f">= {wanted:g} s of data",
-                f"{observed.covered_seconds:.0f} s ({observed.coverage})",
-                observed.covered_seconds >= wanted,
-            )
-        )
         events = list(rollbacks or ())
         results.append(
             CriterionResult(
@@ -529,8 +689,8 @@ def evaluate_gate(
             )
         )
     return GateReport(
-        gate, source, 0.0 if window is None else window.total_seconds(), observed.coverage,
-        observed.covered_seconds, tuple(results),
+        gate, source, window.total_seconds(), observed.coverage, observed.covered_seconds,
+        tuple(results), tuple(notes),
     )
 
 
@@ -617,22 +777,24 @@ def metrics_source(options: GateOptions) -> MetricsSource:
     return PrometheusSource(options.prometheus_url, labels)
 
 
-def check_gate(database: EngineOrUrl, gate: int, options: GateOptions) -> GateReport:
-    """Measure and judge ``gate`` from the source ``options`` name (``memctl gates --gate``).
+def check_gate(database: EngineOrUrl, gate: int, options: GateOptions, *, flag: str) -> GateReport:
+    """Measure and judge ``gate`` for ``flag`` from the source ``options`` name (``memctl
+    gates --gate N --flag NAME``).
 
-    Gate 3 also reads the flag audit of ``database`` for rollback events in the window;
-    gates 1 and 2 do not touch the database.
+    Reads the flag audit of ``database`` for when ``flag``'s current stage began (evidence
+    from before it is refused) and, for gate 3, for rollback events in the window.
     """
     window = parse_window(options.window)
     source = metrics_source(options)
-    observed = source.observe(window, worst=gate == 3)
-    rollbacks = None
-    if gate == 3:
-        with engine_for(database) as engine:
-            rollbacks = rollback_events(engine, datetime.now(UTC) - window)
+    with engine_for(database) as engine:
+        stage = current_stage(engine, flag)
+        observed = source.observe(window, worst=gate == 3)
+        rollbacks = (
+            rollback_events(engine, datetime.now(UTC) - window) if gate == 3 else None
+        )
     return evaluate_gate(
-        gate, observed, source=source.description,
-        baseline=read_baseline(options.baseline_file), rollbacks=rollbacks, window=window,
+        gate, observed, stage=stage, window=window, source=source.description,
+        baseline=read_baseline(options.baseline_file), rollbacks=rollbacks,
     )
 
 

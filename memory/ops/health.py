@@ -9,7 +9,8 @@ The built-in checks, in order: ``database`` (reachable within the 5 s timeouts),
 ``schema`` (at the head revision), ``sqlite`` (WAL and foreign keys, SQLite only),
 ``embedder`` (the model loads and embeds), ``flag_provider`` (flag state readable),
 ``redis`` (reachable, if configured), ``cleanup`` (the last retention run succeeded and is
-recent). Other modules add theirs with :func:`register_health_check`.
+recent), ``backup`` (the age of the last good backup, against the 1-hour RPO, when a backup
+directory is configured). Other modules add theirs with :func:`register_health_check`.
 
 >>> report = run_health_checks("sqlite:///memory.db", embedder="hashing")  # doctest: +SKIP
 >>> report.ok, [(r.name, r.status) for r in report.results]  # doctest: +SKIP
@@ -30,6 +31,7 @@ from sqlalchemy.engine import URL, Engine
 from memory import updates
 from memory.client import Memory
 from memory.core.errors import InvalidInputError
+from memory.ops.backup import BACKUP_DIR_ENV, BACKUP_RPO, latest_backup
 from memory.ops.retention import last_cleanup_run
 from memory.search.embeddings import HashingEmbedder, MiniLMEmbedder
 from memory.store.engine import (
@@ -117,6 +119,7 @@ class HealthContext:
     url: URL
     embedder: EmbedderChoice = "minilm"
     redis_url: str | None = None
+    backup_dir: Path | None = None
     _engine: Engine | None = field(default=None, repr=False)
     _memory: Memory | None = field(default=None, repr=False)
 
@@ -189,10 +192,12 @@ def run_health_checks(
     *,
     embedder: EmbedderChoice = "minilm",
     redis_url: str | None = None,
+    backup_dir: str | os.PathLike[str] | None = None,
     only: Sequence[str] | None = None,
 ) -> HealthReport:
     """Run every registered check (or those named in ``only``, with what they require)
-    against the database at ``url`` (default ``$MEMORY_DATABASE_URL``)."""
+    against the database at ``url`` (default ``$MEMORY_DATABASE_URL``); the backups are
+    looked for in ``backup_dir`` (default ``$MEMORY_BACKUP_DIR``; neither: not checked)."""
     if embedder not in ("minilm", "hashing", "none"):
         raise InvalidInputError(f"embedder: one of minilm, hashing, none, not {embedder!r}")
     if only is not None:
@@ -202,10 +207,12 @@ def run_health_checks(
                 f"check: no health check named {', '.join(unknown)} "
                 f"(known: {', '.join(_REGISTRY)})"
             )
+    backups = backup_dir if backup_dir is not None else os.environ.get(BACKUP_DIR_ENV) or None
     context = HealthContext(
         resolve_database_url(url),
         embedder,
         redis_url if redis_url is not None else os.environ.get(REDIS_URL_ENV) or None,
+        Path(backups) if backups is not None else None,
     )
     wanted = _with_requirements(only) if only is not None else list(_REGISTRY)
     results: dict[str, HealthCheckResult] = {}
@@ -362,6 +369,28 @@ def check_cleanup(context: HealthContext) -> CheckOutcome:
     return "ok", f"last cleanup succeeded {ago} (run {run.id})"
 
 
+def check_backup(context: HealthContext) -> CheckOutcome:
+    """The last good backup in the backup directory is younger than the RPO (1 hour)."""
+    if context.backup_dir is None:
+        return "skip", f"no backup directory configured (--backups or ${BACKUP_DIR_ENV})"
+    latest = latest_backup(context.backup_dir)
+    if latest is None:
+        return "fail", f"no complete backup in {context.backup_dir}"
+    age = utcnow() - latest.created_at
+    detail = (
+        f"last good backup {_age(age)} old: {latest.directory.name} "
+        f"(revision {latest.revision}, {latest.rows} rows)"
+    )
+    if age > BACKUP_RPO:
+        return "warn", f"{detail}; older than the {_age(BACKUP_RPO)} RPO: is the timer running?"
+    return "ok", detail
+
+
+def _age(age: timedelta) -> str:
+    minutes = int(age.total_seconds() // 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
 register_health_check("database", check_database, description="reachable within 5 s")
 register_health_check(
     "schema", check_schema, requires=["database"], description="at the head revision"
@@ -376,6 +405,9 @@ register_health_check(
 register_health_check("redis", check_redis, description="reachable (when configured)")
 register_health_check(
     "cleanup", check_cleanup, requires=["schema"], description="last retention run"
+)
+register_health_check(
+    "backup", check_backup, description="the last good backup is younger than the 1 h RPO"
 )
 
 

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from memory.core.errors import InvalidInputError, SchemaError
+from memory.core.errors import InvalidInputError, NotFoundError, SchemaError
 from memory.store.archive import MANIFEST
-from memory.store.engine import EngineOrUrl, engine_for
+from memory.store.engine import EngineOrUrl, engine_for, is_memory_sqlite, resolve_database_url
+from memory.store.flags import start_new_store
 from memory.store.schema import (
     RevisionInfo,
     database_revision,
@@ -40,6 +41,7 @@ __all__ = [
     "Rollback",
     "SchemaStatus",
     "check",
+    "command_database",
     "current",
     "default_archive_directory",
     "downgrade",
@@ -97,6 +99,31 @@ class NotAtHeadError(SchemaError):
         self.status = status
 
 
+def command_database(url: str | None, *, existing: bool) -> str:
+    """The database URL a command-line verb runs on (default ``$MEMORY_DATABASE_URL``, else
+    ``memory.db``), checked before anything opens it.
+
+    An in-memory SQLite database is refused: it would be gone when the command exits, so a
+    write would report success and keep nothing. With ``existing`` (a command that reads,
+    or needs a schema it does not create), a SQLite file that does not exist is refused too
+    (``NotFoundError``) instead of being created empty.
+    """
+    resolved = resolve_database_url(url)
+    if is_memory_sqlite(resolved):
+        raise InvalidInputError(
+            "an in-memory SQLite database lives only as long as this command; give a file "
+            "(sqlite:///path/to/memory.db or a plain path) or a postgresql:// URL"
+        )
+    if existing and resolved.get_backend_name() == "sqlite":
+        path = Path(str(resolved.database))
+        if not path.exists():
+            raise NotFoundError(
+                f"no database at {path}: nothing to read (memctl migrate creates one; "
+                "--database-url or $MEMORY_DATABASE_URL names another)"
+            )
+    return resolved.render_as_string(hide_password=False)
+
+
 def migrate(database: EngineOrUrl, revision: str = "head") -> Migration:
     """Upgrade the schema to ``revision`` in one transaction (concurrent runs wait for each
     other).
@@ -116,7 +143,7 @@ def migrate(database: EngineOrUrl, revision: str = "head") -> Migration:
                 f"the database is at {before}, already past {revision}; "
                 f"to go back, use: memctl rollback --to {revision}"
             )
-        upgrade(engine, revision)
+        upgrade(engine, revision, on_create=start_new_store)
         return Migration(before, database_revision(engine))
 
 
@@ -143,6 +170,11 @@ def rollback(
         before = database_revision(engine)
         if before is None:
             raise SchemaError("the database has no schema; nothing to roll back")
+        if revision == before:
+            raise InvalidInputError(
+                f"the database is already at {before}; nothing to roll back "
+                "(see `memctl history` for the revisions before it)"
+            )
         if archive_dir is None:
             directory = default_archive_directory(before)
         else:

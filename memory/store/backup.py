@@ -602,6 +602,37 @@ def _check_restored(engine: Engine, manifest: dict[str, Any]) -> dict[str, Table
     return restored
 
 
+# -- backups in a directory ----------------------------------------------------------------
+
+
+def list_backups(root: str | os.PathLike[str]) -> list[BackupInfo]:
+    """The backups directly inside ``root``, newest first (by their manifests' creation time).
+
+    A backup counts when its manifest reads and every file it lists is there at its recorded
+    size: a cheap check, for listing and for health (``verify_backup`` rehashes everything).
+    Hidden directories (a backup still being written) and anything else are passed over, and
+    a missing ``root`` holds none.
+    """
+    directory = Path(root)
+    if not directory.is_dir():
+        return []
+    found = []
+    for candidate in directory.iterdir():
+        if candidate.name.startswith(".") or not candidate.is_dir():
+            continue
+        try:
+            manifest = _read_backup_manifest(candidate)
+            complete = all(
+                (candidate / name).stat().st_size == entry["bytes"]
+                for name, entry in manifest["files"].items()
+            )
+        except (ArchiveError, OSError):
+            continue
+        if complete:
+            found.append(_info(candidate, manifest))
+    return sorted(found, key=lambda info: info.created_at, reverse=True)
+
+
 # -- manifests ------------------------------------------------------------------------------
 
 

@@ -40,7 +40,12 @@ from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import QueuePool, StaticPool
 
-from memory.core.errors import DatabaseUnavailableError, InvalidInputError, StorageError
+from memory.core.errors import (
+    DatabaseUnavailableError,
+    InvalidInputError,
+    StorageError,
+    StoreClosedError,
+)
 from memory.core.types import MemoryEvent
 from memory.store.changes import EVENT_KEY_INFO
 from memory.store.engine import (
@@ -220,6 +225,12 @@ class Database:
         # SQLite has one write lock per database. A shared :memory: connection is already
         # serialized by its gate of 1.
         self._writer = AdmissionGate(1) if self.dialect == "sqlite" and limit != 1 else None
+        self.closed = False
+
+    def close(self) -> None:
+        """Refuse every later read and write: a disposed engine would silently open new
+        connections, so a closed store would go on accepting writes."""
+        self.closed = True
 
     def read(self, operation: Callable[[Connection], T]) -> T:
         """Run ``operation`` in a read transaction, retrying transient failures."""
@@ -236,6 +247,8 @@ class Database:
     def _run(
         self, operation: Callable[[Connection], T], *, writes: bool, user: str | None = None
     ) -> T:
+        if self.closed:
+            raise StoreClosedError("this memory store is closed; open it again with Memory.open")
         deadline = time.monotonic() + self.timeout
         options = write_options(deadline) if writes else {}
         delay = _FIRST_BACKOFF_SECONDS

@@ -45,6 +45,7 @@ PoolTimeoutError = SQLAlchemyTimeoutError
 
 def resolve_database_url(url: str | URL | None = None) -> URL:
     """Return the URL to use: the caller's, else ``$MEMORY_DATABASE_URL``, else ``memory.db``.
+    A plain path without a scheme is a SQLite file.
 
     ``postgresql://`` URLs are pinned to the psycopg 3 driver.
 
@@ -52,6 +53,10 @@ def resolve_database_url(url: str | URL | None = None) -> URL:
     'postgresql+psycopg://localhost/test'
     """
     raw = url if url is not None else os.environ.get(DATABASE_URL_ENV) or DEFAULT_DATABASE_URL
+    if isinstance(raw, str) and raw.strip() and ":" not in raw:
+        # A plain file path ("agent.db", "/var/lib/agent/memory.db") is a SQLite file;
+        # anything with a colon is read as a URL, so a mistyped URL is refused, not created.
+        return URL.create("sqlite+pysqlite", database=raw)
     try:
         parsed = make_url(raw)
     except ArgumentError as exc:

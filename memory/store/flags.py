@@ -46,7 +46,13 @@ from memory.store.db import Database
 from memory.store.schema import FLAGS_REVISION, database_revision, revision_at_least
 from memory.store.tables import Base, utcnow
 
-__all__ = ["DatabaseFlagProvider", "FlagAuditEntry", "StoredFlag"]
+__all__ = [
+    "DatabaseFlagProvider",
+    "FlagAuditEntry",
+    "StoredFlag",
+    "has_traffic",
+    "start_new_store",
+]
 
 logger = logging.getLogger("memory.flags")
 
@@ -212,15 +218,22 @@ class DatabaseFlagProvider:
             ]
         )
 
-    def changes_since(self, since: datetime, actions: Sequence[str]) -> list[FlagAuditEntry]:
-        """The audit rows of ``actions`` (``set``, ``reset``, ...) at or after ``since``,
-        oldest first (what the rollout gates read to find rollbacks)."""
+    def changes_since(
+        self, since: datetime, actions: Sequence[str], *, flag: str | None = None
+    ) -> list[FlagAuditEntry]:
+        """The audit rows of ``actions`` (``set``, ``reset``, ...) at or after ``since`` (of
+        ``flag`` only, when given), oldest first: what the rollout gates read to find
+        rollbacks and when a flag's current stage began."""
+        if flag is not None:
+            self._known(flag)
         self.require_schema()
         statement = (
             sa.select(flag_audit)
             .where(flag_audit.c.at >= since, flag_audit.c.action.in_(tuple(actions)))
             .order_by(flag_audit.c.id)
         )
+        if flag is not None:
+            statement = statement.where(flag_audit.c.flag_name == flag)
         return self._db.read(
             lambda connection: [
                 _audit_entry(row) for row in connection.execute(statement).mappings()
@@ -317,23 +330,27 @@ class DatabaseFlagProvider:
             else ({"enabled": True, "rollout": 100} if on else {"enabled": False, "rollout": 0})
         )
 
-        def write(connection: Connection) -> dict[str, Any] | None:
-            now = utcnow()
-            row, created = self._locked(connection, name, who, now)
-            # None: the flag had no stored state, its built-in default decided it.
-            old = None if created else _switch(row)
-            connection.execute(
-                sa.update(flag_state)
-                .where(flag_state.c.name == name)
-                .values(**wanted, updated_at=now, updated_by=who)
-            )
-            self._append(connection, now, who, name, "set", old, wanted, why)
-            return old
-
         self.require_schema()
-        old = self._db.write(write)
+        old = self._db.write(lambda connection: self._set(connection, name, wanted, who, why))
         _log(who, name, "set", old, wanted, why)
         return self._flag(name)
+
+    def _set(
+        self, connection: Connection, name: str, wanted: dict[str, Any], who: str, why: str | None
+    ) -> dict[str, Any] | None:
+        """Switch ``name`` to ``wanted`` and audit it, in the caller's transaction; returns
+        the switch before (None: the flag had no stored state, its built-in default decided
+        it)."""
+        now = utcnow()
+        row, created = self._locked(connection, name, who, now)
+        old = None if created else _switch(row)
+        connection.execute(
+            sa.update(flag_state)
+            .where(flag_state.c.name == name)
+            .values(**wanted, updated_at=now, updated_by=who)
+        )
+        self._append(connection, now, who, name, "set", old, wanted, why)
+        return old
 
     def override(
         self,
@@ -349,9 +366,14 @@ class DatabaseFlagProvider:
         cleared); ``on=None`` clears the session's override."""
         if on is not None and not isinstance(on, bool):
             raise InvalidInputError(f"on: must be True, False or None (clear), not {on!r}")
-        if not isinstance(session, str) or not 1 <= len(session) <= ID_LENGTH:
+        if (
+            not isinstance(session, str)
+            or not 1 <= len(session) <= ID_LENGTH
+            or session != session.strip()
+        ):
             raise InvalidInputError(
-                f"session: must be a session id of 1 to {ID_LENGTH} characters, not {session!r}"
+                f"session: must be a session id of 1 to {ID_LENGTH} characters without "
+                f"surrounding spaces, not {session!r}"
             )
         if ttl is not None and (
             not isinstance(ttl, timedelta) or not timedelta(0) < ttl <= MAX_OVERRIDE_TTL
@@ -568,6 +590,45 @@ def _log(
         "reason": reason,
     }
     logger.info("flag change %s", canonical_json(record), extra={"flag_change": record})
+
+
+NEW_STORE_ACTOR = "memory"
+NEW_STORE_REASON = (
+    "a new store: no Phase 1 data to protect, so the features start on "
+    "(memctl flags set NAME --off switches one off)"
+)
+
+
+def start_new_store(connection: Connection) -> None:
+    """Switch every rollout flag on in a database this library has just created, in the
+    transaction that created its schema, and audit it (actor ``memory``).
+
+    The flags start off to protect a store that already serves Phase 1 agents during a
+    staged rollout; a new store has no such traffic, and a user who creates one expects
+    the features its documentation describes. A database upgraded from an older schema
+    keeps them off (the rollout runbook raises them stage by stage).
+    """
+    provider = DatabaseFlagProvider(connection.engine)
+    for name in sorted(BUILTIN_FLAGS):
+        provider._set(
+            connection, name, {"enabled": True, "rollout": 100}, NEW_STORE_ACTOR, NEW_STORE_REASON
+        )
+
+
+# The tables an agent's traffic writes to: a store with a row in none of them has no users
+# yet, so a rollout on it has no stage to protect.
+_TRAFFIC_TABLES = ("entities", "memories", "user_preferences", "code_patterns", "session_state")
+
+
+def has_traffic(engine: Engine) -> bool:
+    """Whether any agent has written to this store yet (an entity, a memory, a preference,
+    a code pattern or session state)."""
+    with engine.connect() as connection:
+        for name in _TRAFFIC_TABLES:
+            table = Base.metadata.tables[name]
+            if connection.execute(sa.select(sa.literal(1)).select_from(table).limit(1)).first():
+                return True
+    return False
 
 
 def default_evaluator(engine: Engine, revision: str | None) -> FlagEvaluator:

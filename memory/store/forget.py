@@ -25,8 +25,8 @@ left in place, whichever connection deletes; the FTS5 index is merged (``optimiz
 because FTS5 deletes by appending delete markers and the old index segments would otherwise
 keep the user's terms; and a ``wal_checkpoint(TRUNCATE)`` after the commit copies the
 zeroed pages into the database file and empties the WAL, which still held the pages as
-they were before. A reader holding an old snapshot blocks that checkpoint: it is retried
-for up to ``CHECKPOINT_WAIT_SECONDS``, and if still blocked the report says the bytes are
+they were before. A reader holding an old snapshot blocks that checkpoint: it waits for up
+to ``CHECKPOINT_WAIT_SECONDS``, and if still blocked the report says the bytes are
 not cleared yet (``bytes_cleared=False``, the ``memory.forget.incomplete`` metric), and
 ``BackgroundCheckpoint`` keeps trying. On PostgreSQL the rows are deleted in the same way,
 and the dead tuples stay in the table files (and the server's WAL) until ``VACUUM FULL``
@@ -48,7 +48,6 @@ import dataclasses
 import json
 import logging
 import threading
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -59,7 +58,7 @@ from sqlalchemy.engine import Connection
 from memory.core.inputs import canonical_json
 from memory.store.changes import shred
 from memory.store.db import Database, lock_user
-from memory.store.engine import is_memory_sqlite
+from memory.store.engine import BUSY_TIMEOUT_SECONDS, is_memory_sqlite
 from memory.store.events import append_event, redact_user
 from memory.store.tables import SQLITE_FTS_TABLE, Base
 from memory.telemetry import instruments as telemetry
@@ -81,11 +80,10 @@ _CHUNK = 500
 
 # The event a forget appends. It names no user (forget leaves no identifier).
 FORGET_OPERATION = "user.forget"
-# How long forget retries a WAL checkpoint that a reader blocks before reporting the
+# How long forget waits for a WAL checkpoint that a reader blocks before reporting the
 # bytes as not cleared yet, and how often ``BackgroundCheckpoint`` tries again after that.
 CHECKPOINT_WAIT_SECONDS = 5.0
 BACKGROUND_RETRY_SECONDS = 1.0
-_FIRST_PAUSE_SECONDS = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,19 +299,19 @@ def forget_user(
 
 
 def checkpoint(db: Database, wait: float) -> bool:
-    """Copy the WAL into the SQLite file and empty it, retrying for up to ``wait`` seconds
-    while a reader blocks it; True once done."""
-    deadline = time.monotonic() + wait
-    pause = _FIRST_PAUSE_SECONDS
-    while True:
-        with db.engine.connect() as connection:
+    """Copy the WAL into the SQLite file and empty it, waiting up to ``wait`` seconds for
+    readers that block it; True once done.
+
+    TRUNCATE waits for readers through the busy handler, so the connection's busy timeout
+    is the bound (set to ``wait`` for this statement, and back after).
+    """
+    with db.engine.connect() as connection:
+        connection.exec_driver_sql(f"PRAGMA busy_timeout={int(wait * 1000)}")
+        try:
             busy, _, _ = connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
-        if not busy:
-            return True
-        if time.monotonic() + pause > deadline:
-            return False
-        time.sleep(pause)
-        pause = min(2 * pause, 0.5)
+        finally:
+            connection.exec_driver_sql(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
+    return not busy
 
 
 class BackgroundCheckpoint:

@@ -282,7 +282,7 @@ class EntityGraph:
 
     def search_nodes(self, query: str) -> KnowledgeGraph:
         """Entities whose name, type or any observation contains ``query`` (ignoring case),
-        with the relations among them."""
+        with the relations that touch them."""
         if not isinstance(query, str):
             raise InvalidInputError(f"query: must be a string, not {type(query).__name__}")
         needle = self._redaction.text(query).casefold()
@@ -299,7 +299,8 @@ class EntityGraph:
         )
 
     def open_nodes(self, names: Iterable[str]) -> KnowledgeGraph:
-        """The named entities with the relations among them; unknown names are ignored."""
+        """The named entities with the relations that touch them; unknown names are
+        ignored."""
         wanted = {validate_name(name) for name in self._redacted(names, "entity names")}
         return _subgraph(self.read_graph(), lambda entity: entity.name in wanted)
 
@@ -363,11 +364,14 @@ def validate_name(name: object) -> str:
 
 
 def _subgraph(graph: KnowledgeGraph, keep: Any) -> KnowledgeGraph:
+    """The kept entities with every relation that has at least one end among them: the
+    reference server does so since 2026.x, so that a caller discovers a node's connections
+    to nodes outside the result without reading the whole graph."""
     kept = tuple(entity for entity in graph.entities if keep(entity))
     names = {entity.name for entity in kept}
     return KnowledgeGraph(
         entities=kept,
         relations=tuple(
-            r for r in graph.relations if r.from_entity in names and r.to_entity in names
+            r for r in graph.relations if r.from_entity in names or r.to_entity in names
         ),
     )

@@ -92,6 +92,8 @@ def known_revision(revision: str | None) -> bool:
     """True when this code has a script for ``revision`` (None, an empty database, is known)."""
     if revision is None:
         return True
+    if not revision.strip():  # Alembic asserts on an empty identifier
+        return False
     try:
         return script_directory().get_revision(revision) is not None
     except CommandError:
@@ -154,6 +156,10 @@ def _pragma_outside_transaction(connection: sa.Connection, pragma: str) -> None:
 
 
 def _checked_target(revision: str) -> str:
+    if not isinstance(revision, str) or not revision.strip():
+        raise InvalidInputError(
+            f"revision: give a revision id (see `memctl history`), head or base, not {revision!r}"
+        )
     if revision in {"head", "base"} or revision.startswith(("-", "+")):
         return revision
     if not known_revision(revision):
@@ -161,10 +167,32 @@ def _checked_target(revision: str) -> str:
     return revision
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Upgrade the schema to ``revision`` in one transaction (on SQLite too)."""
+def upgrade(
+    engine: Engine,
+    revision: str = "head",
+    *,
+    on_create: Callable[[sa.Connection], None] | None = None,
+) -> None:
+    """Upgrade the schema to ``revision`` in one transaction (on SQLite too).
+
+    ``on_create`` runs in that transaction when the database had no schema and now has
+    the flag tables: the start of a store this library created (``Memory.open`` and
+    ``memctl migrate`` pass :func:`memory.store.flags.start_new_store`; a restore does not).
+    """
     target = _checked_target(revision)
-    _run(engine, lambda config: command.upgrade(config, target), alembic_config())
+
+    def action(config: Config) -> None:
+        connection: sa.Connection = config.attributes["connection"]
+        created = current_revision(connection) is None
+        command.upgrade(config, target)
+        if (
+            on_create is not None
+            and created
+            and revision_at_least(current_revision(connection), FLAGS_REVISION)
+        ):
+            on_create(connection)
+
+    _run(engine, action, alembic_config())
 
 
 def downgrade(

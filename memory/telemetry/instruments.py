@@ -29,6 +29,9 @@ alert rules and ``memctl gates`` are written against these names):
   ``memory_flag_state``
 - ``memory.flag.rollout_percentage`` observable gauge, 0-100; flag →
   ``memory_flag_rollout_percentage``
+- ``memory.schema.revision`` observable gauge, the schema revision the process's open stores
+  were opened at, as a number (``0010`` → 10; the lowest when several; 0: no schema) →
+  ``memory_schema_revision``
 - ``memory.db.connection_failures`` counter; backend →
   ``memory_db_connection_failures_total``
 - ``memory.migration.failures`` counter → ``memory_migration_failures_total``
@@ -39,6 +42,17 @@ alert rules and ``memctl gates`` are written against these names):
 - ``memory.updates.bus_failures`` counter, the ``memory:updates`` bus (Redis, PostgreSQL
   LISTEN/NOTIFY) failing, so updates run degraded from the log; role=publish|subscribe →
   ``memory_updates_bus_failures_total``
+- ``memory.swarm.tasks`` counter of swarm tasks entering a status; status=PENDING|IN_PROGRESS|
+  NEEDS_ASSIST|COMPLETED|FAILED|BLOCKED → ``memory_swarm_tasks_total``
+- ``memory.swarm.claims`` / ``memory.swarm.lease_expiries`` counters, claims won and claims
+  of a task whose lease had expired (its worker died or hung) →
+  ``memory_swarm_claims_total`` / ``memory_swarm_lease_expiries_total``
+- ``memory.swarm.findings`` / ``memory.swarm.conflicts`` counters → ``memory_swarm_findings_total``
+  / ``memory_swarm_conflicts_total``
+- ``memory.swarm.escalations`` counter; cause=automatic (confidence below 0.2)|manual →
+  ``memory_swarm_escalations_total``
+- ``memory.swarm.signature_failures`` counter, envelopes whose custody chain does not verify;
+  outcome=warned (enforcement off)|refused → ``memory_swarm_signature_failures_total``
 - ``memory.index.held_bytes`` observable gauge, bytes the in-process search indexes hold
   (within ``$MEMORY_INDEX_BUDGET_MB``) → ``memory_index_held_bytes``
 - ``memory.forget.incomplete`` counter, forgets whose bytes could not be cleared from the
@@ -133,12 +147,20 @@ OPERATIONS = "memory.operations"
 ERRORS = "memory.errors"
 FLAG_STATE = "memory.flag.state"
 FLAG_ROLLOUT = "memory.flag.rollout_percentage"
+SCHEMA_REVISION = "memory.schema.revision"
 # The failures the critical alerts watch (dashboards/alerts.yml).
 DB_CONNECTION_FAILURES = "memory.db.connection_failures"
 MIGRATION_FAILURES = "memory.migration.failures"
 INTEGRITY_FAILURES = "memory.integrity.failures"
 CLEANUP_RUNS = "memory.cleanup.runs"
 UPDATES_BUS_FAILURES = "memory.updates.bus_failures"
+SWARM_TASKS = "memory.swarm.tasks"
+SWARM_CLAIMS = "memory.swarm.claims"
+SWARM_LEASE_EXPIRIES = "memory.swarm.lease_expiries"
+SWARM_FINDINGS = "memory.swarm.findings"
+SWARM_CONFLICTS = "memory.swarm.conflicts"
+SWARM_ESCALATIONS = "memory.swarm.escalations"
+SWARM_SIGNATURE_FAILURES = "memory.swarm.signature_failures"
 FORGET_INCOMPLETE = "memory.forget.incomplete"
 INDEX_HELD_BYTES = "memory.index.held_bytes"
 
@@ -166,6 +188,13 @@ PROMETHEUS_SERIES: Mapping[str, str] = {
     INTEGRITY_FAILURES: "memory_integrity_failures_total",
     CLEANUP_RUNS: "memory_cleanup_runs_total",
     UPDATES_BUS_FAILURES: "memory_updates_bus_failures_total",
+    SWARM_TASKS: "memory_swarm_tasks_total",
+    SWARM_CLAIMS: "memory_swarm_claims_total",
+    SWARM_LEASE_EXPIRIES: "memory_swarm_lease_expiries_total",
+    SWARM_FINDINGS: "memory_swarm_findings_total",
+    SWARM_CONFLICTS: "memory_swarm_conflicts_total",
+    SWARM_ESCALATIONS: "memory_swarm_escalations_total",
+    SWARM_SIGNATURE_FAILURES: "memory_swarm_signature_failures_total",
     FORGET_INCOMPLETE: "memory_forget_incomplete_total",
     INDEX_HELD_BYTES: "memory_index_held_bytes",
 }
@@ -304,6 +333,13 @@ class Instruments:
     integrity_failures: CounterRecorder
     cleanup_runs: CounterRecorder
     updates_bus_failures: CounterRecorder
+    swarm_tasks: CounterRecorder
+    swarm_claims: CounterRecorder
+    swarm_lease_expiries: CounterRecorder
+    swarm_findings: CounterRecorder
+    swarm_conflicts: CounterRecorder
+    swarm_escalations: CounterRecorder
+    swarm_signature_failures: CounterRecorder
     forget_incomplete: CounterRecorder
 
     def __init__(self, meter: Meter, *, observe: bool = True, queued: bool = False) -> None:
@@ -361,6 +397,22 @@ class Instruments:
             UPDATES_BUS_FAILURES,
             description="Failures of the memory:updates bus; updates then come from the log.",
         )
+        self.swarm_tasks = counter(SWARM_TASKS, description="Swarm tasks entering a status.")
+        self.swarm_claims = counter(SWARM_CLAIMS, description="Swarm task claims won.")
+        self.swarm_lease_expiries = counter(
+            SWARM_LEASE_EXPIRIES, description="Swarm tasks reclaimed after their lease expired."
+        )
+        self.swarm_findings = counter(SWARM_FINDINGS, description="Swarm findings posted.")
+        self.swarm_conflicts = counter(
+            SWARM_CONFLICTS, description="Pairs of conflicting swarm findings detected."
+        )
+        self.swarm_escalations = counter(
+            SWARM_ESCALATIONS, description="Swarm escalations to a human, by cause."
+        )
+        self.swarm_signature_failures = counter(
+            SWARM_SIGNATURE_FAILURES,
+            description="Swarm envelopes whose custody chain did not verify, by outcome.",
+        )
         self.forget_incomplete = counter(
             FORGET_INCOMPLETE,
             description="Forgets whose bytes were not yet cleared from the database files.",
@@ -387,6 +439,11 @@ class Instruments:
                 FLAG_ROLLOUT,
                 callbacks=[_observe_flag_rollout],
                 description="The flag's effective rollout percentage.",
+            )
+            meter.create_observable_gauge(
+                SCHEMA_REVISION,
+                callbacks=[_observe_schema_revision],
+                description="The schema revision this process's stores were opened at.",
             )
 
 
@@ -452,6 +509,39 @@ def _flag_states() -> dict[str, tuple[int, int]]:
             on = state["enabled_by_default"] or state["rollout"] > 0
             states[state["name"]] = (int(on), state["rollout"])
     return states
+
+
+class SchemaSource(Protocol):
+    """What the schema gauge reads: an open store (``memory.Memory``) and its revision."""
+
+    revision: str | None
+
+
+# Weak, like the flag sources: a store is published while it is open.
+_schema_sources: weakref.WeakSet[SchemaSource] = weakref.WeakSet()
+
+
+def observe_schema(store: SchemaSource) -> None:
+    """Publish ``store.revision`` as ``memory.schema.revision`` while ``store`` lives."""
+    with _flag_lock:
+        _schema_sources.add(store)
+
+
+def stop_observing_schema(store: SchemaSource) -> None:
+    """Stop publishing ``store``'s revision."""
+    with _flag_lock:
+        _schema_sources.discard(store)
+
+
+def _observe_schema_revision(_options: CallbackOptions) -> Iterable[Observation]:
+    with _flag_lock:
+        revisions = [store.revision for store in _schema_sources]
+    if not revisions:
+        return []
+    # Revision ids are numbered scripts (0001 ...): the lowest is the store furthest behind,
+    # which is what a dashboard watching a migration needs to see.
+    numbers = [int(r) if r is not None and r.isdigit() else 0 for r in revisions]
+    return [Observation(min(numbers))]
 
 
 def _observe_heap(_options: CallbackOptions) -> Iterable[Observation]:
@@ -522,6 +612,16 @@ for _status in ("ok", "failed", "interrupted"):
     declare_series("cleanup_runs", {"status": _status})
 for _role in ("publish", "subscribe"):
     declare_series("updates_bus_failures", {"role": _role})
+# The swarm bus (memory.swarm); its dashboard row and alerts read these from 0.
+SWARM_TASK_STATUSES = ("PENDING", "IN_PROGRESS", "NEEDS_ASSIST", "COMPLETED", "FAILED", "BLOCKED")
+for _status in SWARM_TASK_STATUSES:
+    declare_series("swarm_tasks", {"status": _status})
+for _counter in ("swarm_claims", "swarm_lease_expiries", "swarm_findings", "swarm_conflicts"):
+    declare_series(_counter, {})
+for _cause in ("automatic", "manual"):
+    declare_series("swarm_escalations", {"cause": _cause})
+for _outcome in ("warned", "refused"):
+    declare_series("swarm_signature_failures", {"outcome": _outcome})
 
 
 def instruments() -> Instruments:

@@ -29,6 +29,7 @@ from flags import (
 from memory import HashingEmbedder, InvalidInputError, Memory, Scope
 from memory.cli import main
 from memory.ops import DatabaseFlagProvider, RetentionPolicy, cleanup, create_engine, upgrade
+from tests.stores import upgraded_from_phase_1
 
 pytestmark = pytest.mark.flags_as_configured
 
@@ -236,10 +237,14 @@ def test_the_default_evaluator_reads_the_flags_an_operator_sets_in_the_database(
         monkeypatch.delenv(name, raising=False)
     with Memory.open(url_for("sqlite-file"), embedder=HashingEmbedder()) as store:
         scope = store.scope(user, "planner", "s1")
+        # A new store starts with every feature on; the operator switches them off.
+        assert scope.inject("invoices").disabled_by is None
+        operator = DatabaseFlagProvider(store.engine)
+        operator.reset(actor="ops", reason="start the rollout from zero")
+        store.flags.refresh()
         assert scope.add("Ada exports invoices", tier="semantic").tier == "working"
         assert scope.inject("invoices").disabled_by == USE_ENHANCED_INJECTION
 
-        operator = DatabaseFlagProvider(store.engine)
         operator.set_flag(USE_ENHANCED_INJECTION, on=True, actor="ops")
         operator.set_flag(USE_HIERARCHICAL_TIERS, on=True, actor="ops")
         # Cached until the next refresh (10 s by default); refresh() reads it now.
@@ -266,7 +271,7 @@ def test_memctl_inject_says_when_injection_is_off(
 ) -> None:
     for name in BUILTIN_FLAGS:
         monkeypatch.delenv(name, raising=False)
-    url = url_for("sqlite-file")
+    url = upgraded_from_phase_1(url_for("sqlite-file"))
     runner = CliRunner()
     arguments = ["--database-url", url, "inject", "invoices", "--user", "ada", "--session", "s1"]
     off = runner.invoke(main, arguments)
@@ -299,7 +304,9 @@ def test_a_store_below_revision_0007_uses_the_defaults_without_a_failing_provide
     engine.dispose()
     with caplog.at_level(logging.WARNING), Memory.open(url, embedder=HashingEmbedder()) as store:
         assert store.graph("ada").create_entities([{"name": "Ada", "entityType": "person"}])
-        assert [state["source"] for state in store.flags.export_state()] == ["registry"] * 3
+        assert [state["source"] for state in store.flags.export_state()] == ["registry"] * len(
+            BUILTIN_FLAGS
+        )
         assert not store.flags.stale
     assert [r.getMessage() for r in caplog.records if r.name == "flags"] == []
     monkeypatch.setenv(USE_HIERARCHICAL_TIERS, "on")  # the environment still decides there

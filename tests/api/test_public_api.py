@@ -14,13 +14,13 @@ AGENT_API = [
     "AddedObservations", "ArchiveError", "ChainReport", "CodePattern", "ConflictError",
     "ContextConflict", "ContextItem", "ContextWrite", "DatabaseUnavailableError", "Embedder",
     "EmbedderUnavailableError", "Entity", "EntityGraph", "ExporterUnavailableError",
-    "ForgetReport", "Grant", "HashingEmbedder", "InjectedContext", "InvalidInputError",
-    "KnowledgeGraph", "Memory", "MemoryEvent", "MemoryRecord", "MemoryStoreError",
-    "MergedContext", "MetricsSourceError", "MiniLMEmbedder", "NotFoundError",
-    "PermissionDeniedError", "Preference", "QuotaExceededError", "Redaction", "Relation",
-    "ResumedSession", "SchemaError", "Scope", "SearchHit", "SessionCheckpoint",
-    "SessionExpiredError", "StaleVersionError", "StorageError", "Subscription",
-    "TokenCounter", "UpdatesStatus", "merge_patches",
+    "FlagOffWarning", "ForgetReport", "Grant", "HashingEmbedder", "InjectedContext",
+    "InvalidInputError", "KnowledgeGraph", "Memory", "MemoryEvent", "MemoryRecord",
+    "MemoryStoreError", "MergedContext", "MetricsSourceError", "MiniLMEmbedder",
+    "NotFoundError", "PermissionDeniedError", "Preference", "QuotaExceededError", "Redaction",
+    "Relation", "ResumedSession", "SchemaError", "Scope", "SearchHit", "SessionCheckpoint",
+    "SessionExpiredError", "StaleVersionError", "StorageError", "StoreClosedError",
+    "Subscription", "TokenCounter", "UpdatesStatus", "merge_patches",
 ]  # fmt: skip
 
 

@@ -67,9 +67,8 @@ def test_a_rollout_from_list_to_reset(database_url: str) -> None:
 
     result = flags(database_url, "set", USE_ENHANCED_INJECTION, "--rollout", "10", "--reason", "p1")
     assert (result.exit_code, result.output) == (0, f"{USE_ENHANCED_INJECTION}: rollout 10%\n")
-    assert flags(database_url, "set", USE_CROSS_AGENT_SHARING, "--on", "--force").output.endswith(
-        ": on\n"
-    )
+    forced = flags(database_url, "set", USE_CROSS_AGENT_SHARING, "--on", "--force").output
+    assert forced.startswith(f"{USE_CROSS_AGENT_SHARING}: on\n  (forced: rollout: 0% -> 100%")
     assert (
         flags(database_url, "allow", USE_CROSS_AGENT_SHARING, "--agent", "planner").exit_code == 0
     )
@@ -139,7 +138,8 @@ def test_the_shell_environment_shows_as_the_source_and_decides_explain(
     flags(database_url, "set", USE_HIERARCHICAL_TIERS, "--on", "--force")
     monkeypatch.setenv(USE_HIERARCHICAL_TIERS, "off")
     listed = flags(database_url, "list").output
-    assert f"{USE_HIERARCHICAL_TIERS}: on  [source: environment]" in listed
+    assert f"{USE_HIERARCHICAL_TIERS}: off  [source: environment]" in listed
+    assert f"{USE_HIERARCHICAL_TIERS}='off' overrides the database here (database: on)" in listed
     explained = flags(database_url, "explain", USE_HIERARCHICAL_TIERS, "--user", "u")
     assert "rule: environment: " in explained.output
     assert explained.output.splitlines()[-1] == "disabled"

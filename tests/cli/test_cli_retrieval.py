@@ -30,10 +30,11 @@ def test_add_search_inject_round_trip(tmp_path: Path) -> None:
 
     found = memctl(url, "search", "green tea", "--user", "ada", "--agent", "planner", "--json")
     assert found.exit_code == 0, found.output
-    hits = [json.loads(line) for line in found.stdout.splitlines()]
+    hits = json.loads(found.stdout)
     assert hits[0]["memory"]["id"] == record["id"] and hits[0]["keyword_score"] == 1.0
     other_agent = memctl(url, "search", "green tea", "--user", "ada", "--agent", "coder")
     assert other_agent.exit_code == 0 and other_agent.stdout == ""
+    assert "memories are private to the agent that stored them" in other_agent.stderr
 
     shown = memctl(url, "inject", "tea", "--user", "ada", "--agent", "planner", "--session",
                    "s1", "--budget", "64")
@@ -47,6 +48,7 @@ def test_add_search_inject_round_trip(tmp_path: Path) -> None:
 
 def test_bad_input_is_one_line_errors(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'cli.db'}"
+    assert memctl(url, "migrate").exit_code == 0
     assert "must be a JSON object" in memctl(url, "add", "x", "--user", "u", "--metadata",
                                              "[1]").output
     empty = memctl(url, "search", " ", "--user", "u")

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from memory.cli import main
 from memory.ops import create_engine, head_revision
 
-# The demo switches the flags on in its own store: test it as it runs, with no environment.
+# The demo needs no flag switched by hand on its new store: test it with no environment.
 pytestmark = pytest.mark.flags_as_configured
 
 
@@ -22,10 +22,17 @@ def test_demo_stores_and_prints_everything_for_two_agents(tmp_path: Path) -> Non
     assert result.exit_code == 0, result.output
     for heading in ("Migrate", "entity graph", "Memories in each tier", "Optimistic locking",
                     "Preferences", "Code patterns", "Session state", "Hybrid search",
-                    "Context injection", "Resuming the session"):
+                    "Context injection", "Resuming the session", "Sharing between agents",
+                    "A flag switched off and back on", "Forgetting a user"):
         assert heading in result.output
     assert "a stale update is refused" in result.output
-    assert "flags on in this store" in result.output
+    assert "features on in a new store (memctl flags list): " in result.output
+    assert "the planner asks: 'why did exporting big customers fail?'" in result.output
+    assert "not visible" in result.output and "now found" in result.output
+    assert "inject() is empty (0 tokens)" in result.output
+    assert "a search as bob finds 0 memories; the event log's hash chain still verifies" in (
+        result.output
+    )
     assert "-- 0/96 tokens" not in result.output  # injection is on: the context is not empty
     engine = create_engine(f"sqlite:///{database}")
     with engine.connect() as connection:

@@ -13,6 +13,7 @@ from flags import (
     USE_CROSS_AGENT_SHARING,
     USE_ENHANCED_INJECTION,
     USE_HIERARCHICAL_TIERS,
+    USE_SWARM_SIGNATURE_ENFORCEMENT,
     FlagDefinition,
     FlagDefinitionError,
     FlagDependencyError,
@@ -214,6 +215,7 @@ def test_builtin_registry_holds_the_rollout_plan() -> None:
         USE_ENHANCED_INJECTION,
         USE_CROSS_AGENT_SHARING,
         USE_HIERARCHICAL_TIERS,
+        USE_SWARM_SIGNATURE_ENFORCEMENT,
     }
     for name, flag in BUILTIN_FLAGS.items():
         assert flag.name == name
@@ -225,4 +227,5 @@ def test_builtin_registry_holds_the_rollout_plan() -> None:
     assert sharing.stickiness == Stickiness.SESSION_ID == "sessionId"
     assert BUILTIN_FLAGS[USE_ENHANCED_INJECTION].parent is None
     assert BUILTIN_FLAGS[USE_HIERARCHICAL_TIERS].parent is None
+    assert BUILTIN_FLAGS[USE_SWARM_SIGNATURE_ENFORCEMENT].parent is None
     check_dependencies(BUILTIN_FLAGS)

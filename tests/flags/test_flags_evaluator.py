@@ -15,6 +15,7 @@ from flags import (
     USE_CROSS_AGENT_SHARING,
     USE_ENHANCED_INJECTION,
     USE_HIERARCHICAL_TIERS,
+    USE_SWARM_SIGNATURE_ENFORCEMENT,
     EvaluationContext,
     FlagDefinition,
     FlagEvaluator,
@@ -127,6 +128,7 @@ def test_failing_provider_keeps_last_known_state_and_logs_once(
     assert [s["source"] for s in export_flag_states(evaluator)] == [
         "registry",
         "last_known",
+        "registry",
         "registry",
     ]
     # Recovery is noted, and the new state applies.
@@ -306,6 +308,16 @@ def test_export_flag_states_is_plain_data() -> None:
             "parent": None,
             "stickiness": "default",
             "environment": "off",
+        },
+        {
+            "name": USE_SWARM_SIGNATURE_ENFORCEMENT,
+            "description": BUILTIN_FLAGS[USE_SWARM_SIGNATURE_ENFORCEMENT].description,
+            "enabled_by_default": False,
+            "rollout": 0,
+            "source": "registry",
+            "parent": None,
+            "stickiness": "default",
+            "environment": None,
         },
     ]
 

@@ -35,6 +35,7 @@ EXPECTED_PUBLIC_NAMES = [
     "USE_CROSS_AGENT_SHARING",
     "USE_ENHANCED_INJECTION",
     "USE_HIERARCHICAL_TIERS",
+    "USE_SWARM_SIGNATURE_ENFORCEMENT",
     "UnleashFlagProvider",
     "Variant",
     "VariantPayload",

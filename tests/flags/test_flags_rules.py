@@ -282,7 +282,7 @@ def test_provider_definitions_win_over_fallbacks() -> None:
         fallbacks=BUILTIN_FLAGS,
     )
     assert flags.is_enabled("USE_ENHANCED_INJECTION", EvaluationContext(user_id="u"))
-    assert len(flags) == 3
+    assert len(flags) == len(BUILTIN_FLAGS)
     assert "USE_HIERARCHICAL_TIERS" in flags
     assert flags.definitions["USE_ENHANCED_INJECTION"].rollout == 100
 

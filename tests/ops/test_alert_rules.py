@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import promql_parser
 import pytest
 import yaml
 
@@ -63,7 +64,42 @@ def test_the_issue_asks_for_these_alerts() -> None:
         "MemoryOverflowRateHigh": "warning",
         "MemoryCleanupFailures": "warning",
         "MemoryUnexpectedFlagChange": "warning",
+        "MemorySwarmSignatureFailures": "warning",
+        "MemorySwarmLeaseExpiriesHigh": "warning",
+        "MemorySwarmEscalationsPiling": "warning",
+        "MemoryInjectionLatencyHigh": "critical",
+        "MemoryRagSearchLatencyHigh": "critical",
+        "MemoryDatabaseQueryLatencyHigh": "warning",
+        "MemoryHeapAbove500MB": "warning",
+        "MemorySessionResumptionLow": "warning",
+        "MemoryCrossAgentFailures": "warning",
+        "MemoryBackupStale": "warning",
     }
+
+
+# The rollout checklist's alert thresholds (§3.1): alert -> (comparison, threshold, for).
+CHECKLIST = {
+    "MemoryInjectionLatencyHigh": (">", 500, "5m"),
+    "MemoryCacheHitRateLow": ("<", 0.5, "10m"),
+    "MemoryDatabaseQueryLatencyHigh": (">", 100, "5m"),
+    "MemoryHeapAbove500MB": (">", 500, "5m"),
+    "MemoryHeapAbove1GB": (">", 1024, "5m"),
+    "MemoryRagSearchLatencyHigh": (">", 2000, "5m"),
+    "MemoryOverflowRateHigh": (">", 50, None),
+    "MemorySessionResumptionLow": ("<", 0.8, None),
+    "MemoryCrossAgentFailures": (">", 5, None),
+    "MemoryBackupStale": (">", 3600, "5m"),
+}
+
+
+@pytest.mark.parametrize("alert", sorted(CHECKLIST))
+def test_the_checklist_thresholds_and_windows(alert: str) -> None:
+    # The expression's outermost node is the comparison with the threshold.
+    rule = next(rule for rule in alert_rules() if rule["alert"] == alert)
+    comparison = promql_parser.parse(rule["expr"])
+    assert isinstance(comparison, promql_parser.BinaryExpr), rule["expr"]
+    assert isinstance(comparison.rhs, promql_parser.NumberLiteral), rule["expr"]
+    assert (str(comparison.op), comparison.rhs.val, rule.get("for")) == CHECKLIST[alert]
 
 
 def test_every_alert_is_tested_firing_and_not_firing() -> None:

@@ -1,12 +1,14 @@
 """The flag verbs of ``memory.ops`` without the CLI, on SQLite and PostgreSQL: the rollout
-moves one stage at a time and only on a GO gate, ``force`` is audited, a lowered rollout is
-never held, and the usage rules of ``set``, ``override`` and the gate sources."""
+moves one stage at a time and only on a GO gate judged on evidence from the current stage
+(the GO itself needs Prometheus: tests/ops/test_gates_prometheus.py), ``force`` is audited,
+a lowered rollout is never held, and the usage rules of ``set``, ``override`` and the gate
+sources."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,10 @@ import pytest
 from flags import USE_CROSS_AGENT_SHARING, USE_ENHANCED_INJECTION, USE_HIERARCHICAL_TIERS
 from memory import InvalidInputError, SchemaError
 from memory import ops as ops
+from memory.ops.gates import current_stage
+from memory.store.engine import engine_for
 from tests.ops.healthy import HEALTHY, latency
+from tests.stores import upgraded_from_phase_1
 
 # The flags are tested as an operator's store holds them, not switched on by the environment.
 pytestmark = pytest.mark.flags_as_configured
@@ -25,29 +30,34 @@ SLOW = replace(HEALTHY, injection_latency=latency(350.0))
 
 @pytest.fixture(params=["sqlite-file", "postgresql"])
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A new database at head: a SQLite file, or a throwaway PostgreSQL database."""
+    """A database at head that agents already use, with every flag off as a store upgraded
+    from Phase 1 has them: a SQLite file, or a throwaway PostgreSQL database."""
     if request.param == "sqlite-file":
         url = f"sqlite:///{tmp_path / 'flags.db'}"
     else:
         make: Callable[[], str] = request.getfixturevalue("make_postgres_database")
         url = make()
-    ops.migrate(url)
-    return url
+    return upgraded_from_phase_1(url)
 
 
 @pytest.fixture
 def healthy(tmp_path: Path) -> ops.GateOptions:
-    """Gate options reading a healthy snapshot, with a baseline recorded from it."""
+    """Gate options reading a healthy snapshot (from before any stage the test begins), with
+    a baseline recorded from it."""
     path = ops.write_snapshot(tmp_path / "healthy.json", HEALTHY)
     options = ops.GateOptions(snapshot_path=path, baseline_file=tmp_path / "baseline.json")
     ops.record_gate_baseline(options)
     return options
 
 
-@pytest.fixture
-def slow(tmp_path: Path, healthy: ops.GateOptions) -> ops.GateOptions:
-    """Gate options reading a snapshot whose injections are too slow for any gate."""
-    return replace(healthy, snapshot_path=ops.write_snapshot(tmp_path / "slow.json", SLOW))
+def fresh(options: ops.GateOptions, snapshot: ops.MetricsSnapshot) -> ops.GateOptions:
+    """``options`` reading ``snapshot``'s figures over the hour from now: evidence from the
+    stage the test just set, as long as the default window."""
+    now = datetime.now(UTC)
+    assert options.snapshot_path is not None
+    path = options.snapshot_path.with_name("fresh.json")
+    moved = replace(snapshot, window_start=now, window_end=now + timedelta(hours=1))
+    return replace(options, snapshot_path=ops.write_snapshot(path, moved))
 
 
 def state(database: str) -> tuple[int, str | None]:
@@ -72,7 +82,7 @@ def set_to(
 
 def test_entering_the_first_stage_needs_no_gate(database: str) -> None:
     change = set_to(database, 10, reason="start")
-    assert (change.flag.rollout, change.gate_report, change.forced) == (10, None, None)
+    assert (change.flag.rollout, change.gate_report, change.note) == (10, None, None)
     assert state(database) == (10, "start")
 
 
@@ -88,13 +98,62 @@ def test_raising_without_a_source_is_refused_and_changes_nothing(database: str) 
     assert state(database) == (10, None)
 
 
-def test_a_go_gate_raises_one_stage(database: str, healthy: ops.GateOptions) -> None:
+def test_a_snapshot_from_before_the_stage_is_refused(
+    database: str, healthy: ops.GateOptions
+) -> None:
+    # The issue's case: one snapshot, taken before the 10 % stage began, for 10 -> 50.
     set_to(database, 10)
-    change = set_to(database, 50, gate=healthy, reason="gate 1 passed")
-    assert change.gate_report is not None
-    assert (change.gate_report.gate, change.gate_report.verdict) == (1, "GO")
-    assert (change.flag.rollout, change.forced) == (50, None)
-    assert state(database) == (50, "gate 1 passed")
+    with pytest.raises(ops.RefusedError) as refused:
+        set_to(database, 50, gate=healthy)
+    assert str(refused.value) == (
+        f"{FLAG}: gate 1 is NO-GO (evidence from the current stage, no critical alert firing "
+        "(not checked)); the rollout stays at 10% (--force to override; it is audited)"
+    )
+    report = refused.value.report
+    assert report is not None
+    assert report.notes[0].startswith(f"Stale evidence: {FLAG} went 0% -> 10% at ")
+    assert "starts at 2026-11-23 11:00:00 UTC, in the stage before" in report.notes[0]
+    assert state(database) == (10, None)
+
+
+def test_a_fresh_snapshot_is_accepted_but_cannot_show_alerts(
+    database: str, healthy: ops.GateOptions
+) -> None:
+    set_to(database, 10)
+    with pytest.raises(ops.RefusedError) as refused:
+        set_to(database, 50, gate=fresh(healthy, HEALTHY))
+    report = refused.value.report
+    assert report is not None and report.notes == ()
+    assert {r.criterion: r.result for r in report.results if not r.passed} == {
+        "no critical alert firing": "NOT CHECKED"
+    }
+    assert state(database) == (10, None)
+
+
+def test_the_stage_begins_at_the_last_change_of_the_effective_rollout(database: str) -> None:
+    with engine_for(database) as engine:
+        with pytest.raises(ops.RefusedError, match="the flag audit has no rollout change"):
+            current_stage(engine, FLAG)
+        set_to(database, 10)
+        first = current_stage(engine, FLAG)
+        # Neither the same rollout again nor an allow list or an override begins a stage.
+        set_to(database, 10, reason="again")
+        ops.allow_agent(database, FLAG, "planner", actor="alice")
+        ops.override_flag(database, FLAG, session="s1", on=True, actor="alice")
+        assert current_stage(engine, FLAG) == first
+        assert (first.flag, first.previous, first.rollout) == (FLAG, 0, 10)
+        set_to(database, 50, force=True)
+        raised = current_stage(engine, FLAG)
+        assert (raised.previous, raised.rollout) == (10, 50)
+        assert raised.started_at >= first.started_at and raised.audit_id > first.audit_id
+        set_to(database, 10)
+        assert (current_stage(engine, FLAG).previous, current_stage(engine, FLAG).rollout) == (
+            50, 10,
+        )
+        ops.reset_flags(database, actor="alice")
+        assert current_stage(engine, FLAG).rollout == 0
+        with pytest.raises(InvalidInputError, match="unknown flag 'NOPE'"):
+            current_stage(engine, "NOPE")
 
 
 def test_skipping_a_stage_is_refused_even_on_go(database: str, healthy: ops.GateOptions) -> None:
@@ -105,43 +164,42 @@ def test_skipping_a_stage_is_refused_even_on_go(database: str, healthy: ops.Gate
 
 
 def test_a_no_go_gate_holds_the_rollout_and_carries_its_report(
-    database: str, healthy: ops.GateOptions, slow: ops.GateOptions
+    database: str, healthy: ops.GateOptions
 ) -> None:
     set_to(database, 10)
-    set_to(database, 50, gate=healthy, reason="gate 1 passed")
+    set_to(database, 50, force=True, reason="gate 1 forced")
     with pytest.raises(ops.RefusedError) as held:
-        set_to(database, 100, gate=slow)
+        set_to(database, 100, gate=fresh(healthy, SLOW))
     assert str(held.value) == (
-        f"{FLAG}: gate 2 is NO-GO (injection latency p95); the rollout stays at 50% "
-        "(--force to override; it is audited)"
+        f"{FLAG}: gate 2 is NO-GO (injection latency p95, no critical alert firing (not "
+        "checked)); the rollout stays at 50% (--force to override; it is audited)"
     )
     assert held.value.report is not None and held.value.report.verdict == "NO-GO"
-    assert state(database) == (50, "gate 1 passed")
+    assert state(database)[0] == 50
 
 
 def test_force_goes_past_a_no_go_gate_and_the_audit_says_so(
-    database: str, healthy: ops.GateOptions, slow: ops.GateOptions
+    database: str, healthy: ops.GateOptions
 ) -> None:
     set_to(database, 10)
-    set_to(database, 50, gate=healthy)
-    change = set_to(database, 100, gate=slow, force=True, reason="incident 42")
-    assert change.forced == "forced past gate 2 (NO-GO: injection latency p95)"
+    set_to(database, 50, force=True)
+    change = set_to(database, 100, gate=fresh(healthy, SLOW), force=True, reason="incident 42")
+    failed = "injection latency p95, no critical alert firing (not checked)"
+    assert change.note == f"forced past gate 2 (NO-GO: {failed})"
     assert change.gate_report is not None and not change.gate_report.go
-    assert state(database) == (
-        100, "incident 42; forced past gate 2 (NO-GO: injection latency p95)"
-    )
+    assert state(database) == (100, f"incident 42; forced past gate 2 (NO-GO: {failed})")
 
 
 def test_force_without_a_source_and_past_a_skipped_stage_is_audited(database: str) -> None:
     set_to(database, 10)
-    assert set_to(database, 50, force=True).forced == "forced past gate 1 without evaluating it"
+    assert set_to(database, 50, force=True).note == "forced past gate 1 without evaluating it"
     assert state(database) == (50, "forced past gate 1 without evaluating it")
     set_to(database, 0)
     skipped = set_to(database, 100, force=True)
-    assert skipped.forced is not None and skipped.forced.startswith(
+    assert skipped.note is not None and skipped.note.startswith(
         "forced: rollout: 0% -> 100% skips a stage; the next stage is 10%"
     )
-    assert state(database) == (100, skipped.forced)
+    assert state(database) == (100, skipped.note)
 
 
 def test_lowering_and_switching_off_are_never_held(database: str) -> None:
@@ -149,7 +207,7 @@ def test_lowering_and_switching_off_are_never_held(database: str) -> None:
     set_to(database, 50, force=True)
     assert set_to(database, 10).gate_report is None
     change = ops.set_flag(database, FLAG, on=False, actor="alice")
-    assert (change.flag.enabled, change.forced) == (False, None)
+    assert (change.flag.enabled, change.note) == (False, None)
 
 
 @pytest.mark.parametrize(
@@ -277,7 +335,7 @@ def test_a_gate_source_must_be_named_exactly_once(
     database: str, options: ops.GateOptions, message: str
 ) -> None:
     with pytest.raises(ops.RefusedError) as refused:
-        ops.check_gate(database, 1, options)
+        ops.check_gate(database, 1, options, flag=FLAG)
     assert str(refused.value) == message
 
 
@@ -285,13 +343,13 @@ def test_gate_3_reads_the_rollback_events_of_the_database(
     database: str, healthy: ops.GateOptions
 ) -> None:
     def rollback_criterion() -> bool:
-        report = ops.check_gate(database, 3, replace(healthy, window="1h"))
+        report = ops.check_gate(database, 3, replace(healthy, window="1h"), flag=FLAG)
         return next(
             r.passed for r in report.results if r.criterion == "no rollback event in the window"
         )
 
-    assert rollback_criterion()
     set_to(database, 10)
+    assert rollback_criterion()
     ops.reset_flags(database, actor="alice")
     assert not rollback_criterion()
 

@@ -57,6 +57,7 @@ def test_a_good_sqlite_database_is_healthy(sqlite_url: str) -> None:
         "flag_provider": "ok",
         "redis": "skip",  # not configured
         "cleanup": "warn",  # no cleanup has run yet
+        "backup": "skip",  # no backup directory configured
         "updates": "ok",  # in-process: no bus to reach
     }
     assert json.loads(result.output)["ok"] is True

@@ -97,6 +97,7 @@ def test_a_running_workload_serves_every_instrument_and_writes_a_snapshot(
         "USE_CROSS_AGENT_SHARING",
         "USE_ENHANCED_INJECTION",
         "USE_HIERARCHICAL_TIERS",
+        "USE_SWARM_SIGNATURE_ENFORCEMENT",
     }
     assert f"serving metrics at http://127.0.0.1:{port}/metrics" in stderr
 

@@ -215,7 +215,7 @@ def test_minilm_refuses_bad_options(options: dict[str, object], problem: str) ->
         MiniLMEmbedder(**options)  # type: ignore[arg-type]
 
 
-def test_the_onnx_export_embeds_as_sentence_transformers_does(
+def test_the_built_graph_embeds_as_sentence_transformers_does(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from sentence_transformers import SentenceTransformer
@@ -223,15 +223,15 @@ def test_the_onnx_export_embeds_as_sentence_transformers_does(
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     texts = ["", "a", "word " * 400, "naïve café 東京 🙂", *NOTES, *(n.upper() for n in NOTES)]
     ours = MiniLMEmbedder(batch_size=4).embed(texts)  # several batches, sorted by length
-    (export,) = tmp_path.glob("tiered-memory/*.onnx")
+    (graph,) = tmp_path.glob("tiered-memory/*.onnx")
     reference = SentenceTransformer(MiniLMEmbedder.model_path(), device="cpu").encode(
         texts, normalize_embeddings=True
     )
     assert ours.dtype == np.float32 and ours.shape == (len(texts), 384)
-    np.testing.assert_allclose(ours, reference, atol=1e-5)
-    exported_at = export.stat().st_mtime_ns
-    MiniLMEmbedder().embed(["a second embedder reads the same export"])
-    assert export.stat().st_mtime_ns == exported_at
+    np.testing.assert_allclose(ours, reference, rtol=0, atol=1e-6)
+    built_at = graph.stat().st_mtime_ns
+    MiniLMEmbedder().embed(["a second embedder reads the same graph"])
+    assert graph.stat().st_mtime_ns == built_at
 
 
 @pytest.fixture(scope="module")

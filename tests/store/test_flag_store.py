@@ -22,6 +22,7 @@ from flags import (
     USE_CROSS_AGENT_SHARING,
     USE_ENHANCED_INJECTION,
     USE_HIERARCHICAL_TIERS,
+    USE_SWARM_SIGNATURE_ENFORCEMENT,
     EvaluationContext,
     FlagEvaluator,
     FlagSet,
@@ -107,6 +108,7 @@ def test_a_fresh_database_stores_nothing_and_every_flag_is_off(
         USE_ENHANCED_INJECTION: (False, Rule.DEFAULT),
         USE_CROSS_AGENT_SHARING: (False, Rule.PARENT),
         USE_HIERARCHICAL_TIERS: (False, Rule.DEFAULT),
+        USE_SWARM_SIGNATURE_ENFORCEMENT: (False, Rule.DEFAULT),
     }
     assert provider.audit() == []
 

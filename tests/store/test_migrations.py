@@ -697,6 +697,8 @@ def test_memctl_migrate_check_rollback_and_restore(
     engine: sa.Engine, database_url: str, tmp_path: Path
 ) -> None:
     head = memory.ops.head_revision()
+    with engine.connect():  # an empty database (a missing SQLite file is refused, not created)
+        pass
 
     result = _memctl(database_url, "current")
     assert (result.exit_code, result.stdout.strip()) == (0, f"empty (head is {head})")
@@ -810,7 +812,11 @@ def test_memctl_unknown_revision_is_a_clear_error(
     assert not archive.exists()
 
 
-def test_memctl_rollback_of_an_empty_database_is_refused(database_url: str) -> None:
+def test_memctl_rollback_of_an_empty_database_is_refused(
+    engine: sa.Engine, database_url: str
+) -> None:
+    with engine.connect():  # an empty database (a missing SQLite file is refused, not created)
+        pass
     result = _memctl(database_url, "rollback", "--to", "base")
     assert result.exit_code == 1
     assert "nothing to roll back" in result.stderr

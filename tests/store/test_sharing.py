@@ -297,6 +297,11 @@ def test_sharing_flag_off_means_no_cross_agent_read_and_no_failure(
     with pytest.raises(NotFoundError):
         coder.update(note.id, version=1, content="changed")
     planner.save_state({"step": 1})
+    # With sharing off the planner's session state is not the coder's to resume ...
+    with pytest.raises(NotFoundError):
+        coder.resume("s1")
+    # ... and resuming its own shows none of the planner's memories.
+    coder.save_state({"step": 1})
     assert note.id not in ids(coder.resume("s1").working_memory)
     assert telemetry.totals().counter(telemetry.CROSS_AGENT_FAILURES) == before
     assert _reads(store, user) == []

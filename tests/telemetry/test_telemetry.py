@@ -19,6 +19,8 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from flags import FlagDefinition, FlagEvaluator, InMemoryFlagProvider
 from memory import HashingEmbedder, InvalidInputError, Memory, NotFoundError
 from memory.ops import (
+    head_revision,
+    migrate,
     observe_flags,
     read_snapshot,
     start_otlp_exporter,
@@ -306,6 +308,22 @@ def test_a_memory_publishes_its_flags_until_closed(
         assert rollouts["USE_HIERARCHICAL_TIERS"] == 40
     after = {a["flag"]: p.value for a, p in collect(reader).get(telemetry.FLAG_ROLLOUT, [])}
     assert after.get("USE_HIERARCHICAL_TIERS") != 40
+
+
+def test_open_stores_publish_the_lowest_schema_revision(
+    tmp_path: Path, reader: InMemoryMetricReader
+) -> None:
+    def revision() -> float:
+        ((_, point),) = collect(reader)[telemetry.SCHEMA_REVISION]
+        return point.value
+
+    behind = f"sqlite:///{tmp_path / 'behind.db'}"
+    migrate(behind, "0003")  # a store an operator has not upgraded yet
+    with Memory.open(f"sqlite:///{tmp_path / 'head.db'}", embedder=None):
+        assert revision() == int(head_revision())
+        with Memory.open(behind, embedder=None):
+            assert revision() == 3  # the process furthest behind is what a dashboard shows
+        assert revision() == int(head_revision())
 
 
 def test_otlp_exporter_pushes_the_metrics(store: Memory, user: str) -> None:
