@@ -76,7 +76,7 @@ def main(context: click.Context, database_url: str | None) -> None:
     Agents:     mcp (serve MCP hosts: the reference memory server's tools and more),
                 swarm (the swarm bus on Redis: tasks, findings, escalations)
     Sharing:    share, revoke, grants, team
-    Events:     record, audit
+    Events:     record, audit, replay (rebuild a database from the event log)
     Rollout:    flags, gates, health, workload
     Start here: demo
     """

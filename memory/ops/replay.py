@@ -24,7 +24,7 @@ from memory.search.reembed import reembed
 from memory.store.backup import RestoreResult, restore_backup
 from memory.store.changes import event_key
 from memory.store.db import Database
-from memory.store.engine import EngineOrUrl, engine_for
+from memory.store.engine import EngineOrUrl, engine_for, is_memory_sqlite
 from memory.store.events import audit_key
 from memory.store.replay import ReplayReport
 from memory.store.replay import replay as replay_log
@@ -74,6 +74,11 @@ def replay(
     with engine_for(source) as source_engine, engine_for(target) as target_engine:
         if source_engine.url == target_engine.url:
             raise InvalidInputError("replay: the target is the source; give a new database")
+        if is_memory_sqlite(target_engine.url):
+            raise InvalidInputError(
+                "replay: the target is a database in memory, which is gone when the replay "
+                "ends; give a file or a PostgreSQL database"
+            )
         upgrade(target_engine)
         keys = (audit_key(os.environ), event_key(os.environ))
         target_db = Database(target_engine, *keys)
