@@ -211,7 +211,15 @@ def memory_changes(
             [upsert(memories, rows[memory_id]), delete(metadata, {"memory_id": memory_id})]
             + entries.get(memory_id, [])
             if memory_id in rows
-            else [delete(metadata, {"memory_id": memory_id}), delete(memories, {"id": memory_id})]
+            else memory_removed(memory_id)
         )
         for memory_id in memory_ids
     }
+
+
+def memory_removed(memory_id: int) -> list[dict[str, Any]]:
+    """The change of deleting a memory: its metadata, then its row."""
+    return [
+        delete(Base.metadata.tables["memory_metadata"], {"memory_id": memory_id}),
+        delete(Base.metadata.tables["memories"], {"id": memory_id}),
+    ]

@@ -68,7 +68,7 @@ from sqlalchemy.engine import Connection, RowMapping
 from memory.core.errors import InvalidInputError
 from memory.core.inputs import canonical_json
 from memory.core.types import MemoryEvent
-from memory.store.changes import CHANGE_FORMAT, data_key, seal_change
+from memory.store.changes import CHANGE_FORMAT, data_key, memory_removed, seal_change
 from memory.store.tables import Base, UTCDateTime, utcnow
 
 events = Base.metadata.tables["memory_events"]
@@ -267,7 +267,10 @@ def record_removals(
     return append_events(
         connection,
         [
-            NewEvent(user, agent, operation, "memories", {"memory_ids": sorted(ids)})
+            NewEvent(
+                user, agent, operation, "memories", {"memory_ids": sorted(ids)},
+                [entry for memory_id in sorted(ids) for entry in memory_removed(memory_id)],
+            )
             for user, ids in sorted(by_user.items())
         ],
     )

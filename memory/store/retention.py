@@ -90,6 +90,7 @@ from memory.core.inputs import (
 from memory.core.summary import extractive_summary
 from memory.core.types import TIERS
 from memory.store import sharing as sharing
+from memory.store.changes import delete, memory_changes
 from memory.store.db import Database
 from memory.store.events import append_event, record_removals
 from memory.store.indexing import IndexEntry, log_changes, write_index
@@ -463,6 +464,7 @@ def _insert_summary(
     append_event(
         connection, user, RETENTION_AGENT, "memory.consolidate", f"memory:{memory_id}",
         {"memory_id": memory_id, "consolidated_from": ids},
+        memory_changes(connection, [memory_id])[memory_id],
     )
     vector = summary.vector if content == summary.content else None
     write_index(
@@ -618,17 +620,26 @@ def _remove_checkpoint_batch(
         latest[key] = max(latest.get(key, 0), row.checkpoint_seq)
     removed = 0
     for (user, session), seq in latest.items():
-        result = connection.execute(
-            sa.delete(session_state).where(
+        gone = connection.execute(
+            sa.delete(session_state)
+            .where(
                 session_state.c.user_id == user,
                 session_state.c.session_id == session,
                 session_state.c.checkpoint_seq <= seq,
             )
-        )
-        removed += result.rowcount
+            .returning(session_state.c.checkpoint_seq)
+        ).scalars().all()
+        removed += len(gone)
         append_event(
             connection, user, RETENTION_AGENT, "retention.remove_state", f"session:{session}",
             {"session": session, "through_checkpoint": seq},
+            [
+                delete(
+                    session_state,
+                    {"user_id": user, "session_id": session, "checkpoint_seq": number},
+                )
+                for number in sorted(gone)
+            ],
         )
     return removed
 
