@@ -33,6 +33,7 @@ from memory.cli.events import register_event_commands
 from memory.cli.flags import flags_group
 from memory.cli.gates import gates_command
 from memory.cli.health import health
+from memory.cli.keys import keys_group
 from memory.cli.memories import (
     TIERS,
     memories,
@@ -69,6 +70,7 @@ def main(context: click.Context, database_url: str | None) -> None:
     Sharing:    share, revoke, grants, team
     Events:     record, audit
     Rollout:    flags, gates, health, workload
+    Service:    keys
     Start here: demo
     """
     context.obj = {"database_url": database_url}
@@ -577,3 +579,4 @@ main.add_command(memories)
 main.add_command(preferences)
 main.add_command(patterns)
 main.add_command(state)
+main.add_command(keys_group)

@@ -537,3 +537,33 @@ class SharingGrantRow(Base):
 
 
 SHARING_TABLES = ("sharing_teams", "sharing_grants")
+
+
+# -- API keys (0011): the credentials of the hub service (memory.service) ----------------------
+
+KEY_ROLES = ("agent", "admin")
+
+
+class ApiKeyRow(Base):
+    """One API key of the hub service: who a request made with it acts as. The secret is
+    never stored, only its scrypt hash (``memory.store.keys``); ``key_id`` is the public
+    half of the key, so a lookup needs no scan of hashes."""
+
+    __tablename__ = "api_keys"
+
+    key_id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(sa.String(ID_LENGTH))
+    # A JSON list of user ids; empty: the key acts for any user of its agent.
+    users_json: Mapped[str] = mapped_column(sa.Text())
+    role: Mapped[str] = mapped_column(sa.String(16))
+    salt: Mapped[str] = mapped_column(sa.String(64))
+    secret_hash: Mapped[str] = mapped_column(sa.String(HASH_LENGTH * 2))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    __table_args__ = (sa.CheckConstraint(f"role IN {KEY_ROLES!r}", name="role"),)
+
+
+KEY_TABLES = ("api_keys",)
