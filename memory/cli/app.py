@@ -44,6 +44,7 @@ from memory.cli.memories import (
     record_json,
     state,
 )
+from memory.cli.serve import serve
 from memory.cli.sharing import register as register_sharing_commands
 from memory.cli.workload import workload
 
@@ -70,7 +71,7 @@ def main(context: click.Context, database_url: str | None) -> None:
     Sharing:    share, revoke, grants, team
     Events:     record, audit
     Rollout:    flags, gates, health, workload
-    Service:    keys
+    Service:    serve, keys
     Start here: demo
     """
     context.obj = {"database_url": database_url}
@@ -580,3 +581,4 @@ main.add_command(preferences)
 main.add_command(patterns)
 main.add_command(state)
 main.add_command(keys_group)
+main.add_command(serve)

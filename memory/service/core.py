@@ -22,7 +22,7 @@ import collections.abc
 import inspect
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -80,14 +80,15 @@ _STRICT = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 @dataclass(frozen=True, slots=True)
 class Operation:
-    """One served operation: its argument model, its result's type, and how to run it."""
+    """One served operation: its request model, its result's type, and how to run it on
+    a scope (``None``: an admin verb on the whole store, see :meth:`Service.call`)."""
 
     name: str
     kind: OperationClass
-    arguments: type[BaseModel]
     request: type[BaseModel]
     result: TypeAdapter[Any]
     doc: str
+    admin: bool = False
 
 
 def _wire_type(annotation: Any) -> Any:
@@ -104,30 +105,48 @@ def _wire_type(annotation: Any) -> Any:
     return annotation
 
 
-def _operation(name: str, kind: OperationClass) -> Operation:
-    method = inspect.unwrap(getattr(Scope, name))
+def _model(name: str, method: Callable[..., Any], skip: int, **extra: Any) -> type[BaseModel]:
+    """A strict model of ``method``'s parameters after the first ``skip``, plus ``extra``."""
     hints = typing.get_type_hints(method)
-    fields: dict[str, Any] = {}
-    for parameter in list(inspect.signature(method).parameters.values())[1:]:
-        annotation = _wire_type(hints[parameter.name])
+    fields: dict[str, Any] = dict(extra)
+    for parameter in list(inspect.signature(method).parameters.values())[skip:]:
         default = ... if parameter.default is inspect.Parameter.empty else parameter.default
-        fields[parameter.name] = (annotation, default)
-    title = "".join(part.title() for part in name.split("_"))
-    arguments = create_model(f"{title}Arguments", __config__=_STRICT, **fields)
+        fields[parameter.name] = (_wire_type(hints[parameter.name]), default)
+    return create_model(name, __config__=_STRICT, **fields)
+
+
+def _title(name: str) -> str:
+    return "".join(part.title() for part in name.split("_"))
+
+
+def _scope_operation(name: str, kind: OperationClass) -> Operation:
+    method = inspect.unwrap(getattr(Scope, name))
+    arguments = _model(f"{_title(name)}Arguments", method, 1)
     request = create_model(
-        f"{title}Request",
+        f"{_title(name)}Request",
         __config__=_STRICT,
         user=(str | None, Field(None, description="The user to act for (default: the key's)")),
         agent=(str | None, Field(None, description="The agent to act as: admin keys only")),
         session=(str | None, None),
         arguments=(arguments, Field(default_factory=arguments)),
     )
-    doc = inspect.getdoc(method) or name
-    return Operation(name, kind, arguments, request, TypeAdapter(hints["return"]), doc)
+    result = TypeAdapter(typing.get_type_hints(method)["return"])
+    return Operation(name, kind, request, result, inspect.getdoc(method) or name)
 
+
+def _admin_operation(name: str) -> Operation:
+    method = getattr(Memory, name)
+    request = _model(f"{_title(name)}Request", method, 1)
+    result = TypeAdapter(typing.get_type_hints(method)["return"])
+    return Operation(name, "write", request, result, inspect.getdoc(method) or name, admin=True)
+
+
+# The admin verbs of Memory the service serves to admin keys.
+ADMIN_OPERATIONS = ("forget_user", "set_team")
 
 OPERATIONS: dict[str, Operation] = {
-    name: _operation(name, kind) for name, kind in SCOPE_OPERATIONS.items()
+    **{name: _scope_operation(name, kind) for name, kind in SCOPE_OPERATIONS.items()},
+    **{name: _admin_operation(name) for name in ADMIN_OPERATIONS},
 }
 
 
@@ -215,11 +234,18 @@ class Service:
         operation = OPERATIONS.get(name)
         if operation is None:
             raise NotFoundError(f"no operation {name!r}; see /openapi.json")
+        if operation.admin and key.role != "admin":
+            raise PermissionDeniedError(f"{name} needs an admin API key")
         request = self.parse(operation, body)
-        scope = self.scope_for(key, request.user, request.agent, request.session)  # type: ignore[attr-defined]
-        arguments = request.arguments  # type: ignore[attr-defined]
-        values = {field: getattr(arguments, field) for field in type(arguments).model_fields}
-        result = getattr(scope, name)(**values)
+        values = {field: getattr(request, field) for field in type(request).model_fields}
+        if operation.admin:
+            result = getattr(self.memory, name)(**values)
+        else:
+            arguments = values.pop("arguments")
+            scope = self.scope_for(key, **values)
+            result = getattr(scope, name)(
+                **{field: getattr(arguments, field) for field in type(arguments).model_fields}
+            )
         return operation.result.dump_python(result, mode="json")
 
     @staticmethod
@@ -233,15 +259,3 @@ class Service:
             raise InvalidInputError(_described(error)) from None
         except RecursionError:
             raise InvalidInputError("body: nested too deeply") from None
-
-    def forget_user(self, key: ApiKey, user: str) -> dict[str, Any]:
-        """Forget ``user`` everywhere (an admin key only)."""
-        self._require_admin(key, "forgetting a user")
-        report = self.memory.forget_user(user)
-        return TypeAdapter(type(report)).dump_python(report, mode="json")  # type: ignore[no-any-return]
-
-    @staticmethod
-    def _require_admin(key: ApiKey, what: str) -> None:
-        if key.role != "admin":
-            raise PermissionDeniedError(f"{what} needs an admin API key")
-

@@ -23,7 +23,13 @@ from memory import (
     StaleVersionError,
 )
 from memory import ops as ops
-from memory.service.core import OPERATIONS, SCOPE_OPERATIONS, Service, error_reply
+from memory.service.core import (
+    ADMIN_OPERATIONS,
+    OPERATIONS,
+    SCOPE_OPERATIONS,
+    Service,
+    error_reply,
+)
 
 
 @pytest.fixture(params=["sqlite-file", "postgresql"])
@@ -88,7 +94,7 @@ def test_missing_malformed_wrong_revoked_and_expired_keys_are_refused(
         service.authenticate(created.secret)
 
     soon = ops.create_key(
-        database, "planner", expires_at=datetime.now(UTC) + timedelta(milliseconds=300)
+        database, "planner", expires_at=datetime.now(UTC) + timedelta(hours=1)
     )
     service.authenticate(soon.secret)
     with connected(database) as connection:  # let it expire without waiting
@@ -161,10 +167,10 @@ def test_admin_keys_act_as_any_agent_and_alone_may_forget(
     admin = service.authenticate(ops.create_key(database, "operator", role="admin").secret)
     agent = service.authenticate(ops.create_key(database, "planner").secret)
     service.call(admin, "add", {"user": user, "agent": "planner", "arguments": {"content": "x"}})
-    with pytest.raises(PermissionDeniedError, match="admin API key"):
-        service.forget_user(agent, user)
+    with pytest.raises(PermissionDeniedError, match="forget_user needs an admin API key"):
+        service.call(agent, "forget_user", {"user": user})
     assert service.call(agent, "list", {"user": user})[0]["content"] == "x"
-    assert service.forget_user(admin, user)["rows"]["memories"] == 1
+    assert service.call(admin, "forget_user", {"user": user})["rows"]["memories"] == 1
     assert service.call(agent, "list", {"user": user}) == []
 
 
@@ -193,10 +199,12 @@ def test_arguments_are_strict_and_errors_keep_their_type(
 
 
 def test_every_scope_operation_is_served_with_the_scope_signature() -> None:
-    assert set(OPERATIONS) == set(SCOPE_OPERATIONS)
-    assert list(OPERATIONS["add"].arguments.model_fields) == [
+    assert set(OPERATIONS) == {*SCOPE_OPERATIONS, *ADMIN_OPERATIONS}
+    arguments = OPERATIONS["add"].request.model_fields["arguments"].annotation
+    assert list(arguments.model_fields) == [  # type: ignore[union-attr]
         "content", "tier", "importance", "visibility", "metadata", "ttl",
     ]
+    assert OPERATIONS["forget_user"].admin and not OPERATIONS["add"].admin
     assert OPERATIONS["search"].kind == "search" and OPERATIONS["get"].kind == "read"
 
 
