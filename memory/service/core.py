@@ -24,7 +24,7 @@ import types
 import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
@@ -44,36 +44,7 @@ from memory import (
     StoreClosedError,
 )
 from memory.ops import ApiKey, authenticate
-
-OperationClass = Literal["read", "write", "search"]
-
-# Every Scope operation the service serves, by class: a bulkhead per class bounds how many
-# run at once, and writes carry idempotency keys.
-SCOPE_OPERATIONS: dict[str, OperationClass] = {
-    "add": "write",
-    "add_many": "write",
-    "get": "read",
-    "update": "write",
-    "list": "read",
-    "delete": "write",
-    "share": "write",
-    "revoke": "write",
-    "grants": "read",
-    "search": "search",
-    "inject": "search",
-    "resume": "read",
-    "set_preference": "write",
-    "get_preference": "read",
-    "list_preferences": "read",
-    "delete_preference": "write",
-    "record_pattern": "write",
-    "use_pattern": "write",
-    "find_patterns": "read",
-    "save_state": "write",
-    "load_state": "read",
-    "merge_context": "write",
-    "record_event": "write",
-}
+from memory.remote import SCOPE_OPERATIONS, OperationClass
 
 _STRICT = ConfigDict(strict=True, extra="forbid", frozen=True)
 
