@@ -84,7 +84,15 @@ from memory.ops.health import (
     run_health_checks,
     unregister_health_check,
 )
-from memory.ops.keys import ApiKey, CreatedKey, authenticate, create_key, list_keys, revoke_key
+from memory.ops.keys import (
+    ApiKey,
+    CreatedKey,
+    apply_once,
+    authenticate,
+    create_key,
+    list_keys,
+    revoke_key,
+)
 from memory.ops.retention import (
     DEFAULT_SESSION_STATE_WINDOW,
     DEFAULT_WORKING_WINDOW,
@@ -201,6 +209,7 @@ __all__ = [
     "WorkloadReport",
     "WorkloadRun",
     "allow_agent",
+    "apply_once",
     "audit_flags",
     "authenticate",
     "backup",

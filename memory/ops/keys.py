@@ -12,21 +12,33 @@ Nothing in a request body can widen that.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.engine import URL
 
 from memory.client import Memory
-from memory.core.errors import AuthenticationError, SchemaError
+from memory.core.errors import AuthenticationError, ConflictError, InvalidInputError, SchemaError
 from memory.core.inputs import as_list, validate
+from memory.store import idempotency
 from memory.store import keys as store
 from memory.store.keys import ApiKey, KeyRole, NewApiKey
 from memory.store.schema import KEYS_REVISION, revision_at_least
 from memory.store.tables import utcnow
 
-__all__ = ["ApiKey", "CreatedKey", "authenticate", "create_key", "list_keys", "revoke_key"]
+__all__ = [
+    "ApiKey",
+    "CreatedKey",
+    "apply_once",
+    "authenticate",
+    "create_key",
+    "list_keys",
+    "revoke_key",
+]
+_REQUEST_KEY = re.compile(r"[A-Za-z0-9_.:-]{8,64}")
 
 DatabaseURL = str | URL | None
 
@@ -113,3 +125,34 @@ def authenticate(memory: Memory, credential: str | None) -> ApiKey:
     if key.last_used_at is None or now - key.last_used_at >= store.LAST_USE_RESOLUTION:
         db.write(lambda connection: store.touch_key(connection, key, now))
     return key
+
+
+def apply_once(
+    memory: Memory, key: ApiKey, request_key: str, operation: str, run: Callable[[], Any]
+) -> Any:
+    """The result of ``run`` (a write of ``operation``), applied once per ``request_key`` of
+    ``key``: a request seen before is answered with its stored result and not run again
+    (see ``memory.store.idempotency``); one whose write committed but whose answer was
+    lost raises ``ConflictError`` saying so."""
+    if not _REQUEST_KEY.fullmatch(request_key):
+        raise InvalidInputError(
+            "Idempotency-Key: 8 to 64 letters, digits or ._:- (a UUID, for example)"
+        )
+    db = memory.maintenance.db
+    seen = db.read(lambda connection: idempotency.applied(connection, key.key_id, request_key))
+    if seen is not None:
+        if seen.operation != operation:
+            raise InvalidInputError(
+                f"Idempotency-Key: already used for {seen.operation!r}, not {operation!r}"
+            )
+        if not seen.answered:
+            raise ConflictError(
+                "the write with this Idempotency-Key was applied, but its answer was lost "
+                "(the replica stopped); read the result back instead of retrying"
+            )
+        return seen.response
+    with idempotency.claiming(key.key_id, request_key, operation) as claim:
+        result = run()
+    if claim.committed:
+        db.write(lambda connection: idempotency.store_response(connection, claim, result))
+    return result

@@ -43,7 +43,7 @@ from memory import (
     StaleVersionError,
     StoreClosedError,
 )
-from memory.ops import ApiKey, authenticate
+from memory.ops import ApiKey, apply_once, authenticate
 from memory.remote import SCOPE_OPERATIONS, OperationClass
 
 _STRICT = ConfigDict(strict=True, extra="forbid", frozen=True)
@@ -199,15 +199,31 @@ class Service:
             raise PermissionDeniedError("this API key does not act for that user")
         return self.memory.scope(user, agent or key.agent, session)
 
-    def call(self, key: ApiKey, name: str, body: bytes | str | Mapping[str, Any]) -> Any:
+    def call(
+        self,
+        key: ApiKey,
+        name: str,
+        body: bytes | str | Mapping[str, Any],
+        request_key: str | None = None,
+    ) -> Any:
         """Run operation ``name`` with the request ``body`` (JSON text or an object) as
-        ``key``'s identity; return the result as JSON-ready data."""
+        ``key``'s identity; return the result as JSON-ready data. A write with a
+        ``request_key`` (the ``Idempotency-Key``) is applied once however often it is
+        sent (:func:`memory.ops.apply_once`)."""
         operation = OPERATIONS.get(name)
         if operation is None:
             raise NotFoundError(f"no operation {name!r}; see /openapi.json")
         if operation.admin and key.role != "admin":
             raise PermissionDeniedError(f"{name} needs an admin API key")
         request = self.parse(operation, body)
+        if request_key is not None and operation.kind == "write":
+            return apply_once(
+                self.memory, key, request_key, name, lambda: self._run(key, operation, request)
+            )
+        return self._run(key, operation, request)
+
+    def _run(self, key: ApiKey, operation: Operation, request: BaseModel) -> Any:
+        name = operation.name
         values = {field: getattr(request, field) for field in type(request).model_fields}
         if operation.admin:
             result = getattr(self.memory, name)(**values)

@@ -35,6 +35,7 @@ from starlette.concurrency import run_in_threadpool
 
 from memory import AuthenticationError, InvalidInputError, MemoryStoreError, PermissionDeniedError
 from memory import ops as ops
+from memory.remote import IDEMPOTENCY_KEY
 from memory.service.core import OPERATIONS, Operation, Service, error_reply
 
 REQUEST_ID = "X-Request-ID"
@@ -142,7 +143,13 @@ def create_app(service: Service, *, max_body_bytes: int = 1_048_576) -> FastAPI:
             try:
                 body = await _read_body(request, max_body_bytes)
                 key = await run_in_threadpool(service.authenticate, _credential(request))
-                result = await run_in_threadpool(service.call, key, operation.name, body)
+                result = await run_in_threadpool(
+                    service.call,
+                    key,
+                    operation.name,
+                    body,
+                    request.headers.get(IDEMPOTENCY_KEY),
+                )
                 status = 200
                 return JSONResponse(result, headers={REQUEST_ID: request_id})
             except MemoryStoreError as error:

@@ -566,4 +566,20 @@ class ApiKeyRow(Base):
     __table_args__ = (sa.CheckConstraint(f"role IN {KEY_ROLES!r}", name="role"),)
 
 
-KEY_TABLES = ("api_keys",)
+
+
+class IdempotentRequestRow(Base):
+    """A write the hub applied for an ``Idempotency-Key``: claimed in the transaction of the
+    write itself (``memory.store.idempotency``), its answer stored after commit, so a retry
+    of the same request is answered from here instead of being applied again."""
+
+    __tablename__ = "idempotent_requests"
+
+    key_id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    request_key: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    operation: Mapped[str] = mapped_column(sa.String(64))
+    response_json: Mapped[str | None] = mapped_column(sa.Text(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+KEY_TABLES = ("api_keys", "idempotent_requests")

@@ -1,6 +1,7 @@
-"""API keys of the hub service (``memctl keys``): who a request acts as, by key.
+"""API keys of the hub service (``memctl keys``): who a request acts as, by key; and the
+writes applied for an ``Idempotency-Key`` with their answers, so a retry is applied once.
 
-Downgrade archives the keys before it drops the table (``memctl restore-archive`` brings
+Downgrade archives both tables before it drops them (``memctl restore-archive`` brings
 them back), like every revision that drops rows.
 
 Revision ID: 0011
@@ -39,11 +40,25 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("key_id", name="pk_api_keys"),
         sa.CheckConstraint("role IN ('agent', 'admin')", name="ck_api_keys_role"),
     )
+    op.create_table(
+        "idempotent_requests",
+        sa.Column("key_id", sa.String(32), nullable=False),
+        sa.Column("request_key", sa.String(64), nullable=False),
+        sa.Column("operation", sa.String(64), nullable=False),
+        sa.Column("response_json", sa.Text(), nullable=True),
+        sa.Column("created_at", sa.DateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("key_id", "request_key", name="pk_idempotent_requests"),
+    )
+    op.create_index(
+        "ix_idempotent_requests_created_at", "idempotent_requests", ["created_at"]
+    )
 
 
 def downgrade() -> None:
     # An empty table leaves no archive behind, as in 0006-0009: nothing to bring back.
     bind = op.get_bind()
-    if bind.execute(sa.select(sa.func.count()).select_from(sa.table("api_keys"))).scalar_one():
-        archive_before_drop(["api_keys"], revision)
+    for name in ("idempotent_requests", "api_keys"):
+        if bind.execute(sa.select(sa.func.count()).select_from(sa.table(name))).scalar_one():
+            archive_before_drop([name], revision)
+    op.drop_table("idempotent_requests")
     op.drop_table("api_keys")

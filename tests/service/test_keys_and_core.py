@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from memory import (
     AuthenticationError,
+    ConflictError,
     HashingEmbedder,
     InvalidInputError,
     Memory,
@@ -229,3 +230,46 @@ def test_0011_downgrade_archives_the_keys_and_restore_brings_them_back(
     assert ops.list_keys(database) == before
     with Memory.open(database, embedder=None) as memory:
         assert Service(memory).authenticate(created.secret).users == ("ada",)
+
+
+def test_a_write_with_an_idempotency_key_is_applied_once(
+    database: str, service: Service, user: str
+) -> None:
+    key = service.authenticate(ops.create_key(database, "planner", users=[user]).secret)
+    body = {"arguments": {"event": "task.done", "data": {"n": 1}}}
+
+    def events() -> int:
+        with connected(database) as connection:
+            return int(
+                connection.execute(
+                    sa.text(
+                        "SELECT COUNT(*) FROM memory_events"
+                        " WHERE user_id = :u AND operation = 'task.done'"
+                    ),
+                    {"u": user},
+                ).scalar_one()
+            )
+
+    first = service.call(key, "record_event", body, "request-0001")
+    again = service.call(key, "record_event", body, "request-0001")
+    assert again == first and events() == 1
+    service.call(key, "record_event", body, "request-0002")
+    assert events() == 2
+    with pytest.raises(InvalidInputError, match="already used for 'record_event'"):
+        service.call(key, "add", {"arguments": {"content": "x"}}, "request-0001")
+    with pytest.raises(InvalidInputError, match="Idempotency-Key"):
+        service.call(key, "record_event", body, "short")
+    # A write that failed left no claim: the same key may be sent again, fixed.
+    with pytest.raises(InvalidInputError):
+        service.call(key, "record_event", {"arguments": {"event": ""}}, "request-0003")
+    service.call(key, "record_event", body, "request-0003")
+    assert events() == 3
+    # Applied, but the answer was lost (the replica died between commit and answer).
+    with connected(database) as connection:
+        connection.execute(
+            sa.text("UPDATE idempotent_requests SET response_json = NULL WHERE request_key = :k"),
+            {"k": "request-0002"},
+        )
+    with pytest.raises(ConflictError, match="was applied, but its answer was lost"):
+        service.call(key, "record_event", body, "request-0002")
+    assert events() == 3
