@@ -21,9 +21,8 @@ import threading
 import typing
 import uuid
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-import httpx
 from pydantic import TypeAdapter
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
@@ -38,6 +37,9 @@ from memory.core.errors import (
 )
 from memory.core.types import Owner
 from memory.scope import Scope
+
+if TYPE_CHECKING:
+    import httpx
 
 OperationClass = Literal["read", "write", "search"]
 T = TypeVar("T")
@@ -105,6 +107,16 @@ class Transport:
         for endpoint in endpoints:
             if not is_remote(endpoint):
                 raise InvalidInputError(f"url: {endpoint!r} is not an http:// or https:// URL")
+        # httpx is the 'service' extra's: imported here, so that `import memory` stays as
+        # light as the embedded store needs (telemetry's exporters do the same).
+        try:
+            import httpx
+        except ImportError:
+            raise InvalidInputError(
+                "url: a remote store needs the 'service' extra: "
+                "pip install 'tiered-memory[service]'"
+            ) from None
+        self._unreachable: type[Exception] = httpx.TransportError
         self.endpoints = endpoints
         headers = {"Authorization": f"Bearer {api_key}"}
         self._clients = [
@@ -133,7 +145,7 @@ class Transport:
                 response = self._clients[index].post(
                     f"/v1/{operation}", content=content, headers=headers
                 )
-            except httpx.TransportError as error:
+            except self._unreachable as error:
                 failures.append(f"{self.endpoints[index]}: {type(error).__name__}")
                 continue
             with self._lock:

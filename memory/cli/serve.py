@@ -7,8 +7,6 @@ from pathlib import Path
 import click
 
 from memory.ops import command_database
-from memory.service.server import serve as serve_forever
-from memory.service.settings import load_settings
 
 
 @click.command("serve")
@@ -40,6 +38,16 @@ def serve(
     Settings: these options, then $MEMORY_SERVICE_* (HTTP_PORT, HOST, MAX_BODY_BYTES,
     EMBEDDER, LOG_LEVEL, DRAIN_SECONDS, DATABASE_URL), then --config, then the defaults.
     """
+    # The server's packages are the 'service' extra's: imported when serving, so that
+    # every other command works without them.
+    try:
+        from memory.service.server import serve as serve_forever
+        from memory.service.settings import load_settings
+    except ImportError as error:
+        raise click.ClickException(
+            f"memctl serve needs the 'service' extra ({error.name} is missing): "
+            "pip install 'tiered-memory[service]'"
+        ) from None
     settings = load_settings(config_file, host=host, http_port=http_port, embedder=embedder)
     # --database-url (or $MEMORY_DATABASE_URL) wins over the file's database_url.
     url = command_database(context.obj["database_url"] or settings.database_url, existing=True)
