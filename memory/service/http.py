@@ -235,7 +235,11 @@ def create_app(service: Service, *, max_body_bytes: int = 1_048_576) -> FastAPI:
         """Liveness: the process answers."""
         return {"status": "ok"}
 
-    @app.get("/ready", tags=["probes"])
+    @app.get(
+        "/ready",
+        tags=["probes"],
+        responses={503: {"description": "not ready: the database is unreachable or behind"}},
+    )
     def ready() -> JSONResponse:
         """Readiness: the database answers and its schema is at the head revision."""
         try:
@@ -256,7 +260,12 @@ def create_app(service: Service, *, max_body_bytes: int = 1_048_576) -> FastAPI:
             status_code=200 if ready else 503,
         )
 
-    @app.get("/metrics", tags=["probes"])
+    @app.get(
+        "/metrics",
+        tags=["probes"],
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
     def metrics_endpoint() -> Response:
         """Prometheus text format: the library's metrics and the service's."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
