@@ -94,6 +94,8 @@ def _error(response: httpx.Response) -> MemoryStoreError:
     found = getattr(errors, kind, None)
     if isinstance(found, type) and issubclass(found, MemoryStoreError):
         return found(message)
+    if response.status_code == 503:  # every replica busy: unavailable for now
+        return DatabaseUnavailableError(message)
     return MemoryStoreError(f"{kind}: {message}")
 
 
@@ -139,6 +141,7 @@ class Transport:
         with self._lock:
             first = self._preferred
         failures = []
+        last_busy: httpx.Response | None = None
         for step in range(len(self._clients)):
             index = (first + step) % len(self._clients)
             try:
@@ -148,11 +151,18 @@ class Transport:
             except self._unreachable as error:
                 failures.append(f"{self.endpoints[index]}: {type(error).__name__}")
                 continue
+            if response.status_code == 503 and "Retry-After" in response.headers:
+                # This replica's bulkhead is full: another may have room.
+                failures.append(f"{self.endpoints[index]}: busy")
+                last_busy = response
+                continue
             with self._lock:
                 self._preferred = index
             if response.status_code == 200:
                 return response.content
             raise _error(response)
+        if last_busy is not None:
+            raise _error(last_busy)
         raise DatabaseUnavailableError(f"no hub replica answered ({'; '.join(failures)})")
 
     def admin(self, operation: str, body: dict[str, Any], result: type[T]) -> T:

@@ -22,9 +22,11 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
@@ -37,6 +39,7 @@ from memory import AuthenticationError, InvalidInputError, MemoryStoreError, Per
 from memory import ops as ops
 from memory.remote import IDEMPOTENCY_KEY
 from memory.service.core import OPERATIONS, Operation, Service, error_reply
+from memory.service.settings import ServiceSettings
 
 REQUEST_ID = "X-Request-ID"
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -65,6 +68,12 @@ class ServiceMetrics:
             "memory_service_auth_failures",
             "Requests refused for their API key (401) or for what it may do (403).",
             ["status", "reason"],
+            registry=self.registry,
+        )
+        self.rejected = Counter(
+            "memory_service_rejected",
+            "Requests refused because their operation class's bulkhead was full (503).",
+            ["operation_class"],
             registry=self.registry,
         )
         self.reader = ops.export_to_registry(self.registry)
@@ -100,8 +109,52 @@ def _credential(request: Request) -> str | None:
     return value.strip() if scheme.lower() == "bearer" else header
 
 
-def create_app(service: Service, *, max_body_bytes: int = 1_048_576) -> FastAPI:
-    """The HTTP application of ``service``."""
+class _Busy(Exception):
+    """A bulkhead is full: the call was not started."""
+
+
+class Bulkhead:
+    """At most ``concurrency`` calls of one operation class run at once, at most ``queue``
+    wait for a turn, none longer than ``wait_seconds``: a burst of slow searches cannot take
+    the threads that reads and writes need, and a backlog is refused (503, Retry-After)
+    instead of growing without bound. The waiting is anyio's ``CapacityLimiter``."""
+
+    def __init__(self, concurrency: int, queue: int, wait_seconds: float) -> None:
+        self.limiter = anyio.CapacityLimiter(concurrency)
+        self.queue = queue
+        self.wait_seconds = wait_seconds
+
+    @asynccontextmanager
+    async def admitted(self) -> AsyncIterator[None]:
+        if (
+            self.limiter.available_tokens == 0
+            and self.limiter.statistics().tasks_waiting >= self.queue
+        ):
+            raise _Busy
+        try:
+            with anyio.fail_after(self.wait_seconds):
+                await self.limiter.acquire()
+        except TimeoutError:
+            raise _Busy from None
+        try:
+            yield
+        finally:
+            self.limiter.release()
+
+
+def create_app(service: Service, settings: ServiceSettings | None = None) -> FastAPI:
+    """The HTTP application of ``service`` with ``settings`` (default: the defaults)."""
+    settings = settings if settings is not None else ServiceSettings()
+    max_body_bytes = settings.max_body_bytes
+    bulkheads = {
+        "read": Bulkhead(settings.concurrent_reads, settings.queue_limit, settings.queue_seconds),
+        "write": Bulkhead(
+            settings.concurrent_writes, settings.queue_limit, settings.queue_seconds
+        ),
+        "search": Bulkhead(
+            settings.concurrent_searches, settings.queue_limit, settings.queue_seconds
+        ),
+    }
     app = FastAPI(
         title="tiered-memory hub",
         version="1",
@@ -143,15 +196,25 @@ def create_app(service: Service, *, max_body_bytes: int = 1_048_576) -> FastAPI:
             try:
                 body = await _read_body(request, max_body_bytes)
                 key = await run_in_threadpool(service.authenticate, _credential(request))
-                result = await run_in_threadpool(
-                    service.call,
-                    key,
-                    operation.name,
-                    body,
-                    request.headers.get(IDEMPOTENCY_KEY),
-                )
+                async with bulkheads[operation.kind].admitted():
+                    result = await run_in_threadpool(
+                        service.call,
+                        key,
+                        operation.name,
+                        body,
+                        request.headers.get(IDEMPOTENCY_KEY),
+                    )
                 status = 200
                 return JSONResponse(result, headers={REQUEST_ID: request_id})
+            except _Busy:
+                status = 503
+                metrics.rejected.labels(operation.kind).inc()
+                message = f"too many {operation.kind} requests under way; retry in a second"
+                return JSONResponse(
+                    {"error": {"type": "ServiceBusy", "message": message, "details": {}}},
+                    status_code=503,
+                    headers={REQUEST_ID: request_id, "Retry-After": "1"},
+                )
             except MemoryStoreError as error:
                 reply = error_reply(error)
                 status = 413 if isinstance(error, _TooLarge) else reply.status
@@ -220,7 +283,11 @@ def create_app(service: Service, *, max_body_bytes: int = 1_048_576) -> FastAPI:
                             (409, "a conflict: a stale version"),
                             (413, "the body is too large"),
                             (422, "the body is not valid for this operation"),
-                            (503, "the database is unavailable or not at the schema head"),
+                            (
+                                503,
+                                "the database is unavailable or not at the schema head, or "
+                                "too many requests of this class are under way (Retry-After)",
+                            ),
                         )
                     },
                 },

@@ -63,7 +63,7 @@ def serve(settings: ServiceSettings) -> None:
     with Memory.open(
         settings.database_url, embedder=_embedder(settings.embedder), role="admin"
     ) as memory, only_replica(memory):
-        app = create_app(Service(memory), max_body_bytes=settings.max_body_bytes)
+        app = create_app(Service(memory), settings)
 
         def stopped() -> None:
             # In the lifespan's shutdown, after the requests under way have finished:

@@ -89,6 +89,13 @@ class ServiceSettings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # How long SIGTERM waits for requests under way before closing their connections.
     drain_seconds: int = Field(10, ge=0, le=300)
+    # Bulkheads: how many calls of each operation class run at once, how many may wait
+    # for a turn, and how long; beyond that the answer is 503 with Retry-After.
+    concurrent_reads: int = Field(32, ge=1, le=1024)
+    concurrent_writes: int = Field(16, ge=1, le=1024)
+    concurrent_searches: int = Field(8, ge=1, le=1024)
+    queue_limit: int = Field(64, ge=0, le=100_000)
+    queue_seconds: float = Field(5.0, gt=0, le=300)
 
     @classmethod
     def settings_customise_sources(

@@ -5,6 +5,7 @@ metrics and the OpenAPI document."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -254,3 +255,42 @@ def test_ready_says_unavailable_when_the_schema_is_behind(tmp_path: Path) -> Non
         response = httpx.get(f"{behind.url}/ready", timeout=10)
     assert response.status_code == 503
     assert response.json()["status"] == "unavailable"
+
+
+def test_a_full_bulkhead_answers_503_with_retry_after_and_runs_nothing(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'busy.db'}"
+    ops.migrate(url)
+    headers = key(url, "planner", "ada")
+    limits = {"MEMORY_SERVICE_CONCURRENT_WRITES": "1", "MEMORY_SERVICE_QUEUE_LIMIT": "0"}
+    answers: list[httpx.Response] = []
+
+    def write(number: int) -> None:
+        items = [f"batch {number} memory {i}" for i in range(400)]
+        answers.append(
+            httpx.post(
+                f"{busy.url}/v1/add_many",
+                headers=headers,
+                json={"arguments": {"items": items}},
+                timeout=60,
+            )
+        )
+
+    with served(url, tmp_path / "serve.log", **limits) as busy:
+        threads = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        # Reads have their own bulkhead: not refused while writes are.
+        listed = httpx.post(f"{busy.url}/v1/list", headers=headers, json={}, timeout=30)
+        metrics = httpx.get(f"{busy.url}/metrics", timeout=10).text
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses[0] == 200 and 503 in statuses, statuses
+    refused = [answer for answer in answers if answer.status_code == 503]
+    assert all(answer.headers["Retry-After"] == "1" for answer in refused)
+    assert all(answer.json()["error"]["type"] == "ServiceBusy" for answer in refused)
+    assert listed.status_code == 200
+    assert count_memories(url, "ada") == 400 * statuses.count(200)  # refused: nothing written
+    assert f'memory_service_rejected_total{{operation_class="write"}} {len(refused)}.0' in metrics
