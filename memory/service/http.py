@@ -22,22 +22,25 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import anyio
+import pybreaker
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
 from memory import AuthenticationError, InvalidInputError, MemoryStoreError, PermissionDeniedError
 from memory import ops as ops
 from memory.remote import IDEMPOTENCY_KEY
+from memory.service.breakers import STATE_VALUES
 from memory.service.core import OPERATIONS, Operation, Service, error_reply
 from memory.service.settings import ServiceSettings
 
@@ -76,6 +79,12 @@ class ServiceMetrics:
             ["operation_class"],
             registry=self.registry,
         )
+        self.breaker_state = Gauge(
+            "memory_service_breaker_state",
+            "Each circuit breaker's state: 0 closed, 1 half-open, 2 open.",
+            ["breaker"],
+            registry=self.registry,
+        )
         self.reader = ops.export_to_registry(self.registry)
 
     def close(self) -> None:
@@ -107,6 +116,10 @@ def _credential(request: Request) -> str | None:
         return None
     scheme, _, value = header.partition(" ")
     return value.strip() if scheme.lower() == "bearer" else header
+
+
+def _state_value(guard: pybreaker.CircuitBreaker) -> float:
+    return STATE_VALUES[guard.current_state]
 
 
 class _Busy(Exception):
@@ -142,9 +155,15 @@ class Bulkhead:
             self.limiter.release()
 
 
-def create_app(service: Service, settings: ServiceSettings | None = None) -> FastAPI:
-    """The HTTP application of ``service`` with ``settings`` (default: the defaults)."""
+def create_app(
+    service: Service,
+    settings: ServiceSettings | None = None,
+    breakers: Mapping[str, pybreaker.CircuitBreaker] | None = None,
+) -> FastAPI:
+    """The HTTP application of ``service`` with ``settings`` (default: the defaults); the
+    state of ``breakers`` (see ``memory.service.breakers``) is in /ready and /metrics."""
     settings = settings if settings is not None else ServiceSettings()
+    breakers = dict(breakers or {})
     max_body_bytes = settings.max_body_bytes
     bulkheads = {
         "read": Bulkhead(settings.concurrent_reads, settings.queue_limit, settings.queue_seconds),
@@ -165,6 +184,8 @@ def create_app(service: Service, settings: ServiceSettings | None = None) -> Fas
     )
     metrics = ServiceMetrics()
     app.state.metrics = metrics
+    for name, guard in breakers.items():
+        metrics.breaker_state.labels(name).set_function(partial(_state_value, guard))
     app.router.on_shutdown.append(metrics.close)
     schemas: dict[str, Any] = {}
 
@@ -323,6 +344,8 @@ def create_app(service: Service, settings: ServiceSettings | None = None) -> Fas
                 "database": "ok",
                 "revision": status.revision,
                 "head": status.head,
+                # An open breaker degrades (search from keywords alone) but still serves.
+                "breakers": {name: guard.current_state for name, guard in breakers.items()},
             },
             status_code=200 if ready else 503,
         )

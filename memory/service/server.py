@@ -21,6 +21,7 @@ from pathlib import Path
 import uvicorn
 
 from memory import Embedder, HashingEmbedder, InvalidInputError, Memory, MiniLMEmbedder
+from memory.service.breakers import GuardedEmbedder, breaker
 from memory.service.core import Service
 from memory.service.http import configure_logging, create_app, log
 from memory.service.settings import EmbedderName, ServiceSettings
@@ -60,10 +61,15 @@ def serve(settings: ServiceSettings) -> None:
     configure_logging(settings.log_level)
     # The service opens the store as admin: what a request may do is decided per request
     # by its key (memory.service.core), not by the role the store was opened with.
+    embedder = _embedder(settings.embedder)
+    breakers = {}
+    if embedder is not None:
+        breakers["embedder"] = breaker("embedder")
+        embedder = GuardedEmbedder(embedder, breakers["embedder"])
     with Memory.open(
-        settings.database_url, embedder=_embedder(settings.embedder), role="admin"
+        settings.database_url, embedder=embedder, role="admin"
     ) as memory, only_replica(memory):
-        app = create_app(Service(memory), settings)
+        app = create_app(Service(memory), settings, breakers)
 
         def stopped() -> None:
             # In the lifespan's shutdown, after the requests under way have finished:

@@ -225,7 +225,9 @@ def test_probes_metrics_and_openapi(client: httpx.Client) -> None:
     assert client.get("/health").json() == {"status": "ok"}
     ready = client.get("/ready")
     assert ready.status_code == 200 and ready.json()["revision"] == ops.head_revision()
+    assert ready.json()["breakers"] == {"embedder": "closed"}
     metrics = client.get("/metrics")
+    assert 'memory_service_breaker_state{breaker="embedder"} 0.0' in metrics.text
     assert "memory_service_requests_total" in metrics.text
     assert "memory_service_request_seconds_bucket" in metrics.text
     document = client.get("/openapi.json").json()
