@@ -41,8 +41,8 @@ def serve(
     # The server's packages are the 'service' extra's: imported when serving, so that
     # every other command works without them.
     try:
-        from memory.service.server import serve as serve_forever
-        from memory.service.settings import load_settings
+        from memory.service import load_settings
+        from memory.service import serve as serve_forever
     except ImportError as error:
         raise click.ClickException(
             f"memctl serve needs the 'service' extra ({error.name} is missing): "
