@@ -25,6 +25,7 @@ from memory.service.breakers import GuardedEmbedder, breaker
 from memory.service.core import Service
 from memory.service.http import configure_logging, create_app, log
 from memory.service.settings import EmbedderName, ServiceSettings
+from memory.service.zeromq import ZeroMQServer
 
 
 def _embedder(name: EmbedderName) -> Embedder | None:
@@ -69,11 +70,18 @@ def serve(settings: ServiceSettings) -> None:
     with Memory.open(
         settings.database_url, embedder=embedder, role="admin"
     ) as memory, only_replica(memory):
-        app = create_app(Service(memory), settings, breakers)
+        service = Service(memory)
+        app = create_app(service, settings, breakers)
+        legacy = None
+        if settings.zmq_port is not None:
+            legacy = ZeroMQServer(service, settings.host, settings.zmq_port)
+            legacy.start()
 
         def stopped() -> None:
             # In the lifespan's shutdown, after the requests under way have finished:
             # uvicorn re-raises SIGTERM once it returns, so nothing after run() would run.
+            if legacy is not None:
+                legacy.stop()
             memory.close()
             log.info("stopped")
 

@@ -84,6 +84,8 @@ class ServiceSettings(BaseSettings):
     database_url: str | None = Field(None, description="default: $MEMORY_DATABASE_URL")
     host: str = Field("127.0.0.1", description="the address to listen on")
     http_port: int = Field(8080, ge=0, le=65535, description="HTTP, /metrics included")
+    # ZeroMQ ROUTER for the checklist's legacy agents (its port: 5713); None: not served.
+    zmq_port: int | None = Field(None, ge=1, le=65535, description="ZeroMQ ROUTER port")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="larger bodies get 413")
     embedder: EmbedderName = "minilm"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
