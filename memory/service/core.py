@@ -1,9 +1,8 @@
 """The hub service's core, free of any transport: authenticate a request's key, act as the
 identity the key carries, run one operation, and describe every failure the same way.
 
-Every transport (HTTP today; gRPC and ZeroMQ to come) hands this module the key it was
-given and the request's JSON bytes, and sends back what it returns, so each rule exists
-once:
+Every transport (HTTP and ZeroMQ; gRPC is still to come) hands this module the key it was
+given and the request's JSON, and sends back what it returns, so each rule exists once:
 
 - **Identity comes from the key.** The agent is the key's; only an ``admin`` key may name
   another agent to act as. A key that lists users acts for those only; the refusal is the
@@ -51,8 +50,9 @@ _STRICT = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 @dataclass(frozen=True, slots=True)
 class Operation:
-    """One served operation: its request model, its result's type, and how to run it on
-    a scope (``None``: an admin verb on the whole store, see :meth:`Service.call`)."""
+    """One served operation: its request model, its result's type, its class (for the
+    bulkheads and idempotency), and whether it is an admin verb of ``Memory`` rather than
+    a ``Scope`` method (see :meth:`Service.call`)."""
 
     name: str
     kind: OperationClass
@@ -76,10 +76,10 @@ def _wire_type(annotation: Any) -> Any:
     return annotation
 
 
-def _model(name: str, method: Callable[..., Any], skip: int, **extra: Any) -> type[BaseModel]:
-    """A strict model of ``method``'s parameters after the first ``skip``, plus ``extra``."""
+def _model(name: str, method: Callable[..., Any], skip: int) -> type[BaseModel]:
+    """A strict model of ``method``'s parameters after the first ``skip``."""
     hints = typing.get_type_hints(method)
-    fields: dict[str, Any] = dict(extra)
+    fields: dict[str, Any] = {}
     for parameter in list(inspect.signature(method).parameters.values())[skip:]:
         default = ... if parameter.default is inspect.Parameter.empty else parameter.default
         fields[parameter.name] = (_wire_type(hints[parameter.name]), default)
