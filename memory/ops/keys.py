@@ -128,12 +128,17 @@ def authenticate(memory: Memory, credential: str | None) -> ApiKey:
 
 
 def apply_once(
-    memory: Memory, key: ApiKey, request_key: str, operation: str, run: Callable[[], Any]
+    memory: Memory,
+    key: ApiKey,
+    request_key: str,
+    operation: str,
+    user: str | None,
+    run: Callable[[], Any],
 ) -> Any:
-    """The result of ``run`` (a write of ``operation``), applied once per ``request_key`` of
-    ``key``: a request seen before is answered with its stored result and not run again
-    (see ``memory.store.idempotency``); one whose write committed but whose answer was
-    lost raises ``ConflictError`` saying so."""
+    """The result of ``run`` (a write of ``operation`` for ``user``; None for an admin
+    verb), applied once per ``request_key`` of ``key``: a request seen before is answered
+    with its stored result and not run again (see ``memory.store.idempotency``); one whose
+    write committed but whose answer was lost raises ``ConflictError`` saying so."""
     if not _REQUEST_KEY.fullmatch(request_key):
         raise InvalidInputError(
             "Idempotency-Key: 8 to 64 letters, digits or ._:- (a UUID, for example)"
@@ -151,7 +156,7 @@ def apply_once(
                 "(the replica stopped); read the result back instead of retrying"
             )
         return seen.response
-    with idempotency.claiming(key.key_id, request_key, operation) as claim:
+    with idempotency.claiming(key.key_id, request_key, operation, user) as claim:
         result = run()
     if claim.committed:
         db.write(lambda connection: idempotency.store_response(connection, claim, result))

@@ -217,8 +217,17 @@ class Service:
             raise PermissionDeniedError(f"{name} needs an admin API key")
         request = self.parse(operation, body)
         if request_key is not None and operation.kind == "write":
+            # The user the answer is about; an admin verb's answer names none.
+            user = None if operation.admin else getattr(request, "user", None)
+            if user is None and not operation.admin and len(key.users) == 1:
+                user = key.users[0]
             return apply_once(
-                self.memory, key, request_key, name, lambda: self._run(key, operation, request)
+                self.memory,
+                key,
+                request_key,
+                name,
+                user,
+                lambda: self._run(key, operation, request),
             )
         return self._run(key, operation, request)
 

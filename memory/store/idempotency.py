@@ -34,6 +34,7 @@ class Claim:
     key_id: str
     request_key: str
     operation: str
+    user: str | None
     committed: bool = False
 
 
@@ -41,9 +42,12 @@ _claim: ContextVar[Claim | None] = ContextVar("memory_idempotency_claim", defaul
 
 
 @contextmanager
-def claiming(key_id: str, request_key: str, operation: str) -> Iterator[Claim]:
-    """Within the block, the first committed write claims ``request_key`` of ``key_id``."""
-    claim = Claim(key_id, request_key, operation)
+def claiming(
+    key_id: str, request_key: str, operation: str, user: str | None
+) -> Iterator[Claim]:
+    """Within the block, the first committed write claims ``request_key`` of ``key_id``
+    (for ``user``, whose forgetting deletes the claim and its stored answer)."""
+    claim = Claim(key_id, request_key, operation, user)
     token = _claim.set(claim)
     try:
         yield claim
@@ -73,6 +77,7 @@ def claim_in(connection: Connection) -> Claim | None:
             key_id=claim.key_id,
             request_key=claim.request_key,
             operation=claim.operation,
+            user_id=claim.user,
             created_at=utcnow(),
         )
     )

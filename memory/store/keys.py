@@ -159,3 +159,26 @@ def list_keys(connection: Connection) -> list[ApiKey]:
         sa.select(api_keys).order_by(api_keys.c.created_at, api_keys.c.key_id)
     ).mappings()
     return [_key(row) for row in rows]
+
+
+def forget_user_in_keys(connection: Connection, user: str) -> int:
+    """Take ``user`` out of every key's list of users (forgetting the user); a key that
+    acted for that user alone is revoked, since an empty list would mean any user.
+    Returns how many keys changed."""
+    changed = 0
+    rows = connection.execute(
+        sa.select(api_keys.c.key_id, api_keys.c.users_json, api_keys.c.revoked_at)
+    ).all()
+    for row in rows:
+        users = json.loads(row.users_json)
+        if user not in users:
+            continue
+        remaining = [item for item in users if item != user]
+        values: dict[str, object] = {"users_json": json.dumps(remaining)}
+        if not remaining and row.revoked_at is None:
+            values["revoked_at"] = utcnow()
+        connection.execute(
+            api_keys.update().where(api_keys.c.key_id == row.key_id).values(**values)
+        )
+        changed += 1
+    return changed

@@ -578,6 +578,9 @@ class IdempotentRequestRow(Base):
     key_id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
     request_key: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     operation: Mapped[str] = mapped_column(sa.String(64))
+    # The user the write acted for (None for an admin verb): forgetting the user deletes
+    # the stored answers, which hold their data.
+    user_id: Mapped[str | None] = mapped_column(sa.String(ID_LENGTH), nullable=True, index=True)
     response_json: Mapped[str | None] = mapped_column(sa.Text(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
 

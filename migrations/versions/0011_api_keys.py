@@ -45,6 +45,7 @@ def upgrade() -> None:
         sa.Column("key_id", sa.String(32), nullable=False),
         sa.Column("request_key", sa.String(64), nullable=False),
         sa.Column("operation", sa.String(64), nullable=False),
+        sa.Column("user_id", sa.String(ID_LENGTH), nullable=True),
         sa.Column("response_json", sa.Text(), nullable=True),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.PrimaryKeyConstraint("key_id", "request_key", name="pk_idempotent_requests"),
@@ -52,6 +53,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_idempotent_requests_created_at", "idempotent_requests", ["created_at"]
     )
+    op.create_index("ix_idempotent_requests_user_id", "idempotent_requests", ["user_id"])
 
 
 def downgrade() -> None:

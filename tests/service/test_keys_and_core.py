@@ -273,3 +273,23 @@ def test_a_write_with_an_idempotency_key_is_applied_once(
     with pytest.raises(ConflictError, match="was applied, but its answer was lost"):
         service.call(key, "record_event", body, "request-0002")
     assert events() == 3
+
+
+def test_forgetting_a_user_removes_their_stored_answers_and_their_place_in_keys(
+    database: str, service: Service, user: str
+) -> None:
+    only = ops.create_key(database, "planner", users=[user])
+    shared = ops.create_key(database, "planner", users=[user, user + "-other"])
+    key = service.authenticate(only.secret)
+    service.call(key, "add", {"arguments": {"content": "a secret plan"}}, "request-forget-1")
+    admin = service.authenticate(ops.create_key(database, "operator", role="admin").secret)
+    report = service.call(admin, "forget_user", {"user": user})
+    assert report["rows"]["idempotent_requests"] == 1 and report["rows"]["api_keys"] == 2
+    with connected(database) as connection:
+        stored = connection.execute(sa.text("SELECT response_json FROM idempotent_requests"))
+        assert not any("a secret plan" in (row[0] or "") for row in stored)
+    listed = {item.key_id: item for item in ops.list_keys(database)}
+    assert listed[only.key.key_id].users == () and listed[only.key.key_id].revoked_at
+    assert listed[shared.key.key_id].users == (user + "-other",)
+    with pytest.raises(AuthenticationError, match="revoked"):  # not widened to any user
+        service.authenticate(only.secret)
