@@ -33,6 +33,7 @@ from memory.cli.events import register_event_commands
 from memory.cli.flags import flags_group
 from memory.cli.gates import gates_command
 from memory.cli.health import health
+from memory.cli.keys import keys_group
 from memory.cli.mcp import mcp_command
 from memory.cli.memories import (
     TIERS,
@@ -44,6 +45,7 @@ from memory.cli.memories import (
     record_json,
     state,
 )
+from memory.cli.serve import serve
 from memory.cli.sharing import register as register_sharing_commands
 from memory.cli.swarm import swarm_group
 from memory.cli.workload import workload
@@ -73,6 +75,7 @@ def main(context: click.Context, database_url: str | None) -> None:
     Sharing:    share, revoke, grants, team
     Events:     record, audit
     Rollout:    flags, gates, health, workload
+    Service:    serve, keys
     Start here: demo
     """
     context.obj = {"database_url": database_url}
@@ -634,3 +637,5 @@ main.add_command(patterns)
 main.add_command(state)
 main.add_command(mcp_command)
 main.add_command(swarm_group)
+main.add_command(keys_group)
+main.add_command(serve)

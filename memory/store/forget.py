@@ -10,6 +10,8 @@
 - sharing grants and team memberships;
 - the flag overrides of the user's sessions (every session id the user's memories, session
   state or events name);
+- the hub service's stored answers to the user's requests (revision 0011), and the user's
+  id in API keys' lists of users (a key left with no user is revoked, not widened);
 
 redacts the user's events in ``memory_events`` (``memory.store.events.redact_user``: user id,
 target and payload blanked, digests kept, so the chain still verifies), replaces the user's
@@ -57,6 +59,7 @@ from memory.core.inputs import canonical_json
 from memory.store.db import Database, lock_user
 from memory.store.engine import BUSY_TIMEOUT_SECONDS, is_memory_sqlite
 from memory.store.events import append_event, redact_user
+from memory.store.keys import forget_user_in_keys
 from memory.store.tables import SQLITE_FTS_TABLE, Base
 from memory.telemetry import instruments as telemetry
 
@@ -249,6 +252,11 @@ def _forget(connection: Connection, user: str, actor: str, sqlite: bool) -> Forg
         (name, int(connection.execute(statement).rowcount))
         for name, statement in statements.items()
     )
+    if sa.inspect(connection).has_table("api_keys"):  # revision 0011 and later
+        rows["idempotent_requests"] = int(
+            connection.execute(_by_user("idempotent_requests", user)).rowcount
+        )
+        rows["api_keys"] = forget_user_in_keys(connection, user)
     audited = _redact_flag_audit(connection, sessions)
     redacted = redact_user(connection, user, actor)
     if sqlite:
