@@ -14,6 +14,7 @@ health, metrics exporters, retention) use :mod:`memory.ops`.
 from memory.client import Memory
 from memory.core.errors import (
     ArchiveError,
+    AuthenticationError,
     ConflictError,
     DatabaseUnavailableError,
     EmbedderUnavailableError,
@@ -57,6 +58,7 @@ from memory.updates import Subscription, UpdatesStatus
 __all__ = [
     "AddedObservations",
     "ArchiveError",
+    "AuthenticationError",
     "ChainReport",
     "CodePattern",
     "ConflictError",

@@ -42,6 +42,7 @@ from memory.inject import (
     Injector,
     Summarizer,
 )
+from memory.remote import RemoteScope, Transport, is_remote
 from memory.scope import Scope
 from memory.search import reembed as reembedding
 from memory.search.embeddings import Embedder, LazyTokenCounter, TokenCounter, default_embedder
@@ -115,6 +116,7 @@ class Memory:
         redaction: Redaction | None = None,
         flags: FlagEvaluator | None = None,
     ) -> None:
+        self._remote: Transport | None = None
         if role not in ROLES:
             raise InvalidInputError(f"role: must be one of {', '.join(ROLES)}, not {role!r}")
         if redaction is not None and not isinstance(redaction, Redaction):
@@ -180,9 +182,14 @@ class Memory:
         role: Role = "agent",
         redaction: Redaction | None = None,
         flags: FlagEvaluator | None = None,
+        api_key: str | None = None,
         **engine_options: Any,
     ) -> Memory:
         """Open the store at ``url`` (default: ``$MEMORY_DATABASE_URL``, else ``memory.db``).
+
+        An ``http://`` or ``https://`` URL (comma-separated for replicas) opens the hub
+        service there (``memctl serve``) with ``api_key``: its scopes have the same methods,
+        records and errors, and act as the key's identity (see ``memory.remote``).
 
         ``embedder`` defaults to all-MiniLM-L6-v2 when the ``embeddings`` extra is installed;
         with ``None`` (or without the extra) search answers from keywords alone.
@@ -192,6 +199,9 @@ class Memory:
         ``memory:updates`` channel: ``inprocess`` (the default), ``postgresql`` (LISTEN/NOTIFY
         on this database) or a ``redis://`` URL; default ``$MEMORY_UPDATES_URL``.
         """
+        if is_remote(url):
+            assert isinstance(url, str)
+            return cls._connect(Transport(url, api_key))
         if embedder == "default":
             embedder = default_embedder()
         engine = create_engine(url, **engine_options)
@@ -230,6 +240,16 @@ class Memory:
         except BaseException:
             engine.dispose()
             raise
+
+    @classmethod
+    def _connect(cls, transport: Transport) -> Memory:
+        """A store whose scopes and admin verbs are answered by the hub over ``transport``;
+        what needs the database itself (maintenance, subscriptions, the engine) is not
+        there, and the role is whatever the API key's is."""
+        memory = cls.__new__(cls)
+        memory._remote = transport
+        memory.role = "agent"
+        return memory
 
     @property
     def maintenance(self) -> Maintenance:
@@ -278,18 +298,20 @@ class Memory:
 
     @property
     def backend(self) -> str:
-        """``sqlite`` or ``postgresql``."""
-        return self._db.dialect
+        """``sqlite``, ``postgresql``, or ``remote`` (a hub service)."""
+        return "remote" if self._remote is not None else self._db.dialect
 
     def scope(self, user: str, agent: str, session: str | None = None) -> Scope:
         """A handle that reads and writes as ``agent`` for ``user`` in ``session``."""
         self._require_open()
-        if not revision_at_least(self.revision, MEMORIES_REVISION):
+        if self._remote is None and not revision_at_least(self.revision, MEMORIES_REVISION):
             raise SchemaError(
                 f"memories need schema revision {MEMORIES_REVISION}; the database is at "
                 f"{self.revision}: run `memctl migrate`"
             )
         checked = validate(ScopeInput, {"user": user, "agent": agent, "session": session})
+        if self._remote is not None:
+            return RemoteScope(self._remote, Owner(checked.user, checked.agent, checked.session))
         return Scope(
             self._store,
             self._preferences,
@@ -331,6 +353,10 @@ class Memory:
     def set_team(self, user: str, team: str, agents: Iterable[str]) -> None:
         """Make ``agents`` the members of ``user``'s team ``team`` (admin; an empty list
         dissolves the team). Grants to the team then reach exactly these agents."""
+        if self._remote is not None:  # the hub checks that the key is an admin's
+            body = {"user": user, "team": team, "agents": list(agents)}
+            self._remote.admin("set_team", body, type(None))
+            return
         self.require_admin("defining a team")
         checked = validate(
             TeamInput, {"user": user, "team": team, "agents": as_list(agents, "agents")}
@@ -351,6 +377,8 @@ class Memory:
         Nothing stays recoverable (see ``memory.store.forget``); this process's caches and vector
         index drop the user too. The operation is written to the event log.
         """
+        if self._remote is not None:  # the hub checks that the key is an admin's
+            return self._remote.admin("forget_user", {"user": user}, ForgetReport)
         self.require_admin("forgetting a user")
         checked = validate(UserInput, {"user": user})
         report = forget_user(self._db, checked.user, "admin")
@@ -398,7 +426,7 @@ class Memory:
         return report
 
     def _require_open(self) -> None:
-        if self._db.closed:
+        if self._remote.closed if self._remote is not None else self._db.closed:
             raise StoreClosedError("this memory store is closed; open it again with Memory.open")
 
     def _require_events(self) -> None:
@@ -412,6 +440,9 @@ class Memory:
     def close(self) -> None:
         """Stop subscriptions and release every pooled connection; every later call of this
         store, its scopes and graphs raises ``StoreClosedError``. Closing twice is harmless."""
+        if self._remote is not None:
+            self._remote.close()
+            return
         if self._db.closed:
             return
         self._injector.flush()  # the uses of injected memories counted but not written yet

@@ -38,6 +38,7 @@ from memory.cli.events import (
 from memory.cli.flags import flags_group
 from memory.cli.gates import gates_command
 from memory.cli.health import health
+from memory.cli.keys import keys_group
 from memory.cli.mcp import mcp_command
 from memory.cli.memories import (
     TIERS,
@@ -49,6 +50,7 @@ from memory.cli.memories import (
     record_json,
     state,
 )
+from memory.cli.serve import serve
 from memory.cli.sharing import register as register_sharing_commands
 from memory.cli.swarm import swarm_group
 from memory.cli.workload import workload
@@ -78,6 +80,7 @@ def main(context: click.Context, database_url: str | None) -> None:
     Sharing:    share, revoke, grants, team
     Events:     record, audit, replay (rebuild a database from the event log)
     Rollout:    flags, gates, health, workload
+    Service:    serve, keys
     Start here: demo
     """
     context.obj = {"database_url": database_url}
@@ -681,3 +684,5 @@ main.add_command(patterns)
 main.add_command(state)
 main.add_command(mcp_command)
 main.add_command(swarm_group)
+main.add_command(keys_group)
+main.add_command(serve)

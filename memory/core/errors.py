@@ -9,6 +9,7 @@ runtime can catch one type::
     ├── NotFoundError (LookupError)        no such memory, entity or session in this scope
     │   └── SessionExpiredError            the session's saved state has expired
     ├── PermissionDeniedError (PermissionError)  the call needs the admin role or the owner
+    ├── AuthenticationError                the hub service did not accept the API key
     ├── ConflictError                      the write collides with what is stored
     │   └── StaleVersionError              optimistic locking: the row changed since it was read
     ├── SchemaError                        the database schema does not fit this code
@@ -99,6 +100,16 @@ class ExporterUnavailableError(MemoryStoreError):
 class PermissionDeniedError(MemoryStoreError, PermissionError):
     """The call needs a role the caller does not have (``Memory.open(..., role="admin")``),
     or is the owner's alone (changing a shared memory's tier or metadata)."""
+
+
+class AuthenticationError(MemoryStoreError):
+    """The hub service's API key was missing, unknown, revoked or expired (HTTP 401);
+    ``reason`` is that word (``missing``, ``malformed``, ``invalid``, ``revoked``,
+    ``expired``), for metrics."""
+
+    def __init__(self, message: str, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class MetricsSourceError(MemoryStoreError):

@@ -21,6 +21,7 @@ flags audit, reset, explain :func:`audit_flags`, :func:`reset_flags`, :func:`exp
 gates (--record-baseline)   :func:`check_gate`, :func:`record_gate_baseline`
 health                      :func:`run_health_checks`
 workload                    :func:`drive_workload`
+keys create, revoke, list   :func:`create_key`, :func:`revoke_key`, :func:`list_keys`
 ==========================  =========================================================
 
 The agent-facing commands (``add``, ``search``, ``inject``, ``reembed``, ``record``,
@@ -89,6 +90,15 @@ from memory.ops.health import (
     run_health_checks,
     unregister_health_check,
 )
+from memory.ops.keys import (
+    ApiKey,
+    CreatedKey,
+    apply_once,
+    authenticate,
+    create_key,
+    list_keys,
+    revoke_key,
+)
 from memory.ops.replay import (
     ReplayPoint,
     ReplayReport,
@@ -143,6 +153,7 @@ from memory.store.engine import (
 )
 from memory.telemetry.export import (
     PrometheusEndpoint,
+    export_to_registry,
     start_otlp_exporter,
     start_prometheus_endpoint,
     stop_exporter,
@@ -158,6 +169,7 @@ from memory.telemetry.snapshots import (
 from memory.updates import UPDATES_URL_ENV
 
 __all__ = [
+    "ApiKey",
     "BACKUP_DIR_ENV",
     "BACKUP_METHODS",
     "BACKUP_RPO",
@@ -166,6 +178,7 @@ __all__ = [
     "BackupMethod",
     "Baseline",
     "CleanupReport",
+    "CreatedKey",
     "CriterionResult",
     "DATABASE_URL_ENV",
     "DEFAULT_BASELINE_PATH",
@@ -214,13 +227,16 @@ __all__ = [
     "WorkloadReport",
     "WorkloadRun",
     "allow_agent",
+    "apply_once",
     "audit_flags",
+    "authenticate",
     "backup",
     "check",
     "check_gate",
     "cleanup",
     "command_database",
     "create_engine",
+    "create_key",
     "current",
     "default_archive_directory",
     "deny_agent",
@@ -228,6 +244,7 @@ __all__ = [
     "drive_workload",
     "evaluate_gate",
     "explain_flag",
+    "export_to_registry",
     "extractive_summary",
     "forget",
     "grants",
@@ -237,6 +254,7 @@ __all__ = [
     "last_cleanup_run",
     "latest_backup",
     "list_flags",
+    "list_keys",
     "migrate",
     "observe_flags",
     "override_flag",
@@ -251,6 +269,7 @@ __all__ = [
     "restore_archive",
     "restore_backup",
     "revoke",
+    "revoke_key",
     "rollback",
     "run_health_checks",
     "run_workload",

@@ -20,7 +20,7 @@ database. The chain hash covers the sealed bytes (``memory.store.events.event_ha
 Crypto-shredding. Forgetting a user deletes their data key (``shred``): the sealed changes
 stay in the log, still covered by the chain, and can no longer be opened by anyone.
 
-Without ``$MEMORY_EVENT_KEY`` events carry no change (as before revision 0011) and the log
+Without ``$MEMORY_EVENT_KEY`` events carry no change (as before revision 0012) and the log
 cannot rebuild the database.
 """
 
@@ -48,7 +48,7 @@ EVENT_KEY_ENV = "MEMORY_EVENT_KEY"
 EVENT_KEY_INFO = "memory.event_key"
 MIN_EVENT_KEY_CHARS = 32
 CHANGE_FORMAT = 1
-# Events from before revision 0011: identifiers only, nothing to replay.
+# Events from before revision 0012: identifiers only, nothing to replay.
 NOT_RECONSTRUCTIBLE = 0
 _NONCE_BYTES = 12
 _HKDF_INFO = b"tiered-memory event key v1"

@@ -55,6 +55,7 @@ from memory.store.engine import (
     write_options,
 )
 from memory.store.events import AUDIT_KEY_INFO, PENDING_KEY
+from memory.store.idempotency import claim_in
 
 T = TypeVar("T")
 
@@ -267,6 +268,11 @@ class Database:
                         if user is not None:
                             lock_user(connection, user)
                         result = operation(connection)
+                        # A hub request's Idempotency-Key, claimed in the transaction of
+                        # its write (memory.store.idempotency).
+                        claim = claim_in(connection) if connection.info.get(PENDING_KEY) else None
+                    if claim is not None:
+                        claim.committed = True
                     committed = connection.info.pop(PENDING_KEY, None)
                 # Published outside the gates: a slow bus must not hold the write lock.
                 if committed and self.after_commit is not None:

@@ -156,7 +156,7 @@ def event_hash(
 ) -> str:
     """The chain hash of one event (see the module docstring): ``target`` is the target's
     digest, or for an event written before revision 0010, the target itself. An event that
-    carries a sealed change (revision 0011) is hashed with its format and sealed bytes, so
+    carries a sealed change (revision 0012) is hashed with its format and sealed bytes, so
     the chain covers the ciphertext and still verifies once the key is shredded."""
     fields: list[Any] = [seq, created_at.isoformat(), agent, operation, target, digest, prev_hash]
     if change_sealed is not None:
@@ -347,7 +347,7 @@ def adopt_legacy_events(connection: Connection, user: str | None = None) -> bool
 
 
 def event_table(with_target_digest: bool, with_changes: bool = False) -> sa.Table:
-    """``memory_events`` as revision 0011 (``with_changes``), 0010 (``with_target_digest``)
+    """``memory_events`` as revision 0012 (``with_changes``), 0010 (``with_target_digest``)
     or 0008 defines it, for the migrations that move the chain from one form to another."""
     columns: list[sa.Column[Any]] = [
         sa.Column("seq", sa.BigInteger(), primary_key=True),

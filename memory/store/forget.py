@@ -10,6 +10,8 @@
 - sharing grants and team memberships;
 - the flag overrides of the user's sessions (every session id the user's memories, session
   state or events name);
+- the hub service's stored answers to the user's requests (revision 0011), and the user's
+  id in API keys' lists of users (a key left with no user is revoked, not widened);
 
 deletes the user's data key (``memory.store.changes.shred``: the changes their events carry,
 sealed under it, can no longer be opened), redacts the user's events in ``memory_events``
@@ -60,6 +62,7 @@ from memory.store.changes import shred
 from memory.store.db import Database, lock_user
 from memory.store.engine import BUSY_TIMEOUT_SECONDS, is_memory_sqlite
 from memory.store.events import append_event, redact_user
+from memory.store.keys import forget_user_in_keys
 from memory.store.tables import SQLITE_FTS_TABLE, Base
 from memory.telemetry import instruments as telemetry
 
@@ -252,6 +255,11 @@ def _forget(connection: Connection, user: str, actor: str, sqlite: bool) -> Forg
         (name, int(connection.execute(statement).rowcount))
         for name, statement in statements.items()
     )
+    if sa.inspect(connection).has_table("api_keys"):  # revision 0011 and later
+        rows["idempotent_requests"] = int(
+            connection.execute(_by_user("idempotent_requests", user)).rowcount
+        )
+        rows["api_keys"] = forget_user_in_keys(connection, user)
     audited = _redact_flag_audit(connection, sessions)
     redacted = redact_user(connection, user, actor)
     # Crypto-shredding: the sealed changes stay in the chain, and nothing opens them now.

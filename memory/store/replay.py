@@ -13,7 +13,7 @@ one read transaction, so it reads one consistent log, and for every event that h
 
 It stops at the first event that breaks the chain, and reports it: nothing after a bad
 link is trusted. Events whose user was forgotten (their key is gone) cannot be opened and
-are counted, not applied; so are events that carry no change (written before revision 0011,
+are counted, not applied; so are events that carry no change (written before revision 0012,
 without an event key, or by writes that do not carry one yet, listed by operation).
 
 Derived tables are rebuilt, not replayed: keyword terms and the change log

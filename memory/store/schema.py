@@ -33,6 +33,8 @@ from memory.telemetry import instruments as telemetry
 MEMORIES_REVISION = "0010"
 MAINTENANCE_REVISION = "0006"
 FLAGS_REVISION = "0007"
+# The hub service's API keys (memory.store.keys).
+KEYS_REVISION = "0011"
 
 
 def _script_location() -> str:

@@ -438,8 +438,8 @@ class MemoryEventRow(Base):
     redacted: Mapped[bool] = mapped_column(sa.Boolean())
     prev_hash: Mapped[str] = mapped_column(sa.String(HASH_LENGTH))
     hash: Mapped[str] = mapped_column(sa.String(HASH_LENGTH))
-    # Revision 0011 (``memory.store.changes``): the format of the change the event carries
-    # (NULL: written without one; 0: from before 0011, not reconstructible) and the change
+    # Revision 0012 (``memory.store.changes``): the format of the change the event carries
+    # (NULL: written without one; 0: from before 0012, not reconstructible) and the change
     # itself, sealed under the user's data key. The hash covers both when sealed is set.
     change_format: Mapped[int | None] = mapped_column(sa.SmallInteger(), nullable=True)
     change_sealed: Mapped[str | None] = mapped_column(sa.Text(), nullable=True)
@@ -453,7 +453,7 @@ class MemoryEventRow(Base):
 
 
 class EventKeyRow(Base):
-    """One user's data key for the changes events carry (revision 0011), wrapped by the
+    """One user's data key for the changes events carry (revision 0012), wrapped by the
     deployment's event key (``$MEMORY_EVENT_KEY``, never stored here). Forgetting the user
     deletes the row: their sealed changes can no longer be opened (crypto-shredding)."""
 
@@ -554,3 +554,52 @@ class SharingGrantRow(Base):
 
 
 SHARING_TABLES = ("sharing_teams", "sharing_grants")
+
+
+# -- API keys (0011): the credentials of the hub service (memory.service) ----------------------
+
+KEY_ROLES = ("agent", "admin")
+
+
+class ApiKeyRow(Base):
+    """One API key of the hub service: who a request made with it acts as. The secret is
+    never stored, only its scrypt hash (``memory.store.keys``); ``key_id`` is the public
+    half of the key, so a lookup needs no scan of hashes."""
+
+    __tablename__ = "api_keys"
+
+    key_id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(sa.String(ID_LENGTH))
+    # A JSON list of user ids; empty: the key acts for any user of its agent.
+    users_json: Mapped[str] = mapped_column(sa.Text())
+    role: Mapped[str] = mapped_column(sa.String(16))
+    salt: Mapped[str] = mapped_column(sa.String(64))
+    secret_hash: Mapped[str] = mapped_column(sa.String(HASH_LENGTH * 2))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    __table_args__ = (sa.CheckConstraint(f"role IN {KEY_ROLES!r}", name="role"),)
+
+
+
+
+class IdempotentRequestRow(Base):
+    """A write the hub applied for an ``Idempotency-Key``: claimed in the transaction of the
+    write itself (``memory.store.idempotency``), its answer stored after commit, so a retry
+    of the same request is answered from here instead of being applied again."""
+
+    __tablename__ = "idempotent_requests"
+
+    key_id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    request_key: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    operation: Mapped[str] = mapped_column(sa.String(64))
+    # The user the write acted for (None for an admin verb): forgetting the user deletes
+    # the stored answers, which hold their data.
+    user_id: Mapped[str | None] = mapped_column(sa.String(ID_LENGTH), nullable=True, index=True)
+    response_json: Mapped[str | None] = mapped_column(sa.Text(), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+KEY_TABLES = ("api_keys", "idempotent_requests")

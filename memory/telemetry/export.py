@@ -17,6 +17,7 @@ from memory.telemetry.instruments import attach_reader, detach_reader, flush
 
 __all__ = [
     "PrometheusEndpoint",
+    "export_to_registry",
     "start_otlp_exporter",
     "start_prometheus_endpoint",
     "stop_exporter",
@@ -63,21 +64,30 @@ def start_prometheus_endpoint(port: int = 9464, addr: str = "127.0.0.1") -> Prom
     >>> endpoint.url  # doctest: +SKIP
     'http://127.0.0.1:40123/metrics'
     """
-    from opentelemetry.exporter.prometheus import PrometheusMetricReader
     from prometheus_client import CollectorRegistry, start_http_server
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_FlushOnScrape())  # registered first: runs before the exporter collects
-    reader = PrometheusMetricReader(scope_info_enabled=False, registry=registry)
+    reader = export_to_registry(registry)
     try:
         server, _thread = start_http_server(port, addr=addr, registry=registry)
     except OSError as error:
-        reader.shutdown()
+        detach_reader(reader)
         raise InvalidInputError(
             f"metrics port: cannot serve /metrics on {addr}:{port}: {error}"
         ) from error
-    attach_reader(reader)
     return PrometheusEndpoint(addr, int(server.server_address[1]), server, reader)
+
+
+def export_to_registry(registry: Any) -> MetricReader:
+    """Export the library's metrics into the Prometheus ``registry`` (a
+    ``prometheus_client.CollectorRegistry`` that a server with more metrics of its own
+    serves, such as ``memctl serve``); pass the reader to :func:`stop_exporter` to stop."""
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+
+    registry.register(_FlushOnScrape())  # registered first: runs before the exporter collects
+    reader = PrometheusMetricReader(scope_info_enabled=False, registry=registry)
+    attach_reader(reader)
+    return reader
 
 
 def start_otlp_exporter(
@@ -108,5 +118,6 @@ def start_otlp_exporter(
 
 
 def stop_exporter(reader: MetricReader) -> None:
-    """Detach (and shut down) a reader added by :func:`start_otlp_exporter`."""
+    """Detach (and shut down) a reader added by :func:`start_otlp_exporter` or
+    :func:`export_to_registry`."""
     detach_reader(reader)

@@ -11,9 +11,9 @@ import memory
 import memory.ops
 
 AGENT_API = [
-    "AddedObservations", "ArchiveError", "ChainReport", "CodePattern", "ConflictError",
-    "ContextConflict", "ContextItem", "ContextWrite", "DatabaseUnavailableError", "Embedder",
-    "EmbedderUnavailableError", "Entity", "EntityGraph", "ExporterUnavailableError",
+    "AddedObservations", "ArchiveError", "AuthenticationError", "ChainReport", "CodePattern",
+    "ConflictError", "ContextConflict", "ContextItem", "ContextWrite", "DatabaseUnavailableError",
+    "Embedder", "EmbedderUnavailableError", "Entity", "EntityGraph", "ExporterUnavailableError",
     "FlagOffWarning", "ForgetReport", "Grant", "HashingEmbedder", "InjectedContext",
     "InvalidInputError", "KnowledgeGraph", "Memory", "MemoryEvent", "MemoryRecord",
     "MemoryStoreError", "MergedContext", "MetricsSourceError", "MiniLMEmbedder",

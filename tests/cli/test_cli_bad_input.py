@@ -30,7 +30,7 @@ DEAD_REDIS = ["--redis-url", "redis://127.0.0.1:1/0", "--swarm", "s1"]  # nothin
 BAD_INPUT: dict[str, list[list[str]]] = {
     "migrate": [[*DB, "migrate", "--to", ""], [*DB, "migrate", "--to", "0003"],
                 [*DB, "migrate", "--to", "nope"], [*IN_MEMORY, "migrate"]],
-    "rollback": [[*DB, "rollback", "--to", ""], [*DB, "rollback", "--to", "0011"],
+    "rollback": [[*DB, "rollback", "--to", ""], [*DB, "rollback", "--to", "0012"],
                  [*DB, "rollback", "--to", "0006", "--archive", "/proc/x"],
                  [*DB, "rollback", "--to", "0006", "--archive", "{file}/archive"],
                  [*MISSING, "rollback"]],
@@ -136,6 +136,17 @@ BAD_INPUT: dict[str, list[list[str]]] = {
     "swarm escalations resolve": [["swarm", *DEAD_REDIS, "escalations", "resolve", "e", "r"]],
     "swarm scan": [["swarm", *DEAD_REDIS, "scan"]],
     "swarm health": [["swarm", *DEAD_REDIS, "health"]],
+    "keys create": [[*DB, "keys", "create", "--agent", ""],
+                    [*DB, "keys", "create", "--agent", LONG],
+                    [*DB, "keys", "create", "--agent", "a", "--role", "root"],
+                    [*DB, "keys", "create", "--agent", "a", "--user", " "],
+                    [*DB, "keys", "create", "--agent", "a", "--expires", "2001-01-01"],
+                    [*MISSING, "keys", "create", "--agent", "a"]],
+    "keys list": [[*MISSING, "keys", "list"], [*IN_MEMORY, "keys", "list"]],
+    "keys revoke": [[*DB, "keys", "revoke", "nope"], [*MISSING, "keys", "revoke", "x"]],
+    "serve": [[*MISSING, "serve"], [*IN_MEMORY, "serve"], [*DB, "serve", "--port", "70000"],
+              [*DB, "serve", "--config", "{latin1}"], [*DB, "serve", "--config", "{missing}"],
+              [*DB, "serve", "--config", "{deep}"]],
 }  # fmt: skip
 
 

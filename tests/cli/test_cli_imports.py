@@ -1,5 +1,6 @@
 """``memory.cli`` is click over the public API: its modules import ``memory``, ``memory.ops``,
-``memory.swarm``, ``flags`` and each other, and no private name of any of them (issue 13)."""
+``memory.swarm``, ``memory.service`` (``memctl serve``), ``flags`` and each other, and no
+private name of any of them (issue 13)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import memory.cli
 
 CLI = Path(memory.cli.__file__).parent
-ALLOWED = {"memory", "memory.ops", "memory.swarm", "flags"}
+ALLOWED = {"memory", "memory.ops", "memory.service", "memory.swarm", "flags"}
 
 
 def imports(path: Path) -> list[tuple[str, str | None]]:

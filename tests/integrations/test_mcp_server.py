@@ -110,7 +110,7 @@ BAD_CALLS = [
     ("remember", {"content": "ok", "metadata": {"k": "v" * 2000}}, "at most 1024 bytes"),
     # Nested (100 levels: deeper than about 200 the SDK's JSON parser drops the message).
     ("remember", {"content": "ok", "metadata": {"deep": json.loads("[" * 100 + json.dumps(
-        "x" * 1000) + "]" * 100)}}, "at most 1024 bytes"),
+        "x" * 1000) + "]" * 100)}}, "at most 32 are allowed"),
     ("recall", {"query": "tea", "limit": 0}, "less than the minimum"),
     ("recall", {}, "'query' is a required property"),
     ("context", {"query": "tea", "budget_tokens": 1}, "less than the minimum"),

@@ -25,6 +25,7 @@ import pytest
 
 from flags import USE_CROSS_AGENT_SHARING, USE_ENHANCED_INJECTION, USE_HIERARCHICAL_TIERS
 from memory import ops as ops
+from tests.stores import upgraded_from_phase_1
 
 ROOT = Path(__file__).resolve().parents[2]
 MEMCTL = str(Path(sys.executable).parent / "memctl")
@@ -75,7 +76,7 @@ def staged(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     urls = {name: f"sqlite:///{directory / name}.db" for name in ("judged", "raised")}
     stages = {"judged": {1: [10], 2: [10, 50], 3: [10, 50, 100]}, "raised": {1: [10]}}
     for name, url in urls.items():
-        ops.migrate(url)
+        upgraded_from_phase_1(url)  # agents use it: each raise needs its gate
         for gate, rollouts in stages[name].items():
             for rollout in rollouts:  # straight through: the gates are what is under test
                 ops.set_flag(url, GATE_FLAGS[gate], rollout=rollout, actor="test", force=True)

@@ -345,8 +345,8 @@ def test_replay_across_the_migration_of_older_events(
         apply(store, ("add", "ada", 1, "working", True))
         apply(store, ("pref", "ada", "x", 1))
     before = _event_rows(source)
-    # Down to 0010: the sealed changes and keys go to the archive, the chain is re-hashed.
-    memory.ops.rollback(source, "0010", tmp_path / "archive")
+    # Down to 0011: the sealed changes and keys go to the archive, the chain is re-hashed.
+    memory.ops.rollback(source, "0011", tmp_path / "archive")
     assert (tmp_path / "archive" / "memory_event_changes.jsonl").read_text().count("\n") == 2
     engine = memory.ops.create_engine(source)
     with engine.connect() as connection:

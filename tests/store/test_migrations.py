@@ -474,12 +474,12 @@ def test_restore_refuses_tables_that_are_not_empty(
 # -- 0010: the event chain covers target digests ------------------------------------------------
 
 _HASHES = ("hash", "prev_hash", "target_digest")
-# Revision 0011's columns (tests/store/test_event_sourcing.py covers them).
+# Revision 0012's columns (tests/store/test_event_sourcing.py covers them).
 _CHANGES = ("change_format", "change_sealed")
 
 
 def _event_rows(engine: sa.Engine) -> list[dict[str, Any]]:
-    """The event log's rows without the columns 0010 recomputes and those 0011 adds."""
+    """The event log's rows without the columns 0010 recomputes and those 0012 adds."""
     with engine.connect() as connection:
         rows = connection.execute(sa.text("SELECT * FROM memory_events ORDER BY seq")).mappings()
         return [{k: v for k, v in row.items() if k not in _HASHES + _CHANGES} for row in rows]

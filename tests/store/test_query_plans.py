@@ -580,7 +580,9 @@ def test_the_database_is_large(workload: Workload) -> None:
 
 
 def test_every_public_operation_was_exercised(workload: Workload) -> None:
-    expected = public_methods(Scope) | public_methods(EntityGraph)
+    # Scope.subscribe reads the log on the subscription's own thread, outside the tracked
+    # call (tests/api/test_subscription_scope.py covers it; memory_events reads by seq).
+    expected = (public_methods(Scope) | public_methods(EntityGraph)) - {"Scope.subscribe"}
     assert len(expected) >= 29, sorted(expected)
     missed = sorted(expected - workload.log.calls)
     assert missed == [], f"exercise() must call these public methods too: {missed}"

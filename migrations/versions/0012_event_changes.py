@@ -12,10 +12,10 @@ sealed) and the wrapped keys (``memory_event_keys``) like every dropped table (`
 rollback --archive DIR``; refused without one if there are any), re-hashes the chain
 without the changes, and drops the columns and the key table. The archive keeps them; an
 upgrade again marks the events not reconstructible (``restore-archive`` has no table
-``memory_event_changes`` to put them back into: replay from a database at 0011 instead).
+``memory_event_changes`` to put them back into: replay from a database at 0012 instead).
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-12-07
 """
 
@@ -28,8 +28,8 @@ from memory.core.errors import SchemaError
 from memory.store.archive import archive_before_drop
 from memory.store.events import event_table, rechain, verify_chain
 
-revision = "0011"
-down_revision = "0010"
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 

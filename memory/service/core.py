@@ -1,0 +1,257 @@
+"""The hub service's core, free of any transport: authenticate a request's key, act as the
+identity the key carries, run one operation, and describe every failure the same way.
+
+Every transport (HTTP and ZeroMQ; gRPC is still to come) hands this module the key it was
+given and the request's JSON, and sends back what it returns, so each rule exists once:
+
+- **Identity comes from the key.** The agent is the key's; only an ``admin`` key may name
+  another agent to act as. A key that lists users acts for those only; the refusal is the
+  same words for a user that exists and one that does not.
+- **Arguments are the ``Scope`` method's own**, checked strictly (no coercion of ``"5"`` to
+  5, no unknown field: an ``agent_id`` smuggled into the arguments is refused by name).
+  The argument models and result types are derived from ``Scope``'s signatures, so the
+  service cannot drift from the embedded API.
+- **Errors keep their type.** :func:`error_reply` gives the status and the library error's
+  class name, so the remote client raises the same exception the embedded store would.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import inspect
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+
+from memory import (
+    AuthenticationError,
+    ConflictError,
+    DatabaseUnavailableError,
+    InvalidInputError,
+    Memory,
+    MemoryStoreError,
+    NotFoundError,
+    PermissionDeniedError,
+    SchemaError,
+    Scope,
+    SessionExpiredError,
+    StaleVersionError,
+    StoreClosedError,
+)
+from memory.ops import ApiKey, apply_once, authenticate
+from memory.remote import SCOPE_OPERATIONS, OperationClass
+
+_STRICT = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One served operation: its request model, its result's type, its class (for the
+    bulkheads and idempotency), and whether it is an admin verb of ``Memory`` rather than
+    a ``Scope`` method (see :meth:`Service.call`)."""
+
+    name: str
+    kind: OperationClass
+    request: type[BaseModel]
+    result: TypeAdapter[Any]
+    doc: str
+    admin: bool = False
+
+
+def _wire_type(annotation: Any) -> Any:
+    """The JSON form of a parameter type: an ``Iterable`` is a list, a ``Mapping`` a dict
+    (pydantic would otherwise accept them lazily, or any mapping type)."""
+    origin = typing.get_origin(annotation)
+    arguments = typing.get_args(annotation)
+    if origin is collections.abc.Iterable:
+        return list[_wire_type(arguments[0])]  # type: ignore[misc]
+    if origin is collections.abc.Mapping:
+        return dict[arguments[0], arguments[1]]  # type: ignore[valid-type]
+    if origin in (typing.Union, types.UnionType):
+        return typing.Union[tuple(_wire_type(item) for item in arguments)]  # noqa: UP007
+    return annotation
+
+
+def _model(name: str, method: Callable[..., Any], skip: int) -> type[BaseModel]:
+    """A strict model of ``method``'s parameters after the first ``skip``."""
+    hints = typing.get_type_hints(method)
+    fields: dict[str, Any] = {}
+    for parameter in list(inspect.signature(method).parameters.values())[skip:]:
+        default = ... if parameter.default is inspect.Parameter.empty else parameter.default
+        fields[parameter.name] = (_wire_type(hints[parameter.name]), default)
+    return create_model(name, __config__=_STRICT, **fields)
+
+
+def _title(name: str) -> str:
+    return "".join(part.title() for part in name.split("_"))
+
+
+def _scope_operation(name: str, kind: OperationClass) -> Operation:
+    method = inspect.unwrap(getattr(Scope, name))
+    arguments = _model(f"{_title(name)}Arguments", method, 1)
+    request = create_model(
+        f"{_title(name)}Request",
+        __config__=_STRICT,
+        user=(str | None, Field(None, description="The user to act for (default: the key's)")),
+        agent=(str | None, Field(None, description="The agent to act as: admin keys only")),
+        session=(str | None, None),
+        arguments=(arguments, Field(default_factory=arguments)),
+    )
+    result = TypeAdapter(typing.get_type_hints(method)["return"])
+    return Operation(name, kind, request, result, inspect.getdoc(method) or name)
+
+
+def _admin_operation(name: str) -> Operation:
+    method = getattr(Memory, name)
+    request = _model(f"{_title(name)}Request", method, 1)
+    result = TypeAdapter(typing.get_type_hints(method)["return"])
+    return Operation(name, "write", request, result, inspect.getdoc(method) or name, admin=True)
+
+
+# The admin verbs of Memory the service serves to admin keys.
+ADMIN_OPERATIONS = ("forget_user", "set_team")
+
+OPERATIONS: dict[str, Operation] = {
+    **{name: _scope_operation(name, kind) for name, kind in SCOPE_OPERATIONS.items()},
+    **{name: _admin_operation(name) for name in ADMIN_OPERATIONS},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReply:
+    """A failure as every transport reports it."""
+
+    status: int
+    type: str
+    message: str
+    details: dict[str, Any]
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"type": self.type, "message": self.message, "details": self.details}}
+
+
+# Most specific first: the first class an error is an instance of decides its status.
+_STATUS: tuple[tuple[type[MemoryStoreError], int], ...] = (
+    (AuthenticationError, 401),
+    (PermissionDeniedError, 403),
+    (SessionExpiredError, 410),
+    (NotFoundError, 404),
+    (StaleVersionError, 409),
+    (ConflictError, 409),
+    (InvalidInputError, 422),
+    (SchemaError, 503),
+    (DatabaseUnavailableError, 503),
+    (StoreClosedError, 503),
+)
+
+
+def error_reply(error: MemoryStoreError) -> ErrorReply:
+    """The status, type and message a transport sends for ``error``."""
+    status = next((code for kind, code in _STATUS if isinstance(error, kind)), 500)
+    details: dict[str, Any] = {}
+    if isinstance(error, StaleVersionError):
+        details = {
+            "memory_id": error.memory_id,
+            "expected": error.expected,
+            "current": error.current,
+        }
+    return ErrorReply(status, type(error).__name__, str(error), details)
+
+
+def _described(error: ValidationError) -> str:
+    """A pydantic error as one line naming each field and what is wrong with it."""
+    problems = []
+    for item in error.errors(include_url=False):
+        where = ".".join(str(part) for part in item["loc"]) or "body"
+        problems.append(f"{where}: {item['msg']}")
+    return "; ".join(problems)
+
+
+class Service:
+    """The operations of one store, for the identities its API keys carry."""
+
+    def __init__(self, memory: Memory) -> None:
+        self.memory = memory
+
+    def authenticate(self, credential: str | None) -> ApiKey:
+        """The active key ``credential`` is (see :func:`memory.ops.authenticate`)."""
+        return authenticate(self.memory, credential)
+
+    def scope_for(
+        self, key: ApiKey, user: str | None, agent: str | None, session: str | None
+    ) -> Scope:
+        """The scope a request with ``key`` may act in, or ``PermissionDeniedError``."""
+        if agent is not None and agent != key.agent and key.role != "admin":
+            raise PermissionDeniedError(
+                f"this API key acts as agent {key.agent!r} only; acting as another agent "
+                "needs an admin key"
+            )
+        if user is None:
+            if len(key.users) != 1:
+                raise InvalidInputError("user: required (this API key is not limited to one user)")
+            user = key.users[0]
+        elif key.users and user not in key.users and key.role != "admin":
+            # The same words whether or not the user exists: a key learns nothing of others.
+            raise PermissionDeniedError("this API key does not act for that user")
+        return self.memory.scope(user, agent or key.agent, session)
+
+    def call(
+        self,
+        key: ApiKey,
+        name: str,
+        body: bytes | str | Mapping[str, Any],
+        request_key: str | None = None,
+    ) -> Any:
+        """Run operation ``name`` with the request ``body`` (JSON text or an object) as
+        ``key``'s identity; return the result as JSON-ready data. A write with a
+        ``request_key`` (the ``Idempotency-Key``) is applied once however often it is
+        sent (:func:`memory.ops.apply_once`)."""
+        operation = OPERATIONS.get(name)
+        if operation is None:
+            raise NotFoundError(f"no operation {name!r}; see /openapi.json")
+        if operation.admin and key.role != "admin":
+            raise PermissionDeniedError(f"{name} needs an admin API key")
+        request = self.parse(operation, body)
+        if request_key is not None and operation.kind == "write":
+            # The user the answer is about; an admin verb's answer names none.
+            user = None if operation.admin else getattr(request, "user", None)
+            if user is None and not operation.admin and len(key.users) == 1:
+                user = key.users[0]
+            return apply_once(
+                self.memory,
+                key,
+                request_key,
+                name,
+                user,
+                lambda: self._run(key, operation, request),
+            )
+        return self._run(key, operation, request)
+
+    def _run(self, key: ApiKey, operation: Operation, request: BaseModel) -> Any:
+        name = operation.name
+        values = {field: getattr(request, field) for field in type(request).model_fields}
+        if operation.admin:
+            result = getattr(self.memory, name)(**values)
+        else:
+            arguments = values.pop("arguments")
+            scope = self.scope_for(key, **values)
+            result = getattr(scope, name)(
+                **{field: getattr(arguments, field) for field in type(arguments).model_fields}
+            )
+        return operation.result.dump_python(result, mode="json")
+
+    @staticmethod
+    def parse(operation: Operation, body: bytes | str | Mapping[str, Any]) -> BaseModel:
+        """``body`` checked against the operation's request model, strictly."""
+        try:
+            if isinstance(body, bytes | str):
+                return operation.request.model_validate_json(body or b"{}")
+            return operation.request.model_validate(body)
+        except ValidationError as error:
+            raise InvalidInputError(_described(error)) from None
+        except RecursionError:
+            raise InvalidInputError("body: nested too deeply") from None

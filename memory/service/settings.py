@@ -1,0 +1,127 @@
+"""The configuration of ``memctl serve``: flags, then the environment (``MEMORY_SERVICE_*``),
+then a TOML file, then the defaults (the checklist's ports).
+
+String values in the file may name environment variables, ``${VAR}`` or
+``${VAR:default}``, so one file serves every host of a deployment; a variable that is
+unset and has no default is an error naming it, not an empty string.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from memory import InvalidInputError
+
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}")
+
+EmbedderName = Literal["minilm", "hashing", "none"]
+
+
+def interpolate(value: Any, environ: dict[str, str] | None = None) -> Any:
+    """``value`` with every ``${VAR}`` / ``${VAR:default}`` in its strings replaced."""
+    variables = os.environ if environ is None else environ
+    if isinstance(value, dict):
+        return {key: interpolate(item, environ) for key, item in value.items()}
+    if isinstance(value, list):
+        return [interpolate(item, environ) for item in value]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in variables:
+            return variables[name]
+        if default is None:
+            raise InvalidInputError(
+                f"configuration: ${{{name}}} is not set in the environment and has no default "
+                f"(write ${{{name}:default}})"
+            )
+        return default
+
+    return _VARIABLE.sub(substitute, value)
+
+
+class _TomlFile(PydanticBaseSettingsSource):
+    """The ``[service]`` table of a TOML file, interpolated."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        super().__init__(settings_cls)
+        self.path = path
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # everything comes from __call__
+
+    def __call__(self) -> dict[str, Any]:
+        if self.path is None:
+            return {}
+        try:
+            document = tomllib.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeError, tomllib.TOMLDecodeError) as error:
+            raise InvalidInputError(f"configuration: cannot read {self.path}: {error}") from None
+        table = document.get("service", {})
+        if not isinstance(table, dict):
+            raise InvalidInputError(f"configuration: {self.path}: [service] must be a table")
+        return dict(interpolate(table))
+
+
+class ServiceSettings(BaseSettings):
+    """Everything ``memctl serve`` can be told."""
+
+    model_config = SettingsConfigDict(env_prefix="MEMORY_SERVICE_", extra="forbid")
+
+    database_url: str | None = Field(None, description="default: $MEMORY_DATABASE_URL")
+    host: str = Field("127.0.0.1", description="the address to listen on")
+    http_port: int = Field(8080, ge=0, le=65535, description="HTTP, /metrics included")
+    # ZeroMQ ROUTER for the checklist's legacy agents (its port: 5713); None: not served.
+    zmq_port: int | None = Field(None, ge=1, le=65535, description="ZeroMQ ROUTER port")
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="larger bodies get 413")
+    embedder: EmbedderName = "minilm"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # How long SIGTERM waits for requests under way before closing their connections.
+    drain_seconds: int = Field(10, ge=0, le=300)
+    # Bulkheads: how many calls of each operation class run at once, how many may wait
+    # for a turn, and how long; beyond that the answer is 503 with Retry-After.
+    concurrent_reads: int = Field(32, ge=1, le=1024)
+    concurrent_writes: int = Field(16, ge=1, le=1024)
+    concurrent_searches: int = Field(8, ge=1, le=1024)
+    queue_limit: int = Field(64, ge=0, le=100_000)
+    queue_seconds: float = Field(5.0, gt=0, le=300)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = getattr(init_settings, "init_kwargs", {}).pop("config_file", None)
+        assert isinstance(init_settings, InitSettingsSource)
+        return init_settings, env_settings, _TomlFile(settings_cls, path)
+
+
+def load_settings(config_file: Path | None = None, **given: Any) -> ServiceSettings:
+    """The settings from ``given`` (flags; None means not given), the environment and
+    ``config_file``."""
+    chosen = {key: value for key, value in given.items() if value is not None}
+    try:
+        return ServiceSettings(config_file=config_file, **chosen)  # type: ignore[call-arg]
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in item['loc'])}: {item['msg']}"
+            for item in error.errors(include_url=False)
+        )
+        raise InvalidInputError(f"configuration: {problems}") from None
