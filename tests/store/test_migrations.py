@@ -784,10 +784,10 @@ def test_memctl_rollback_archives_into_the_working_directory_by_default(
         ("migrate", "--to", "9999"),
         ("migrate", "--to", "not-a-revision"),
         ("rollback", "--to", "9999", "--archive", "ARCHIVE"),
-        ("migrate", "--to", "+9"),
+        ("migrate", "--to", "+19"),
         ("migrate", "--to", "0001"),
     ],
-    ids=["migrate-9999", "migrate-name", "rollback-9999", "migrate-plus-9", "migrate-backwards"],
+    ids=["migrate-9999", "migrate-name", "rollback-9999", "migrate-plus-19", "migrate-backwards"],
 )
 def test_memctl_unknown_revision_is_a_clear_error(
     engine: sa.Engine, database_url: str, tmp_path: Path, args: tuple[str, ...]
@@ -803,7 +803,7 @@ def test_memctl_unknown_revision_is_a_clear_error(
     expected = {
         "9999": "Error: revision '9999' is unknown; see `memctl history`",
         "not-a-revision": "Error: revision 'not-a-revision' is unknown; see `memctl history`",
-        "+9": "Error: cannot migrate: Relative revision +9 didn't produce 9 migrations",
+        "+19": "Error: cannot migrate: Relative revision +19 didn't produce 19 migrations",
         "0001": f"Error: the database is at {PHASE_1_REVISION}, already past 0001; "
         "to go back, use: memctl rollback --to 0001",
     }
