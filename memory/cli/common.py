@@ -14,7 +14,6 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
-from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,7 +31,6 @@ __all__ = [
     "memory_handle",
     "plural",
     "reported_errors",
-    "reports_errors",
     "scope_options",
     "text_argument",
 ]
@@ -75,17 +73,6 @@ def reported_errors() -> Iterator[None]:
             f"unexpected {type(error).__name__}: {error} (this is a bug: please report it, "
             f"with the output of the same command run with {TRACEBACK_ENV}=1)"
         ) from error
-
-
-def reports_errors(command: F) -> F:
-    """Run ``command`` inside :func:`reported_errors`."""
-
-    @wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with reported_errors():
-            return command(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
 
 
 class Memctl(click.Group):

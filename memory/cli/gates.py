@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from memory import ops as ops
-from memory.cli.common import database_url, reports_errors
+from memory.cli.common import database_url
 
 __all__ = ["gate_options", "gate_source_options", "gate_table", "gates_command"]
 
@@ -86,7 +86,6 @@ def gate_table(report: ops.GateReport) -> str:
 @gate_source_options
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
-@reports_errors
 def gates_command(
     context: click.Context, /, gate: int | None, flag: str | None, record_baseline: bool,
     as_json: bool, **source_options: Any,

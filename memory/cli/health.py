@@ -9,7 +9,7 @@ from typing import cast
 
 import click
 
-from memory.cli.common import database_url, reports_errors
+from memory.cli.common import database_url
 from memory.ops import EmbedderChoice, health_checks, run_health_checks
 
 __all__ = ["health"]
@@ -45,7 +45,6 @@ __all__ = ["health"]
 )
 @click.option("--list", "list_checks", is_flag=True, help="List the checks and exit.")
 @click.pass_context
-@reports_errors
 def health(
     context: click.Context,
     as_json: bool,

@@ -20,7 +20,6 @@ from memory.cli.common import (
     database_url,
     echo_json,
     json_option,
-    reports_errors,
     scope_options,
 )
 
@@ -73,7 +72,6 @@ _BYTES = {
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 @click.pass_context
-@reports_errors
 def forget(context: click.Context, user: str, yes: bool, as_json: bool) -> None:
     """Remove every row of a user in every table and redact their events (admin).
 

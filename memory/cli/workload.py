@@ -14,7 +14,7 @@ import click
 
 from memory import Embedder, HashingEmbedder, MiniLMEmbedder
 from memory import ops as ops
-from memory.cli.common import database_url, reports_errors
+from memory.cli.common import database_url
 
 __all__ = ["workload"]
 
@@ -53,7 +53,6 @@ def _embedder(name: str) -> Embedder:
 @click.option("--seed", type=int, default=20240601, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.pass_context
-@reports_errors
 def workload(
     context: click.Context,
     duration: float,
