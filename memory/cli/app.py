@@ -8,6 +8,7 @@ print one line naming the problem and exit 1 (2 for a usage error); ``memctl che
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -165,7 +166,8 @@ def history(context: click.Context, as_json: bool) -> None:
             {
                 "current": revision,
                 "revisions": [
-                    {**vars_of(item), "current": item.revision == revision} for item in revisions
+                    {**dataclasses.asdict(item), "current": item.revision == revision}
+                    for item in revisions
                 ],
             }
         )
@@ -175,14 +177,6 @@ def history(context: click.Context, as_json: bool) -> None:
         # The first paragraph of the migration's docstring, whole: its summary.
         summary = " ".join(item.description.split("\n\n")[0].split())
         click.echo(f"{marker} {item.revision}  {summary}")
-
-
-def vars_of(item: ops.RevisionInfo) -> dict[str, Any]:
-    return {
-        "revision": item.revision,
-        "down_revision": item.down_revision,
-        "description": item.description,
-    }
 
 
 @main.command()

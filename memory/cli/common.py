@@ -27,6 +27,7 @@ __all__ = [
     "Memctl",
     "database_url",
     "echo_json",
+    "json_object_argument",
     "json_option",
     "memory_handle",
     "plural",
@@ -134,6 +135,17 @@ def _json_default(value: Any) -> Any:
 def plural(count: int, noun: str, nouns: str | None = None) -> str:
     """``1 row``, ``2 rows``, ``0 memories`` (give ``nouns`` where adding an s is wrong)."""
     return f"{count} {noun if count == 1 else (nouns or noun + 's')}"
+
+
+def json_object_argument(value: str, name: str) -> dict[str, Any]:
+    """A JSON object given inline, as ``@FILE`` or as ``-`` (see :func:`text_argument`)."""
+    try:
+        parsed = json.loads(text_argument(value, name))
+    except ValueError as error:
+        raise click.BadParameter(f"not JSON: {error}", param_hint=name) from error
+    if not isinstance(parsed, dict):
+        raise click.BadParameter("must be a JSON object", param_hint=name)
+    return parsed
 
 
 def text_argument(value: str, name: str) -> str:

@@ -10,7 +10,6 @@ broke on the way.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,21 +22,10 @@ from memory import ops as ops
 from memory.cli.common import (
     database_url,
     echo_json,
+    json_object_argument,
     json_option,
     memory_handle,
-    text_argument,
 )
-
-
-def _json_object(raw: str) -> dict[str, Any]:
-    """``--data``: a JSON object, inline, ``@FILE`` or ``-``."""
-    try:
-        value = json.loads(text_argument(raw, "--data"))
-    except ValueError as error:
-        raise click.BadParameter(f"not JSON: {error}", param_hint="--data") from error
-    if not isinstance(value, dict):
-        raise click.BadParameter("must be a JSON object", param_hint="--data")
-    return value
 
 
 @click.command()
@@ -65,7 +53,7 @@ def record(
 
     Prints the event as JSON: {"seq", "event", "agent", "memory_id"}.
     """
-    payload = _json_object(data)
+    payload = json_object_argument(data, "--data")
     carried = payload.pop("memory", None)
     if carried is not None and not isinstance(carried, dict):
         raise click.BadParameter('"memory" must be a JSON object', param_hint="--data")

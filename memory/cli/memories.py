@@ -17,6 +17,7 @@ import click
 from memory import MemoryRecord
 from memory.cli.common import (
     echo_json,
+    json_object_argument,
     json_option,
     memory_handle,
     plural,
@@ -53,15 +54,7 @@ def nothing_found(what: str, user: str, agent: str) -> None:
 
 def metadata_option(raw: str | None) -> dict[str, Any] | None:
     """``--metadata``: a JSON object, inline, ``@FILE`` or ``-``."""
-    if raw is None:
-        return None
-    try:
-        value = json.loads(text_argument(raw, "--metadata"))
-    except ValueError as error:
-        raise click.BadParameter(f"not JSON: {error}", param_hint="--metadata") from error
-    if not isinstance(value, dict):
-        raise click.BadParameter("must be a JSON object", param_hint="--metadata")
-    return value
+    return None if raw is None else json_object_argument(raw, "--metadata")
 
 
 @click.group()
