@@ -4,23 +4,30 @@ serve`` and hands out scopes with the embedded ``Scope``'s methods, types and er
 A :class:`RemoteScope` is a ``Scope`` whose operations send their keyword arguments to
 ``POST /v1/{operation}`` and read the result back into the same records (pydantic validates
 the JSON into the dataclasses); an error reply raises the library error of the same name,
-so code written against the embedded store runs unchanged. This module also names the
-operations the service serves (:data:`SCOPE_OPERATIONS`), so the two sides share one list.
+so code written against the embedded store runs unchanged. A :class:`RemoteGraph` does the
+same for the entity graph (``Memory.graph(user)``). What exists only embedded (a scope's
+``subscribe``, the graph's JSONL import and export, the store's maintenance members) raises
+``EmbeddedOnlyError`` naming the member. This module also names the operations the
+service serves (:data:`SCOPE_OPERATIONS`, :data:`GRAPH_OPERATIONS`), so the two sides
+share one list.
 
 Several endpoints, comma-separated (``http://a:8080,http://b:8080``), are replicas: a call
 goes to the one that answered last, and to the next when it cannot be reached. A write
 carries an ``Idempotency-Key``, the same on every attempt, so the service applies a
-retried write once.
+retried write once. Every call tells the hub the client's timeout (``X-Request-Timeout``):
+past it the hub answers 504, which raises ``DeadlineExceededError``, having written nothing.
 """
 
 from __future__ import annotations
 
 import inspect
 import json
+import math
 import threading
 import typing
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import TypeAdapter
@@ -30,13 +37,16 @@ from flags import EvaluationContext
 from memory.core import errors
 from memory.core.errors import (
     DatabaseUnavailableError,
+    EmbeddedOnlyError,
     InvalidInputError,
     MemoryStoreError,
     StaleVersionError,
     StoreClosedError,
 )
-from memory.core.types import Owner
+from memory.core.types import MemoryEvent, Owner
 from memory.scope import Scope
+from memory.store.graph import EntityGraph
+from memory.updates import Subscription
 
 if TYPE_CHECKING:
     import httpx
@@ -71,7 +81,22 @@ SCOPE_OPERATIONS: dict[str, OperationClass] = {
     "merge_context": "write",
     "record_event": "write",
 }
+# The entity graph's operations (``Memory.graph(user)``), served as ``graph_<name>``.
+GRAPH_OPERATIONS: dict[str, OperationClass] = {
+    "create_entities": "write",
+    "create_relations": "write",
+    "add_observations": "write",
+    "delete_entities": "write",
+    "delete_observations": "write",
+    "delete_relations": "write",
+    "read_graph": "read",
+    "search_nodes": "read",
+    "open_nodes": "read",
+}
+GRAPH_PREFIX = "graph_"
 IDEMPOTENCY_KEY = "Idempotency-Key"
+# Seconds the hub may spend on a request before it answers 504 having written nothing.
+REQUEST_TIMEOUT = "X-Request-Timeout"
 REMOTE_SCHEMES = ("http://", "https://")
 
 
@@ -99,16 +124,33 @@ def _error(response: httpx.Response) -> MemoryStoreError:
     return MemoryStoreError(f"{kind}: {message}")
 
 
-class Transport:
-    """HTTP calls to one or more replicas of the hub, with the API key."""
+class _Replicas:
+    """What the synchronous and the asynchronous transports share: the replicas and the
+    API key, the request each attempt sends, and what each answer means."""
 
-    def __init__(self, url: str, api_key: str | None, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, api_key: str | None, timeout: float) -> None:
         if not api_key:
             raise InvalidInputError("api_key: a remote store needs one (memctl keys create)")
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not math.isfinite(timeout)
+            or timeout <= 0
+        ):
+            raise InvalidInputError(f"timeout: must be a number of seconds > 0, not {timeout!r}")
         endpoints = [item.strip().rstrip("/") for item in url.split(",") if item.strip()]
         for endpoint in endpoints:
             if not is_remote(endpoint):
                 raise InvalidInputError(f"url: {endpoint!r} is not an http:// or https:// URL")
+        self.endpoints = endpoints
+        self.timeout = timeout
+        self.headers = {"Authorization": f"Bearer {api_key}"}
+        self._preferred = 0
+        self._lock = threading.Lock()
+        self.closed = False
+
+    @staticmethod
+    def _httpx() -> Any:
         # httpx is the 'service' extra's: imported here, so that `import memory` stays as
         # light as the embedded store needs (telemetry's exporters do the same).
         try:
@@ -118,52 +160,86 @@ class Transport:
                 "url: a remote store needs the 'service' extra: "
                 "pip install 'tiered-memory[service]'"
             ) from None
+        return httpx
+
+    def _request(self, body: dict[str, Any], write: bool) -> tuple[bytes, dict[str, str]]:
+        """The content and headers of a call, the same on every attempt."""
+        if self.closed:
+            raise StoreClosedError("this memory store is closed; open it again with Memory.open")
+        content = json.dumps(body, ensure_ascii=False, allow_nan=False).encode()
+        # The hub gives up (504, nothing written) a little before this client would stop
+        # waiting, so that its answer still arrives.
+        hub_timeout = self.timeout - min(1.0, self.timeout / 5)
+        headers = {"Content-Type": "application/json", REQUEST_TIMEOUT: f"{hub_timeout:.3f}"}
+        if write:
+            headers[IDEMPOTENCY_KEY] = uuid.uuid4().hex
+        return content, headers
+
+    def _order(self) -> list[int]:
+        """The replicas to try, the one that answered last first."""
+        with self._lock:
+            first = self._preferred
+        return [(first + step) % len(self.endpoints) for step in range(len(self.endpoints))]
+
+    def _answer(self, index: int, response: httpx.Response, attempt: _Attempt) -> bytes | None:
+        """The result in ``response`` from replica ``index``; None to try the next replica
+        (this one's bulkhead is full); raises the library error the service replied with."""
+        if response.status_code == 503 and "Retry-After" in response.headers:
+            attempt.failures.append(f"{self.endpoints[index]}: busy")
+            attempt.last_busy = response
+            return None
+        with self._lock:
+            self._preferred = index
+        if response.status_code == 200:
+            return response.content
+        raise _error(response)
+
+
+@dataclass
+class _Attempt:
+    """What the replicas tried for one call said, for the error when none answered."""
+
+    failures: list[str] = field(default_factory=list)
+    last_busy: httpx.Response | None = None
+
+    def unreachable(self, endpoint: str, error: Exception) -> None:
+        self.failures.append(f"{endpoint}: {type(error).__name__}")
+
+    def give_up(self) -> MemoryStoreError:
+        if self.last_busy is not None:
+            return _error(self.last_busy)
+        return DatabaseUnavailableError(f"no hub replica answered ({'; '.join(self.failures)})")
+
+
+class Transport(_Replicas):
+    """HTTP calls to one or more replicas of the hub, with the API key."""
+
+    def __init__(self, url: str, api_key: str | None, timeout: float = 30.0) -> None:
+        super().__init__(url, api_key, timeout)
+        httpx = self._httpx()
         self._unreachable: type[Exception] = httpx.TransportError
-        self.endpoints = endpoints
-        headers = {"Authorization": f"Bearer {api_key}"}
         self._clients = [
-            httpx.Client(base_url=endpoint, headers=headers, timeout=timeout)
-            for endpoint in endpoints
+            httpx.Client(base_url=endpoint, headers=self.headers, timeout=timeout)
+            for endpoint in self.endpoints
         ]
-        self._preferred = 0
-        self._lock = threading.Lock()
-        self.closed = False
 
     def call(self, operation: str, body: dict[str, Any], *, write: bool) -> bytes:
         """The JSON result of ``operation``, trying each replica in turn when one cannot
         be reached; raises the library error the service replied with."""
-        if self.closed:
-            raise StoreClosedError("this memory store is closed; open it again with Memory.open")
-        content = json.dumps(body, ensure_ascii=False, allow_nan=False).encode()
-        headers = {"Content-Type": "application/json"}
-        if write:
-            headers[IDEMPOTENCY_KEY] = uuid.uuid4().hex
-        with self._lock:
-            first = self._preferred
-        failures = []
-        last_busy: httpx.Response | None = None
-        for step in range(len(self._clients)):
-            index = (first + step) % len(self._clients)
+        content, headers = self._request(body, write)
+        attempt = _Attempt()
+        for index in self._order():
             try:
                 response = self._clients[index].post(
                     f"/v1/{operation}", content=content, headers=headers
                 )
             except self._unreachable as error:
-                failures.append(f"{self.endpoints[index]}: {type(error).__name__}")
+                attempt.unreachable(self.endpoints[index], error)
                 continue
-            if response.status_code == 503 and "Retry-After" in response.headers:
-                # This replica's bulkhead is full: another may have room.
-                failures.append(f"{self.endpoints[index]}: busy")
-                last_busy = response
-                continue
-            with self._lock:
-                self._preferred = index
-            if response.status_code == 200:
-                return response.content
-            raise _error(response)
-        if last_busy is not None:
-            raise _error(last_busy)
-        raise DatabaseUnavailableError(f"no hub replica answered ({'; '.join(failures)})")
+            result = self._answer(index, response, attempt)
+            if result is not None:
+                return result
+        raise attempt.give_up()
 
     def admin(self, operation: str, body: dict[str, Any], result: type[T]) -> T:
         """An admin verb of ``Memory`` (the hub refuses it unless the key is an admin's)."""
@@ -173,6 +249,42 @@ class Transport:
         self.closed = True
         for client in self._clients:
             client.close()
+
+
+class AsyncTransport(_Replicas):
+    """:class:`Transport` for asyncio code: httpx's ``AsyncClient``, the same failover,
+    idempotency keys and timeout (``memory.aio``)."""
+
+    def __init__(self, url: str, api_key: str | None, timeout: float = 30.0) -> None:
+        super().__init__(url, api_key, timeout)
+        httpx = self._httpx()
+        self._unreachable: type[Exception] = httpx.TransportError
+        self._clients = [
+            httpx.AsyncClient(base_url=endpoint, headers=self.headers, timeout=timeout)
+            for endpoint in self.endpoints
+        ]
+
+    async def call(self, operation: str, body: dict[str, Any], *, write: bool) -> bytes:
+        """As :meth:`Transport.call`, without blocking the event loop."""
+        content, headers = self._request(body, write)
+        attempt = _Attempt()
+        for index in self._order():
+            try:
+                response = await self._clients[index].post(
+                    f"/v1/{operation}", content=content, headers=headers
+                )
+            except self._unreachable as error:
+                attempt.unreachable(self.endpoints[index], error)
+                continue
+            result = self._answer(index, response, attempt)
+            if result is not None:
+                return result
+        raise attempt.give_up()
+
+    async def close(self) -> None:
+        self.closed = True
+        for client in self._clients:
+            await client.aclose()
 
 
 class RemoteScope(Scope):
@@ -187,37 +299,104 @@ class RemoteScope(Scope):
         )
 
     def _remote(self, operation: str, arguments: dict[str, Any]) -> bytes:
-        try:
-            wire = to_jsonable_python(arguments)
-        except PydanticSerializationError as error:
-            raise InvalidInputError(f"arguments: not JSON-serialisable: {error}") from None
-        body = {
-            "user": self._owner.user,
-            "agent": self._owner.agent,
-            "session": self._owner.session,
-            "arguments": wire,
-        }
         return self._transport.call(
-            operation, body, write=SCOPE_OPERATIONS[operation] == "write"
+            operation,
+            scope_body(self._owner, arguments),
+            write=SCOPE_OPERATIONS[operation] == "write",
         )
 
+    def subscribe(
+        self, callback: Callable[[MemoryEvent], None], *, after_seq: int | None = None
+    ) -> Subscription:
+        raise EmbeddedOnlyError("Scope.subscribe")
 
-def _forwarded(name: str) -> Callable[..., Any]:
-    """``Scope.<name>`` as a call to the hub, with the embedded method's signature."""
-    method = inspect.unwrap(getattr(Scope, name))
-    signature = inspect.signature(method)
-    result: TypeAdapter[Any] = TypeAdapter(typing.get_type_hints(method)["return"])
 
-    def forward(self: RemoteScope, *args: Any, **kwargs: Any) -> Any:
-        bound = signature.bind(self, *args, **kwargs)  # a TypeError as the embedded call
-        arguments = {key: value for key, value in bound.arguments.items() if key != "self"}
-        return result.validate_json(self._remote(name, arguments))
+class RemoteGraph(EntityGraph):
+    """The entity graph of one user in a remote store: the same methods, records and
+    errors as :class:`~memory.EntityGraph`, answered by the hub."""
 
-    forward.__name__ = forward.__qualname__ = name
-    forward.__doc__ = method.__doc__
-    forward.__signature__ = signature  # type: ignore[attr-defined]
-    return forward
+    def __init__(self, transport: Transport, user: str) -> None:  # noqa: D107
+        self._transport = transport
+        self.user = user
+
+    def _remote(self, operation: str, arguments: dict[str, Any]) -> bytes:
+        return self._transport.call(
+            GRAPH_PREFIX + operation,
+            graph_body(self.user, arguments),
+            write=GRAPH_OPERATIONS[operation] == "write",
+        )
+
+    def export_jsonl(self) -> Iterator[str]:
+        raise EmbeddedOnlyError("EntityGraph.export_jsonl")
+
+    def import_jsonl(self, lines: Iterable[str]) -> tuple[int, int]:
+        raise EmbeddedOnlyError("EntityGraph.import_jsonl")
+
+
+def _wire(arguments: dict[str, Any]) -> Any:
+    try:
+        return to_jsonable_python(arguments)
+    except PydanticSerializationError as error:
+        raise InvalidInputError(f"arguments: not JSON-serialisable: {error}") from None
+
+
+def scope_body(owner: Owner, arguments: dict[str, Any]) -> dict[str, Any]:
+    """The body of a call of a ``Scope`` operation for ``owner``."""
+    return {
+        "user": owner.user,
+        "agent": owner.agent,
+        "session": owner.session,
+        "arguments": _wire(arguments),
+    }
+
+
+def graph_body(user: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """The body of a call of an ``EntityGraph`` operation on ``user``'s graph."""
+    return {"user": user, "arguments": _wire(arguments)}
+
+
+@dataclass(frozen=True)
+class Served:
+    """An embedded method as the remote clients call it: its signature (the arguments are
+    bound to it, so a wrong call is the embedded call's ``TypeError``), its result's type
+    (the JSON answer is validated back into the same records) and its docstring."""
+
+    name: str
+    signature: inspect.Signature
+    result: TypeAdapter[Any]
+    doc: str | None
+
+    @classmethod
+    def of(cls, owner: type[Any], name: str) -> Served:
+        method = inspect.unwrap(getattr(owner, name))
+        result: TypeAdapter[Any] = TypeAdapter(typing.get_type_hints(method)["return"])
+        return cls(name, inspect.signature(method), result, method.__doc__)
+
+    def arguments(self, target: object, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The call's arguments by name (``self`` left out)."""
+        bound = self.signature.bind(target, *args, **kwargs)
+        return {key: value for key, value in bound.arguments.items() if key != "self"}
+
+    def dress(self, function: Callable[..., Any]) -> Callable[..., Any]:
+        """``function`` with the embedded method's name, docstring and signature."""
+        function.__name__ = function.__qualname__ = self.name
+        function.__doc__ = self.doc
+        function.__signature__ = self.signature  # type: ignore[attr-defined]
+        return function
+
+
+def _forwarded(owner: type[Any], name: str) -> Callable[..., Any]:
+    """``owner.<name>`` as a call to the hub, with the embedded method's signature."""
+    served = Served.of(owner, name)
+
+    def forward(self: RemoteScope | RemoteGraph, *args: Any, **kwargs: Any) -> Any:
+        arguments = served.arguments(self, args, kwargs)
+        return served.result.validate_json(self._remote(name, arguments))
+
+    return served.dress(forward)
 
 
 for _name in SCOPE_OPERATIONS:
-    setattr(RemoteScope, _name, _forwarded(_name))
+    setattr(RemoteScope, _name, _forwarded(Scope, _name))
+for _name in GRAPH_OPERATIONS:
+    setattr(RemoteGraph, _name, _forwarded(EntityGraph, _name))
