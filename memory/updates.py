@@ -339,7 +339,8 @@ class Updates:
     ) -> None:
         self._db = db
         self._backend = _backend(setting, db)
-        self._guard = guard
+        # In process there is nothing that can fail slowly, so nothing to guard.
+        self._guard = guard if self._backend.name != "inprocess" else None
         self._lock = threading.Lock()
         self._publish_degraded = False
         self._next_attempt = 0.0

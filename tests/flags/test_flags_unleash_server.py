@@ -83,7 +83,8 @@ class UnleashServer:
     def ensure_running(self) -> None:
         if self._process is not None and self._process.poll() is None:
             return
-        self.port = _free_port()
+        # A restart keeps the port: clients polling it see the server come back.
+        self.port = self.port or _free_port()
         env = {
             **os.environ,
             "UNLEASH_PORT": str(self.port),
