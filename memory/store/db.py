@@ -43,9 +43,11 @@ from sqlalchemy.pool import QueuePool, StaticPool
 from memory.core.errors import (
     DatabaseUnavailableError,
     InvalidInputError,
+    QuotaExceededError,
     StorageError,
     StoreClosedError,
 )
+from memory.core.inputs import QUOTA_BYTES_ENV, Quotas
 from memory.core.types import MemoryEvent
 from memory.store.changes import EVENT_KEY_INFO
 from memory.store.engine import (
@@ -56,6 +58,7 @@ from memory.store.engine import (
 )
 from memory.store.events import AUDIT_KEY_INFO, PENDING_KEY
 from memory.store.idempotency import claim_in
+from memory.store.usage import stored_bytes
 
 T = TypeVar("T")
 
@@ -206,9 +209,17 @@ class Database:
     """
 
     def __init__(
-        self, engine: Engine, audit_key: bytes | None = None, event_key: bytes | None = None
+        self,
+        engine: Engine,
+        audit_key: bytes | None = None,
+        event_key: bytes | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
         self.engine = engine
+        # The per-user limits: the byte quota is checked here, around every write of a
+        # user's rows; with any per-user total limited, those writes hold the user's lock
+        # exclusively (``lock_user``), so that the check sees every earlier write.
+        self.quotas = quotas or Quotas()
         # The key of the event log's digests (``memory.store.events.audit_key``) and the key
         # that wraps the users' data keys (``memory.store.changes.event_key``), handed to
         # every transaction; never stored in the database.
@@ -241,7 +252,11 @@ class Database:
         """Run ``operation`` in a write transaction, retrying transient failures.
 
         ``user``: whose rows it writes; the transaction then holds that user's lock shared
-        (``lock_user``), so that it cannot straddle a forget of them.
+        (``lock_user``), so that it cannot straddle a forget of them, or exclusively when a
+        per-user quota is set, so that concurrent writers of one user cannot together pass
+        it. A write that grows what the user stores past ``$MEMORY_MAX_BYTES_PER_USER``
+        raises ``QuotaExceededError`` and is rolled back; one that shrinks it (a delete)
+        always passes.
         """
         return self._run(operation, writes=True, user=user)
 
@@ -265,9 +280,11 @@ class Database:
                     connection.info[AUDIT_KEY_INFO] = self.audit_key
                     connection.info[EVENT_KEY_INFO] = self.event_key
                     with connection.begin():
-                        if user is not None:
-                            lock_user(connection, user)
-                        result = operation(connection)
+                        if user is None:
+                            result = operation(connection)
+                        else:
+                            lock_user(connection, user, exclusive=self.quotas.per_user)
+                            result = self._within_byte_quota(connection, user, operation)
                         # A hub request's Idempotency-Key, claimed in the transaction of
                         # its write (memory.store.idempotency).
                         claim = claim_in(connection) if connection.info.get(PENDING_KEY) else None
@@ -294,6 +311,22 @@ class Database:
                     ) from error
                 time.sleep(pause)
                 delay = min(2 * delay, _MAX_BACKOFF_SECONDS)
+
+    def _within_byte_quota(
+        self, connection: Connection, user: str, operation: Callable[[Connection], T]
+    ) -> T:
+        limit = self.quotas.bytes
+        if limit is None:
+            return operation(connection)
+        before = stored_bytes(connection, user)
+        result = operation(connection)
+        after = stored_bytes(connection, user)
+        if after > before and after > limit:
+            raise QuotaExceededError(
+                f"user {user!r} would store {after} bytes; the quota is {limit} "
+                f"(${QUOTA_BYTES_ENV}): delete memories, state or patterns first"
+            )
+        return result
 
     @contextmanager
     def _admitted(self, writes: bool, deadline: float) -> Iterator[None]:

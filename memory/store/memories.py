@@ -150,8 +150,8 @@ class Store:
     def _check_memory_quota(self, connection: Connection, user: str) -> None:
         """Refuse (``QuotaExceededError``, so the transaction rolls back) a write that leaves
         ``user`` with more memories than the quota. Counted after the insert, so content
-        that was already stored costs nothing; writers of one user running at once on
-        PostgreSQL may each see the count before the other's commit."""
+        that was already stored costs nothing; the writers of a user take turns while a
+        quota is set (``Database.write``), so each count includes the others' rows."""
         limit = self.quotas.memories
         if limit is None:
             return
