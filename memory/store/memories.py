@@ -526,6 +526,12 @@ class Store:
         """The live grants ``owner`` made (or holds, with ``received``)."""
         return self.db.read(lambda connection: sharing.list_grants(connection, owner, received))
 
+    def memory_readable(self, owner: Owner, memory_id: int) -> bool:
+        """Whether ``owner`` may read the memory ``memory_id`` now."""
+        return self.db.read(
+            lambda connection: sharing.memory_readable(connection, owner, memory_id)
+        )
+
     def record_reads(self, owner: Owner, records: Sequence[MemoryRecord]) -> None:
         """Log that ``owner`` read these memories of other agents (``memory.read`` events)."""
         self.db.write(
