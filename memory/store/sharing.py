@@ -454,6 +454,19 @@ def visible_with(
     )
 
 
+def agent_rows_readable(
+    owner: Owner, user: sa.ColumnElement[str], agent: sa.ColumnElement[str]
+) -> list[sa.ColumnElement[bool]]:
+    """The conditions on a table of rows each agent writes for its user (preferences, code
+    patterns, session state; ``user`` and ``agent`` its columns) that admit what ``owner``
+    may read: with ``owner.shared`` (USE_CROSS_AGENT_SHARING) every row of its user, else
+    its own agent's, as for memories without grants."""
+    rules = [user == owner.user]
+    if not owner.shared:
+        rules.append(agent == owner.agent)
+    return rules
+
+
 # Events about memories, grants and teams: another agent's say which memories exist, whom
 # they are shared with and what they hold, so they reach only the agent that acted...
 _AGENT_PRIVATE_EVENTS = ("memory.", "grant.", "team.")
