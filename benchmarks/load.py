@@ -68,12 +68,12 @@ import sqlalchemy as sa  # noqa: E402
 from _scratch import DEFAULT_POSTGRES_URL, scratch_database  # noqa: E402
 from measure import (  # noqa: E402
     RunQueueWait,
+    arrivals,
     emit,
     load_average,
     machine_cpu_seconds,
     summary,
     table,
-    timed,
 )
 
 from memory import Memory, NotFoundError, Scope  # noqa: E402
@@ -392,18 +392,27 @@ def run_sessions(
     ids: dict[tuple[str, str], list[int]],
     mix: list[Operation],
     duration: float,
-    think: float,
+    rate: float | None,
     run: str,
     seed: int,
     start: Callable[[], None] = lambda: None,
     live: list[Outcome] | None = None,
+    compaction: bool = False,
 ) -> Outcome:
     """Run one thread per session number until ``duration`` has passed; ``start`` is called
     once every session is ready, just before the clock starts. ``live``, if given, receives
-    the sessions' own outcomes while they run (a soak drains their latencies as it goes)."""
+    the sessions' own outcomes while they run (a soak drains their latencies as it goes).
+``compaction``: memories may disappear under the sessions (a cleanup runs meanwhile), so
+``get`` finding one gone is not an error; the mix's ``inject`` implies it.
+
+    ``rate`` None: closed loop, each session's next call starts when its previous one
+    returns. A ``rate`` (calls per second per session): open loop, each session's calls
+    are scheduled as a Poisson stream at that rate (``measure.arrivals``); a call starts at
+    its time, or at once when the session's previous call ran past it, and its latency
+    counts from its scheduled time."""
     sessions = [Session(memory, n, size, ids, run, seed * 1_000_003 + n) for n in numbers]
     for session in sessions:
-        session.compaction = any(operation.name == "inject" for operation in mix)
+        session.compaction = compaction or any(operation.name == "inject" for operation in mix)
     outcomes = [Outcome() for _ in sessions]
     if live is not None:
         live.extend(outcomes)
@@ -411,25 +420,31 @@ def run_sessions(
     weights = [operation.weight for operation in mix]
     runners = {operation.name: operation.run for operation in mix}
     gate = threading.Barrier(len(sessions) + 1)
-    deadline = [0.0]
+    began, deadline = [0.0], [0.0]  # set once every session is ready
 
     def body(session: Session, outcome: Outcome) -> None:
         gate.wait()
         run_queue = RunQueueWait(("thread-self",))  # this session's thread
         waited = run_queue()
         rng = session.rng
-        while time.perf_counter() < deadline[0]:
+        schedule = arrivals(random.Random(rng.random()), rate) if rate else None
+        while True:
+            if schedule is None:
+                intended = time.perf_counter()
+            else:
+                intended = began[0] + next(schedule)
+                time.sleep(max(0.0, min(intended, deadline[0]) - time.perf_counter()))
+            if time.perf_counter() >= deadline[0]:  # a backlog left at the end is not run
+                break
             name = rng.choices(names, weights)[0]
             try:
-                _, timing = timed(runners[name], session)
+                runners[name](session)
             except Exception as error:  # every error is a finding: count it, keep going
                 kind = f"{type(error).__module__}.{type(error).__qualname__}"
                 outcome.errors[(name, kind)] += 1
                 outcome.examples.setdefault(kind, traceback.format_exc())
             else:
-                outcome.latencies[name].append(timing.wall / 1000)
-            if think:
-                time.sleep(rng.expovariate(1 / think))
+                outcome.latencies[name].append(time.perf_counter() - intended)
         outcome.cpu_wait = run_queue() - waited
         run_queue.close()
 
@@ -441,15 +456,15 @@ def run_sessions(
         thread.start()
     start()
     cpu_before = time.process_time()
-    began = time.perf_counter()
-    deadline[0] = began + duration
+    began[0] = time.perf_counter()
+    deadline[0] = began[0] + duration
     gate.wait()
     for thread in threads:
         thread.join()
     total = Outcome(cpu=time.process_time() - cpu_before)
     for outcome in outcomes:
         total.merge(outcome)
-    total.wall = time.perf_counter() - began
+    total.wall = time.perf_counter() - began[0]
     return total
 
 
@@ -460,7 +475,7 @@ def process_main(
     ids: dict[tuple[str, str], list[int]],
     weights: dict[str, float],
     duration: float,
-    think: float,
+    rate: float | None,
     run: str,
     seed: int,
     embedder: str,
@@ -477,7 +492,7 @@ def process_main(
                 ids,
                 active_mix(weights),
                 duration,
-                think,
+                rate,
                 run,
                 seed,
                 start=lambda: barrier.wait(),
@@ -496,7 +511,7 @@ def run_processes(
     ids: dict[tuple[str, str], list[int]],
     weights: dict[str, float],
     duration: float,
-    think: float,
+    rate: float | None,
     run: str,
     seed: int,
     embedder: str,
@@ -508,7 +523,7 @@ def run_processes(
     workers = [
         context.Process(
             target=process_main,
-            args=(url, group, size, ids, weights, duration, think, run, seed, embedder)
+            args=(url, group, size, ids, weights, duration, rate, run, seed, embedder)
             + (barrier, results),
             daemon=True,
         )
@@ -625,7 +640,7 @@ def run_configuration(
     results for the JSON lines and the number of errors."""
     weights = parse_mix(args.mix)
     mix = active_mix(weights)
-    think = args.think_ms / 1000
+    rate = None  # closed loop
     modes = ["threads", "processes"] if args.mode == "both" else [args.mode]
     lines = []
     outcomes: dict[str, Outcome] = {}
@@ -637,7 +652,7 @@ def run_configuration(
         rate = preload(memory, size, args.seed)
         ids = catalog(memory)
         print(f"\n{backend} {size:,}: pre-loaded at {rate:,.0f} memories/s", flush=True)
-        common = (size, ids, mix, args.duration, think)
+        common = (size, ids, mix, args.duration, rate)
         single, outcomes["1 session"] = measure(
             "1 session", partial(run_sessions, memory, [0], *common, "single", args.seed)
         )
@@ -658,7 +673,7 @@ def run_configuration(
                     ids,
                     weights,
                     args.duration,
-                    think,
+                    rate,
                     run,
                     args.seed,
                     args.embedder,
@@ -673,7 +688,6 @@ def run_configuration(
                 "sessions": args.sessions,
                 "processes": args.processes if mode == "processes" else 1,
                 "duration_s": args.duration,
-                "think_ms": args.think_ms,
                 "embedder": args.embedder,
                 "preload_per_s": round(rate),
                 "throughput_change_vs_single": round(
@@ -700,7 +714,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sessions", type=int, default=100)
     parser.add_argument("--processes", type=int, default=4, help="for --mode processes")
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per run")
-    parser.add_argument("--think-ms", type=float, default=0.0, help="mean pause between calls")
     parser.add_argument("--mix", default="", help="weights, e.g. search=10,add_many=0")
     parser.add_argument("--embedder", choices=("none", "default"), default="none")
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
@@ -712,8 +725,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     skipped = [op.name for op in MIX if weights[op.name] > 0 and not hasattr(Scope, op.needs)]
     print(
         f"load: {args.sessions} sessions, mode {args.mode} (processes: {args.processes} x "
-        f"{args.sessions // args.processes} threads), {args.duration:g} s per run, think "
-        f"{args.think_ms:g} ms, embedder {args.embedder}; Python {platform.python_version()}, "
+        f"{args.sessions // args.processes} threads), {args.duration:g} s per run, "
+        f"embedder {args.embedder}; Python {platform.python_version()}, "
         f"SQLite {sqlite3.sqlite_version}, {os.cpu_count()} CPUs, load average "
         f"{load_average()[0]:.1f} at start"
     )

@@ -28,6 +28,7 @@ import math
 import os
 import platform
 import random
+import statistics
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -216,6 +217,59 @@ def interleaved(
             if number >= warmup:
                 samples[name].append(timing.wall)
     return samples
+
+
+# -- open-loop arrivals, trends and limits ------------------------------------------------------
+
+
+def arrivals(rng: random.Random, rate: float) -> Iterator[float]:
+    """The intended start times (seconds from 0) of a Poisson stream at ``rate`` per second:
+    independent exponential gaps, the way calls from users who do not wait for each other
+    arrive. An open-loop driver starts each call at its time (or at once if it is late) and
+    measures latency from that time, so a slow call delays the calls queued behind it in
+    the figures too (no coordinated omission).
+
+    >>> times = arrivals(random.Random(1), 2.0)
+    >>> [round(next(times), 3) for _ in range(3)]
+    [0.072, 1.012, 1.734]
+    """
+    if not rate > 0:
+        raise ValueError(f"rate: must be positive, not {rate!r}")
+    moment = 0.0
+    while True:
+        moment += rng.expovariate(rate)
+        yield moment
+
+
+def slope_per_minute(times: Sequence[float], values: Sequence[float]) -> float:
+    """The least-squares slope of ``values`` against ``times`` (seconds), per minute; NaN
+    with fewer than two distinct times.
+
+    >>> slope_per_minute([0, 60, 120], [10.0, 11.0, 12.0])
+    1.0
+    """
+    if len(set(times)) < 2:
+        return math.nan
+    return 60 * statistics.linear_regression(times, values).slope
+
+
+def highest_passing(candidates: Sequence[float], passes: Callable[[float], bool]) -> float | None:
+    """The largest of the ascending ``candidates`` for which ``passes`` holds, searching by
+    bisection (a limit such as "p95 degrades less than 5 %" is assumed to hold below some
+    rate and fail above it); None when even the smallest fails. ``passes`` is called
+    about log2(len(candidates)) times.
+
+    >>> highest_passing([10, 20, 40, 80, 160], lambda rate: rate < 50)
+    40
+    """
+    low, high = 0, len(candidates)  # candidates[:low] pass; candidates[high:] fail
+    while low < high:
+        middle = (low + high) // 2
+        if passes(candidates[middle]):
+            low = middle + 1
+        else:
+            high = middle
+    return candidates[low - 1] if low else None
 
 
 # -- the run's facts and the JSON line -----------------------------------------------------------
