@@ -69,9 +69,12 @@ from _scratch import DEFAULT_POSTGRES_URL, scratch_database  # noqa: E402
 from measure import (  # noqa: E402
     RunQueueWait,
     arrivals,
+    doublings,
     emit,
+    highest_passing,
     load_average,
     machine_cpu_seconds,
+    shuffled_rounds,
     summary,
     table,
 )
@@ -92,6 +95,14 @@ PREFERENCE_KEYS = (
     "summary_length", "units",
 )  # fmt: skip
 WORKING_TTL = timedelta(hours=24)
+# Calls per second of one agent session. A session calls the memory layer about twice per
+# turn (context in when a turn starts, an observation or a checkpoint out when it ends), and
+# a turn takes some 20 s: a model completion of several seconds, tool runs, a person reading.
+SESSION_RATE = 0.1
+# The single session the open loop compares against runs faster than one agent would, so
+# that a short run holds enough calls for a p95; its calls still almost never overlap (one
+# call at a time, tens of ms each), so they meet an idle store, as one session's would.
+BASELINE_RATE = 5.0
 MAX_REMEMBERED = 500
 
 # -- sentence-like synthetic content -------------------------------------------------------------
@@ -633,14 +644,13 @@ def measure(label: str, work: Callable[[], Outcome]) -> tuple[dict[str, Any], Ou
     return result, outcome
 
 
-def run_configuration(
+def run_closed(
     args: argparse.Namespace, backend: str, size: int
 ) -> tuple[list[dict[str, Any]], int]:
-    """Pre-load one database, run the single session and every mode on it; returns the
-    results for the JSON lines and the number of errors."""
+    """Closed loop: pre-load one database, run the single session and every mode on it;
+    returns the results for the JSON lines and the number of errors."""
     weights = parse_mix(args.mix)
     mix = active_mix(weights)
-    rate = None  # closed loop
     modes = ["threads", "processes"] if args.mode == "both" else [args.mode]
     lines = []
     outcomes: dict[str, Outcome] = {}
@@ -652,7 +662,7 @@ def run_configuration(
         rate = preload(memory, size, args.seed)
         ids = catalog(memory)
         print(f"\n{backend} {size:,}: pre-loaded at {rate:,.0f} memories/s", flush=True)
-        common = (size, ids, mix, args.duration, rate)
+        common = (size, ids, mix, args.duration, None)  # None: closed loop
         single, outcomes["1 session"] = measure(
             "1 session", partial(run_sessions, memory, [0], *common, "single", args.seed)
         )
@@ -673,7 +683,7 @@ def run_configuration(
                     ids,
                     weights,
                     args.duration,
-                    rate,
+                    None,
                     run,
                     args.seed,
                     args.embedder,
@@ -706,12 +716,194 @@ def run_configuration(
     return lines, errors
 
 
+# -- open loop: degradation -------------------------------------------------------------------
+
+
+@dataclass
+class Trial:
+    """One total rate: the sessions and the single session, over the same rounds."""
+
+    total_rate: float
+    single: dict[str, Any]
+    loaded: dict[str, Any]
+    load_average: float
+    examples: dict[str, str]
+
+    @property
+    def degradation(self) -> float:
+        """How much worse the p95 of every call is under load than alone (0.05: 5 %)."""
+        return float(self.loaded["p95_ms"] / self.single["p95_ms"] - 1)
+
+    @property
+    def errors(self) -> int:
+        return int(self.single["errors"] + self.loaded["errors"])
+
+
+def run_trial(
+    memory: Memory,
+    args: argparse.Namespace,
+    size: int,
+    ids: dict[tuple[str, str], list[int]],
+    mix: list[Operation],
+    total_rate: float,
+) -> Trial:
+    """``--rounds`` rounds, each running (in a new shuffled order) the single session at
+    ``--baseline-rate`` and the ``--sessions`` sessions at ``total_rate`` together, for
+    ``--duration`` seconds each: machine noise hits both alike."""
+    single, loaded = Outcome(), Outcome()
+    rng = random.Random(f"{args.seed}-{total_rate}")
+    for number, order in enumerate(shuffled_rounds(("single", "loaded"), args.rounds, rng)):
+        seed = args.seed + number
+        for label in order:
+            run = f"{label}-{uuid.uuid4().hex[:6]}"
+            if label == "single":
+                single.merge(
+                    run_sessions(
+                        memory, [0], size, ids, mix, args.duration, args.baseline_rate, run, seed
+                    )
+                )
+            else:
+                loaded.merge(
+                    run_sessions(
+                        memory,
+                        range(1, args.sessions + 1),
+                        size,
+                        ids,
+                        mix,
+                        args.duration,
+                        total_rate / args.sessions,
+                        run,
+                        seed,
+                    )
+                )
+    elapsed = args.rounds * args.duration
+    results = []
+    for outcome in (single, loaded):
+        result = summarise(outcome, elapsed)
+        every = [1000 * value for values in outcome.latencies.values() for value in values]
+        result.update(summary(every, ("p50", "p95", "p99")))
+        results.append(result)
+    examples = {**loaded.examples, **single.examples}
+    return Trial(total_rate, results[0], results[1], load_average()[0], examples)
+
+
+def print_trial(trial: Trial, sessions: int) -> None:
+    single, loaded = trial.single, trial.loaded
+    print(
+        f"  {trial.total_rate:g} calls/s ({sessions} x {trial.total_rate / sessions:g}): "
+        f"{loaded['calls']:,} calls, p95 {loaded['p95_ms']:.1f} ms against "
+        f"{single['p95_ms']:.1f} ms alone ({single['calls']:,} calls): "
+        f"{100 * trial.degradation:+.1f} %, errors {trial.errors}, load average "
+        f"{trial.load_average:.1f}",
+        flush=True,
+    )
+
+
+def print_operations(backend: str, size: int, trial: Trial, sessions: int) -> None:
+    print(
+        f"\n== {backend}, {size:,} memories: {sessions} sessions at "
+        f"{trial.total_rate / sessions:g} calls/s each against 1 session: latency (ms) =="
+    )
+    rows = []
+    single, loaded = trial.single, trial.loaded
+    for name in sorted(single["ops"]):
+        alone, busy = single["ops"][name], loaded["ops"].get(name)
+        figures = [alone[key] for key in ("count", "p50_ms", "p95_ms", "p99_ms")]
+        if busy is None:
+            rows.append([name, *figures, "", "", "", "", ""])
+            continue
+        rows.append(
+            [name, *figures, *(busy[key] for key in ("count", "p50_ms", "p95_ms", "p99_ms")),
+             change(busy["p95_ms"], alone["p95_ms"])]  # fmt: skip
+        )
+    rows.append(
+        ["ALL", *(single[key] for key in ("calls", "p50_ms", "p95_ms", "p99_ms")),
+         *(loaded[key] for key in ("calls", "p50_ms", "p95_ms", "p99_ms")),
+         change(loaded["p95_ms"], single["p95_ms"])]  # fmt: skip
+    )
+    header = ["operation", "1: calls", "p50", "p95", "p99", f"{sessions}: calls", "p50", "p95",
+              "p99", "p95 chg"]  # fmt: skip
+    print(table(header, rows))
+
+
+def run_open(args: argparse.Namespace, backend: str, size: int) -> tuple[list[dict[str, Any]], int]:
+    """Open loop: pre-load one database, measure the sessions at the realistic rate against
+    one session, then search the total rates for the highest whose p95 degrades less than
+    ``--limit``; returns the results for the JSON lines and the number of errors."""
+    mix = active_mix(parse_mix(args.mix))
+    realistic = args.sessions * args.session_rate
+    trials: dict[float, Trial] = {}
+    with (
+        scratch_database(backend, args.postgres_url, "memload") as url,
+        open_memory(url, args.embedder) as memory,
+    ):
+        preload_rate = preload(memory, size, args.seed)
+        ids = catalog(memory)
+        print(f"\n{backend} {size:,}: pre-loaded at {preload_rate:,.0f} memories/s", flush=True)
+
+        def trial(total_rate: float) -> Trial:
+            if total_rate not in trials:
+                trials[total_rate] = run_trial(memory, args, size, ids, mix, total_rate)
+                print_trial(trials[total_rate], args.sessions)
+            return trials[total_rate]
+
+        def passes(total_rate: float) -> bool:
+            found = trial(total_rate)
+            return found.degradation < args.limit and not found.errors
+
+        base = trial(realistic)
+        highest = highest_passing(doublings(realistic, args.top_rate), passes)
+    print_operations(backend, size, base, args.sessions)
+    verdict = (
+        "none: even the realistic rate degrades p95 by 5 % or more"
+        if highest is None
+        else f"{highest:g} calls/s ({args.sessions} sessions x {highest / args.sessions:g})"
+    )
+    print(f"highest total rate with p95 degraded < {100 * args.limit:g} %: {verdict}")
+    lines = [
+        {
+            "benchmark": "load",
+            "loop": "open",
+            "backend": backend,
+            "size": size,
+            "sessions": args.sessions,
+            "total_rate_per_s": found.total_rate,
+            "session_rate_per_s": found.total_rate / args.sessions,
+            "baseline_rate_per_s": args.baseline_rate,
+            "rounds": args.rounds,
+            "duration_s": args.duration,
+            "degradation_p95": round(found.degradation, 4),
+            "passes": found.degradation < args.limit and not found.errors,
+            "highest_passing_rate_per_s": highest,
+            "load_average": found.load_average,
+            "preload_per_s": round(preload_rate),
+            "result": found.loaded,
+            "single_session": found.single,
+        }
+        for found in sorted(trials.values(), key=lambda found: found.total_rate)
+    ]
+    for found in trials.values():
+        for kind, text in found.examples.items():
+            print(f"\nfirst {kind} ({found.total_rate:g} calls/s):\n{text}")
+    return lines, sum(found.errors for found in trials.values())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--sizes", default="10000,100000")
-    parser.add_argument("--mode", choices=("threads", "processes", "both"), default="both")
+    parser.add_argument("--loop", choices=("open", "closed"), default="open")
     parser.add_argument("--sessions", type=int, default=100)
+    parser.add_argument("--session-rate", type=float, default=SESSION_RATE,
+                        help="open loop: calls per second per session")  # fmt: skip
+    parser.add_argument("--baseline-rate", type=float, default=BASELINE_RATE,
+                        help="open loop: calls per second of the single session")  # fmt: skip
+    parser.add_argument("--top-rate", type=float, default=320.0,
+                        help="open loop: the highest total rate searched")  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=3, help="open loop: rounds per rate")
+    parser.add_argument("--limit", type=float, default=0.05, help="open loop: p95 degradation")
+    parser.add_argument("--mode", choices=("threads", "processes", "both"), default="both",
+                        help="closed loop: sessions as threads, processes or both")  # fmt: skip
     parser.add_argument("--processes", type=int, default=4, help="for --mode processes")
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per run")
     parser.add_argument("--mix", default="", help="weights, e.g. search=10,add_many=0")
@@ -720,12 +912,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=20240611)
     parser.add_argument("--json", type=Path, help="also write the JSON lines here")
     args = parser.parse_args(argv)
+    if min(args.session_rate, args.baseline_rate, args.top_rate, args.rounds) <= 0:
+        raise SystemExit("--session-rate, --baseline-rate, --top-rate and --rounds: positive")
 
     weights = parse_mix(args.mix)
     skipped = [op.name for op in MIX if weights[op.name] > 0 and not hasattr(Scope, op.needs)]
+    how = (
+        f"open loop ({args.session_rate:g} calls/s per session, 1 session at "
+        f"{args.baseline_rate:g}/s, {args.rounds} rounds of {args.duration:g} s each)"
+        if args.loop == "open"
+        else f"closed loop, mode {args.mode} (processes: {args.processes} x "
+        f"{args.sessions // args.processes} threads), {args.duration:g} s per run"
+    )
     print(
-        f"load: {args.sessions} sessions, mode {args.mode} (processes: {args.processes} x "
-        f"{args.sessions // args.processes} threads), {args.duration:g} s per run, "
+        f"load: {args.sessions} sessions, {how}, "
         f"embedder {args.embedder}; Python {platform.python_version()}, "
         f"SQLite {sqlite3.sqlite_version}, {os.cpu_count()} CPUs, load average "
         f"{load_average()[0]:.1f} at start"
@@ -738,7 +938,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     errors = 0
     for backend in args.backends.split(","):
         for size in [int(value) for value in args.sizes.split(",")]:
-            found, failed = run_configuration(args, backend, size)
+            run = run_open if args.loop == "open" else run_closed
+            found, failed = run(args, backend, size)
             lines += found
             errors += failed
     print(f"\nerrors: {errors}   (load average {load_average()[0]:.1f} at the end)\n")

@@ -253,6 +253,21 @@ def slope_per_minute(times: Sequence[float], values: Sequence[float]) -> float:
     return 60 * statistics.linear_regression(times, values).slope
 
 
+def doublings(start: float, top: float) -> list[float]:
+    """``start`` doubled until the next doubling would pass ``top``, then ``top``: the rates
+    a search for a limit tries.
+
+    >>> doublings(10, 100)
+    [10, 20, 40, 80, 100]
+    """
+    if not 0 < start <= top:
+        raise ValueError(f"need 0 < start <= top, not {start!r} and {top!r}")
+    found = [start]
+    while found[-1] * 2 < top:
+        found.append(found[-1] * 2)
+    return found if found[-1] == top else [*found, top]
+
+
 def highest_passing(candidates: Sequence[float], passes: Callable[[float], bool]) -> float | None:
     """The largest of the ascending ``candidates`` for which ``passes`` holds, searching by
     bisection (a limit such as "p95 degrades less than 5 %" is assumed to hold below some

@@ -40,7 +40,7 @@ The rate. The rollout checklist asks for 100 concurrent sessions and 8 hours of 
 operation. An agent session calls the memory layer about twice per turn (context in when a
 turn starts, an observation or a checkpoint out when it ends), and a turn takes some 20 s
 (a model completion of several seconds, tool runs, a person reading the answer): 0.1 calls
-per second per session (``SESSION_RATE``). 100 sessions make 10 calls/s, so 8 hours are
+per second per session (``load.SESSION_RATE``). 100 sessions make 10 calls/s, so 8 hours are
 10 x 28,800 = 288,000 calls. Four times that rate, ``--rate 40`` (the default), serves the
 same 288,000 calls in 2 hours.
 
@@ -81,10 +81,8 @@ from measure import emit, load_average, slope_per_minute, summary  # noqa: E402
 from memory import Memory  # noqa: E402
 from memory.ops.retention import RetentionPolicy, RetentionWorker  # noqa: E402
 
-# One calls-per-second figure per session, and why: see the module's docstring.
-SESSION_RATE = 0.1
 DEFAULT_SESSIONS = 100
-DEFAULT_RATE = 4 * SESSION_RATE * DEFAULT_SESSIONS
+DEFAULT_RATE = 4 * load.SESSION_RATE * DEFAULT_SESSIONS  # see the module's docstring
 
 COLUMNS = (
     "t", "rss_mb", "malloc_mb", "py_blocks", "heap_mb", "tracemalloc_mb", "fds", "threads",
