@@ -1,42 +1,61 @@
 """Load driver: many concurrent agent sessions on one store, with a realistic mix of calls.
 
 For each backend (SQLite file, PostgreSQL) and each pre-loaded size (10,000 and 100,000
-memories by default), the driver
+memories by default), the driver loads the store with sentence-like synthetic memories
+(seeded), ``add_many`` in batches of 1,000, one batch per (user, agent, session) scope, and
+then measures in one of two ways.
 
-1. loads the store with sentence-like synthetic memories (seeded), ``add_many`` in batches
-   of 1,000, one batch per (user, agent, session) scope;
-2. runs the mix with ONE session for ``--duration`` seconds: the baseline;
-3. runs the same mix with ``--sessions`` sessions (100) for ``--duration`` seconds, as
-   threads sharing one ``Memory`` in this process (``threads``: how an agent host embeds
-   the library), and/or as ``--processes`` processes x sessions/processes threads, each
-   process with its own ``Memory`` (``processes``: several agent hosts on one store).
+Open loop (``--loop open``, the default): degradation, the checklist's "< 5 % under 100
+concurrent sessions". Every session's calls arrive as a Poisson stream at a fixed rate
+whatever the latency, as agents' calls do (an agent does not call faster because the store
+is fast); a call starts at its scheduled time, or at once if the session's previous call
+ran past it, and its latency counts from the scheduled time, so queueing shows in the
+figures instead of slowing the load down (no coordinated omission).
 
-Sessions run closed-loop (the next call starts when the previous one returns, after
-``--think-ms`` of think time, default 0): the load is the most the machine can serve, and
-latency at N sessions is mostly queueing (Little's law: latency ~ sessions / throughput).
+1. ``--sessions`` sessions (100) at ``--session-rate`` calls/s each (0.1: an agent calls the
+   memory layer about twice per ~20 s turn; see ``SESSION_RATE``), 10 calls/s in all,
+   against ONE session at ``--baseline-rate`` (5/s: faster than one agent, for enough
+   calls in a short run, yet one call at a time on an idle store), over ``--rounds``
+   rounds of ``--duration`` seconds each, the two in a new shuffled order every round so
+   that the machine's noise hits both alike: p50 / p95 / p99 per operation and of all calls,
+   and the change of p95;
+2. the highest total rate whose p95 over all calls degrades less than ``--limit`` (5 %)
+   without errors: the rates double from the realistic one up to ``--top-rate`` (10, 20,
+   40, ... 320 calls/s), searched by bisection (``measure.highest_passing``), each rate
+   measured as in 1.
+
+Closed loop (``--loop closed``): saturation. The mix with ONE session for ``--duration``
+seconds, then with ``--sessions`` sessions, as threads sharing one ``Memory`` in this
+process (``threads``: how an agent host embeds the library) and/or as ``--processes``
+processes x sessions/processes threads, each process with its own ``Memory``
+(``processes``: several agent hosts on one store). The next call of a session starts when
+its previous one returns: the load is the most the machine can serve, and latency at N
+sessions is mostly queueing (Little's law: latency ~ sessions / throughput).
 
 Every exception a call raises is counted by operation and type and printed; a healthy run
 reports ``errors: 0`` (exit status 1 otherwise). Latencies are those of the calls that
-returned; failed calls are only counted. Results: a table per (backend, size) with
-throughput, p50 / p95 / p99 per operation and the change against the single session, then
-one JSON line per (backend, size, mode) (``grep '^{'``; ``--json PATH`` also writes them).
-CPU use is reported per run (this benchmark's processes, and the whole machine from
-/proc/stat, so that other jobs on a shared machine show up).
+returned; failed calls are only counted. Results: tables per (backend, size), then one JSON
+line per (backend, size, rate) or (backend, size, mode) (``grep '^{'``; ``--json PATH`` also
+writes them). A run on a machine that other jobs share measures their noise too: its
+degradations are upper bounds (the load average is printed per rate).
 
 The mix is a table (``MIX``): operation name, default weight, a function of the session, and
 the ``Scope`` method it needs (rows whose method does not exist are skipped). ``search`` and
 ``inject`` are in the table with weight 0: enable them with ``--mix search=10,inject=5``
 (with ``--embedder none`` they answer from keywords alone).
 
-The default run (2 backends x 2 sizes x 3 runs of 15 s, plus loading 110,000 memories per
-backend) takes 6-10 minutes on 2 cores, depending on what else the machine runs (18 minutes
-at load average 10-14).
+The default closed-loop run (2 backends x 2 sizes x 3 runs of 15 s, plus loading 110,000
+memories per backend) takes 6-10 minutes on 2 cores, depending on what else the machine
+runs (18 minutes at load average 10-14). An open-loop rate takes ``2 x --rounds x
+--duration`` seconds (90 s by default) and a search 3-4 rates.
 
 Run (from the repository root)::
 
-    .venv/bin/python benchmarks/load.py                     # both backends, 10k and 100k
-    .venv/bin/python benchmarks/load.py --backends sqlite --sizes 10000 --mode threads \
-        --duration 10 --mix get=50,list=50
+    .venv/bin/python benchmarks/load.py --sizes 10000       # open loop, both backends
+    .venv/bin/python benchmarks/load.py --backends sqlite --sizes 10000 --duration 20
+    .venv/bin/python benchmarks/load.py --loop closed       # saturation, both backends
+    .venv/bin/python benchmarks/load.py --loop closed --backends sqlite --sizes 10000 \
+        --mode threads --duration 10 --mix get=50,list=50
 """
 
 from __future__ import annotations
