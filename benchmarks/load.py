@@ -879,6 +879,13 @@ def run_open(args: argparse.Namespace, backend: str, size: int) -> tuple[list[di
         else f"{highest:g} calls/s ({args.sessions} sessions x {highest / args.sessions:g})"
     )
     print(f"highest total rate with p95 degraded < {100 * args.limit:g} %: {verdict}")
+    alone = [found.single["p95_ms"] for found in trials.values()]
+    # Every rate measures its own single session, the same calls each time: how far their
+    # p95s spread is this run's noise, the finest degradation it can tell from none.
+    print(
+        f"the single session's p95 across the {len(alone)} rates: {min(alone):.1f}-"
+        f"{max(alone):.1f} ms ({change(max(alone), min(alone))} between the extremes)"
+    )
     lines = [
         {
             "benchmark": "load",
