@@ -253,6 +253,42 @@ def slope_per_minute(times: Sequence[float], values: Sequence[float]) -> float:
     return 60 * statistics.linear_regression(times, values).slope
 
 
+def degradation_interval(
+    alone: Sequence[float],
+    loaded: Sequence[float],
+    q: float = 0.95,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """A bootstrap confidence interval (percentile method, 2,000 resamples) of how much worse
+    the ``q`` quantile of ``loaded`` is than that of ``alone``: ``percentile(loaded, q) /
+    percentile(alone, q) - 1``. It shows how finely the samples can tell a degradation from
+    none (the sampling error only: the machine's drift between runs is not in it).
+
+    >>> low, high = degradation_interval([10.0, 11.0, 12.0] * 50, [20.0, 22.0, 24.0] * 50)
+    >>> round(low, 2), round(high, 2)
+    (1.0, 1.0)
+    """
+    # Imported here: every benchmark imports this module, few need SciPy.
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    def statistic(first: Any, second: Any, axis: int) -> Any:
+        worse = np.percentile(second, 100 * q, axis=axis)
+        return worse / np.percentile(first, 100 * q, axis=axis) - 1
+
+    result = bootstrap(
+        (np.asarray(alone), np.asarray(loaded)),
+        statistic,
+        n_resamples=2000,
+        confidence_level=confidence,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    interval = result.confidence_interval
+    return float(interval.low), float(interval.high)
+
+
 def doublings(start: float, top: float) -> list[float]:
     """``start`` doubled until the next doubling would pass ``top``, then ``top``: the rates
     a search for a limit tries.

@@ -16,7 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.measure import arrivals, doublings, highest_passing, slope_per_minute
+from benchmarks.measure import (
+    arrivals,
+    degradation_interval,
+    doublings,
+    highest_passing,
+    slope_per_minute,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 SOAK = ROOT / "benchmarks" / "soak.py"
@@ -75,6 +81,30 @@ def test_highest_passing_finds_the_limit_with_few_trials(limit: int) -> None:
 
 def test_highest_passing_of_nothing_is_none() -> None:
     assert highest_passing([], lambda rate: True) is None
+
+
+def test_degradation_interval_brackets_the_true_change() -> None:
+    rng = random.Random(3)
+    alone = [rng.lognormvariate(3, 0.5) for _ in range(600)]
+    same = [rng.lognormvariate(3, 0.5) for _ in range(600)]
+    slower = [1.5 * value for value in same]
+    low, high = degradation_interval(alone, same)
+    assert low < 0 < high  # the same distribution: no degradation can be told
+    assert high - low < 0.4
+    low, high = degradation_interval(alone, slower)
+    assert low < 0.5 < high  # 50 % slower, within the interval
+    assert low > 0.2  # and told apart from none
+
+
+def test_degradation_interval_narrows_with_more_samples() -> None:
+    rng = random.Random(4)
+    widths = []
+    for count in (100, 2000):
+        alone = [rng.expovariate(1) for _ in range(count)]
+        loaded = [rng.expovariate(1) for _ in range(count)]
+        low, high = degradation_interval(alone, loaded)
+        widths.append(high - low)
+    assert widths[1] < widths[0] / 2
 
 
 def test_doublings_end_at_the_top() -> None:
