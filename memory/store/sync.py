@@ -64,8 +64,8 @@ from memory.core.sync_items import (
 )
 from memory.core.types import NO_SESSION, TIERS, Tier
 from memory.store.changes import memory_changes
-from memory.store.db import Database
-from memory.store.events import NewEvent, append_events, memory_target
+from memory.store.db import Database, lock_user
+from memory.store.events import NewEvent, append_events, lock_chain, memory_target
 from memory.store.indexing import IndexEntry, log_changes, replace_index
 from memory.store.memories import Store
 from memory.store.synclog import (
@@ -347,6 +347,12 @@ def apply_batch(
     def operation(connection: Connection) -> ApplyReport:
         _require_tables(connection)
         key = batch.batch_id.hex
+        # As every write of users' rows: their locks (shared, in one order) first, so a
+        # forget of one of them is either before this batch or after it; then the chain's
+        # lock before the node's, the order local writes take them in.
+        for user in sorted({item.user_id for item in batch.items}):
+            lock_user(connection, user)
+        lock_chain(connection)
         node, clock = lock_node(connection)
         if batch.target not in (ALL_NODES, node):
             raise InvalidInputError(
