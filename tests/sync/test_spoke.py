@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import numpy as np
@@ -268,3 +269,39 @@ def test_a_store_is_one_node_for_its_lifetime(node: Callable[..., SpokeStore]) -
     spoke = node()
     assert uuid.UUID(hex=spoke.node_id)
     assert SpokeStore(spoke.memory).node_id == spoke.node_id
+
+
+def test_concurrent_local_writes_and_applies_number_every_change_once(
+    node: Callable[..., SpokeStore],
+) -> None:
+    spoke, peer = node(), node()
+    peer.memory.scope("bob", "planner").add_many(
+        [{"content": f"from the peer {i}", "tier": "episodic"} for i in range(20)]
+    )
+    incoming = SpokeStore(peer.memory, max_items=2).delta(spoke.vector())
+
+    def write(worker: int) -> None:
+        scope = spoke.memory.scope("ada", "planner")
+        for i in range(8):
+            scope.add(f"worker {worker} note {i}", tier="episodic")
+
+    def apply() -> None:
+        for batch in incoming:
+            spoke.apply(batch)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = [pool.submit(write, worker) for worker in range(3)] + [pool.submit(apply)]
+        for future in futures:
+            future.result()
+    # The spoke's own changes are numbered 1..24 with no gap and no repeat, and a fresh
+    # node that takes the delta gets all 44 memories.
+    with spoke.memory.engine.connect() as connection:
+        seqs = connection.execute(
+            sa.text("SELECT seq FROM sync_changes WHERE node_id = :node ORDER BY seq"),
+            {"node": spoke.node_id},
+        ).scalars().all()
+    assert seqs == list(range(1, 25))
+    fresh = node()
+    sync(spoke, fresh)
+    assert len(contents(fresh)) == 24 and len(contents(fresh, "bob")) == 20
+    assert fresh.checksum() == spoke.checksum()
