@@ -76,7 +76,7 @@ from memory.store.synclog import (
     log_change,
     read_vector,
     save_clock,
-    save_state,
+    save_states,
     save_vector,
     states,
     wall_ms,
@@ -455,8 +455,8 @@ def _write(
         if current is not None:
             connection.execute(sa.delete(memories).where(memories.c.id == current))
             log_changes(connection, [(item.user_id, current)])
-        save_state(
-            connection, {**state, "memory_id": None, "content_hash": None, "deleted": True}
+        save_states(
+            connection, [{**state, "memory_id": None, "content_hash": None, "deleted": True}]
         )
         return current
     session = item.session_id or NO_SESSION
@@ -515,9 +515,9 @@ def _write(
         replace_index(connection, entry, model)
     else:
         log_changes(connection, [(item.user_id, current)])
-    save_state(
+    save_states(
         connection,
-        {**state, "memory_id": current, "content_hash": item.content_hash, "deleted": False},
+        [{**state, "memory_id": current, "content_hash": item.content_hash, "deleted": False}],
     )
     return current
 

@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -124,20 +123,25 @@ def log_change(
     )
 
 
-def save_state(connection: Connection, state: Mapping[str, Any]) -> None:
-    """Insert or replace one memory's sync state (a ``sync_memories`` row)."""
+def save_states(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Insert or replace memories' sync states (``sync_memories`` rows, one per memory,
+    each with every column)."""
+    if not rows:
+        return
     insert = dialect_insert(connection.dialect.name, states)
     connection.execute(
-        insert.values(**state).on_conflict_do_update(
+        insert.on_conflict_do_update(
             index_elements=["memory_gid"],
-            set_={name: insert.excluded[name] for name in state if name != "memory_gid"},
-        )
+            set_={name: insert.excluded[name] for name in rows[0] if name != "memory_gid"},
+        ),
+        list(rows),
     )
 
 
 def record_memory_changes(connection: Connection, drafts: Iterable[Any]) -> None:
     """Log, as changes of this node, the memory rows the ``drafts`` (``NewEvent``s about
-    to be appended) changed; see the module docstring."""
+    to be appended) changed; see the module docstring. A handful of statements whatever
+    the number of memories: states are read and written in sets."""
     touched = [
         entry
         for draft in drafts
@@ -151,84 +155,107 @@ def record_memory_changes(connection: Connection, drafts: Iterable[Any]) -> None
     before = read_vector(connection)
     vector = before
     now = utcnow()
+    ids = [_memory_id(entry) for entry in touched]
+    by_id = {row["memory_id"]: row for row in _states(connection, states.c.memory_id, ids)}
+    derived = {
+        entry["row"]["id"]: _derived_gid(entry["row"])
+        for entry in touched
+        if entry["op"] == "upsert" and entry["row"]["id"] not in by_id
+    }
+    by_gid = {
+        row["memory_gid"]: row
+        for row in _states(connection, states.c.memory_gid, derived.values())
+    }
+    by_gid.update((row["memory_gid"], row) for row in by_id.values())
+    logged: list[dict[str, Any]] = []
+    written: dict[str, dict[str, Any]] = {}
     for entry in touched:
+        memory_id = _memory_id(entry)
+        known = by_id.get(memory_id)
         if entry["op"] == "upsert":
             row = entry["row"]
-            known = _state_of(connection, states.c.memory_id == row["id"])
-            same_text = known is not None and known.content_hash == row["content_hash"]
-            same_tier = known is not None and known.tier == row["tier"]
-            if known is None:
-                known = _new_memory_state(connection, row)
-            state = {
-                "memory_gid": known.memory_gid,
-                "memory_id": row["id"],
-                "user_id": row["user_id"],
-                "agent_id": row["agent_id"],
-                "tier": row["tier"],
-                "content_hash": row["content_hash"],
-                # A memory re-added after a delete continues its tombstone's count.
-                "version": max(row["version"], known.version + 1 if known.deleted else 0),
-                "deleted": False,
-            }
-            operation = (
-                SyncOperation.UPDATE_META if same_text and same_tier else SyncOperation.UPSERT
+            state = _upserted(row, known, derived.get(memory_id), by_gid)
+            unchanged = known is not None and all(
+                known[name] == row[name] for name in ("content_hash", "tier")
             )
-        else:
-            known = _state_of(connection, states.c.memory_id == entry["key"]["id"])
-            if known is None:  # written before the sync revision and never since
-                continue
+            operation = SyncOperation.UPDATE_META if unchanged else SyncOperation.UPSERT
+        elif known is not None:
             state = {
-                "memory_gid": known.memory_gid,
-                "memory_id": None,
-                "user_id": known.user_id,
-                "agent_id": known.agent_id,
-                "tier": known.tier,
-                "content_hash": None,
-                "version": known.version + 1,
-                "deleted": True,
+                **known, "memory_id": None, "content_hash": None,
+                "version": known["version"] + 1, "deleted": True,
             }
             operation = SyncOperation.DELETE
-        tier = state["tier"]
+        else:  # written before the sync revision and never since
+            continue
         clock = clock.tick(wall_ms(now))
-        seq = vector.seq(node, tier) + 1
-        vector = vector.advance(node, tier, seq)
-        log_change(connection, node, tier, seq, clock.last, state["memory_gid"], operation)
-        save_state(
-            connection,
-            {**state, "hlc": clock.last, "origin": node, "seq": seq, "updated_at": now},
+        seq = vector.seq(node, state["tier"]) + 1
+        vector = vector.advance(node, state["tier"], seq)
+        state.update(hlc=clock.last, origin=node, seq=seq, updated_at=now)
+        logged.append(
+            {"node_id": node, "tier": state["tier"], "seq": seq, "hlc": clock.last,
+             "memory_gid": state["memory_gid"], "operation": operation.value}
         )
-    save_vector(connection, before, vector)
-    save_clock(connection, clock)
+        written[state["memory_gid"]] = by_gid[state["memory_gid"]] = state
+        if state["deleted"]:
+            by_id.pop(memory_id, None)
+        else:
+            by_id[memory_id] = state
+    if logged:
+        connection.execute(changes.insert(), logged)
+        save_states(connection, list(written.values()))
+        save_vector(connection, before, vector)
+        save_clock(connection, clock)
 
 
-def _state_of(connection: Connection, condition: sa.ColumnElement[bool]) -> Any:
-    return connection.execute(sa.select(states).where(condition)).first()
+def _memory_id(entry: Mapping[str, Any]) -> int:
+    key = entry["row"] if entry["op"] == "upsert" else entry["key"]
+    return int(key["id"])
 
 
-@dataclass(frozen=True, slots=True)
-class _Fresh:
-    memory_gid: str
-    version: int = 0
-    deleted: bool = False
+def _states(
+    connection: Connection, column: sa.Column[Any], values: Iterable[Any]
+) -> list[dict[str, Any]]:
+    wanted = sorted(set(values))
+    if not wanted:
+        return []
+    rows = connection.execute(sa.select(states).where(column.in_(wanted))).mappings()
+    return [dict(row) for row in rows]
 
 
-def _new_memory_state(connection: Connection, row: Mapping[str, Any]) -> Any:
-    """The id across nodes of a memory this node just created: derived from its scope and
-    content, so the same content added on two nodes is one memory (the scope keeps one
-    copy of a content anyway). If a live memory already has that id (it was created
-    with this content and changed since), a random one. Returns the tombstone when the
-    memory is re-added after a delete."""
-    derived = hashlib.sha256(
-        canonical_json(
-            [row["user_id"], row["agent_id"], row["session_id"], row["content_hash"]]
-        ).encode("utf-8")
-    ).hexdigest()[:32]
-    taken = _state_of(connection, states.c.memory_gid == derived)
-    if taken is None:
-        return _Fresh(derived)
-    if taken.deleted:
-        return taken
-    return _Fresh(uuid.uuid4().hex)
+def _derived_gid(row: Mapping[str, Any]) -> str:
+    """The id across nodes of a memory this node creates: derived from its scope and
+    content, so the same content added on two nodes is one memory (a scope keeps one copy
+    of a content anyway)."""
+    scope = [row["user_id"], row["agent_id"], row["session_id"], row["content_hash"]]
+    return hashlib.sha256(canonical_json(scope).encode("utf-8")).hexdigest()[:32]
+
+
+def _upserted(
+    row: Mapping[str, Any],
+    known: Mapping[str, Any] | None,
+    derived: str | None,
+    by_gid: Mapping[str, Mapping[str, Any]],
+) -> dict[str, Any]:
+    """The sync state of a memory row a local write left."""
+    gid, floor = (known["memory_gid"], 0) if known is not None else (derived or "", 0)
+    if known is None:
+        taken = by_gid.get(gid)
+        if taken is not None and not taken["deleted"]:
+            # A live memory has that id (it was created with this content and changed
+            # since): this one gets a random id.
+            gid = uuid.uuid4().hex
+        elif taken is not None:
+            floor = taken["version"] + 1  # re-added after a delete: continue its count
+    return {
+        "memory_gid": gid,
+        "memory_id": row["id"],
+        "user_id": row["user_id"],
+        "agent_id": row["agent_id"],
+        "tier": row["tier"],
+        "content_hash": row["content_hash"],
+        "version": max(row["version"], floor),
+        "deleted": False,
+    }
 
 
 def forget_user_in_sync(connection: Connection, user: str) -> dict[str, int]:
