@@ -63,6 +63,7 @@ from memory.store.graph import EntityGraph
 from memory.store.memories import Store
 from memory.store.preferences import Preferences
 from memory.store.schema import (
+    CHANGES_REVISION,
     MEMORIES_REVISION,
     database_revision,
     head_revision,
@@ -208,7 +209,8 @@ class Memory:
         try:
             revision = database_revision(engine)
             if revision is None:
-                upgrade(engine, on_create=start_new_store)
+                keys = audit_key(os.environ), event_key(os.environ)
+                upgrade(engine, on_create=lambda connection: start_new_store(connection, *keys))
                 revision = head_revision()
         except DBAPIError as error:
             engine.dispose()
@@ -392,7 +394,8 @@ class Memory:
         """The Phase 1 entity knowledge graph of ``user``."""
         self._require_open()
         checked = validate(ScopeInput, {"user": user, "agent": "graph"})
-        return EntityGraph(self._db, checked.user, self.redaction)
+        logged = revision_at_least(self.revision, CHANGES_REVISION)
+        return EntityGraph(self._db, checked.user, self.redaction, logged=logged)
 
     # -- the event log and memory:updates ------------------------------------------------------
 

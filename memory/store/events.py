@@ -204,7 +204,7 @@ def append_events(connection: Connection, drafts: Sequence[NewEvent]) -> list[Me
         digest = payload_digest(draft.user, draft.data, key)
         covered_target = target_digest(draft.user, draft.target, key)
         sealed = None
-        if draft.change is not None and draft.user:
+        if draft.change is not None:
             if draft.user not in data_keys:
                 data_keys[draft.user] = data_key(connection, draft.user, create=True)
             user_key = data_keys[draft.user]
