@@ -20,7 +20,7 @@ from memory.store.db import Database
 from memory.store.engine import EngineOrUrl, engine_for
 from memory.store.schema import CHANGES_REVISION, database_revision, revision_at_least
 
-__all__ = ["NEW_EVENT_KEY_ENV", "KeyRotation", "rotate_event_key"]
+__all__ = ["KeyRotation", "NEW_EVENT_KEY_ENV", "rotate_event_key"]
 
 NEW_EVENT_KEY_ENV = "MEMORY_NEW_EVENT_KEY"
 

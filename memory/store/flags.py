@@ -16,10 +16,11 @@ Every agent process on every host reads the same three tables (revision 0007):
 ``flag_audit``
     Append-only: every change, with who, when, the old and the new value and the reason.
 
-Each write also appends a ``flag.<action>`` event to the event log (revision 0012 on) that
-carries the flag's rows as the write left them (its state, its session overrides, the audit
-rows it added), sealed under the operator's data key (``memory.store.changes.OPERATOR``),
-so that a replay rebuilds the flags as well as the data.
+With an event key (``$MEMORY_EVENT_KEY``), each write also appends a ``flag.<action>``
+event to the event log (revision 0012 on) that carries the flag's rows as the write left
+them (its state, its session overrides, the audit rows it added), sealed under the
+operator's data key (``memory.store.changes.OPERATOR``), so that a replay rebuilds the
+flags as well as the data.
 
 Each write (:meth:`DatabaseFlagProvider.set_flag`, ``override``, ``set_agent``, ``reset``)
 validates everything first, then changes the state and appends its audit row in ONE
@@ -47,7 +48,7 @@ from flags import BUILTIN_FLAGS, FlagDefinition, FlagEvaluator, FlagValueError, 
 from memory.core.errors import InvalidInputError, SchemaError
 from memory.core.inputs import canonical_json, checked_count
 from memory.core.types import ID_LENGTH
-from memory.store.changes import EVENT_KEY_INFO, OPERATOR, delete, upsert
+from memory.store.changes import EVENT_KEY_INFO, OPERATOR, delete, deployment_key, upsert
 from memory.store.db import Database
 from memory.store.events import AUDIT_KEY_INFO, append_event
 from memory.store.schema import (
@@ -613,8 +614,14 @@ def _record(
     """Append the ``flag.<action>`` event of a write to ``names``, in its transaction: each
     flag's state row as the write left it (or its deletion), its overrides (all deleted,
     then those there now), and the audit rows the write added. A schema from before the
-    changes events carry (revision 0012; flags work from 0007) gets no event."""
-    if not names or not revision_at_least(current_revision(connection), CHANGES_REVISION):
+    changes events carry (revision 0012; flags work from 0007) gets no event, nor does a
+    deployment without an event key: there would be no change to carry, and the flag audit
+    records the write already."""
+    if (
+        not names
+        or deployment_key(connection) is None
+        or not revision_at_least(current_revision(connection), CHANGES_REVISION)
+    ):
         return
     change: list[dict[str, Any]] = []
     for name in names:

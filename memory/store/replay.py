@@ -31,6 +31,7 @@ the events before the bad link applied: the point in time just before it.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -228,13 +229,22 @@ def _apply(
 
 
 def _decoded(table: sa.Table, values: dict[str, Any]) -> dict[str, Any]:
+    times = _time_columns(table)
     return {
         name: datetime.fromisoformat(value)
-        if value is not None and isinstance(table.c[name].type, sa.DateTime | UTCDateTime)
-        and isinstance(value, str)
+        if name in times and isinstance(value, str)
         else value
         for name, value in values.items()
     }
+
+
+@functools.cache
+def _time_columns(table: sa.Table) -> frozenset[str]:
+    """The columns of ``table`` whose values a change holds as ISO 8601 text (looked up
+    once per table: per value, it was a sixth of a replay's time)."""
+    return frozenset(
+        column.name for column in table.c if isinstance(column.type, sa.DateTime | UTCDateTime)
+    )
 
 
 class _Statements:

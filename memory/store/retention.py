@@ -90,7 +90,7 @@ from memory.core.inputs import (
 from memory.core.summary import extractive_summary
 from memory.core.types import TIERS
 from memory.store import sharing as sharing
-from memory.store.changes import OPERATOR, delete, memory_changes, upsert
+from memory.store.changes import OPERATOR, delete, deployment_key, memory_changes, upsert
 from memory.store.db import Database
 from memory.store.events import append_event, record_removals
 from memory.store.indexing import IndexEntry, log_changes, write_index
@@ -730,7 +730,10 @@ def _start_run(db: Database, started: datetime) -> int:
 
 def _record_run(connection: Connection, run: RowMapping) -> None:
     """The event of a run's start or end, carrying its row (the operator's: it holds no
-    user's data), so that a replay rebuilds the run log too."""
+    user's data), so that a replay rebuilds the run log too. None without an event key:
+    there would be no change to carry, and the run log is its own record."""
+    if deployment_key(connection) is None:
+        return
     append_event(
         connection, OPERATOR, RETENTION_AGENT, f"retention.run_{run['status']}",
         f"run:{run['id']}", {"run_id": run["id"], "status": run["status"]}, [upsert(runs, run)],

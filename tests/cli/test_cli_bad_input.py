@@ -19,6 +19,7 @@ from click.testing import CliRunner
 
 from memory import HashingEmbedder, Memory
 from memory.cli import main
+from memory.ops import head_revision
 
 LONG = "u" * 5_000
 DB = ["--database-url", "{db}"]
@@ -30,7 +31,7 @@ DEAD_REDIS = ["--redis-url", "redis://127.0.0.1:1/0", "--swarm", "s1"]  # nothin
 BAD_INPUT: dict[str, list[list[str]]] = {
     "migrate": [[*DB, "migrate", "--to", ""], [*DB, "migrate", "--to", "0003"],
                 [*DB, "migrate", "--to", "nope"], [*IN_MEMORY, "migrate"]],
-    "rollback": [[*DB, "rollback", "--to", ""], [*DB, "rollback", "--to", "0012"],
+    "rollback": [[*DB, "rollback", "--to", ""], [*DB, "rollback", "--to", head_revision()],
                  [*DB, "rollback", "--to", "0006", "--archive", "/proc/x"],
                  [*DB, "rollback", "--to", "0006", "--archive", "{file}/archive"],
                  [*MISSING, "rollback"]],
@@ -142,6 +143,10 @@ BAD_INPUT: dict[str, list[list[str]]] = {
                     [*DB, "keys", "create", "--agent", "a", "--user", " "],
                     [*DB, "keys", "create", "--agent", "a", "--expires", "2001-01-01"],
                     [*MISSING, "keys", "create", "--agent", "a"]],
+    # No $MEMORY_EVENT_KEY here (the current key); the bad keys themselves:
+    # tests/store/test_event_sourcing.py::test_a_rotation_refuses_bad_keys.
+    "events rotate-key": [[*DB, "events", "rotate-key"], [*MISSING, "events", "rotate-key"],
+                          [*DB, "events", "rotate-key", "--new-key", "x"]],
     "keys list": [[*MISSING, "keys", "list"], [*IN_MEMORY, "keys", "list"]],
     "keys revoke": [[*DB, "keys", "revoke", "nope"], [*MISSING, "keys", "revoke", "x"]],
     "serve": [[*MISSING, "serve"], [*IN_MEMORY, "serve"], [*DB, "serve", "--port", "70000"],

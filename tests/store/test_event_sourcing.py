@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 
 import memory.ops
 from flags import BUILTIN_FLAGS
-from memory import HashingEmbedder, Memory, MemoryStoreError
+from memory import HashingEmbedder, InvalidInputError, Memory, MemoryStoreError
 from memory.cli import main
 from memory.store.archive import TableChecksum, table_checksums
 from memory.store.backup import _data_tables
@@ -554,3 +554,26 @@ def test_a_rotation_that_cannot_open_a_key_changes_nothing(
     with pytest.raises(MemoryStoreError, match="does not open"):
         memory.ops.rotate_event_key(source)
     assert _all_text(source, "memory_event_keys") == wrapped
+
+
+@pytest.mark.parametrize(
+    ("environ", "problem"),
+    [
+        ({"MEMORY_NEW_EVENT_KEY": NEW_EVENT_KEY}, "MEMORY_EVENT_KEY is not set"),
+        ({EVENT_KEY_ENV: EVENT_KEY}, "MEMORY_NEW_EVENT_KEY is not set"),
+        ({EVENT_KEY_ENV: EVENT_KEY, "MEMORY_NEW_EVENT_KEY": "short"},
+         "MEMORY_NEW_EVENT_KEY: the event key must be at least 32 characters"),
+        ({EVENT_KEY_ENV: EVENT_KEY, "MEMORY_NEW_EVENT_KEY": EVENT_KEY}, "is the current key"),
+    ],
+    ids=["no-current-key", "no-new-key", "short-new-key", "same-key"],
+)
+def test_a_rotation_refuses_bad_keys(
+    tmp_path: Path, environ: dict[str, str], problem: str
+) -> None:
+    url = f"sqlite:///{tmp_path / 'db.db'}"
+    with _open(url) as store:
+        apply(store, ("add", "ada", 1, "working", False))
+    wrapped = _all_text(url, "memory_event_keys")
+    with pytest.raises(InvalidInputError, match=problem):
+        memory.ops.rotate_event_key(url, environ)
+    assert _all_text(url, "memory_event_keys") == wrapped
