@@ -103,14 +103,13 @@ def upgrade() -> None:
     bind.info[AUDIT_KEY_INFO] = audit_key(os.environ)
     bind.info[EVENT_KEY_INFO] = key
     covers = [old[0], old[1]] if old[0] is not None else []
-    drafts = [
-        NewEvent(owner, SNAPSHOT_AGENT, SNAPSHOT_OPERATION, "snapshot",
-                 {"covers": covers, "part": part, "rows": len(rows)}, rows)
-        for owner, part, rows in _snapshots(bind)
-    ]
     _mark_existing(bind)
-    for start in range(0, len(drafts), 100):
-        append_events(bind, drafts[start : start + 100])
+    # One event per part as it is read: a large store's snapshot is never all in memory.
+    for owner, part, rows in _snapshots(bind):
+        data = {"covers": covers, "part": part, "rows": len(rows)}
+        append_events(
+            bind, [NewEvent(owner, SNAPSHOT_AGENT, SNAPSHOT_OPERATION, "snapshot", data, rows)]
+        )
 
 
 def downgrade() -> None:
