@@ -12,6 +12,9 @@ keyword terms and embeddings are rebuilt and compared too), except:
   which reads (``Scope.get``) and injection's batched uses update without an event (an
   event per read would grow the log with the read rate, and they carry nothing a user
   wrote); a rebuilt database starts them from the last write of each memory.
+
+Not covered yet: the hub's ``api_keys`` and ``idempotent_requests`` carry no change in any
+event (compared here, but this workload writes none; a replay rebuilds neither).
 """
 
 from __future__ import annotations
