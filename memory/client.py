@@ -64,6 +64,7 @@ from memory.store.graph import EntityGraph
 from memory.store.memories import Store
 from memory.store.preferences import Preferences
 from memory.store.schema import (
+    CHANGES_REVISION,
     MEMORIES_REVISION,
     database_revision,
     head_revision,
@@ -217,7 +218,8 @@ class Memory:
         try:
             revision = database_revision(engine)
             if revision is None:
-                upgrade(engine, on_create=start_new_store)
+                keys = audit_key(os.environ), event_key(os.environ)
+                upgrade(engine, on_create=lambda connection: start_new_store(connection, *keys))
                 revision = head_revision()
         except DBAPIError as error:
             engine.dispose()
@@ -404,7 +406,8 @@ class Memory:
         checked = validate(ScopeInput, {"user": user, "agent": "graph"})
         if self._remote is not None:
             return RemoteGraph(self._remote, checked.user)
-        return EntityGraph(self._db, checked.user, self.redaction)
+        logged = revision_at_least(self.revision, CHANGES_REVISION)
+        return EntityGraph(self._db, checked.user, self.redaction, logged=logged)
 
     # -- the event log and memory:updates ------------------------------------------------------
 

@@ -79,7 +79,8 @@ def main(context: click.Context, database_url: str | None) -> None:
     Agents:     mcp (serve MCP hosts: the reference memory server's tools and more),
                 swarm (the swarm bus on Redis: tasks, findings, escalations)
     Sharing:    share, revoke, grants, team
-    Events:     record, audit, replay (rebuild a database from the event log)
+    Events:     record, audit, replay (rebuild a database from the event log), events
+                (rotate-key: the event key)
     Rollout:    flags, gates, health, workload
     Service:    serve, keys
     Start here: demo

@@ -144,6 +144,10 @@ BAD_INPUT: dict[str, list[list[str]]] = {
                     [*DB, "keys", "create", "--agent", "a", "--user", " "],
                     [*DB, "keys", "create", "--agent", "a", "--expires", "2001-01-01"],
                     [*MISSING, "keys", "create", "--agent", "a"]],
+    # No $MEMORY_EVENT_KEY here (the current key); the bad keys themselves:
+    # tests/store/test_event_sourcing.py::test_a_rotation_refuses_bad_keys.
+    "events rotate-key": [[*DB, "events", "rotate-key"], [*MISSING, "events", "rotate-key"],
+                          [*DB, "events", "rotate-key", "--new-key", "x"]],
     "keys list": [[*MISSING, "keys", "list"], [*IN_MEMORY, "keys", "list"]],
     "keys revoke": [[*DB, "keys", "revoke", "nope"], [*MISSING, "keys", "revoke", "x"]],
     "serve": [[*MISSING, "serve"], [*IN_MEMORY, "serve"], [*DB, "serve", "--port", "70000"],
