@@ -42,7 +42,7 @@ from memory.inject import (
     Injector,
     Summarizer,
 )
-from memory.remote import RemoteScope, Transport, is_remote
+from memory.remote import RemoteScope, Transport, is_remote, open_transport
 from memory.scope import Scope
 from memory.search import reembed as reembedding
 from memory.search.embeddings import Embedder, LazyTokenCounter, TokenCounter, default_embedder
@@ -187,9 +187,10 @@ class Memory:
     ) -> Memory:
         """Open the store at ``url`` (default: ``$MEMORY_DATABASE_URL``, else ``memory.db``).
 
-        An ``http://`` or ``https://`` URL (comma-separated for replicas) opens the hub
-        service there (``memctl serve``) with ``api_key``: its scopes have the same methods,
-        records and errors, and act as the key's identity (see ``memory.remote``).
+        An ``http://``, ``https://``, ``grpc://`` or ``grpcs://`` URL (comma-separated for
+        replicas) opens the hub service there (``memctl serve``) with ``api_key``: its
+        scopes have the same methods, records and errors, and act as the key's identity
+        (see ``memory.remote``).
 
         ``embedder`` defaults to all-MiniLM-L6-v2 when the ``embeddings`` extra is installed;
         with ``None`` (or without the extra) search answers from keywords alone.
@@ -201,7 +202,7 @@ class Memory:
         """
         if is_remote(url):
             assert isinstance(url, str)
-            return cls._connect(Transport(url, api_key))
+            return cls._connect(open_transport(url, api_key))
         if embedder == "default":
             embedder = default_embedder()
         engine = create_engine(url, **engine_options)

@@ -3,9 +3,11 @@
 ``POST /v1/{operation}`` for every ``Scope`` operation (body: ``user``, ``session``,
 ``agent`` for admin keys, and the method's ``arguments``) and the admin verbs
 (``forget_user``, ``set_team``: their arguments at the top level, admin keys only), with
-the key in ``Authorization: Bearer``; ``/health`` (the process answers), ``/ready`` (the database
-answers at the head revision), ``/metrics`` (Prometheus: the library's metrics and the
-service's requests, latency and authentication failures) and ``/openapi.json``.
+the key in ``Authorization: Bearer``; ``GET /v1/changes`` is the scope's change feed as
+Server-Sent Events (FastAPI's own, with keep-alive pings) from a sequence number;
+``/health`` (the process answers), ``/ready`` (the database answers at the head
+revision), ``/metrics`` (Prometheus: the library's metrics and the service's requests,
+latency and authentication failures) and ``/openapi.json``.
 
 Every response carries ``X-Request-ID`` (the client's, if it sent a sane one, else a new
 one), and every log line of the request is a JSON object with it (structlog). Bodies over
@@ -17,6 +19,7 @@ that, with the request id, and is logged with its traceback.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import sys
@@ -24,20 +27,28 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import anyio
 import pybreaker
 import structlog
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
-from memory import AuthenticationError, InvalidInputError, MemoryStoreError, PermissionDeniedError
+from memory import (
+    AuthenticationError,
+    InvalidInputError,
+    MemoryStoreError,
+    PermissionDeniedError,
+    Subscription,
+)
 from memory import ops as ops
 from memory.remote import IDEMPOTENCY_KEY
 from memory.service.breakers import STATE_VALUES
@@ -110,6 +121,11 @@ class _TooLarge(InvalidInputError):
         super().__init__(f"body: larger than the limit of {limit} bytes")
 
 
+def correlation_id(given: str | None) -> str:
+    """The request id of a request: the client's if it is sane, else a new one."""
+    return given if given and _SANE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+
+
 def _credential(request: Request) -> str | None:
     header = request.headers.get("authorization")
     if header is None:
@@ -118,11 +134,27 @@ def _credential(request: Request) -> str | None:
     return value.strip() if scheme.lower() == "bearer" else header
 
 
+@dataclass(frozen=True, slots=True)
+class _Feed:
+    """A change feed's subscription and the events it has delivered to the loop."""
+
+    subscription: Subscription
+    events: asyncio.Queue[dict[str, Any]]
+
+
+class _Refused(Exception):
+    """A request refused before its stream started, with the reply to send."""
+
+    def __init__(self, response: JSONResponse) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
 def _state_value(guard: pybreaker.CircuitBreaker) -> float:
     return STATE_VALUES[guard.current_state]
 
 
-class _Busy(Exception):
+class Busy(Exception):
     """A bulkhead is full: the call was not started."""
 
 
@@ -143,12 +175,12 @@ class Bulkhead:
             self.limiter.available_tokens == 0
             and self.limiter.statistics().tasks_waiting >= self.queue
         ):
-            raise _Busy
+            raise Busy
         try:
             with anyio.fail_after(self.wait_seconds):
                 await self.limiter.acquire()
         except TimeoutError:
-            raise _Busy from None
+            raise Busy from None
         try:
             yield
         finally:
@@ -193,8 +225,7 @@ def create_app(
     async def correlate(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        given = request.headers.get(REQUEST_ID, "")
-        request_id = given if _SANE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        request_id = correlation_id(request.headers.get(REQUEST_ID))
         request.state.request_id = request_id
         started = time.perf_counter()
         with structlog.contextvars.bound_contextvars(request_id=request_id):
@@ -208,6 +239,20 @@ def create_app(
                 ms=round((time.perf_counter() - started) * 1000, 2),
             )
         return response
+
+    def refusal(error: MemoryStoreError, operation: str, request_id: str) -> JSONResponse:
+        """The error reply to ``error``, counted and logged."""
+        reply = error_reply(error)
+        status = 413 if isinstance(error, _TooLarge) else reply.status
+        if isinstance(error, AuthenticationError):
+            metrics.auth_failures.labels("401", error.reason).inc()
+        elif isinstance(error, PermissionDeniedError):
+            metrics.auth_failures.labels("403", "forbidden").inc()
+        log.info("refused", operation=operation, status=status, error=reply.type)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+        return JSONResponse(
+            reply.body(), status_code=status, headers={REQUEST_ID: request_id, **headers}
+        )
 
     def route(operation: Operation) -> None:
         async def handle(request: Request) -> Response:
@@ -227,7 +272,7 @@ def create_app(
                     )
                 status = 200
                 return JSONResponse(result, headers={REQUEST_ID: request_id})
-            except _Busy:
+            except Busy:
                 status = 503
                 metrics.rejected.labels(operation.kind).inc()
                 message = f"too many {operation.kind} requests under way; retry in a second"
@@ -237,17 +282,9 @@ def create_app(
                     headers={REQUEST_ID: request_id, "Retry-After": "1"},
                 )
             except MemoryStoreError as error:
-                reply = error_reply(error)
-                status = 413 if isinstance(error, _TooLarge) else reply.status
-                if isinstance(error, AuthenticationError):
-                    metrics.auth_failures.labels("401", error.reason).inc()
-                elif isinstance(error, PermissionDeniedError):
-                    metrics.auth_failures.labels("403", "forbidden").inc()
-                log.info("refused", operation=operation.name, status=status, error=reply.type)
-                headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
-                return JSONResponse(
-                    reply.body(), status_code=status, headers={REQUEST_ID: request_id, **headers}
-                )
+                answer = refusal(error, operation.name, request_id)
+                status = answer.status_code
+                return answer
             except Exception:
                 log.exception("failed", operation=operation.name)
                 message = f"internal error; quote request id {request_id}"
@@ -317,6 +354,85 @@ def create_app(
 
     for operation in OPERATIONS.values():
         route(operation)
+
+    async def open_feed(request: Request) -> _Feed:
+        """Authenticate and subscribe before the stream starts, so that a refusal is an
+        error reply with its status rather than a stream that ends at once."""
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+        def deliver(event: dict[str, Any]) -> None:  # on the subscription's thread
+            loop.call_soon_threadsafe(events.put_nowait, event)
+
+        try:
+            body: dict[str, Any] = dict(request.query_params)
+            resume = body.get("after_seq", request.headers.get("last-event-id"))
+            if resume is not None:
+                if not resume.isdigit():
+                    raise InvalidInputError("after_seq: a sequence number (0 or more) is required")
+                body["after_seq"] = int(resume)
+            key = await run_in_threadpool(service.authenticate, _credential(request))
+            subscription = await run_in_threadpool(
+                service.changes,
+                key,
+                body,
+                deliver,
+            )
+        except MemoryStoreError as error:
+            raise _Refused(refusal(error, "changes", request.state.request_id)) from None
+        return _Feed(subscription, events)
+
+    async def refused(request: Request, error: Exception) -> Response:
+        assert isinstance(error, _Refused)
+        return error.response
+
+    app.add_exception_handler(_Refused, refused)
+
+    @app.get(
+        "/v1/changes",
+        response_class=EventSourceResponse,
+        tags=["read"],
+        summary="The scope's change feed, as Server-Sent Events",
+        openapi_extra={
+            "security": [{"apiKey": []}],
+            "parameters": [
+                {"name": name, "in": "query", "required": False, "schema": schema}
+                for name, schema in (
+                    ("user", {"type": "string"}),
+                    ("session", {"type": "string"}),
+                    ("agent", {"type": "string"}),
+                    ("after_seq", {"type": "integer", "minimum": 0}),
+                )
+            ],
+        },
+        responses={
+            code: {
+                "description": text,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            }
+            for code, text in (
+                (401, "the API key is missing, unknown, revoked or expired"),
+                (403, "the key may not act for that user or agent"),
+                (422, "a parameter is not valid"),
+            )
+        },
+    )
+    # The dependency as a default: an Annotated[...] naming this closure could not be
+    # resolved from the postponed (string) annotation.
+    async def changes(
+        feed: _Feed = Depends(open_feed),  # noqa: B008
+    ) -> AsyncIterator[ServerSentEvent]:
+        """The events the scope may read (never another user's; another agent's only when
+        shared with it), committed after ``after_seq`` (or the ``Last-Event-ID`` a browser
+        resends; neither: from now on), in order. Each event's ``id`` is its sequence
+        number, its ``event`` the operation, its ``data`` the event as JSON."""
+        try:
+            while True:
+                event = await feed.events.get()
+                yield ServerSentEvent(data=event, id=str(event["seq"]), event=event["operation"])
+        finally:
+            # The client went away or the server stops: the stream is cancelled here.
+            await run_in_threadpool(feed.subscription.close)
 
     @app.get("/health", tags=["probes"])
     def health() -> dict[str, str]:
