@@ -35,7 +35,14 @@ from google.protobuf.message import Message
 
 from memory import AuthenticationError, InvalidInputError, MemoryStoreError, PermissionDeniedError
 from memory.service.core import OPERATIONS, Operation, Service, error_reply
-from memory.service.http import Bulkhead, Busy, ServiceMetrics, correlation_id
+from memory.service.http import (
+    Bulkhead,
+    Busy,
+    Feed,
+    FeedBehind,
+    ServiceMetrics,
+    correlation_id,
+)
 from memory.service.settings import ServiceSettings
 from memory.wire import (
     AUTHORIZATION,
@@ -252,17 +259,14 @@ class GrpcServer:
     ) -> AsyncIterator[Message]:
         """The change feed: the events the key's scope may read, after ``after_seq``."""
         request_id, metadata = self._metadata(context)
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-
-        def deliver(event: dict[str, Any]) -> None:  # on the subscription's thread
-            loop.call_soon_threadsafe(events.put_nowait, event)
-
+        feed = Feed()
         with structlog.contextvars.bound_contextvars(request_id=request_id, transport="grpc"):
             try:
                 body = _body(request)
                 key = await self._run(self.service.authenticate, _credential(metadata))
-                subscription = await self._run(self.service.changes, key, body, deliver)
+                feed.subscription = await self._run(
+                    self.service.changes, key, body, feed.deliver
+                )
             except MemoryStoreError as error:
                 refusal = self._refusal(error, "changes")
                 await context.send_initial_metadata(((REQUEST_ID, request_id),))
@@ -272,12 +276,13 @@ class GrpcServer:
             await context.send_initial_metadata(((REQUEST_ID, request_id),))
             log.info("changes", status=200)
             try:
-                while True:
-                    event = await events.get()
+                async for event in feed.events():
                     yield to_message(event, memory_pb2.MemoryEvent)
-            finally:
-                # A cancelled call (the client went away, the server stops) ends here.
-                await self._run(subscription.close)
+            except FeedBehind as behind:
+                message = "this client fell too far behind the change feed; resume"
+                if behind.seq is not None:
+                    message += f" with after_seq={behind.seq}"
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
 
 
 def _request_type(operation: str) -> type[Message]:

@@ -27,7 +27,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -134,12 +133,55 @@ def _credential(request: Request) -> str | None:
     return value.strip() if scheme.lower() == "bearer" else header
 
 
-@dataclass(frozen=True, slots=True)
-class _Feed:
-    """A change feed's subscription and the events it has delivered to the loop."""
+class FeedBehind(Exception):
+    """The client read a change feed so slowly that its backlog filled: the stream ends,
+    and the client resumes after ``seq``, the last event it was sent."""
 
-    subscription: Subscription
-    events: asyncio.Queue[dict[str, Any]]
+    def __init__(self, seq: int | None) -> None:
+        super().__init__(seq)
+        self.seq = seq
+
+
+class Feed:
+    """A change feed (``Service.changes``) bridged to the event loop of a transport: events
+    arrive on the subscription's thread and wait, at most ``backlog`` of them, for the
+    stream to send them; past that the stream ends with :class:`FeedBehind` rather than
+    hold an unbounded queue for a client that does not read."""
+
+    def __init__(self, backlog: int = 10_000) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._backlog = backlog
+        self._full = False
+        self._sent: int | None = None
+        self.subscription: Subscription | None = None
+
+    def deliver(self, event: dict[str, Any]) -> None:
+        """``Service.changes``' callback (on the subscription's thread)."""
+        self._loop.call_soon_threadsafe(self._put, event)
+
+    def _put(self, event: dict[str, Any]) -> None:
+        if self._full:
+            return
+        if self._events.qsize() >= self._backlog:
+            self._full = True
+            self._events.put_nowait(None)  # the end, after what is already waiting
+            return
+        self._events.put_nowait(event)
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        """The events, in order, until the backlog fills (``FeedBehind``); the subscription
+        is closed however the stream ends (the client left, the server stops)."""
+        try:
+            while True:
+                event = await self._events.get()
+                if event is None:
+                    raise FeedBehind(self._sent)
+                self._sent = event["seq"]
+                yield event
+        finally:
+            if self.subscription is not None:
+                await run_in_threadpool(self.subscription.close)
 
 
 class _Refused(Exception):
@@ -355,15 +397,10 @@ def create_app(
     for operation in OPERATIONS.values():
         route(operation)
 
-    async def open_feed(request: Request) -> _Feed:
+    async def open_feed(request: Request) -> Feed:
         """Authenticate and subscribe before the stream starts, so that a refusal is an
         error reply with its status rather than a stream that ends at once."""
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-
-        def deliver(event: dict[str, Any]) -> None:  # on the subscription's thread
-            loop.call_soon_threadsafe(events.put_nowait, event)
-
+        feed = Feed()
         try:
             body: dict[str, Any] = dict(request.query_params)
             resume = body.get("after_seq", request.headers.get("last-event-id"))
@@ -372,15 +409,10 @@ def create_app(
                     raise InvalidInputError("after_seq: a sequence number (0 or more) is required")
                 body["after_seq"] = int(resume)
             key = await run_in_threadpool(service.authenticate, _credential(request))
-            subscription = await run_in_threadpool(
-                service.changes,
-                key,
-                body,
-                deliver,
-            )
+            feed.subscription = await run_in_threadpool(service.changes, key, body, feed.deliver)
         except MemoryStoreError as error:
             raise _Refused(refusal(error, "changes", request.state.request_id)) from None
-        return _Feed(subscription, events)
+        return feed
 
     async def refused(request: Request, error: Exception) -> Response:
         assert isinstance(error, _Refused)
@@ -420,19 +452,18 @@ def create_app(
     # The dependency as a default: an Annotated[...] naming this closure could not be
     # resolved from the postponed (string) annotation.
     async def changes(
-        feed: _Feed = Depends(open_feed),  # noqa: B008
+        feed: Feed = Depends(open_feed),  # noqa: B008
     ) -> AsyncIterator[ServerSentEvent]:
         """The events the scope may read (never another user's; another agent's only when
         shared with it), committed after ``after_seq`` (or the ``Last-Event-ID`` a browser
         resends; neither: from now on), in order. Each event's ``id`` is its sequence
-        number, its ``event`` the operation, its ``data`` the event as JSON."""
+        number, its ``event`` the operation, its ``data`` the event as JSON. A client that
+        falls 10,000 events behind is disconnected, to resume from its last id."""
         try:
-            while True:
-                event = await feed.events.get()
+            async for event in feed.events():
                 yield ServerSentEvent(data=event, id=str(event["seq"]), event=event["operation"])
-        finally:
-            # The client went away or the server stops: the stream is cancelled here.
-            await run_in_threadpool(feed.subscription.close)
+        except FeedBehind:
+            return  # an EventSource reconnects by itself, with the Last-Event-ID it has
 
     @app.get("/health", tags=["probes"])
     def health() -> dict[str, str]:

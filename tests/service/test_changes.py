@@ -6,8 +6,13 @@ sequence number (``after_seq`` or the ``Last-Event-ID`` a browser resends)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
+import threading
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -17,6 +22,7 @@ import sqlalchemy as sa
 
 from memory import Memory
 from memory import ops as ops
+from memory.service.http import Feed, FeedBehind
 from memory.wire import from_message, memory_pb2, memory_pb2_grpc, to_message
 from tests.service.processes import Server, served
 
@@ -186,3 +192,46 @@ def test_refusals_come_before_the_stream(
         with pytest.raises(grpc.RpcError) as failure:
             list(stub.Changes(request, metadata=metadata, timeout=TIMEOUT))
         assert failure.value.code() == code  # type: ignore[attr-defined]
+
+
+def test_a_client_that_falls_behind_is_told_where_to_resume() -> None:
+    """The backlog between the subscription's thread and a slow stream is bounded."""
+
+    async def scenario() -> tuple[list[int], int | None]:
+        feed = Feed(backlog=3)
+        producer = threading.Thread(
+            target=lambda: [feed.deliver({"seq": seq}) for seq in range(1, 8)]
+        )
+        producer.start()
+        producer.join()
+        await asyncio.sleep(0.05)  # the loop runs the hand-offs
+        received: list[int] = []
+        with pytest.raises(FeedBehind) as behind:
+            async for event in feed.events():
+                received.append(event["seq"])
+        return received, behind.value.seq
+
+    assert asyncio.run(scenario()) == ([1, 2, 3], 3)
+
+
+def test_stopping_the_server_ends_open_feeds_and_exits(
+    database: str, tmp_path: Path, user: str
+) -> None:
+    secret = ops.create_key(database, "planner", users=[user]).secret
+    log = tmp_path / "serve.log"
+    with served(database, log, MEMORY_SERVICE_DRAIN_SECONDS="1") as server:
+        with grpc.insecure_channel(server.grpc_url.removeprefix("grpc://")) as channel:
+            call = memory_pb2_grpc.MemoryHubStub(channel).Changes(
+                memory_pb2.ChangesRequest(),
+                metadata=[("authorization", f"Bearer {secret}")],
+                timeout=TIMEOUT,
+            )
+            call.initial_metadata()
+            started = time.monotonic()
+            server.process.send_signal(signal.SIGTERM)
+            with pytest.raises(grpc.RpcError) as ended:
+                list(call)
+            assert ended.value.code() != grpc.StatusCode.DEADLINE_EXCEEDED  # type: ignore[attr-defined]
+            assert server.process.wait(timeout=TIMEOUT) is not None
+            assert time.monotonic() - started < 15
+    assert '"event": "stopped"' in log.read_text()

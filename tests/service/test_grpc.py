@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -312,3 +313,16 @@ def test_the_grpc_client_reaches_a_tls_hub_with_the_roots_it_is_given(
         )
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip() == "over tls"
+
+
+def test_a_grpc_port_in_use_is_a_clear_error(database: str, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(AssertionError, match="exited") as failure:
+            with served(database, tmp_path / "serve.log", MEMORY_SERVICE_GRPC_PORT=str(port)):
+                pass
+    log = (tmp_path / "serve.log").read_text()
+    assert f"grpc_port: cannot listen on 127.0.0.1:{port}" in str(failure.value)
+    assert "Traceback" not in log

@@ -88,6 +88,9 @@ def test_records_and_errors_keep_their_types(memory: Memory, user: str) -> None:
     assert (stale.value.expected, stale.value.current) == (7, 1)
     with pytest.raises(InvalidInputError, match="content"):
         scope.add(123)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="larger than max"):
+        scope.add("x" * 2_000_000)  # over the hub's max_body_bytes
+    assert [item.id for item in scope.list()] == [added.id]
 
 
 def test_an_agent_key_acts_only_as_itself(hub: Server, postgres_url: str, user: str) -> None:
