@@ -332,10 +332,10 @@ class GrpcTransport(Transport):
             if code in (self._grpc.StatusCode.UNAVAILABLE, self._grpc.StatusCode.DEADLINE_EXCEEDED):
                 return _Unreachable(code.name)
             return DatabaseUnavailableError(f"the hub answered {code.name}: {error.details()}")
+        if kind == "ServiceBusy":  # this replica's bulkhead is full
+            return _Busy(DatabaseUnavailableError(error.details() or "busy"))
         details = json.loads(trailers.get(self._wire.ERROR_DETAILS, "{}"))
         found = _library_error(kind, error.details() or "", details)
-        if kind == "ServiceBusy":
-            return _Busy(DatabaseUnavailableError(error.details() or "busy"))
         if found is not None:
             return found
         return MemoryStoreError(f"{kind}: {error.details()}")

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 import grpc
 import structlog
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from memory import AuthenticationError, InvalidInputError, MemoryStoreError, PermissionDeniedError
 from memory.service.core import OPERATIONS, Operation, Service, error_reply
@@ -149,14 +149,16 @@ class GrpcServer:
         handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
             method_name(operation.name): grpc.unary_unary_rpc_method_handler(
                 self._unary(operation),
-                request_deserializer=_request_type(operation.name).FromString,
+                # Requests are parsed by the handler, so that bytes that are not the message
+                # get INVALID_ARGUMENT naming the problem, not grpcio's INTERNAL.
+                request_deserializer=None,
                 response_serializer=_serialize,
             )
             for operation in OPERATIONS.values()
         }
         handlers["Changes"] = grpc.unary_stream_rpc_method_handler(
             self._changes,
-            request_deserializer=memory_pb2.ChangesRequest.FromString,
+            request_deserializer=None,
             response_serializer=_serialize,
         )
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
@@ -200,17 +202,19 @@ class GrpcServer:
 
     def _unary(
         self, operation: Operation
-    ) -> Callable[[Message, grpc.aio.ServicerContext[Any, Any]], Any]:
+    ) -> Callable[[bytes, grpc.aio.ServicerContext[Any, Any]], Any]:
         reply_type: type[Message] = getattr(memory_pb2, f"{method_name(operation.name)}Reply")
 
-        async def handle(request: Message, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
+        request_type = _request_type(operation.name)
+
+        async def handle(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Message:
             request_id, metadata = self._metadata(context)
             await context.send_initial_metadata(((REQUEST_ID, request_id),))
             started = time.perf_counter()
             status = "500"
             with structlog.contextvars.bound_contextvars(request_id=request_id, transport="grpc"):
                 try:
-                    body = _body(request)
+                    body = _body(request_type, request)
                     key = await self._run(self.service.authenticate, _credential(metadata))
                     async with self._bulkheads[operation.kind].admitted():
                         result = await self._run(
@@ -255,14 +259,14 @@ class GrpcServer:
         return handle
 
     async def _changes(
-        self, request: Message, context: grpc.aio.ServicerContext[Any, Any]
+        self, request: bytes, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Message]:
         """The change feed: the events the key's scope may read, after ``after_seq``."""
         request_id, metadata = self._metadata(context)
         feed = Feed()
         with structlog.contextvars.bound_contextvars(request_id=request_id, transport="grpc"):
             try:
-                body = _body(request)
+                body = _body(memory_pb2.ChangesRequest, request)
                 key = await self._run(self.service.authenticate, _credential(metadata))
                 feed.subscription = await self._run(
                     self.service.changes, key, body, feed.deliver
@@ -309,9 +313,15 @@ def _credential(metadata: dict[str, str]) -> str | None:
     return value.strip() if scheme.lower() == "bearer" else header
 
 
-def _body(request: Message) -> str:
-    """The request as the JSON the core takes; a field the ``.proto`` does not declare is
-    refused (protobuf would keep it silently)."""
+def _body(kind: type[Message], data: bytes) -> str:
+    """The request as the JSON the core takes. Bytes that are not a ``kind`` message, and
+    fields the ``.proto`` does not declare (protobuf would keep them silently), are
+    refused."""
+    try:
+        request = kind.FromString(data)
+    except DecodeError as error:
+        name = kind.DESCRIPTOR.name
+        raise InvalidInputError(f"request: not a valid {name} message ({error})") from None
     unknown = unknown_fields(request)
     if unknown:
         raise InvalidInputError(f"unknown fields: {', '.join(unknown)}")

@@ -170,7 +170,7 @@ def test_a_key_acts_only_as_its_agent_and_users_and_admin_verbs_need_admin(
 
 
 def test_bad_input_is_invalid_argument_naming_the_problem_and_writes_nothing(
-    stub: memory_pb2_grpc.MemoryHubStub, database: str, user: str
+    stub: memory_pb2_grpc.MemoryHubStub, server: Server, database: str, user: str
 ) -> None:
     metadata = bearer(database, "planner", user)
     # A field this .proto does not declare (number 99, as another client's .proto might).
@@ -193,6 +193,14 @@ def test_bad_input_is_invalid_argument_naming_the_problem_and_writes_nothing(
         code, kind, message = refused(failure.value)
         assert (code, kind) == (grpc.StatusCode.INVALID_ARGUMENT, "InvalidInputError"), problem
         assert problem in message, (problem, message)
+    # Field 1 (user) says 5 bytes follow and 2 do: not an AddRequest at all.
+    with grpc.insecure_channel(server.grpc_url.removeprefix("grpc://")) as channel:
+        raw = channel.unary_unary("/tiered_memory.v1.MemoryHub/Add")
+        with pytest.raises(grpc.RpcError) as failure:
+            raw(b"\x0a\x05ab", metadata=metadata)
+    code, kind, message = refused(failure.value)
+    assert (code, kind) == (grpc.StatusCode.INVALID_ARGUMENT, "InvalidInputError")
+    assert "not a valid AddRequest message" in message
     with pytest.raises(grpc.RpcError) as failure:
         stub.Add(add_request("x" * (MAX_BODY * 2)), metadata=metadata)
     assert failure.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
