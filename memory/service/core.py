@@ -279,9 +279,10 @@ class Service:
         deliver: Callable[[dict[str, Any]], None],
     ) -> Subscription:
         """Call ``deliver`` with each event after the request's ``after_seq`` that the
-        scope ``key`` may act in may read (``Scope.subscribe``'s filter: never another
-        user's, nor another agent's unless shared), as JSON-ready data, in order, on the
-        subscription's thread, until the returned subscription is closed."""
+        request's scope (checked against ``key`` as every call's is) may read
+        (``Scope.subscribe``'s filter: never another user's, nor another agent's unless
+        shared), as JSON-ready data, in order, on the subscription's thread, until the
+        returned subscription is closed."""
         values = self.parse(CHANGES_REQUEST, body).model_dump()
         after_seq = values.pop("after_seq")
         scope = self.scope_for(key, **values)
