@@ -70,6 +70,10 @@ CACHE_HIT_RATE = ratio(
     f"({per_second('memory_cache_hits_total')} + {per_second('memory_cache_misses_total')})",
 )
 ERROR_RATE = ratio(per_second("memory_errors_total"), per_second("memory_operations_total"))
+SERVICE_ERROR_RATE = ratio(
+    per_second("memory_service_requests_total", matchers='status=~"5.."'),
+    per_second("memory_service_requests_total"),
+)
 LATENCIES = (
     ("Injection latency", "memory_injection_latency_milliseconds"),
     ("Database statement duration", "memory_db_query_duration_milliseconds"),
@@ -158,6 +162,8 @@ def annotation(name: str, expr: str, color: str) -> dashboard.AnnotationQuery:
     )
 
 
+SERVICE_LATENCY_LIMITS = thresholds((None, "green"), (0.015, "yellow"), (0.02, "red"))
+BREAKER_STATES = {"0": ("CLOSED", "green"), "1": ("HALF-OPEN", "yellow"), "2": ("OPEN", "red")}
 PERCENT_LIMITS = thresholds((None, "green"), (0.001, "yellow"), (0.005, "red"))
 HIT_RATE_LIMITS = thresholds((None, "red"), (0.6, "yellow"), (0.7, "green"))
 INJECTION_LIMITS = thresholds((None, "green"), (150, "yellow"), (200, "red"))
@@ -296,12 +302,30 @@ def health() -> dashboard.Dashboard:
                      "{{outcome}} in 10 min")], "none", width=24,
               limits=thresholds((None, "green"), (1, "red"))),
     )
+    hub = (
+        single("Circuit breakers", "Each breaker of each hub replica (memctl serve): the "
+               "embedder, the updates bus (redis or postgresql), Unleash. Open for 5 minutes "
+               "warns (MemoryServiceBreakerOpen).",
+               f"max by (instance, breaker) ({series('memory_service_breaker_state')})",
+               "none", legend="{{instance}} {{breaker}}", width=8, mappings=BREAKER_STATES),
+        graph("Hub errors", "Answers that are the service's faults (5xx) / answers; over "
+              "0.1 % for 5 minutes warns (MemoryServiceErrorsHigh).",
+              [query(SERVICE_ERROR_RATE, "5xx")], "percentunit", width=8,
+              limits=PERCENT_LIMITS),
+        graph("Hub refusals", "Requests refused for their API key (401/403, by reason) or "
+              "because their operation class's bulkhead was full (503, Retry-After).",
+              [query(per_second("memory_service_auth_failures_total", "status, reason"),
+                     "{{status}} {{reason}}", "A"),
+               query(per_second("memory_service_rejected_total", "operation_class"),
+                     "busy {{operation_class}}", "B")], "ops", width=8),
+    )
     return board(
         "tiered-memory-health", "tiered-memory: health",
-        "Database, schema, embedder, cleanup job, flag provider and swarm bus; each panel "
-        "names the alert it feeds (runbooks/monitoring.md).",
+        "Database, schema, embedder, cleanup job, flag provider, swarm bus and the hub "
+        "service; each panel names the alert it feeds (runbooks/monitoring.md).",
         [("Database", database), ("Schema and integrity", schema), ("Embedder", embedder),
-         ("Cleanup job and flag provider", cleanup_and_flags), ("Swarm bus", swarm)],
+         ("Cleanup job and flag provider", cleanup_and_flags), ("Swarm bus", swarm),
+         ("Hub service", hub)],
     )
 
 
@@ -336,10 +360,27 @@ def performance() -> dashboard.Dashboard:
               "decmbytes", width=24,
               limits=thresholds((None, "green"), (500, "yellow"), (1024, "red"))),
     )
+    hub = (
+        graph("Hub requests per second", "Answers of the hub service (memctl serve), by "
+              "status.",
+              [query(per_second("memory_service_requests_total", "status"), "{{status}}")],
+              "reqps", width=8),
+        graph("Hub latency", "From request to response, every operation: p50, p95 and p99. "
+              "The checklist asks for p95 <= 20 ms (MemoryServiceLatencyHigh).",
+              [query(quantile(q, "memory_service_request_seconds"), f"p{int(q * 100)}", ref)
+               for q, ref in ((0.5, "A"), (0.95, "B"), (0.99, "C"))], "s", width=8,
+              limits=SERVICE_LATENCY_LIMITS),
+        graph("Hub p95 by operation", "Searches and injections cost more than reads and "
+              "writes.",
+              [query(quantile(0.95, "memory_service_request_seconds", "operation"),
+                     "{{operation}}")], "s", width=8, limits=SERVICE_LATENCY_LIMITS),
+    )
     return board(
         "tiered-memory-performance", "tiered-memory: performance",
-        "Latency percentiles of injection, statements and search; throughput, errors, memory.",
-        [("Latency", latencies), ("Throughput and errors", throughput), ("Memory", memory)],
+        "Latency percentiles of injection, statements and search; throughput, errors, "
+        "memory; the hub service's requests and latency.",
+        [("Latency", latencies), ("Throughput and errors", throughput), ("Memory", memory),
+         ("Hub service", hub)],
     )
 
 

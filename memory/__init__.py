@@ -11,12 +11,15 @@ they return and the errors they raise. Operators (migrations, backups, flags, ga
 health, metrics exporters, retention) use :mod:`memory.ops`.
 """
 
+from memory.aio import AsyncGraph, AsyncMemory, AsyncScope
 from memory.client import Memory
 from memory.core.errors import (
     ArchiveError,
     AuthenticationError,
     ConflictError,
     DatabaseUnavailableError,
+    DeadlineExceededError,
+    EmbeddedOnlyError,
     EmbedderUnavailableError,
     ExporterUnavailableError,
     FlagOffWarning,
@@ -58,6 +61,9 @@ from memory.updates import Subscription, UpdatesStatus
 __all__ = [
     "AddedObservations",
     "ArchiveError",
+    "AsyncGraph",
+    "AsyncMemory",
+    "AsyncScope",
     "AuthenticationError",
     "ChainReport",
     "CodePattern",
@@ -66,6 +72,8 @@ __all__ = [
     "ContextItem",
     "ContextWrite",
     "DatabaseUnavailableError",
+    "DeadlineExceededError",
+    "EmbeddedOnlyError",
     "Embedder",
     "EmbedderUnavailableError",
     "Entity",

@@ -20,6 +20,7 @@ from flags import (
 )
 from memory.core.errors import (
     DatabaseUnavailableError,
+    EmbeddedOnlyError,
     InvalidInputError,
     PermissionDeniedError,
     SchemaError,
@@ -42,7 +43,7 @@ from memory.inject import (
     Injector,
     Summarizer,
 )
-from memory.remote import RemoteScope, Transport, is_remote, open_transport
+from memory.remote import RemoteGraph, RemoteScope, Transport, is_remote, open_transport
 from memory.scope import Scope
 from memory.search import reembed as reembedding
 from memory.search.embeddings import Embedder, LazyTokenCounter, TokenCounter, default_embedder
@@ -73,7 +74,7 @@ from memory.store.schema import (
 from memory.store.sessions import Sessions
 from memory.store.sharing import TeamInput
 from memory.telemetry import instruments as telemetry
-from memory.updates import UPDATES_URL_ENV, Subscription, Updates, UpdatesStatus
+from memory.updates import UPDATES_URL_ENV, BusGuard, Subscription, Updates, UpdatesStatus
 
 Role = Literal["agent", "admin"]
 ROLES: tuple[Role, ...] = ("agent", "admin")
@@ -115,6 +116,7 @@ class Memory:
         role: Role = "agent",
         redaction: Redaction | None = None,
         flags: FlagEvaluator | None = None,
+        updates_guard: BusGuard | None = None,
     ) -> None:
         self._remote: Transport | None = None
         if role not in ROLES:
@@ -148,7 +150,9 @@ class Memory:
             token_counter or LazyTokenCounter(),
             summarizer,
         )
-        self._updates = Updates(self._db, updates or os.environ.get(UPDATES_URL_ENV) or "inprocess")
+        self._updates = Updates(
+            self._db, updates or os.environ.get(UPDATES_URL_ENV) or "inprocess", updates_guard
+        )
         self._db.after_commit = self._updates.publish
         # Cached injections of a user go stale with any of the user's events (a preference or
         # session state changes them as much as a memory does): local writes right away,
@@ -182,7 +186,9 @@ class Memory:
         role: Role = "agent",
         redaction: Redaction | None = None,
         flags: FlagEvaluator | None = None,
+        updates_guard: BusGuard | None = None,
         api_key: str | None = None,
+        timeout: float = 30.0,
         **engine_options: Any,
     ) -> Memory:
         """Open the store at ``url`` (default: ``$MEMORY_DATABASE_URL``, else ``memory.db``).
@@ -190,7 +196,9 @@ class Memory:
         An ``http://``, ``https://``, ``grpc://`` or ``grpcs://`` URL (comma-separated for
         replicas) opens the hub service there (``memctl serve``) with ``api_key``: its
         scopes have the same methods, records and errors, and act as the key's identity
-        (see ``memory.remote``).
+        (see ``memory.remote``); a call that takes longer than ``timeout`` seconds fails,
+        and the hub, told so, gives up in time to say why (``DeadlineExceededError``)
+        having written nothing.
 
         ``embedder`` defaults to all-MiniLM-L6-v2 when the ``embeddings`` extra is installed;
         with ``None`` (or without the extra) search answers from keywords alone.
@@ -198,11 +206,12 @@ class Memory:
         tokenizer); ``summarizer`` consolidates working memory during compaction (default:
         a deterministic extractive summary). ``updates`` chooses the backend of the
         ``memory:updates`` channel: ``inprocess`` (the default), ``postgresql`` (LISTEN/NOTIFY
-        on this database) or a ``redis://`` URL; default ``$MEMORY_UPDATES_URL``.
+        on this database) or a ``redis://`` URL; default ``$MEMORY_UPDATES_URL``;
+        ``updates_guard`` (a circuit breaker, say) stands before every call to that bus.
         """
         if is_remote(url):
             assert isinstance(url, str)
-            return cls._connect(open_transport(url, api_key))
+            return cls._connect(open_transport(url, api_key, timeout))
         if embedder == "default":
             embedder = default_embedder()
         engine = create_engine(url, **engine_options)
@@ -237,6 +246,7 @@ class Memory:
                 role=role,
                 redaction=redaction,
                 flags=flags,
+                updates_guard=updates_guard,
             )
         except BaseException:
             engine.dispose()
@@ -244,10 +254,10 @@ class Memory:
 
     @classmethod
     def _connect(cls, transport: Transport) -> Memory:
-        """A store whose scopes and admin verbs are answered by the hub over ``transport``;
-        what needs the database itself (maintenance, subscriptions, the engine) is not
-        there, and the role is whatever the API key's is."""
-        memory = cls.__new__(cls)
+        """A store whose scopes, graphs and admin verbs are answered by the hub over
+        ``transport``; what needs the database itself (maintenance, subscriptions, the
+        engine) raises ``EmbeddedOnlyError``, and the role is whatever the API key's is."""
+        memory: Memory = _RemoteMemory.__new__(_RemoteMemory)
         memory._remote = transport
         memory.role = "agent"
         return memory
@@ -393,6 +403,8 @@ class Memory:
         """The Phase 1 entity knowledge graph of ``user``."""
         self._require_open()
         checked = validate(ScopeInput, {"user": user, "agent": "graph"})
+        if self._remote is not None:
+            return RemoteGraph(self._remote, checked.user)
         return EntityGraph(self._db, checked.user, self.redaction)
 
     # -- the event log and memory:updates ------------------------------------------------------
@@ -464,3 +476,37 @@ class Memory:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+# The members of Memory a remote store answers; every other public one exists only
+# embedded. A new member is embedded-only until it is added here and served.
+REMOTE_MEMBERS = frozenset(
+    {"open", "backend", "role", "scope", "graph", "set_team", "forget_user", "close",
+     "require_admin"}
+)  # fmt: skip
+# The embedded store's public instance attributes (set in __init__, so not on the class).
+_EMBEDDED_ATTRIBUTES = frozenset({"engine", "revision", "flags", "redaction"})
+
+
+class _RemoteMemory(Memory):
+    """A ``Memory`` opened on a hub service (``Memory._connect``): the members outside
+    ``REMOTE_MEMBERS`` raise ``EmbeddedOnlyError`` naming themselves, not an
+    ``AttributeError`` from deep inside."""
+
+    def __getattr__(self, name: str) -> Any:  # only for attributes not found otherwise
+        if name in _EMBEDDED_ATTRIBUTES:
+            raise EmbeddedOnlyError(f"Memory.{name}")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+
+def _embedded_only(name: str, member: object) -> object:
+    def refuse(self: Memory, *args: Any, **kwargs: Any) -> Any:
+        raise EmbeddedOnlyError(f"Memory.{name}")
+
+    refuse.__name__ = refuse.__qualname__ = name
+    return property(refuse) if isinstance(member, property) else refuse
+
+
+for _name, _member in vars(Memory).items():
+    if not _name.startswith("_") and _name not in REMOTE_MEMBERS:
+        setattr(_RemoteMemory, _name, _embedded_only(_name, _member))

@@ -9,6 +9,9 @@ Backends (``Memory.open(..., updates=...)`` or ``$MEMORY_UPDATES_URL``):
 Publishing happens after commit only (``memory.store.db.Database.after_commit``), so nobody hears
 of a write that was rolled back. A publish that fails never fails the write: the
 publisher marks itself degraded, and retries the bus at most once a second meanwhile.
+A :class:`BusGuard` (the hub service passes a circuit breaker) may stand before every
+publish and every (re)connection: while it refuses, the bus counts as down without being
+tried, so a bus that fails slowly costs nothing per write.
 
 The bus is only a doorbell, and carries nothing else: a message is empty, and whatever a
 message says is ignored. Anyone who can reach the bus can publish on it, so a subscriber
@@ -42,7 +45,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.engine import Engine, make_url
 
@@ -57,10 +60,18 @@ logger = logging.getLogger(__name__)
 UPDATES_URL_ENV = "MEMORY_UPDATES_URL"
 _RETRY_SECONDS = 1.0
 _BUS_TIMEOUT_SECONDS = 1.0
+T = TypeVar("T")
 
 
 class BusError(MemoryStoreError):
     """The notification connection (Redis, PostgreSQL LISTEN) failed."""
+
+
+class BusGuard(Protocol):
+    """Runs a call to the bus, or refuses it at once by raising (``pybreaker.CircuitBreaker``
+    is one: it refuses while open)."""
+
+    def call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T: ...
 
 
 class _Listener(Protocol):
@@ -323,9 +334,13 @@ class Updates:
     """The ``memory:updates`` channel of one store: publishes committed events and hands
     out subscriptions."""
 
-    def __init__(self, db: Database, setting: str = "inprocess") -> None:
+    def __init__(
+        self, db: Database, setting: str = "inprocess", guard: BusGuard | None = None
+    ) -> None:
         self._db = db
         self._backend = _backend(setting, db)
+        # In process there is nothing that can fail slowly, so nothing to guard.
+        self._guard = guard if self._backend.name != "inprocess" else None
         self._lock = threading.Lock()
         self._publish_degraded = False
         self._next_attempt = 0.0
@@ -338,6 +353,18 @@ class Updates:
     def backend(self) -> str:
         """``inprocess``, ``postgresql`` or ``redis``."""
         return self._backend.name
+
+    def guarded(self, action: Callable[[], T]) -> T:
+        """``action`` (a call to the bus) through the guard, if there is one; a refusal by
+        the guard is a :class:`BusError` like the bus's own failures."""
+        if self._guard is None:
+            return action()
+        try:
+            return self._guard.call(action)
+        except BusError:
+            raise
+        except Exception as error:  # the guard's refusal (an open breaker), whatever its type
+            raise BusError(f"the bus is not tried for now: {error}") from error
 
     def observe(self, observer: Callable[[list[MemoryEvent]], None]) -> None:
         """Call ``observer`` with this process's own events, synchronously, after commit
@@ -354,7 +381,7 @@ class Updates:
                 self._publish_failures += 1
                 return
         try:
-            self._backend.publish()
+            self.guarded(self._backend.publish)
         except BusError as error:
             telemetry.instruments().updates_bus_failures.add(1, {"role": "publish"})
             with self._lock:
@@ -465,7 +492,7 @@ class Subscription:
         while not self._stop.is_set():
             listener: _Listener | None = None
             try:
-                listener = self._updates._backend.listen()
+                listener = self._updates.guarded(self._updates._backend.listen)
                 if connected_once:
                     self.reconnects += 1
                 connected_once = True

@@ -15,8 +15,10 @@ runtime can catch one type::
     ├── SchemaError                        the database schema does not fit this code
     ├── ArchiveError                       a migration archive is missing, corrupt or unusable
     ├── DatabaseUnavailableError           the database could not be reached or stayed locked
+    ├── DeadlineExceededError              the call missed its deadline; nothing was written
     ├── StorageError                       the database could not store the write (disk full, I/O)
     ├── EmbedderUnavailableError           the embedding model cannot be loaded
+    ├── EmbeddedOnlyError                  a member of the embedded store a remote store lacks
     ├── ExporterUnavailableError           a metrics exporter's extra is not installed
     └── MetricsSourceError                 memctl gates could not read Prometheus
 """
@@ -84,6 +86,11 @@ class DatabaseUnavailableError(MemoryStoreError):
     """The database could not be reached, or stayed locked past the retry budget."""
 
 
+class DeadlineExceededError(MemoryStoreError):
+    """The call could not finish by its deadline (a hub request's timeout): it was refused
+    before it began or rolled back before it committed, so nothing of it was written."""
+
+
 class StorageError(MemoryStoreError):
     """The database could not store the write: its disk is full, or an I/O error. The
     transaction was rolled back, so nothing of it was written."""
@@ -91,6 +98,19 @@ class StorageError(MemoryStoreError):
 
 class EmbedderUnavailableError(MemoryStoreError):
     """The embedding model cannot be loaded (for example, the extra is not installed)."""
+
+
+class EmbeddedOnlyError(MemoryStoreError):
+    """A member of the API that exists only in an embedded store (``Memory.open`` with a
+    database URL) was used on a remote one (a hub service): the message names it."""
+
+    def __init__(self, member: str) -> None:
+        super().__init__(
+            f"{member} exists only in an embedded store (Memory.open with a database URL); "
+            "this store is a hub service (http://...), which does not serve it: use it where "
+            "the database is, or through the hub's operator commands"
+        )
+        self.member = member
 
 
 class ExporterUnavailableError(MemoryStoreError):

@@ -158,7 +158,11 @@ from memory.telemetry.export import (
     start_prometheus_endpoint,
     stop_exporter,
 )
-from memory.telemetry.instruments import observe_flags
+from memory.telemetry.instruments import (
+    observe_breakers,
+    observe_flags,
+    stop_observing_breakers,
+)
 from memory.telemetry.snapshots import (
     LatencySummary,
     MetricsSnapshot,
@@ -256,6 +260,7 @@ __all__ = [
     "list_flags",
     "list_keys",
     "migrate",
+    "observe_breakers",
     "observe_flags",
     "override_flag",
     "parse_until",
@@ -280,6 +285,7 @@ __all__ = [
     "start_otlp_exporter",
     "start_prometheus_endpoint",
     "stop_exporter",
+    "stop_observing_breakers",
     "table_checksums",
     "unregister_health_check",
     "upgrade",

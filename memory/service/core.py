@@ -13,6 +13,11 @@ request's JSON, and sends back what it returns, so each rule exists once:
   service cannot drift from the embedded API.
 - **Errors keep their type.** :func:`error_reply` gives the status and the library error's
   class name, so the remote client raises the same exception the embedded store would.
+- **Every request is a span.** :meth:`Service.span` opens the OpenTelemetry server span of
+  a request, here rather than in a per-framework instrumentation, so that every transport
+  traces alike: named after the operation, a child of the caller's trace when the request
+  carries a W3C ``traceparent``, with the request id, operation, class and transport as
+  attributes and the answer's status at the end (an error status from 500 on).
 """
 
 from __future__ import annotations
@@ -21,16 +26,20 @@ import collections.abc
 import inspect
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from opentelemetry import propagate, trace
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
 from memory import (
     AuthenticationError,
     ConflictError,
     DatabaseUnavailableError,
+    DeadlineExceededError,
+    EntityGraph,
     InvalidInputError,
     Memory,
     MemoryEvent,
@@ -44,8 +53,9 @@ from memory import (
     StoreClosedError,
     Subscription,
 )
+from memory.core import deadlines
 from memory.ops import ApiKey, apply_once, authenticate
-from memory.remote import SCOPE_OPERATIONS, OperationClass
+from memory.remote import GRAPH_OPERATIONS, GRAPH_PREFIX, SCOPE_OPERATIONS, OperationClass
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 _STRICT = ConfigDict(strict=True, extra="forbid", frozen=True)
@@ -54,8 +64,8 @@ _STRICT = ConfigDict(strict=True, extra="forbid", frozen=True)
 @dataclass(frozen=True, slots=True)
 class Operation:
     """One served operation: its request model, its result's type, its class (for the
-    bulkheads and idempotency), and whether it is an admin verb of ``Memory`` rather than
-    a ``Scope`` method (see :meth:`Service.call`)."""
+    bulkheads and idempotency), and whether it is an admin verb of ``Memory`` or a method
+    of the user's ``EntityGraph`` rather than a ``Scope`` method (see :meth:`Service.call`)."""
 
     name: str
     kind: OperationClass
@@ -63,6 +73,7 @@ class Operation:
     result: TypeAdapter[Any]
     doc: str
     admin: bool = False
+    graph: bool = False
 
 
 def _wire_type(annotation: Any) -> Any:
@@ -108,6 +119,21 @@ def _scope_operation(name: str, kind: OperationClass) -> Operation:
     return Operation(name, kind, request, result, inspect.getdoc(method) or name)
 
 
+def _graph_operation(name: str, kind: OperationClass) -> Operation:
+    method = inspect.unwrap(getattr(EntityGraph, name))
+    title = f"Graph{_title(name)}"
+    arguments = _model(f"{title}Arguments", method, 1)
+    request = create_model(
+        f"{title}Request",
+        __config__=_STRICT,
+        user=(str | None, Field(None, description="Whose graph (default: the key's user)")),
+        arguments=(arguments, Field(default_factory=arguments)),
+    )
+    result = TypeAdapter(typing.get_type_hints(method)["return"])
+    doc = inspect.getdoc(method) or name
+    return Operation(GRAPH_PREFIX + name, kind, request, result, doc, graph=True)
+
+
 def _admin_operation(name: str) -> Operation:
     method = getattr(Memory, name)
     request = _model(f"{_title(name)}Request", method, 1)
@@ -120,6 +146,10 @@ ADMIN_OPERATIONS = ("forget_user", "set_team")
 
 OPERATIONS: dict[str, Operation] = {
     **{name: _scope_operation(name, kind) for name, kind in SCOPE_OPERATIONS.items()},
+    **{
+        GRAPH_PREFIX + name: _graph_operation(name, kind)
+        for name, kind in GRAPH_OPERATIONS.items()
+    },
     **{name: _admin_operation(name) for name in ADMIN_OPERATIONS},
 }
 
@@ -161,6 +191,7 @@ _STATUS: tuple[tuple[type[MemoryStoreError], int], ...] = (
     (InvalidInputError, 422),
     (SchemaError, 503),
     (DatabaseUnavailableError, 503),
+    (DeadlineExceededError, 504),
     (StoreClosedError, 503),
 )
 
@@ -178,6 +209,16 @@ def error_reply(error: MemoryStoreError) -> ErrorReply:
     return ErrorReply(status, type(error).__name__, str(error), details)
 
 
+def record_answer(span: trace.Span, status: int, error_type: str | None = None) -> None:
+    """The answer of a request on its span: the status, and the error's type when there
+    was one; a fault of the service (500 and up) marks the span as an error."""
+    span.set_attribute(STATUS_ATTRIBUTE, status)
+    if error_type is not None:
+        span.set_attribute(ERROR_TYPE_ATTRIBUTE, error_type)
+    if status >= 500:
+        span.set_status(trace.Status(trace.StatusCode.ERROR, error_type))
+
+
 def _described(error: ValidationError) -> str:
     """A pydantic error as one line naming each field and what is wrong with it."""
     problems = []
@@ -187,15 +228,56 @@ def _described(error: ValidationError) -> str:
     return "; ".join(problems)
 
 
+# Span attributes: the request's, then its answer's.
+REQUEST_ID_ATTRIBUTE = "memory.request_id"
+OPERATION_ATTRIBUTE = "memory.operation"
+OPERATION_CLASS_ATTRIBUTE = "memory.operation_class"
+TRANSPORT_ATTRIBUTE = "memory.transport"
+STATUS_ATTRIBUTE = "memory.status"
+ERROR_TYPE_ATTRIBUTE = "error.type"
+
+
 class Service:
-    """The operations of one store, for the identities its API keys carry."""
+    """The operations of one store, for the identities its API keys carry; requests are
+    traced with ``tracer_provider`` (default: the application's global one, a no-op until
+    the application configures OpenTelemetry)."""
 
-    def __init__(self, memory: Memory) -> None:
+    def __init__(
+        self, memory: Memory, tracer_provider: trace.TracerProvider | None = None
+    ) -> None:
         self.memory = memory
+        self.tracer = trace.get_tracer("memory.service", tracer_provider=tracer_provider)
 
-    def authenticate(self, credential: str | None) -> ApiKey:
-        """The active key ``credential`` is (see :func:`memory.ops.authenticate`)."""
-        return authenticate(self.memory, credential)
+    @contextmanager
+    def span(
+        self, name: str, request_id: str, transport: str, carrier: Mapping[str, str]
+    ) -> Iterator[trace.Span]:
+        """The server span of a request for operation ``name``, current within the block;
+        ``carrier`` holds the request's trace context (HTTP headers, say). Close it with
+        :func:`record_answer`."""
+        operation = OPERATIONS.get(name)
+        attributes = {
+            REQUEST_ID_ATTRIBUTE: request_id,
+            OPERATION_ATTRIBUTE: name,
+            TRANSPORT_ATTRIBUTE: transport,
+        }
+        if operation is not None:
+            attributes[OPERATION_CLASS_ATTRIBUTE] = operation.kind
+        with self.tracer.start_as_current_span(
+            name,
+            context=propagate.extract(carrier),
+            kind=trace.SpanKind.SERVER,
+            attributes=attributes,
+            record_exception=False,  # the answer says what failed; tracebacks go to the log
+            set_status_on_exception=False,
+        ) as span:
+            yield span
+
+    def authenticate(self, credential: str | None, deadline: float | None = None) -> ApiKey:
+        """The active key ``credential`` is (see :func:`memory.ops.authenticate`), found by
+        ``deadline`` (see :meth:`call`)."""
+        with deadlines.bounded(deadline):
+            return authenticate(self.memory, credential)
 
     def scope_for(
         self, key: ApiKey, user: str | None, agent: str | None, session: str | None
@@ -206,14 +288,19 @@ class Service:
                 f"this API key acts as agent {key.agent!r} only; acting as another agent "
                 "needs an admin key"
             )
+        return self.memory.scope(self.user_for(key, user), agent or key.agent, session)
+
+    @staticmethod
+    def user_for(key: ApiKey, user: str | None) -> str:
+        """The user a request with ``key`` acts for, or ``PermissionDeniedError``."""
         if user is None:
             if len(key.users) != 1:
                 raise InvalidInputError("user: required (this API key is not limited to one user)")
-            user = key.users[0]
-        elif key.users and user not in key.users and key.role != "admin":
+            return key.users[0]
+        if key.users and user not in key.users and key.role != "admin":
             # The same words whether or not the user exists: a key learns nothing of others.
             raise PermissionDeniedError("this API key does not act for that user")
-        return self.memory.scope(user, agent or key.agent, session)
+        return user
 
     def call(
         self,
@@ -221,11 +308,24 @@ class Service:
         name: str,
         body: bytes | str | Mapping[str, Any],
         request_key: str | None = None,
+        deadline: float | None = None,
     ) -> Any:
         """Run operation ``name`` with the request ``body`` (JSON text or an object) as
         ``key``'s identity; return the result as JSON-ready data. A write with a
         ``request_key`` (the ``Idempotency-Key``) is applied once however often it is
-        sent (:func:`memory.ops.apply_once`)."""
+        sent (:func:`memory.ops.apply_once`). Past ``deadline`` (a ``time.monotonic()``
+        value) the store refuses to begin or commit: ``DeadlineExceededError``, nothing
+        written (:mod:`memory.core.deadlines`)."""
+        with deadlines.bounded(deadline):
+            return self._call(key, name, body, request_key)
+
+    def _call(
+        self,
+        key: ApiKey,
+        name: str,
+        body: bytes | str | Mapping[str, Any],
+        request_key: str | None,
+    ) -> Any:
         operation = OPERATIONS.get(name)
         if operation is None:
             raise NotFoundError(f"no operation {name!r}; see /openapi.json")
@@ -252,6 +352,12 @@ class Service:
         values = {field: getattr(request, field) for field in type(request).model_fields}
         if operation.admin:
             result = getattr(self.memory, name)(**values)
+        elif operation.graph:
+            arguments = values.pop("arguments")
+            graph = self.memory.graph(self.user_for(key, values["user"]))
+            result = getattr(graph, name.removeprefix(GRAPH_PREFIX))(
+                **{field: getattr(arguments, field) for field in type(arguments).model_fields}
+            )
         else:
             arguments = values.pop("arguments")
             scope = self.scope_for(key, **values)

@@ -10,7 +10,8 @@ Metadata: ``authorization: Bearer <key>`` (the only source of identity), ``x-req
 (accepted if sane, else generated; sent back in the initial metadata and in every log line
 of the call), ``idempotency-key`` on writes. A refusal has the gRPC status of the HTTP one
 (401 UNAUTHENTICATED, 403 PERMISSION_DENIED, 404 NOT_FOUND, 409 ABORTED, 410
-FAILED_PRECONDITION, 422 INVALID_ARGUMENT, 503 UNAVAILABLE, a full bulkhead
+FAILED_PRECONDITION, 422 INVALID_ARGUMENT, 503 UNAVAILABLE, 504 DEADLINE_EXCEEDED (the
+call's deadline, at most ``request_timeout_seconds``, passed: nothing written), a full bulkhead
 RESOURCE_EXHAUSTED) and the trailers ``error-type`` (the library error's class name) and
 ``error-details`` (JSON), so the remote client raises the same exception as the embedded
 store. Messages over ``max_body_bytes`` are refused by grpcio (RESOURCE_EXHAUSTED). With a
@@ -34,7 +35,7 @@ import structlog
 from google.protobuf.message import DecodeError, Message
 
 from memory import AuthenticationError, InvalidInputError, MemoryStoreError, PermissionDeniedError
-from memory.service.core import OPERATIONS, Operation, Service, error_reply
+from memory.service.core import OPERATIONS, Operation, Service, error_reply, record_answer
 from memory.service.http import (
     Bulkhead,
     Busy,
@@ -63,6 +64,7 @@ T = TypeVar("T")
 
 _CODES = {
     401: grpc.StatusCode.UNAUTHENTICATED,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
     403: grpc.StatusCode.PERMISSION_DENIED,
     404: grpc.StatusCode.NOT_FOUND,
     409: grpc.StatusCode.ABORTED,
@@ -189,6 +191,16 @@ class GrpcServer:
         metadata = {key: str(value) for key, value in context.invocation_metadata() or ()}
         return correlation_id(metadata.get(REQUEST_ID)), metadata
 
+    def _budget(self, context: grpc.aio.ServicerContext[Any, Any]) -> float:
+        """Seconds a call may take: ``request_timeout_seconds``, or less when the client's
+        deadline (which gRPC carries) comes sooner, minus a margin (as the HTTP client
+        asks for over ``X-Request-Timeout``) so that the refusal reaches it in time."""
+        allowed = self.settings.request_timeout_seconds
+        remaining = context.time_remaining()
+        if remaining is None or remaining >= allowed:
+            return allowed
+        return max(0.0, remaining - min(1.0, remaining / 5))
+
     def _refusal(self, error: MemoryStoreError, operation: str) -> _Refusal:
         reply = error_reply(error)
         if self.metrics is not None:
@@ -211,23 +223,30 @@ class GrpcServer:
             request_id, metadata = self._metadata(context)
             await context.send_initial_metadata(((REQUEST_ID, request_id),))
             started = time.perf_counter()
-            status = "500"
-            with structlog.contextvars.bound_contextvars(request_id=request_id, transport="grpc"):
+            deadline = time.monotonic() + self._budget(context)
+            status, error_type = 500, None
+            with (
+                structlog.contextvars.bound_contextvars(request_id=request_id, transport="grpc"),
+                self.service.span(operation.name, request_id, "grpc", metadata) as span,
+            ):
                 try:
                     body = _body(request_type, request)
-                    key = await self._run(self.service.authenticate, _credential(metadata))
-                    async with self._bulkheads[operation.kind].admitted():
+                    key = await self._run(
+                        self.service.authenticate, _credential(metadata), deadline
+                    )
+                    async with self._bulkheads[operation.kind].admitted(deadline):
                         result = await self._run(
                             self.service.call,
                             key,
                             operation.name,
                             body,
                             metadata.get(IDEMPOTENCY_KEY),
+                            deadline,
                         )
-                    status = "200"
+                    status = 200
                     return to_message({"result": result}, reply_type)
                 except Busy:
-                    status = "503"
+                    status, error_type = 503, "ServiceBusy"
                     if self.metrics is not None:
                         self.metrics.rejected.labels(operation.kind).inc()
                     refusal = _Refusal(
@@ -238,8 +257,9 @@ class GrpcServer:
                     )
                 except MemoryStoreError as error:
                     refusal = self._refusal(error, operation.name)
-                    status = str(error_reply(error).status)
-                except Exception:
+                    status, error_type = error_reply(error).status, error_reply(error).type
+                except Exception as error:
+                    error_type = type(error).__name__
                     log.exception("failed", operation=operation.name)
                     refusal = _Refusal(
                         grpc.StatusCode.INTERNAL,
@@ -248,8 +268,11 @@ class GrpcServer:
                         {},
                     )
                 finally:
+                    span.set_attribute("rpc.system", "grpc")
+                    span.set_attribute("rpc.method", method_name(operation.name))
+                    record_answer(span, status, error_type)
                     if self.metrics is not None:
-                        self.metrics.requests.labels(operation.name, status).inc()
+                        self.metrics.requests.labels(operation.name, str(status)).inc()
                         self.metrics.latency.labels(operation.name).observe(
                             time.perf_counter() - started
                         )

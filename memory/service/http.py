@@ -9,6 +9,12 @@ Server-Sent Events (FastAPI's own, with keep-alive pings) from a sequence number
 revision), ``/metrics`` (Prometheus: the library's metrics and the service's requests,
 latency and authentication failures) and ``/openapi.json``.
 
+Every request has a deadline: ``request_timeout_seconds`` after it arrived, or sooner when
+the client sends ``X-Request-Timeout: <seconds>`` (the remote client sends its own
+timeout). A request that cannot finish by then answers 504 (``DeadlineExceededError``)
+and has written nothing: it is refused while it waits for a turn or for the database, and
+rolled back if it is past its deadline at commit.
+
 Every response carries ``X-Request-ID`` (the client's, if it sent a sane one, else a new
 one), and every log line of the request is a JSON object with it (structlog). Bodies over
 ``max_body_bytes`` are refused with 413 before they are read whole. Errors are
@@ -21,37 +27,39 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import sys
 import time
+import typing
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
 
 import anyio
-import pybreaker
 import structlog
 from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
 from memory import (
     AuthenticationError,
+    DeadlineExceededError,
     InvalidInputError,
     MemoryStoreError,
     PermissionDeniedError,
     Subscription,
 )
 from memory import ops as ops
-from memory.remote import IDEMPOTENCY_KEY
-from memory.service.breakers import STATE_VALUES
-from memory.service.core import OPERATIONS, Operation, Service, error_reply
+from memory.remote import IDEMPOTENCY_KEY, REQUEST_TIMEOUT, OperationClass
+from memory.service.breakers import Breakers
+from memory.service.core import OPERATIONS, Operation, Service, error_reply, record_answer
 from memory.service.settings import ServiceSettings
 
 REQUEST_ID = "X-Request-ID"
@@ -89,12 +97,8 @@ class ServiceMetrics:
             ["operation_class"],
             registry=self.registry,
         )
-        self.breaker_state = Gauge(
-            "memory_service_breaker_state",
-            "Each circuit breaker's state: 0 closed, 1 half-open, 2 open.",
-            ["breaker"],
-            registry=self.registry,
-        )
+        for operation_class in typing.get_args(OperationClass):  # at 0 before the first
+            self.rejected.labels(operation_class)
         self.reader = ops.export_to_registry(self.registry)
 
     def close(self) -> None:
@@ -123,6 +127,20 @@ class _TooLarge(InvalidInputError):
 def correlation_id(given: str | None) -> str:
     """The request id of a request: the client's if it is sane, else a new one."""
     return given if given and _SANE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+def _timeout(request: Request, default: float) -> float:
+    """Seconds the request may take: the configured default, or less if the client asks."""
+    given = request.headers.get(REQUEST_TIMEOUT)
+    if given is None:
+        return default
+    try:
+        seconds = float(given)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise InvalidInputError(
+            f"{REQUEST_TIMEOUT}: must be a number of seconds > 0, not {given!r}"
+        )
+    return min(seconds, default)
 
 
 def _credential(request: Request) -> str | None:
@@ -192,10 +210,6 @@ class _Refused(Exception):
         self.response = response
 
 
-def _state_value(guard: pybreaker.CircuitBreaker) -> float:
-    return STATE_VALUES[guard.current_state]
-
-
 class Busy(Exception):
     """A bulkhead is full: the call was not started."""
 
@@ -212,16 +226,22 @@ class Bulkhead:
         self.wait_seconds = wait_seconds
 
     @asynccontextmanager
-    async def admitted(self) -> AsyncIterator[None]:
+    async def admitted(self, deadline: float) -> AsyncIterator[None]:
+        """A turn, or ``Busy``; ``DeadlineExceededError`` when the request's ``deadline``
+        (``time.monotonic()``) passes first."""
         if (
             self.limiter.available_tokens == 0
             and self.limiter.statistics().tasks_waiting >= self.queue
         ):
             raise Busy
         try:
-            with anyio.fail_after(self.wait_seconds):
+            with anyio.fail_after(max(0.0, min(self.wait_seconds, deadline - time.monotonic()))):
                 await self.limiter.acquire()
         except TimeoutError:
+            if time.monotonic() >= deadline:
+                raise DeadlineExceededError(
+                    "the request's deadline passed while it waited for a turn; nothing was done"
+                ) from None
             raise Busy from None
         try:
             yield
@@ -232,12 +252,12 @@ class Bulkhead:
 def create_app(
     service: Service,
     settings: ServiceSettings | None = None,
-    breakers: Mapping[str, pybreaker.CircuitBreaker] | None = None,
+    breakers: Breakers | None = None,
 ) -> FastAPI:
     """The HTTP application of ``service`` with ``settings`` (default: the defaults); the
     state of ``breakers`` (see ``memory.service.breakers``) is in /ready and /metrics."""
     settings = settings if settings is not None else ServiceSettings()
-    breakers = dict(breakers or {})
+    breakers = breakers if breakers is not None else Breakers()
     max_body_bytes = settings.max_body_bytes
     bulkheads = {
         "read": Bulkhead(settings.concurrent_reads, settings.queue_limit, settings.queue_seconds),
@@ -258,9 +278,9 @@ def create_app(
     )
     metrics = ServiceMetrics()
     app.state.metrics = metrics
-    for name, guard in breakers.items():
-        metrics.breaker_state.labels(name).set_function(partial(_state_value, guard))
+    ops.observe_breakers(breakers)
     app.router.on_shutdown.append(metrics.close)
+    app.router.on_shutdown.append(partial(ops.stop_observing_breakers, breakers))
     schemas: dict[str, Any] = {}
 
     @app.middleware("http")
@@ -300,44 +320,56 @@ def create_app(
         async def handle(request: Request) -> Response:
             request_id: str = request.state.request_id
             started = time.perf_counter()
+            arrived = time.monotonic()
             status = 500
-            try:
-                body = await _read_body(request, max_body_bytes)
-                key = await run_in_threadpool(service.authenticate, _credential(request))
-                async with bulkheads[operation.kind].admitted():
-                    result = await run_in_threadpool(
-                        service.call,
-                        key,
-                        operation.name,
-                        body,
-                        request.headers.get(IDEMPOTENCY_KEY),
+            error_type: str | None = None
+            with service.span(operation.name, request_id, "http", request.headers) as span:
+                try:
+                    deadline = arrived + _timeout(request, settings.request_timeout_seconds)
+                    body = await _read_body(request, max_body_bytes)
+                    key = await run_in_threadpool(
+                        service.authenticate, _credential(request), deadline
                     )
-                status = 200
-                return JSONResponse(result, headers={REQUEST_ID: request_id})
-            except Busy:
-                status = 503
-                metrics.rejected.labels(operation.kind).inc()
-                message = f"too many {operation.kind} requests under way; retry in a second"
-                return JSONResponse(
-                    {"error": {"type": "ServiceBusy", "message": message, "details": {}}},
-                    status_code=503,
-                    headers={REQUEST_ID: request_id, "Retry-After": "1"},
-                )
-            except MemoryStoreError as error:
-                answer = refusal(error, operation.name, request_id)
-                status = answer.status_code
-                return answer
-            except Exception:
-                log.exception("failed", operation=operation.name)
-                message = f"internal error; quote request id {request_id}"
-                return JSONResponse(
-                    {"error": {"type": "InternalError", "message": message, "details": {}}},
-                    status_code=500,
-                    headers={REQUEST_ID: request_id},
-                )
-            finally:
-                metrics.requests.labels(operation.name, str(status)).inc()
-                metrics.latency.labels(operation.name).observe(time.perf_counter() - started)
+                    async with bulkheads[operation.kind].admitted(deadline):
+                        result = await run_in_threadpool(
+                            service.call,
+                            key,
+                            operation.name,
+                            body,
+                            request.headers.get(IDEMPOTENCY_KEY),
+                            deadline,
+                        )
+                    status = 200
+                    return JSONResponse(result, headers={REQUEST_ID: request_id})
+                except Busy:
+                    status, error_type = 503, "ServiceBusy"
+                    metrics.rejected.labels(operation.kind).inc()
+                    message = f"too many {operation.kind} requests under way; retry in a second"
+                    return JSONResponse(
+                        {"error": {"type": "ServiceBusy", "message": message, "details": {}}},
+                        status_code=503,
+                        headers={REQUEST_ID: request_id, "Retry-After": "1"},
+                    )
+                except MemoryStoreError as error:
+                    answer = refusal(error, operation.name, request_id)
+                    status, error_type = answer.status_code, error_reply(error).type
+                    return answer
+                except Exception as error:
+                    error_type = type(error).__name__
+                    log.exception("failed", operation=operation.name)
+                    message = f"internal error; quote request id {request_id}"
+                    return JSONResponse(
+                        {"error": {"type": "InternalError", "message": message, "details": {}}},
+                        status_code=500,
+                        headers={REQUEST_ID: request_id},
+                    )
+                finally:
+                    span.set_attribute("http.request.method", "POST")
+                    span.set_attribute("http.route", f"/v1/{operation.name}")
+                    span.set_attribute("http.response.status_code", status)
+                    record_answer(span, status, error_type)
+                    metrics.requests.labels(operation.name, str(status)).inc()
+                    metrics.latency.labels(operation.name).observe(time.perf_counter() - started)
 
         request_schema = operation.request.model_json_schema(
             ref_template="#/components/schemas/{model}"
@@ -388,6 +420,7 @@ def create_app(
                                 "the database is unavailable or not at the schema head, or "
                                 "too many requests of this class are under way (Retry-After)",
                             ),
+                            (504, "the request's deadline passed; nothing of it was written"),
                         )
                     },
                 },
@@ -492,7 +525,7 @@ def create_app(
                 "revision": status.revision,
                 "head": status.head,
                 # An open breaker degrades (search from keywords alone) but still serves.
-                "breakers": {name: guard.current_state for name, guard in breakers.items()},
+                "breakers": breakers.states(),
             },
             status_code=200 if ready else 503,
         )

@@ -18,22 +18,71 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+import flags
+from flags import FlagError, FlagEvaluator
 from memory import Embedder, HashingEmbedder, InvalidInputError, Memory, MiniLMEmbedder
-from memory.service.breakers import GuardedEmbedder, breaker
+from memory.service.breakers import Breakers, GuardedEmbedder, GuardedFlagProvider
 from memory.service.core import Service
 from memory.service.grpc import GrpcServer
 from memory.service.http import configure_logging, create_app, log
 from memory.service.settings import EmbedderName, ServiceSettings
 from memory.service.zeromq import ZeroMQServer
 
+if TYPE_CHECKING:
+    from flags import UnleashFlagProvider
+
 
 def _embedder(name: EmbedderName) -> Embedder | None:
     if name == "none":
         return None
     return HashingEmbedder() if name == "hashing" else MiniLMEmbedder()
+
+
+# The OpenTelemetry SDK's own variables: with either set, the hub exports its spans.
+OTLP_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
+OTLP_TRACES_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+
+
+def _tracer_provider() -> TracerProvider | None:
+    """An SDK tracer provider that exports the request spans over OTLP/HTTP (extra
+    ``otlp``; endpoint, headers and ``OTEL_SERVICE_NAME`` as the SDK reads them) when an
+    OTLP endpoint is configured; else None: the process's global provider, a no-op unless
+    whoever embeds the server set one."""
+    if not (os.environ.get(OTLP_TRACES_ENDPOINT_ENV) or os.environ.get(OTLP_ENDPOINT_ENV)):
+        return None
+    try:  # the otlp extra's: imported only when configured
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    except ImportError:
+        raise InvalidInputError(
+            f"{OTLP_ENDPOINT_ENV}: exporting the hub's spans needs the 'otlp' extra: "
+            "pip install 'tiered-memory[otlp]'"
+        ) from None
+    provider = TracerProvider(resource=Resource.create({"service.name": "memory-hub"}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    return provider
+
+
+def _unleash(
+    settings: ServiceSettings, breakers: Breakers
+) -> tuple[UnleashFlagProvider | None, FlagEvaluator | None]:
+    """The Unleash provider and the evaluator over it (behind the ``unleash`` breaker) when
+    ``unleash_url`` is set; else neither, and the store's own flag tables decide."""
+    if settings.unleash_url is None:
+        return None, None
+    headers = {"Authorization": settings.unleash_token} if settings.unleash_token else None
+    try:
+        # The unleash extra's: looked up only when configured (flags imports it lazily).
+        provider = flags.UnleashFlagProvider(settings.unleash_url, headers=headers)
+        return provider, FlagEvaluator(GuardedFlagProvider(provider, breakers.add("unleash")))
+    except (FlagError, ImportError) as error:  # a bad setting, or the extra is missing
+        raise InvalidInputError(f"unleash_url: {error}") from None
 
 
 @contextmanager
@@ -64,21 +113,29 @@ def serve(settings: ServiceSettings) -> None:
     configure_logging(settings.log_level)
     # The service opens the store as admin: what a request may do is decided per request
     # by its key (memory.service.core), not by the role the store was opened with.
+    breakers = Breakers(settings.breaker_failures, settings.breaker_reset_seconds)
     embedder = _embedder(settings.embedder)
-    breakers = {}
     if embedder is not None:
-        breakers["embedder"] = breaker("embedder")
-        embedder = GuardedEmbedder(embedder, breakers["embedder"])
+        embedder = GuardedEmbedder(embedder, breakers.add("embedder"))
+    # Listed once the store says which bus it rings (none to guard in process).
+    bus = breakers.make("updates")
+    unleash, evaluator = _unleash(settings, breakers)
     with Memory.open(
-        settings.database_url, embedder=embedder, role="admin"
+        settings.database_url, embedder=embedder, role="admin", flags=evaluator, updates_guard=bus
     ) as memory, only_replica(memory):
-        service = Service(memory)
+        backend = memory.updates_status().backend
+        if backend != "inprocess":
+            breakers.add(backend, bus)
+        tracing = _tracer_provider()
+        service = Service(memory, tracing)
         app = create_app(service, settings, breakers)
         remote_procedures = GrpcServer(service, settings, settings.grpc_port, app.state.metrics)
         remote_procedures.start()
         legacy = None
         if settings.zmq_port is not None:
-            legacy = ZeroMQServer(service, settings.host, settings.zmq_port)
+            legacy = ZeroMQServer(
+                service, settings.host, settings.zmq_port, settings.request_timeout_seconds
+            )
             legacy.start()
 
         def stopped() -> None:
@@ -88,6 +145,10 @@ def serve(settings: ServiceSettings) -> None:
             if legacy is not None:
                 legacy.stop()
             memory.close()
+            if unleash is not None:
+                unleash.close()
+            if tracing is not None:
+                tracing.shutdown()  # exports the spans still batched
             log.info("stopped")
 
         app.router.on_shutdown.append(stopped)

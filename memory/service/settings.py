@@ -102,6 +102,17 @@ class ServiceSettings(BaseSettings):
     concurrent_searches: int = Field(8, ge=1, le=1024)
     queue_limit: int = Field(64, ge=0, le=100_000)
     queue_seconds: float = Field(5.0, gt=0, le=300)
+    # Every request's deadline; a client may ask for less (X-Request-Timeout). Past it the
+    # answer is 504 and nothing of the request is written.
+    request_timeout_seconds: float = Field(30.0, gt=0, le=3600)
+    # Circuit breakers (memory.service.breakers): open after this many failures in a row,
+    # try again after this many seconds.
+    breaker_failures: int = Field(5, ge=1, le=1000)
+    breaker_reset_seconds: float = Field(30.0, gt=0, le=3600)
+    # Flags from an Unleash server (its client API, e.g. http://unleash:4242/api) instead
+    # of the store's own flag tables; the token goes in its Authorization header.
+    unleash_url: str | None = Field(None, pattern=r"^https?://")
+    unleash_token: str | None = None
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ServiceSettings:

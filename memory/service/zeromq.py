@@ -13,7 +13,9 @@ the identity still comes only from it, and ``request`` is the same body as HTTP'
 reply is ``{"ok": true, "result": ..., "request_id": ...}`` or ``{"ok": false, "status":
 ..., "error": {"type", "message", "details"}, "request_id": ...}``; a frame that is not
 JSON gets a 422 reply, never silence. Requests run on a pool of threads; only the socket's
-own thread touches the socket.
+own thread touches the socket. A request has ``timeout`` seconds from its arrival (the
+service's ``request_timeout_seconds``), as over HTTP: past it, a 504 reply and nothing
+written.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -38,8 +41,11 @@ _POLL_MS = 50
 class ZeroMQServer:
     """Serves ``service`` on a ROUTER socket at ``tcp://host:port`` from a thread."""
 
-    def __init__(self, service: Service, host: str, port: int, workers: int = 8) -> None:
+    def __init__(
+        self, service: Service, host: str, port: int, timeout: float = 30.0, workers: int = 8
+    ) -> None:
         self.service = service
+        self.timeout = timeout
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.ROUTER)
         self.socket.setsockopt(zmq.LINGER, 0)
@@ -90,6 +96,7 @@ class ZeroMQServer:
     def handle(self, payload: bytes) -> dict[str, Any]:
         """The reply to one request frame."""
         request_id = uuid.uuid4().hex
+        deadline = time.monotonic() + self.timeout
         try:
             try:
                 message = json.loads(payload)
@@ -105,13 +112,19 @@ class ZeroMQServer:
                 if not isinstance(operation, str):
                     raise _BadFrame("operation: a string is required")
                 credential = message.get("api_key")
-                key = self.service.authenticate(credential if isinstance(credential, str) else None)
+                key = self.service.authenticate(
+                    credential if isinstance(credential, str) else None, deadline
+                )
                 body = message.get("request", {})
                 if not isinstance(body, dict):
                     raise _BadFrame("request: must be a JSON object")
                 request_key = message.get("idempotency_key")
                 result = self.service.call(
-                    key, operation, body, request_key if isinstance(request_key, str) else None
+                    key,
+                    operation,
+                    body,
+                    request_key if isinstance(request_key, str) else None,
+                    deadline,
                 )
                 log.info("zeromq", operation=operation, status=200)
                 return {"ok": True, "result": result, "request_id": request_id}

@@ -16,7 +16,11 @@ order, so that only the writer at the head of a process's queue polls the lock (
 millisecond: ``memory.store.engine``) against other processes.
 
 Every call is bounded by the engine's timeout (5 s): waiting for admission and retrying
-transient failures both stop at that deadline with ``DatabaseUnavailableError``. An attempt
+transient failures both stop at that deadline with ``DatabaseUnavailableError``. A call
+under a request's deadline (``memory.core.deadlines``, set by the hub service) stops at
+whichever comes first, with ``DeadlineExceededError`` when it is the request's: refused
+before it begins, rolled back before it commits, its PostgreSQL statements cancelled
+(``statement_timeout``) when they run past it. An attempt
 already under way when the deadline passes is itself bounded by the connect and busy
 timeouts (5 s), so no call lasts longer than twice the timeout; SQLite's write lock is
 polled only until the deadline.
@@ -40,8 +44,10 @@ from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.pool import QueuePool, StaticPool
 
+from memory.core import deadlines
 from memory.core.errors import (
     DatabaseUnavailableError,
+    DeadlineExceededError,
     InvalidInputError,
     StorageError,
     StoreClosedError,
@@ -188,6 +194,22 @@ class AdmissionGate:
             self.release()
 
 
+def _statement_timeout(connection: Connection, deadline: float) -> None:
+    """Cancel any statement of this transaction still running at ``deadline``."""
+    remaining_ms = max(1, int((deadline - time.monotonic()) * 1000))
+    connection.exec_driver_sql(f"SET LOCAL statement_timeout = {remaining_ms}")
+
+
+def _raise_if_past(limit: float | None, error: Exception, margin: float = 0.0) -> None:
+    """``DeadlineExceededError`` instead of ``error`` when the request's deadline ``limit``
+    is what stopped the call (or would stop it within ``margin`` seconds)."""
+    if limit is not None and time.monotonic() + margin >= limit:
+        raise DeadlineExceededError(
+            "the request could not finish by its deadline (the database was busy or slow); "
+            "nothing was written"
+        ) from error
+
+
 def _connection_limit(engine: Engine) -> int | None:
     """How many connections the engine's pool can hand out at once (None: no limit)."""
     pool = engine.pool
@@ -250,7 +272,16 @@ class Database:
     ) -> T:
         if self.closed:
             raise StoreClosedError("this memory store is closed; open it again with Memory.open")
-        deadline = time.monotonic() + self.timeout
+        now = time.monotonic()
+        # A request's deadline (memory.core.deadlines) tightens the store's own: refused
+        # before it begins, rolled back before it commits, a slow PostgreSQL statement
+        # cancelled by statement_timeout.
+        limit = deadlines.current()
+        if limit is not None and now >= limit:
+            raise DeadlineExceededError(
+                "the request's deadline passed before it reached the database; nothing was done"
+            )
+        deadline = now + self.timeout if limit is None else min(now + self.timeout, limit)
         options = write_options(deadline) if writes else {}
         delay = _FIRST_BACKOFF_SECONDS
         attempts = 0
@@ -265,9 +296,16 @@ class Database:
                     connection.info[AUDIT_KEY_INFO] = self.audit_key
                     connection.info[EVENT_KEY_INFO] = self.event_key
                     with connection.begin():
+                        if limit is not None and self.dialect == "postgresql":
+                            _statement_timeout(connection, limit)
                         if user is not None:
                             lock_user(connection, user)
                         result = operation(connection)
+                        if limit is not None and time.monotonic() >= limit:
+                            raise DeadlineExceededError(  # raised inside: rolled back
+                                "the request's deadline passed before it could commit; "
+                                "nothing was written"
+                            )
                         # A hub request's Idempotency-Key, claimed in the transaction of
                         # its write (memory.store.idempotency).
                         claim = claim_in(connection) if connection.info.get(PENDING_KEY) else None
@@ -279,15 +317,21 @@ class Database:
                     self.after_commit(committed)
                 return result
             except PoolTimeoutError as error:  # connections held outside this Database
+                _raise_if_past(limit, error)
                 raise DatabaseUnavailableError(
                     f"no database connection came free within the pool timeout: {error}"
                 ) from error
+            except DatabaseUnavailableError as error:  # admission waited until the deadline
+                _raise_if_past(limit, error)
+                raise
             except DBAPIError as error:
+                _raise_if_past(limit, error)
                 if not is_transient(error):
                     raise _mapped(error) from error
                 # Jitter keeps writers that collided from colliding again in step.
                 pause = delay * (0.5 + random.random())
                 if time.monotonic() + pause >= deadline:
+                    _raise_if_past(limit, error, pause)
                     raise DatabaseUnavailableError(
                         f"the database stayed unavailable for {self.timeout:g} s "
                         f"({attempts} attempts): {error.orig}"

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -103,6 +104,31 @@ def applied(connection: Connection, key_id: str, request_key: str) -> Applied | 
         return None
     answered = row.response_json is not None
     return Applied(row.operation, json.loads(row.response_json) if answered else None, answered)
+
+
+def expired_count(connection: Connection, before: datetime) -> int:
+    """How many claims were made before ``before``."""
+    statement = sa.select(sa.func.count()).where(requests.c.created_at < before)
+    return int(connection.execute(statement).scalar_one())
+
+
+def remove_expired(connection: Connection, before: datetime, limit: int) -> int | None:
+    """Delete up to ``limit`` claims made before ``before`` (retention); None when there
+    were none left. A retry that comes after its claim is gone is applied again, so the
+    window must outlast any client's retries (hours, where retries take seconds)."""
+    oldest = (
+        sa.select(requests.c.key_id, requests.c.request_key)
+        .where(requests.c.created_at < before)
+        .order_by(requests.c.created_at)
+        .limit(limit)
+    )
+    keys = [tuple(row) for row in connection.execute(oldest)]
+    if not keys:
+        return None
+    connection.execute(
+        requests.delete().where(sa.tuple_(requests.c.key_id, requests.c.request_key).in_(keys))
+    )
+    return len(keys)
 
 
 def store_response(connection: Connection, claim: Claim, response: Any) -> None:

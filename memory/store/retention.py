@@ -29,6 +29,9 @@
 ``expired_grants``
     Sharing grants past their ``expires_at`` (they already admit nothing; this removes the
     rows).
+``idempotent_requests``
+    The hub service's claimed Idempotency-Keys (and the answers stored with them) older than
+    their window (24 h by default); a retry of such an old request would be applied again.
 
 Flag overrides with an expiry, when they exist, become one more ``CleanupStep`` in
 ``STEPS``, and their counts appear in every report and run.
@@ -89,13 +92,19 @@ from memory.core.inputs import (
 )
 from memory.core.summary import extractive_summary
 from memory.core.types import TIERS
+from memory.store import idempotency as idempotency
 from memory.store import sharing as sharing
 from memory.store.changes import delete, memory_changes
 from memory.store.db import Database
 from memory.store.events import append_event, record_removals
 from memory.store.indexing import IndexEntry, log_changes, write_index
 from memory.store.memories import memories, metadata_table, unexpired
-from memory.store.schema import MAINTENANCE_REVISION, MEMORIES_REVISION, revision_at_least
+from memory.store.schema import (
+    KEYS_REVISION,
+    MAINTENANCE_REVISION,
+    MEMORIES_REVISION,
+    revision_at_least,
+)
 from memory.store.sessions import session_state
 from memory.store.tables import Base, utcnow
 from memory.telemetry import instruments as telemetry
@@ -107,6 +116,7 @@ RETENTION_JOB = "retention"
 RETENTION_AGENT = "retention"
 DEFAULT_WORKING_WINDOW = timedelta(hours=24)
 DEFAULT_SESSION_STATE_WINDOW = timedelta(hours=24)
+DEFAULT_IDEMPOTENCY_WINDOW = timedelta(hours=24)
 DEFAULT_BATCH_SIZE = 500
 MAX_BATCH_SIZE = 10_000
 MAX_ERROR_CHARS = 4_000
@@ -143,8 +153,9 @@ class RetentionPolicy:
 
     ``tiers`` sets the window of the tiers it names; the others keep their defaults
     (working: 24 h; episodic and semantic: forever). ``session_state`` is the window of
-    session checkpoints (24 h). With ``summarize`` off, old working memories are removed
-    without an episodic summary.
+    session checkpoints (24 h), ``idempotent_requests`` that of the hub service's
+    Idempotency-Keys and their stored answers (24 h: a retry after that is applied again).
+    With ``summarize`` off, old working memories are removed without an episodic summary.
 
     >>> RetentionPolicy(tiers={"working": timedelta(hours=6)}).window("working")
     datetime.timedelta(seconds=21600)
@@ -155,6 +166,7 @@ class RetentionPolicy:
     tiers: Mapping[str, timedelta | None] = field(default_factory=dict, hash=False)
     session_state: timedelta | None = DEFAULT_SESSION_STATE_WINDOW
     summarize: bool = True
+    idempotent_requests: timedelta | None = DEFAULT_IDEMPOTENCY_WINDOW
 
     def __post_init__(self) -> None:
         if not isinstance(self.tiers, Mapping):
@@ -168,6 +180,7 @@ class RetentionPolicy:
             windows[tier] = _window(f"tiers[{tier!r}]", window)
         object.__setattr__(self, "tiers", MappingProxyType(windows))
         _window("session_state", self.session_state)
+        _window("idempotent_requests", self.idempotent_requests)
         if not isinstance(self.summarize, bool):
             raise InvalidInputError(f"summarize: must be True or False, not {self.summarize!r}")
 
@@ -229,6 +242,7 @@ Embed = Callable[[Sequence[str]], tuple[str, dict[str, Any]] | None]
 @dataclass(slots=True)
 class _Run:
     db: Database
+    revision: str | None
     policy: RetentionPolicy
     now: datetime
     batch_size: int
@@ -691,6 +705,25 @@ def _expired_grants(run: _Run) -> None:
         run.add("expired_grants", removed)
 
 
+# -- the hub service's Idempotency-Keys ----------------------------------------------------------
+
+
+def _expired_idempotency_keys(run: _Run) -> None:
+    window = run.policy.idempotent_requests
+    if window is None or not revision_at_least(run.revision, KEYS_REVISION):
+        return
+    before = run.now - window
+    if run.dry_run:
+        run.add("idempotent_requests", run.db.read(lambda c: idempotency.expired_count(c, before)))
+        return
+    operation = functools.partial(idempotency.remove_expired, before=before, limit=run.batch_size)
+    while not run.stopped():
+        removed = run.db.write(operation)
+        if removed is None:
+            return
+        run.add("idempotent_requests", removed)
+
+
 STEPS: tuple[CleanupStep, ...] = (
     CleanupStep("expired_memories", _expired_memories, ("expired_memories",)),
     CleanupStep("working_memories", _aged_memories("working"), ("working_memories", "summaries")),
@@ -699,6 +732,7 @@ STEPS: tuple[CleanupStep, ...] = (
     CleanupStep("expired_session_state", _expired_session_state, ("expired_session_state",)),
     CleanupStep("session_state", _old_session_state, ("session_state",)),
     CleanupStep("expired_grants", _expired_grants, ("expired_grants",)),
+    CleanupStep("idempotent_requests", _expired_idempotency_keys, ("idempotent_requests",)),
 )
 """The steps of a cleanup, in the order they run. Future steps (expired flag overrides,
 sharing grants) are added here."""
@@ -828,6 +862,7 @@ def run_cleanup(
         raise InvalidInputError(f"now: must be a timezone-aware datetime, not {now!r}")
     run = _Run(
         db=db,
+        revision=revision,
         policy=policy,
         now=now if now is not None else utcnow(),
         batch_size=batch_size,

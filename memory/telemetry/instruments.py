@@ -57,6 +57,9 @@ alert rules and ``memctl gates`` are written against these names):
   (within ``$MEMORY_INDEX_BUDGET_MB``) → ``memory_index_held_bytes``
 - ``memory.forget.incomplete`` counter, forgets whose bytes could not be cleared from the
   SQLite files yet (a reader held the WAL) → ``memory_forget_incomplete_total``
+- ``memory.service.breaker.state`` observable gauge, each circuit breaker of the hub
+  service (``memctl serve``): 0 closed, 1 half-open, 2 open; breaker=embedder|redis|
+  postgresql|unleash → ``memory_service_breaker_state`` (only where a service runs)
 
 Series carry no instrumentation-scope labels; the endpoint adds ``target_info``. Histograms
 share the bucket boundaries ``LATENCY_BUCKETS_MS``. An endpoint reports what is recorded
@@ -163,6 +166,7 @@ SWARM_ESCALATIONS = "memory.swarm.escalations"
 SWARM_SIGNATURE_FAILURES = "memory.swarm.signature_failures"
 FORGET_INCOMPLETE = "memory.forget.incomplete"
 INDEX_HELD_BYTES = "memory.index.held_bytes"
+BREAKER_STATE = "memory.service.breaker.state"
 
 #: Every instrument's Prometheus series (histograms: the ``_bucket`` series; ``_sum`` and
 #: ``_count`` come with it). Tests scrape ``/metrics`` for each of these.
@@ -441,6 +445,12 @@ class Instruments:
                 description="The flag's effective rollout percentage.",
             )
             meter.create_observable_gauge(
+                BREAKER_STATE,
+                callbacks=[_observe_breakers],
+                description="Each circuit breaker of the hub service: 0 closed, 1 half-open, "
+                "2 open.",
+            )
+            meter.create_observable_gauge(
                 SCHEMA_REVISION,
                 callbacks=[_observe_schema_revision],
                 description="The schema revision this process's stores were opened at.",
@@ -509,6 +519,40 @@ def _flag_states() -> dict[str, tuple[int, int]]:
             on = state["enabled_by_default"] or state["rollout"] > 0
             states[state["name"]] = (int(on), state["rollout"])
     return states
+
+
+class BreakerStates(Protocol):
+    """What the breaker gauge reads: the hub service's breakers (telemetry does not import
+    ``pybreaker``), each one's state as a number (0 closed, 1 half-open, 2 open)."""
+
+    def breaker_states(self) -> Mapping[str, int]: ...
+
+
+# Weak, like the flag sources: a service's breakers are published while it runs.
+_breaker_sources: weakref.WeakSet[BreakerStates] = weakref.WeakSet()
+
+
+def observe_breakers(source: BreakerStates) -> None:
+    """Publish ``source.breaker_states()`` as ``memory.service.breaker.state`` while
+    ``source`` lives."""
+    with _flag_lock:
+        _breaker_sources.add(source)
+
+
+def stop_observing_breakers(source: BreakerStates) -> None:
+    """Stop publishing ``source``'s breakers."""
+    with _flag_lock:
+        _breaker_sources.discard(source)
+
+
+def _observe_breakers(_options: CallbackOptions) -> Iterable[Observation]:
+    with _flag_lock:
+        sources = list(_breaker_sources)
+    return [
+        Observation(state, {"breaker": name})
+        for source in sources
+        for name, state in source.breaker_states().items()
+    ]
 
 
 class SchemaSource(Protocol):

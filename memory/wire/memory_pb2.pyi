@@ -862,6 +862,220 @@ class RecordEventReply(_message.Message):
     result_json: str
     def __init__(self, result_json: _Optional[str] = ...) -> None: ...
 
+class GraphCreateEntitiesArguments(_message.Message):
+    __slots__ = ("items_json",)
+    ITEMS_JSON_FIELD_NUMBER: _ClassVar[int]
+    items_json: str
+    def __init__(self, items_json: _Optional[str] = ...) -> None: ...
+
+class GraphCreateEntitiesRequest(_message.Message):
+    __slots__ = ("user", "arguments")
+    USER_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    arguments: GraphCreateEntitiesArguments
+    def __init__(self, user: _Optional[str] = ..., arguments: _Optional[_Union[GraphCreateEntitiesArguments, _Mapping]] = ...) -> None: ...
+
+class Entity(_message.Message):
+    __slots__ = ("name", "entity_type", "observations")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_TYPE_FIELD_NUMBER: _ClassVar[int]
+    OBSERVATIONS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    entity_type: str
+    observations: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., entity_type: _Optional[str] = ..., observations: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GraphCreateEntitiesReply(_message.Message):
+    __slots__ = ("result",)
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    result: _containers.RepeatedCompositeFieldContainer[Entity]
+    def __init__(self, result: _Optional[_Iterable[_Union[Entity, _Mapping]]] = ...) -> None: ...
+
+class GraphCreateRelationsArguments(_message.Message):
+    __slots__ = ("items_json",)
+    ITEMS_JSON_FIELD_NUMBER: _ClassVar[int]
+    items_json: str
+    def __init__(self, items_json: _Optional[str] = ...) -> None: ...
+
+class GraphCreateRelationsRequest(_message.Message):
+    __slots__ = ("user", "arguments")
+    USER_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    arguments: GraphCreateRelationsArguments
+    def __init__(self, user: _Optional[str] = ..., arguments: _Optional[_Union[GraphCreateRelationsArguments, _Mapping]] = ...) -> None: ...
+
+class Relation(_message.Message):
+    __slots__ = ("from_entity", "to_entity", "relation_type")
+    FROM_ENTITY_FIELD_NUMBER: _ClassVar[int]
+    TO_ENTITY_FIELD_NUMBER: _ClassVar[int]
+    RELATION_TYPE_FIELD_NUMBER: _ClassVar[int]
+    from_entity: str
+    to_entity: str
+    relation_type: str
+    def __init__(self, from_entity: _Optional[str] = ..., to_entity: _Optional[str] = ..., relation_type: _Optional[str] = ...) -> None: ...
+
+class GraphCreateRelationsReply(_message.Message):
+    __slots__ = ("result",)
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    result: _containers.RepeatedCompositeFieldContainer[Relation]
+    def __init__(self, result: _Optional[_Iterable[_Union[Relation, _Mapping]]] = ...) -> None: ...
+
+class GraphAddObservationsArguments(_message.Message):
+    __slots__ = ("items_json",)
+    ITEMS_JSON_FIELD_NUMBER: _ClassVar[int]
+    items_json: str
+    def __init__(self, items_json: _Optional[str] = ...) -> None: ...
+
+class GraphAddObservationsRequest(_message.Message):
+    __slots__ = ("user", "arguments")
+    USER_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    arguments: GraphAddObservationsArguments
+    def __init__(self, user: _Optional[str] = ..., arguments: _Optional[_Union[GraphAddObservationsArguments, _Mapping]] = ...) -> None: ...
+
+class AddedObservations(_message.Message):
+    __slots__ = ("entity_name", "added_observations")
+    ENTITY_NAME_FIELD_NUMBER: _ClassVar[int]
+    ADDED_OBSERVATIONS_FIELD_NUMBER: _ClassVar[int]
+    entity_name: str
+    added_observations: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, entity_name: _Optional[str] = ..., added_observations: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GraphAddObservationsReply(_message.Message):
+    __slots__ = ("result",)
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    result: _containers.RepeatedCompositeFieldContainer[AddedObservations]
+    def __init__(self, result: _Optional[_Iterable[_Union[AddedObservations, _Mapping]]] = ...) -> None: ...
+
+class GraphDeleteEntitiesArguments(_message.Message):
+    __slots__ = ("names",)
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, names: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GraphDeleteEntitiesRequest(_message.Message):
+    __slots__ = ("user", "arguments")
+    USER_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    arguments: GraphDeleteEntitiesArguments
+    def __init__(self, user: _Optional[str] = ..., arguments: _Optional[_Union[GraphDeleteEntitiesArguments, _Mapping]] = ...) -> None: ...
+
+class GraphDeleteEntitiesReply(_message.Message):
+    __slots__ = ("result_json",)
+    RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
+    result_json: str
+    def __init__(self, result_json: _Optional[str] = ...) -> None: ...
+
+class GraphDeleteObservationsArguments(_message.Message):
+    __slots__ = ("items_json",)
+    ITEMS_JSON_FIELD_NUMBER: _ClassVar[int]
+    items_json: str
+    def __init__(self, items_json: _Optional[str] = ...) -> None: ...
+
+class GraphDeleteObservationsRequest(_message.Message):
+    __slots__ = ("user", "arguments")
+    USER_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    arguments: GraphDeleteObservationsArguments
+    def __init__(self, user: _Optional[str] = ..., arguments: _Optional[_Union[GraphDeleteObservationsArguments, _Mapping]] = ...) -> None: ...
+
+class GraphDeleteObservationsReply(_message.Message):
+    __slots__ = ("result_json",)
+    RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
+    result_json: str
+    def __init__(self, result_json: _Optional[str] = ...) -> None: ...
+
+class GraphDeleteRelationsArguments(_message.Message):
+    __slots__ = ("items_json",)
+    ITEMS_JSON_FIELD_NUMBER: _ClassVar[int]
+    items_json: str
+    def __init__(self, items_json: _Optional[str] = ...) -> None: ...
+
+class GraphDeleteRelationsRequest(_message.Message):
+    __slots__ = ("user", "arguments")
+    USER_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    arguments: GraphDeleteRelationsArguments
+    def __init__(self, user: _Optional[str] = ..., arguments: _Optional[_Union[GraphDeleteRelationsArguments, _Mapping]] = ...) -> None: ...
+
+class GraphDeleteRelationsReply(_message.Message):
+    __slots__ = ("result_json",)
+    RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
+    result_json: str
+    def __init__(self, result_json: _Optional[str] = ...) -> None: ...
+
+class GraphReadGraphArguments(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GraphReadGraphRequest(_message.Message):
+    __slots__ = ("user", "arguments")
+    USER_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    arguments: GraphReadGraphArguments
+    def __init__(self, user: _Optional[str] = ..., arguments: _Optional[_Union[GraphReadGraphArguments, _Mapping]] = ...) -> None: ...
+
+class KnowledgeGraph(_message.Message):
+    __slots__ = ("entities", "relations")
+    ENTITIES_FIELD_NUMBER: _ClassVar[int]
+    RELATIONS_FIELD_NUMBER: _ClassVar[int]
+    entities: _containers.RepeatedCompositeFieldContainer[Entity]
+    relations: _containers.RepeatedCompositeFieldContainer[Relation]
+    def __init__(self, entities: _Optional[_Iterable[_Union[Entity, _Mapping]]] = ..., relations: _Optional[_Iterable[_Union[Relation, _Mapping]]] = ...) -> None: ...
+
+class GraphReadGraphReply(_message.Message):
+    __slots__ = ("result",)
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    result: KnowledgeGraph
+    def __init__(self, result: _Optional[_Union[KnowledgeGraph, _Mapping]] = ...) -> None: ...
+
+class GraphSearchNodesArguments(_message.Message):
+    __slots__ = ("query",)
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    query: str
+    def __init__(self, query: _Optional[str] = ...) -> None: ...
+
+class GraphSearchNodesRequest(_message.Message):
+    __slots__ = ("user", "arguments")
+    USER_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    arguments: GraphSearchNodesArguments
+    def __init__(self, user: _Optional[str] = ..., arguments: _Optional[_Union[GraphSearchNodesArguments, _Mapping]] = ...) -> None: ...
+
+class GraphSearchNodesReply(_message.Message):
+    __slots__ = ("result",)
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    result: KnowledgeGraph
+    def __init__(self, result: _Optional[_Union[KnowledgeGraph, _Mapping]] = ...) -> None: ...
+
+class GraphOpenNodesArguments(_message.Message):
+    __slots__ = ("names",)
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, names: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GraphOpenNodesRequest(_message.Message):
+    __slots__ = ("user", "arguments")
+    USER_FIELD_NUMBER: _ClassVar[int]
+    ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
+    user: str
+    arguments: GraphOpenNodesArguments
+    def __init__(self, user: _Optional[str] = ..., arguments: _Optional[_Union[GraphOpenNodesArguments, _Mapping]] = ...) -> None: ...
+
+class GraphOpenNodesReply(_message.Message):
+    __slots__ = ("result",)
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    result: KnowledgeGraph
+    def __init__(self, result: _Optional[_Union[KnowledgeGraph, _Mapping]] = ...) -> None: ...
+
 class ForgetUserRequest(_message.Message):
     __slots__ = ("user",)
     USER_FIELD_NUMBER: _ClassVar[int]

@@ -149,6 +149,51 @@ class MemoryHubStub:
                 request_serializer=memory_dot_wire_dot_memory__pb2.RecordEventRequest.SerializeToString,
                 response_deserializer=memory_dot_wire_dot_memory__pb2.RecordEventReply.FromString,
                 _registered_method=True)
+        self.GraphCreateEntities = channel.unary_unary(
+                '/tiered_memory.v1.MemoryHub/GraphCreateEntities',
+                request_serializer=memory_dot_wire_dot_memory__pb2.GraphCreateEntitiesRequest.SerializeToString,
+                response_deserializer=memory_dot_wire_dot_memory__pb2.GraphCreateEntitiesReply.FromString,
+                _registered_method=True)
+        self.GraphCreateRelations = channel.unary_unary(
+                '/tiered_memory.v1.MemoryHub/GraphCreateRelations',
+                request_serializer=memory_dot_wire_dot_memory__pb2.GraphCreateRelationsRequest.SerializeToString,
+                response_deserializer=memory_dot_wire_dot_memory__pb2.GraphCreateRelationsReply.FromString,
+                _registered_method=True)
+        self.GraphAddObservations = channel.unary_unary(
+                '/tiered_memory.v1.MemoryHub/GraphAddObservations',
+                request_serializer=memory_dot_wire_dot_memory__pb2.GraphAddObservationsRequest.SerializeToString,
+                response_deserializer=memory_dot_wire_dot_memory__pb2.GraphAddObservationsReply.FromString,
+                _registered_method=True)
+        self.GraphDeleteEntities = channel.unary_unary(
+                '/tiered_memory.v1.MemoryHub/GraphDeleteEntities',
+                request_serializer=memory_dot_wire_dot_memory__pb2.GraphDeleteEntitiesRequest.SerializeToString,
+                response_deserializer=memory_dot_wire_dot_memory__pb2.GraphDeleteEntitiesReply.FromString,
+                _registered_method=True)
+        self.GraphDeleteObservations = channel.unary_unary(
+                '/tiered_memory.v1.MemoryHub/GraphDeleteObservations',
+                request_serializer=memory_dot_wire_dot_memory__pb2.GraphDeleteObservationsRequest.SerializeToString,
+                response_deserializer=memory_dot_wire_dot_memory__pb2.GraphDeleteObservationsReply.FromString,
+                _registered_method=True)
+        self.GraphDeleteRelations = channel.unary_unary(
+                '/tiered_memory.v1.MemoryHub/GraphDeleteRelations',
+                request_serializer=memory_dot_wire_dot_memory__pb2.GraphDeleteRelationsRequest.SerializeToString,
+                response_deserializer=memory_dot_wire_dot_memory__pb2.GraphDeleteRelationsReply.FromString,
+                _registered_method=True)
+        self.GraphReadGraph = channel.unary_unary(
+                '/tiered_memory.v1.MemoryHub/GraphReadGraph',
+                request_serializer=memory_dot_wire_dot_memory__pb2.GraphReadGraphRequest.SerializeToString,
+                response_deserializer=memory_dot_wire_dot_memory__pb2.GraphReadGraphReply.FromString,
+                _registered_method=True)
+        self.GraphSearchNodes = channel.unary_unary(
+                '/tiered_memory.v1.MemoryHub/GraphSearchNodes',
+                request_serializer=memory_dot_wire_dot_memory__pb2.GraphSearchNodesRequest.SerializeToString,
+                response_deserializer=memory_dot_wire_dot_memory__pb2.GraphSearchNodesReply.FromString,
+                _registered_method=True)
+        self.GraphOpenNodes = channel.unary_unary(
+                '/tiered_memory.v1.MemoryHub/GraphOpenNodes',
+                request_serializer=memory_dot_wire_dot_memory__pb2.GraphOpenNodesRequest.SerializeToString,
+                response_deserializer=memory_dot_wire_dot_memory__pb2.GraphOpenNodesReply.FromString,
+                _registered_method=True)
         self.ForgetUser = channel.unary_unary(
                 '/tiered_memory.v1.MemoryHub/ForgetUser',
                 request_serializer=memory_dot_wire_dot_memory__pb2.ForgetUserRequest.SerializeToString,
@@ -307,6 +352,60 @@ class MemoryHubServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GraphCreateEntities(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GraphCreateRelations(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GraphAddObservations(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GraphDeleteEntities(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GraphDeleteObservations(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GraphDeleteRelations(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GraphReadGraph(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GraphSearchNodes(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GraphOpenNodes(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ForgetUser(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -442,6 +541,51 @@ def add_MemoryHubServicer_to_server(servicer, server):
                     servicer.RecordEvent,
                     request_deserializer=memory_dot_wire_dot_memory__pb2.RecordEventRequest.FromString,
                     response_serializer=memory_dot_wire_dot_memory__pb2.RecordEventReply.SerializeToString,
+            ),
+            'GraphCreateEntities': grpc.unary_unary_rpc_method_handler(
+                    servicer.GraphCreateEntities,
+                    request_deserializer=memory_dot_wire_dot_memory__pb2.GraphCreateEntitiesRequest.FromString,
+                    response_serializer=memory_dot_wire_dot_memory__pb2.GraphCreateEntitiesReply.SerializeToString,
+            ),
+            'GraphCreateRelations': grpc.unary_unary_rpc_method_handler(
+                    servicer.GraphCreateRelations,
+                    request_deserializer=memory_dot_wire_dot_memory__pb2.GraphCreateRelationsRequest.FromString,
+                    response_serializer=memory_dot_wire_dot_memory__pb2.GraphCreateRelationsReply.SerializeToString,
+            ),
+            'GraphAddObservations': grpc.unary_unary_rpc_method_handler(
+                    servicer.GraphAddObservations,
+                    request_deserializer=memory_dot_wire_dot_memory__pb2.GraphAddObservationsRequest.FromString,
+                    response_serializer=memory_dot_wire_dot_memory__pb2.GraphAddObservationsReply.SerializeToString,
+            ),
+            'GraphDeleteEntities': grpc.unary_unary_rpc_method_handler(
+                    servicer.GraphDeleteEntities,
+                    request_deserializer=memory_dot_wire_dot_memory__pb2.GraphDeleteEntitiesRequest.FromString,
+                    response_serializer=memory_dot_wire_dot_memory__pb2.GraphDeleteEntitiesReply.SerializeToString,
+            ),
+            'GraphDeleteObservations': grpc.unary_unary_rpc_method_handler(
+                    servicer.GraphDeleteObservations,
+                    request_deserializer=memory_dot_wire_dot_memory__pb2.GraphDeleteObservationsRequest.FromString,
+                    response_serializer=memory_dot_wire_dot_memory__pb2.GraphDeleteObservationsReply.SerializeToString,
+            ),
+            'GraphDeleteRelations': grpc.unary_unary_rpc_method_handler(
+                    servicer.GraphDeleteRelations,
+                    request_deserializer=memory_dot_wire_dot_memory__pb2.GraphDeleteRelationsRequest.FromString,
+                    response_serializer=memory_dot_wire_dot_memory__pb2.GraphDeleteRelationsReply.SerializeToString,
+            ),
+            'GraphReadGraph': grpc.unary_unary_rpc_method_handler(
+                    servicer.GraphReadGraph,
+                    request_deserializer=memory_dot_wire_dot_memory__pb2.GraphReadGraphRequest.FromString,
+                    response_serializer=memory_dot_wire_dot_memory__pb2.GraphReadGraphReply.SerializeToString,
+            ),
+            'GraphSearchNodes': grpc.unary_unary_rpc_method_handler(
+                    servicer.GraphSearchNodes,
+                    request_deserializer=memory_dot_wire_dot_memory__pb2.GraphSearchNodesRequest.FromString,
+                    response_serializer=memory_dot_wire_dot_memory__pb2.GraphSearchNodesReply.SerializeToString,
+            ),
+            'GraphOpenNodes': grpc.unary_unary_rpc_method_handler(
+                    servicer.GraphOpenNodes,
+                    request_deserializer=memory_dot_wire_dot_memory__pb2.GraphOpenNodesRequest.FromString,
+                    response_serializer=memory_dot_wire_dot_memory__pb2.GraphOpenNodesReply.SerializeToString,
             ),
             'ForgetUser': grpc.unary_unary_rpc_method_handler(
                     servicer.ForgetUser,
@@ -1080,6 +1224,249 @@ class MemoryHub:
             '/tiered_memory.v1.MemoryHub/RecordEvent',
             memory_dot_wire_dot_memory__pb2.RecordEventRequest.SerializeToString,
             memory_dot_wire_dot_memory__pb2.RecordEventReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GraphCreateEntities(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tiered_memory.v1.MemoryHub/GraphCreateEntities',
+            memory_dot_wire_dot_memory__pb2.GraphCreateEntitiesRequest.SerializeToString,
+            memory_dot_wire_dot_memory__pb2.GraphCreateEntitiesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GraphCreateRelations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tiered_memory.v1.MemoryHub/GraphCreateRelations',
+            memory_dot_wire_dot_memory__pb2.GraphCreateRelationsRequest.SerializeToString,
+            memory_dot_wire_dot_memory__pb2.GraphCreateRelationsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GraphAddObservations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tiered_memory.v1.MemoryHub/GraphAddObservations',
+            memory_dot_wire_dot_memory__pb2.GraphAddObservationsRequest.SerializeToString,
+            memory_dot_wire_dot_memory__pb2.GraphAddObservationsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GraphDeleteEntities(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tiered_memory.v1.MemoryHub/GraphDeleteEntities',
+            memory_dot_wire_dot_memory__pb2.GraphDeleteEntitiesRequest.SerializeToString,
+            memory_dot_wire_dot_memory__pb2.GraphDeleteEntitiesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GraphDeleteObservations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tiered_memory.v1.MemoryHub/GraphDeleteObservations',
+            memory_dot_wire_dot_memory__pb2.GraphDeleteObservationsRequest.SerializeToString,
+            memory_dot_wire_dot_memory__pb2.GraphDeleteObservationsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GraphDeleteRelations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tiered_memory.v1.MemoryHub/GraphDeleteRelations',
+            memory_dot_wire_dot_memory__pb2.GraphDeleteRelationsRequest.SerializeToString,
+            memory_dot_wire_dot_memory__pb2.GraphDeleteRelationsReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GraphReadGraph(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tiered_memory.v1.MemoryHub/GraphReadGraph',
+            memory_dot_wire_dot_memory__pb2.GraphReadGraphRequest.SerializeToString,
+            memory_dot_wire_dot_memory__pb2.GraphReadGraphReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GraphSearchNodes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tiered_memory.v1.MemoryHub/GraphSearchNodes',
+            memory_dot_wire_dot_memory__pb2.GraphSearchNodesRequest.SerializeToString,
+            memory_dot_wire_dot_memory__pb2.GraphSearchNodesReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GraphOpenNodes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tiered_memory.v1.MemoryHub/GraphOpenNodes',
+            memory_dot_wire_dot_memory__pb2.GraphOpenNodesRequest.SerializeToString,
+            memory_dot_wire_dot_memory__pb2.GraphOpenNodesReply.FromString,
             options,
             channel_credentials,
             insecure,

@@ -11,8 +11,10 @@ import memory
 import memory.ops
 
 AGENT_API = [
-    "AddedObservations", "ArchiveError", "AuthenticationError", "ChainReport", "CodePattern",
+    "AddedObservations", "ArchiveError", "AsyncGraph", "AsyncMemory", "AsyncScope",
+    "AuthenticationError", "ChainReport", "CodePattern",
     "ConflictError", "ContextConflict", "ContextItem", "ContextWrite", "DatabaseUnavailableError",
+    "DeadlineExceededError", "EmbeddedOnlyError",
     "Embedder", "EmbedderUnavailableError", "Entity", "EntityGraph", "ExporterUnavailableError",
     "FlagOffWarning", "ForgetReport", "Grant", "HashingEmbedder", "InjectedContext",
     "InvalidInputError", "KnowledgeGraph", "Memory", "MemoryEvent", "MemoryRecord",

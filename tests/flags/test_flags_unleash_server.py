@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -43,7 +44,10 @@ from flags import (
     UnleashFlagProvider,
 )
 from memory import Memory
+from memory import ops as ops
 from memory.ops import DatabaseFlagProvider
+from memory.service.breakers import GuardedFlagProvider, breaker
+from tests.service.processes import served
 
 SERVER_DIR = Path(__file__).resolve().parent.parent / "unleash"
 # A cold start runs Unleash's ~300 database migrations: about 20 s on an idle 2-core machine,
@@ -79,7 +83,8 @@ class UnleashServer:
     def ensure_running(self) -> None:
         if self._process is not None and self._process.poll() is None:
             return
-        self.port = _free_port()
+        # A restart keeps the port: clients polling it see the server come back.
+        self.port = self.port or _free_port()
         env = {
             **os.environ,
             "UNLEASH_PORT": str(self.port),
@@ -429,5 +434,53 @@ def test_evaluation_survives_the_server_going_down(
         assert len(warnings) == 1, [r.getMessage() for r in warnings]
         assert "flag provider failed" in warnings[0].getMessage()
         assert "last known state" in warnings[0].getMessage()
+    finally:
+        provider.close()
+
+
+def test_the_unleash_breaker_opens_in_an_outage_and_the_hub_reports_it(
+    unleash_server: UnleashServer, postgres_url: str, tmp_path: Path
+) -> None:
+    unleash_server.ensure_running()
+    set_up_flags(unleash_server, 50)
+    ops.migrate(postgres_url)
+    # The hub over this Unleash lists the breaker, closed, in /ready and /metrics.
+    with served(
+        postgres_url, tmp_path / "serve.log", MEMORY_SERVICE_UNLEASH_URL=unleash_server.api_url
+    ) as server:
+        assert httpx.get(f"{server.url}/ready", timeout=10).json()["breakers"] == {
+            "embedder": "closed",
+            "unleash": "closed",
+        }
+        metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+        assert 'memory_service_breaker_state{breaker="unleash"} 0.0' in metrics
+    provider = UnleashFlagProvider(unleash_server.api_url, refresh_interval=1, request_timeout=1)
+    guard = breaker("unleash", fail_max=2, reset_timeout=1)
+    try:
+        wait_for_rollout(provider, 50)
+        evaluator = FlagEvaluator(
+            GuardedFlagProvider(provider, guard), refresh_interval=0.2, environ={}
+        )
+        generated = [ours for ours, _ in sessions(500, seed=11)]
+
+        def evaluate_all() -> list[bool]:
+            return [evaluator.is_enabled(f, c) for c in generated for f in FLAGS]
+
+        before = evaluate_all()
+        assert 0 < sum(before) < len(before)
+        unleash_server.stop()
+        deadline = time.monotonic() + 60
+        while guard.current_state != "open":  # the provider goes stale, then fails twice
+            assert time.monotonic() < deadline, "the Unleash breaker never opened"
+            assert evaluate_all() == before  # the last known state meanwhile
+            time.sleep(0.2)
+        assert evaluator.stale and evaluate_all() == before
+        unleash_server.ensure_running()
+        deadline = time.monotonic() + 60
+        while guard.current_state != "closed" or evaluator.stale:
+            assert time.monotonic() < deadline, "the Unleash breaker never closed again"
+            evaluate_all()
+            time.sleep(0.2)
+        assert evaluate_all() == before
     finally:
         provider.close()

@@ -74,6 +74,9 @@ def test_the_issue_asks_for_these_alerts() -> None:
         "MemorySessionResumptionLow": "warning",
         "MemoryCrossAgentFailures": "warning",
         "MemoryBackupStale": "warning",
+        "MemoryServiceBreakerOpen": "warning",
+        "MemoryServiceErrorsHigh": "warning",
+        "MemoryServiceLatencyHigh": "warning",
     }
 
 
@@ -89,6 +92,9 @@ CHECKLIST = {
     "MemorySessionResumptionLow": ("<", 0.8, None),
     "MemoryCrossAgentFailures": (">", 5, None),
     "MemoryBackupStale": (">", 3600, "5m"),
+    # The Memory Fusion Hub checklist: p95 <= 20 ms, error rate < 0.1 %.
+    "MemoryServiceLatencyHigh": (">", 0.02, "10m"),
+    "MemoryServiceErrorsHigh": (">", 0.001, "5m"),
 }
 
 

@@ -20,11 +20,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import httpx
 import promql_parser
 import pytest
 import yaml
 
+from memory import ops as ops
 from memory.ops.gates import PrometheusSource
+from tests.service import processes
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = ROOT / "dashboards"
@@ -164,8 +167,26 @@ def scrape_a_workload(tmp_path: Path) -> set[str]:
         process.wait(timeout=30)
 
 
+def scrape_a_hub(tmp_path: Path) -> set[str]:
+    """The series names a ``memctl serve`` serves on /metrics after a request, a refused
+    one included (its series appear with their first label set)."""
+    database = f"sqlite:///{tmp_path / 'hub.db'}"
+    ops.migrate(database)
+    secret = ops.create_key(database, "planner", users=["ada"]).secret
+    with processes.served(database, tmp_path / "serve.log") as hub:
+        for key in (secret, "tmk_0123456789abcdef_wrong"):
+            httpx.post(f"{hub.url}/v1/list", headers={"Authorization": f"Bearer {key}"}, json={})
+        text = httpx.get(f"{hub.url}/metrics", timeout=10).text
+    return {
+        re.split(r"[{ ]", line, maxsplit=1)[0]
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
+
+
 def test_every_series_a_panel_or_rule_uses_is_served(tmp_path: Path) -> None:
-    served = scrape_a_workload(tmp_path)
+    # The library's series from a workload, the hub service's from a running hub.
+    served = scrape_a_workload(tmp_path) | scrape_a_hub(tmp_path)
     missing = {
         where: sorted(metric_names(expr) - served - SYNTHESIZED - BATCH_JOB_SERIES)
         for where, expr in used_expressions().items()

@@ -24,6 +24,7 @@ from memory import (
     StaleVersionError,
 )
 from memory import ops as ops
+from memory.remote import GRAPH_OPERATIONS, GRAPH_PREFIX
 from memory.service.core import (
     ADMIN_OPERATIONS,
     OPERATIONS,
@@ -200,13 +201,16 @@ def test_arguments_are_strict_and_errors_keep_their_type(
 
 
 def test_every_scope_operation_is_served_with_the_scope_signature() -> None:
-    assert set(OPERATIONS) == {*SCOPE_OPERATIONS, *ADMIN_OPERATIONS}
+    graph = {GRAPH_PREFIX + name for name in GRAPH_OPERATIONS}
+    assert set(OPERATIONS) == {*SCOPE_OPERATIONS, *ADMIN_OPERATIONS, *graph}
     arguments = OPERATIONS["add"].request.model_fields["arguments"].annotation
     assert list(arguments.model_fields) == [  # type: ignore[union-attr]
         "content", "tier", "importance", "visibility", "metadata", "ttl",
     ]
     assert OPERATIONS["forget_user"].admin and not OPERATIONS["add"].admin
     assert OPERATIONS["search"].kind == "search" and OPERATIONS["get"].kind == "read"
+    assert OPERATIONS["graph_create_entities"].graph and not OPERATIONS["add"].graph
+    assert OPERATIONS["graph_open_nodes"].kind == "read"
 
 
 def test_keys_need_the_keys_revision(tmp_path: Path) -> None:

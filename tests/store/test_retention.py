@@ -60,6 +60,7 @@ NO_CHANGES = {
     "expired_session_state": 0,
     "session_state": 0,
     "expired_grants": 0,
+    "idempotent_requests": 0,
 }
 HOUR = timedelta(hours=1)
 WAIT_SECONDS = 30.0
