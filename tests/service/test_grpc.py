@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,9 +20,11 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from memory import DeadlineExceededError, Memory
 from memory import ops as ops
 from memory.wire import memory_pb2, memory_pb2_grpc, to_message
 from tests.service.processes import Server, free_port, served
+from tests.service.test_deadlines import user_lock
 
 MAX_BODY = 4096
 
@@ -334,3 +337,20 @@ def test_a_grpc_port_in_use_is_a_clear_error(database: str, tmp_path: Path) -> N
     log = (tmp_path / "serve.log").read_text()
     assert f"grpc_port: cannot listen on 127.0.0.1:{port}" in str(failure.value)
     assert "Traceback" not in log
+
+
+def test_the_grpc_clients_timeout_is_the_calls_deadline(
+    server: Server, database: str, user: str
+) -> None:
+    """The hub gives up a little before the client's deadline, in time to say why:
+    ``DeadlineExceededError``, nothing written (as over HTTP, test_deadlines.py)."""
+    secret = ops.create_key(database, "planner", users=[user]).secret
+    with Memory.open(server.grpc_url, api_key=secret, timeout=1.5) as memory:
+        scope = memory.scope(user, "planner")
+        with user_lock(database, user):
+            started = time.monotonic()
+            with pytest.raises(DeadlineExceededError, match="nothing was written"):
+                scope.add("will it make it?")
+            assert time.monotonic() - started < 1.5
+        assert count_memories(database, user) == 0
+        assert scope.add("now it will").content == "now it will"
