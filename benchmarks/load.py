@@ -1,42 +1,64 @@
 """Load driver: many concurrent agent sessions on one store, with a realistic mix of calls.
 
 For each backend (SQLite file, PostgreSQL) and each pre-loaded size (10,000 and 100,000
-memories by default), the driver
+memories by default), the driver loads the store with sentence-like synthetic memories
+(seeded), ``add_many`` in batches of 1,000, one batch per (user, agent, session) scope, and
+then measures in one of two ways.
 
-1. loads the store with sentence-like synthetic memories (seeded), ``add_many`` in batches
-   of 1,000, one batch per (user, agent, session) scope;
-2. runs the mix with ONE session for ``--duration`` seconds: the baseline;
-3. runs the same mix with ``--sessions`` sessions (100) for ``--duration`` seconds, as
-   threads sharing one ``Memory`` in this process (``threads``: how an agent host embeds
-   the library), and/or as ``--processes`` processes x sessions/processes threads, each
-   process with its own ``Memory`` (``processes``: several agent hosts on one store).
+Open loop (``--loop open``, the default): degradation, the checklist's "< 5 % under 100
+concurrent sessions". Every session's calls arrive as a Poisson stream at a fixed rate
+whatever the latency, as agents' calls do (an agent does not call faster because the store
+is fast); a call starts at its scheduled time, or at once if the session's previous call
+ran past it, and its latency counts from the scheduled time, so queueing shows in the
+figures instead of slowing the load down (no coordinated omission).
 
-Sessions run closed-loop (the next call starts when the previous one returns, after
-``--think-ms`` of think time, default 0): the load is the most the machine can serve, and
-latency at N sessions is mostly queueing (Little's law: latency ~ sessions / throughput).
+1. ``--sessions`` sessions (100) at ``--session-rate`` calls/s each (0.1: an agent calls the
+   memory layer about twice per ~20 s turn; see ``SESSION_RATE``), 10 calls/s in all,
+   against ONE session at ``--baseline-rate`` (5/s: faster than one agent, for enough
+   calls in a short run, yet one call at a time on an idle store), over ``--rounds``
+   rounds of ``--duration`` seconds each, the two in a new shuffled order every round so
+   that the machine's noise hits both alike: p50 / p95 / p99 per operation and of all calls,
+   and the change of p95;
+2. the highest total rate at which the p95 over all calls is shown to degrade less than
+   ``--limit`` (5 %) without errors: the upper end of the degradation's 95 % bootstrap
+   confidence interval (``measure.degradation_interval``) is below the limit. The rates
+   double from the realistic one up to ``--top-rate`` (10, 20, 40, ... 320 calls/s),
+   searched by bisection (``measure.highest_passing``), each measured as in 1. The
+   single session's p95 at every rate tried (the same calls each time) spreads as the
+   machine's noise does: printed as the run's noise floor.
+
+Closed loop (``--loop closed``): saturation. The mix with ONE session for ``--duration``
+seconds, then with ``--sessions`` sessions, as threads sharing one ``Memory`` in this
+process (``threads``: how an agent host embeds the library) and/or as ``--processes``
+processes x sessions/processes threads, each process with its own ``Memory``
+(``processes``: several agent hosts on one store). The next call of a session starts when
+its previous one returns: the load is the most the machine can serve, and latency at N
+sessions is mostly queueing (Little's law: latency ~ sessions / throughput).
 
 Every exception a call raises is counted by operation and type and printed; a healthy run
 reports ``errors: 0`` (exit status 1 otherwise). Latencies are those of the calls that
-returned; failed calls are only counted. Results: a table per (backend, size) with
-throughput, p50 / p95 / p99 per operation and the change against the single session, then
-one JSON line per (backend, size, mode) (``grep '^{'``; ``--json PATH`` also writes them).
-CPU use is reported per run (this benchmark's processes, and the whole machine from
-/proc/stat, so that other jobs on a shared machine show up).
+returned; failed calls are only counted. Results: tables per (backend, size), then one JSON
+line per (backend, size, rate) or (backend, size, mode) (``grep '^{'``; ``--json PATH`` also
+writes them). A run on a machine that other jobs share measures their noise too: its
+degradations are upper bounds (the load average is printed per rate).
 
 The mix is a table (``MIX``): operation name, default weight, a function of the session, and
 the ``Scope`` method it needs (rows whose method does not exist are skipped). ``search`` and
 ``inject`` are in the table with weight 0: enable them with ``--mix search=10,inject=5``
 (with ``--embedder none`` they answer from keywords alone).
 
-The default run (2 backends x 2 sizes x 3 runs of 15 s, plus loading 110,000 memories per
-backend) takes 6-10 minutes on 2 cores, depending on what else the machine runs (18 minutes
-at load average 10-14).
+The default closed-loop run (2 backends x 2 sizes x 3 runs of 15 s, plus loading 110,000
+memories per backend) takes 6-10 minutes on 2 cores, depending on what else the machine
+runs (18 minutes at load average 10-14). An open-loop rate takes ``2 x --rounds x
+--duration`` seconds (90 s by default) and a search 3-4 rates.
 
 Run (from the repository root)::
 
-    .venv/bin/python benchmarks/load.py                     # both backends, 10k and 100k
-    .venv/bin/python benchmarks/load.py --backends sqlite --sizes 10000 --mode threads \
-        --duration 10 --mix get=50,list=50
+    .venv/bin/python benchmarks/load.py --sizes 10000       # open loop, both backends
+    .venv/bin/python benchmarks/load.py --backends sqlite --sizes 10000 --duration 20
+    .venv/bin/python benchmarks/load.py --loop closed       # saturation, both backends
+    .venv/bin/python benchmarks/load.py --loop closed --backends sqlite --sizes 10000 \
+        --mode threads --duration 10 --mix get=50,list=50
 """
 
 from __future__ import annotations
@@ -68,12 +90,16 @@ import sqlalchemy as sa  # noqa: E402
 from _scratch import DEFAULT_POSTGRES_URL, scratch_database  # noqa: E402
 from measure import (  # noqa: E402
     RunQueueWait,
+    arrivals,
+    degradation_interval,
+    doublings,
     emit,
+    highest_passing,
     load_average,
     machine_cpu_seconds,
+    shuffled_rounds,
     summary,
     table,
-    timed,
 )
 
 from memory import Memory, NotFoundError, Scope  # noqa: E402
@@ -92,6 +118,14 @@ PREFERENCE_KEYS = (
     "summary_length", "units",
 )  # fmt: skip
 WORKING_TTL = timedelta(hours=24)
+# Calls per second of one agent session. A session calls the memory layer about twice per
+# turn (context in when a turn starts, an observation or a checkpoint out when it ends), and
+# a turn takes some 20 s: a model completion of several seconds, tool runs, a person reading.
+SESSION_RATE = 0.1
+# The single session the open loop compares against runs faster than one agent would, so
+# that a short run holds enough calls for a p95; its calls still almost never overlap (one
+# call at a time, tens of ms each), so they meet an idle store, as one session's would.
+BASELINE_RATE = 5.0
 MAX_REMEMBERED = 500
 
 # -- sentence-like synthetic content -------------------------------------------------------------
@@ -392,18 +426,27 @@ def run_sessions(
     ids: dict[tuple[str, str], list[int]],
     mix: list[Operation],
     duration: float,
-    think: float,
+    rate: float | None,
     run: str,
     seed: int,
     start: Callable[[], None] = lambda: None,
     live: list[Outcome] | None = None,
+    compaction: bool = False,
 ) -> Outcome:
     """Run one thread per session number until ``duration`` has passed; ``start`` is called
     once every session is ready, just before the clock starts. ``live``, if given, receives
-    the sessions' own outcomes while they run (a soak drains their latencies as it goes)."""
+    the sessions' own outcomes while they run (a soak drains their latencies as it goes).
+``compaction``: memories may disappear under the sessions (a cleanup runs meanwhile), so
+``get`` finding one gone is not an error; the mix's ``inject`` implies it.
+
+    ``rate`` None: closed loop, each session's next call starts when its previous one
+    returns. A ``rate`` (calls per second per session): open loop, each session's calls
+    are scheduled as a Poisson stream at that rate (``measure.arrivals``); a call starts at
+    its time, or at once when the session's previous call ran past it, and its latency
+    counts from its scheduled time."""
     sessions = [Session(memory, n, size, ids, run, seed * 1_000_003 + n) for n in numbers]
     for session in sessions:
-        session.compaction = any(operation.name == "inject" for operation in mix)
+        session.compaction = compaction or any(operation.name == "inject" for operation in mix)
     outcomes = [Outcome() for _ in sessions]
     if live is not None:
         live.extend(outcomes)
@@ -411,25 +454,31 @@ def run_sessions(
     weights = [operation.weight for operation in mix]
     runners = {operation.name: operation.run for operation in mix}
     gate = threading.Barrier(len(sessions) + 1)
-    deadline = [0.0]
+    began, deadline = [0.0], [0.0]  # set once every session is ready
 
     def body(session: Session, outcome: Outcome) -> None:
         gate.wait()
         run_queue = RunQueueWait(("thread-self",))  # this session's thread
         waited = run_queue()
         rng = session.rng
-        while time.perf_counter() < deadline[0]:
+        schedule = arrivals(random.Random(rng.random()), rate) if rate else None
+        while True:
+            if schedule is None:
+                intended = time.perf_counter()
+            else:
+                intended = began[0] + next(schedule)
+                time.sleep(max(0.0, min(intended, deadline[0]) - time.perf_counter()))
+            if time.perf_counter() >= deadline[0]:  # a backlog left at the end is not run
+                break
             name = rng.choices(names, weights)[0]
             try:
-                _, timing = timed(runners[name], session)
+                runners[name](session)
             except Exception as error:  # every error is a finding: count it, keep going
                 kind = f"{type(error).__module__}.{type(error).__qualname__}"
                 outcome.errors[(name, kind)] += 1
                 outcome.examples.setdefault(kind, traceback.format_exc())
             else:
-                outcome.latencies[name].append(timing.wall / 1000)
-            if think:
-                time.sleep(rng.expovariate(1 / think))
+                outcome.latencies[name].append(time.perf_counter() - intended)
         outcome.cpu_wait = run_queue() - waited
         run_queue.close()
 
@@ -441,15 +490,15 @@ def run_sessions(
         thread.start()
     start()
     cpu_before = time.process_time()
-    began = time.perf_counter()
-    deadline[0] = began + duration
+    began[0] = time.perf_counter()
+    deadline[0] = began[0] + duration
     gate.wait()
     for thread in threads:
         thread.join()
     total = Outcome(cpu=time.process_time() - cpu_before)
     for outcome in outcomes:
         total.merge(outcome)
-    total.wall = time.perf_counter() - began
+    total.wall = time.perf_counter() - began[0]
     return total
 
 
@@ -460,7 +509,7 @@ def process_main(
     ids: dict[tuple[str, str], list[int]],
     weights: dict[str, float],
     duration: float,
-    think: float,
+    rate: float | None,
     run: str,
     seed: int,
     embedder: str,
@@ -477,7 +526,7 @@ def process_main(
                 ids,
                 active_mix(weights),
                 duration,
-                think,
+                rate,
                 run,
                 seed,
                 start=lambda: barrier.wait(),
@@ -496,7 +545,7 @@ def run_processes(
     ids: dict[tuple[str, str], list[int]],
     weights: dict[str, float],
     duration: float,
-    think: float,
+    rate: float | None,
     run: str,
     seed: int,
     embedder: str,
@@ -508,7 +557,7 @@ def run_processes(
     workers = [
         context.Process(
             target=process_main,
-            args=(url, group, size, ids, weights, duration, think, run, seed, embedder)
+            args=(url, group, size, ids, weights, duration, rate, run, seed, embedder)
             + (barrier, results),
             daemon=True,
         )
@@ -618,14 +667,13 @@ def measure(label: str, work: Callable[[], Outcome]) -> tuple[dict[str, Any], Ou
     return result, outcome
 
 
-def run_configuration(
+def run_closed(
     args: argparse.Namespace, backend: str, size: int
 ) -> tuple[list[dict[str, Any]], int]:
-    """Pre-load one database, run the single session and every mode on it; returns the
-    results for the JSON lines and the number of errors."""
+    """Closed loop: pre-load one database, run the single session and every mode on it;
+    returns the results for the JSON lines and the number of errors."""
     weights = parse_mix(args.mix)
     mix = active_mix(weights)
-    think = args.think_ms / 1000
     modes = ["threads", "processes"] if args.mode == "both" else [args.mode]
     lines = []
     outcomes: dict[str, Outcome] = {}
@@ -637,7 +685,7 @@ def run_configuration(
         rate = preload(memory, size, args.seed)
         ids = catalog(memory)
         print(f"\n{backend} {size:,}: pre-loaded at {rate:,.0f} memories/s", flush=True)
-        common = (size, ids, mix, args.duration, think)
+        common = (size, ids, mix, args.duration, None)  # None: closed loop
         single, outcomes["1 session"] = measure(
             "1 session", partial(run_sessions, memory, [0], *common, "single", args.seed)
         )
@@ -658,7 +706,7 @@ def run_configuration(
                     ids,
                     weights,
                     args.duration,
-                    think,
+                    None,
                     run,
                     args.seed,
                     args.embedder,
@@ -673,7 +721,6 @@ def run_configuration(
                 "sessions": args.sessions,
                 "processes": args.processes if mode == "processes" else 1,
                 "duration_s": args.duration,
-                "think_ms": args.think_ms,
                 "embedder": args.embedder,
                 "preload_per_s": round(rate),
                 "throughput_change_vs_single": round(
@@ -692,28 +739,235 @@ def run_configuration(
     return lines, errors
 
 
+# -- open loop: degradation -------------------------------------------------------------------
+
+
+@dataclass
+class Trial:
+    """One total rate: the sessions and the single session, over the same rounds."""
+
+    total_rate: float
+    single: dict[str, Any]
+    loaded: dict[str, Any]
+    interval: tuple[float, float]  # the degradation's 95 % bootstrap confidence interval
+    load_average: float
+    examples: dict[str, str]
+
+    @property
+    def degradation(self) -> float:
+        """How much worse the p95 of every call is under load than alone (0.05: 5 %)."""
+        return float(self.loaded["p95_ms"] / self.single["p95_ms"] - 1)
+
+    @property
+    def errors(self) -> int:
+        return int(self.single["errors"] + self.loaded["errors"])
+
+
+def shown_below(trial: Trial, limit: float) -> bool:
+    """The data show the p95 degradation below ``limit``: the upper end of its 95 %
+    confidence interval is, and no call failed. (A point estimate under the limit with an
+    interval reaching past it is noise that happened to fall low.)"""
+    return trial.interval[1] < limit and not trial.errors
+
+
+def run_trial(
+    memory: Memory,
+    args: argparse.Namespace,
+    size: int,
+    ids: dict[tuple[str, str], list[int]],
+    mix: list[Operation],
+    total_rate: float,
+) -> Trial:
+    """``--rounds`` rounds, each running (in a new shuffled order) the single session at
+    ``--baseline-rate`` and the ``--sessions`` sessions at ``total_rate`` together, for
+    ``--duration`` seconds each: machine noise hits both alike."""
+    single, loaded = Outcome(), Outcome()
+    rng = random.Random(f"{args.seed}-{total_rate}")
+    for number, order in enumerate(shuffled_rounds(("single", "loaded"), args.rounds, rng)):
+        seed = args.seed + number
+        for label in order:
+            run = f"{label}-{uuid.uuid4().hex[:6]}"
+            if label == "single":
+                single.merge(
+                    run_sessions(
+                        memory, [0], size, ids, mix, args.duration, args.baseline_rate, run, seed
+                    )
+                )
+            else:
+                loaded.merge(
+                    run_sessions(
+                        memory,
+                        range(1, args.sessions + 1),
+                        size,
+                        ids,
+                        mix,
+                        args.duration,
+                        total_rate / args.sessions,
+                        run,
+                        seed,
+                    )
+                )
+    elapsed = args.rounds * args.duration
+    results, every = [], []
+    for outcome in (single, loaded):
+        result = summarise(outcome, elapsed)
+        every.append([1000 * value for values in outcome.latencies.values() for value in values])
+        result.update(summary(every[-1], ("p50", "p95", "p99")))
+        results.append(result)
+    interval = degradation_interval(every[0], every[1])
+    examples = {**loaded.examples, **single.examples}
+    return Trial(total_rate, results[0], results[1], interval, load_average()[0], examples)
+
+
+def print_trial(trial: Trial, sessions: int) -> None:
+    single, loaded = trial.single, trial.loaded
+    print(
+        f"  {trial.total_rate:g} calls/s ({sessions} x {trial.total_rate / sessions:g}): "
+        f"{loaded['calls']:,} calls, p95 {loaded['p95_ms']:.1f} ms against "
+        f"{single['p95_ms']:.1f} ms alone ({single['calls']:,} calls): "
+        f"{100 * trial.degradation:+.1f} % (95 % CI {100 * trial.interval[0]:+.0f} to "
+        f"{100 * trial.interval[1]:+.0f} %), errors {trial.errors}, load average "
+        f"{trial.load_average:.1f}",
+        flush=True,
+    )
+
+
+def print_operations(backend: str, size: int, trial: Trial, sessions: int) -> None:
+    print(
+        f"\n== {backend}, {size:,} memories: {sessions} sessions at "
+        f"{trial.total_rate / sessions:g} calls/s each against 1 session: latency (ms) =="
+    )
+    rows = []
+    single, loaded = trial.single, trial.loaded
+    for name in sorted(single["ops"]):
+        alone, busy = single["ops"][name], loaded["ops"].get(name)
+        figures = [alone[key] for key in ("count", "p50_ms", "p95_ms", "p99_ms")]
+        if busy is None:
+            rows.append([name, *figures, "", "", "", "", ""])
+            continue
+        rows.append(
+            [name, *figures, *(busy[key] for key in ("count", "p50_ms", "p95_ms", "p99_ms")),
+             change(busy["p95_ms"], alone["p95_ms"])]  # fmt: skip
+        )
+    rows.append(
+        ["ALL", *(single[key] for key in ("calls", "p50_ms", "p95_ms", "p99_ms")),
+         *(loaded[key] for key in ("calls", "p50_ms", "p95_ms", "p99_ms")),
+         change(loaded["p95_ms"], single["p95_ms"])]  # fmt: skip
+    )
+    header = ["operation", "1: calls", "p50", "p95", "p99", f"{sessions}: calls", "p50", "p95",
+              "p99", "p95 chg"]  # fmt: skip
+    print(table(header, rows))
+
+
+def run_open(args: argparse.Namespace, backend: str, size: int) -> tuple[list[dict[str, Any]], int]:
+    """Open loop: pre-load one database, measure the sessions at the realistic rate against
+    one session, then search the total rates for the highest whose p95 degrades less than
+    ``--limit``; returns the results for the JSON lines and the number of errors."""
+    mix = active_mix(parse_mix(args.mix))
+    realistic = args.sessions * args.session_rate
+    trials: dict[float, Trial] = {}
+    with (
+        scratch_database(backend, args.postgres_url, "memload") as url,
+        open_memory(url, args.embedder) as memory,
+    ):
+        preload_rate = preload(memory, size, args.seed)
+        ids = catalog(memory)
+        print(f"\n{backend} {size:,}: pre-loaded at {preload_rate:,.0f} memories/s", flush=True)
+
+        def trial(total_rate: float) -> Trial:
+            if total_rate not in trials:
+                trials[total_rate] = run_trial(memory, args, size, ids, mix, total_rate)
+                print_trial(trials[total_rate], args.sessions)
+            return trials[total_rate]
+
+        def passes(total_rate: float) -> bool:
+            found = trial(total_rate)
+            return shown_below(found, args.limit)
+
+        base = trial(realistic)
+        highest = highest_passing(doublings(realistic, args.top_rate), passes)
+    print_operations(backend, size, base, args.sessions)
+    verdict = (
+        "none: at no rate tried do the data show it, not even the realistic one"
+        if highest is None
+        else f"{highest:g} calls/s ({args.sessions} sessions x {highest / args.sessions:g})"
+    )
+    print(f"highest total rate with p95 shown degraded < {100 * args.limit:g} %: {verdict}")
+    alone = [found.single["p95_ms"] for found in trials.values()]
+    # Every rate measures its own single session, the same calls each time: how far their
+    # p95s spread is this run's noise, the finest degradation it can tell from none.
+    print(
+        f"the single session's p95 across the {len(alone)} rates: {min(alone):.1f}-"
+        f"{max(alone):.1f} ms ({change(max(alone), min(alone))} between the extremes)"
+    )
+    lines = [
+        {
+            "benchmark": "load",
+            "loop": "open",
+            "backend": backend,
+            "size": size,
+            "sessions": args.sessions,
+            "total_rate_per_s": found.total_rate,
+            "session_rate_per_s": found.total_rate / args.sessions,
+            "baseline_rate_per_s": args.baseline_rate,
+            "rounds": args.rounds,
+            "duration_s": args.duration,
+            "degradation_p95": round(found.degradation, 4),
+            "degradation_p95_ci95": [round(value, 4) for value in found.interval],
+            "passes": shown_below(found, args.limit),
+            "highest_passing_rate_per_s": highest,
+            "load_average": found.load_average,
+            "preload_per_s": round(preload_rate),
+            "result": found.loaded,
+            "single_session": found.single,
+        }
+        for found in sorted(trials.values(), key=lambda found: found.total_rate)
+    ]
+    for found in trials.values():
+        for kind, text in found.examples.items():
+            print(f"\nfirst {kind} ({found.total_rate:g} calls/s):\n{text}")
+    return lines, sum(found.errors for found in trials.values())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--sizes", default="10000,100000")
-    parser.add_argument("--mode", choices=("threads", "processes", "both"), default="both")
+    parser.add_argument("--loop", choices=("open", "closed"), default="open")
     parser.add_argument("--sessions", type=int, default=100)
+    parser.add_argument("--session-rate", type=float, default=SESSION_RATE,
+                        help="open loop: calls per second per session")  # fmt: skip
+    parser.add_argument("--baseline-rate", type=float, default=BASELINE_RATE,
+                        help="open loop: calls per second of the single session")  # fmt: skip
+    parser.add_argument("--top-rate", type=float, default=320.0,
+                        help="open loop: the highest total rate searched")  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=3, help="open loop: rounds per rate")
+    parser.add_argument("--limit", type=float, default=0.05, help="open loop: p95 degradation")
+    parser.add_argument("--mode", choices=("threads", "processes", "both"), default="both",
+                        help="closed loop: sessions as threads, processes or both")  # fmt: skip
     parser.add_argument("--processes", type=int, default=4, help="for --mode processes")
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per run")
-    parser.add_argument("--think-ms", type=float, default=0.0, help="mean pause between calls")
     parser.add_argument("--mix", default="", help="weights, e.g. search=10,add_many=0")
     parser.add_argument("--embedder", choices=("none", "default"), default="none")
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     parser.add_argument("--seed", type=int, default=20240611)
     parser.add_argument("--json", type=Path, help="also write the JSON lines here")
     args = parser.parse_args(argv)
+    if min(args.session_rate, args.baseline_rate, args.top_rate, args.rounds) <= 0:
+        raise SystemExit("--session-rate, --baseline-rate, --top-rate and --rounds: positive")
 
     weights = parse_mix(args.mix)
     skipped = [op.name for op in MIX if weights[op.name] > 0 and not hasattr(Scope, op.needs)]
+    how = (
+        f"open loop ({args.session_rate:g} calls/s per session, 1 session at "
+        f"{args.baseline_rate:g}/s, {args.rounds} rounds of {args.duration:g} s each)"
+        if args.loop == "open"
+        else f"closed loop, mode {args.mode} (processes: {args.processes} x "
+        f"{args.sessions // args.processes} threads), {args.duration:g} s per run"
+    )
     print(
-        f"load: {args.sessions} sessions, mode {args.mode} (processes: {args.processes} x "
-        f"{args.sessions // args.processes} threads), {args.duration:g} s per run, think "
-        f"{args.think_ms:g} ms, embedder {args.embedder}; Python {platform.python_version()}, "
+        f"load: {args.sessions} sessions, {how}, "
+        f"embedder {args.embedder}; Python {platform.python_version()}, "
         f"SQLite {sqlite3.sqlite_version}, {os.cpu_count()} CPUs, load average "
         f"{load_average()[0]:.1f} at start"
     )
@@ -725,7 +979,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     errors = 0
     for backend in args.backends.split(","):
         for size in [int(value) for value in args.sizes.split(",")]:
-            found, failed = run_configuration(args, backend, size)
+            run = run_open if args.loop == "open" else run_closed
+            found, failed = run(args, backend, size)
             lines += found
             errors += failed
     print(f"\nerrors: {errors}   (load average {load_average()[0]:.1f} at the end)\n")

@@ -28,6 +28,7 @@ import math
 import os
 import platform
 import random
+import statistics
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -216,6 +217,110 @@ def interleaved(
             if number >= warmup:
                 samples[name].append(timing.wall)
     return samples
+
+
+# -- open-loop arrivals, trends and limits ------------------------------------------------------
+
+
+def arrivals(rng: random.Random, rate: float) -> Iterator[float]:
+    """The intended start times (seconds from 0) of a Poisson stream at ``rate`` per second:
+    independent exponential gaps, the way calls from users who do not wait for each other
+    arrive. An open-loop driver starts each call at its time (or at once if it is late) and
+    measures latency from that time, so a slow call delays the calls queued behind it in
+    the figures too (no coordinated omission).
+
+    >>> times = arrivals(random.Random(1), 2.0)
+    >>> [round(next(times), 3) for _ in range(3)]
+    [0.072, 1.012, 1.734]
+    """
+    if not rate > 0:
+        raise ValueError(f"rate: must be positive, not {rate!r}")
+    moment = 0.0
+    while True:
+        moment += rng.expovariate(rate)
+        yield moment
+
+
+def slope_per_minute(times: Sequence[float], values: Sequence[float]) -> float:
+    """The least-squares slope of ``values`` against ``times`` (seconds), per minute; NaN
+    with fewer than two distinct times.
+
+    >>> slope_per_minute([0, 60, 120], [10.0, 11.0, 12.0])
+    1.0
+    """
+    if len(set(times)) < 2:
+        return math.nan
+    return 60 * statistics.linear_regression(times, values).slope
+
+
+def degradation_interval(
+    alone: Sequence[float],
+    loaded: Sequence[float],
+    q: float = 0.95,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """A bootstrap confidence interval (percentile method, 2,000 resamples) of how much worse
+    the ``q`` quantile of ``loaded`` is than that of ``alone``: ``percentile(loaded, q) /
+    percentile(alone, q) - 1``. It shows how finely the samples can tell a degradation from
+    none (the sampling error only: the machine's drift between runs is not in it).
+
+    >>> low, high = degradation_interval([10.0, 11.0, 12.0] * 50, [20.0, 22.0, 24.0] * 50)
+    >>> round(low, 2), round(high, 2)
+    (1.0, 1.0)
+    """
+    # Imported here: every benchmark imports this module, few need SciPy.
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    def statistic(first: Any, second: Any, axis: int) -> Any:
+        worse = np.percentile(second, 100 * q, axis=axis)
+        return worse / np.percentile(first, 100 * q, axis=axis) - 1
+
+    result = bootstrap(
+        (np.asarray(alone), np.asarray(loaded)),
+        statistic,
+        n_resamples=2000,
+        confidence_level=confidence,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    interval = result.confidence_interval
+    return float(interval.low), float(interval.high)
+
+
+def doublings(start: float, top: float) -> list[float]:
+    """``start`` doubled until the next doubling would pass ``top``, then ``top``: the rates
+    a search for a limit tries.
+
+    >>> doublings(10, 100)
+    [10, 20, 40, 80, 100]
+    """
+    if not 0 < start <= top:
+        raise ValueError(f"need 0 < start <= top, not {start!r} and {top!r}")
+    found = [start]
+    while found[-1] * 2 < top:
+        found.append(found[-1] * 2)
+    return found if found[-1] == top else [*found, top]
+
+
+def highest_passing(candidates: Sequence[float], passes: Callable[[float], bool]) -> float | None:
+    """The largest of the ascending ``candidates`` for which ``passes`` holds, searching by
+    bisection (a limit such as "p95 degrades less than 5 %" is assumed to hold below some
+    rate and fail above it); None when even the smallest fails. ``passes`` is called
+    about log2(len(candidates)) times.
+
+    >>> highest_passing([10, 20, 40, 80, 160], lambda rate: rate < 50)
+    40
+    """
+    low, high = 0, len(candidates)  # candidates[:low] pass; candidates[high:] fail
+    while low < high:
+        middle = (low + high) // 2
+        if passes(candidates[middle]):
+            low = middle + 1
+        else:
+            high = middle
+    return candidates[low - 1] if low else None
 
 
 # -- the run's facts and the JSON line -----------------------------------------------------------

@@ -134,9 +134,9 @@ class Memory:
             raise InvalidInputError(str(error)) from None
         telemetry.observe_flags(self.flags)  # the memory.flag.* gauges
         telemetry.observe_schema(self)  # the memory.schema.revision gauge
-        self._db = Database(engine, audit_key(os.environ), event_key(os.environ))
-        self._checkpoints = BackgroundCheckpoint(self._db)
         quotas = Quotas.from_environment(os.environ)
+        self._db = Database(engine, audit_key(os.environ), event_key(os.environ), quotas)
+        self._checkpoints = BackgroundCheckpoint(self._db)
         self._store = Store(self._db, quotas)
         self._preferences = Preferences(self._db)
         self._sessions = Sessions(self._db, quotas)

@@ -471,7 +471,9 @@ class Scope:
         return self._updates.subscribe(
             callback,
             after_seq=None if after_seq is None else _sequence(after_seq),
-            admits=lambda event: sharing.event_readable(reader, event),
+            admits=lambda event: sharing.event_readable(
+                reader, event, lambda memory_id: self._store.memory_readable(reader, memory_id)
+            ),
         )
 
     # -- preferences --------------------------------------------------------------------------

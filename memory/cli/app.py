@@ -397,7 +397,12 @@ def restore_command(
 @json_option
 @click.pass_context
 def import_mcp(context: click.Context, file: Any, user: str, as_json: bool) -> None:
-    """Import an MCP memory server memory.jsonl file ('-' reads standard input)."""
+    """Import an MCP memory server memory.jsonl file ('-' reads standard input).
+
+    The file is read as it comes and committed in batches of 1,000 lines. A bad line stops
+    the import: the error names it and the batches before it stay imported; importing a
+    line twice adds nothing, so running the command again on the fixed file finishes it.
+    """
     with memory_handle(context) as memory:
         entities, relations = memory.graph(user).import_jsonl(file)
     if as_json:

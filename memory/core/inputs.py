@@ -210,25 +210,35 @@ AwareDatetime = Annotated[datetime | None, AfterValidator(_aware)]
 
 QUOTA_MEMORIES_ENV = "MEMORY_MAX_MEMORIES_PER_USER"
 QUOTA_CHECKPOINTS_ENV = "MEMORY_MAX_CHECKPOINTS_PER_SESSION"
+QUOTA_BYTES_ENV = "MEMORY_MAX_BYTES_PER_USER"
 
 
 @dataclass(frozen=True, slots=True)
 class Quotas:
     """Per-user limits of a deployment. ``memories``: live memories a user may hold;
+    ``bytes``: the bytes of text a user may store (``memory.store.usage`` says which);
     ``checkpoints``: checkpoints kept per session and agent, the newest (older ones are
     deleted as new ones are saved). None: no limit. The shared context of a session
     (``merge_context``) is held to the state limit, ``MAX_STATE_BYTES``, like
     ``save_state``."""
 
     memories: int | None = None
+    bytes: int | None = None
     checkpoints: int | None = None
+
+    @property
+    def per_user(self) -> bool:
+        """Whether a limit on a user's total is set: a write must then see every earlier
+        write of that user to check it, so writers of one user take turns."""
+        return self.memories is not None or self.bytes is not None
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str]) -> Quotas:
-        """The quotas ``$MEMORY_MAX_MEMORIES_PER_USER`` and
+        """The quotas ``$MEMORY_MAX_MEMORIES_PER_USER``, ``$MEMORY_MAX_BYTES_PER_USER`` and
         ``$MEMORY_MAX_CHECKPOINTS_PER_SESSION`` set (positive whole numbers)."""
         return cls(
             memories=_positive_setting(environ, QUOTA_MEMORIES_ENV),
+            bytes=_positive_setting(environ, QUOTA_BYTES_ENV),
             checkpoints=_positive_setting(environ, QUOTA_CHECKPOINTS_ENV),
         )
 

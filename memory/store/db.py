@@ -38,7 +38,6 @@ from contextlib import ExitStack, contextmanager
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -49,19 +48,23 @@ from memory.core.errors import (
     DatabaseUnavailableError,
     DeadlineExceededError,
     InvalidInputError,
+    QuotaExceededError,
     StorageError,
     StoreClosedError,
 )
+from memory.core.inputs import QUOTA_BYTES_ENV, Quotas
 from memory.core.types import MemoryEvent
 from memory.store.changes import EVENT_KEY_INFO
 from memory.store.engine import (
     BUSY_TIMEOUT_SECONDS,
     POSTGRES_TIMEOUT_SECONDS,
+    dialect_insert,
     sqlite_locked,
     write_options,
 )
 from memory.store.events import AUDIT_KEY_INFO, PENDING_KEY
 from memory.store.idempotency import claim_in
+from memory.store.usage import stored_bytes
 
 T = TypeVar("T")
 
@@ -228,9 +231,17 @@ class Database:
     """
 
     def __init__(
-        self, engine: Engine, audit_key: bytes | None = None, event_key: bytes | None = None
+        self,
+        engine: Engine,
+        audit_key: bytes | None = None,
+        event_key: bytes | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
         self.engine = engine
+        # The per-user limits: the byte quota is checked here, around every write of a
+        # user's rows; with any per-user total limited, those writes hold the user's lock
+        # exclusively (``lock_user``), so that the check sees every earlier write.
+        self.quotas = quotas or Quotas()
         # The key of the event log's digests (``memory.store.events.audit_key``) and the key
         # that wraps the users' data keys (``memory.store.changes.event_key``), handed to
         # every transaction; never stored in the database.
@@ -263,7 +274,11 @@ class Database:
         """Run ``operation`` in a write transaction, retrying transient failures.
 
         ``user``: whose rows it writes; the transaction then holds that user's lock shared
-        (``lock_user``), so that it cannot straddle a forget of them.
+        (``lock_user``), so that it cannot straddle a forget of them, or exclusively when a
+        per-user quota is set, so that concurrent writers of one user cannot together pass
+        it. A write that grows what the user stores past ``$MEMORY_MAX_BYTES_PER_USER``
+        raises ``QuotaExceededError`` and is rolled back; one that shrinks it (a delete)
+        always passes.
         """
         return self._run(operation, writes=True, user=user)
 
@@ -298,9 +313,11 @@ class Database:
                     with connection.begin():
                         if limit is not None and self.dialect == "postgresql":
                             _statement_timeout(connection, limit)
-                        if user is not None:
-                            lock_user(connection, user)
-                        result = operation(connection)
+                        if user is None:
+                            result = operation(connection)
+                        else:
+                            lock_user(connection, user, exclusive=self.quotas.per_user)
+                            result = self._within_byte_quota(connection, user, operation)
                         if limit is not None and time.monotonic() >= limit:
                             raise DeadlineExceededError(  # raised inside: rolled back
                                 "the request's deadline passed before it could commit; "
@@ -339,6 +356,22 @@ class Database:
                 time.sleep(pause)
                 delay = min(2 * delay, _MAX_BACKOFF_SECONDS)
 
+    def _within_byte_quota(
+        self, connection: Connection, user: str, operation: Callable[[Connection], T]
+    ) -> T:
+        limit = self.quotas.bytes
+        if limit is None:
+            return operation(connection)
+        before = stored_bytes(connection, user)
+        result = operation(connection)
+        after = stored_bytes(connection, user)
+        if after > before and after > limit:
+            raise QuotaExceededError(
+                f"user {user!r} would store {after} bytes; the quota is {limit} "
+                f"(${QUOTA_BYTES_ENV}): delete memories, state or patterns first"
+            )
+        return result
+
     @contextmanager
     def _admitted(self, writes: bool, deadline: float) -> Iterator[None]:
         with ExitStack() as stack:
@@ -351,6 +384,4 @@ class Database:
 
     def insert(self, table: sa.Table) -> Any:
         """An INSERT that supports ``on_conflict_do_nothing`` on this dialect."""
-        if self.dialect == "postgresql":
-            return postgresql.insert(table)
-        return sqlite.insert(table)
+        return dialect_insert(self.dialect, table)

@@ -69,6 +69,7 @@ from memory.core.errors import InvalidInputError
 from memory.core.inputs import canonical_json
 from memory.core.types import MemoryEvent
 from memory.store.changes import CHANGE_FORMAT, data_key, memory_removed, seal_change
+from memory.store.synclog import record_memory_changes
 from memory.store.tables import Base, UTCDateTime, utcnow
 
 events = Base.metadata.tables["memory_events"]
@@ -168,7 +169,10 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _lock_chain(connection: Connection) -> None:
+def lock_chain(connection: Connection) -> None:
+    """Hold the chain's lock until the transaction ends (PostgreSQL; SQLite has one
+    writer). Every writer of the log takes it first; a writer that also locks the sync
+    node takes this one before it, so the two are always taken in the same order."""
     if connection.dialect.name == "postgresql":
         # Held until commit or rollback: no other writer reads the head in between.
         connection.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CHAIN_LOCK_KEY})
@@ -192,7 +196,7 @@ def append_events(connection: Connection, drafts: Sequence[NewEvent]) -> list[Me
     """
     if not drafts:
         return []
-    _lock_chain(connection)
+    lock_chain(connection)
     seq, prev_hash = chain_head(connection)
     key = _key(connection)
     data_keys: dict[str, bytes | None] = {}
@@ -240,6 +244,8 @@ def append_events(connection: Connection, drafts: Sequence[NewEvent]) -> list[Me
         prev_hash = digest_hash
     connection.execute(events.insert(), rows)
     connection.info.setdefault(PENDING_KEY, []).extend(appended)
+    # The memory rows these events changed become this node's sync changes, here, once.
+    record_memory_changes(connection, drafts)
     return appended
 
 
@@ -307,7 +313,7 @@ def redact_user(connection: Connection, user: str, agent: str) -> int:
     """
     # With the chain's lock held no event can be appended until commit, so the events read
     # here are all there are; exactly these are redacted and listed.
-    _lock_chain(connection)
+    lock_chain(connection)
     seqs = list(
         connection.execute(
             sa.select(events.c.seq).where(events.c.user_id == user).order_by(events.c.seq)

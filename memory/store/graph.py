@@ -44,6 +44,10 @@ _to = entities.alias("target")
 
 # The longest memory.jsonl line import_jsonl parses: as much as a session's state.
 MAX_IMPORT_LINE_CHARS = MAX_STATE_BYTES
+# What import_jsonl commits at once: enough lines that a transaction's fixed cost is small,
+# few enough characters that a batch's parsed objects stay a few tens of MB.
+IMPORT_BATCH_LINES = 1_000
+IMPORT_BATCH_CHARS = 4 * MAX_STATE_BYTES
 
 
 class EntityGraph:
@@ -315,26 +319,73 @@ class EntityGraph:
             yield json.dumps(relation.to_mcp(), ensure_ascii=False)
 
     def import_jsonl(self, lines: Iterable[str]) -> tuple[int, int]:
-        """Load ``memory.jsonl`` lines in one transaction; merge observations into entities
-        that exist. Returns how many entities and relations were created."""
+        """Load ``memory.jsonl`` lines; merge observations into entities that exist. Returns
+        how many entities and relations were created.
+
+        The lines are read as they come and committed in batches (``IMPORT_BATCH_LINES``
+        lines or ``IMPORT_BATCH_CHARS`` characters, one transaction each), so a large file
+        costs the memory of one batch. A relation may name an entity of an earlier line or
+        of its own batch, as in the files the MCP memory server writes (entities first).
+
+        Not all-or-nothing, but resumable: a bad line raises ``InvalidInputError`` naming
+        it and how far the import got (the batches before it are kept, nothing of its own
+        batch is written); since importing a line twice adds nothing, importing the fixed
+        file again finishes the job.
+        """
+        created = [0, 0]
+        committed = 0  # the last line of the last committed batch
+        batch: list[tuple[int, dict[str, Any]]] = []
+        size = 0
+        number = 0
+        try:
+            for number, line in enumerate(lines, start=1):
+                record = self._parsed(number, line)
+                if record is not None:
+                    batch.append((number, record))
+                    size += len(line)
+                if len(batch) >= IMPORT_BATCH_LINES or size >= IMPORT_BATCH_CHARS:
+                    self._import_batch(batch, created)
+                    committed, batch, size = number, [], 0
+            self._import_batch(batch, created)
+        except (InvalidInputError, NotFoundError) as error:
+            done = (
+                f"lines 1-{committed} were imported ({created[0]} new entities, {created[1]} "
+                "new relations) and are kept"
+                if committed
+                else "nothing was imported"
+            )
+            raise type(error)(
+                f"{error}; {done}, nothing after line {committed} was. Importing a line again "
+                "adds nothing: fix the file and import it again to finish"
+            ) from None
+        return created[0], created[1]
+
+    def _parsed(self, number: int, line: str) -> dict[str, Any] | None:
+        """Line ``number`` as a redacted record with its ``type``, or None when blank."""
+        if len(line) > MAX_IMPORT_LINE_CHARS:
+            # Refused before parsing: a huge line costs many times its size as objects.
+            raise InvalidInputError(
+                f"line {number}: {len(line)} characters; a memory.jsonl line may have at "
+                f"most {MAX_IMPORT_LINE_CHARS}"
+            )
+        if not line.strip():
+            return None
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            raise InvalidInputError(f"line {number}: not JSON: {exc}") from None
+        if not isinstance(record, dict):
+            raise InvalidInputError(f"line {number}: expected a JSON object")
+        redacted: dict[str, Any] = self._redaction.value(record)
+        return redacted
+
+    def _import_batch(self, batch: list[tuple[int, dict[str, Any]]], created: list[int]) -> None:
+        """Validate and write one batch in one transaction; add what it created."""
+        if not batch:
+            return
         new_entities: list[EntityInput] = []
         new_relations: list[RelationInput] = []
-        for number, line in enumerate(lines, start=1):
-            if len(line) > MAX_IMPORT_LINE_CHARS:
-                # Refused before parsing: a huge line costs many times its size as objects.
-                raise InvalidInputError(
-                    f"line {number}: {len(line)} characters; a memory.jsonl line may have at "
-                    f"most {MAX_IMPORT_LINE_CHARS}"
-                )
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError as exc:
-                raise InvalidInputError(f"line {number}: not JSON: {exc}") from None
-            if not isinstance(record, dict):
-                raise InvalidInputError(f"line {number}: expected a JSON object")
-            record = self._redaction.value(record)
+        for number, record in batch:
             kind = record.pop("type", None)
             try:
                 if kind == "entity":
@@ -347,15 +398,20 @@ class EntityGraph:
                 raise InvalidInputError(f"line {number}: {exc}") from None
 
         def operation(connection: Connection) -> tuple[int, int]:
-            created = self._create_entities(connection, new_entities)
-            created_names = {entity.name for entity in created}
+            made = self._create_entities(connection, new_entities)
+            made_names = {entity.name for entity in made}
             ids = self._entity_ids(connection, [item.name for item in new_entities])
             for item in new_entities:
-                if item.name not in created_names:
+                if item.name not in made_names:
                     self._add_observations(connection, ids[item.name], item.observations)
-            return len(created), len(self._create_relations(connection, new_relations))
+            return len(made), len(self._create_relations(connection, new_relations))
 
-        return self._db.write(operation, user=self.user)
+        try:
+            entities_made, relations_made = self._db.write(operation, user=self.user)
+        except (InvalidInputError, NotFoundError) as error:
+            raise type(error)(f"lines {batch[0][0]}-{batch[-1][0]}: {error}") from None
+        created[0] += entities_made
+        created[1] += relations_made
 
 
 def validate_name(name: object) -> str:

@@ -150,8 +150,8 @@ class Store:
     def _check_memory_quota(self, connection: Connection, user: str) -> None:
         """Refuse (``QuotaExceededError``, so the transaction rolls back) a write that leaves
         ``user`` with more memories than the quota. Counted after the insert, so content
-        that was already stored costs nothing; writers of one user running at once on
-        PostgreSQL may each see the count before the other's commit."""
+        that was already stored costs nothing; the writers of a user take turns while a
+        quota is set (``Database.write``), so each count includes the others' rows."""
         limit = self.quotas.memories
         if limit is None:
             return
@@ -525,6 +525,12 @@ class Store:
     def grants(self, owner: Owner, received: bool) -> list[Grant]:
         """The live grants ``owner`` made (or holds, with ``received``)."""
         return self.db.read(lambda connection: sharing.list_grants(connection, owner, received))
+
+    def memory_readable(self, owner: Owner, memory_id: int) -> bool:
+        """Whether ``owner`` may read the memory ``memory_id`` now."""
+        return self.db.read(
+            lambda connection: sharing.memory_readable(connection, owner, memory_id)
+        )
 
     def record_reads(self, owner: Owner, records: Sequence[MemoryRecord]) -> None:
         """Log that ``owner`` read these memories of other agents (``memory.read`` events)."""

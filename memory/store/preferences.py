@@ -16,6 +16,7 @@ from memory.core.types import CodePattern, Owner, Preference
 from memory.store.changes import delete, upsert
 from memory.store.db import Database
 from memory.store.events import append_event
+from memory.store.sharing import agent_rows_readable
 from memory.store.tables import Base, utcnow
 
 preferences = Base.metadata.tables["user_preferences"]
@@ -201,12 +202,7 @@ def pattern_of(row: RowMapping) -> CodePattern:
 
 
 def _readable_preferences(owner: Owner) -> list[sa.ColumnElement[bool]]:
-    """The user's preferences ``owner`` may read: all of them with ``owner.shared``
-    (USE_CROSS_AGENT_SHARING), else those its own agent set, as for memories."""
-    rules = [preferences.c.user_id == owner.user]
-    if not owner.shared:
-        rules.append(preferences.c.source_agent == owner.agent)
-    return rules
+    return agent_rows_readable(owner, preferences.c.user_id, preferences.c.source_agent)
 
 
 def list_preferences(connection: Connection, owner: Owner) -> list[Preference]:
@@ -223,9 +219,7 @@ def find_patterns(
     connection: Connection, owner: Owner, query: CodePatternQuery
 ) -> list[CodePattern]:
     """The user's patterns matching ``query``, most used first, inside a transaction."""
-    conditions = [patterns.c.user_id == owner.user]
-    if not owner.shared:  # as for memories: other agents' patterns only while sharing is on
-        conditions.append(patterns.c.agent_id == owner.agent)
+    conditions = agent_rows_readable(owner, patterns.c.user_id, patterns.c.agent_id)
     if query.language is not None:
         conditions.append(patterns.c.language == query.language)
     rows = connection.execute(

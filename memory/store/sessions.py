@@ -26,6 +26,7 @@ from memory.core.types import MemoryEvent, Owner, SessionCheckpoint
 from memory.store.changes import delete, upsert
 from memory.store.db import Database
 from memory.store.events import NewEvent, append_event, append_events, events_of
+from memory.store.sharing import agent_rows_readable
 from memory.store.tables import Base, utcnow
 
 session_state = Base.metadata.tables["session_state"]
@@ -214,9 +215,10 @@ def latest_checkpoint(
     """The latest checkpoint of ``session`` that ``owner`` may read, expired or not, inside a
     transaction: any agent's with ``owner.shared`` (USE_CROSS_AGENT_SHARING), else its own
     agent's, as for memories."""
-    rules = [session_state.c.user_id == owner.user, session_state.c.session_id == session]
-    if not owner.shared:
-        rules.append(session_state.c.agent_id == owner.agent)
+    rules = [
+        *agent_rows_readable(owner, session_state.c.user_id, session_state.c.agent_id),
+        session_state.c.session_id == session,
+    ]
     row = (
         connection.execute(
             sa.select(session_state)

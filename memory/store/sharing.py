@@ -33,7 +33,7 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -454,22 +454,60 @@ def visible_with(
     )
 
 
+def agent_rows_readable(
+    owner: Owner, user: sa.ColumnElement[str], agent: sa.ColumnElement[str]
+) -> list[sa.ColumnElement[bool]]:
+    """The conditions on a table of rows each agent writes for its user (preferences, code
+    patterns, session state; ``user`` and ``agent`` its columns) that admit what ``owner``
+    may read: with ``owner.shared`` (USE_CROSS_AGENT_SHARING) every row of its user, else
+    its own agent's, as for memories without grants."""
+    rules = [user == owner.user]
+    if not owner.shared:
+        rules.append(agent == owner.agent)
+    return rules
+
+
 # Events about memories, grants and teams: another agent's say which memories exist, whom
-# they are shared with and what they hold, so they reach only the agent that acted.
+# they are shared with and what they hold, so they reach only the agent that acted...
 _AGENT_PRIVATE_EVENTS = ("memory.", "grant.", "team.")
+# ...except the events that change a memory the reader may read (through a grant): it reads
+# the change anyway. Not memory.read (who read what stays with the reader) nor
+# memory.delete (the memory is gone, and with it what a grant of it could admit).
+_SHARED_MEMORY_EVENTS = ("memory.add", "memory.update", "memory.promote", "memory.consolidate")
+_MEMORY_TARGET = "memory:"
 
 
-def event_readable(owner: Owner, event: MemoryEvent) -> bool:
+def event_readable(
+    owner: Owner, event: MemoryEvent, memory_readable: Callable[[int], bool]
+) -> bool:
     """Whether ``owner`` may see ``event`` on a subscription: its own user's events that
     its own agent wrote, and with ``owner.shared`` (USE_CROSS_AGENT_SHARING) also the
     user's preference, pattern, session-state and context events of other agents, which
-    its reads then see too. Never another user's, nor an operator's or a redacted event.
-    The one rule every subscriber (in process, or the service) applies."""
+    its reads then see too, and their events that add or change a memory ``owner`` may
+    read when the event is delivered (``memory_readable(memory_id)``, the ``visible``
+    rule: a grant revoked since stops them). Never another user's, nor an operator's or a
+    redacted event. The one rule every subscriber (in process, or the service) applies;
+    ``memory_readable`` is asked only about those events."""
     if event.redacted or event.user_id != owner.user:
         return False
     if event.agent_id == owner.agent:
         return True
-    return owner.shared and not event.operation.startswith(_AGENT_PRIVATE_EVENTS)
+    if not owner.shared:
+        return False
+    if event.operation in _SHARED_MEMORY_EVENTS and event.target.startswith(_MEMORY_TARGET):
+        return memory_readable(int(event.target.removeprefix(_MEMORY_TARGET)))
+    return not event.operation.startswith(_AGENT_PRIVATE_EVENTS)
+
+
+def memory_readable(connection: Connection, owner: Owner, memory_id: int) -> bool:
+    """Whether ``owner`` may read the memory ``memory_id`` now (``visible``)."""
+    return bool(
+        connection.execute(
+            sa.select(
+                sa.exists().where(memories.c.id == memory_id, visible(connection, owner))
+            )
+        ).scalar_one()
+    )
 
 
 @dataclass(frozen=True, slots=True)

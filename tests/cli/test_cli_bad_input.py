@@ -3,8 +3,9 @@ exit, never a traceback, and nothing written.
 
 ``BAD_INPUT`` holds cases for every command; a command added without cases fails
 ``test_every_command_has_bad_input_cases``. ``{db}`` is a migrated SQLite file with a memory
-in it, ``{missing}`` a file that does not exist, ``{file}`` a regular file, ``{deep}`` JSON
-nested 100,000 deep, ``{latin1}`` a file that is not UTF-8, ``{dir}`` an empty directory.
+in it, ``{head}`` the revision it is at, ``{missing}`` a file that does not exist,
+``{file}`` a regular file, ``{deep}`` JSON nested 100,000 deep, ``{latin1}`` a file that is
+not UTF-8, ``{dir}`` an empty directory.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from click.testing import CliRunner
 
 from memory import HashingEmbedder, Memory
 from memory.cli import main
+from memory.ops import head_revision
 
 LONG = "u" * 5_000
 DB = ["--database-url", "{db}"]
@@ -30,7 +32,7 @@ DEAD_REDIS = ["--redis-url", "redis://127.0.0.1:1/0", "--swarm", "s1"]  # nothin
 BAD_INPUT: dict[str, list[list[str]]] = {
     "migrate": [[*DB, "migrate", "--to", ""], [*DB, "migrate", "--to", "0003"],
                 [*DB, "migrate", "--to", "nope"], [*IN_MEMORY, "migrate"]],
-    "rollback": [[*DB, "rollback", "--to", ""], [*DB, "rollback", "--to", "0012"],
+    "rollback": [[*DB, "rollback", "--to", ""], [*DB, "rollback", "--to", "{head}"],
                  [*DB, "rollback", "--to", "0006", "--archive", "/proc/x"],
                  [*DB, "rollback", "--to", "0006", "--archive", "{file}/archive"],
                  [*MISSING, "rollback"]],
@@ -181,6 +183,7 @@ def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         "deep": str(root / "deep.json"),
         "latin1": str(root / "latin1.txt"),
         "dir": str(root / "empty"),
+        "head": head_revision(),
     }
 
 

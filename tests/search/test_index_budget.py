@@ -5,6 +5,7 @@ with the same results; the held bytes are reported as a gauge.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,11 +23,12 @@ def _fill(store: Memory) -> None:
         )
 
 
+@pytest.mark.parametrize("backend", ["sqlite-file", "postgresql"])
 def test_past_the_budget_the_least_recently_used_users_are_dropped(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    backend: str, url_for: Callable[[str], str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MEMORY_INDEX_BUDGET_MB", "1")
-    with Memory.open(f"sqlite:///{tmp_path / 'm.db'}", embedder=HashingEmbedder()) as store:
+    with Memory.open(url_for(backend), embedder=HashingEmbedder()) as store:
         _fill(store)
         retriever = store._retriever
         # The budget is 1 MB; hold it to about two users' indexes.

@@ -5,6 +5,7 @@ change no other user's rows.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -23,8 +24,12 @@ from memory.store.tables import Base
 PERSISTENT = ["sqlite-file", "postgresql"]
 # The logs change by design: the event log is redacted and records the forget (its chain
 # is verified instead, and other users' events are compared row by row), and the flag
-# audit's entries about the user's sessions lose the session id.
-UNCHANGED_TABLES = sorted(set(Base.metadata.tables) - {"memory_events", "flag_audit"})
+# audit's entries about the user's sessions lose the session id. The sync node's clock and
+# change sequences (sync_node, sync_vectors) moved on with the user's writes and never go
+# back: a sequence once issued is never issued again.
+UNCHANGED_TABLES = sorted(
+    set(Base.metadata.tables) - {"memory_events", "flag_audit", "sync_node", "sync_vectors"}
+)
 
 
 def _populate(store: Memory, user: str, word: str, session: str) -> None:
@@ -250,3 +255,37 @@ def test_a_process_on_the_bus_drops_what_it_holds_when_any_user_is_forgotten(
         assert other._injector._epoch == 1
         assert other.scope(victim, "planner").search("launch code") == []
         assert other.scope(bystander, "planner").search("launch code")
+
+
+def test_memctl_forget_json_on_postgresql_says_what_it_removed_and_claims_no_bytes(
+    url_for: Callable[[str], str],
+) -> None:
+    """On PostgreSQL ``--json`` counts every removed row and redacted event, no row holds
+    the user any more, and it says ``bytes_cleared: null``: dead row versions stay in the
+    files until VACUUM FULL, which the library does not run (SECURITY.md)."""
+    url = url_for("postgresql")
+    user, word = f"ada-{uuid.uuid4().hex[:8]}", f"canary{uuid.uuid4().hex}"
+    with Memory.open(url, embedder=HashingEmbedder(), role="admin") as store:
+        _populate(store, user, word, f"s-{word}")
+        grace = f"grace-{uuid.uuid4().hex[:8]}"
+        store.scope(grace, "planner").add("grace's note")
+        with store.engine.connect() as connection:
+            events = connection.execute(
+                sa.text("SELECT count(*) FROM memory_events WHERE user_id = :u"), {"u": user}
+            ).scalar_one()
+    result = CliRunner().invoke(
+        main, ["--database-url", url, "forget", "--user", user, "--yes", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (report["found"], report["complete"], report["bytes_cleared"]) == (True, True, None)
+    for table in ("memories", "memory_metadata", "user_preferences", "session_state",
+                  "code_patterns", "entities", "observations", "relations", "sharing_grants",
+                  "sharing_teams"):
+        assert report["rows"].get(table, 0) >= 1, table
+    assert report["rows_removed"] == sum(report["rows"].values())
+    assert report["events_redacted"] == events > 0
+    with Memory.open(url, embedder=HashingEmbedder()) as store:
+        with store.engine.connect() as connection:
+            assert _text_hits(connection, word) == {}
+            assert {"memories", "memory_events"} <= set(_text_hits(connection, grace))

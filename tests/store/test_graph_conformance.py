@@ -25,6 +25,7 @@ from memory import (
     Relation,
 )
 from memory.ops import DatabaseFlagProvider, head_revision
+from memory.store import graph as graph_module
 
 BACKENDS = ["sqlite-file", "sqlite-memory", "postgresql"]
 
@@ -269,3 +270,64 @@ def test_import_with_dangling_relation_stores_nothing(graph: EntityGraph) -> Non
     with pytest.raises(NotFoundError, match="Nobody"):
         graph.import_jsonl(lines)
     assert graph.open_nodes(["Zed"]).entities == ()
+
+
+def _entity_line(number: int) -> str:
+    return json.dumps(
+        {"type": "entity", "name": f"e{number}", "entityType": "t", "observations": [f"o{number}"]}
+    )
+
+
+def test_import_streams_in_committed_batches(
+    memory: Memory, user: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first batch is committed before the lines after it are even read: the import
+    holds one batch, never the file (issue 16, finding 8)."""
+    monkeypatch.setattr(graph_module, "IMPORT_BATCH_LINES", 10)
+    graph, seen = memory.graph(user), []
+
+    def lines() -> Iterator[str]:
+        for number in range(1, 26):
+            if number == 12:  # line 11 was read; lines 1-10 were one batch
+                seen.append(len(memory.graph(user).read_graph().entities))
+            yield _entity_line(number)
+        yield json.dumps({"type": "relation", "from": "e1", "to": "e25", "relationType": "r"})
+
+    assert graph.import_jsonl(lines()) == (25, 1)
+    assert seen == [10]
+    assert len(graph.read_graph().entities) == 25
+
+
+def test_a_bad_line_keeps_the_batches_before_it_and_the_import_resumes(
+    memory: Memory, user: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(graph_module, "IMPORT_BATCH_LINES", 10)
+    graph = memory.graph(user)
+    lines = [_entity_line(number) for number in range(1, 31)]
+    broken = [*lines[:24], '{"type": "entity", "name": "x"}', *lines[25:]]
+    with pytest.raises(
+        InvalidInputError,
+        match=r"line 25: .*entityType.*; lines 1-20 were imported \(20 new entities, 0 new "
+        r"relations\) and are kept, nothing after line 20 was\. .*import it again",
+    ):
+        graph.import_jsonl(broken)
+    assert [entity.name for entity in graph.read_graph().entities] == [
+        f"e{number}" for number in range(1, 21)
+    ]
+    assert graph.import_jsonl(lines) == (10, 0)  # the fixed file: only the rest is new
+    assert len(graph.read_graph().entities) == 30
+
+
+def test_a_relation_to_a_later_batch_is_refused_with_its_lines(
+    memory: Memory, user: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(graph_module, "IMPORT_BATCH_LINES", 2)
+    graph = memory.graph(user)
+    lines = [
+        _entity_line(1),
+        json.dumps({"type": "relation", "from": "e1", "to": "e2", "relationType": "r"}),
+        _entity_line(2),
+    ]
+    with pytest.raises(NotFoundError, match="lines 1-2: .*e2.*; nothing was imported"):
+        graph.import_jsonl(lines)
+    assert graph.read_graph().entities == ()

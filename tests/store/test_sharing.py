@@ -40,6 +40,7 @@ from memory import (
     HashingEmbedder,
     InvalidInputError,
     Memory,
+    MemoryEvent,
     NotFoundError,
     PermissionDeniedError,
     StaleVersionError,
@@ -642,11 +643,40 @@ class SharingMachine(RuleBasedStateMachine):
             with pytest.raises(NotFoundError):
                 scope.get(memory_id)
 
-    @rule(user_index=st.integers(0, 1), agent=st.sampled_from(AGENTS))
-    def subscription_sees_only_what_the_scope_may_read(self, user_index: int, agent: str) -> None:
-        """A scope's subscription from the start of the log: its user's events only, other
-        agents' memory and grant events never, and every event its own agent wrote."""
+    @rule(user_index=st.integers(0, 1), agent=st.sampled_from(AGENTS), memory_id=memories)
+    def grantee_changes_content(self, user_index: int, agent: str, memory_id: int) -> None:
+        """A write grant lets its holder change content (and so log a ``memory.update``
+        under its own agent); a read grant or none does not."""
         user = self.users[user_index]
+        owner_user, owner, _, tag = self.model[memory_id]
+        if owner_user != user or owner == agent:
+            return
+        writable = any(
+            self.live[grant_id][3] == memory_id and self.live[grant_id][4] == agent
+            for grant_id in self.writers & set(self.live)
+        )
+        version = self.store.scope(owner_user, owner, "s").get(memory_id).version
+        self.counter += 1
+        content = f"common shared word number {self.counter} {tag} revised"
+        if writable:
+            self.scope(user_index, agent).update(memory_id, version=version, content=content)
+        else:
+            with pytest.raises((NotFoundError, PermissionDeniedError)):
+                self.scope(user_index, agent).update(memory_id, version=version, content=content)
+
+    @rule(user_index=st.integers(0, 1))
+    def subscriptions_see_only_what_their_scopes_may_read(self, user_index: int) -> None:
+        for agent in AGENTS:
+            self.check_subscription(user_index, agent)
+
+    def check_subscription(self, user_index: int, agent: str) -> None:
+        """A scope's subscription from the start of the log: its user's events only, every
+        event its own agent wrote, other agents' grant events never, and their memory
+        events exactly for the memories the scope may read now (issue 16, finding 12):
+        each such memory's ``memory.add``, and nothing about a memory it may not read, such
+        as one whose grant was revoked or whose tier or tag no longer matches."""
+        user = self.users[user_index]
+        readable = self.may_see(user, agent)
         with self.store.engine.connect() as connection:
             head = connection.execute(sa.text("SELECT max(seq) FROM memory_events")).scalar()
             own = set(
@@ -657,7 +687,7 @@ class SharingMachine(RuleBasedStateMachine):
                     {"u": user, "a": agent},
                 ).scalars()
             )
-        heard: list[object] = []
+        heard: list[MemoryEvent] = []
         subscription = self.scope(user_index, agent).subscribe(heard.append, after_seq=0)
         try:
             deadline = time.monotonic() + 10
@@ -666,11 +696,21 @@ class SharingMachine(RuleBasedStateMachine):
                 time.sleep(0.01)
         finally:
             subscription.close()
+        shared_adds = set()
         for event in heard:
-            assert event.user_id == user  # type: ignore[attr-defined]
-            if event.agent_id != agent:  # type: ignore[attr-defined]
-                assert not event.operation.startswith(("memory.", "grant."))  # type: ignore[attr-defined]
-        assert own <= {event.seq for event in heard}  # type: ignore[attr-defined]
+            assert event.user_id == user
+            if event.agent_id == agent:
+                continue
+            assert not event.operation.startswith(("grant.", "team."))
+            if event.operation.startswith("memory."):
+                assert event.operation in ("memory.add", "memory.update"), event
+                memory_id = int(event.target.removeprefix("memory:"))
+                assert memory_id in readable, event
+                if event.operation == "memory.add":
+                    shared_adds.add(memory_id)
+        assert own <= {event.seq for event in heard}
+        others = {m for m in readable if self.model[m][1] != agent}
+        assert shared_adds == others
 
     @invariant()
     def every_read_path_returns_exactly_what_is_permitted(self) -> None:
