@@ -43,7 +43,7 @@ from memory.inject import (
     Injector,
     Summarizer,
 )
-from memory.remote import RemoteGraph, RemoteScope, Transport, is_remote
+from memory.remote import RemoteGraph, RemoteScope, Transport, is_remote, open_transport
 from memory.scope import Scope
 from memory.search import reembed as reembedding
 from memory.search.embeddings import Embedder, LazyTokenCounter, TokenCounter, default_embedder
@@ -194,11 +194,12 @@ class Memory:
     ) -> Memory:
         """Open the store at ``url`` (default: ``$MEMORY_DATABASE_URL``, else ``memory.db``).
 
-        An ``http://`` or ``https://`` URL (comma-separated for replicas) opens the hub
-        service there (``memctl serve``) with ``api_key``: its scopes have the same methods,
-        records and errors, and act as the key's identity (see ``memory.remote``); a call
-        that takes longer than ``timeout`` seconds fails, and the hub, told so, gives up in
-        time to say why (``DeadlineExceededError``) having written nothing.
+        An ``http://``, ``https://``, ``grpc://`` or ``grpcs://`` URL (comma-separated for
+        replicas) opens the hub service there (``memctl serve``) with ``api_key``: its
+        scopes have the same methods, records and errors, and act as the key's identity
+        (see ``memory.remote``); a call that takes longer than ``timeout`` seconds fails,
+        and the hub, told so, gives up in time to say why (``DeadlineExceededError``)
+        having written nothing.
 
         ``embedder`` defaults to all-MiniLM-L6-v2 when the ``embeddings`` extra is installed;
         with ``None`` (or without the extra) search answers from keywords alone.
@@ -211,7 +212,7 @@ class Memory:
         """
         if is_remote(url):
             assert isinstance(url, str)
-            return cls._connect(Transport(url, api_key, timeout))
+            return cls._connect(open_transport(url, api_key, timeout))
         if embedder == "default":
             embedder = default_embedder()
         engine = create_engine(url, **engine_options)

@@ -1,8 +1,9 @@
-"""``memctl serve``: open the store once, serve it over HTTP until SIGTERM or SIGINT.
+"""``memctl serve``: open the store once, serve it over HTTP and gRPC (and ZeroMQ when
+configured) until SIGTERM or SIGINT.
 
 uvicorn handles the signals: it stops accepting connections, lets the requests under way
-finish for up to ``drain_seconds``, and then the store is closed (its pending writes of
-access counts flushed) before the process exits.
+finish for up to ``drain_seconds``; then the gRPC server gives its calls the same time, and
+the store is closed (its pending writes of access counts flushed) before the process exits.
 
 Any number of replicas may serve one PostgreSQL database: each keeps its in-process search
 index current from the event log. A SQLite database has one replica: the first takes an
@@ -29,6 +30,7 @@ from flags import FlagError, FlagEvaluator
 from memory import Embedder, HashingEmbedder, InvalidInputError, Memory, MiniLMEmbedder
 from memory.service.breakers import Breakers, GuardedEmbedder, GuardedFlagProvider
 from memory.service.core import Service
+from memory.service.grpc import GrpcServer
 from memory.service.http import configure_logging, create_app, log
 from memory.service.settings import EmbedderName, ServiceSettings
 from memory.service.zeromq import ZeroMQServer
@@ -127,6 +129,8 @@ def serve(settings: ServiceSettings) -> None:
         tracing = _tracer_provider()
         service = Service(memory, tracing)
         app = create_app(service, settings, breakers)
+        remote_procedures = GrpcServer(service, settings, settings.grpc_port, app.state.metrics)
+        remote_procedures.start()
         legacy = None
         if settings.zmq_port is not None:
             legacy = ZeroMQServer(
@@ -137,6 +141,7 @@ def serve(settings: ServiceSettings) -> None:
         def stopped() -> None:
             # In the lifespan's shutdown, after the requests under way have finished:
             # uvicorn re-raises SIGTERM once it returns, so nothing after run() would run.
+            remote_procedures.stop(settings.drain_seconds)
             if legacy is not None:
                 legacy.stop()
             memory.close()
@@ -157,5 +162,11 @@ def serve(settings: ServiceSettings) -> None:
             timeout_graceful_shutdown=settings.drain_seconds,
             server_header=False,
         )
-        log.info("starting", host=settings.host, port=settings.http_port, backend=memory.backend)
+        log.info(
+            "starting",
+            host=settings.host,
+            port=settings.http_port,
+            grpc_port=remote_procedures.port,
+            backend=memory.backend,
+        )
         uvicorn.Server(config).run()

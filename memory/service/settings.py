@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -84,6 +84,10 @@ class ServiceSettings(BaseSettings):
     database_url: str | None = Field(None, description="default: $MEMORY_DATABASE_URL")
     host: str = Field("127.0.0.1", description="the address to listen on")
     http_port: int = Field(8080, ge=0, le=65535, description="HTTP, /metrics included")
+    grpc_port: int = Field(5714, ge=0, le=65535, description="gRPC (0: any free port)")
+    # TLS for the gRPC port: a PEM certificate (chain) and its private key, both or neither.
+    grpc_tls_certificate: Path | None = Field(None, description="PEM certificate for gRPC")
+    grpc_tls_key: Path | None = Field(None, description="PEM private key for gRPC")
     # ZeroMQ ROUTER for the checklist's legacy agents (its port: 5713); None: not served.
     zmq_port: int | None = Field(None, ge=1, le=65535, description="ZeroMQ ROUTER port")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="larger bodies get 413")
@@ -109,6 +113,12 @@ class ServiceSettings(BaseSettings):
     # of the store's own flag tables; the token goes in its Authorization header.
     unleash_url: str | None = Field(None, pattern=r"^https?://")
     unleash_token: str | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServiceSettings:
+        if (self.grpc_tls_certificate is None) != (self.grpc_tls_key is None):
+            raise ValueError("grpc_tls_certificate and grpc_tls_key go together")
+        return self
 
     @classmethod
     def settings_customise_sources(

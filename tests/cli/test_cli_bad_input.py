@@ -151,6 +151,7 @@ BAD_INPUT: dict[str, list[list[str]]] = {
     "keys list": [[*MISSING, "keys", "list"], [*IN_MEMORY, "keys", "list"]],
     "keys revoke": [[*DB, "keys", "revoke", "nope"], [*MISSING, "keys", "revoke", "x"]],
     "serve": [[*MISSING, "serve"], [*IN_MEMORY, "serve"], [*DB, "serve", "--port", "70000"],
+              [*DB, "serve", "--grpc-port", "-1"],
               [*DB, "serve", "--config", "{latin1}"], [*DB, "serve", "--config", "{missing}"],
               [*DB, "serve", "--config", "{deep}"]],
 }  # fmt: skip
