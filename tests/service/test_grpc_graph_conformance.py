@@ -15,14 +15,8 @@ from memory import ops as ops
 from tests.service.processes import Server, served
 from tests.store.test_graph_conformance import *  # noqa: F403 - the suite, collected here too
 
-# Embedded only (EntityGraph.import_jsonl / export_jsonl).
-del test_jsonl_round_trip_matches_the_mcp_format  # noqa: F821
-del test_import_merges_observations_into_existing_entities  # noqa: F821
-del test_import_rejects_bad_lines_and_stores_nothing  # noqa: F821
-del test_import_with_dangling_relation_stores_nothing  # noqa: F821
-del test_import_streams_in_committed_batches  # noqa: F821
-del test_a_bad_line_keeps_the_batches_before_it_and_the_import_resumes  # noqa: F821
-del test_a_relation_to_a_later_batch_is_refused_with_its_lines  # noqa: F821
+for _name in EMBEDDED_ONLY_TESTS:  # noqa: F405 - exist only embedded
+    del globals()[_name]
 
 
 @pytest.fixture(scope="module")
