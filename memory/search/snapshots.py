@@ -71,6 +71,7 @@ from memory.store.tables import Base
 logger = logging.getLogger(__name__)
 
 memory_changes = Base.metadata.tables["memory_changes"]
+memories = Base.metadata.tables["memories"]
 
 CACHE_DIR_ENV = "MEMORY_INDEX_CACHE_DIR"
 OFF = "off"
@@ -123,10 +124,20 @@ def file_name(user: str) -> str:
 @dataclass(frozen=True, slots=True)
 class Position:
     """Where an index stands in the user's change log: their first change row and the last
-    one applied, each (sequence number, memory id)."""
+    one applied, each (sequence number, memory id), and the content hash and version of
+    that last memory as it is now (None: deleted). The last tells a database restored from
+    a backup, whose later writes may reuse the same sequence numbers and ids, apart."""
 
     first: tuple[int, int]
     last: tuple[int, int]
+    memory: tuple[str, int] | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "first": list(self.first),
+            "last": list(self.last),
+            "memory": None if self.memory is None else list(self.memory),
+        }
 
 
 def position(connection: Connection, user: str, last_seq: int) -> Position | None:
@@ -138,7 +149,15 @@ def position(connection: Connection, user: str, last_seq: int) -> Position | Non
         .scalar_subquery()
     )
     rows = connection.execute(
-        sa.select(memory_changes.c.seq, memory_changes.c.memory_id)
+        sa.select(
+            memory_changes.c.seq,
+            memory_changes.c.memory_id,
+            memories.c.content_hash,
+            memories.c.version,
+        )
+        .select_from(
+            memory_changes.outerjoin(memories, memories.c.id == memory_changes.c.memory_id)
+        )
         .where(
             memory_changes.c.user_id == user,
             sa.or_(memory_changes.c.seq == last_seq, memory_changes.c.seq == first_seq),
@@ -147,7 +166,12 @@ def position(connection: Connection, user: str, last_seq: int) -> Position | Non
     ).all()
     if not rows or rows[-1].seq != last_seq:
         return None
-    return Position((rows[0].seq, rows[0].memory_id), (rows[-1].seq, rows[-1].memory_id))
+    last = rows[-1]
+    return Position(
+        (rows[0].seq, rows[0].memory_id),
+        (last.seq, last.memory_id),
+        None if last.content_hash is None else (last.content_hash, last.version),
+    )
 
 
 class Snapshots:
@@ -192,8 +216,7 @@ class Snapshots:
             "user": user,
             "model": model,
             "dimension": vectors.dimension,
-            "first": list(found.first),
-            "last": list(found.last),
+            **found.as_json(),
         }
         arrays = {
             name: np.ascontiguousarray(value)
@@ -412,12 +435,16 @@ def _mismatch(connection: Connection, header: Mapping[str, Any], version: int | 
     """Why the index ``header`` describes does not match the change log (None: it does).
     ``version``: the user's data version, when known."""
     user = header["user"]
-    first, last = tuple(header["first"]), tuple(header["last"])
+    last = header["last"]
     if version is not None and last[0] > version:
         return "ahead of the change log: another database, or one restored from a backup"
     found = position(connection, user, int(last[0]))
-    if found is None or (found.first, found.last) != (first, last):
-        return "its changes are no longer in the change log: forgotten, or another database"
+    expected = {key: header[key] for key in ("first", "last", "memory")}
+    if found is None or found.as_json() != expected:
+        return (
+            "its changes are no longer in the change log: forgotten, restored from a "
+            "backup, or another database"
+        )
     return None
 
 

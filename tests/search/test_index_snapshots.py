@@ -304,3 +304,36 @@ def test_hearing_of_a_forget_elsewhere_sweeps_the_snapshots_that_no_longer_match
         store._retriever.forget(None)  # what hearing a user.forget event does
         assert not (directory / file_name(user)).exists()
         assert (directory / file_name(kept)).exists()
+
+
+def test_a_snapshot_newer_than_a_restored_database_is_not_used(
+    url_for: Callable[[str], str],
+    user: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Restored from a backup, the database numbers its next changes and memories as the
+    lost ones were: the snapshot of the lost ones matches by numbers, not by content."""
+    url = url_for("sqlite-file")
+    database = tmp_path / "memory.db"
+    with Memory.open(url, embedder=HashingEmbedder()) as store:
+        store.scope(user, "planner").add_many([f"kept note {n}" for n in range(20)])
+    shutil.copyfile(database, tmp_path / "backup.db")
+    with Memory.open(url, embedder=HashingEmbedder()) as store:
+        store.scope(user, "planner").add_many([f"lost {CANARY} note {n}" for n in range(20)])
+        store.scope(user, "planner").search(CANARY)  # the snapshot holds the lost notes
+    for leftover in tmp_path.glob("memory.db-*"):
+        leftover.unlink()
+    shutil.copyfile(tmp_path / "backup.db", database)
+    (tmp_path / "backup.db").unlink()
+    with monkeypatch.context() as patched:
+        patched.setenv(CACHE_DIR_ENV, "off")
+        with Memory.open(url, embedder=HashingEmbedder()) as store:
+            store.scope(user, "planner").add_many([f"rewritten note {n}" for n in range(20)])
+    with caplog.at_level(logging.WARNING, logger="memory.search.snapshots"):
+        with Memory.open(url, embedder=HashingEmbedder()) as store:
+            hits = store.scope(user, "planner").search(f"{CANARY} rewritten", limit=5)
+    assert "restored from a backup" in caplog.text
+    assert hits and all(hit.keyword_score > 0 for hit in hits)
+    assert all("rewritten" in hit.memory.content for hit in hits)
