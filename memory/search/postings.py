@@ -315,6 +315,8 @@ class UserTerms:
             "names": encode_strings(self.names),
             # The vocabulary's insertion order is its term ids' order.
             "vocabulary": encode_strings(list(self.vocabulary)),
+            # Summing a million words' sizes again on load would cost a third of a second.
+            "word_bytes": np.array([self._word_bytes], dtype=np.int64),
             "in_order": np.array([self.in_order], dtype=np.int64),
         }
 
@@ -337,6 +339,8 @@ class UserTerms:
         rows = fitted(state, "rows", np.int32, (postings,))
         frequencies = fitted(state, "frequencies", np.uint16, (postings,))
         in_order = count_of(state, "in_order")
+        # At least what empty strings would take (the figure only feeds the budget).
+        word_bytes = max(count_of(state, "word_bytes"), len(words) * sys.getsizeof(""))
         within(agents, "agents", len(names))
         within(tiers, "tiers", len(TIERS))
         within(rows, "rows", size)
@@ -348,7 +352,7 @@ class UserTerms:
         self.live = live
         self.offsets, self.rows, self.frequencies = offsets, rows, frequencies
         self.codes, self.names, self.vocabulary = codes, names, vocabulary
-        self._word_bytes = sum(map(sys.getsizeof, words))
+        self._word_bytes = word_bytes
         self.size, self.in_order = size, in_order
         self.dead = size - int(np.count_nonzero(live))
         self.documents = size - self.dead
