@@ -48,6 +48,7 @@ from memory.scope import Scope
 from memory.search import reembed as reembedding
 from memory.search.embeddings import Embedder, LazyTokenCounter, TokenCounter, default_embedder
 from memory.search.retriever import RetrievalStats, Retriever, index_budget
+from memory.search.snapshots import Snapshots, snapshot_directory
 from memory.store import sharing as sharing
 from memory.store.changes import event_key
 from memory.store.db import Database
@@ -141,8 +142,13 @@ class Memory:
         self._store = Store(self._db, quotas)
         self._preferences = Preferences(self._db)
         self._sessions = Sessions(self._db, quotas)
+        directory = snapshot_directory(engine.url, os.environ)
         self._retriever = Retriever(
-            self._db, self._store, embedder, index_budget=index_budget(os.environ)
+            self._db,
+            self._store,
+            embedder,
+            index_budget=index_budget(os.environ),
+            snapshots=None if directory is None else Snapshots(directory),
         )
         self._injector = Injector(
             self._store,
@@ -462,6 +468,7 @@ class Memory:
         if self._db.closed:
             return
         self._injector.flush()  # the uses of injected memories counted but not written yet
+        self._retriever.save_snapshots()  # so the next process starts from them
         telemetry.stop_observing_flags(self.flags)
         telemetry.stop_observing_schema(self)
         self._updates.close()
