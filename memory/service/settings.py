@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -98,6 +98,28 @@ class ServiceSettings(BaseSettings):
     concurrent_searches: int = Field(8, ge=1, le=1024)
     queue_limit: int = Field(64, ge=0, le=100_000)
     queue_seconds: float = Field(5.0, gt=0, le=300)
+    # Hub-spoke sync (memory.sync): the MEMSHADOW v2 gateway; None: not served.
+    sync_port: int | None = Field(None, ge=0, le=65535, description="sync gateway TCP port")
+    sync_node_id: str = Field("hub", min_length=1, max_length=200)
+    # The cluster's credential: a node's token is HMAC-SHA256(secret, node id)
+    # (memory.sync.node_token); required with sync_port.
+    sync_secret: str | None = Field(None, min_length=32, description="sync cluster secret")
+    sync_tls_cert: Path | None = Field(None, description="PEM certificate: serve sync over TLS")
+    sync_tls_key: Path | None = Field(None, description="PEM key of sync_tls_cert")
+    sync_max_frame_bytes: int = Field(16 * 1024 * 1024, ge=4096, le=1 << 30)
+    # Batches per second a node may send before the hub holds its reads (CRITICAL and
+    # EMERGENCY are never held).
+    sync_rate_limit: float = Field(200.0, gt=0, le=100_000)
+    # How long LOW batches wait to be merged into one before they are relayed.
+    sync_low_seconds: float = Field(1.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _sync_needs_a_secret(self) -> ServiceSettings:
+        if self.sync_port is not None and self.sync_secret is None:
+            raise ValueError("sync_port is set but sync_secret is not (32+ characters)")
+        if (self.sync_tls_cert is None) != (self.sync_tls_key is None):
+            raise ValueError("sync_tls_cert and sync_tls_key go together")
+        return self
 
     @classmethod
     def settings_customise_sources(
