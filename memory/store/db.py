@@ -34,7 +34,6 @@ from contextlib import ExitStack, contextmanager
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DataError, DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -51,6 +50,7 @@ from memory.store.changes import EVENT_KEY_INFO
 from memory.store.engine import (
     BUSY_TIMEOUT_SECONDS,
     POSTGRES_TIMEOUT_SECONDS,
+    dialect_insert,
     sqlite_locked,
     write_options,
 )
@@ -307,6 +307,4 @@ class Database:
 
     def insert(self, table: sa.Table) -> Any:
         """An INSERT that supports ``on_conflict_do_nothing`` on this dialect."""
-        if self.dialect == "postgresql":
-            return postgresql.insert(table)
-        return sqlite.insert(table)
+        return dialect_insert(self.dialect, table)

@@ -15,6 +15,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
@@ -283,3 +284,11 @@ def before_each_statement(engine: Engine, hook: Callable[[], None]) -> Callable[
 
     event.listen(engine, "before_cursor_execute", before)
     return lambda: event.remove(engine, "before_cursor_execute", before)
+
+
+def dialect_insert(dialect: str, table: sa.Table) -> Any:
+    """An INSERT on ``table`` that supports ``on_conflict_do_nothing``/``_do_update`` on
+    ``dialect`` (``sqlite`` or ``postgresql``)."""
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)

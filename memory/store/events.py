@@ -69,6 +69,7 @@ from memory.core.errors import InvalidInputError
 from memory.core.inputs import canonical_json
 from memory.core.types import MemoryEvent
 from memory.store.changes import CHANGE_FORMAT, data_key, memory_removed, seal_change
+from memory.store.synclog import record_memory_changes
 from memory.store.tables import Base, UTCDateTime, utcnow
 
 events = Base.metadata.tables["memory_events"]
@@ -240,6 +241,8 @@ def append_events(connection: Connection, drafts: Sequence[NewEvent]) -> list[Me
         prev_hash = digest_hash
     connection.execute(events.insert(), rows)
     connection.info.setdefault(PENDING_KEY, []).extend(appended)
+    # The memory rows these events changed become this node's sync changes, here, once.
+    record_memory_changes(connection, drafts)
     return appended
 
 

@@ -12,6 +12,9 @@
   state or events name);
 - the hub service's stored answers to the user's requests (revision 0011), and the user's
   id in API keys' lists of users (a key left with no user is revoked, not widened);
+- the sync state of the user's memories, their tombstones, their entries in the change
+  log and the conflicts kept about them (revision 0013). Nothing is sent to other nodes:
+  each node that holds the user's memories forgets them itself;
 
 deletes the user's data key (``memory.store.changes.shred``: the changes their events carry,
 sealed under it, can no longer be opened), redacts the user's events in ``memory_events``
@@ -63,6 +66,7 @@ from memory.store.db import Database, lock_user
 from memory.store.engine import BUSY_TIMEOUT_SECONDS, is_memory_sqlite
 from memory.store.events import append_event, redact_user
 from memory.store.keys import forget_user_in_keys
+from memory.store.synclog import forget_user_in_sync, has_sync_tables
 from memory.store.tables import SQLITE_FTS_TABLE, Base
 from memory.telemetry import instruments as telemetry
 
@@ -260,6 +264,8 @@ def _forget(connection: Connection, user: str, actor: str, sqlite: bool) -> Forg
             connection.execute(_by_user("idempotent_requests", user)).rowcount
         )
         rows["api_keys"] = forget_user_in_keys(connection, user)
+    if has_sync_tables(connection):  # revision 0013 and later
+        rows.update(forget_user_in_sync(connection, user))
     audited = _redact_flag_audit(connection, sessions)
     redacted = redact_user(connection, user, actor)
     # Crypto-shredding: the sealed changes stay in the chain, and nothing opens them now.

@@ -603,3 +603,140 @@ class IdempotentRequestRow(Base):
 
 
 KEY_TABLES = ("api_keys", "idempotent_requests")
+
+
+# -- hub-spoke sync (0013): node identity, change log, outbox, conflicts (memory.store.sync) --
+
+
+class SyncNodeRow(Base):
+    """This store's identity as a sync node (one row, made on first use): its node id and
+    the last timestamp its hybrid logical clock issued or saw."""
+
+    __tablename__ = "sync_node"
+
+    id: Mapped[int] = mapped_column(sa.SmallInteger(), primary_key=True, autoincrement=False)
+    node_id: Mapped[str] = mapped_column(sa.String(ID_LENGTH))
+    hlc: Mapped[int] = mapped_column(sa.BigInteger())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (sa.CheckConstraint("id = 1", name="single_row"),)
+
+
+class SyncVectorRow(Base):
+    """This store's version vector: per (node, tier), the highest change sequence it has
+    (or has something newer than). For this node itself, the last sequence it issued."""
+
+    __tablename__ = "sync_vectors"
+
+    node_id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), primary_key=True)
+    tier: Mapped[str] = mapped_column(sa.String(16), primary_key=True)
+    seq: Mapped[int] = mapped_column(sa.BigInteger())
+
+
+class SyncChangeRow(Base):
+    """The change log: change ``seq`` of ``node_id`` in ``tier`` wrote version ``hlc`` of
+    memory ``memory_gid``. Local writes append in their own transaction; applied batches
+    append the changes they brought. What a delta sends is the current state of the
+    memories its ranges name."""
+
+    __tablename__ = "sync_changes"
+
+    node_id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), primary_key=True)
+    tier: Mapped[str] = mapped_column(sa.String(16), primary_key=True)
+    seq: Mapped[int] = mapped_column(sa.BigInteger(), primary_key=True)
+    hlc: Mapped[int] = mapped_column(sa.BigInteger())
+    memory_gid: Mapped[str] = mapped_column(sa.String(ID_LENGTH), index=True)
+    operation: Mapped[str] = mapped_column(sa.String(16))
+
+
+class SyncMemoryRow(Base):
+    """The sync state of one memory, by its id across nodes (``memory_gid``): the version
+    this store holds (its stamp, counter and the change that made it) and the local row
+    (``memory_id``), or, for a delete, no row and ``deleted`` set: the tombstone, kept so
+    that an older update arriving later loses to it."""
+
+    __tablename__ = "sync_memories"
+
+    memory_gid: Mapped[str] = mapped_column(sa.String(ID_LENGTH), primary_key=True)
+    # No foreign key: the row outlives its memory as a tombstone, and the change hook
+    # reads it in the transaction that deleted the memory.
+    memory_id: Mapped[int | None] = mapped_column(BigId, nullable=True, unique=True)
+    user_id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), index=True)
+    agent_id: Mapped[str] = mapped_column(sa.String(ID_LENGTH))
+    tier: Mapped[str] = mapped_column(sa.String(16))
+    content_hash: Mapped[str | None] = mapped_column(sa.String(HASH_LENGTH), nullable=True)
+    hlc: Mapped[int] = mapped_column(sa.BigInteger())
+    origin: Mapped[str] = mapped_column(sa.String(ID_LENGTH))
+    seq: Mapped[int] = mapped_column(sa.BigInteger())
+    version: Mapped[int] = mapped_column(sa.Integer())
+    deleted: Mapped[bool] = mapped_column(sa.Boolean())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class SyncAppliedBatchRow(Base):
+    """A batch this store applied: a batch id applied twice changes nothing."""
+
+    __tablename__ = "sync_applied_batches"
+
+    batch_id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    source: Mapped[str] = mapped_column(sa.String(ID_LENGTH))
+    items: Mapped[int] = mapped_column(sa.Integer())
+    applied_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class SyncOutboxRow(Base):
+    """Local changes queued for ``target`` (a node id or '*'): this node's sequences
+    ``first_seq``..``last_seq`` of ``tier``, sent as batch ``batch_id`` until acknowledged.
+    The items are read from the store when sent, so the outbox holds no user data."""
+
+    __tablename__ = "sync_outbox"
+
+    batch_id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    target: Mapped[str] = mapped_column(sa.String(ID_LENGTH))
+    tier: Mapped[str] = mapped_column(sa.String(16))
+    first_seq: Mapped[int] = mapped_column(sa.BigInteger())
+    last_seq: Mapped[int] = mapped_column(sa.BigInteger())
+    priority: Mapped[int] = mapped_column(sa.SmallInteger())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    __table_args__ = (
+        sa.Index("ix_sync_outbox_target_tier_last_seq", "target", "tier", "last_seq"),
+    )
+
+
+class SyncConflictRow(Base):
+    """A conflict this store resolved: two concurrent versions of one memory, the winner's
+    stamp and the losing version kept whole (``loser_json``: the item's wire form)."""
+
+    __tablename__ = "sync_conflicts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    memory_gid: Mapped[str] = mapped_column(sa.String(ID_LENGTH), index=True)
+    user_id: Mapped[str] = mapped_column(sa.String(ID_LENGTH), index=True)
+    resolution: Mapped[str] = mapped_column(sa.String(16))
+    winner_hlc: Mapped[int] = mapped_column(sa.BigInteger())
+    winner_origin: Mapped[str] = mapped_column(sa.String(ID_LENGTH))
+    loser_hlc: Mapped[int] = mapped_column(sa.BigInteger())
+    loser_origin: Mapped[str] = mapped_column(sa.String(ID_LENGTH))
+    loser_json: Mapped[str] = mapped_column(sa.Text())
+    batch_id: Mapped[str] = mapped_column(sa.String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        sa.CheckConstraint(
+            "resolution IN ('last_writer', 'node_id', 'tombstone')", name="resolution"
+        ),
+        {"sqlite_autoincrement": True},
+    )
+
+
+SYNC_TABLES = (
+    "sync_node",
+    "sync_vectors",
+    "sync_changes",
+    "sync_memories",
+    "sync_applied_batches",
+    "sync_outbox",
+    "sync_conflicts",
+)

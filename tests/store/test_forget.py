@@ -23,8 +23,12 @@ from memory.store.tables import Base
 PERSISTENT = ["sqlite-file", "postgresql"]
 # The logs change by design: the event log is redacted and records the forget (its chain
 # is verified instead, and other users' events are compared row by row), and the flag
-# audit's entries about the user's sessions lose the session id.
-UNCHANGED_TABLES = sorted(set(Base.metadata.tables) - {"memory_events", "flag_audit"})
+# audit's entries about the user's sessions lose the session id. The sync node's clock and
+# change sequences (sync_node, sync_vectors) moved on with the user's writes and never go
+# back: a sequence once issued is never issued again.
+UNCHANGED_TABLES = sorted(
+    set(Base.metadata.tables) - {"memory_events", "flag_audit", "sync_node", "sync_vectors"}
+)
 
 
 def _populate(store: Memory, user: str, word: str, session: str) -> None:

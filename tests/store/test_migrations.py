@@ -301,8 +301,11 @@ def test_downgrade_without_archive_refuses_to_drop_rows(
         store.scope(user="ada", agent="planner").add("a memory that must not be lost")
     before = _checksums(engine)
 
-    # The first table with rows on the way down: the event log (0008) logged the add.
-    with pytest.raises(ArchiveError, match="(memory_events|memories|memory_embeddings).*archive"):
+    # The first table with rows on the way down: the sync change log (0013) or the event
+    # log (0008) logged the add.
+    with pytest.raises(
+        ArchiveError, match="(sync_[a-z]+|memory_events|memories|memory_embeddings).*archive"
+    ):
         memory.ops.downgrade(engine, PHASE_1_REVISION)
 
     assert database_revision(engine) == memory.ops.head_revision()
@@ -501,7 +504,7 @@ def _chain_with_a_forgotten_user(database_url: str) -> None:
 
 
 def test_0010_keeps_every_event_and_a_verifiable_chain_both_ways(
-    engine: sa.Engine, database_url: str
+    engine: sa.Engine, database_url: str, tmp_path: Path
 ) -> None:
     memory.ops.upgrade(engine)
     _chain_with_a_forgotten_user(database_url)
@@ -509,7 +512,8 @@ def test_0010_keeps_every_event_and_a_verifiable_chain_both_ways(
     assert [row["target"] for row in events if row["redacted"]] == ["", "", ""]
     assert _verify_at(engine, True).ok
 
-    memory.ops.downgrade(engine, "0009")
+    # The sync state of the writes (0013) is archived on the way down.
+    memory.ops.downgrade(engine, "0009", tmp_path / "archive")
     assert database_revision(engine) == "0009"
     with engine.connect() as connection:
         columns = {column["name"] for column in sa.inspect(connection).get_columns("memory_events")}
@@ -528,11 +532,12 @@ def test_0010_keeps_every_event_and_a_verifiable_chain_both_ways(
 
 
 def test_0010_blanks_the_targets_of_users_forgotten_before_it(
-    engine: sa.Engine, database_url: str
+    engine: sa.Engine, database_url: str, tmp_path: Path
 ) -> None:
     memory.ops.upgrade(engine)
     _chain_with_a_forgotten_user(database_url)
-    memory.ops.downgrade(engine, "0009")
+    # The sync state of the writes (0013) is archived on the way down.
+    memory.ops.downgrade(engine, "0009", tmp_path / "archive")
     # As 0009 left it: a forgotten user's events kept their targets.
     table = event_table(False)
     with engine.begin() as connection:
@@ -552,11 +557,12 @@ def test_0010_blanks_the_targets_of_users_forgotten_before_it(
 
 
 def test_0010_refuses_to_rehash_a_chain_that_does_not_verify(
-    engine: sa.Engine, database_url: str
+    engine: sa.Engine, database_url: str, tmp_path: Path
 ) -> None:
     memory.ops.upgrade(engine)
     _chain_with_a_forgotten_user(database_url)
-    memory.ops.downgrade(engine, "0009")
+    # The sync state of the writes (0013) is archived on the way down.
+    memory.ops.downgrade(engine, "0009", tmp_path / "archive")
     with engine.begin() as connection:
         connection.execute(sa.text("UPDATE memory_events SET agent_id = 'intruder' WHERE seq = 2"))
     before = _checksums(engine)
