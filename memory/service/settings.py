@@ -100,7 +100,6 @@ class ServiceSettings(BaseSettings):
     queue_seconds: float = Field(5.0, gt=0, le=300)
     # Hub-spoke sync (memory.sync): the MEMSHADOW v2 gateway; None: not served.
     sync_port: int | None = Field(None, ge=0, le=65535, description="sync gateway TCP port")
-    sync_node_id: str = Field("hub", min_length=1, max_length=200)
     # The cluster's credential: a node's token is HMAC-SHA256(secret, node id)
     # (memory.sync.node_token); required with sync_port.
     sync_secret: str | None = Field(None, min_length=32, description="sync cluster secret")

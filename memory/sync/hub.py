@@ -29,6 +29,7 @@ import time
 from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from memory import InvalidInputError
@@ -36,15 +37,23 @@ from memory.core.types import TIERS, Tier
 from memory.sync.clocks import VersionVector
 from memory.sync.items import ALL_NODES, BatchFlags, MemorySyncBatch, SyncPriority
 from memory.sync.network import (
+    COMPRESS_AT,
     Connection,
-    SyncStore,
     batch_frame,
     batches_of,
     count_rejection,
     log,
     token_is_valid,
 )
-from memory.sync.wire import DEFAULT_MAX_FRAME_BYTES, Frame, FrameError, MessageType, is_direct
+from memory.sync.spoke import SpokeStore
+from memory.sync.wire import (
+    DEFAULT_MAX_FRAME_BYTES,
+    Frame,
+    FrameError,
+    MessageType,
+    encode,
+    is_direct,
+)
 from memory.telemetry.instruments import instruments, observe_sync
 
 #: Batch ids remembered to refuse replays.
@@ -106,9 +115,9 @@ class Refusal(Exception):
         self.error = FrameError(reason, message)
 
 
-def check_registration(secret: str, frame: Frame | None) -> dict[str, Any]:
+def check_registration(secret: str, frame: Frame) -> dict[str, Any]:
     """The body of a valid NODE_REGISTER ``frame`` (its token checked), else a Refusal."""
-    if frame is None or frame.type is not MessageType.NODE_REGISTER:
+    if frame.type is not MessageType.NODE_REGISTER:
         raise Refusal("unauthorized", "the first frame must be NODE_REGISTER")
     body = frame.body if isinstance(frame.body, dict) else {}
     if not token_is_valid(secret, frame.source, body.get("token")):
@@ -139,7 +148,7 @@ class HubGateway:
 
     def __init__(
         self,
-        store: SyncStore,
+        store: SpokeStore,
         secret: str,
         *,
         host: str = "127.0.0.1",
@@ -225,8 +234,9 @@ class HubGateway:
 
     async def _register(self, connection: Connection) -> NodeState:
         frame = await connection.receive()
+        if frame is None:  # connected and left without a word (a port probe)
+            raise ConnectionError("closed before registering")
         body = check_registration(self._secret, frame)
-        assert frame is not None
         if body.get("observer"):
             # memctl sync status: asks for statistics, holds no tiers, is nobody's peer.
             return NodeState(frame.source, frozenset(), None, connection, RateLimit(1.0), True)
@@ -256,7 +266,7 @@ class HubGateway:
             )
         return node
 
-    async def _send(self, node: NodeState, frame: Frame) -> bool:
+    async def _send(self, node: NodeState, frame: Frame | bytes) -> bool:
         connection = node.connection
         if connection is None:
             return False
@@ -291,16 +301,10 @@ class HubGateway:
                 await asyncio.sleep(delay)
         acknowledged = []
         for batch in batches:
-            if batch.batch_id.bytes in self._seen:
-                count_rejection("replayed")
-                log.warning("sync batch replayed", node=node.node_id, batch=str(batch.batch_id))
-                # The sender may have lost our ack: the error names the batch so it can
-                # drop it from its outbox. Nothing is applied again.
-                await self._send(node, Frame(MessageType.SYNC_ERROR, self.node_id, node.node_id,
-                                             {"reason": "replayed",
-                                              "batch_id": batch.batch_id.bytes}))  # fmt: skip
+            # A batch for one node is routed, not applied: the hub's store holds what is
+            # for every node, which is what catch-up sends.
+            if batch.target == ALL_NODES and not await self._apply(node, batch):
                 continue
-            await self._apply(batch)
             acknowledged.append(batch.batch_id.bytes)
             if frame.type is MessageType.MEMORY_STORE:
                 self.p2p_copies += 1
@@ -311,36 +315,56 @@ class HubGateway:
             await self._send(node, Frame(MessageType.SYNC_ACK, self.node_id, node.node_id,
                                          {"batch_ids": acknowledged}))  # fmt: skip
 
-    async def _apply(self, batch: MemorySyncBatch) -> None:
+    async def _apply(self, node: NodeState, batch: MemorySyncBatch) -> bool:
+        """Apply ``batch`` to the hub's store; False (counted, and the sender told) if
+        its id was applied before."""
         async with self._store_lock:
-            try:
-                applied = await asyncio.to_thread(self.store.apply, batch)
-            except InvalidInputError as error:  # the store's own checks of the items
-                raise Refusal("malformed", str(error)) from None
-            self._seen.add(batch.batch_id.bytes)
+            duplicate = batch.batch_id.bytes in self._seen
+            if not duplicate:
+                try:
+                    report = await asyncio.to_thread(self.store.apply, batch)
+                except InvalidInputError as error:  # the store's checks of the items
+                    raise Refusal("malformed", str(error)) from None
+                duplicate = report.duplicate
+                self._seen.add(batch.batch_id.bytes)
+        if duplicate:
+            count_rejection("replayed")
+            log.warning("sync batch replayed", node=node.node_id, batch=str(batch.batch_id))
+            # The sender may have lost our ack: the error names the batch so that it can
+            # drop it from its outbox. Nothing was applied again.
+            await self._send(node, Frame(MessageType.SYNC_ERROR, self.node_id, node.node_id,
+                                         {"reason": "replayed",
+                                          "batch_id": batch.batch_id.bytes}))  # fmt: skip
+            return False
         key = (batch.source, batch.tier)
         self.received[key] += 1
         self.received_items[key] += len(batch.items)
-        conflicts = dict(applied.conflicts)
+        conflicts = {str(resolution): count for resolution, count in report.conflicts.items()}
         self.conflicts.update(conflicts)
         record_applied(self.node_id, batch, conflicts)
+        return True
 
     async def _route(self, batch: MemorySyncBatch) -> None:
-        for destination in list(self.nodes.values()):
-            if (
-                destination.node_id == batch.source
-                or destination.connection is None
-                or batch.tier not in destination.tiers
-                or batch.target not in (ALL_NODES, destination.node_id)
-            ):
-                continue
-            if batch.priority == SyncPriority.LOW:
+        destinations = [
+            node
+            for node in list(self.nodes.values())
+            if node.node_id != batch.source
+            and node.connection is not None
+            and batch.tier in node.tiers
+            and batch.target in (ALL_NODES, node.node_id)
+        ]
+        if batch.priority == SyncPriority.LOW:
+            for destination in destinations:
                 self._low[destination.node_id].append(batch)
-            else:
-                await self._relay(destination, [batch])
+            return
+        # One encoding for every destination (the frame names the batch's own target).
+        frame = batch_frame(MessageType.MEMORY_SYNC, self.node_id, batch.target, [batch])
+        data = encode(frame, compress_at=COMPRESS_AT)
+        await asyncio.gather(*(self._relay(node, data, [batch]) for node in destinations))
 
-    async def _relay(self, destination: NodeState, batches: Sequence[MemorySyncBatch]) -> None:
-        frame = batch_frame(MessageType.MEMORY_SYNC, self.node_id, destination.node_id, batches)
+    async def _relay(
+        self, destination: NodeState, frame: Frame | bytes, batches: Sequence[MemorySyncBatch]
+    ) -> None:
         if await self._send(destination, frame):
             for batch in batches:
                 self.relayed[(destination.node_id, batch.tier)] += 1
@@ -358,7 +382,8 @@ class HubGateway:
         for destination, batches in waiting.items():
             node = self.nodes.get(destination)
             if node is not None and batches:
-                await self._relay(node, batches)
+                frame = batch_frame(MessageType.MEMORY_SYNC, self.node_id, destination, batches)
+                await self._relay(node, frame, batches)
 
     async def _answer(self, node: NodeState, frame: Frame) -> None:
         body = frame.body if isinstance(frame.body, dict) else {}
@@ -372,7 +397,9 @@ class HubGateway:
         except InvalidInputError as error:
             raise Refusal("malformed", f"a catch-up query: {error}") from None
         async with self._store_lock:
-            delta = await asyncio.to_thread(self.store.delta, since, sorted(node.tiers))
+            delta = await asyncio.to_thread(
+                partial(self.store.delta, since, target=node.node_id, tiers=sorted(node.tiers))
+            )
         for batch in delta:
             frame_out = batch_frame(MessageType.MEMORY_SYNC, self.node_id, node.node_id, [batch])
             if not await self._send(node, frame_out):

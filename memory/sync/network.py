@@ -11,18 +11,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 import ssl
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, TextIO
 
 import structlog
 
 from memory import InvalidInputError
-from memory.core.types import Tier
-from memory.sync.clocks import VersionVector
 from memory.sync.items import BatchFlags, MemorySyncBatch
 from memory.sync.wire import (
     DEFAULT_MAX_FRAME_BYTES,
@@ -34,7 +33,29 @@ from memory.sync.wire import (
 )
 from memory.telemetry.instruments import SYNC_REJECTION_REASONS, instruments
 
-log = structlog.get_logger("memory.sync")
+# Each line a JSON object, handed to the standard library's logger "memory.sync": a library
+# must not print, so where the lines go is the application's choice (memctl serve sends
+# them to standard error with its own; see log_to).
+LOGGER = logging.getLogger("memory.sync")
+log = structlog.wrap_logger(
+    LOGGER,
+    wrapper_class=structlog.stdlib.BoundLogger,
+    processors=[
+        structlog.stdlib.filter_by_level,
+        structlog.stdlib.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.JSONRenderer(),
+    ],
+)
+
+
+def log_to(stream: TextIO, level: int = logging.INFO) -> None:
+    """Write memory.sync's log lines (JSON) to ``stream`` from ``level`` on."""
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    LOGGER.addHandler(handler)
+    LOGGER.setLevel(level)
+
 
 #: The cluster secret of ``memctl sync`` (node tokens derive from it).
 SECRET_ENV = "MEMORY_SYNC_SECRET"
@@ -127,8 +148,9 @@ class Connection:
         )
         return cls(reader, writer, max_frame_bytes)
 
-    async def send(self, frame: Frame) -> None:
-        data = encode(frame, compress_at=COMPRESS_AT)
+    async def send(self, frame: Frame | bytes) -> None:
+        """Send ``frame`` (or a frame already encoded, to send one to many links)."""
+        data = frame if isinstance(frame, bytes) else encode(frame, compress_at=COMPRESS_AT)
         async with self._write_lock:
             self.writer.write(data)
             await self.writer.drain()
@@ -169,46 +191,6 @@ class Connection:
             await self.writer.wait_closed()
         except (OSError, ConnectionError):
             pass
-
-
-@dataclass(frozen=True)
-class Applied:
-    """What applying one batch did: items that changed the store, and conflicts resolved,
-    by resolution."""
-
-    changed: int
-    conflicts: Mapping[str, int]
-
-
-class SyncStore(Protocol):
-    """What the network needs of a node's store (the sync core's spoke store)."""
-
-    @property
-    def node_id(self) -> str: ...
-
-    def vector(self) -> VersionVector:
-        """What this store holds, per (node, tier)."""
-        ...
-
-    def delta(self, since: VersionVector, tiers: Sequence[Tier]) -> list[MemorySyncBatch]:
-        """Batches of ``tiers`` holding what a node at vector ``since`` lacks."""
-        ...
-
-    def apply(self, batch: MemorySyncBatch) -> Applied:
-        """Apply a received batch; applying it again changes nothing."""
-        ...
-
-    def outbox(self, limit: int) -> list[MemorySyncBatch]:
-        """The oldest batches not yet acknowledged by the hub."""
-        ...
-
-    def sent(self, batch_id: uuid.UUID) -> None:
-        """The hub acknowledged ``batch_id``: drop it from the outbox."""
-        ...
-
-    def backlog(self) -> int:
-        """Batches in the outbox."""
-        ...
 
 
 def batch_frame(

@@ -25,26 +25,24 @@ import contextlib
 import ssl
 import uuid
 from collections.abc import Mapping, Sequence
+from functools import partial
 
 from memory import InvalidInputError
 from memory.core.types import TIERS, Tier
 from memory.sync.hub import Refusal, SeenBatches, check_registration, record_applied
-from memory.sync.items import BatchFlags, MemorySyncBatch
+from memory.sync.items import BatchFlags, MemorySyncBatch, SyncPriority
 from memory.sync.network import (
     Connection,
     Endpoint,
-    SyncStore,
     batch_frame,
     batches_of,
     count_rejection,
     log,
     node_token,
 )
+from memory.sync.spoke import SpokeStore
 from memory.sync.wire import DEFAULT_MAX_FRAME_BYTES, Frame, FrameError, MessageType, is_direct
 from memory.telemetry.instruments import observe_sync
-
-#: Outbox batches read per pass.
-OUTBOX_BATCHES = 256
 
 
 class SpokeClient:
@@ -52,7 +50,7 @@ class SpokeClient:
 
     def __init__(
         self,
-        store: SyncStore,
+        store: SpokeStore,
         secret: str,
         *,
         hub: Endpoint | None,
@@ -65,6 +63,7 @@ class SpokeClient:
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         catch_up_seconds: float = 5.0,
         reconnect_seconds: float = 0.2,
+        auto_queue: SyncPriority | None = SyncPriority.NORMAL,
     ) -> None:
         self.store = store
         self.node_id = store.node_id
@@ -74,12 +73,16 @@ class SpokeClient:
         self.max_frame_bytes = max_frame_bytes
         self.catch_up_seconds = catch_up_seconds
         self.reconnect_seconds = reconnect_seconds
+        # The priority local writes nobody queued get on the pump's next pass; None: only
+        # what queue() queued is sent.
+        self.auto_queue = auto_queue
         # Peers from the configuration are known before the hub is reachable.
         self.peers: dict[str, Endpoint] = dict(peers or {})
         self._hub: Connection | None = None
         self._peer_links: dict[str, Connection] = {}
         self._wake = asyncio.Event()
         self._caught_up = asyncio.Event()
+        self._answered = asyncio.Event()
         self._in_flight: set[bytes] = set()
         self._delivered_direct: set[bytes] = set()
         self._seen = SeenBatches()
@@ -109,7 +112,6 @@ class SpokeClient:
                 limit=1 << 20,
             )  # fmt: skip
             self.listen = Endpoint(self.listen.host, self._server.sockets[0].getsockname()[1])
-        self._backlog = await asyncio.to_thread(self.store.backlog)
         if self.hub is not None:
             self._tasks.append(asyncio.create_task(self._hub_forever()))
         self._tasks.append(asyncio.create_task(self._pump_forever()))
@@ -181,10 +183,15 @@ class SpokeClient:
         return Frame(MessageType.NODE_REGISTER, self.node_id, "", body)
 
     async def _catch_up_forever(self, link: Connection) -> None:
+        # One query at a time: under load an answer can take longer than the interval,
+        # and queries sent meanwhile would carry stale vectors and fetch the same again.
         while True:
+            self._answered.clear()
             vector = await asyncio.to_thread(self.store.vector)
             await link.send(Frame(MessageType.MEMORY_QUERY, self.node_id, "",
                                   {"vector": vector.to_wire()}))  # fmt: skip
+            await self._answered.wait()
+            self._caught_up.set()
             await asyncio.sleep(self.catch_up_seconds)
 
     # -- reading frames (the hub link and peer links) -----------------------------------------
@@ -209,7 +216,7 @@ class SpokeClient:
                 self._learn_peers(frame.body.get("peers"))
             elif frame.type is MessageType.MEMORY_RESPONSE and isinstance(frame.body, dict):
                 if frame.body.get("caught_up"):
-                    self._caught_up.set()
+                    self._answered.set()
 
     def _learn_peers(self, peers: object) -> None:
         if not isinstance(peers, dict):
@@ -221,32 +228,40 @@ class SpokeClient:
 
     async def _receive(self, link: Connection, frame: Frame, peer: str | None) -> None:
         batches = batches_of(frame)
+        log.info("sync frame received", node=self.node_id, sender=frame.source, tier=frame.tier,
+                 batches=len(batches), compressed=bool(frame.flags & BatchFlags.COMPRESSED),
+                 path="relayed" if peer is None else "p2p")  # fmt: skip
         applied = []
         for batch in batches:
             if peer is not None and batch.source != peer:
                 raise Refusal("unauthorized", f"peer {peer!r} sent a batch from {batch.source!r}")
             key = batch.batch_id.bytes
-            if key in self._seen:
+            async with self._store_lock:
+                duplicate = key in self._seen
+                if not duplicate:
+                    try:
+                        report = await asyncio.to_thread(self.store.apply, batch)
+                    except InvalidInputError as error:  # the store's checks (a clock too far ahead)
+                        count_rejection("malformed")
+                        log.warning("sync batch refused by the store", node=self.node_id,
+                                    batch=str(batch.batch_id), error=str(error))  # fmt: skip
+                        continue
+                    duplicate = report.duplicate
+                    self._seen.add(key)
+            if duplicate:
                 count_rejection("replayed")
                 log.info("sync batch replayed", node=self.node_id, batch=str(batch.batch_id))
                 continue
+            path = "relayed" if peer is None else "p2p"
             log.info("sync batch received", node=self.node_id, source=batch.source,
                      tier=batch.tier, batch=str(batch.batch_id), items=len(batch.items),
-                     path="relayed" if peer is None else "p2p")  # fmt: skip
-            async with self._store_lock:
-                try:
-                    result = await asyncio.to_thread(self.store.apply, batch)
-                except InvalidInputError as error:  # the store's checks (a clock too far ahead)
-                    count_rejection("malformed")
-                    log.warning("sync batch refused by the store", node=self.node_id,
-                                batch=str(batch.batch_id), error=str(error))  # fmt: skip
-                    continue
-                self._seen.add(key)
+                     path=path)  # fmt: skip
             if peer is None:
                 self.relayed_received += 1
             else:
                 self.p2p_received += 1
-            record_applied(self.node_id, batch, dict(result.conflicts))
+            conflicts = {str(how): count for how, count in report.conflicts.items()}
+            record_applied(self.node_id, batch, conflicts)
             applied.append(key)
         if applied and frame.flags & BatchFlags.REQUIRES_ACK:
             await link.send(Frame(MessageType.SYNC_ACK, self.node_id, frame.source,
@@ -259,10 +274,10 @@ class SpokeClient:
             if not isinstance(batch_id, bytes) or len(batch_id) != 16:
                 continue
             async with self._store_lock:
-                await asyncio.to_thread(self.store.sent, uuid.UUID(bytes=batch_id))
+                if await asyncio.to_thread(self.store.acknowledge, uuid.UUID(bytes=batch_id)):
+                    self._backlog = max(0, self._backlog - 1)
             self._in_flight.discard(batch_id)
             self._delivered_direct.discard(batch_id)
-        self._backlog = await asyncio.to_thread(self.store.backlog)
 
     # -- the outbox ---------------------------------------------------------------------------
 
@@ -276,10 +291,22 @@ class SpokeClient:
             except (ConnectionError, OSError) as error:
                 log.warning("sync send failed", node=self.node_id, error=str(error))
 
+    async def queue(self, priority: SyncPriority = SyncPriority.NORMAL) -> None:
+        """Queue the local writes not queued yet at ``priority`` and send them now."""
+        async with self._store_lock:
+            await asyncio.to_thread(partial(self.store.queue_local, priority=priority))
+        self._wake.set()
+
     async def pump(self) -> None:
-        """Send what the outbox holds that is not already under way."""
-        pending = await asyncio.to_thread(self.store.outbox, OUTBOX_BATCHES)
-        self._backlog = await asyncio.to_thread(self.store.backlog)
+        """Queue the local writes not queued yet (at ``auto_queue``), then send what the
+        outbox holds that is not already under way."""
+        async with self._store_lock:
+            if self.auto_queue is None:
+                pending = await asyncio.to_thread(self.store.pending)
+            else:
+                queue = partial(self.store.queue_local, priority=self.auto_queue)
+                pending = await asyncio.to_thread(queue)
+        self._backlog = len(pending)
         for batch in pending:
             key = batch.batch_id.bytes
             if key in self._in_flight:

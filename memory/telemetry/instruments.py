@@ -738,7 +738,8 @@ SYNC_REJECTION_REASONS = (
 )  # fmt: skip
 for _reason in SYNC_REJECTION_REASONS:
     declare_series("sync_frames_rejected", {"reason": _reason})
-SYNC_RESOLUTIONS = ("local_wins", "remote_wins", "tombstone_wins")
+# memory.sync.clocks.ConflictResolution's values (telemetry may not import sync).
+SYNC_RESOLUTIONS = ("last_writer", "node_id", "tombstone")
 for _resolution in SYNC_RESOLUTIONS:
     declare_series("sync_conflicts", {"resolution": _resolution})
 for _path in ("p2p", "relayed"):
