@@ -30,7 +30,7 @@ DEAD_REDIS = ["--redis-url", "redis://127.0.0.1:1/0", "--swarm", "s1"]  # nothin
 BAD_INPUT: dict[str, list[list[str]]] = {
     "migrate": [[*DB, "migrate", "--to", ""], [*DB, "migrate", "--to", "0003"],
                 [*DB, "migrate", "--to", "nope"], [*IN_MEMORY, "migrate"]],
-    "rollback": [[*DB, "rollback", "--to", ""], [*DB, "rollback", "--to", "0012"],
+    "rollback": [[*DB, "rollback", "--to", ""], [*DB, "rollback", "--to", "0013"],
                  [*DB, "rollback", "--to", "0006", "--archive", "/proc/x"],
                  [*DB, "rollback", "--to", "0006", "--archive", "{file}/archive"],
                  [*MISSING, "rollback"]],
