@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from memory import InvalidInputError
+from memory import InvalidInputError, MemoryStoreError
 from memory.core.types import TIERS, Tier
 from memory.sync.clocks import VersionVector
 from memory.sync.items import ALL_NODES, BatchFlags, MemorySyncBatch, SyncPriority
@@ -224,6 +224,11 @@ class HubGateway:
         except Refusal as refusal:
             count_rejection(refusal.error.reason)
             await connection.refuse(self.node_id, refusal.error)
+        except MemoryStoreError as error:
+            # The hub's database failed: drop the link; the node resends what was not
+            # acknowledged when it reconnects.
+            log.warning("sync hub store failed", node=node.node_id if node else None,
+                        error=str(error))  # fmt: skip
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:

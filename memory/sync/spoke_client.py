@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from functools import partial
 
-from memory import InvalidInputError
+from memory import InvalidInputError, MemoryStoreError
 from memory.core.types import TIERS, Tier
 from memory.sync.hub import Refusal, SeenBatches, check_registration, record_applied
 from memory.sync.items import BatchFlags, MemorySyncBatch, SyncPriority
@@ -163,6 +163,8 @@ class SpokeClient:
                 await self._read(link, peer=None)
             except FrameError as error:
                 log.warning("sync hub link refused a frame", node=self.node_id, error=str(error))
+            except MemoryStoreError as error:  # the store failed: reconnect and catch up again
+                log.warning("sync store failed", node=self.node_id, error=str(error))
             except (ConnectionError, OSError):
                 pass
             finally:
@@ -187,7 +189,12 @@ class SpokeClient:
         # and queries sent meanwhile would carry stale vectors and fetch the same again.
         while True:
             self._answered.clear()
-            vector = await asyncio.to_thread(self.store.vector)
+            try:
+                vector = await asyncio.to_thread(self.store.vector)
+            except MemoryStoreError as error:
+                log.warning("sync store failed", node=self.node_id, error=str(error))
+                await asyncio.sleep(self.catch_up_seconds)
+                continue
             await link.send(Frame(MessageType.MEMORY_QUERY, self.node_id, "",
                                   {"vector": vector.to_wire()}))  # fmt: skip
             await self._answered.wait()
@@ -288,7 +295,9 @@ class SpokeClient:
             self._wake.clear()
             try:
                 await self.pump()
-            except (ConnectionError, OSError) as error:
+            except (ConnectionError, OSError, MemoryStoreError) as error:
+                # The link or the store failed this pass (a SQLite database locked by a
+                # long write, say): what was not sent stays in the outbox for the next.
                 log.warning("sync send failed", node=self.node_id, error=str(error))
 
     async def queue(self, priority: SyncPriority = SyncPriority.NORMAL) -> None:
@@ -366,6 +375,8 @@ class SpokeClient:
         except Refusal as refusal:
             count_rejection(refusal.error.reason)
             await link.refuse(self.node_id, refusal.error)
+        except MemoryStoreError as error:  # the peer's copy to the hub and catch-up repair it
+            log.warning("sync store failed", node=self.node_id, error=str(error))
         except (ConnectionError, OSError):
             pass
         finally:
