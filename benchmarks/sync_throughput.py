@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             eventually(lambda: len(spokes[0].state()["peers"]) == SPOKES - 1, seconds=60)
             throughput = relayed_throughput(spokes, arguments.items, arguments.piece, run)
+            print(f"relayed: {throughput}", flush=True)  # before the later phases
             measured = latencies(spokes, arguments.samples, run)
             offline = catch_up(spokes, arguments.offline_writes, arguments.piece, run, hub.endpoint)
         finally:
