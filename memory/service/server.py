@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +38,7 @@ from memory.service.zeromq import ZeroMQServer
 
 if TYPE_CHECKING:
     from flags import UnleashFlagProvider
+    from memory.sync.hub import BackgroundHub
 
 
 def _embedder(name: EmbedderName) -> Embedder | None:
@@ -108,6 +110,38 @@ def only_replica(memory: Memory) -> Iterator[None]:
         os.close(handle)
 
 
+def sync_hub(memory: Memory, settings: ServiceSettings) -> BackgroundHub | None:
+    """The hub-spoke sync gateway over ``memory`` (this node's store), listening, when
+    ``sync_port`` is set."""
+    if settings.sync_port is None:
+        return None
+    assert settings.sync_secret is not None  # the settings require it with the port
+    # The 'sync' extra's packages, imported only when sync is served.
+    try:
+        from memory.sync.hub import BackgroundHub, HubGateway
+        from memory.sync.network import log_to, server_tls
+        from memory.sync.spoke import SpokeStore
+    except ImportError as error:
+        raise InvalidInputError(
+            f"sync_port needs the 'sync' extra ({error.name} is missing): "
+            "pip install 'tiered-memory[sync]'"
+        ) from None
+    log_to(sys.stderr)  # beside the service's own JSON lines
+    gateway = HubGateway(
+        SpokeStore(memory),
+        settings.sync_secret,
+        host=settings.host,
+        port=settings.sync_port,
+        tls=server_tls(settings.sync_tls_certificate, settings.sync_tls_key),
+        max_frame_bytes=settings.sync_max_frame_bytes,
+        rate_limit=settings.sync_rate_limit,
+        low_seconds=settings.sync_low_seconds,
+    )
+    hub = BackgroundHub(gateway)
+    hub.start()
+    return hub
+
+
 def serve(settings: ServiceSettings) -> None:
     """Serve the store of ``settings`` until the process is told to stop."""
     configure_logging(settings.log_level)
@@ -137,6 +171,7 @@ def serve(settings: ServiceSettings) -> None:
                 service, settings.host, settings.zmq_port, settings.request_timeout_seconds
             )
             legacy.start()
+        hub = sync_hub(memory, settings)
 
         def stopped() -> None:
             # In the lifespan's shutdown, after the requests under way have finished:
@@ -144,6 +179,8 @@ def serve(settings: ServiceSettings) -> None:
             remote_procedures.stop(settings.drain_seconds)
             if legacy is not None:
                 legacy.stop()
+            if hub is not None:
+                hub.stop()
             memory.close()
             if unleash is not None:
                 unleash.close()
@@ -167,6 +204,7 @@ def serve(settings: ServiceSettings) -> None:
             host=settings.host,
             port=settings.http_port,
             grpc_port=remote_procedures.port,
+            sync_port=hub.gateway.port if hub is not None else None,
             backend=memory.backend,
         )
         uvicorn.Server(config).run()

@@ -138,6 +138,11 @@ BAD_INPUT: dict[str, list[list[str]]] = {
     "swarm escalations resolve": [["swarm", *DEAD_REDIS, "escalations", "resolve", "e", "r"]],
     "swarm scan": [["swarm", *DEAD_REDIS, "scan"]],
     "swarm health": [["swarm", *DEAD_REDIS, "health"]],
+    "sync status": [["sync", "status", "--hub", "no-port"],
+                    ["sync", "status", "--hub", "127.0.0.1:99999"],
+                    ["sync", "status", "--hub", "127.0.0.1:1"],  # no $MEMORY_SYNC_SECRET
+                    ["sync", "status", "--hub", "127.0.0.1:1", "--ca", "{missing}"],
+                    ["sync", "status", "--hub", "127.0.0.1:1", "--timeout", "0"]],
     "keys create": [[*DB, "keys", "create", "--agent", ""],
                     [*DB, "keys", "create", "--agent", LONG],
                     [*DB, "keys", "create", "--agent", "a", "--role", "root"],
