@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 import memory.ops.sync as sync
+import memory.store.sync
 from memory import HashingEmbedder, Memory, SchemaError
 
 from .conftest import copied_sqlite
@@ -85,8 +86,10 @@ def test_a_store_without_sync_logs_nothing(
 
 
 def test_enabling_logs_the_memories_already_there_once(
-    opener: Callable[[], Memory], database_url: str
+    opener: Callable[[], Memory], database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Seeded 3 memories per statement set, so that 7 take three.
+    monkeypatch.setattr(memory.store.sync, "_SEED_CHUNK", 3)
     store = opener()
     scope = store.scope(user="ada", agent="planner")
     scope.add_many([f"note {n}" for n in range(7)])
