@@ -319,13 +319,42 @@ def health() -> dashboard.Dashboard:
                query(per_second("memory_service_rejected_total", "operation_class"),
                      "busy {{operation_class}}", "B")], "ops", width=8),
     )
+    sync = (
+        graph("Sync batches applied", "Batches applied per second by tier, on the hub and "
+              "the spokes (memory.sync; memshadow_sync_frequency).",
+              [query(per_second("memshadow_sync_frequency_total", "tier"), "{{tier}}")], "ops",
+              width=8),
+        graph("Sync latency", "p99 from a batch's creation at its source to its application, "
+              "by tier; the targets are 50 ms for CRITICAL (peer to peer) and 500 ms relayed.",
+              [query(quantile(0.99, "memshadow_sync_latency_ms", "tier"), "p99 {{tier}}")],
+              "ms", width=8, limits=thresholds((None, "green"), (50, "yellow"), (500, "red"))),
+        graph("Items per batch", "Median items per applied batch, by tier: the cold tiers "
+              "travel batched.",
+              [query(quantile(0.5, "memshadow_batch_size", "tier"), "p50 {{tier}}")], "none",
+              width=8),
+        graph("Conflicts by resolution", "Concurrent updates resolved per second: the later "
+              "hybrid logical clock, the node id on a tie, or a tombstone.",
+              [query(per_second("memshadow_conflicts_total", "resolution"), "{{resolution}}")],
+              "ops", width=8),
+        graph("Peer-to-peer share and backlog", "The share of deliveries that went peer to "
+              "peer, and batches waiting in outboxes and the hub's LOW queues.",
+              [query(f"avg ({series('memshadow_p2p_ratio')})", "peer-to-peer share", "A"),
+               query(f"sum ({series('memshadow_sync_backlog')})", "backlog", "B")], "none",
+              width=8),
+        graph("Refused frames", "MEMSHADOW frames refused, by reason (bad magic, version or "
+              "checksum, truncated, oversized, replayed, unauthorized...).",
+              [query(f"sum by (reason) (increase("
+                     f"{series('memshadow_frames_rejected_total')}[10m]))",
+                     "{{reason}} in 10 min")], "none", width=8,
+              limits=thresholds((None, "green"), (1, "red"))),
+    )
     return board(
         "tiered-memory-health", "tiered-memory: health",
-        "Database, schema, embedder, cleanup job, flag provider, swarm bus and the hub "
-        "service; each panel names the alert it feeds (runbooks/monitoring.md).",
+        "Database, schema, embedder, cleanup job, flag provider, swarm bus, the hub service "
+        "and hub-spoke sync; each panel names the alert it feeds (runbooks/monitoring.md).",
         [("Database", database), ("Schema and integrity", schema), ("Embedder", embedder),
          ("Cleanup job and flag provider", cleanup_and_flags), ("Swarm bus", swarm),
-         ("Hub service", hub)],
+         ("Hub service", hub), ("Hub-spoke sync", sync)],
     )
 
 

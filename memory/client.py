@@ -43,11 +43,12 @@ from memory.inject import (
     Injector,
     Summarizer,
 )
-from memory.remote import RemoteGraph, RemoteScope, Transport, is_remote
+from memory.remote import RemoteGraph, RemoteScope, Transport, is_remote, open_transport
 from memory.scope import Scope
 from memory.search import reembed as reembedding
 from memory.search.embeddings import Embedder, LazyTokenCounter, TokenCounter, default_embedder
 from memory.search.retriever import RetrievalStats, Retriever, index_budget
+from memory.search.snapshots import Snapshots, snapshot_directory
 from memory.store import sharing as sharing
 from memory.store.changes import event_key
 from memory.store.db import Database
@@ -64,6 +65,7 @@ from memory.store.graph import EntityGraph
 from memory.store.memories import Store
 from memory.store.preferences import Preferences
 from memory.store.schema import (
+    CHANGES_REVISION,
     MEMORIES_REVISION,
     database_revision,
     head_revision,
@@ -140,8 +142,13 @@ class Memory:
         self._store = Store(self._db, quotas)
         self._preferences = Preferences(self._db)
         self._sessions = Sessions(self._db, quotas)
+        directory = snapshot_directory(engine.url, os.environ)
         self._retriever = Retriever(
-            self._db, self._store, embedder, index_budget=index_budget(os.environ)
+            self._db,
+            self._store,
+            embedder,
+            index_budget=index_budget(os.environ),
+            snapshots=None if directory is None else Snapshots(directory),
         )
         self._injector = Injector(
             self._store,
@@ -193,11 +200,12 @@ class Memory:
     ) -> Memory:
         """Open the store at ``url`` (default: ``$MEMORY_DATABASE_URL``, else ``memory.db``).
 
-        An ``http://`` or ``https://`` URL (comma-separated for replicas) opens the hub
-        service there (``memctl serve``) with ``api_key``: its scopes have the same methods,
-        records and errors, and act as the key's identity (see ``memory.remote``); a call
-        that takes longer than ``timeout`` seconds fails, and the hub, told so, gives up in
-        time to say why (``DeadlineExceededError``) having written nothing.
+        An ``http://``, ``https://``, ``grpc://`` or ``grpcs://`` URL (comma-separated for
+        replicas) opens the hub service there (``memctl serve``) with ``api_key``: its
+        scopes have the same methods, records and errors, and act as the key's identity
+        (see ``memory.remote``); a call that takes longer than ``timeout`` seconds fails,
+        and the hub, told so, gives up in time to say why (``DeadlineExceededError``)
+        having written nothing.
 
         ``embedder`` defaults to all-MiniLM-L6-v2 when the ``embeddings`` extra is installed;
         with ``None`` (or without the extra) search answers from keywords alone.
@@ -210,14 +218,15 @@ class Memory:
         """
         if is_remote(url):
             assert isinstance(url, str)
-            return cls._connect(Transport(url, api_key, timeout))
+            return cls._connect(open_transport(url, api_key, timeout))
         if embedder == "default":
             embedder = default_embedder()
         engine = create_engine(url, **engine_options)
         try:
             revision = database_revision(engine)
             if revision is None:
-                upgrade(engine, on_create=start_new_store)
+                keys = audit_key(os.environ), event_key(os.environ)
+                upgrade(engine, on_create=lambda connection: start_new_store(connection, *keys))
                 revision = head_revision()
         except DBAPIError as error:
             engine.dispose()
@@ -404,7 +413,8 @@ class Memory:
         checked = validate(ScopeInput, {"user": user, "agent": "graph"})
         if self._remote is not None:
             return RemoteGraph(self._remote, checked.user)
-        return EntityGraph(self._db, checked.user, self.redaction)
+        logged = revision_at_least(self.revision, CHANGES_REVISION)
+        return EntityGraph(self._db, checked.user, self.redaction, logged=logged)
 
     # -- the event log and memory:updates ------------------------------------------------------
 
@@ -458,6 +468,7 @@ class Memory:
         if self._db.closed:
             return
         self._injector.flush()  # the uses of injected memories counted but not written yet
+        self._retriever.save_snapshots()  # so the next process starts from them
         telemetry.stop_observing_flags(self.flags)
         telemetry.stop_observing_schema(self)
         self._updates.close()

@@ -1,10 +1,12 @@
-"""The remote store: ``Memory.open("http://host:8080", api_key=...)`` talks to ``memctl
-serve`` and hands out scopes with the embedded ``Scope``'s methods, types and errors.
+"""The remote store: ``Memory.open("http://host:8080", api_key=...)`` (or
+``grpc://host:5714``) talks to ``memctl serve`` and hands out scopes with the embedded
+``Scope``'s methods, types and errors.
 
-A :class:`RemoteScope` is a ``Scope`` whose operations send their keyword arguments to
-``POST /v1/{operation}`` and read the result back into the same records (pydantic validates
-the JSON into the dataclasses); an error reply raises the library error of the same name,
-so code written against the embedded store runs unchanged. A :class:`RemoteGraph` does the
+A :class:`RemoteScope` is a ``Scope`` whose operations send their keyword arguments to the
+hub through a :class:`Transport` (``POST /v1/{operation}`` over HTTP, one RPC per operation
+over gRPC: :class:`GrpcTransport`) and read the result back into the same records (pydantic
+validates the JSON into the dataclasses); an error reply raises the library error of the same
+name, so code written against the embedded store runs unchanged. A :class:`RemoteGraph` does the
 same for the entity graph (``Memory.graph(user)``). What exists only embedded (a scope's
 ``subscribe``, the graph's JSONL import and export, the store's maintenance members) raises
 ``EmbeddedOnlyError`` naming the member. This module also names the operations the
@@ -26,6 +28,7 @@ import math
 import threading
 import typing
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -97,12 +100,31 @@ GRAPH_PREFIX = "graph_"
 IDEMPOTENCY_KEY = "Idempotency-Key"
 # Seconds the hub may spend on a request before it answers 504 having written nothing.
 REQUEST_TIMEOUT = "X-Request-Timeout"
-REMOTE_SCHEMES = ("http://", "https://")
+HTTP_SCHEMES = ("http://", "https://")
+GRPC_SCHEMES = ("grpc://", "grpcs://")
+REMOTE_SCHEMES = HTTP_SCHEMES + GRPC_SCHEMES
 
 
 def is_remote(url: object) -> bool:
     """Whether ``url`` names a hub service rather than a database."""
     return isinstance(url, str) and url.startswith(REMOTE_SCHEMES)
+
+
+def open_transport(url: str, api_key: str | None, timeout: float = 30.0) -> Transport:
+    """The synchronous transport to the replicas ``url`` lists, by their scheme."""
+    if url.strip().startswith(GRPC_SCHEMES):
+        return GrpcTransport(url, api_key, timeout)
+    return HttpTransport(url, api_key, timeout)
+
+
+def _library_error(kind: str, message: str, details: Any) -> MemoryStoreError | None:
+    """The library error named ``kind``, or None when there is none of that name."""
+    if kind == "StaleVersionError":
+        return StaleVersionError(details["memory_id"], details["expected"], details["current"])
+    found = getattr(errors, kind, None)
+    if isinstance(found, type) and issubclass(found, MemoryStoreError):
+        return found(message)
+    return None
 
 
 def _error(response: httpx.Response) -> MemoryStoreError:
@@ -114,11 +136,9 @@ def _error(response: httpx.Response) -> MemoryStoreError:
         return DatabaseUnavailableError(
             f"the hub answered {response.status_code} without an error description"
         )
-    if kind == "StaleVersionError":
-        return StaleVersionError(details["memory_id"], details["expected"], details["current"])
-    found = getattr(errors, kind, None)
-    if isinstance(found, type) and issubclass(found, MemoryStoreError):
-        return found(message)
+    found = _library_error(kind, message, details)
+    if found is not None:
+        return found
     if response.status_code == 503:  # every replica busy: unavailable for now
         return DatabaseUnavailableError(message)
     return MemoryStoreError(f"{kind}: {message}")
@@ -127,6 +147,8 @@ def _error(response: httpx.Response) -> MemoryStoreError:
 class _Replicas:
     """What the synchronous and the asynchronous transports share: the replicas and the
     API key, the request each attempt sends, and what each answer means."""
+
+    SCHEMES = HTTP_SCHEMES
 
     def __init__(self, url: str, api_key: str | None, timeout: float) -> None:
         if not api_key:
@@ -140,8 +162,11 @@ class _Replicas:
             raise InvalidInputError(f"timeout: must be a number of seconds > 0, not {timeout!r}")
         endpoints = [item.strip().rstrip("/") for item in url.split(",") if item.strip()]
         for endpoint in endpoints:
-            if not is_remote(endpoint):
-                raise InvalidInputError(f"url: {endpoint!r} is not an http:// or https:// URL")
+            if not endpoint.startswith(self.SCHEMES):
+                raise InvalidInputError(
+                    f"url: {endpoint!r} is not an {' or '.join(self.SCHEMES)} URL "
+                    "(the replicas of one store speak one protocol)"
+                )
         self.endpoints = endpoints
         self.timeout = timeout
         self.headers = {"Authorization": f"Bearer {api_key}"}
@@ -201,6 +226,7 @@ class _Attempt:
 
     failures: list[str] = field(default_factory=list)
     last_busy: httpx.Response | None = None
+    busy: MemoryStoreError | None = None  # gRPC's: the error a full bulkhead answered
 
     def unreachable(self, endpoint: str, error: Exception) -> None:
         self.failures.append(f"{endpoint}: {type(error).__name__}")
@@ -208,10 +234,30 @@ class _Attempt:
     def give_up(self) -> MemoryStoreError:
         if self.last_busy is not None:
             return _error(self.last_busy)
+        if self.busy is not None:
+            return self.busy
         return DatabaseUnavailableError(f"no hub replica answered ({'; '.join(self.failures)})")
 
 
-class Transport(_Replicas):
+class Transport(_Replicas, ABC):
+    """Synchronous calls to one or more replicas of the hub, with the API key: the JSON
+    result of an operation, whichever the protocol."""
+
+    @abstractmethod
+    def call(self, operation: str, body: dict[str, Any], *, write: bool) -> bytes:
+        """The JSON result of ``operation``, trying each replica in turn when one cannot
+        be reached; raises the library error the service replied with."""
+
+    def admin(self, operation: str, body: dict[str, Any], result: type[T]) -> T:
+        """An admin verb of ``Memory`` (the hub refuses it unless the key is an admin's)."""
+        return TypeAdapter(result).validate_json(self.call(operation, body, write=True))
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close the connections; every later call raises ``StoreClosedError``."""
+
+
+class HttpTransport(Transport):
     """HTTP calls to one or more replicas of the hub, with the API key."""
 
     def __init__(self, url: str, api_key: str | None, timeout: float = 30.0) -> None:
@@ -224,8 +270,6 @@ class Transport(_Replicas):
         ]
 
     def call(self, operation: str, body: dict[str, Any], *, write: bool) -> bytes:
-        """The JSON result of ``operation``, trying each replica in turn when one cannot
-        be reached; raises the library error the service replied with."""
         content, headers = self._request(body, write)
         attempt = _Attempt()
         for index in self._order():
@@ -241,14 +285,121 @@ class Transport(_Replicas):
                 return result
         raise attempt.give_up()
 
-    def admin(self, operation: str, body: dict[str, Any], result: type[T]) -> T:
-        """An admin verb of ``Memory`` (the hub refuses it unless the key is an admin's)."""
-        return TypeAdapter(result).validate_json(self.call(operation, body, write=True))
-
     def close(self) -> None:
         self.closed = True
         for client in self._clients:
             client.close()
+
+
+class GrpcTransport(Transport):
+    """One unary RPC per operation (``memory/wire/memory.proto``), the key and idempotency
+    key in the call's metadata, the timeout as the call's deadline (the hub answers
+    DEADLINE_EXCEEDED a little before it, having written nothing); ``grpcs://`` is TLS,
+    checked against the system's roots or ``$GRPC_DEFAULT_SSL_ROOTS_FILE_PATH``."""
+
+    SCHEMES = GRPC_SCHEMES
+
+    def __init__(self, url: str, api_key: str | None, timeout: float = 30.0) -> None:
+        super().__init__(url, api_key, timeout)
+        # grpcio and protobuf are the 'service' extra's, imported here as httpx is.
+        try:
+            import grpc
+
+            from memory import wire
+            from memory.wire import memory_pb2, memory_pb2_grpc
+        except ImportError:
+            raise InvalidInputError(
+                "url: a remote store needs the 'service' extra: "
+                "pip install 'tiered-memory[service]'"
+            ) from None
+        self._grpc = grpc
+        self._wire = wire
+        self._messages = memory_pb2
+        self._channels = []
+        self._stubs = []
+        # A reply is as large as what was asked for (a long list): the hub bounds requests.
+        options = [("grpc.max_receive_message_length", -1)]
+        for endpoint in self.endpoints:
+            scheme, _, address = endpoint.partition("://")
+            channel = (
+                grpc.secure_channel(address, grpc.ssl_channel_credentials(), options)
+                if scheme == "grpcs"
+                else grpc.insecure_channel(address, options)
+            )
+            self._channels.append(channel)
+            # grpcio-tools writes no type stub for the service module.
+            self._stubs.append(memory_pb2_grpc.MemoryHubStub(channel))  # type: ignore[no-untyped-call]
+
+    def call(self, operation: str, body: dict[str, Any], *, write: bool) -> bytes:
+        _content, headers = self._request(body, write)  # the closed check, the same key
+        wire = self._wire
+        method = wire.method_name(operation)
+        try:
+            request = wire.to_message(body, getattr(self._messages, f"{method}Request"))
+        except ValueError as error:
+            raise InvalidInputError(f"arguments: {error}") from None
+        metadata = [(wire.AUTHORIZATION, self.headers["Authorization"])]
+        if IDEMPOTENCY_KEY in headers:
+            metadata.append((wire.IDEMPOTENCY_KEY, headers[IDEMPOTENCY_KEY]))
+        attempt = _Attempt()
+        for index in self._order():
+            try:
+                reply = getattr(self._stubs[index], method)(
+                    request, metadata=metadata, timeout=self.timeout
+                )
+            except self._grpc.RpcError as error:
+                refusal = self._refusal(error)
+                if isinstance(refusal, _Unreachable):
+                    attempt.failures.append(f"{self.endpoints[index]}: {refusal}")
+                    continue
+                if isinstance(refusal, _Busy):
+                    attempt.failures.append(f"{self.endpoints[index]}: busy")
+                    attempt.busy = refusal.error
+                    continue
+                with self._lock:
+                    self._preferred = index
+                raise refusal from None
+            with self._lock:
+                self._preferred = index
+            result = wire.from_message(reply, absent=True)["result"]
+            return json.dumps(result, ensure_ascii=False).encode()
+        raise attempt.give_up()
+
+    def _refusal(self, error: Any) -> Exception:
+        """The library error a refused call's trailers name, or why the replica is out."""
+        trailers = dict(error.trailing_metadata() or ())
+        kind = trailers.get(self._wire.ERROR_TYPE)
+        code = error.code()
+        if kind is None:
+            if code == self._grpc.StatusCode.RESOURCE_EXHAUSTED:
+                return InvalidInputError(f"request: {error.details()}")
+            if code in (self._grpc.StatusCode.UNAVAILABLE, self._grpc.StatusCode.DEADLINE_EXCEEDED):
+                return _Unreachable(code.name)
+            return DatabaseUnavailableError(f"the hub answered {code.name}: {error.details()}")
+        if kind == "ServiceBusy":  # this replica's bulkhead is full
+            return _Busy(DatabaseUnavailableError(error.details() or "busy"))
+        details = json.loads(trailers.get(self._wire.ERROR_DETAILS, "{}"))
+        found = _library_error(kind, error.details() or "", details)
+        if found is not None:
+            return found
+        return MemoryStoreError(f"{kind}: {error.details()}")
+
+    def close(self) -> None:
+        self.closed = True
+        for channel in self._channels:
+            channel.close()
+
+
+class _Unreachable(Exception):
+    """This replica did not answer: try the next."""
+
+
+class _Busy(Exception):
+    """This replica's bulkhead is full: another may have room; ``error`` if none has."""
+
+    def __init__(self, error: MemoryStoreError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class AsyncTransport(_Replicas):

@@ -54,6 +54,7 @@ from memory.cli.memories import (
 from memory.cli.serve import serve
 from memory.cli.sharing import register as register_sharing_commands
 from memory.cli.swarm import swarm_group
+from memory.cli.sync import sync_group
 from memory.cli.workload import workload
 
 
@@ -77,9 +78,11 @@ def main(context: click.Context, database_url: str | None) -> None:
     Memories:   add, search, inject, memories, preferences, patterns, state
     Graph:      import-mcp, export-mcp
     Agents:     mcp (serve MCP hosts: the reference memory server's tools and more),
-                swarm (the swarm bus on Redis: tasks, findings, escalations)
+                swarm (the swarm bus on Redis: tasks, findings, escalations),
+                sync (hub-spoke sync: the hub's nodes, conflicts and backlog)
     Sharing:    share, revoke, grants, team
-    Events:     record, audit, replay (rebuild a database from the event log)
+    Events:     record, audit, replay (rebuild a database from the event log), events
+                (rotate-key: the event key)
     Rollout:    flags, gates, health, workload
     Service:    serve, keys
     Start here: demo
@@ -683,5 +686,6 @@ main.add_command(patterns)
 main.add_command(state)
 main.add_command(mcp_command)
 main.add_command(swarm_group)
+main.add_command(sync_group)
 main.add_command(keys_group)
 main.add_command(serve)

@@ -134,6 +134,11 @@ def report_replay(context: click.Context, report: ops.ReplayReport, as_json: boo
             f"changes applied, {report.forgotten} of forgotten users skipped, "
             f"{report.terms_rebuilt} memories indexed"
         )
+        if report.in_snapshot:
+            click.echo(
+                f"{report.in_snapshot} events from before revision 0012 are carried by the "
+                "snapshot of their rows their upgrade appended"
+            )
         for operation, count in sorted(report.without_change.items()):
             click.echo(f"not reconstructible: {count} {operation} events carry no change")
         if report.broken is not None:
@@ -167,8 +172,33 @@ def replay(
     report_replay(context, report, as_json)
 
 
+@click.group("events")
+def events_group() -> None:
+    """The event log's keys."""
+
+
+@events_group.command("rotate-key")
+@json_option
+@click.pass_context
+def rotate_key(context: click.Context, as_json: bool) -> None:
+    """Re-wrap every user's data key from $MEMORY_EVENT_KEY to $MEMORY_NEW_EVENT_KEY.
+
+    The events and their chain are not touched. Run the deployment with the new key as
+    $MEMORY_EVENT_KEY afterwards (runbooks/event-key-rotation.md).
+    """
+    rotation = ops.rotate_event_key(database_url(context, existing=True))
+    if as_json:
+        echo_json(rotation)
+    else:
+        click.echo(
+            f"re-wrapped {rotation.rewrapped} data keys under {ops.NEW_EVENT_KEY_ENV}; "
+            f"set it as $MEMORY_EVENT_KEY now"
+        )
+
+
 def register_event_commands(main: click.Group) -> None:
-    """Add ``record``, ``audit`` and ``replay`` to ``memctl``."""
+    """Add ``record``, ``audit``, ``replay`` and ``events`` to ``memctl``."""
     main.add_command(record)
     main.add_command(audit)
     main.add_command(replay)
+    main.add_command(events_group)

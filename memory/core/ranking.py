@@ -76,8 +76,9 @@ class SessionOrder:
     a list of Python ints costs 40.
     """
 
-    def __init__(self) -> None:
-        self._ids: dict[tuple[str, str], array[int]] = {}
+    def __init__(self, groups: dict[tuple[str, str], array[int]] | None = None) -> None:
+        # ``groups``: each key's ids, ascending and distinct (an order rebuilt in bulk).
+        self._ids: dict[tuple[str, str], array[int]] = groups if groups is not None else {}
 
     def add(self, memory_id: int, key: tuple[str, str]) -> None:
         ordered = self._ids.get(key)

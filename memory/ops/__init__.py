@@ -22,6 +22,8 @@ gates (--record-baseline)   :func:`check_gate`, :func:`record_gate_baseline`
 health                      :func:`run_health_checks`
 workload                    :func:`drive_workload`
 keys create, revoke, list   :func:`create_key`, :func:`revoke_key`, :func:`list_keys`
+replay, restore --replay-…  :func:`replay`, :func:`restore_and_replay`
+events rotate-key           :func:`rotate_event_key`
 ==========================  =========================================================
 
 The agent-facing commands (``add``, ``search``, ``inject``, ``reembed``, ``record``,
@@ -48,6 +50,7 @@ from memory.ops.backup import (
     verify_archive,
     verify_backup,
 )
+from memory.ops.event_keys import NEW_EVENT_KEY_ENV, KeyRotation, rotate_event_key
 from memory.ops.flags import (
     DatabaseFlagProvider,
     FlagAuditEntry,
@@ -199,12 +202,14 @@ __all__ = [
     "HealthCheckResult",
     "HealthContext",
     "HealthReport",
+    "KeyRotation",
     "LatencySummary",
     "ListedFlag",
     "MaintenanceRun",
     "MetricsSnapshot",
     "MetricsSource",
     "Migration",
+    "NEW_EVENT_KEY_ENV",
     "NotAtHeadError",
     "PrometheusEndpoint",
     "PrometheusSource",
@@ -276,6 +281,7 @@ __all__ = [
     "revoke",
     "revoke_key",
     "rollback",
+    "rotate_event_key",
     "run_health_checks",
     "run_workload",
     "scheduled_backup",

@@ -36,7 +36,9 @@ from flags import (
 )
 from memory.core.errors import DatabaseUnavailableError, InvalidInputError
 from memory.ops.gates import GateOptions, GateReport, RefusedError, check_gate, gate_for_raise
+from memory.store.changes import event_key
 from memory.store.engine import EngineOrUrl, engine_for
+from memory.store.events import audit_key
 from memory.store.flags import DatabaseFlagProvider, FlagAuditEntry, StoredFlag, has_traffic
 
 __all__ = [
@@ -105,6 +107,14 @@ class FlagChange:
     note: str | None
 
 
+def _writer(engine: Engine) -> DatabaseFlagProvider:
+    """The provider a write goes through: with the deployment's keys from the environment,
+    which digest and seal its event as the store's own writes are."""
+    return DatabaseFlagProvider(
+        engine, audit_key=audit_key(os.environ), event_key=event_key(os.environ)
+    )
+
+
 def list_flags(database: EngineOrUrl, environ: Mapping[str, str] | None = None) -> FlagListing:
     """Every flag with its stored state, and its environment variable in ``environ``
     (default ``os.environ``): the state an agent started in that environment would see."""
@@ -148,7 +158,7 @@ def set_flag(
     if on is not None and not isinstance(on, bool):
         raise InvalidInputError(f"on: must be True or False, not {on!r}")
     with engine_for(database) as engine:
-        provider = DatabaseFlagProvider(engine)
+        provider = _writer(engine)
         stored = next((flag for flag in provider.flags() if flag.name == name), None)
         wanted = rollout if rollout is not None else (100 if on else 0)
         note: str | None = None
@@ -240,7 +250,7 @@ def override_flag(
     if (on is not None) == clear:
         raise RefusedError("give exactly one of --on, --off and --clear")
     with engine_for(database) as engine:
-        return DatabaseFlagProvider(engine).override(
+        return _writer(engine).override(
             name, session=session, on=on, ttl=ttl, actor=actor, reason=reason
         )
 
@@ -257,7 +267,7 @@ def allow_agent(
     """Always turn ``name`` on for ``agent`` (the deny list still wins), or ``remove`` the
     agent from the allow list."""
     with engine_for(database) as engine:
-        return DatabaseFlagProvider(engine).set_agent(
+        return _writer(engine).set_agent(
             name, agent, kind="allow", present=not remove, actor=actor, reason=reason
         )
 
@@ -274,7 +284,7 @@ def deny_agent(
     """Always turn ``name`` off for ``agent``, whatever else says on, or ``remove`` the agent
     from the deny list."""
     with engine_for(database) as engine:
-        return DatabaseFlagProvider(engine).set_agent(
+        return _writer(engine).set_agent(
             name, agent, kind="deny", present=not remove, actor=actor, reason=reason
         )
 
@@ -291,7 +301,7 @@ def reset_flags(database: EngineOrUrl, *, actor: str, reason: str | None = None)
     """Every flag back to its built-in default (off), lists and overrides removed: the first
     step of every rollback. Returns the flags that changed."""
     with engine_for(database) as engine:
-        return DatabaseFlagProvider(engine).reset(actor=actor, reason=reason)
+        return _writer(engine).reset(actor=actor, reason=reason)
 
 
 def explain_flag(

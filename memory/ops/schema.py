@@ -21,7 +21,9 @@ from pathlib import Path
 
 from memory.core.errors import InvalidInputError, NotFoundError, SchemaError
 from memory.store.archive import MANIFEST
+from memory.store.changes import event_key
 from memory.store.engine import EngineOrUrl, engine_for, is_memory_sqlite, resolve_database_url
+from memory.store.events import audit_key
 from memory.store.flags import start_new_store
 from memory.store.schema import (
     RevisionInfo,
@@ -143,7 +145,8 @@ def migrate(database: EngineOrUrl, revision: str = "head") -> Migration:
                 f"the database is at {before}, already past {revision}; "
                 f"to go back, use: memctl rollback --to {revision}"
             )
-        upgrade(engine, revision, on_create=start_new_store)
+        keys = audit_key(os.environ), event_key(os.environ)
+        upgrade(engine, revision, on_create=lambda connection: start_new_store(connection, *keys))
         return Migration(before, database_revision(engine))
 
 

@@ -22,13 +22,28 @@ from __future__ import annotations
 import math
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import islice
 
 import numpy as np
 
 from memory.core.types import TIERS
-from memory.search.rows import code, find_rows, readable_rows, resized, tail_order
+from memory.search.rows import (
+    ascending,
+    code,
+    codes_bytes,
+    codes_of,
+    count_of,
+    decode_strings,
+    encode_strings,
+    find_rows,
+    fitted,
+    readable_rows,
+    resized,
+    tail_order,
+    within,
+)
 from memory.store.sharing import Readable
 
 # Postings added since the last merge are kept apart (sorted on first use) until they
@@ -139,6 +154,9 @@ class UserTerms:
         self.codes: dict[str, int] = {}
         self.names: list[str] = []
         self.vocabulary: dict[str, int] = {}
+        # The vocabulary's words' sizes, summed as they are added (counting them again at
+        # every change would cost a pass over every word).
+        self._word_bytes = 0
         self.offsets = np.zeros(1, dtype=np.int64)
         self.rows = np.zeros(0, dtype=np.int32)
         self.frequencies = np.zeros(0, dtype=np.uint16)
@@ -183,11 +201,15 @@ class UserTerms:
         self.documents += count
         self.total_length += int(lengths.sum())
         vocabulary = self.vocabulary
+        known = len(vocabulary)
         term_ids = np.fromiter(
             (vocabulary.setdefault(term, len(vocabulary)) for terms in split for term in terms),
             dtype=np.int64,
             count=int(lengths.sum()),
         )
+        # New words are the last ones in the dict.
+        new_words = islice(reversed(vocabulary), len(vocabulary) - known)
+        self._word_bytes += sum(map(sys.getsizeof, new_words))
         # One key per (term, row): their counts are the term frequencies.
         keys, counts = np.unique((term_ids << 32) | np.repeat(rows, lengths), return_counts=True)
         self._recent.append(
@@ -273,6 +295,71 @@ class UserTerms:
             resized(array[: self.size], capacity)
             for array in (self.ids, self.agents, self.tiers, self.lengths, self.live)
         )
+
+    # -- snapshots ----------------------------------------------------------------------------
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The rows and postings, as arrays (``memory.search.snapshots`` writes them to a
+        file). Recent postings are merged first, so the state is three arrays of them."""
+        self._merge()
+        size = self.size
+        return {
+            "ids": self.ids[:size],
+            "agents": self.agents[:size],
+            "tiers": self.tiers[:size],
+            "lengths": self.lengths[:size],
+            "live": self.live[:size],
+            "offsets": self.offsets,
+            "rows": self.rows,
+            "frequencies": self.frequencies,
+            "names": encode_strings(self.names),
+            # The vocabulary's insertion order is its term ids' order.
+            "vocabulary": encode_strings(list(self.vocabulary)),
+            # Summing a million words' sizes again on load would cost a third of a second.
+            "word_bytes": np.array([self._word_bytes], dtype=np.int64),
+            "in_order": np.array([self.in_order], dtype=np.int64),
+        }
+
+    def restore(self, state: Mapping[str, np.ndarray]) -> None:
+        """Take the rows and postings of ``state`` (``state()`` read back), replacing what
+        is held; ``ValueError`` if its arrays do not fit together, and then nothing
+        changes. BM25's statistics are counted again from the rows."""
+        ids = fitted(state, "ids", np.int64, (len(state.get("ids", ())),))
+        size = len(ids)
+        names = decode_strings(state, "names")
+        codes = codes_of(names, "names")
+        words = decode_strings(state, "vocabulary")
+        vocabulary = codes_of(words, "vocabulary")
+        agents = fitted(state, "agents", np.int32, (size,))
+        tiers = fitted(state, "tiers", np.int8, (size,))
+        lengths = fitted(state, "lengths", np.int32, (size,))
+        live = fitted(state, "live", np.bool_, (size,))
+        offsets = fitted(state, "offsets", np.int64, (len(words) + 1,))
+        postings = len(state.get("rows", ()))
+        rows = fitted(state, "rows", np.int32, (postings,))
+        frequencies = fitted(state, "frequencies", np.uint16, (postings,))
+        in_order = count_of(state, "in_order")
+        # At least what empty strings would take (the figure only feeds the budget).
+        word_bytes = max(count_of(state, "word_bytes"), len(words) * sys.getsizeof(""))
+        within(agents, "agents", len(names))
+        within(tiers, "tiers", len(TIERS))
+        within(rows, "rows", size)
+        within(lengths, "lengths", int(np.iinfo(np.int32).max))
+        ascending(ids, in_order)
+        if int(offsets[0]) != 0 or int(offsets[-1]) != postings or np.any(np.diff(offsets) < 0):
+            raise ValueError("offsets: not the bounds of the postings")
+        self.ids, self.agents, self.tiers, self.lengths = ids, agents, tiers, lengths
+        self.live = live
+        self.offsets, self.rows, self.frequencies = offsets, rows, frequencies
+        self.codes, self.names, self.vocabulary = codes, names, vocabulary
+        self._word_bytes = word_bytes
+        self.size, self.in_order = size, in_order
+        self.dead = size - int(np.count_nonzero(live))
+        self.documents = size - self.dead
+        self.total_length = int(lengths[live].sum())
+        self._recent.clear()
+        self._recent_sorted = None
+        self._tail_order = None
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -362,8 +449,9 @@ class UserTerms:
         arrays.extend(array for batch in self._recent for array in batch)
         if self._tail_order is not None:
             arrays.append(self._tail_order)
-        words = sys.getsizeof(self.vocabulary) + sum(map(sys.getsizeof, self.vocabulary))
-        names = sys.getsizeof(self.codes) + sum(map(sys.getsizeof, self.names))
+        words = codes_bytes(self.vocabulary, self._word_bytes)
+        names = codes_bytes(self.codes, sum(map(sys.getsizeof, self.names)))
+        names += sys.getsizeof(self.names)
         return int(sum(array.nbytes for array in arrays)) + words + names
 
 

@@ -37,6 +37,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -44,7 +45,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from memory.core.errors import InvalidInputError
+from memory.core.errors import InvalidInputError, MemoryStoreError
 from memory.core.inputs import SearchQuery
 from memory.core.ranking import Facts, FusionWeights, Neighbours, rank, relevance
 from memory.core.text import terms
@@ -53,6 +54,7 @@ from memory.search import pgvector as pgvector
 from memory.search.embeddings import Embedder, Matrix
 from memory.search.keywords import DatabaseKeywords, KeywordIndex
 from memory.search.postings import KeywordScores, UserTerms
+from memory.search.snapshots import SAVE_AFTER_CHANGES, Snapshots
 from memory.search.vectors import ProcessVectors, UserVectors
 from memory.store.db import Database
 from memory.store.memories import Store, has_metadata, unexpired
@@ -138,6 +140,7 @@ class Retriever:
         weights: FusionWeights | None = None,
         query_cache_size: int = 1024,
         index_budget: int | None = None,
+        snapshots: Snapshots | None = None,
     ) -> None:
         self._db = db
         self._store = store
@@ -158,6 +161,9 @@ class Retriever:
         self._users: OrderedDict[str, UserVectors] = OrderedDict()
         self._terms: dict[str, UserTerms] = {}
         self._held: dict[str, int] = {}
+        # Changes each held index applied since its snapshot was written or read.
+        self._unsaved: dict[str, int] = {}
+        self._snapshots = snapshots
         self._index_budget = index_budget
         self._users_lock = threading.Lock()
         telemetry.observe_index(self)
@@ -247,20 +253,81 @@ class Retriever:
             index = self._users.get(user)
             # No change logged but some read: the user was forgotten (by another process,
             # or this one would have dropped the index), so what is held goes too.
-            if index is None or (version == 0 and index.last_seq > 0):
+            forgotten = index is not None and version == 0 and index.last_seq > 0
+            if index is None or forgotten:
                 index = self._users[user] = UserVectors(self.embedder.dimension)
                 self._terms[user] = UserTerms(index.lock)
+                self._unsaved[user] = 0
             self._users.move_to_end(user)
             postings = self._terms[user]
+        if forgotten and self._snapshots is not None:
+            self._snapshots.delete(user)
         with index.lock:
+            loaded = (
+                index.last_seq == 0
+                and version > 0
+                and self._snapshots is not None
+                and self._snapshots.load(
+                    connection, user, version, self.embedder.model_name, index, postings
+                )
+            )
+            applied = 0
             if index.last_seq < version:
-                self._catch_up(connection, user, index, postings)
-                held = index.nbytes() + postings.nbytes()
-            else:
-                held = -1
+                applied = self._catch_up(connection, user, index, postings)
+                with self._users_lock:
+                    unsaved = self._unsaved.get(user, 0) + applied
+                    if self._users.get(user) is index:
+                        self._unsaved[user] = unsaved
+                if unsaved >= SAVE_AFTER_CHANGES:
+                    self._save(connection, user, index, postings)
+            held = index.nbytes() + postings.nbytes() if loaded or applied else -1
         if held >= 0:
             self._account(user, index, held)
         return index, postings
+
+    def _save(
+        self, connection: Connection, user: str, index: UserVectors, postings: UserTerms
+    ) -> bool:
+        """Write ``user``'s snapshot (the caller holds ``index.lock``) if ``index`` is still
+        the one held: a forgotten user's is never written again (``forget`` drops the index,
+        then waits for its lock before it deletes the file)."""
+        if self._snapshots is None or self.embedder is None:
+            return False
+        with self._users_lock:
+            if self._users.get(user) is not index:
+                return False
+        model = self.embedder.model_name
+        if not self._snapshots.save(connection, user, model, index, postings):
+            return False
+        with self._users_lock:
+            if self._users.get(user) is index:
+                self._unsaved[user] = 0
+        return True
+
+    def save_snapshots(self) -> int:
+        """Write the snapshot of every held index changed since its last one (on close);
+        how many were written."""
+        if self._snapshots is None:
+            return 0
+        with self._users_lock:
+            changed = [
+                (user, self._users[user], self._terms[user])
+                for user, unsaved in self._unsaved.items()
+                if unsaved
+            ]
+        written = 0
+
+        def save(connection: Connection) -> None:
+            nonlocal written
+            for user, index, postings in changed:
+                with index.lock:
+                    written += self._save(connection, user, index, postings)
+
+        try:
+            self._db.read(save)
+        except MemoryStoreError as error:  # closing goes on; the next process catches up
+            logger.warning("index snapshots not written: %s", error)
+        return written
 
     def _account(self, user: str, index: UserVectors, held: int) -> None:
         """Record what ``user``'s index holds, and drop the least recently used other
@@ -276,8 +343,10 @@ class Retriever:
                 oldest = next(iter(self._users))
                 if oldest == user:
                     break
+                # Its changes since the last snapshot are read again from the change log.
                 self._users.pop(oldest)
                 self._terms.pop(oldest, None)
+                self._unsaved.pop(oldest, None)
                 total -= self._held.pop(oldest, 0)
 
     def held_bytes(self) -> int:
@@ -288,7 +357,8 @@ class Retriever:
 
     def _catch_up(
         self, connection: Connection, user: str, index: UserVectors, postings: UserTerms
-    ) -> None:
+    ) -> int:
+        """Apply the user's changes past ``index.last_seq``; how many there were."""
         assert self.embedder is not None
         changed = connection.execute(
             sa.select(memory_changes.c.seq, memory_changes.c.memory_id)
@@ -296,7 +366,7 @@ class Retriever:
             .order_by(memory_changes.c.seq)
         ).all()
         if not changed:
-            return
+            return 0
         # In id order, so that a first load files each session's ids by appending.
         ids = sorted({row.memory_id for row in changed})
         index.reserve(int((index.positions(np.array(ids, dtype=np.int64)) < 0).sum()))
@@ -344,18 +414,34 @@ class Retriever:
                     matrix.reshape(len(vectors), -1),
                 )
         index.last_seq = changed[-1].seq
+        return len(changed)
 
     def forget(self, user: str | None) -> None:
         """Drop everything this process holds about ``user`` (after ``forget_user``; None:
         about everyone, when another process forgot a user it does not name).
 
-        Cached query vectors go too: a query text can quote what the user said.
+        Cached query vectors go too: a query text can quote what the user said. The user's
+        snapshot is deleted; with None, every snapshot that no longer matches the change
+        log (``Snapshots.sweep``).
         """
         with self._users_lock:
-            for name in list(self._users) if user is None else [user]:
+            dropped = [
                 self._users.pop(name, None)
+                for name in (list(self._users) if user is None else [user])
+            ]
+            for name in list(self._terms) if user is None else [user]:
                 self._terms.pop(name, None)
                 self._held.pop(name, None)
+                self._unsaved.pop(name, None)
+        if self._snapshots is not None and user is not None:
+            index = dropped[0]
+            with index.lock if index is not None else nullcontext():  # a save in flight
+                self._snapshots.delete(user)
+        elif self._snapshots is not None:
+            try:
+                self._db.read(self._snapshots.sweep)
+            except MemoryStoreError as error:  # a later load checks each file all the same
+                logger.warning("index snapshots not swept: %s", error)
         with self._cache_lock:
             self._query_vectors.clear()
         self._readers.forget(user)

@@ -8,6 +8,9 @@ order, after them in a tail searched through its own sort order.
 
 from __future__ import annotations
 
+import json
+import sys
+from collections.abc import Mapping
 from typing import Protocol
 
 import numpy as np
@@ -52,6 +55,18 @@ def readable_rows(reader: Readable, filed: Filed) -> np.ndarray:
     return readable
 
 
+# The interpreter shares the ints up to 256; every larger code a dict holds is an object of
+# its own (28 bytes, allocated in 32).
+SHARED_INTS = 257
+INT_BYTES = 32
+
+
+def codes_bytes(codes: dict[str, int], key_bytes: int) -> int:
+    """What a dict from names to their codes holds: its table, its keys (``key_bytes``:
+    their ``sys.getsizeof`` summed) and the codes that are objects of their own."""
+    return sys.getsizeof(codes) + key_bytes + max(0, len(codes) - SHARED_INTS) * INT_BYTES
+
+
 def code(codes: dict[str, int], names: list[str], name: str) -> int:
     """The integer code of ``name`` (``names[code]``), given the next one if new."""
     found = codes.get(name)
@@ -93,3 +108,60 @@ def resized(array: np.ndarray, capacity: int) -> np.ndarray:
     grown = np.zeros(capacity, dtype=array.dtype)
     grown[: len(array)] = array
     return grown
+
+
+def fitted(
+    state: Mapping[str, np.ndarray], name: str, dtype: type, shape: tuple[int, ...]
+) -> np.ndarray:
+    """``state[name]`` if it has ``dtype`` and ``shape``, else ``ValueError`` (a snapshot
+    whose arrays do not fit together is not used)."""
+    array = state.get(name)
+    if array is None or array.dtype != np.dtype(dtype) or array.shape != shape:
+        found = None if array is None else (array.dtype, array.shape)
+        raise ValueError(f"{name}: expected {np.dtype(dtype)} {shape}, found {found}")
+    return array
+
+
+def count_of(state: Mapping[str, np.ndarray], name: str) -> int:
+    """The non-negative whole number ``state[name]`` holds (a one-element int64 array)."""
+    value = int(fitted(state, name, np.int64, (1,))[0])
+    if value < 0:
+        raise ValueError(f"{name}: negative")
+    return value
+
+
+def encode_strings(strings: list[str]) -> np.ndarray:
+    """``strings`` as one array of UTF-8 JSON, for a snapshot (no pickling on load)."""
+    return np.frombuffer(json.dumps(strings, ensure_ascii=False).encode("utf-8"), dtype=np.uint8)
+
+
+def decode_strings(state: Mapping[str, np.ndarray], name: str) -> list[str]:
+    """The strings ``encode_strings`` stored as ``state[name]`` (``ValueError`` if not)."""
+    array = state.get(name)
+    if array is None or array.dtype != np.uint8 or array.ndim != 1:
+        raise ValueError(f"{name}: not an encoded list of strings")
+    strings = json.loads(array.tobytes().decode("utf-8"))
+    if not isinstance(strings, list) or not set(map(type, strings)) <= {str}:
+        raise ValueError(f"{name}: not a list of strings")
+    return strings
+
+
+def codes_of(names: list[str], name: str) -> dict[str, int]:
+    """Each name's code (its position) for names restored from a snapshot, which must be
+    distinct."""
+    codes = dict(zip(names, range(len(names)), strict=True))
+    if len(codes) != len(names):
+        raise ValueError(f"{name}: repeated names")
+    return codes
+
+
+def within(array: np.ndarray, name: str, limit: int) -> None:
+    """``ValueError`` unless every value of ``array`` is in ``0..limit - 1``."""
+    if len(array) and (int(array.min()) < 0 or int(array.max()) >= limit):
+        raise ValueError(f"{name}: values outside 0..{limit - 1}")
+
+
+def ascending(ids: np.ndarray, in_order: int) -> None:
+    """``ValueError`` unless the first ``in_order`` of ``ids`` ascend (and exist)."""
+    if in_order > len(ids) or np.any(np.diff(ids[:in_order]) <= 0):
+        raise ValueError("in_order: the rows before it do not ascend")

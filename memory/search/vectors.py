@@ -37,7 +37,8 @@ from __future__ import annotations
 import math
 import sys
 import threading
-from collections.abc import Sequence
+from array import array
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from sqlalchemy.engine import Connection
@@ -45,7 +46,21 @@ from sqlalchemy.engine import Connection
 from memory.core.ranking import Neighbours, SessionOrder, remembered
 from memory.core.types import NO_SESSION, TIERS
 from memory.search.pgvector import exact_scores
-from memory.search.rows import code, find_rows, readable_rows, resized, tail_order
+from memory.search.rows import (
+    ascending,
+    code,
+    codes_bytes,
+    codes_of,
+    count_of,
+    decode_strings,
+    encode_strings,
+    find_rows,
+    fitted,
+    readable_rows,
+    resized,
+    tail_order,
+    within,
+)
 from memory.store.sharing import Readable
 
 # Exact scores are read for RESCORED x the candidates asked for (the int8 ranking of the
@@ -250,6 +265,59 @@ class UserVectors:
     def _unorder(self, memory_id: int, row: int) -> None:
         self.order.discard(memory_id, self._key(row))
 
+    # -- snapshots ----------------------------------------------------------------------------
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The rows in use, as arrays (``memory.search.snapshots`` writes them to a file)."""
+        size = self.size
+        return {
+            "signs": self.signs[:, :size],
+            "codes8": self.codes8[:size],
+            "scales": self.scales[:size],
+            "ids": self.ids[:size],
+            "live": self.live[:size],
+            "agents": self.agents[:size],
+            "sessions": self.sessions[:size],
+            "tiers": self.tiers[:size],
+            "names": encode_strings(self.names),
+            "in_order": np.array([self.in_order], dtype=np.int64),
+        }
+
+    def restore(self, state: Mapping[str, np.ndarray]) -> None:
+        """Take the rows of ``state`` (``state()`` of an index, read back), replacing what
+        is held; ``ValueError`` if its arrays do not fit together, and then nothing changes.
+        The session order is rebuilt from the rows rather than stored."""
+        ids = fitted(state, "ids", np.int64, (len(state.get("ids", ())),))
+        size = len(ids)
+        names = decode_strings(state, "names")
+        codes = codes_of(names, "names")
+        signs = fitted(state, "signs", np.uint64, (self.words, size))
+        codes8 = fitted(state, "codes8", np.int8, (size, self.dimension))
+        scales = fitted(state, "scales", np.float32, (size,))
+        live = fitted(state, "live", np.bool_, (size,))
+        agents = fitted(state, "agents", np.int32, (size,))
+        sessions = fitted(state, "sessions", np.int32, (size,))
+        tiers = fitted(state, "tiers", np.int8, (size,))
+        in_order = count_of(state, "in_order")
+        within(agents, "agents", len(names))
+        within(sessions, "sessions", len(names))
+        within(tiers, "tiers", len(TIERS))
+        ascending(ids, in_order)
+        order = session_order(ids, live, agents, sessions, names, codes.get(NO_SESSION, -1))
+        self.signs, self.codes8, self.scales = signs, codes8, scales
+        self.ids, self.live, self.agents, self.sessions, self.tiers = (
+            ids,
+            live,
+            agents,
+            sessions,
+            tiers,
+        )
+        self.codes, self.names, self.order = codes, names, order
+        self.size, self.in_order = size, in_order
+        self.dead = size - int(np.count_nonzero(live))
+        self._tail_order = None
+        self._visible.clear()
+
     # -- reading ------------------------------------------------------------------------------
 
     def neighbours(self, ids: Sequence[int]) -> dict[int, Neighbours]:
@@ -357,11 +425,45 @@ class UserVectors:
             self.sessions,
             self.tiers,
         )
-        names = sys.getsizeof(self.codes) + sys.getsizeof(self.names)
-        names += sum(sys.getsizeof(name) for name in self.names)
+        names = codes_bytes(self.codes, sum(map(sys.getsizeof, self.names)))
+        names += sys.getsizeof(self.names)
         tail = 0 if self._tail_order is None else self._tail_order.nbytes
         tail += sum(floor.nbytes for floor, _ in self._visible.values())
         return int(sum(array.nbytes for array in arrays)) + tail + names + self.order.nbytes()
+
+
+def session_order(
+    ids: np.ndarray,
+    live: np.ndarray,
+    agents: np.ndarray,
+    sessions: np.ndarray,
+    names: list[str],
+    no_session: int,
+) -> SessionOrder:
+    """The session order of these rows, built in bulk: the live rows of each (agent,
+    session) by id (``ValueError`` if an id repeats among them). One sort, then a slice of
+    one byte string per session: a session costs no NumPy call of its own."""
+    rows = np.flatnonzero(live & (sessions != no_session))
+    rows = rows[np.lexsort((ids[rows], sessions[rows], agents[rows]))]
+    keys = (agents[rows].astype(np.int64) << 32) | sessions[rows].astype(np.int64)
+    ordered_ids = ids[rows]
+    if np.any((np.diff(keys) == 0) & (np.diff(ordered_ids) == 0)):
+        raise ValueError("ids: a live id repeats in a session")
+    starts = np.flatnonzero(np.diff(keys, prepend=-1))  # codes are >= 0
+    stops = np.append(starts[1:], len(rows)) if len(rows) else starts
+    blob = ordered_ids.tobytes()
+    firsts = rows[starts]
+    groups: dict[tuple[str, str], array[int]] = {}
+    for agent, session, start, stop in zip(
+        agents[firsts].tolist(),
+        sessions[firsts].tolist(),
+        (starts * 8).tolist(),
+        (stops * 8).tolist(),
+        strict=True,
+    ):
+        group = groups[names[agent], names[session]] = array("q")
+        group.frombytes(blob[start:stop])
+    return SessionOrder(groups)
 
 
 class ProcessVectors:

@@ -1,5 +1,6 @@
 """The memory hub as a service (``memctl serve``): one transport-free core
-(``memory.service.core``) under the HTTP transport (``memory.service.http``).
+(``memory.service.core``) under the HTTP (``memory.service.http``), gRPC
+(``memory.service.grpc``) and ZeroMQ (``memory.service.zeromq``) transports.
 
 Its public API, for ``memctl`` and for embedding the server elsewhere: :func:`serve` runs
 it with :class:`ServiceSettings`, which :func:`load_settings` reads from arguments, the

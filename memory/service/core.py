@@ -1,8 +1,8 @@
 """The hub service's core, free of any transport: authenticate a request's key, act as the
 identity the key carries, run one operation, and describe every failure the same way.
 
-Every transport (HTTP and ZeroMQ; gRPC is still to come) hands this module the key it was
-given and the request's JSON, and sends back what it returns, so each rule exists once:
+Every transport (HTTP, gRPC and ZeroMQ) hands this module the key it was given and the
+request's JSON, and sends back what it returns, so each rule exists once:
 
 - **Identity comes from the key.** The agent is the key's; only an ``admin`` key may name
   another agent to act as. A key that lists users acts for those only; the refusal is the
@@ -29,7 +29,7 @@ import typing
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from opentelemetry import propagate, trace
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
@@ -42,6 +42,7 @@ from memory import (
     EntityGraph,
     InvalidInputError,
     Memory,
+    MemoryEvent,
     MemoryStoreError,
     NotFoundError,
     PermissionDeniedError,
@@ -50,11 +51,13 @@ from memory import (
     SessionExpiredError,
     StaleVersionError,
     StoreClosedError,
+    Subscription,
 )
 from memory.core import deadlines
 from memory.ops import ApiKey, apply_once, authenticate
 from memory.remote import GRAPH_OPERATIONS, GRAPH_PREFIX, SCOPE_OPERATIONS, OperationClass
 
+ModelT = TypeVar("ModelT", bound=BaseModel)
 _STRICT = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
@@ -149,6 +152,19 @@ OPERATIONS: dict[str, Operation] = {
     },
     **{name: _admin_operation(name) for name in ADMIN_OPERATIONS},
 }
+
+
+# The change feed (SSE over HTTP, a server stream over gRPC): the scope's events after a
+# sequence number; ``after_seq`` None means from now on.
+CHANGES_REQUEST = create_model(
+    "ChangesRequest",
+    __config__=_STRICT,
+    user=(str | None, None),
+    agent=(str | None, None),
+    session=(str | None, None),
+    after_seq=(int | None, Field(None, ge=0)),
+)
+EVENT: TypeAdapter[MemoryEvent] = TypeAdapter(MemoryEvent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,7 +331,7 @@ class Service:
             raise NotFoundError(f"no operation {name!r}; see /openapi.json")
         if operation.admin and key.role != "admin":
             raise PermissionDeniedError(f"{name} needs an admin API key")
-        request = self.parse(operation, body)
+        request = self.parse(operation.request, body)
         if request_key is not None and operation.kind == "write":
             # The user the answer is about; an admin verb's answer names none.
             user = None if operation.admin else getattr(request, "user", None)
@@ -351,13 +367,31 @@ class Service:
         return operation.result.dump_python(result, mode="json")
 
     @staticmethod
-    def parse(operation: Operation, body: bytes | str | Mapping[str, Any]) -> BaseModel:
-        """``body`` checked against the operation's request model, strictly."""
+    def parse(model: type[ModelT], body: bytes | str | Mapping[str, Any]) -> ModelT:
+        """``body`` checked against a request ``model``, strictly."""
         try:
             if isinstance(body, bytes | str):
-                return operation.request.model_validate_json(body or b"{}")
-            return operation.request.model_validate(body)
+                return model.model_validate_json(body or b"{}")
+            return model.model_validate(body)
         except ValidationError as error:
             raise InvalidInputError(_described(error)) from None
         except RecursionError:
             raise InvalidInputError("body: nested too deeply") from None
+
+    def changes(
+        self,
+        key: ApiKey,
+        body: bytes | str | Mapping[str, Any],
+        deliver: Callable[[dict[str, Any]], None],
+    ) -> Subscription:
+        """Call ``deliver`` with each event after the request's ``after_seq`` that the
+        request's scope (checked against ``key`` as every call's is) may read
+        (``Scope.subscribe``'s filter: never another user's, nor another agent's unless
+        shared), as JSON-ready data, in order, on the subscription's thread, until the
+        returned subscription is closed."""
+        values = self.parse(CHANGES_REQUEST, body).model_dump()
+        after_seq = values.pop("after_seq")
+        scope = self.scope_for(key, **values)
+        return scope.subscribe(
+            lambda event: deliver(EVENT.dump_python(event, mode="json")), after_seq=after_seq
+        )

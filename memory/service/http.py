@@ -3,9 +3,11 @@
 ``POST /v1/{operation}`` for every ``Scope`` operation (body: ``user``, ``session``,
 ``agent`` for admin keys, and the method's ``arguments``) and the admin verbs
 (``forget_user``, ``set_team``: their arguments at the top level, admin keys only), with
-the key in ``Authorization: Bearer``; ``/health`` (the process answers), ``/ready`` (the database
-answers at the head revision), ``/metrics`` (Prometheus: the library's metrics and the
-service's requests, latency and authentication failures) and ``/openapi.json``.
+the key in ``Authorization: Bearer``; ``GET /v1/changes`` is the scope's change feed as
+Server-Sent Events (FastAPI's own, with keep-alive pings) from a sequence number;
+``/health`` (the process answers), ``/ready`` (the database answers at the head
+revision), ``/metrics`` (Prometheus: the library's metrics and the service's requests,
+latency and authentication failures) and ``/openapi.json``.
 
 Every request has a deadline: ``request_timeout_seconds`` after it arrived, or sooner when
 the client sends ``X-Request-Timeout: <seconds>`` (the remote client sends its own
@@ -23,6 +25,7 @@ that, with the request id, and is logged with its traceback.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import re
@@ -37,9 +40,10 @@ from typing import Any
 
 import anyio
 import structlog
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
@@ -50,6 +54,7 @@ from memory import (
     InvalidInputError,
     MemoryStoreError,
     PermissionDeniedError,
+    Subscription,
 )
 from memory import ops as ops
 from memory.remote import IDEMPOTENCY_KEY, REQUEST_TIMEOUT, OperationClass
@@ -119,6 +124,9 @@ class _TooLarge(InvalidInputError):
         super().__init__(f"body: larger than the limit of {limit} bytes")
 
 
+def correlation_id(given: str | None) -> str:
+    """The request id of a request: the client's if it is sane, else a new one."""
+    return given if given and _SANE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
 def _timeout(request: Request, default: float) -> float:
     """Seconds the request may take: the configured default, or less if the client asks."""
     given = request.headers.get(REQUEST_TIMEOUT)
@@ -143,7 +151,66 @@ def _credential(request: Request) -> str | None:
     return value.strip() if scheme.lower() == "bearer" else header
 
 
-class _Busy(Exception):
+class FeedBehind(Exception):
+    """The client read a change feed so slowly that its backlog filled: the stream ends,
+    and the client resumes after ``seq``, the last event it was sent."""
+
+    def __init__(self, seq: int | None) -> None:
+        super().__init__(seq)
+        self.seq = seq
+
+
+class Feed:
+    """A change feed (``Service.changes``) bridged to the event loop of a transport: events
+    arrive on the subscription's thread and wait, at most ``backlog`` of them, for the
+    stream to send them; past that the stream ends with :class:`FeedBehind` rather than
+    hold an unbounded queue for a client that does not read."""
+
+    def __init__(self, backlog: int = 10_000) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        self._backlog = backlog
+        self._full = False
+        self._sent: int | None = None
+        self.subscription: Subscription | None = None
+
+    def deliver(self, event: dict[str, Any]) -> None:
+        """``Service.changes``' callback (on the subscription's thread)."""
+        self._loop.call_soon_threadsafe(self._put, event)
+
+    def _put(self, event: dict[str, Any]) -> None:
+        if self._full:
+            return
+        if self._events.qsize() >= self._backlog:
+            self._full = True
+            self._events.put_nowait(None)  # the end, after what is already waiting
+            return
+        self._events.put_nowait(event)
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        """The events, in order, until the backlog fills (``FeedBehind``); the subscription
+        is closed however the stream ends (the client left, the server stops)."""
+        try:
+            while True:
+                event = await self._events.get()
+                if event is None:
+                    raise FeedBehind(self._sent)
+                self._sent = event["seq"]
+                yield event
+        finally:
+            if self.subscription is not None:
+                await run_in_threadpool(self.subscription.close)
+
+
+class _Refused(Exception):
+    """A request refused before its stream started, with the reply to send."""
+
+    def __init__(self, response: JSONResponse) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+class Busy(Exception):
     """A bulkhead is full: the call was not started."""
 
 
@@ -160,13 +227,13 @@ class Bulkhead:
 
     @asynccontextmanager
     async def admitted(self, deadline: float) -> AsyncIterator[None]:
-        """A turn, or ``_Busy``; ``DeadlineExceededError`` when the request's ``deadline``
+        """A turn, or ``Busy``; ``DeadlineExceededError`` when the request's ``deadline``
         (``time.monotonic()``) passes first."""
         if (
             self.limiter.available_tokens == 0
             and self.limiter.statistics().tasks_waiting >= self.queue
         ):
-            raise _Busy
+            raise Busy
         try:
             with anyio.fail_after(max(0.0, min(self.wait_seconds, deadline - time.monotonic()))):
                 await self.limiter.acquire()
@@ -175,7 +242,7 @@ class Bulkhead:
                 raise DeadlineExceededError(
                     "the request's deadline passed while it waited for a turn; nothing was done"
                 ) from None
-            raise _Busy from None
+            raise Busy from None
         try:
             yield
         finally:
@@ -220,8 +287,7 @@ def create_app(
     async def correlate(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        given = request.headers.get(REQUEST_ID, "")
-        request_id = given if _SANE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        request_id = correlation_id(request.headers.get(REQUEST_ID))
         request.state.request_id = request_id
         started = time.perf_counter()
         with structlog.contextvars.bound_contextvars(request_id=request_id):
@@ -235,6 +301,20 @@ def create_app(
                 ms=round((time.perf_counter() - started) * 1000, 2),
             )
         return response
+
+    def refusal(error: MemoryStoreError, operation: str, request_id: str) -> JSONResponse:
+        """The error reply to ``error``, counted and logged."""
+        reply = error_reply(error)
+        status = 413 if isinstance(error, _TooLarge) else reply.status
+        if isinstance(error, AuthenticationError):
+            metrics.auth_failures.labels("401", error.reason).inc()
+        elif isinstance(error, PermissionDeniedError):
+            metrics.auth_failures.labels("403", "forbidden").inc()
+        log.info("refused", operation=operation, status=status, error=reply.type)
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+        return JSONResponse(
+            reply.body(), status_code=status, headers={REQUEST_ID: request_id, **headers}
+        )
 
     def route(operation: Operation) -> None:
         async def handle(request: Request) -> Response:
@@ -261,7 +341,7 @@ def create_app(
                         )
                     status = 200
                     return JSONResponse(result, headers={REQUEST_ID: request_id})
-                except _Busy:
+                except Busy:
                     status, error_type = 503, "ServiceBusy"
                     metrics.rejected.labels(operation.kind).inc()
                     message = f"too many {operation.kind} requests under way; retry in a second"
@@ -271,20 +351,9 @@ def create_app(
                         headers={REQUEST_ID: request_id, "Retry-After": "1"},
                     )
                 except MemoryStoreError as error:
-                    reply = error_reply(error)
-                    status = 413 if isinstance(error, _TooLarge) else reply.status
-                    error_type = reply.type
-                    if isinstance(error, AuthenticationError):
-                        metrics.auth_failures.labels("401", error.reason).inc()
-                    elif isinstance(error, PermissionDeniedError):
-                        metrics.auth_failures.labels("403", "forbidden").inc()
-                    log.info("refused", operation=operation.name, status=status, error=reply.type)
-                    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
-                    return JSONResponse(
-                        reply.body(),
-                        status_code=status,
-                        headers={REQUEST_ID: request_id, **headers},
-                    )
+                    answer = refusal(error, operation.name, request_id)
+                    status, error_type = answer.status_code, error_reply(error).type
+                    return answer
                 except Exception as error:
                     error_type = type(error).__name__
                     log.exception("failed", operation=operation.name)
@@ -360,6 +429,74 @@ def create_app(
 
     for operation in OPERATIONS.values():
         route(operation)
+
+    async def open_feed(request: Request) -> Feed:
+        """Authenticate and subscribe before the stream starts, so that a refusal is an
+        error reply with its status rather than a stream that ends at once."""
+        feed = Feed()
+        try:
+            body: dict[str, Any] = dict(request.query_params)
+            resume = body.get("after_seq", request.headers.get("last-event-id"))
+            if resume is not None:
+                if not resume.isdigit():
+                    raise InvalidInputError("after_seq: a sequence number (0 or more) is required")
+                body["after_seq"] = int(resume)
+            key = await run_in_threadpool(service.authenticate, _credential(request))
+            feed.subscription = await run_in_threadpool(service.changes, key, body, feed.deliver)
+        except MemoryStoreError as error:
+            raise _Refused(refusal(error, "changes", request.state.request_id)) from None
+        return feed
+
+    async def refused(request: Request, error: Exception) -> Response:
+        assert isinstance(error, _Refused)
+        return error.response
+
+    app.add_exception_handler(_Refused, refused)
+
+    @app.get(
+        "/v1/changes",
+        response_class=EventSourceResponse,
+        tags=["read"],
+        summary="The scope's change feed, as Server-Sent Events",
+        openapi_extra={
+            "security": [{"apiKey": []}],
+            "parameters": [
+                {"name": name, "in": "query", "required": False, "schema": schema}
+                for name, schema in (
+                    ("user", {"type": "string"}),
+                    ("session", {"type": "string"}),
+                    ("agent", {"type": "string"}),
+                    ("after_seq", {"type": "integer", "minimum": 0}),
+                )
+            ],
+        },
+        responses={
+            code: {
+                "description": text,
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            }
+            for code, text in (
+                (401, "the API key is missing, unknown, revoked or expired"),
+                (403, "the key may not act for that user or agent"),
+                (422, "a parameter is not valid"),
+            )
+        },
+    )
+    # The dependency as a default: an Annotated[...] naming this closure could not be
+    # resolved from the postponed (string) annotation.
+    async def changes(
+        feed: Feed = Depends(open_feed),  # noqa: B008
+    ) -> AsyncIterator[ServerSentEvent]:
+        """The events the scope may read (never another user's; another agent's only when
+        shared with it), committed after ``after_seq`` (or the ``Last-Event-ID`` a browser
+        resends; neither: from now on), in order. Each event's ``id`` is its sequence
+        number, its ``event`` the operation, its ``data`` the event as JSON. A client that
+        falls 10,000 events behind is disconnected, to resume from its last id."""
+        try:
+            async for event in feed.events():
+                yield ServerSentEvent(data=event, id=str(event["seq"]), event=event["operation"])
+        except FeedBehind:
+            return  # an EventSource reconnects by itself, with the Last-Event-ID it has
 
     @app.get("/health", tags=["probes"])
     def health() -> dict[str, str]:

@@ -1,8 +1,9 @@
-"""``memctl serve``: open the store once, serve it over HTTP until SIGTERM or SIGINT.
+"""``memctl serve``: open the store once, serve it over HTTP and gRPC (and ZeroMQ when
+configured) until SIGTERM or SIGINT.
 
 uvicorn handles the signals: it stops accepting connections, lets the requests under way
-finish for up to ``drain_seconds``, and then the store is closed (its pending writes of
-access counts flushed) before the process exits.
+finish for up to ``drain_seconds``; then the gRPC server gives its calls the same time, and
+the store is closed (its pending writes of access counts flushed) before the process exits.
 
 Any number of replicas may serve one PostgreSQL database: each keeps its in-process search
 index current from the event log. A SQLite database has one replica: the first takes an
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,12 +31,14 @@ from flags import FlagError, FlagEvaluator
 from memory import Embedder, HashingEmbedder, InvalidInputError, Memory, MiniLMEmbedder
 from memory.service.breakers import Breakers, GuardedEmbedder, GuardedFlagProvider
 from memory.service.core import Service
+from memory.service.grpc import GrpcServer
 from memory.service.http import configure_logging, create_app, log
 from memory.service.settings import EmbedderName, ServiceSettings
 from memory.service.zeromq import ZeroMQServer
 
 if TYPE_CHECKING:
     from flags import UnleashFlagProvider
+    from memory.sync.hub import BackgroundHub
 
 
 def _embedder(name: EmbedderName) -> Embedder | None:
@@ -106,6 +110,38 @@ def only_replica(memory: Memory) -> Iterator[None]:
         os.close(handle)
 
 
+def sync_hub(memory: Memory, settings: ServiceSettings) -> BackgroundHub | None:
+    """The hub-spoke sync gateway over ``memory`` (this node's store), listening, when
+    ``sync_port`` is set."""
+    if settings.sync_port is None:
+        return None
+    assert settings.sync_secret is not None  # the settings require it with the port
+    # The 'sync' extra's packages, imported only when sync is served.
+    try:
+        from memory.sync.hub import BackgroundHub, HubGateway
+        from memory.sync.network import log_to, server_tls
+        from memory.sync.spoke import SpokeStore
+    except ImportError as error:
+        raise InvalidInputError(
+            f"sync_port needs the 'sync' extra ({error.name} is missing): "
+            "pip install 'tiered-memory[sync]'"
+        ) from None
+    log_to(sys.stderr)  # beside the service's own JSON lines
+    gateway = HubGateway(
+        SpokeStore(memory),
+        settings.sync_secret,
+        host=settings.host,
+        port=settings.sync_port,
+        tls=server_tls(settings.sync_tls_certificate, settings.sync_tls_key),
+        max_frame_bytes=settings.sync_max_frame_bytes,
+        rate_limit=settings.sync_rate_limit,
+        low_seconds=settings.sync_low_seconds,
+    )
+    hub = BackgroundHub(gateway)
+    hub.start()
+    return hub
+
+
 def serve(settings: ServiceSettings) -> None:
     """Serve the store of ``settings`` until the process is told to stop."""
     configure_logging(settings.log_level)
@@ -127,18 +163,24 @@ def serve(settings: ServiceSettings) -> None:
         tracing = _tracer_provider()
         service = Service(memory, tracing)
         app = create_app(service, settings, breakers)
+        remote_procedures = GrpcServer(service, settings, settings.grpc_port, app.state.metrics)
+        remote_procedures.start()
         legacy = None
         if settings.zmq_port is not None:
             legacy = ZeroMQServer(
                 service, settings.host, settings.zmq_port, settings.request_timeout_seconds
             )
             legacy.start()
+        hub = sync_hub(memory, settings)
 
         def stopped() -> None:
             # In the lifespan's shutdown, after the requests under way have finished:
             # uvicorn re-raises SIGTERM once it returns, so nothing after run() would run.
+            remote_procedures.stop(settings.drain_seconds)
             if legacy is not None:
                 legacy.stop()
+            if hub is not None:
+                hub.stop()
             memory.close()
             if unleash is not None:
                 unleash.close()
@@ -157,5 +199,12 @@ def serve(settings: ServiceSettings) -> None:
             timeout_graceful_shutdown=settings.drain_seconds,
             server_header=False,
         )
-        log.info("starting", host=settings.host, port=settings.http_port, backend=memory.backend)
+        log.info(
+            "starting",
+            host=settings.host,
+            port=settings.http_port,
+            grpc_port=remote_procedures.port,
+            sync_port=hub.gateway.port if hub is not None else None,
+            backend=memory.backend,
+        )
         uvicorn.Server(config).run()

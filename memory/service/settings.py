@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -84,6 +84,10 @@ class ServiceSettings(BaseSettings):
     database_url: str | None = Field(None, description="default: $MEMORY_DATABASE_URL")
     host: str = Field("127.0.0.1", description="the address to listen on")
     http_port: int = Field(8080, ge=0, le=65535, description="HTTP, /metrics included")
+    grpc_port: int = Field(5714, ge=0, le=65535, description="gRPC (0: any free port)")
+    # TLS for the gRPC port: a PEM certificate (chain) and its private key, both or neither.
+    grpc_tls_certificate: Path | None = Field(None, description="PEM certificate for gRPC")
+    grpc_tls_key: Path | None = Field(None, description="PEM private key for gRPC")
     # ZeroMQ ROUTER for the checklist's legacy agents (its port: 5713); None: not served.
     zmq_port: int | None = Field(None, ge=1, le=65535, description="ZeroMQ ROUTER port")
     max_body_bytes: int = Field(1_048_576, ge=1024, description="larger bodies get 413")
@@ -109,6 +113,30 @@ class ServiceSettings(BaseSettings):
     # of the store's own flag tables; the token goes in its Authorization header.
     unleash_url: str | None = Field(None, pattern=r"^https?://")
     unleash_token: str | None = None
+
+    # Hub-spoke sync (memory.sync): the MEMSHADOW v2 gateway; None: not served.
+    sync_port: int | None = Field(None, ge=0, le=65535, description="sync gateway TCP port")
+    # The cluster's credential: a node's token is HMAC-SHA256(secret, node id)
+    # (memory.sync.node_token); required with sync_port.
+    sync_secret: str | None = Field(None, min_length=32, description="sync cluster secret")
+    sync_tls_certificate: Path | None = Field(None, description="PEM certificate for sync")
+    sync_tls_key: Path | None = Field(None, description="PEM key of sync_tls_certificate")
+    sync_max_frame_bytes: int = Field(16 * 1024 * 1024, ge=4096, le=1 << 30)
+    # Batches per second a node may send before the hub holds its reads (CRITICAL and
+    # EMERGENCY are never held).
+    sync_rate_limit: float = Field(200.0, gt=0, le=100_000)
+    # How long LOW batches wait to be merged into one before they are relayed.
+    sync_low_seconds: float = Field(1.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ServiceSettings:
+        if (self.grpc_tls_certificate is None) != (self.grpc_tls_key is None):
+            raise ValueError("grpc_tls_certificate and grpc_tls_key go together")
+        if self.sync_port is not None and self.sync_secret is None:
+            raise ValueError("sync_port is set but sync_secret is not (32+ characters)")
+        if (self.sync_tls_certificate is None) != (self.sync_tls_key is None):
+            raise ValueError("sync_tls_certificate and sync_tls_key go together")
+        return self
 
     @classmethod
     def settings_customise_sources(

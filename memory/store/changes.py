@@ -20,6 +20,11 @@ database. The chain hash covers the sealed bytes (``memory.store.events.event_ha
 Crypto-shredding. Forgetting a user deletes their data key (``shred``): the sealed changes
 stay in the log, still covered by the chain, and can no longer be opened by anyone.
 
+Changes that belong to no user (the flags' state and audit, the maintenance run log) are
+sealed under the data key of ``OPERATOR`` (the user id ``""``, which no user can have),
+which no forget deletes. An event's ``user_id`` is also ``""`` once it is redacted: a replay
+tells the two apart by ``redacted``.
+
 Without ``$MEMORY_EVENT_KEY`` events carry no change (as before revision 0012) and the log
 cannot rebuild the database.
 """
@@ -50,6 +55,11 @@ MIN_EVENT_KEY_CHARS = 32
 CHANGE_FORMAT = 1
 # Events from before revision 0012: identifiers only, nothing to replay.
 NOT_RECONSTRUCTIBLE = 0
+# Such an event whose target still existed at revision 0014: the snapshot that revision
+# appended carries its rows (migrations/versions/0014_convert_old_events.py).
+IN_SNAPSHOT = -1
+# The owner of changes that belong to no user (see the module docstring).
+OPERATOR = ""
 _NONCE_BYTES = 12
 _HKDF_INFO = b"tiered-memory event key v1"
 
@@ -177,6 +187,30 @@ def open_change(key: bytes, seq: int, user: str, sealed: str) -> list[dict[str, 
     """The row changes of event ``seq`` (``ChangeKeyError`` if they do not open)."""
     rows: list[dict[str, Any]] = json.loads(_open(key, sealed, f"event:{seq}:{user}"))["rows"]
     return rows
+
+
+def rewrap_keys(connection: Connection, old: bytes, new: bytes) -> int:
+    """Wrap every data key under the event key ``new`` instead of ``old`` (rotating the
+    deployment's key): the data keys, and so the sealed changes and the chain, stay as
+    they are. Returns how many keys were re-wrapped; ``ChangeKeyError`` (and, the caller's
+    transaction rolled back, nothing changed) if one does not open with ``old``."""
+    rows = connection.execute(
+        sa.select(keys_table.c.user_id, keys_table.c.wrapped_key).order_by(keys_table.c.user_id)
+    ).all()
+    rewrapped = [
+        {
+            "key_user": row.user_id,
+            "wrapped_key": _seal(new, _open(old, row.wrapped_key, f"key:{row.user_id}"),
+                                 f"key:{row.user_id}"),
+        }
+        for row in rows
+    ]
+    if rewrapped:
+        connection.execute(
+            sa.update(keys_table).where(keys_table.c.user_id == sa.bindparam("key_user")),
+            rewrapped,
+        )
+    return len(rewrapped)
 
 
 def shred(connection: Connection, user: str) -> int:

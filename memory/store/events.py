@@ -66,7 +66,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
 from memory.core.errors import InvalidInputError
-from memory.core.inputs import canonical_json
+from memory.core.inputs import canonical_json, canonical_text
 from memory.core.types import MemoryEvent
 from memory.store.changes import CHANGE_FORMAT, data_key, memory_removed, seal_change
 from memory.store.synclog import record_memory_changes
@@ -122,7 +122,7 @@ def audit_key(environ: Mapping[str, str]) -> bytes | None:
 
 
 def _digest(key: bytes | None, document: dict[str, Any]) -> str:
-    text = canonical_json(document).encode("utf-8")
+    text = canonical_text(document).encode("utf-8")
     if key is None:
         return hashlib.sha256(text).hexdigest()
     return hmac.new(key, text, hashlib.sha256).hexdigest()
@@ -162,7 +162,7 @@ def event_hash(
     fields: list[Any] = [seq, created_at.isoformat(), agent, operation, target, digest, prev_hash]
     if change_sealed is not None:
         fields += [change_format, change_sealed]
-    return _sha256(canonical_json(fields))
+    return _sha256(canonical_text(fields))
 
 
 def _sha256(text: str) -> str:
@@ -208,7 +208,7 @@ def append_events(connection: Connection, drafts: Sequence[NewEvent]) -> list[Me
         digest = payload_digest(draft.user, draft.data, key)
         covered_target = target_digest(draft.user, draft.target, key)
         sealed = None
-        if draft.change is not None and draft.user:
+        if draft.change is not None:
             if draft.user not in data_keys:
                 data_keys[draft.user] = data_key(connection, draft.user, create=True)
             user_key = data_keys[draft.user]

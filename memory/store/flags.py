@@ -16,6 +16,12 @@ Every agent process on every host reads the same three tables (revision 0007):
 ``flag_audit``
     Append-only: every change, with who, when, the old and the new value and the reason.
 
+With an event key (``$MEMORY_EVENT_KEY``), each write also appends a ``flag.<action>``
+event to the event log (revision 0012 on) that carries the flag's rows as the write left
+them (its state, its session overrides, the audit rows it added), sealed under the
+operator's data key (``memory.store.changes.OPERATOR``), so that a replay rebuilds the
+flags as well as the data.
+
 Each write (:meth:`DatabaseFlagProvider.set_flag`, ``override``, ``set_agent``, ``reset``)
 validates everything first, then changes the state and appends its audit row in ONE
 transaction (the flag's row is locked, so concurrent operators serialise), and after the
@@ -42,8 +48,16 @@ from flags import BUILTIN_FLAGS, FlagDefinition, FlagEvaluator, FlagValueError, 
 from memory.core.errors import InvalidInputError, SchemaError
 from memory.core.inputs import canonical_json, checked_count
 from memory.core.types import ID_LENGTH
+from memory.store.changes import EVENT_KEY_INFO, OPERATOR, delete, deployment_key, upsert
 from memory.store.db import Database
-from memory.store.schema import FLAGS_REVISION, database_revision, revision_at_least
+from memory.store.events import AUDIT_KEY_INFO, append_event
+from memory.store.schema import (
+    CHANGES_REVISION,
+    FLAGS_REVISION,
+    current_revision,
+    database_revision,
+    revision_at_least,
+)
 from memory.store.tables import Base, utcnow
 
 __all__ = [
@@ -162,9 +176,15 @@ class DatabaseFlagProvider:
     """
 
     def __init__(
-        self, engine: Engine, registry: Mapping[str, FlagDefinition] = BUILTIN_FLAGS
+        self,
+        engine: Engine,
+        registry: Mapping[str, FlagDefinition] = BUILTIN_FLAGS,
+        *,
+        audit_key: bytes | None = None,
+        event_key: bytes | None = None,
     ) -> None:
-        self._db = Database(engine)
+        # The deployment's keys digest and seal the events of the writes (module docstring).
+        self._db = Database(engine, audit_key, event_key)
         self._registry = dict(registry)
 
     # -- reading ------------------------------------------------------------------------------
@@ -349,7 +369,8 @@ class DatabaseFlagProvider:
             .where(flag_state.c.name == name)
             .values(**wanted, updated_at=now, updated_by=who)
         )
-        self._append(connection, now, who, name, "set", old, wanted, why)
+        audit = self._append(connection, now, who, name, "set", old, wanted, why)
+        _record(connection, who, "set", [name], [audit])
         return old
 
     def override(
@@ -414,7 +435,8 @@ class DatabaseFlagProvider:
                     )
                 )
                 new = _override_value(SessionOverride(session, on, expires_at))
-            self._append(connection, now, who, name, "override", old, new, why)
+            audit = self._append(connection, now, who, name, "override", old, new, why)
+            _record(connection, who, "override", [name], [audit])
             return old, new
 
         self.require_schema()
@@ -464,9 +486,10 @@ class DatabaseFlagProvider:
                     {column.name: canonical_json(list(after)), "updated_at": now, "updated_by": who}
                 )
             )
-            self._append(
+            audit = self._append(
                 connection, now, who, name, kind, {field: list(before)}, {field: list(after)}, why
             )
+            _record(connection, who, kind, [name], [audit])
             return before, after
 
         self.require_schema()
@@ -488,10 +511,13 @@ class DatabaseFlagProvider:
             statement = sa.select(flag_state.c.name).order_by(flag_state.c.name).with_for_update()
             names = list(connection.execute(statement).scalars())
             before = {flag.name: flag for flag in self._read(connection, now)}
-            for name in names:
+            audits = [
                 self._append(connection, now, who, name, "reset", before[name].as_dict(), None, why)
+                for name in names
+            ]
             connection.execute(sa.delete(flag_overrides))
             connection.execute(sa.delete(flag_state))
+            _record(connection, who, "reset", names, audits)
             return {name: before[name] for name in names}
 
         self.require_schema()
@@ -561,9 +587,11 @@ class DatabaseFlagProvider:
         old: Any,
         new: Any,
         reason: str | None,
-    ) -> None:
-        connection.execute(
-            flag_audit.insert().values(
+    ) -> RowMapping:
+        """Append one audit row; returns it as stored."""
+        return connection.execute(
+            flag_audit.insert()
+            .values(
                 at=now,
                 actor=actor,
                 flag_name=name,
@@ -572,7 +600,52 @@ class DatabaseFlagProvider:
                 new_value_json=canonical_json(new) if new is not None else None,
                 reason=reason,
             )
-        )
+            .returning(*flag_audit.c)
+        ).mappings().one()
+
+
+def _record(
+    connection: Connection,
+    actor: str,
+    action: AuditAction,
+    names: Sequence[str],
+    audits: Sequence[RowMapping],
+) -> None:
+    """Append the ``flag.<action>`` event of a write to ``names``, in its transaction: each
+    flag's state row as the write left it (or its deletion), its overrides (all deleted,
+    then those there now), and the audit rows the write added. A schema from before the
+    changes events carry (revision 0012; flags work from 0007) gets no event, nor does a
+    deployment without an event key: there would be no change to carry, and the flag audit
+    records the write already."""
+    if (
+        not names
+        or deployment_key(connection) is None
+        or not revision_at_least(current_revision(connection), CHANGES_REVISION)
+    ):
+        return
+    change: list[dict[str, Any]] = []
+    for name in names:
+        state = connection.execute(
+            sa.select(flag_state).where(flag_state.c.name == name)
+        ).mappings().first()
+        # Overrides first on a delete, state first on an upsert: the overrides' foreign key.
+        change.append(delete(flag_overrides, {"flag_name": name}))
+        if state is None:
+            change.append(delete(flag_state, {"name": name}))
+            continue
+        change.append(upsert(flag_state, state))
+        overrides = connection.execute(
+            sa.select(flag_overrides)
+            .where(flag_overrides.c.flag_name == name)
+            .order_by(flag_overrides.c.session_id)
+        ).mappings()
+        change.extend(upsert(flag_overrides, row) for row in overrides)
+    change.extend(upsert(flag_audit, row) for row in audits)
+    target = f"flag:{names[0]}" if len(names) == 1 else "flags"
+    append_event(
+        connection, OPERATOR, actor, f"flag.{action}", target,
+        {"flags": list(names), "action": action}, change,
+    )
 
 
 def _log(
@@ -599,7 +672,9 @@ NEW_STORE_REASON = (
 )
 
 
-def start_new_store(connection: Connection) -> None:
+def start_new_store(
+    connection: Connection, audit_key: bytes | None = None, event_key: bytes | None = None
+) -> None:
     """Switch every rollout flag on in a database this library has just created, in the
     transaction that created its schema, and audit it (actor ``memory``).
 
@@ -607,7 +682,13 @@ def start_new_store(connection: Connection) -> None:
     staged rollout; a new store has no such traffic, and a user who creates one expects
     the features its documentation describes. A database upgraded from an older schema
     keeps them off (the rollout runbook raises them stage by stage).
+
+    ``audit_key`` and ``event_key``: the deployment's (``Database``'s), so that the events
+    of these first changes are digested and sealed as every later one is (a replay
+    rebuilds the flags from them).
     """
+    connection.info[AUDIT_KEY_INFO] = audit_key
+    connection.info[EVENT_KEY_INFO] = event_key
     provider = DatabaseFlagProvider(connection.engine)
     for name in sorted(BUILTIN_FLAGS):
         provider._set(

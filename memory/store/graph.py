@@ -5,6 +5,11 @@ relations, add and delete observations, delete entities with their relations, se
 open nodes, read the graph) with one deliberate difference: a relation or observation that
 names a missing entity is refused with ``NotFoundError`` instead of being stored dangling,
 because foreign keys hold here. Import and export use the server's ``memory.jsonl`` lines.
+
+Every write that changes the graph appends one ``graph.<operation>`` event in its
+transaction, carrying the rows it left (entities, observations, relations) and the keys of
+those it deleted (``memory.store.changes``), so that a replay rebuilds the graph. A delete
+lists the rows the foreign keys' cascade removes, so a replay does not depend on it.
 """
 
 from __future__ import annotations
@@ -31,7 +36,9 @@ from memory.core.inputs import (
 )
 from memory.core.redaction import NO_REDACTION, Redaction
 from memory.core.types import AddedObservations, Entity, KnowledgeGraph, Relation
+from memory.store.changes import delete, upsert
 from memory.store.db import Database
+from memory.store.events import append_event
 from memory.store.tables import Base, utcnow
 
 entities = Base.metadata.tables["entities"]
@@ -48,14 +55,23 @@ MAX_IMPORT_LINE_CHARS = MAX_STATE_BYTES
 # few enough characters that a batch's parsed objects stay a few tens of MB.
 IMPORT_BATCH_LINES = 1_000
 IMPORT_BATCH_CHARS = 4 * MAX_STATE_BYTES
+# The graph's operations take no agent (as the reference server's): its events name this.
+GRAPH_AGENT = "graph"
+# A change entry (memory.store.changes).
+Change = list[dict[str, Any]]
 
 
 class EntityGraph:
     """One user's knowledge graph. Get it from ``Memory.graph(user)``."""
 
-    def __init__(self, db: Database, user: str, redaction: Redaction = NO_REDACTION) -> None:
+    def __init__(
+        self, db: Database, user: str, redaction: Redaction = NO_REDACTION, *, logged: bool = True
+    ) -> None:
         self._db = db
         self.user = user
+        # Whether the schema has the log of changes (revision 0012): a Phase 1 store, which
+        # has no event log, keeps its graph working without one.
+        self._logged = logged
         # Every input is redacted as memories are (names, types, observations), and names
         # looked up the same way, so that they still match what was stored.
         self._redaction = redaction
@@ -85,8 +101,18 @@ class EntityGraph:
             raise NotFoundError(f"entity {missing[0]!r} does not exist for this user")
         return ids
 
+    def _record(
+        self, connection: Connection, operation: str, change: Change, data: dict[str, int]
+    ) -> None:
+        """Append the event of a write that changed the graph (none if it changed nothing).
+        Its data holds counts only: names and observations are the user's own words."""
+        if change and self._logged:
+            append_event(
+                connection, self.user, GRAPH_AGENT, f"graph.{operation}", "graph", data, change
+            )
+
     def _add_observations(
-        self, connection: Connection, entity_id: int, contents: Iterable[str]
+        self, connection: Connection, entity_id: int, contents: Iterable[str], change: Change
     ) -> tuple[str, ...]:
         now = utcnow()
         rows: dict[str, dict[str, Any]] = {
@@ -103,16 +129,24 @@ class EntityGraph:
         statement = (
             self._db.insert(observations)
             .on_conflict_do_nothing(index_elements=["entity_id", "content_hash"])
-            .returning(observations.c.content_hash)
+            .returning(*observations.c)
         )
-        added = {row.content_hash for row in connection.execute(statement, list(rows.values()))}
+        inserted = connection.execute(statement, list(rows.values())).mappings().all()
+        added = {row["content_hash"] for row in inserted}
         if added:
-            connection.execute(
-                sa.update(entities).where(entities.c.id == entity_id).values(updated_at=now)
-            )
+            entity = connection.execute(
+                sa.update(entities)
+                .where(entities.c.id == entity_id)
+                .values(updated_at=now)
+                .returning(*entities.c)
+            ).mappings().one()
+            change.append(upsert(entities, entity))
+            change.extend(upsert(observations, row) for row in inserted)
         return tuple(row["content"] for digest, row in rows.items() if digest in added)
 
-    def _create_entities(self, connection: Connection, items: list[EntityInput]) -> list[Entity]:
+    def _create_entities(
+        self, connection: Connection, items: list[EntityInput], change: Change
+    ) -> list[Entity]:
         now = utcnow()
         first = {item.name: item for item in reversed(items)}  # the first of a name wins
         existing = self._entity_ids(connection, first)
@@ -120,7 +154,7 @@ class EntityGraph:
         for item in items:
             if item.name in existing or first.get(item.name) is not item:
                 continue
-            entity_id = connection.execute(
+            entity = connection.execute(
                 sa.insert(entities)
                 .values(
                     user_id=self.user,
@@ -129,14 +163,15 @@ class EntityGraph:
                     created_at=now,
                     updated_at=now,
                 )
-                .returning(entities.c.id)
-            ).scalar_one()
-            kept = self._add_observations(connection, entity_id, item.observations)
+                .returning(*entities.c)
+            ).mappings().one()
+            change.append(upsert(entities, entity))
+            kept = self._add_observations(connection, entity["id"], item.observations, change)
             created.append(Entity(item.name, item.entityType, kept))
         return created
 
     def _create_relations(
-        self, connection: Connection, items: list[RelationInput]
+        self, connection: Connection, items: list[RelationInput], change: Change
     ) -> list[Relation]:
         ids = self._require(connection, [n for item in items for n in (item.from_, item.to)])
         now = utcnow()
@@ -154,9 +189,10 @@ class EntityGraph:
                 .on_conflict_do_nothing(
                     index_elements=["from_entity_id", "to_entity_id", "relation_type"]
                 )
-                .returning(relations.c.id)
-            ).first()
+                .returning(*relations.c)
+            ).mappings().first()
             if inserted is not None:
+                change.append(upsert(relations, inserted))
                 created.append(Relation(item.from_, item.to, item.relationType))
         return created
 
@@ -169,16 +205,26 @@ class EntityGraph:
         ...                         "observations": ["writes Python"]}])  # doctest: +SKIP
         """
         validated = validate_many(EntityInput, self._redacted(items, "entities"), "entities")
-        return self._db.write(
-            lambda connection: self._create_entities(connection, validated), user=self.user
-        )
+
+        def operation(connection: Connection) -> list[Entity]:
+            change: Change = []
+            created = self._create_entities(connection, validated, change)
+            self._record(connection, "create_entities", change, {"entities": len(created)})
+            return created
+
+        return self._db.write(operation, user=self.user)
 
     def create_relations(self, items: Iterable[Mapping[str, Any]]) -> list[Relation]:
         """Create relations (``from``, ``to``, ``relationType``); return the new ones."""
         validated = validate_many(RelationInput, self._redacted(items, "relations"), "relations")
-        return self._db.write(
-            lambda connection: self._create_relations(connection, validated), user=self.user
-        )
+
+        def operation(connection: Connection) -> list[Relation]:
+            change: Change = []
+            created = self._create_relations(connection, validated, change)
+            self._record(connection, "create_relations", change, {"relations": len(created)})
+            return created
+
+        return self._db.write(operation, user=self.user)
 
     def add_observations(self, items: Iterable[Mapping[str, Any]]) -> list[AddedObservations]:
         """Add observations to existing entities; return what was not already there."""
@@ -188,13 +234,19 @@ class EntityGraph:
 
         def operation(connection: Connection) -> list[AddedObservations]:
             ids = self._require(connection, [item.entityName for item in validated])
-            return [
+            change: Change = []
+            added = [
                 AddedObservations(
                     item.entityName,
-                    self._add_observations(connection, ids[item.entityName], item.contents),
+                    self._add_observations(
+                        connection, ids[item.entityName], item.contents, change
+                    ),
                 )
                 for item in validated
             ]
+            count = sum(len(item.added_observations) for item in added)
+            self._record(connection, "add_observations", change, {"observations": count})
+            return added
 
         return self._db.write(operation, user=self.user)
 
@@ -203,12 +255,19 @@ class EntityGraph:
         wanted = [validate_name(name) for name in self._redacted(names, "entity names")]
 
         def operation(connection: Connection) -> None:
-            if wanted:
-                connection.execute(
-                    sa.delete(entities).where(
-                        entities.c.user_id == self.user, entities.c.name.in_(wanted)
-                    )
-                )
+            ids = sorted(self._entity_ids(connection, wanted).values())
+            if not ids:
+                return
+            connection.execute(sa.delete(entities).where(entities.c.id.in_(ids)))
+            change: Change = []
+            for entity_id in ids:
+                change += [
+                    delete(observations, {"entity_id": entity_id}),
+                    delete(relations, {"from_entity_id": entity_id}),
+                    delete(relations, {"to_entity_id": entity_id}),
+                    delete(entities, {"id": entity_id}),
+                ]
+            self._record(connection, "delete_entities", change, {"entities": len(ids)})
 
         self._db.write(operation, user=self.user)
 
@@ -220,16 +279,21 @@ class EntityGraph:
 
         def operation(connection: Connection) -> None:
             ids = self._entity_ids(connection, [item.entityName for item in validated])
+            change: Change = []
             for item in validated:
                 if item.entityName in ids and item.observations:
-                    connection.execute(
-                        sa.delete(observations).where(
+                    gone = connection.execute(
+                        sa.delete(observations)
+                        .where(
                             observations.c.entity_id == ids[item.entityName],
                             observations.c.content_hash.in_(
                                 [content_hash(text) for text in item.observations]
                             ),
                         )
-                    )
+                        .returning(observations.c.id)
+                    ).scalars()
+                    change.extend(delete(observations, {"id": row_id}) for row_id in gone)
+            self._record(connection, "delete_observations", change, {"observations": len(change)})
 
         self._db.write(operation, user=self.user)
 
@@ -239,15 +303,20 @@ class EntityGraph:
 
         def operation(connection: Connection) -> None:
             ids = self._entity_ids(connection, [n for r in validated for n in (r.from_, r.to)])
+            change: Change = []
             for item in validated:
                 if item.from_ in ids and item.to in ids:
-                    connection.execute(
-                        sa.delete(relations).where(
+                    gone = connection.execute(
+                        sa.delete(relations)
+                        .where(
                             relations.c.from_entity_id == ids[item.from_],
                             relations.c.to_entity_id == ids[item.to],
                             relations.c.relation_type == item.relationType,
                         )
-                    )
+                        .returning(relations.c.id)
+                    ).scalars()
+                    change.extend(delete(relations, {"id": row_id}) for row_id in gone)
+            self._record(connection, "delete_relations", change, {"relations": len(change)})
 
         self._db.write(operation, user=self.user)
 
@@ -398,13 +467,17 @@ class EntityGraph:
                 raise InvalidInputError(f"line {number}: {exc}") from None
 
         def operation(connection: Connection) -> tuple[int, int]:
-            made = self._create_entities(connection, new_entities)
+            change: Change = []
+            made = self._create_entities(connection, new_entities, change)
             made_names = {entity.name for entity in made}
             ids = self._entity_ids(connection, [item.name for item in new_entities])
             for item in new_entities:
                 if item.name not in made_names:
-                    self._add_observations(connection, ids[item.name], item.observations)
-            return len(made), len(self._create_relations(connection, new_relations))
+                    self._add_observations(connection, ids[item.name], item.observations, change)
+            linked = self._create_relations(connection, new_relations, change)
+            counts = {"entities": len(made), "relations": len(linked)}
+            self._record(connection, "import", change, counts)
+            return len(made), len(linked)
 
         try:
             entities_made, relations_made = self._db.write(operation, user=self.user)

@@ -161,6 +161,10 @@ class Preferences:
             )
             if row is None:
                 raise NotFoundError(f"code pattern {pattern_id} does not exist for this user")
+            append_event(
+                connection, owner.user, owner.agent, "pattern.use", f"pattern:{pattern_id}",
+                {"pattern_id": pattern_id}, [upsert(patterns, row)],
+            )
             return pattern_of(row)
 
         return self.db.write(operation, user=owner.user)

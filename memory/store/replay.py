@@ -14,7 +14,8 @@ one read transaction, so it reads one consistent log, and for every event that h
 It stops at the first event that breaks the chain, and reports it: nothing after a bad
 link is trusted. Events whose user was forgotten (their key is gone) cannot be opened and
 are counted, not applied; so are events that carry no change (written before revision 0012,
-without an event key, or by writes that do not carry one yet, listed by operation).
+without an event key, or by writes that do not carry one yet, listed by operation), and
+those from before 0012 that the snapshot revision 0014 appended stands for (``in_snapshot``).
 
 Derived tables are rebuilt, not replayed: keyword terms and the change log
 (``rebuild_missing_terms``; on SQLite the FTS5 triggers fire on insert), and the
@@ -30,6 +31,7 @@ the events before the bad link applied: the point in time just before it.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,7 +45,7 @@ from sqlalchemy.engine import Connection, RowMapping
 from memory.core.errors import InvalidInputError
 from memory.store.archive import advance_sequence
 from memory.store.backup import require_empty
-from memory.store.changes import CHANGE_FORMAT, data_key, keys_table, open_change
+from memory.store.changes import CHANGE_FORMAT, IN_SNAPSHOT, data_key, keys_table, open_change
 from memory.store.db import Database
 from memory.store.events import ChainReport, chain_head, events, walk_chain
 from memory.store.indexing import rebuild_missing_terms
@@ -68,6 +70,7 @@ class ReplayReport:
     without_change: dict[str, int] = field(default_factory=dict)  # by operation
     terms_rebuilt: int = 0
     broken: ChainReport | None = None  # the first bad event, if the walk met one
+    in_snapshot: int = 0  # from before 0012, their rows in revision 0014's snapshot
 
     @property
     def ok(self) -> bool:
@@ -83,6 +86,7 @@ class ReplayReport:
             "forgotten": self.forgotten,
             "without_change": dict(sorted(self.without_change.items())),
             "terms_rebuilt": self.terms_rebuilt,
+            "in_snapshot": self.in_snapshot,
             "first_bad_seq": self.broken.first_bad_seq if self.broken else None,
             "reason": self.broken.reason if self.broken else None,
         }
@@ -124,13 +128,13 @@ def _replay(
         lambda connection: connection.execute(sa.select(keys_table.c.user_id)).scalars().all()
     ))
     without: Counter[str] = Counter()
-    copied = applied = forgotten = last = 0
+    copied = applied = forgotten = in_snapshot = last = 0
     broken: ChainReport | None = None
     batch: list[RowMapping] = []
     touched: set[str] = set()
 
     def flush() -> None:
-        nonlocal applied, forgotten
+        nonlocal applied, forgotten, in_snapshot
         with target.engine.begin() as writer:
             writer.execute(events.insert(), [dict(row) for row in batch])
             statements = _Statements(writer.dialect.name)
@@ -140,6 +144,8 @@ def _replay(
                     applied += 1
                 elif outcome == "forgotten":
                     forgotten += 1
+                elif outcome == "in_snapshot":
+                    in_snapshot += 1
                 elif outcome == "without":
                     without[row["operation"]] += 1
             statements.run(writer)
@@ -176,7 +182,9 @@ def _replay(
         for name in sorted(touched):
             advance_sequence(writer, Base.metadata.tables[name])
         terms = rebuild_missing_terms(writer)
-    return ReplayReport(copied, applied, last, forgotten, dict(without), terms, broken)
+    return ReplayReport(
+        copied, applied, last, forgotten, dict(without), terms, broken, in_snapshot
+    )
 
 
 def _apply(
@@ -189,15 +197,19 @@ def _apply(
 ) -> str:
     sealed = row["change_sealed"]
     if sealed is None:
+        if row["change_format"] == IN_SNAPSHOT:
+            return "in_snapshot"
         return "nothing" if row["operation"] in _NOTHING_TO_APPLY else "without"
     if row["change_format"] != CHANGE_FORMAT:
         raise InvalidInputError(
             f"event {row['seq']}: change format {row['change_format']} is not one this "
             f"version reads ({CHANGE_FORMAT}); upgrade tiered-memory to replay this log"
         )
-    user = row["user_id"]
+    if row["redacted"]:  # its user was forgotten: the key is gone, the user id blanked
+        return "forgotten"
+    user = row["user_id"]  # OPERATOR ("") for the flags and the maintenance run log
     if user not in keys:
-        keys[user] = data_key(reader, user, create=False) if user else None
+        keys[user] = data_key(reader, user, create=False)
     key = keys[user]
     if key is None:
         return "forgotten"
@@ -217,13 +229,22 @@ def _apply(
 
 
 def _decoded(table: sa.Table, values: dict[str, Any]) -> dict[str, Any]:
+    times = _time_columns(table)
     return {
         name: datetime.fromisoformat(value)
-        if value is not None and isinstance(table.c[name].type, sa.DateTime | UTCDateTime)
-        and isinstance(value, str)
+        if name in times and isinstance(value, str)
         else value
         for name, value in values.items()
     }
+
+
+@functools.cache
+def _time_columns(table: sa.Table) -> frozenset[str]:
+    """The columns of ``table`` whose values a change holds as ISO 8601 text (looked up
+    once per table: per value, it was a sixth of a replay's time)."""
+    return frozenset(
+        column.name for column in table.c if isinstance(column.type, sa.DateTime | UTCDateTime)
+    )
 
 
 class _Statements:

@@ -78,7 +78,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, RowMapping
 
 from memory.core.errors import ConflictError, InvalidInputError, SchemaError
 from memory.core.inputs import (
@@ -94,7 +94,7 @@ from memory.core.summary import extractive_summary
 from memory.core.types import TIERS
 from memory.store import idempotency as idempotency
 from memory.store import sharing as sharing
-from memory.store.changes import delete, memory_changes
+from memory.store.changes import OPERATOR, delete, deployment_key, memory_changes, upsert
 from memory.store.db import Database
 from memory.store.events import append_event, record_removals
 from memory.store.indexing import IndexEntry, log_changes, write_index
@@ -753,11 +753,25 @@ def _start_run(db: Database, started: datetime) -> int:
                 counts_json="{}",
                 error=None,
             )
-            .returning(runs.c.id)
+            .returning(*runs.c)
         )
-        return int(connection.execute(statement).scalar_one())
+        run = connection.execute(statement).mappings().one()
+        _record_run(connection, run)
+        return int(run["id"])
 
     return db.write(operation)
+
+
+def _record_run(connection: Connection, run: RowMapping) -> None:
+    """The event of a run's start or end, carrying its row (the operator's: it holds no
+    user's data), so that a replay rebuilds the run log too. None without an event key:
+    there would be no change to carry, and the run log is its own record."""
+    if deployment_key(connection) is None:
+        return
+    append_event(
+        connection, OPERATOR, RETENTION_AGENT, f"retention.run_{run['status']}",
+        f"run:{run['id']}", {"run_id": run["id"], "status": run["status"]}, [upsert(runs, run)],
+    )
 
 
 def _finish_run(
@@ -770,11 +784,14 @@ def _finish_run(
         .values(
             status=status, finished_at=finished, counts_json=canonical_json(counts), error=error
         )
+        .returning(*runs.c)
     )
     # memory.cleanup.runs{status}: the MemoryCleanupFailures alert watches the failed ones.
     # Counted before the write, which may fail for the same reason the run did.
     telemetry.instruments().cleanup_runs.add(1, {"status": status})
-    db.write(lambda connection: connection.execute(statement))
+    db.write(
+        lambda connection: _record_run(connection, connection.execute(statement).mappings().one())
+    )
     return finished
 
 

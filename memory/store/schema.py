@@ -35,6 +35,8 @@ MAINTENANCE_REVISION = "0006"
 FLAGS_REVISION = "0007"
 # The hub service's API keys (memory.store.keys).
 KEYS_REVISION = "0011"
+# Events that carry their change (memory.store.changes).
+CHANGES_REVISION = "0012"
 
 
 def _script_location() -> str:

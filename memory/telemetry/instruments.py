@@ -60,6 +60,24 @@ alert rules and ``memctl gates`` are written against these names):
 - ``memory.service.breaker.state`` observable gauge, each circuit breaker of the hub
   service (``memctl serve``): 0 closed, 1 half-open, 2 open; breaker=embedder|redis|
   postgresql|unleash → ``memory_service_breaker_state`` (only where a service runs)
+- hub-spoke sync (``memory.sync``), named as the MEMSHADOW design names them; node is a
+  sync node id (a deployment has a handful), tier=working|episodic|semantic:
+  ``memshadow.sync.frequency`` counter of batches applied; node (the batch's source), tier
+  → ``memshadow_sync_frequency_total`` (the frequency is its rate);
+  ``memshadow.batch.size`` histogram, items per batch applied; tier →
+  ``memshadow_batch_size_bucket``;
+  ``memshadow.sync.latency_ms`` histogram, ms from a batch's encoding at its source to its
+  application here; node (the source), tier → ``memshadow_sync_latency_ms_bucket``;
+  ``memshadow.conflicts`` counter of concurrent updates resolved; resolution →
+  ``memshadow_conflicts_total``;
+  ``memshadow.frames.rejected`` counter; reason=magic|version|checksum|truncated|oversized|
+  malformed|unsupported|replayed|unauthorized → ``memshadow_frames_rejected_total``;
+  ``memshadow.deliveries`` counter of batches delivered to a node; path=p2p|relayed →
+  ``memshadow_deliveries_total``;
+  ``memshadow.p2p_ratio`` observable gauge, the share of this process's deliveries that
+  went peer to peer (0 before any) → ``memshadow_p2p_ratio``;
+  ``memshadow.sync.backlog`` observable gauge, batches waiting to be sent (a spoke's outbox,
+  the hub's queues) → ``memshadow_sync_backlog``
 
 Series carry no instrumentation-scope labels; the endpoint adds ``target_info``. Histograms
 share the bucket boundaries ``LATENCY_BUCKETS_MS``. An endpoint reports what is recorded
@@ -167,6 +185,14 @@ SWARM_SIGNATURE_FAILURES = "memory.swarm.signature_failures"
 FORGET_INCOMPLETE = "memory.forget.incomplete"
 INDEX_HELD_BYTES = "memory.index.held_bytes"
 BREAKER_STATE = "memory.service.breaker.state"
+SYNC_FREQUENCY = "memshadow.sync.frequency"
+SYNC_BATCH_SIZE = "memshadow.batch.size"
+SYNC_LATENCY = "memshadow.sync.latency_ms"
+SYNC_CONFLICTS = "memshadow.conflicts"
+SYNC_FRAMES_REJECTED = "memshadow.frames.rejected"
+SYNC_DELIVERIES = "memshadow.deliveries"
+SYNC_P2P_RATIO = "memshadow.p2p_ratio"
+SYNC_BACKLOG = "memshadow.sync.backlog"
 
 #: Every instrument's Prometheus series (histograms: the ``_bucket`` series; ``_sum`` and
 #: ``_count`` come with it). Tests scrape ``/metrics`` for each of these.
@@ -201,6 +227,14 @@ PROMETHEUS_SERIES: Mapping[str, str] = {
     SWARM_SIGNATURE_FAILURES: "memory_swarm_signature_failures_total",
     FORGET_INCOMPLETE: "memory_forget_incomplete_total",
     INDEX_HELD_BYTES: "memory_index_held_bytes",
+    SYNC_FREQUENCY: "memshadow_sync_frequency_total",
+    SYNC_BATCH_SIZE: "memshadow_batch_size_bucket",
+    SYNC_LATENCY: "memshadow_sync_latency_ms_bucket",
+    SYNC_CONFLICTS: "memshadow_conflicts_total",
+    SYNC_FRAMES_REJECTED: "memshadow_frames_rejected_total",
+    SYNC_DELIVERIES: "memshadow_deliveries_total",
+    SYNC_P2P_RATIO: "memshadow_p2p_ratio",
+    SYNC_BACKLOG: "memshadow_sync_backlog",
 }
 
 # A caller's mistake is an answer, not a fault of the system: not counted in memory.errors.
@@ -345,6 +379,12 @@ class Instruments:
     swarm_escalations: CounterRecorder
     swarm_signature_failures: CounterRecorder
     forget_incomplete: CounterRecorder
+    sync_frequency: CounterRecorder
+    sync_batch_size: HistogramRecorder
+    sync_latency: HistogramRecorder
+    sync_conflicts: CounterRecorder
+    sync_frames_rejected: CounterRecorder
+    sync_deliveries: CounterRecorder
 
     def __init__(self, meter: Meter, *, observe: bool = True, queued: bool = False) -> None:
         def histogram(name: str, unit: str, description: str) -> HistogramRecorder:
@@ -421,6 +461,27 @@ class Instruments:
             FORGET_INCOMPLETE,
             description="Forgets whose bytes were not yet cleared from the database files.",
         )
+        self.sync_frequency = counter(
+            SYNC_FREQUENCY, description="Sync batches applied, by source node and tier."
+        )
+        # No unit on these two: the exporter would append one to names the design fixed.
+        self.sync_batch_size = histogram(
+            SYNC_BATCH_SIZE, unit="", description="Items per sync batch applied."
+        )
+        self.sync_latency = histogram(
+            SYNC_LATENCY,
+            unit="",
+            description="Milliseconds from a sync batch's creation at its source to its apply.",
+        )
+        self.sync_conflicts = counter(
+            SYNC_CONFLICTS, description="Concurrent sync updates resolved, by resolution."
+        )
+        self.sync_frames_rejected = counter(
+            SYNC_FRAMES_REJECTED, description="MEMSHADOW frames refused, by reason."
+        )
+        self.sync_deliveries = counter(
+            SYNC_DELIVERIES, description="Sync batches delivered, peer to peer or relayed."
+        )
         if observe:
             meter.create_observable_gauge(
                 HEAP_USED_MB,
@@ -449,6 +510,16 @@ class Instruments:
                 callbacks=[_observe_breakers],
                 description="Each circuit breaker of the hub service: 0 closed, 1 half-open, "
                 "2 open.",
+            )
+            meter.create_observable_gauge(
+                SYNC_P2P_RATIO,
+                callbacks=[_observe_p2p_ratio],
+                description="Share of sync deliveries that went peer to peer.",
+            )
+            meter.create_observable_gauge(
+                SYNC_BACKLOG,
+                callbacks=[_observe_sync_backlog],
+                description="Sync batches waiting to be sent.",
             )
             meter.create_observable_gauge(
                 SCHEMA_REVISION,
@@ -491,6 +562,44 @@ def _observe_index(_options: CallbackOptions) -> Iterable[Observation]:
     with _index_lock:
         sources = list(_index_sources)
     return [Observation(sum(source.held_bytes() for source in sources))]
+
+
+class SyncSource(Protocol):
+    """What the sync gauges read: a sync node (``memory.sync``) of this process."""
+
+    def backlog(self) -> int: ...
+
+    def deliveries(self) -> tuple[int, int]:
+        """(peer-to-peer, relayed) batches delivered so far."""
+        ...
+
+
+_sync_sources: weakref.WeakSet[SyncSource] = weakref.WeakSet()
+_sync_lock = threading.Lock()
+
+
+def observe_sync(source: SyncSource) -> None:
+    """Publish ``source``'s backlog and delivery paths (summed over every source) as
+    ``memshadow.sync.backlog`` and ``memshadow.p2p_ratio`` while ``source`` lives."""
+    with _sync_lock:
+        _sync_sources.add(source)
+
+
+def _sync_sources_now() -> list[SyncSource]:
+    with _sync_lock:
+        return list(_sync_sources)
+
+
+def _observe_sync_backlog(_options: CallbackOptions) -> Iterable[Observation]:
+    return [Observation(sum(source.backlog() for source in _sync_sources_now()))]
+
+
+def _observe_p2p_ratio(_options: CallbackOptions) -> Iterable[Observation]:
+    direct = relayed = 0
+    for source in _sync_sources_now():
+        p2p, hub = source.deliveries()
+        direct, relayed = direct + p2p, relayed + hub
+    return [Observation(direct / (direct + relayed) if direct + relayed else 0.0)]
 
 
 def observe_flags(evaluator: FlagStates) -> None:
@@ -666,6 +775,19 @@ for _cause in ("automatic", "manual"):
     declare_series("swarm_escalations", {"cause": _cause})
 for _outcome in ("warned", "refused"):
     declare_series("swarm_signature_failures", {"outcome": _outcome})
+# Hub-spoke sync (memory.sync): its dashboard row reads these from 0.
+SYNC_REJECTION_REASONS = (
+    "magic", "version", "checksum", "truncated", "oversized", "malformed", "unsupported",
+    "replayed", "unauthorized",
+)  # fmt: skip
+for _reason in SYNC_REJECTION_REASONS:
+    declare_series("sync_frames_rejected", {"reason": _reason})
+# memory.sync.clocks.ConflictResolution's values (telemetry may not import sync).
+SYNC_RESOLUTIONS = ("last_writer", "node_id", "tombstone")
+for _resolution in SYNC_RESOLUTIONS:
+    declare_series("sync_conflicts", {"resolution": _resolution})
+for _path in ("p2p", "relayed"):
+    declare_series("sync_deliveries", {"path": _path})
 
 
 def instruments() -> Instruments:

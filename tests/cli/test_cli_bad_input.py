@@ -138,15 +138,25 @@ BAD_INPUT: dict[str, list[list[str]]] = {
     "swarm escalations resolve": [["swarm", *DEAD_REDIS, "escalations", "resolve", "e", "r"]],
     "swarm scan": [["swarm", *DEAD_REDIS, "scan"]],
     "swarm health": [["swarm", *DEAD_REDIS, "health"]],
+    "sync status": [["sync", "status", "--hub", "no-port"],
+                    ["sync", "status", "--hub", "127.0.0.1:99999"],
+                    ["sync", "status", "--hub", "127.0.0.1:1"],  # no $MEMORY_SYNC_SECRET
+                    ["sync", "status", "--hub", "127.0.0.1:1", "--ca", "{missing}"],
+                    ["sync", "status", "--hub", "127.0.0.1:1", "--timeout", "0"]],
     "keys create": [[*DB, "keys", "create", "--agent", ""],
                     [*DB, "keys", "create", "--agent", LONG],
                     [*DB, "keys", "create", "--agent", "a", "--role", "root"],
                     [*DB, "keys", "create", "--agent", "a", "--user", " "],
                     [*DB, "keys", "create", "--agent", "a", "--expires", "2001-01-01"],
                     [*MISSING, "keys", "create", "--agent", "a"]],
+    # No $MEMORY_EVENT_KEY here (the current key); the bad keys themselves:
+    # tests/store/test_event_sourcing.py::test_a_rotation_refuses_bad_keys.
+    "events rotate-key": [[*DB, "events", "rotate-key"], [*MISSING, "events", "rotate-key"],
+                          [*DB, "events", "rotate-key", "--new-key", "x"]],
     "keys list": [[*MISSING, "keys", "list"], [*IN_MEMORY, "keys", "list"]],
     "keys revoke": [[*DB, "keys", "revoke", "nope"], [*MISSING, "keys", "revoke", "x"]],
     "serve": [[*MISSING, "serve"], [*IN_MEMORY, "serve"], [*DB, "serve", "--port", "70000"],
+              [*DB, "serve", "--grpc-port", "-1"],
               [*DB, "serve", "--config", "{latin1}"], [*DB, "serve", "--config", "{missing}"],
               [*DB, "serve", "--config", "{deep}"]],
 }  # fmt: skip

@@ -32,6 +32,7 @@ class Server:
     url: str
     process: subprocess.Popen[bytes]
     log: Path
+    grpc_url: str
 
     def log_lines(self) -> list[str]:
         return self.log.read_text(encoding="utf-8").splitlines()
@@ -42,7 +43,14 @@ def served(database: str, log: Path, *args: str, **env: str) -> Iterator[Server]
     """``memctl serve`` over ``database`` until the block ends (SIGTERM, then SIGKILL if
     it has not stopped within 15 s). Fails if it does not answer /health in time."""
     port = free_port()
-    environment = {**os.environ, "MEMORY_SERVICE_EMBEDDER": "hashing", **env}
+    # Never the default gRPC port: servers of parallel tests would take each other's.
+    grpc_port = env.get("MEMORY_SERVICE_GRPC_PORT") or str(free_port())
+    environment = {
+        **os.environ,
+        "MEMORY_SERVICE_EMBEDDER": "hashing",
+        **env,
+        "MEMORY_SERVICE_GRPC_PORT": grpc_port,
+    }
     with open(log, "wb") as errors:
         process = subprocess.Popen(
             [MEMCTL, "--database-url", database, "serve", "--port", str(port), *args],
@@ -50,13 +58,14 @@ def served(database: str, log: Path, *args: str, **env: str) -> Iterator[Server]
             stderr=errors,
             env=environment,
         )
-    server = Server(f"http://127.0.0.1:{port}", process, log)
+    server = Server(f"http://127.0.0.1:{port}", process, log, f"grpc://127.0.0.1:{grpc_port}")
     try:
         deadline = time.monotonic() + START_SECONDS
         while True:
             if process.poll() is not None:
                 raise AssertionError(f"memctl serve exited: {log.read_text()}")
             try:
+                # gRPC listens before HTTP does: /health answering means both are up.
                 if httpx.get(f"{server.url}/health", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:

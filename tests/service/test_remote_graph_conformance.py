@@ -16,11 +16,8 @@ from tests.service.processes import Server, served
 from tests.store import test_graph_conformance as suite
 from tests.store.test_graph_conformance import *  # noqa: F403 - the suite, collected here too
 
-# Embedded only (EntityGraph.import_jsonl / export_jsonl): see the test below instead.
-del test_jsonl_round_trip_matches_the_mcp_format  # noqa: F821
-del test_import_merges_observations_into_existing_entities  # noqa: F821
-del test_import_rejects_bad_lines_and_stores_nothing  # noqa: F821
-del test_import_with_dangling_relation_stores_nothing  # noqa: F821
+for _name in EMBEDDED_ONLY_TESTS:  # noqa: F405 - exist only embedded
+    del globals()[_name]
 
 
 @pytest.fixture(scope="module")

@@ -316,11 +316,13 @@ def test_downgrade_without_archive_refuses_to_drop_rows(
 def test_downgrade_without_archive_passes_when_tables_are_empty(
     engine: sa.Engine, database_url: str
 ) -> None:
-    memory.ops.upgrade(engine)
+    # The graph written by a Phase 1 store: at head, its writes would fill the event log.
+    memory.ops.upgrade(engine, PHASE_1_REVISION)
     with Memory.open(database_url, embedder=HashingEmbedder()) as store:
         store.graph("ada").create_entities(
             [{"name": "Ada", "entityType": "person", "observations": ["writes Python"]}]
         )
+    memory.ops.upgrade(engine)
     phase_1 = _checksums(engine, PHASE_1_TABLES)
 
     memory.ops.downgrade(engine, PHASE_1_REVISION)
@@ -335,12 +337,14 @@ def test_refused_downgrade_through_several_revisions_changes_nothing(
 ) -> None:
     """Revision 0004's tables are empty and could go, but 0002 would drop relations that
     hold rows: the whole downgrade is one transaction, so nothing at all is dropped."""
-    memory.ops.upgrade(engine)
+    # The graph written by a Phase 1 store: at head, its writes would fill the event log.
+    memory.ops.upgrade(engine, PHASE_1_REVISION)
     with Memory.open(database_url, embedder=HashingEmbedder()) as store:
         graph = store.graph("ada")
         graph.create_entities([{"name": "Ada", "entityType": "person"},
                                {"name": "Babbage", "entityType": "person"}])
         graph.create_relations([{"from": "Ada", "to": "Babbage", "relationType": "knows"}])
+    memory.ops.upgrade(engine)
     tables = _table_names(engine)
     before = _checksums(engine)
 
