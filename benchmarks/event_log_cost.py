@@ -7,11 +7,16 @@ PostgreSQL after taking the chain's advisory lock and reading its head); with
 with AES-GCM under the user's data key (issue 18). Three variants of the same store, in the
 same process and run: "changes" (as shipped), "identifiers" (the events as before issue 18:
 no data key, so the change is not sealed nor stored) and "no log" (the append replaced by a
-no-op).
+no-op). Hub-spoke sync (issue 21) adds two: "no sync hook" (the sync change log's hook
+replaced by a no-op: the write path as before sync existed) and "sync on" (the same writes
+into a second store where sync was enabled, ``memory.ops.sync.enable``, so each write also
+logs its sync change). "changes" runs on a store where sync was never enabled: what every
+store that does not sync pays.
 Each round runs them in a shuffled order so that machine noise hits them alike, and times
 ``--adds`` single adds (each its own transaction) and one ``add_many`` of ``--batch``
 memories, wall time and this process' CPU time (the server's CPU is in the wall time only).
-Target: "changes" at most +30-40 % over "identifiers".
+Target: "changes" at most +30-40 % over "identifiers"; "changes" (sync off) within noise of
+"no sync hook".
 
 Replay speed. A source with ``--replay-events`` events (memories added ``--batch`` at a
 time) is replayed into a new database ``--replay-rounds`` times (derived tables rebuilt,
@@ -44,13 +49,16 @@ from _scratch import DEFAULT_POSTGRES_URL, scratch_database
 from measure import emit, load_average, shuffled_rounds, summary, table, timed
 
 import memory.ops
+import memory.ops.sync as sync_ops
 import memory.store.events as events_module
 import memory.store.memories as store_module
 from memory import HashingEmbedder, Memory, Scope
 from memory.store.changes import EVENT_KEY_ENV
 from memory.store.events import verify_chain
 
-VARIANTS = ("changes", "identifiers", "no log")
+VARIANTS = ("changes", "identifiers", "no log", "no sync hook", "sync on")
+# The variants' prefixes in the JSON line.
+PREFIXES = ("changes", "identifiers", "nolog", "nosynchook", "syncon")
 # A key for the benchmark's scratch databases only.
 BENCH_EVENT_KEY = "event-log-cost-benchmark-key-0123456789abcdef"
 
@@ -66,14 +74,18 @@ def _no_data_key(connection: Any, user: str, *, create: bool) -> None:
 def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
     real_append = store_module.append_events
     real_data_key = events_module.data_key
+    real_sync_hook = events_module.record_memory_changes
     samples: dict[str, dict[str, list[float]]] = {
         variant: {"add wall": [], "add cpu": [], "add_many wall": [], "add_many cpu": []}
         for variant in VARIANTS
     }
     with (
         scratch_database(backend, args.postgres_url, "eventbench") as url,
+        scratch_database(backend, args.postgres_url, "eventbenchsync") as synced_url,
         Memory.open(url, embedder=HashingEmbedder()) as memory,
+        Memory.open(synced_url, embedder=HashingEmbedder()) as synced,
     ):
+        sync_ops.enable(synced)
         try:
             rounds = shuffled_rounds(VARIANTS, args.warmup + args.rounds, random.Random(0))
             for round_number, order in enumerate(rounds):
@@ -82,9 +94,13 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
                         real_append if variant != "no log" else lambda connection, drafts: []
                     )
                     events_module.data_key = (  # type: ignore[assignment]
-                        real_data_key if variant == "changes" else _no_data_key
+                        _no_data_key if variant == "identifiers" else real_data_key
                     )
-                    scope: Scope = memory.scope("bench-user", "planner", uuid.uuid4().hex[:12])
+                    events_module.record_memory_changes = (  # type: ignore[assignment]
+                        real_sync_hook if variant != "no sync hook" else lambda c, d: None
+                    )
+                    store = synced if variant == "sync on" else memory
+                    scope: Scope = store.scope("bench-user", "planner", uuid.uuid4().hex[:12])
                     for _ in range(args.adds):
                         content = f"single {uuid.uuid4().hex}"
                         _, add = timed(scope.add, content, cpu=time.process_time)
@@ -99,36 +115,43 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
         finally:
             store_module.append_events = real_append
             events_module.data_key = real_data_key
+            events_module.record_memory_changes = real_sync_hook
     result: dict[str, Any] = {"benchmark": "event_log_cost", "backend": backend}
     rows = []
     for measure in samples[VARIANTS[0]]:
         row = {
             f"{prefix}_{name}": value
-            for prefix, variant in zip(("changes", "identifiers", "nolog"), VARIANTS, strict=True)
+            for prefix, variant in zip(PREFIXES, VARIANTS, strict=True)
             for name, value in summary(samples[variant][measure], ("median", "p95")).items()
         }
         for stat in ("median", "p95"):
             changes, ids, none = (
                 row[f"{p}_{stat}_ms"] for p in ("changes", "identifiers", "nolog")
             )
-            # What the richer events add to a write, and what the log costs, then and now.
+            before_sync, sync_on = (row[f"{p}_{stat}_ms"] for p in ("nosynchook", "syncon"))
+            # What the richer events add to a write, and what the log costs, then and now;
+            # what the sync hook costs a store that does not sync, and one that does.
             row[f"changes_vs_identifiers_{stat}"] = round(changes / ids - 1, 4)
             row[f"log_cost_identifiers_{stat}"] = round(ids / none - 1, 4)
             row[f"log_cost_changes_{stat}"] = round(changes / none - 1, 4)
+            row[f"sync_off_vs_no_hook_{stat}"] = round(changes / before_sync - 1, 4)
+            row[f"sync_on_vs_no_hook_{stat}"] = round(sync_on / before_sync - 1, 4)
         result[measure] = row
         rows.append([
             measure,
-            *(row[f"{p}_{stat}_ms"] for p in ("changes", "identifiers", "nolog")
-              for stat in ("median", "p95")),
+            *(row[f"{p}_{stat}_ms"] for p in PREFIXES for stat in ("median", "p95")),
             *(f"{row[f'{name}_{stat}']:+.1%}" for name in
-              ("changes_vs_identifiers", "log_cost_identifiers", "log_cost_changes")
+              ("changes_vs_identifiers", "log_cost_identifiers", "log_cost_changes",
+               "sync_off_vs_no_hook", "sync_on_vs_no_hook")
               for stat in ("median", "p95")),
         ])  # fmt: skip
     print(f"\n{backend}: {args.rounds} rounds of {args.adds} adds and one add_many of "
           f"{args.batch}; ms")  # fmt: skip
     header = [
         "measure", "changes med", "p95", "identifiers med", "p95", "no log med", "p95",
+        "no sync hook med", "p95", "sync on med", "p95",
         "changes/ids med", "p95", "log cost then med", "p95", "log cost now med", "p95",
+        "sync off/no hook med", "p95", "sync on/no hook med", "p95",
     ]
     print(table(header, rows))
     if args.replay_events:

@@ -36,6 +36,7 @@ __all__ = [
     "changes_since",
     "conflict_counts",
     "conflicts",
+    "enable",
     "local_node",
     "outbox_batches",
     "pending_outbox",
@@ -44,8 +45,15 @@ __all__ = [
 ]
 
 
+def enable(memory: Memory) -> LocalNode:
+    """Make this store a sync node if it is not one yet (idempotent) and return it: from
+    now on its memory writes are logged for sync, and the memories already there are
+    logged as its first changes. A store where sync is never enabled logs nothing."""
+    return store.enable(memory.maintenance.db)
+
+
 def local_node(memory: Memory) -> LocalNode:
-    """This store's node id (made on first use), clock and version vector."""
+    """This store's node id, clock and version vector (sync must be enabled)."""
     return store.local_node(memory.maintenance.db)
 
 

@@ -45,6 +45,7 @@ from memory.core.sync_clocks import (
     MAX_CLOCK_DRIFT_MS,
     ChangeRange,
     ConflictResolution,
+    HybridLogicalClock,
     Stamp,
     VersionInfo,
     VersionVector,
@@ -71,9 +72,12 @@ from memory.store.memories import Store
 from memory.store.synclog import (
     SYNC_APPLY_OPERATION,
     changes,
+    create_node,
     has_sync_tables,
     lock_node,
     log_change,
+    log_memory_rows,
+    read_node,
     read_vector,
     save_clock,
     save_states,
@@ -149,8 +153,56 @@ def _require_tables(connection: Connection) -> None:
         raise SchemaError("hub-spoke sync needs the sync schema revision: run memctl migrate")
 
 
+# Memories logged per statement set when sync is enabled on a store that has some.
+_SEED_CHUNK = 1000
+
+
+def enable(db: Database) -> LocalNode:
+    """Make this store a sync node if it is not one yet, and return it (idempotent).
+
+    Enabling makes the node (a new random id) and logs every memory already stored as one
+    of its changes, so what was written before sync was enabled is sent like anything
+    written after. It takes the lock every memory write conflicts with (see
+    ``memory.store.synclog``): memory writes wait for it, once.
+    """
+
+    def operation(connection: Connection) -> LocalNode:
+        _require_tables(connection)
+        if read_node(connection) is None:
+            if connection.dialect.name == "postgresql":
+                connection.execute(sa.text("LOCK TABLE memories IN SHARE ROW EXCLUSIVE MODE"))
+            # Read again under the lock: another process may have enabled sync meanwhile.
+            if read_node(connection) is None:
+                create_node(connection, uuid.uuid4().hex, HybridLogicalClock(0))
+                _seed(connection)
+        node, clock = lock_node(connection)
+        return LocalNode(node, clock.last, read_vector(connection))
+
+    return db.write(operation)
+
+
+def _seed(connection: Connection) -> None:
+    """Log every stored memory as a change of this (new) node, in id order."""
+    columns = [
+        memories.c[name]
+        for name in ("id", "user_id", "agent_id", "session_id", "tier", "content_hash", "version")
+    ]
+    after = 0
+    while True:
+        rows = connection.execute(
+            sa.select(*columns).where(memories.c.id > after).order_by(memories.c.id)
+            .limit(_SEED_CHUNK)
+        ).mappings().all()
+        if not rows:
+            return
+        log_memory_rows(
+            connection, [{"table": "memories", "op": "upsert", "row": dict(row)} for row in rows]
+        )
+        after = rows[-1]["id"]
+
+
 def local_node(db: Database) -> LocalNode:
-    """This store's node id (made on first use), clock and version vector."""
+    """This store's node id, clock and version vector (sync must be enabled)."""
 
     def operation(connection: Connection) -> LocalNode:
         _require_tables(connection)

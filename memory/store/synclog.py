@@ -1,4 +1,5 @@
-"""The sync change log every memory write appends to, in the write's own transaction.
+"""The sync change log every memory write appends to, in the write's own transaction, once
+sync is enabled on the store.
 
 ``append_events`` (``memory.store.events``) calls ``record_memory_changes`` with the events
 it appends: every write of a memory (add, update, delete, consolidate, promote, retention)
@@ -10,12 +11,31 @@ version (``sync_memories``; a delete leaves the tombstone). Events of items appl
 other nodes (``SYNC_APPLY_OPERATION``) are skipped: ``memory.store.sync`` logs those under
 the change that made them.
 
-The node (``sync_node``) is made by the first write that needs it. Its row is locked for
-the rest of the transaction (``FOR UPDATE`` on PostgreSQL; SQLite has one writer), so
-sequences are issued in commit order and a reader never sees change n+1 without n.
+Opt-in. A store is a sync node once ``memory.store.sync.enable`` made its ``sync_node`` row
+(and logged the memories already there as its first changes); a store that does not sync
+pays one primary-key read of that table per memory write, finds no row, and logs nothing
+and locks nothing. That read is not cached: it is made in every write, after the write
+changed its memory rows, and ``enable`` takes a lock that conflicts with every memory
+write before it reads the memories it seeds and makes the row (PostgreSQL: ``LOCK TABLE
+memories IN SHARE ROW EXCLUSIVE MODE``, which waits for every transaction that wrote
+``memories`` to end and makes later writers of it wait for the enable to commit; SQLite:
+``BEGIN IMMEDIATE``, one writer at a time). So a write either ended before ``enable``
+read the memories (its memory is seeded, or its delete is seen) or reads the node row in
+a statement after ``enable`` committed (PostgreSQL's READ COMMITTED: each statement sees
+what committed before it) and logs its change. No change falls between, whichever
+process enables and whichever writes; a forget of a user either precedes the seed or
+deletes what it seeded.
+
+Once enabled, the node row is locked for the rest of the transaction (``FOR UPDATE`` on
+PostgreSQL; SQLite has one writer), so sequences are issued in commit order and a reader
+never sees change n+1 without n. The readers of the log (``memory.store.sync``: delta
+batches, the outbox) lock the row too, so they wait for a write in flight. Local writes
+already hold the chain lock, which every writer of the event log takes, so the row lock
+adds a statement to a write but no waiting: writes were serialised on PostgreSQL before
+sync (the chain's head is read and extended by one writer at a time).
 
 A database before the sync revision has no ``sync_node`` table: nothing is logged there.
-Whether it has one is read once per pooled connection.
+Whether it has one is read once per pooled connection (tables change only by migration).
 """
 
 from __future__ import annotations
@@ -29,6 +49,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from memory.core.errors import SchemaError
 from memory.core.inputs import canonical_json
 from memory.core.sync_clocks import HybridLogicalClock, VersionVector
 from memory.core.sync_items import SyncOperation
@@ -44,6 +65,7 @@ states = Base.metadata.tables["sync_memories"]
 # The event operation of a memory written by applying another node's item.
 SYNC_APPLY_OPERATION = "memory.sync"
 _TABLES_INFO = "memory.sync_tables"
+_NODE = sa.select(nodes.c.node_id, nodes.c.hlc).where(nodes.c.id == 1)
 
 
 def has_sync_tables(connection: Connection) -> bool:
@@ -60,19 +82,29 @@ def wall_ms(now: datetime) -> int:
     return int(now.timestamp() * 1000)
 
 
+def read_node(connection: Connection) -> tuple[str, HybridLogicalClock] | None:
+    """This store's node id and clock, or None if sync was never enabled (no lock taken)."""
+    row = connection.execute(_NODE).first()
+    return None if row is None else (row.node_id, HybridLogicalClock(row.hlc))
+
+
 def lock_node(connection: Connection) -> tuple[str, HybridLogicalClock]:
-    """This store's node id and clock, the node made if it is the first use; the row stays
-    locked until the transaction ends."""
-    statement = sa.select(nodes.c.node_id, nodes.c.hlc).where(nodes.c.id == 1).with_for_update()
-    row = connection.execute(statement).first()
+    """This store's node id and clock; the row stays locked until the transaction ends.
+    Refused on a store where sync was never enabled."""
+    row = connection.execute(_NODE.with_for_update()).first()
     if row is None:
-        connection.execute(
-            dialect_insert(connection.dialect.name, nodes)
-            .values(id=1, node_id=uuid.uuid4().hex, hlc=0, created_at=utcnow())
-            .on_conflict_do_nothing(index_elements=["id"])
+        raise SchemaError(
+            "hub-spoke sync is not enabled on this store: enable it first "
+            "(memory.ops.sync.enable, or open it as a SpokeStore)"
         )
-        row = connection.execute(statement).one()
     return row.node_id, HybridLogicalClock(row.hlc)
+
+
+def create_node(connection: Connection, node: str, clock: HybridLogicalClock) -> None:
+    """Make this store the sync node ``node`` (``memory.store.sync.enable``)."""
+    connection.execute(
+        nodes.insert().values(id=1, node_id=node, hlc=clock.last, created_at=utcnow())
+    )
 
 
 def save_clock(connection: Connection, clock: HybridLogicalClock) -> None:
@@ -149,8 +181,14 @@ def record_memory_changes(connection: Connection, drafts: Iterable[Any]) -> None
         for entry in draft.change
         if entry["table"] == "memories"
     ]
-    if not touched or not has_sync_tables(connection):
-        return
+    if not touched or not has_sync_tables(connection) or read_node(connection) is None:
+        return  # sync was never enabled here: see the module docstring
+    log_memory_rows(connection, touched)
+
+
+def log_memory_rows(connection: Connection, touched: Sequence[Mapping[str, Any]]) -> None:
+    """Log the ``touched`` memory rows (change entries: ``op`` upsert with the ``row`` left,
+    or delete with its ``key``) as changes of this node, which must be a node."""
     node, clock = lock_node(connection)
     before = read_vector(connection)
     vector = before
@@ -185,7 +223,7 @@ def record_memory_changes(connection: Connection, drafts: Iterable[Any]) -> None
                 "version": known["version"] + 1, "deleted": True,
             }
             operation = SyncOperation.DELETE
-        else:  # written before the sync revision and never since
+        else:  # never logged (no sync state): no tombstone to leave
             continue
         clock = clock.tick(wall_ms(now))
         seq = vector.seq(node, state["tier"]) + 1

@@ -609,7 +609,8 @@ KEY_TABLES = ("api_keys", "idempotent_requests")
 
 
 class SyncNodeRow(Base):
-    """This store's identity as a sync node (one row, made on first use): its node id and
+    """This store's identity as a sync node (one row, made when sync is enabled on the store,
+    ``memory.store.sync.enable``; none while it is not): its node id and
     the last timestamp its hybrid logical clock issued or saw."""
 
     __tablename__ = "sync_node"

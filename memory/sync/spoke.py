@@ -53,7 +53,8 @@ class SpokeStore:
         self.memory = memory
         self.encoding = EmbeddingEncoding(encoding)
         self.max_items = max_items
-        self.node_id = ops.local_node(memory).node_id
+        # A spoke syncs: its store becomes a node (once; its memories logged).
+        self.node_id = ops.enable(memory).node_id
 
     def vector(self) -> VersionVector:
         """What this node has: the vector a peer computes its delta against."""

@@ -2,9 +2,9 @@
 vector, the change log, each memory's sync state and tombstone, applied batch ids, the
 outbox and conflict records.
 
-Upgrade creates the tables and, if the database already holds memories, makes this store a
-node and logs every memory as one of its changes (sequences 1..n per tier), so what was
-written before sync existed is sent like anything written after.
+Upgrade creates the tables only: sync is enabled per store (``memory.ops.sync.enable``),
+which makes the node and logs the memories already there; a store that does not sync
+logs nothing (``memory.store.synclog``).
 
 Downgrade archives every sync table that has rows before dropping it (``memctl rollback
 --archive DIR``; refused without one if there are any), like every revision that drops
@@ -16,10 +16,6 @@ Create Date: 2026-12-07
 """
 
 from __future__ import annotations
-
-import time
-import uuid
-from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -42,9 +38,6 @@ TABLES = (
     "sync_vectors",
     "sync_node",
 )
-# The hybrid logical clock's layout (memory.core.sync_clocks), frozen here as this
-# revision wrote it: wall-clock milliseconds above a 16-bit counter.
-_LOGICAL_BITS = 16
 _BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
@@ -142,51 +135,6 @@ def upgrade() -> None:
     )
     op.create_index("ix_sync_conflicts_memory_gid", "sync_conflicts", ["memory_gid"])
     op.create_index("ix_sync_conflicts_user_id", "sync_conflicts", ["user_id"])
-    _log_existing_memories(op.get_bind())
-
-
-def _log_existing_memories(bind: sa.Connection) -> None:
-    """Make this store a node and log each memory it holds as one of its changes."""
-    memories = sa.table(
-        "memories",
-        sa.column("id"), sa.column("user_id"), sa.column("agent_id"), sa.column("tier"),
-        sa.column("content_hash"), sa.column("version"),
-    )
-    rows = bind.execute(sa.select(memories).order_by(memories.c.id)).all()
-    if not rows:
-        return  # the node is made by the first write, as in a new database
-    node = uuid.uuid4().hex
-    now = datetime.now(UTC).replace(tzinfo=None)
-    hlc = int(time.time() * 1000) << _LOGICAL_BITS
-    seqs: dict[str, int] = {}
-    states, changes = [], []
-    for row in rows:
-        hlc += 1
-        seqs[row.tier] = seqs.get(row.tier, 0) + 1
-        gid = uuid.uuid4().hex
-        states.append(
-            {
-                "memory_gid": gid, "memory_id": row.id, "user_id": row.user_id,
-                "agent_id": row.agent_id, "tier": row.tier, "content_hash": row.content_hash,
-                "hlc": hlc, "origin": node, "seq": seqs[row.tier], "version": row.version,
-                "deleted": False, "updated_at": now,
-            }
-        )
-        changes.append(
-            {"node_id": node, "tier": row.tier, "seq": seqs[row.tier], "hlc": hlc,
-             "memory_gid": gid, "operation": "upsert"}
-        )
-    metadata = sa.MetaData()
-    for name, rows_ in (("sync_memories", states), ("sync_changes", changes)):
-        table = sa.Table(name, metadata, autoload_with=bind)
-        bind.execute(table.insert(), rows_)
-    vectors = sa.Table("sync_vectors", metadata, autoload_with=bind)
-    bind.execute(
-        vectors.insert(),
-        [{"node_id": node, "tier": tier, "seq": seq} for tier, seq in sorted(seqs.items())],
-    )
-    node_table = sa.Table("sync_node", metadata, autoload_with=bind)
-    bind.execute(node_table.insert(), [{"id": 1, "node_id": node, "hlc": hlc, "created_at": now}])
 
 
 def downgrade() -> None:

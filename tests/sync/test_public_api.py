@@ -26,7 +26,7 @@ EXPECTED = {
     ],
     memory.ops.sync: [
         "ApplyReport", "ConflictRecord", "LocalNode", "OutboxEntry", "acknowledge",
-        "apply_batch", "changes_since", "conflict_counts", "conflicts", "local_node",
+        "apply_batch", "changes_since", "conflict_counts", "conflicts", "enable", "local_node",
         "outbox_batches", "pending_outbox", "queue_outbox", "state_checksum",
     ],
 }
