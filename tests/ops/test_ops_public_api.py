@@ -197,9 +197,12 @@ def test_every_ops_module_declares_a_sorted_all_of_names_it_has(name: str) -> No
 
 
 def test_the_package_re_exports_every_verb_of_its_modules() -> None:
+    # memory.ops.sync is the sync package's access to the store (memory.sync may not import
+    # memory.store); its functions are called through the module, not re-exported.
     verbs = {
         name
         for module_name in OPS_MODULES
+        if module_name != "memory.ops.sync"
         for name in importlib.import_module(module_name).__all__
         if inspect.isfunction(getattr(importlib.import_module(module_name), name))
     }
