@@ -107,8 +107,8 @@ class EmbeddedOnlyError(MemoryStoreError):
     def __init__(self, member: str) -> None:
         super().__init__(
             f"{member} exists only in an embedded store (Memory.open with a database URL); "
-            "this store is a hub service (http://...), which does not serve it: use it where "
-            "the database is, or through the hub's operator commands"
+            "this store is a hub service (http:// or grpc://), which does not serve it: use it "
+            "where the database is, or through the hub's operator commands"
         )
         self.member = member
 

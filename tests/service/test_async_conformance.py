@@ -26,7 +26,7 @@ from memory import (
     StoreClosedError,
 )
 from memory import ops as ops
-from tests.service.processes import Server, served
+from tests.service.processes import Server
 from tests.store.test_store_conformance import *  # noqa: F403 - the suite, collected here too
 
 
@@ -77,13 +77,6 @@ def loop() -> Iterator[Loop]:
     running = Loop()
     yield running
     running.close()
-
-
-@pytest.fixture(scope="module")
-def hub(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    ops.migrate(postgres_url)
-    with served(postgres_url, tmp_path_factory.mktemp("hub") / "serve.log") as server:
-        yield server
 
 
 @pytest.fixture(params=["sqlite-file", "postgresql", "remote"])

@@ -30,12 +30,6 @@ TIMEOUT = 30
 
 
 @pytest.fixture(scope="module")
-def database(postgres_url: str) -> str:
-    ops.migrate(postgres_url)
-    return postgres_url
-
-
-@pytest.fixture(scope="module")
 def server(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with served(database, tmp_path_factory.mktemp("serve") / "serve.log") as running:
         yield running

@@ -30,15 +30,8 @@ from tests.search.test_retrieval import (  # noqa: F401 - the search cases that 
     test_search_skips_expired_and_deleted_memories,
     test_updated_content_is_searched_by_its_new_words,
 )
-from tests.service.processes import Server, free_port, served
+from tests.service.processes import Server, free_port
 from tests.store.test_store_conformance import *  # noqa: F403 - the suite, collected here too
-
-
-@pytest.fixture(scope="module")
-def hub(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    ops.migrate(postgres_url)
-    with served(postgres_url, tmp_path_factory.mktemp("hub") / "serve.log") as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

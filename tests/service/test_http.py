@@ -21,12 +21,6 @@ MAX_BODY = 4096
 
 
 @pytest.fixture(scope="module")
-def database(postgres_url: str) -> str:
-    ops.migrate(postgres_url)
-    return postgres_url
-
-
-@pytest.fixture(scope="module")
 def server(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     with served(database, log, MEMORY_SERVICE_MAX_BODY_BYTES=str(MAX_BODY)) as running:

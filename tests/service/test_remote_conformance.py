@@ -20,15 +20,8 @@ from memory import (
     StoreClosedError,
 )
 from memory import ops as ops
-from tests.service.processes import Server, free_port, served
+from tests.service.processes import Server, free_port
 from tests.store.test_store_conformance import *  # noqa: F403 - the suite, collected here too
-
-
-@pytest.fixture(scope="module")
-def hub(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    ops.migrate(postgres_url)
-    with served(postgres_url, tmp_path_factory.mktemp("hub") / "serve.log") as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

@@ -12,19 +12,12 @@ import sqlalchemy as sa
 
 from memory import EmbeddedOnlyError, EntityGraph, Memory, NotFoundError, PermissionDeniedError
 from memory import ops as ops
-from tests.service.processes import Server, served
+from tests.service.processes import Server
 from tests.store import test_graph_conformance as suite
 from tests.store.test_graph_conformance import *  # noqa: F403 - the suite, collected here too
 
 for _name in EMBEDDED_ONLY_TESTS:  # noqa: F405 - exist only embedded
     del globals()[_name]
-
-
-@pytest.fixture(scope="module")
-def hub(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    ops.migrate(postgres_url)
-    with served(postgres_url, tmp_path_factory.mktemp("hub") / "serve.log") as server:
-        yield server
 
 
 @pytest.fixture

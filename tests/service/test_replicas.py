@@ -26,12 +26,6 @@ GIVE_UP_SECONDS = 2.0
 
 
 @pytest.fixture(scope="module")
-def database(postgres_url: str) -> str:
-    ops.migrate(postgres_url)
-    return postgres_url
-
-
-@pytest.fixture(scope="module")
 def secret(database: str) -> str:
     return ops.create_key(database, "replicas", role="admin").secret
 
